@@ -1,0 +1,580 @@
+//! Vigil's configuration: defaults, then a TOML file, then `VIGIL_*`
+//! environment variables, parsed into types that reject unknown keys and
+//! checked by [`Config::validate`], whose messages name the key at fault.
+//!
+//! An environment variable `VIGIL_A__B__C=value` sets the key `a.b.c`: the
+//! path is split on double underscores and lower-cased. The value is read as a
+//! TOML value when it is one (`8`, `true`, `["a", "b"]`, `"quoted"`), and as a
+//! string otherwise (`kafka`, `127.0.0.1:9092`). Variables without a double
+//! underscore (`VIGIL_CONFIG`, `VIGIL_LOG`) belong to the binary, not here.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Prefix of every environment variable that overrides a configuration key.
+pub const ENV_PREFIX: &str = "VIGIL_";
+const ENV_SEPARATOR: &str = "__";
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Syntax { origin: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl ConfigError {
+    fn invalid(key: &str, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole configuration of a Vigil process.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The message bus between components.
+    #[serde(default)]
+    pub bus: BusConfig,
+}
+
+/// Which bus carries messages between components, and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusConfig {
+    /// `embedded` (in-process, one process) or `kafka`.
+    #[serde(default)]
+    pub kind: BusKind,
+    /// Partitions of each topic Vigil creates; the most consumers of one
+    /// group that can share a topic.
+    #[serde(default = "default_partitions")]
+    pub partitions: u32,
+    /// How long a publish may wait for room and for the acknowledgement before
+    /// it fails with a retryable error.
+    #[serde(default = "default_publish_timeout_ms")]
+    pub publish_timeout_ms: u64,
+    #[serde(default)]
+    pub embedded: EmbeddedBusConfig,
+    #[serde(default)]
+    pub kafka: KafkaBusConfig,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            kind: BusKind::default(),
+            partitions: default_partitions(),
+            publish_timeout_ms: default_publish_timeout_ms(),
+            embedded: EmbeddedBusConfig::default(),
+            kafka: KafkaBusConfig::default(),
+        }
+    }
+}
+
+/// The bus implementations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BusKind {
+    #[default]
+    Embedded,
+    Kafka,
+}
+
+/// The in-process bus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedBusConfig {
+    /// Bytes a topic may hold that some consumer group has not committed yet;
+    /// past that, publishers wait and then get a retryable "full" error.
+    #[serde(default = "default_max_bytes_per_topic")]
+    pub max_bytes_per_topic: u64,
+}
+
+impl Default for EmbeddedBusConfig {
+    fn default() -> Self {
+        EmbeddedBusConfig {
+            max_bytes_per_topic: default_max_bytes_per_topic(),
+        }
+    }
+}
+
+/// The Kafka bus (any Kafka-protocol broker).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaBusConfig {
+    /// Bootstrap brokers, `host:port[,host:port…]`.
+    #[serde(default = "default_brokers")]
+    pub brokers: String,
+    /// Replication factor of the topics Vigil creates.
+    #[serde(default = "default_replication_factor")]
+    pub replication_factor: u32,
+    /// Client id reported to the brokers.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// Compression of produced batches: `none`, `gzip`, `snappy` or `lz4`.
+    #[serde(default)]
+    pub compression: Compression,
+    /// How long the producer waits to fill a batch (librdkafka `linger.ms`).
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u64,
+    /// Messages the producer may hold unacknowledged before publishers wait
+    /// (librdkafka `queue.buffering.max.messages`).
+    #[serde(default = "default_max_queued_messages")]
+    pub max_queued_messages: u32,
+    /// Most records in one produced batch (librdkafka `batch.num.messages`).
+    /// Set it to 1 for tansu 0.6, whose storage serves a fetch only from the
+    /// start of a batch: a consumer resuming inside a batch would stall there.
+    #[serde(default = "default_max_batch_records")]
+    pub max_batch_records: u32,
+}
+
+impl Default for KafkaBusConfig {
+    fn default() -> Self {
+        KafkaBusConfig {
+            brokers: default_brokers(),
+            replication_factor: default_replication_factor(),
+            client_id: default_client_id(),
+            compression: Compression::default(),
+            linger_ms: default_linger_ms(),
+            max_queued_messages: default_max_queued_messages(),
+            max_batch_records: default_max_batch_records(),
+        }
+    }
+}
+
+/// Compression codecs every Kafka-protocol broker and librdkafka build support.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    #[default]
+    Lz4,
+}
+
+impl Compression {
+    /// The librdkafka name of the codec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+        }
+    }
+}
+
+fn default_partitions() -> u32 {
+    8
+}
+fn default_publish_timeout_ms() -> u64 {
+    5_000
+}
+fn default_max_bytes_per_topic() -> u64 {
+    256 * 1024 * 1024
+}
+fn default_brokers() -> String {
+    "127.0.0.1:9092".to_owned()
+}
+fn default_replication_factor() -> u32 {
+    1
+}
+fn default_client_id() -> String {
+    "vigil".to_owned()
+}
+fn default_linger_ms() -> u64 {
+    5
+}
+fn default_max_queued_messages() -> u32 {
+    100_000
+}
+fn default_max_batch_records() -> u32 {
+    10_000
+}
+
+impl Config {
+    /// Loads defaults, then the file at `path` if any, then the `VIGIL_*`
+    /// variables of this process's environment, and validates the result.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let file = path
+            .map(|path| {
+                std::fs::read_to_string(path)
+                    .map(|text| (path.display().to_string(), text))
+                    .map_err(|source| ConfigError::Read {
+                        path: path.to_owned(),
+                        source,
+                    })
+            })
+            .transpose()?;
+        let file = file
+            .as_ref()
+            .map(|(origin, text)| (origin.as_str(), text.as_str()));
+        Config::from_sources(file, std::env::vars())
+    }
+
+    /// Builds a configuration from a TOML text (`(origin, text)`, origin naming
+    /// it in errors) and environment variables, and validates it.
+    pub fn from_sources(
+        file: Option<(&str, &str)>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match file {
+            Some((origin, text)) => {
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Syntax {
+                        origin: origin.to_owned(),
+                        message: e.to_string(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        let mut overrides: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(var, _)| var.starts_with(ENV_PREFIX) && var.contains(ENV_SEPARATOR))
+            .collect();
+        overrides.sort();
+        for (var, value) in overrides {
+            apply_override(&mut table, &var, &value)?;
+        }
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigError::invalid(&e.path().to_string(), e.inner().message()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot: ranges and combinations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bus = &self.bus;
+        if !(1..=1024).contains(&bus.partitions) {
+            return Err(ConfigError::invalid(
+                "bus.partitions",
+                format!("must be between 1 and 1024, got {}", bus.partitions),
+            ));
+        }
+        if !(1..=600_000).contains(&bus.publish_timeout_ms) {
+            return Err(ConfigError::invalid(
+                "bus.publish_timeout_ms",
+                format!(
+                    "must be between 1 and 600000 (10 minutes), got {}",
+                    bus.publish_timeout_ms
+                ),
+            ));
+        }
+        if bus.embedded.max_bytes_per_topic < 1024 * 1024 {
+            return Err(ConfigError::invalid(
+                "bus.embedded.max_bytes_per_topic",
+                format!(
+                    "must be at least 1048576 (1 MiB), got {}",
+                    bus.embedded.max_bytes_per_topic
+                ),
+            ));
+        }
+        if bus.kind == BusKind::Kafka {
+            self.validate_kafka()?;
+        }
+        Ok(())
+    }
+
+    fn validate_kafka(&self) -> Result<(), ConfigError> {
+        let kafka = &self.bus.kafka;
+        let brokers: Vec<&str> = kafka.brokers.split(',').map(str::trim).collect();
+        if let Some(bad) = brokers.iter().find(|b| !is_host_port(b)) {
+            return Err(ConfigError::invalid(
+                "bus.kafka.brokers",
+                format!("expected host:port[,host:port…] when bus.kind = \"kafka\", got {bad:?}"),
+            ));
+        }
+        if !(1..=32).contains(&kafka.replication_factor) {
+            return Err(ConfigError::invalid(
+                "bus.kafka.replication_factor",
+                format!("must be between 1 and 32, got {}", kafka.replication_factor),
+            ));
+        }
+        if kafka.linger_ms >= self.bus.publish_timeout_ms {
+            return Err(ConfigError::invalid(
+                "bus.kafka.linger_ms",
+                format!(
+                    "must be less than bus.publish_timeout_ms ({}), got {}",
+                    self.bus.publish_timeout_ms, kafka.linger_ms
+                ),
+            ));
+        }
+        if kafka.max_queued_messages == 0 {
+            return Err(ConfigError::invalid(
+                "bus.kafka.max_queued_messages",
+                "must be at least 1, got 0",
+            ));
+        }
+        if !(1..=1_000_000).contains(&kafka.max_batch_records) {
+            return Err(ConfigError::invalid(
+                "bus.kafka.max_batch_records",
+                format!(
+                    "must be between 1 and 1000000, got {}",
+                    kafka.max_batch_records
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML, every key with its effective value.
+    pub fn to_toml(&self) -> String {
+        // Serializing plain structs of strings and numbers cannot fail.
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+fn is_host_port(address: &str) -> bool {
+    match address.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
+}
+
+/// Sets the key named by `VIGIL_A__B__C` in `table`.
+fn apply_override(table: &mut toml::Table, var: &str, raw: &str) -> Result<(), ConfigError> {
+    let env_error = |message: String| ConfigError::Env {
+        var: var.to_owned(),
+        message,
+    };
+    let path: Vec<String> = var[ENV_PREFIX.len()..]
+        .split(ENV_SEPARATOR)
+        .map(str::to_ascii_lowercase)
+        .collect();
+    if path.iter().any(String::is_empty) {
+        return Err(env_error(
+            "empty key segment; write VIGIL_SECTION__KEY".to_owned(),
+        ));
+    }
+    let (last, parents) = path.split_last().unwrap_or((&path[0], &[]));
+    let mut current = table;
+    for (depth, segment) in parents.iter().enumerate() {
+        let entry = current
+            .entry(segment.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry.as_table_mut().ok_or_else(|| {
+            env_error(format!(
+                "{} is a value, not a section",
+                path[..=depth].join(".")
+            ))
+        })?;
+    }
+    current.insert(last.clone(), parse_env_value(raw));
+    Ok(())
+}
+
+/// A TOML value when `raw` is one, else the string itself.
+fn parse_env_value(raw: &str) -> toml::Value {
+    format!("value = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut table| table.remove("value"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn load(file: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_sources(Some(("vigil.toml", file)), env(vars))
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let config = Config::from_sources(None, env(&[])).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.bus.kind, BusKind::Embedded);
+        assert_eq!(config.bus.partitions, 8);
+        assert_eq!(config.bus.kafka.brokers, "127.0.0.1:9092");
+    }
+
+    #[test]
+    fn file_then_environment_override_defaults() {
+        let file = r#"
+            [bus]
+            kind = "kafka"
+            partitions = 4
+            [bus.kafka]
+            brokers = "k1:9092,k2:9092"
+        "#;
+        let config = load(
+            file,
+            &[
+                ("VIGIL_BUS__PARTITIONS", "16"),
+                ("VIGIL_BUS__KAFKA__COMPRESSION", "gzip"),
+                ("VIGIL_BUS__EMBEDDED__MAX_BYTES_PER_TOPIC", "2097152"),
+                ("VIGIL_CONFIG", "ignored.toml"),
+                ("HOME", "/root"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.bus.kind, BusKind::Kafka);
+        assert_eq!(config.bus.partitions, 16);
+        assert_eq!(config.bus.kafka.brokers, "k1:9092,k2:9092");
+        assert_eq!(config.bus.kafka.compression, Compression::Gzip);
+        assert_eq!(config.bus.embedded.max_bytes_per_topic, 2_097_152);
+        assert_eq!(config.bus.publish_timeout_ms, 5_000);
+    }
+
+    #[test]
+    fn environment_values_that_are_not_toml_are_strings() {
+        let config = load("", &[("VIGIL_BUS__KAFKA__BROKERS", "10.1.2.3:9093")]).unwrap();
+        assert_eq!(config.bus.kafka.brokers, "10.1.2.3:9093");
+        let config = load("", &[("VIGIL_BUS__KAFKA__CLIENT_ID", "\"1234\"")]).unwrap();
+        assert_eq!(config.bus.kafka.client_id, "1234");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let error = load("[bus]\npartitons = 3\n", &[]).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "bus.partitons: unknown field `partitons`, expected one of `kind`, `partitions`, \
+             `publish_timeout_ms`, `embedded`, `kafka`"
+        );
+
+        let error = load("", &[("VIGIL_BUS__KAFKA__BROKER", "x:1")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("bus.kafka.broker: unknown field `broker`"),
+            "{error}"
+        );
+
+        let error = load("[storage]\n", &[]).unwrap_err().to_string();
+        assert!(error.contains("unknown field `storage`"), "{error}");
+    }
+
+    #[test]
+    fn wrong_types_and_enum_values_are_named() {
+        let error = load("[bus]\nkind = \"rabbitmq\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "bus.kind: unknown variant `rabbitmq`, expected `embedded` or `kafka`"
+        );
+
+        let error = load("", &[("VIGIL_BUS__PARTITIONS", "many")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("bus.partitions: invalid type: string"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_name_the_file() {
+        let error = load("[bus\n", &[]).unwrap_err().to_string();
+        assert!(error.starts_with("vigil.toml: "), "{error}");
+    }
+
+    #[test]
+    fn validate_names_the_key_and_the_allowed_values() {
+        type Vars = &'static [(&'static str, &'static str)];
+        let cases: [(&str, Vars, &str); 6] = [
+            (
+                "[bus]\npartitions = 0",
+                &[],
+                "bus.partitions: must be between 1 and 1024, got 0",
+            ),
+            (
+                "[bus]\npublish_timeout_ms = 0",
+                &[],
+                "bus.publish_timeout_ms: must be between 1 and 600000 (10 minutes), got 0",
+            ),
+            (
+                "[bus.embedded]\nmax_bytes_per_topic = 10",
+                &[],
+                "bus.embedded.max_bytes_per_topic: must be at least 1048576 (1 MiB), got 10",
+            ),
+            (
+                "[bus]\nkind = \"kafka\"\n[bus.kafka]\nbrokers = \"k1:9092,k2\"",
+                &[],
+                "bus.kafka.brokers: expected host:port[,host:port…] when bus.kind = \"kafka\", got \"k2\"",
+            ),
+            (
+                "[bus]\nkind = \"kafka\"",
+                &[("VIGIL_BUS__KAFKA__REPLICATION_FACTOR", "0")],
+                "bus.kafka.replication_factor: must be between 1 and 32, got 0",
+            ),
+            (
+                "[bus]\nkind = \"kafka\"\npublish_timeout_ms = 100\n[bus.kafka]\nlinger_ms = 100",
+                &[],
+                "bus.kafka.linger_ms: must be less than bus.publish_timeout_ms (100), got 100",
+            ),
+        ];
+        for (file, vars, expected) in cases {
+            assert_eq!(load(file, vars).unwrap_err().to_string(), expected);
+        }
+    }
+
+    #[test]
+    fn kafka_settings_are_only_checked_for_the_kafka_bus() {
+        let config = load("[bus.kafka]\nbrokers = \"nowhere\"", &[]).unwrap();
+        assert_eq!(config.bus.kind, BusKind::Embedded);
+    }
+
+    #[test]
+    fn bad_override_paths_are_refused() {
+        let error = load("", &[("VIGIL_BUS__PARTITIONS__X", "1")]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "bus.partitions: invalid type: map, expected u32"
+        );
+        let error = load(
+            "[bus]\npartitions = 3",
+            &[("VIGIL_BUS__PARTITIONS__X", "1")],
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "environment variable VIGIL_BUS__PARTITIONS__X: bus.partitions is a value, not a section"
+        );
+        let error = load("", &[("VIGIL_BUS____KIND", "kafka")]).unwrap_err();
+        assert!(error.to_string().contains("empty key segment"), "{error}");
+    }
+
+    #[test]
+    fn printed_configuration_loads_back_to_itself() {
+        let config = load("[bus]\nkind = \"kafka\"\npartitions = 3", &[]).unwrap();
+        let printed = config.to_toml();
+        assert!(printed.contains("kind = \"kafka\""), "{printed}");
+        assert_eq!(load(&printed, &[]).unwrap(), config);
+    }
+
+    #[test]
+    fn load_reads_the_file_and_reports_a_missing_one() {
+        let path = std::env::temp_dir().join(format!("vigil-config-{}.toml", std::process::id()));
+        std::fs::write(&path, "[bus]\npartitions = 5\n").unwrap();
+        assert_eq!(Config::load(Some(&path)).unwrap().bus.partitions, 5);
+        std::fs::remove_file(&path).unwrap();
+        let error = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(
+            error.starts_with("cannot read configuration file"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! Vigil's core: what every component shares.
+//!
+//! - [`distribution`]: the log-bucketed histogram behind every latency and value
+//!   distribution, mergeable and stored as key/count arrays;
+//! - [`bus`]: the message bus between components, on Kafka or in-process;
+//! - [`config`]: the configuration file and its `VIGIL_*` overrides;
+//! - [`shutdown`]: one SIGINT/SIGTERM fanned out to every task.
+
+pub mod bus;
+pub mod config;
+pub mod distribution;
+pub mod shutdown;
+pub mod testing;

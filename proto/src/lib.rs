@@ -1,0 +1,11 @@
+//! Vigil's own protobuf messages, generated at build time from `proto/vigil/`.
+//!
+//! OTLP types are not here: they come from the `opentelemetry-proto` crate.
+
+/// `vigil.bus.v1`: messages between Vigil's components on the bus.
+pub mod bus {
+    /// Version 1 of the bus messages.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/vigil.bus.v1.rs"));
+    }
+}

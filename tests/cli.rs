@@ -1,0 +1,61 @@
+//! The `vigil` binary as a user runs it.
+
+use std::process::{Command, Output};
+
+fn vigil(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("VIGIL_CONFIG")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+#[test]
+fn config_prints_the_example_with_overrides_applied() {
+    let output = vigil(
+        &["--config", "deploy/vigil.toml", "config"],
+        &[
+            ("VIGIL_BUS__KIND", "kafka"),
+            ("VIGIL_BUS__PARTITIONS", "12"),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed = stdout(&output);
+    assert!(printed.contains("kind = \"kafka\""), "{printed}");
+    assert!(printed.contains("partitions = 12"), "{printed}");
+    assert!(
+        printed.contains("brokers = \"127.0.0.1:9092\""),
+        "{printed}"
+    );
+}
+
+#[test]
+fn the_example_config_holds_every_default() {
+    let with_example = vigil(&["--config", "deploy/vigil.toml", "config"], &[]);
+    let without = vigil(&["config"], &[]);
+    assert!(with_example.status.success(), "{}", stderr(&with_example));
+    assert_eq!(stdout(&with_example), stdout(&without));
+}
+
+#[test]
+fn an_invalid_config_exits_2_naming_the_key() {
+    let output = vigil(&["config"], &[("VIGIL_BUS__PARTITIONS", "0")]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        stderr(&output),
+        "vigil: invalid configuration: bus.partitions: must be between 1 and 1024, got 0\n"
+    );
+    let output = vigil(&["--config", "no/such/file.toml", "config"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("cannot read configuration file no/such/file.toml"));
+}
