@@ -101,10 +101,8 @@ impl Topic {
     fn trim(&mut self) -> bool {
         let mut freed = 0;
         for (p, partition) in self.partitions.iter_mut().enumerate() {
-            let Some(done) = self.groups.values().map(|g| g.committed[p]).min() else {
-                return false;
-            };
-            while partition.start < done {
+            let done = self.groups.values().map(|g| g.committed[p]).min();
+            while done.is_some_and(|done| partition.start < done) {
                 let Some((key, payload)) = partition.messages.pop_front() else {
                     break;
                 };

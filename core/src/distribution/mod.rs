@@ -3,18 +3,18 @@
 //! ClickHouse merges with `sumMap`.
 //!
 //! Values go into the buckets of OpenTelemetry's base-2 exponential mapping at
-//! the fixed scale 6 (see [`mapping`]). Any quantile is within
+//! the fixed scale 6 (see `mapping.rs`). Any quantile is within
 //! [`RELATIVE_ERROR`] (0.55%) of the exact nearest-rank quantile of the
 //! recorded values; count, min and max are exact and the sum is the float sum.
 //! Merging adds bucket counts, so it is associative, commutative, and equal to
 //! recording every value into one distribution.
 //!
-//! Imports from OTLP histograms are in [`import`]: exponential histograms at
-//! any scale ≥ 6 map exactly; coarser ones and explicit-bucket histograms keep
-//! the resolution their source had (bounds documented there).
+//! OTLP histogram points come in through [`Distribution::from_exponential`]
+//! (exact at any scale ≥ 6) and [`Distribution::from_explicit`]; coarser
+//! sources keep the resolution they had, with the bounds given there.
 
 mod buckets;
-pub mod import;
+mod import;
 mod mapping;
 
 use buckets::Buckets;
