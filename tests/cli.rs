@@ -59,3 +59,45 @@ fn an_invalid_config_exits_2_naming_the_key() {
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("cannot read configuration file no/such/file.toml"));
 }
+
+#[test]
+fn the_collector_serves_until_sigterm_then_exits_cleanly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .arg("collector")
+        .env_remove("VIGIL_CONFIG")
+        .env("VIGIL_COLLECTOR__GRPC_LISTEN", "127.0.0.1:0")
+        .env("VIGIL_COLLECTOR__HTTP_LISTEN", "127.0.0.1:0")
+        .env("VIGIL_COLLECTOR__ANONYMOUS_TENANT", "public")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let http = line
+        .trim()
+        .rsplit_once("OTLP/HTTP on ")
+        .map(|(_, address)| address.to_owned())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+
+    let response = reqwest::blocking::Client::new()
+        .post(format!("http://{http}/v1/traces"))
+        .header("content-type", "application/json")
+        .body(r#"{"resourceSpans": []}"#)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "a clean shutdown exits 0");
+}

@@ -8,9 +8,13 @@
 //! string otherwise (`kafka`, `127.0.0.1:9092`). Variables without a double
 //! underscore (`VIGIL_CONFIG`, `VIGIL_LOG`) belong to the binary, not here.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::bus::Topics;
+use crate::tenant::TenantId;
 
 /// Prefix of every environment variable that overrides a configuration key.
 pub const ENV_PREFIX: &str = "VIGIL_";
@@ -48,6 +52,9 @@ pub struct Config {
     /// The message bus between components.
     #[serde(default)]
     pub bus: BusConfig,
+    /// The ingest front door.
+    #[serde(default)]
+    pub collector: CollectorConfig,
 }
 
 /// Which bus carries messages between components, and how.
@@ -65,6 +72,10 @@ pub struct BusConfig {
     /// it fails with a retryable error.
     #[serde(default = "default_publish_timeout_ms")]
     pub publish_timeout_ms: u64,
+    /// Prefix of every topic name, so several Vigil installations (or tests)
+    /// can share one Kafka cluster.
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
     #[serde(default)]
     pub embedded: EmbeddedBusConfig,
     #[serde(default)]
@@ -77,9 +88,17 @@ impl Default for BusConfig {
             kind: BusKind::default(),
             partitions: default_partitions(),
             publish_timeout_ms: default_publish_timeout_ms(),
+            topic_prefix: default_topic_prefix(),
             embedded: EmbeddedBusConfig::default(),
             kafka: KafkaBusConfig::default(),
         }
+    }
+}
+
+impl BusConfig {
+    /// The names of Vigil's topics under this configuration's prefix.
+    pub fn topics(&self) -> Topics {
+        Topics::with_prefix(&self.topic_prefix)
     }
 }
 
@@ -177,6 +196,134 @@ impl Compression {
     }
 }
 
+/// The collector: where it listens, how much it takes, and who may send.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// OTLP/gRPC (and `vigil.client.v1`) address; port 0 picks a free port.
+    #[serde(default = "default_grpc_listen")]
+    pub grpc_listen: SocketAddr,
+    /// OTLP/HTTP address (also client telemetry, remote-write, `/metrics`).
+    #[serde(default = "default_http_listen")]
+    pub http_listen: SocketAddr,
+    /// Largest request, after decompression.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Items whose time is older than this are rejected: keep it at most the
+    /// store's retention.
+    #[serde(default = "default_max_age_days")]
+    pub max_age_days: u32,
+    /// Items whose time is further than this in the future are rejected.
+    #[serde(default = "default_max_future_seconds")]
+    pub max_future_seconds: u64,
+    /// Tenant that requests without a token go to. Unset (the default): a
+    /// request without a token is refused. A wrong token is always refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous_tenant: Option<TenantId>,
+    /// Who may send: each tenant and the bearer tokens that stand for it.
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        CollectorConfig {
+            grpc_listen: default_grpc_listen(),
+            http_listen: default_http_listen(),
+            max_message_bytes: default_max_message_bytes(),
+            max_age_days: default_max_age_days(),
+            max_future_seconds: default_max_future_seconds(),
+            anonymous_tenant: None,
+            tenants: Vec::new(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+/// One tenant and its ingest tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub id: TenantId,
+    pub tokens: Vec<Secret>,
+}
+
+/// A secret value: never shown by `Debug` or when the configuration is printed.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that checks it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("***")
+    }
+}
+
+/// Limits on what one item (span, data point, log record) may carry. An item
+/// over a limit is rejected and counted in the response's `partial_success`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Attributes on one item.
+    #[serde(default = "default_max_attributes")]
+    pub max_attributes: usize,
+    /// Bytes of one attribute's string value.
+    #[serde(default = "default_max_attribute_value_bytes")]
+    pub max_attribute_value_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_attributes: default_max_attributes(),
+            max_attribute_value_bytes: default_max_attribute_value_bytes(),
+        }
+    }
+}
+
+fn default_grpc_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 4317))
+}
+fn default_http_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 4318))
+}
+fn default_max_message_bytes() -> usize {
+    16 * 1024 * 1024
+}
+fn default_max_age_days() -> u32 {
+    30
+}
+fn default_max_future_seconds() -> u64 {
+    3600
+}
+fn default_max_attributes() -> usize {
+    128
+}
+fn default_max_attribute_value_bytes() -> usize {
+    4096
+}
+fn default_topic_prefix() -> String {
+    "vigil.".to_owned()
+}
 fn default_partitions() -> u32 {
     8
 }
@@ -282,8 +429,63 @@ impl Config {
                 ),
             ));
         }
+        if !Topics::is_valid_prefix(&bus.topic_prefix) {
+            return Err(ConfigError::invalid(
+                "bus.topic_prefix",
+                format!(
+                    "may hold only ASCII letters, digits, '.', '_' and '-' (at most 200), got {:?}",
+                    bus.topic_prefix
+                ),
+            ));
+        }
         if bus.kind == BusKind::Kafka {
             self.validate_kafka()?;
+        }
+        self.validate_collector()
+    }
+
+    fn validate_collector(&self) -> Result<(), ConfigError> {
+        let collector = &self.collector;
+        if !(1024..=256 * 1024 * 1024).contains(&collector.max_message_bytes) {
+            return Err(ConfigError::invalid(
+                "collector.max_message_bytes",
+                format!(
+                    "must be between 1024 and 268435456 (256 MiB), got {}",
+                    collector.max_message_bytes
+                ),
+            ));
+        }
+        if collector.max_age_days == 0 {
+            return Err(ConfigError::invalid(
+                "collector.max_age_days",
+                "must be at least 1, got 0",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, tenant) in collector.tenants.iter().enumerate() {
+            if tenant.tokens.is_empty() {
+                return Err(ConfigError::invalid(
+                    &format!("collector.tenants[{i}].tokens"),
+                    format!("tenant {} needs at least one token", tenant.id),
+                ));
+            }
+            for token in &tenant.tokens {
+                if token.expose().len() < 16 {
+                    return Err(ConfigError::invalid(
+                        &format!("collector.tenants[{i}].tokens"),
+                        format!(
+                            "tokens of tenant {} must be at least 16 characters",
+                            tenant.id
+                        ),
+                    ));
+                }
+                if !seen.insert(token.expose()) {
+                    return Err(ConfigError::invalid(
+                        &format!("collector.tenants[{i}].tokens"),
+                        "a token may stand for one tenant only; this one is listed twice",
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -451,7 +653,7 @@ mod tests {
         assert_eq!(
             error,
             "bus.partitons: unknown field `partitons`, expected one of `kind`, `partitions`, \
-             `publish_timeout_ms`, `embedded`, `kafka`"
+             `publish_timeout_ms`, `topic_prefix`, `embedded`, `kafka`"
         );
 
         let error = load("", &[("VIGIL_BUS__KAFKA__BROKER", "x:1")])
@@ -563,6 +765,93 @@ mod tests {
         let printed = config.to_toml();
         assert!(printed.contains("kind = \"kafka\""), "{printed}");
         assert_eq!(load(&printed, &[]).unwrap(), config);
+    }
+
+    const TENANTS: &str = r#"
+        [collector]
+        anonymous_tenant = "public"
+        [[collector.tenants]]
+        id = "acme"
+        tokens = ["acme-token-0123456789"]
+        [[collector.tenants]]
+        id = "globex"
+        tokens = ["globex-token-0123456789", "globex-token-rotated-01"]
+    "#;
+
+    #[test]
+    fn tenants_and_tokens_load_and_never_show() {
+        let config = load(TENANTS, &[]).unwrap();
+        let collector = &config.collector;
+        assert_eq!(
+            collector.anonymous_tenant,
+            Some(TenantId::parse("public").unwrap())
+        );
+        assert_eq!(collector.tenants.len(), 2);
+        assert_eq!(
+            collector.tenants[1].tokens[1].expose(),
+            "globex-token-rotated-01"
+        );
+        let shown = format!("{config:?}\n{}", config.to_toml());
+        assert!(!shown.contains("token-0123456789"), "{shown}");
+        assert!(
+            shown.contains("Secret(***)") && shown.contains("\"***\""),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn collector_settings_are_checked() {
+        let cases = [
+            (
+                "[[collector.tenants]]\nid = \"Acme\"\ntokens = [\"0123456789abcdef\"]",
+                "collector.tenants[0].id: invalid tenant id \"Acme\": use 1 to 64 of a-z, 0-9, '_' \
+                 and '-', starting with a letter or digit",
+            ),
+            (
+                "[[collector.tenants]]\nid = \"acme\"\ntokens = []",
+                "collector.tenants[0].tokens: tenant acme needs at least one token",
+            ),
+            (
+                "[[collector.tenants]]\nid = \"acme\"\ntokens = [\"short\"]",
+                "collector.tenants[0].tokens: tokens of tenant acme must be at least 16 characters",
+            ),
+            (
+                "[[collector.tenants]]\nid = \"a\"\ntokens = [\"0123456789abcdef\"]\n\
+                 [[collector.tenants]]\nid = \"b\"\ntokens = [\"0123456789abcdef\"]",
+                "collector.tenants[1].tokens: a token may stand for one tenant only; this one is \
+                 listed twice",
+            ),
+            (
+                "[collector]\nmax_message_bytes = 10",
+                "collector.max_message_bytes: must be between 1024 and 268435456 (256 MiB), got 10",
+            ),
+            (
+                "[collector]\ngrpc_listen = \"localhost\"",
+                "collector.grpc_listen: invalid socket address syntax",
+            ),
+            (
+                "[bus]\ntopic_prefix = \"a/b\"",
+                "bus.topic_prefix: may hold only ASCII letters, digits, '.', '_' and '-' (at most \
+                 200), got \"a/b\"",
+            ),
+        ];
+        for (file, expected) in cases {
+            assert_eq!(load(file, &[]).unwrap_err().to_string(), expected);
+        }
+    }
+
+    #[test]
+    fn topics_carry_the_prefix() {
+        let config = load("[bus]\ntopic_prefix = \"test_7.\"", &[]).unwrap();
+        let topics = config.bus.topics();
+        assert_eq!(
+            topics.all(),
+            [
+                "test_7.otlp.metrics",
+                "test_7.otlp.traces",
+                "test_7.otlp.logs"
+            ]
+        );
     }
 
     #[test]

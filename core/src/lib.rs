@@ -4,10 +4,12 @@
 //!   distribution, mergeable and stored as key/count arrays;
 //! - [`bus`]: the message bus between components, on Kafka or in-process;
 //! - [`config`]: the configuration file and its `VIGIL_*` overrides;
-//! - [`shutdown`]: one SIGINT/SIGTERM fanned out to every task.
+//! - [`shutdown`]: one SIGINT/SIGTERM fanned out to every task;
+//! - [`tenant`]: the tenant id every piece of data belongs to.
 
 pub mod bus;
 pub mod config;
 pub mod distribution;
 pub mod shutdown;
+pub mod tenant;
 pub mod testing;

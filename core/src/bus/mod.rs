@@ -25,6 +25,50 @@ pub use embedded::EmbeddedBus;
 pub use kafka::KafkaBus;
 
 use crate::config::{BusConfig, BusKind};
+use crate::tenant::TenantId;
+
+/// The names of Vigil's topics, all under one prefix.
+///
+/// Every message's key is `{tenant}/{service}`: tenant ids cannot hold `/`,
+/// so the split is unambiguous, and one service's data stays in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    /// OTLP `ExportMetricsServiceRequest`s, one resource each.
+    pub metrics: String,
+    /// OTLP `ExportTraceServiceRequest`s, one resource each.
+    pub traces: String,
+    /// OTLP `ExportLogsServiceRequest`s, one resource each.
+    pub logs: String,
+}
+
+impl Topics {
+    pub fn with_prefix(prefix: &str) -> Self {
+        Topics {
+            metrics: format!("{prefix}otlp.metrics"),
+            traces: format!("{prefix}otlp.traces"),
+            logs: format!("{prefix}otlp.logs"),
+        }
+    }
+
+    /// Whether `prefix` makes legal Kafka topic names: ASCII letters, digits,
+    /// `.`, `_`, `-`, short enough to leave room for the suffixes.
+    pub fn is_valid_prefix(prefix: &str) -> bool {
+        prefix.len() <= 200
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    }
+
+    /// Every topic, for creating them at start-up.
+    pub fn all(&self) -> [&str; 3] {
+        [&self.metrics, &self.traces, &self.logs]
+    }
+}
+
+/// The bus key of a message: `{tenant}/{service}`.
+pub fn message_key(tenant: &TenantId, service: &str) -> Bytes {
+    Bytes::from(format!("{tenant}/{service}"))
+}
 
 /// A record to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]

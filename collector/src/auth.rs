@@ -1,0 +1,114 @@
+//! Who is sending: the bearer token of a request names its tenant.
+
+use std::collections::HashMap;
+
+use vigil_core::config::CollectorConfig;
+use vigil_core::tenant::TenantId;
+
+use crate::error::IngestError;
+
+/// Tokens and the tenants they stand for.
+#[derive(Debug)]
+pub(crate) struct Auth {
+    tokens: HashMap<String, TenantId>,
+    anonymous: Option<TenantId>,
+}
+
+impl Auth {
+    pub(crate) fn new(config: &CollectorConfig) -> Self {
+        let tokens = config
+            .tenants
+            .iter()
+            .flat_map(|t| {
+                t.tokens
+                    .iter()
+                    .map(|token| (token.expose().to_owned(), t.id.clone()))
+            })
+            .collect();
+        Auth {
+            tokens,
+            anonymous: config.anonymous_tenant.clone(),
+        }
+    }
+
+    /// The tenant of a request with this `authorization` header value. No
+    /// header goes to the anonymous tenant when there is one; a header with an
+    /// unknown token is refused whatever the configuration.
+    pub(crate) fn tenant(&self, authorization: Option<&str>) -> Result<TenantId, IngestError> {
+        let Some(header) = authorization else {
+            return self.anonymous.clone().ok_or_else(|| {
+                IngestError::Unauthenticated(
+                    "missing credentials: send the header `authorization: Bearer <token>`"
+                        .to_owned(),
+                )
+            });
+        };
+        let token = header
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .ok_or_else(|| {
+                IngestError::Unauthenticated(
+                    "the authorization header must be `Bearer <token>`".to_owned(),
+                )
+            })?;
+        self.tokens
+            .get(token)
+            .cloned()
+            .ok_or_else(|| IngestError::Unauthenticated("unknown token".to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vigil_core::config::{Secret, TenantConfig};
+
+    use super::*;
+
+    fn auth(anonymous: Option<&str>) -> Auth {
+        Auth::new(&CollectorConfig {
+            anonymous_tenant: anonymous.map(|a| TenantId::parse(a).unwrap()),
+            tenants: vec![TenantConfig {
+                id: TenantId::parse("acme").unwrap(),
+                tokens: vec![
+                    Secret::new("acme-0123456789ab"),
+                    Secret::new("acme-rotated-0123"),
+                ],
+            }],
+            ..CollectorConfig::default()
+        })
+    }
+
+    #[test]
+    fn tokens_name_their_tenant() {
+        let auth = auth(None);
+        for header in ["Bearer acme-0123456789ab", "bearer acme-rotated-0123"] {
+            assert_eq!(auth.tenant(Some(header)).unwrap().as_str(), "acme");
+        }
+    }
+
+    #[test]
+    fn missing_wrong_and_malformed_credentials_are_refused() {
+        let auth = auth(None);
+        let refused = |header| match auth.tenant(header) {
+            Err(IngestError::Unauthenticated(message)) => message,
+            other => panic!("{other:?}"),
+        };
+        assert!(refused(None).starts_with("missing credentials"));
+        assert_eq!(refused(Some("Bearer nope-0123456789ab")), "unknown token");
+        assert!(refused(Some("Basic YWxhZGRpbjpvcGVuc2VzYW1l")).contains("Bearer <token>"));
+    }
+
+    #[test]
+    fn anonymous_ingest_only_where_configured_and_never_with_a_wrong_token() {
+        let auth = auth(Some("public"));
+        assert_eq!(auth.tenant(None).unwrap().as_str(), "public");
+        assert!(auth.tenant(Some("Bearer wrong-0123456789")).is_err());
+        assert_eq!(
+            auth.tenant(Some("Bearer acme-0123456789ab"))
+                .unwrap()
+                .as_str(),
+            "acme"
+        );
+    }
+}

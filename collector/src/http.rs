@@ -1,0 +1,165 @@
+//! OTLP/HTTP: `POST /v1/traces`, `/v1/metrics` and `/v1/logs`, as
+//! `application/x-protobuf` or `application/json`, optionally gzip. Answers in
+//! the request's encoding; errors carry a `google.rpc.Status` body, as the
+//! OTLP/HTTP specification says.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+
+use crate::error::IngestError;
+use crate::ingest::Ingest;
+use crate::json;
+use crate::signal::Signal;
+
+const PROTOBUF: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+
+pub(crate) fn router(ingest: Arc<Ingest>) -> Router {
+    let limit = ingest.max_message_bytes;
+    Router::new()
+        .route("/v1/traces", post(export::<ExportTraceServiceRequest>))
+        .route("/v1/metrics", post(export::<ExportMetricsServiceRequest>))
+        .route("/v1/logs", post(export::<ExportLogsServiceRequest>))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(ingest)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    fn of(headers: &HeaderMap) -> Result<Self, IngestError> {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let media_type = content_type.split(';').next().unwrap_or_default().trim();
+        match media_type {
+            PROTOBUF => Ok(Encoding::Protobuf),
+            JSON => Ok(Encoding::Json),
+            other => Err(IngestError::UnsupportedMediaType(format!(
+                "content-type {other:?} is not supported; send {PROTOBUF} or {JSON}"
+            ))),
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => PROTOBUF,
+            Encoding::Json => JSON,
+        }
+    }
+
+    fn decode<S: Signal>(self, body: &[u8]) -> Result<S, IngestError> {
+        match self {
+            Encoding::Protobuf => S::decode(body)
+                .map_err(|e| IngestError::InvalidArgument(format!("malformed protobuf: {e}"))),
+            Encoding::Json => json::decode(body).map_err(IngestError::InvalidArgument),
+        }
+    }
+
+    fn encode<M: Message + serde::Serialize>(self, message: &M) -> Vec<u8> {
+        match self {
+            Encoding::Protobuf => message.encode_to_vec(),
+            // Serializing generated OTLP messages to JSON cannot fail.
+            Encoding::Json => serde_json::to_vec(message).unwrap_or_default(),
+        }
+    }
+}
+
+async fn export<S: Signal>(
+    State(ingest): State<Arc<Ingest>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let requested = Encoding::of(&headers);
+    let outcome = async {
+        let encoding = requested.clone()?;
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let tenant = ingest.auth.tenant(authorization)?;
+        let body = decompress(&headers, body, ingest.max_message_bytes)?;
+        let request = encoding.decode::<S>(&body)?;
+        ingest.export(&tenant, request).await
+    }
+    .await;
+    // An unsupported content type is answered in JSON.
+    let encoding = requested.unwrap_or(Encoding::Json);
+    match outcome {
+        Ok(response) => (
+            [(header::CONTENT_TYPE, encoding.content_type())],
+            encoding.encode(&response),
+        )
+            .into_response(),
+        Err(error) => error_response(encoding, &error),
+    }
+}
+
+/// The body, gunzipped when `content-encoding: gzip`, refusing more than `limit`
+/// bytes after decompression.
+fn decompress(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, IngestError> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity");
+    match encoding {
+        "identity" => Ok(body),
+        "gzip" => {
+            let mut decompressed = Vec::new();
+            flate2::read::GzDecoder::new(&body[..])
+                .take(limit as u64 + 1)
+                .read_to_end(&mut decompressed)
+                .map_err(|e| IngestError::InvalidArgument(format!("malformed gzip body: {e}")))?;
+            if decompressed.len() > limit {
+                return Err(IngestError::TooLarge(format!(
+                    "the body is more than {limit} bytes once decompressed"
+                )));
+            }
+            Ok(Bytes::from(decompressed))
+        }
+        other => Err(IngestError::UnsupportedMediaType(format!(
+            "content-encoding {other:?} is not supported; send gzip or none"
+        ))),
+    }
+}
+
+fn error_response(encoding: Encoding, error: &IngestError) -> Response {
+    let status = tonic_types::Status {
+        code: error.grpc_code() as i32,
+        message: error.to_string(),
+        details: Vec::new(),
+    };
+    let body = match encoding {
+        Encoding::Protobuf => status.encode_to_vec(),
+        Encoding::Json => serde_json::json!({ "code": status.code, "message": status.message })
+            .to_string()
+            .into_bytes(),
+    };
+    let mut response = (
+        error.http_status(),
+        [(header::CONTENT_TYPE, encoding.content_type())],
+        body,
+    )
+        .into_response();
+    if let Some(delay) = error.retry_after() {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(delay.as_secs()));
+    }
+    response
+}

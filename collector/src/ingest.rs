@@ -1,0 +1,66 @@
+//! The pipeline every request goes through, whatever its protocol: check the
+//! items, split per resource, publish, and answer only once the bus has it.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use vigil_core::bus::{Bus, Record, Topics, message_key};
+use vigil_core::config::CollectorConfig;
+use vigil_core::tenant::TenantId;
+
+use crate::auth::Auth;
+use crate::error::IngestError;
+use crate::signal::Signal;
+use crate::validate::{Rejections, Rules};
+
+pub(crate) struct Ingest {
+    pub(crate) auth: Auth,
+    pub(crate) max_message_bytes: usize,
+    config: CollectorConfig,
+    bus: Arc<dyn Bus>,
+    topics: Topics,
+}
+
+impl Ingest {
+    pub(crate) fn new(config: &CollectorConfig, bus: Arc<dyn Bus>, topics: Topics) -> Self {
+        Ingest {
+            auth: Auth::new(config),
+            max_message_bytes: config.max_message_bytes,
+            config: config.clone(),
+            bus,
+            topics,
+        }
+    }
+
+    /// Stores the valid items of `request` for `tenant` and says which were not.
+    pub(crate) async fn export<S: Signal>(
+        &self,
+        tenant: &TenantId,
+        mut request: S,
+    ) -> Result<S::Response, IngestError> {
+        let rules = Rules::new(&self.config, SystemTime::now());
+        let mut rejections = Rejections::default();
+        request.validate(&rules, &mut rejections);
+        let records: Vec<Record> = request
+            .split()
+            .into_iter()
+            .map(|(service, part)| Record {
+                key: message_key(tenant, &service),
+                payload: Bytes::from(part.encode_to_vec()),
+            })
+            .collect();
+        if !records.is_empty() {
+            self.bus.publish(S::topic(&self.topics), records).await?;
+        }
+        if rejections.count() > 0 {
+            tracing::debug!(
+                tenant = %tenant,
+                rejected = rejections.count(),
+                message = %rejections.message(S::ITEMS),
+                "rejected items"
+            );
+        }
+        Ok(S::response(&rejections))
+    }
+}

@@ -1,0 +1,21 @@
+//! The collector: Vigil's front door for telemetry.
+//!
+//! In: OTLP metrics, traces and logs over gRPC (`:4317`) and HTTP (`:4318`,
+//! protobuf or JSON, optionally gzip), with a bearer token naming the tenant.
+//! Out: one bus message per resource (an OTLP `Export*ServiceRequest` holding
+//! that resource only, keyed `{tenant}/{service}`), on the topics of
+//! [`vigil_core::bus::Topics`]. A request is answered OK only once the bus has
+//! stored every message of it; invalid items are dropped from it, counted and
+//! explained in `partial_success`, and the rest is stored.
+
+mod auth;
+mod error;
+mod grpc;
+mod http;
+mod ingest;
+mod json;
+mod server;
+mod signal;
+mod validate;
+
+pub use server::{Collector, CollectorError};

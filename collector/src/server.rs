@@ -1,0 +1,124 @@
+//! Starting and stopping the collector's two servers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+use vigil_core::bus::{Bus, BusError};
+use vigil_core::config::Config;
+use vigil_core::shutdown::Shutdown;
+
+use crate::ingest::Ingest;
+use crate::{grpc, http};
+
+/// Why the collector could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot create topic {topic}: {source}")]
+    Topic { topic: String, source: BusError },
+    #[error("the {server} server failed: {message}")]
+    Serve {
+        server: &'static str,
+        message: String,
+    },
+}
+
+/// A running collector.
+pub struct Collector {
+    grpc_address: SocketAddr,
+    http_address: SocketAddr,
+    grpc: JoinHandle<Result<(), CollectorError>>,
+    http: JoinHandle<Result<(), CollectorError>>,
+}
+
+impl Collector {
+    /// Creates the topics, binds both ports and starts serving. The servers
+    /// drain and stop when `shutdown` is set off; [`Collector::wait`] for that.
+    pub async fn start(
+        config: &Config,
+        bus: Arc<dyn Bus>,
+        shutdown: Shutdown,
+    ) -> Result<Collector, CollectorError> {
+        let topics = config.bus.topics();
+        for topic in topics.all() {
+            bus.create_topic(topic, config.bus.partitions)
+                .await
+                .map_err(|source| CollectorError::Topic {
+                    topic: topic.to_owned(),
+                    source,
+                })?;
+        }
+        let collector = &config.collector;
+        let ingest = Arc::new(Ingest::new(collector, bus, topics));
+        let (grpc_listener, grpc_address) = bind(collector.grpc_listen).await?;
+        let (http_listener, http_address) = bind(collector.http_listen).await?;
+
+        let grpc_routes = grpc::routes(Arc::clone(&ingest));
+        let grpc_shutdown = shutdown.clone();
+        let grpc = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_routes(grpc_routes)
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(grpc_listener),
+                    grpc_shutdown.wait(),
+                )
+                .await
+                .map_err(|e| CollectorError::Serve {
+                    server: "OTLP/gRPC",
+                    message: e.to_string(),
+                })
+        });
+        let router = http::router(ingest);
+        let http = tokio::spawn(async move {
+            axum::serve(http_listener, router)
+                .with_graceful_shutdown(async move { shutdown.wait().await })
+                .await
+                .map_err(|e| CollectorError::Serve {
+                    server: "OTLP/HTTP",
+                    message: e.to_string(),
+                })
+        });
+        tracing::info!(grpc = %grpc_address, http = %http_address, "collector listening");
+        Ok(Collector {
+            grpc_address,
+            http_address,
+            grpc,
+            http,
+        })
+    }
+
+    /// Where OTLP/gRPC is served.
+    pub fn grpc_address(&self) -> SocketAddr {
+        self.grpc_address
+    }
+
+    /// Where OTLP/HTTP is served.
+    pub fn http_address(&self) -> SocketAddr {
+        self.http_address
+    }
+
+    /// Returns when both servers have stopped (after the shutdown signal).
+    pub async fn wait(self) -> Result<(), CollectorError> {
+        for (server, handle) in [("OTLP/gRPC", self.grpc), ("OTLP/HTTP", self.http)] {
+            handle.await.map_err(|e| CollectorError::Serve {
+                server,
+                message: e.to_string(),
+            })??;
+        }
+        Ok(())
+    }
+}
+
+async fn bind(address: SocketAddr) -> Result<(TcpListener, SocketAddr), CollectorError> {
+    let bind_error = |source| CollectorError::Bind { address, source };
+    let listener = TcpListener::bind(address).await.map_err(bind_error)?;
+    let local = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, local))
+}

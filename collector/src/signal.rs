@@ -1,0 +1,417 @@
+//! The three OTLP signals behind one trait, so that gRPC and HTTP, traces,
+//! metrics and logs all go through the same pipeline: validate the items,
+//! split the request per resource, answer with `partial_success`.
+
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
+use opentelemetry_proto::tonic::metrics::v1::{
+    ExponentialHistogramDataPoint, HistogramDataPoint, Metric, NumberDataPoint, SummaryDataPoint,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use vigil_core::bus::Topics;
+
+use crate::validate::{Rejection, Rejections, Rules, finite, span_id, trace_id};
+
+/// Service name of a resource without `service.name`, as the OTel SDKs say.
+const UNKNOWN_SERVICE: &str = "unknown_service";
+
+/// One OTLP signal: its request, its response, and how its items are checked.
+pub(crate) trait Signal:
+    prost::Message + Default + serde::de::DeserializeOwned + Send + 'static
+{
+    type Response: prost::Message + serde::Serialize + Send + 'static;
+
+    /// What the items are called in messages: "spans", "data points", …
+    const ITEMS: &'static str;
+
+    fn topic(topics: &Topics) -> &str;
+
+    /// Removes the items that break a rule, recording why.
+    fn validate(&mut self, rules: &Rules, rejections: &mut Rejections);
+
+    /// One request per resource, with the resource's service name.
+    fn split(self) -> Vec<(String, Self)>;
+
+    fn response(rejections: &Rejections) -> Self::Response;
+}
+
+fn service_name(resource: Option<&Resource>) -> String {
+    resource
+        .into_iter()
+        .flat_map(|r| &r.attributes)
+        .find(|kv| kv.key == "service.name")
+        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(name) if !name.is_empty() => Some(name.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| UNKNOWN_SERVICE.to_owned())
+}
+
+/// Keeps the items that pass `check`, recording the others once each.
+fn retain_valid<T>(
+    items: &mut Vec<T>,
+    rejections: &mut Rejections,
+    mut check: impl FnMut(&T) -> Result<(), Rejection>,
+) {
+    items.retain(|item| match check(item) {
+        Ok(()) => true,
+        Err(rejection) => {
+            rejections.add(rejection, 1);
+            false
+        }
+    });
+}
+
+impl Signal for ExportTraceServiceRequest {
+    type Response = ExportTraceServiceResponse;
+    const ITEMS: &'static str = "spans";
+
+    fn topic(topics: &Topics) -> &str {
+        &topics.traces
+    }
+
+    fn validate(&mut self, rules: &Rules, rejections: &mut Rejections) {
+        for resource in &mut self.resource_spans {
+            for scope in &mut resource.scope_spans {
+                retain_valid(&mut scope.spans, rejections, |span| check_span(rules, span));
+            }
+            resource.scope_spans.retain(|scope| !scope.spans.is_empty());
+        }
+        self.resource_spans.retain(|r| !r.scope_spans.is_empty());
+    }
+
+    fn split(self) -> Vec<(String, Self)> {
+        self.resource_spans
+            .into_iter()
+            .map(|resource| {
+                let service = service_name(resource.resource.as_ref());
+                let request = ExportTraceServiceRequest {
+                    resource_spans: vec![resource],
+                };
+                (service, request)
+            })
+            .collect()
+    }
+
+    fn response(rejections: &Rejections) -> Self::Response {
+        ExportTraceServiceResponse {
+            partial_success: (rejections.count() > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: rejections.count() as i64,
+                error_message: rejections.message(Self::ITEMS),
+            }),
+        }
+    }
+}
+
+fn check_span(rules: &Rules, span: &Span) -> Result<(), Rejection> {
+    let what = format!("span {:?}", span.name);
+    trace_id(&what, &span.trace_id)?;
+    span_id(&what, "span_id", &span.span_id)?;
+    if !span.parent_span_id.is_empty() {
+        span_id(&what, "parent_span_id", &span.parent_span_id)?;
+    }
+    rules.time(&what, "start_time_unix_nano", span.start_time_unix_nano)?;
+    rules.time(&what, "end_time_unix_nano", span.end_time_unix_nano)?;
+    if span.end_time_unix_nano < span.start_time_unix_nano {
+        return Err(Rejection::new(
+            "ends_before_start",
+            format!("{what}: end_time_unix_nano is before start_time_unix_nano"),
+        ));
+    }
+    rules.attributes(&what, &span.attributes)
+}
+
+impl Signal for ExportMetricsServiceRequest {
+    type Response = ExportMetricsServiceResponse;
+    const ITEMS: &'static str = "data points";
+
+    fn topic(topics: &Topics) -> &str {
+        &topics.metrics
+    }
+
+    fn validate(&mut self, rules: &Rules, rejections: &mut Rejections) {
+        for resource in &mut self.resource_metrics {
+            for scope in &mut resource.scope_metrics {
+                for metric in &mut scope.metrics {
+                    validate_metric(rules, metric, rejections);
+                }
+                scope.metrics.retain(|m| data_points(m) > 0);
+            }
+            resource.scope_metrics.retain(|s| !s.metrics.is_empty());
+        }
+        self.resource_metrics
+            .retain(|r| !r.scope_metrics.is_empty());
+    }
+
+    fn split(self) -> Vec<(String, Self)> {
+        self.resource_metrics
+            .into_iter()
+            .map(|resource| {
+                let service = service_name(resource.resource.as_ref());
+                let request = ExportMetricsServiceRequest {
+                    resource_metrics: vec![resource],
+                };
+                (service, request)
+            })
+            .collect()
+    }
+
+    fn response(rejections: &Rejections) -> Self::Response {
+        ExportMetricsServiceResponse {
+            partial_success: (rejections.count() > 0).then(|| ExportMetricsPartialSuccess {
+                rejected_data_points: rejections.count() as i64,
+                error_message: rejections.message(Self::ITEMS),
+            }),
+        }
+    }
+}
+
+fn data_points(metric: &Metric) -> usize {
+    match &metric.data {
+        Some(Data::Gauge(g)) => g.data_points.len(),
+        Some(Data::Sum(s)) => s.data_points.len(),
+        Some(Data::Histogram(h)) => h.data_points.len(),
+        Some(Data::ExponentialHistogram(e)) => e.data_points.len(),
+        Some(Data::Summary(s)) => s.data_points.len(),
+        None => 0,
+    }
+}
+
+fn validate_metric(rules: &Rules, metric: &mut Metric, rejections: &mut Rejections) {
+    if metric.name.is_empty() {
+        let points = data_points(metric).max(1) as u64;
+        rejections.add(
+            Rejection::new("empty_name", "a metric has an empty name"),
+            points,
+        );
+        metric.data = None;
+        return;
+    }
+    let what = format!("metric {:?}", metric.name);
+    match &mut metric.data {
+        None => rejections.add(
+            Rejection::new(
+                "no_data",
+                format!("{what}: has no gauge, sum, histogram, exponential histogram or summary"),
+            ),
+            1,
+        ),
+        Some(Data::Gauge(gauge)) => retain_valid(&mut gauge.data_points, rejections, |p| {
+            check_number(rules, &what, p, false)
+        }),
+        Some(Data::Sum(sum)) => {
+            let monotonic = sum.is_monotonic;
+            retain_valid(&mut sum.data_points, rejections, |p| {
+                check_number(rules, &what, p, monotonic)
+            });
+        }
+        Some(Data::Histogram(histogram)) => {
+            retain_valid(&mut histogram.data_points, rejections, |p| {
+                check_histogram(rules, &what, p)
+            })
+        }
+        Some(Data::ExponentialHistogram(histogram)) => {
+            retain_valid(&mut histogram.data_points, rejections, |p| {
+                check_exponential(rules, &what, p)
+            });
+        }
+        Some(Data::Summary(summary)) => retain_valid(&mut summary.data_points, rejections, |p| {
+            check_summary(rules, &what, p)
+        }),
+    }
+}
+
+fn check_number(
+    rules: &Rules,
+    what: &str,
+    point: &NumberDataPoint,
+    monotonic: bool,
+) -> Result<(), Rejection> {
+    let value = match point.value {
+        Some(Value::AsDouble(v)) => {
+            finite(what, "value", v)?;
+            v
+        }
+        Some(Value::AsInt(v)) => v as f64,
+        None => {
+            return Err(Rejection::new(
+                "no_value",
+                format!("{what}: a data point has no value"),
+            ));
+        }
+    };
+    if monotonic && value < 0.0 {
+        return Err(Rejection::new(
+            "negative_count",
+            format!("{what}: a monotonic sum cannot be negative, got {value}"),
+        ));
+    }
+    rules.time(what, "time_unix_nano", point.time_unix_nano)?;
+    rules.attributes(what, &point.attributes)
+}
+
+fn check_optional_stats(
+    what: &str,
+    sum: Option<f64>,
+    min: Option<f64>,
+    max: Option<f64>,
+) -> Result<(), Rejection> {
+    for (field, value) in [("sum", sum), ("min", min), ("max", max)] {
+        if let Some(value) = value {
+            finite(what, field, value)?;
+        }
+    }
+    Ok(())
+}
+
+fn count_mismatch(what: &str, count: u64, buckets: u64) -> Rejection {
+    Rejection::new(
+        "count_mismatch",
+        format!("{what}: count is {count} but the buckets hold {buckets}"),
+    )
+}
+
+fn check_histogram(rules: &Rules, what: &str, point: &HistogramDataPoint) -> Result<(), Rejection> {
+    check_optional_stats(what, point.sum, point.min, point.max)?;
+    if !point.bucket_counts.is_empty() {
+        if point.bucket_counts.len() != point.explicit_bounds.len() + 1 {
+            return Err(Rejection::new(
+                "bad_buckets",
+                format!(
+                    "{what}: {} bucket counts for {} bounds; expected bounds + 1",
+                    point.bucket_counts.len(),
+                    point.explicit_bounds.len()
+                ),
+            ));
+        }
+        let bounds = &point.explicit_bounds;
+        if bounds.iter().any(|b| !b.is_finite()) || bounds.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(Rejection::new(
+                "bad_buckets",
+                format!("{what}: explicit_bounds must be finite and strictly increasing"),
+            ));
+        }
+        let total = point
+            .bucket_counts
+            .iter()
+            .fold(0u64, |a, &c| a.saturating_add(c));
+        if total != point.count {
+            return Err(count_mismatch(what, point.count, total));
+        }
+    }
+    rules.time(what, "time_unix_nano", point.time_unix_nano)?;
+    rules.attributes(what, &point.attributes)
+}
+
+fn check_exponential(
+    rules: &Rules,
+    what: &str,
+    point: &ExponentialHistogramDataPoint,
+) -> Result<(), Rejection> {
+    check_optional_stats(what, point.sum, point.min, point.max)?;
+    if !(-10..=20).contains(&point.scale) {
+        return Err(Rejection::new(
+            "bad_buckets",
+            format!("{what}: scale {} is outside -10..=20", point.scale),
+        ));
+    }
+    let total = [&point.positive, &point.negative]
+        .into_iter()
+        .flatten()
+        .flat_map(|b| &b.bucket_counts)
+        .fold(point.zero_count, |a, &c| a.saturating_add(c));
+    if total != point.count {
+        return Err(count_mismatch(what, point.count, total));
+    }
+    rules.time(what, "time_unix_nano", point.time_unix_nano)?;
+    rules.attributes(what, &point.attributes)
+}
+
+fn check_summary(rules: &Rules, what: &str, point: &SummaryDataPoint) -> Result<(), Rejection> {
+    finite(what, "sum", point.sum)?;
+    for quantile in &point.quantile_values {
+        if !(0.0..=1.0).contains(&quantile.quantile) {
+            return Err(Rejection::new(
+                "bad_quantile",
+                format!("{what}: quantile {} is outside [0, 1]", quantile.quantile),
+            ));
+        }
+        finite(what, "quantile value", quantile.value)?;
+    }
+    rules.time(what, "time_unix_nano", point.time_unix_nano)?;
+    rules.attributes(what, &point.attributes)
+}
+
+impl Signal for ExportLogsServiceRequest {
+    type Response = ExportLogsServiceResponse;
+    const ITEMS: &'static str = "log records";
+
+    fn topic(topics: &Topics) -> &str {
+        &topics.logs
+    }
+
+    fn validate(&mut self, rules: &Rules, rejections: &mut Rejections) {
+        for resource in &mut self.resource_logs {
+            for scope in &mut resource.scope_logs {
+                retain_valid(&mut scope.log_records, rejections, |r| check_log(rules, r));
+            }
+            resource.scope_logs.retain(|s| !s.log_records.is_empty());
+        }
+        self.resource_logs.retain(|r| !r.scope_logs.is_empty());
+    }
+
+    fn split(self) -> Vec<(String, Self)> {
+        self.resource_logs
+            .into_iter()
+            .map(|resource| {
+                let service = service_name(resource.resource.as_ref());
+                let request = ExportLogsServiceRequest {
+                    resource_logs: vec![resource],
+                };
+                (service, request)
+            })
+            .collect()
+    }
+
+    fn response(rejections: &Rejections) -> Self::Response {
+        ExportLogsServiceResponse {
+            partial_success: (rejections.count() > 0).then(|| ExportLogsPartialSuccess {
+                rejected_log_records: rejections.count() as i64,
+                error_message: rejections.message(Self::ITEMS),
+            }),
+        }
+    }
+}
+
+fn check_log(rules: &Rules, record: &LogRecord) -> Result<(), Rejection> {
+    let what = "log record";
+    // The event time when the source knows it, else when it was observed.
+    if record.time_unix_nano != 0 {
+        rules.time(what, "time_unix_nano", record.time_unix_nano)?;
+    } else {
+        rules.time(
+            what,
+            "observed_time_unix_nano",
+            record.observed_time_unix_nano,
+        )?;
+    }
+    if !record.trace_id.is_empty() {
+        trace_id(what, &record.trace_id)?;
+    }
+    if !record.span_id.is_empty() {
+        span_id(what, "span_id", &record.span_id)?;
+    }
+    rules.attributes(what, &record.attributes)
+}

@@ -1,0 +1,840 @@
+//! The collector end to end: the real OpenTelemetry SDK exports through OTLP
+//! gRPC and HTTP, and the test reads back from the bus (embedded and Kafka)
+//! exactly what was sent. Bad input goes through the generated OTLP gRPC
+//! clients and plain HTTP.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use opentelemetry::logs::{
+    AnyValue as LogValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity,
+};
+use opentelemetry::metrics::MeterProvider as _;
+use opentelemetry::trace::{Span as _, TraceContextExt, Tracer as _, TracerProvider as _};
+use opentelemetry::{Context, KeyValue as SdkKeyValue};
+use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
+use opentelemetry_otlp::{
+    Compression, LogExporter, MetricExporter, Protocol, SpanExporter, WithExportConfig,
+    WithHttpConfig, WithTonicConfig,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use opentelemetry_proto::tonic::metrics::v1::{
+    self as otlp_metrics, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, number_data_point,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_sdk::Resource as SdkResource;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::metrics::{Aggregation, Instrument, SdkMeterProvider, Stream};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use prost::Message as _;
+use tokio::time::Instant;
+use vigil_collector::Collector;
+use vigil_core::bus::{Bus, EmbeddedBus, KafkaBus, Message};
+use vigil_core::config::{Config, EmbeddedBusConfig, Secret, TenantConfig};
+use vigil_core::shutdown::Shutdown;
+use vigil_core::tenant::TenantId;
+use vigil_core::testing::{kafka_config, unique_name};
+
+const TOKEN: &str = "acme-token-0123456789";
+const DEADLINE: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Copy)]
+enum Backend {
+    Embedded,
+    Kafka,
+}
+
+struct Harness {
+    collector: Collector,
+    bus: Arc<dyn Bus>,
+    config: Config,
+    shutdown: Shutdown,
+}
+
+impl Harness {
+    /// A collector on free ports for tenant `acme`, or `None` when Kafka is
+    /// unreachable off CI.
+    async fn start(backend: Backend) -> Option<Harness> {
+        let mut config = Config::default();
+        config.bus.topic_prefix = format!("{}.", unique_name("collector"));
+        config.bus.partitions = 2;
+        config.collector.grpc_listen = "127.0.0.1:0".parse().unwrap();
+        config.collector.http_listen = "127.0.0.1:0".parse().unwrap();
+        config.collector.tenants = vec![TenantConfig {
+            id: TenantId::parse("acme").unwrap(),
+            tokens: vec![Secret::new(TOKEN)],
+        }];
+        let timeout = Duration::from_secs(5);
+        let bus: Arc<dyn Bus> = match backend {
+            Backend::Embedded => Arc::new(EmbeddedBus::new(&EmbeddedBusConfig::default(), timeout)),
+            Backend::Kafka => Arc::new(KafkaBus::new(&kafka_config()?, timeout).unwrap()),
+        };
+        let shutdown = Shutdown::new();
+        let collector = Collector::start(&config, Arc::clone(&bus), shutdown.clone())
+            .await
+            .unwrap();
+        Some(Harness {
+            collector,
+            bus,
+            config,
+            shutdown,
+        })
+    }
+
+    fn grpc_url(&self) -> String {
+        format!("http://{}", self.collector.grpc_address())
+    }
+
+    fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.collector.http_address())
+    }
+
+    /// Every message on `topic` until `done` says the batch is complete.
+    async fn read(&self, topic: &str, done: impl Fn(&[Message]) -> bool) -> Vec<Message> {
+        let mut consumer = self
+            .bus
+            .subscribe(topic, &unique_name("reader"))
+            .await
+            .unwrap();
+        let deadline = Instant::now() + DEADLINE;
+        let mut messages = Vec::new();
+        while !done(&messages) {
+            assert!(
+                Instant::now() < deadline,
+                "only {} messages arrived",
+                messages.len()
+            );
+            messages.extend(
+                consumer
+                    .poll(100, Duration::from_millis(100))
+                    .await
+                    .unwrap(),
+            );
+        }
+        // Nothing more may follow.
+        messages.extend(
+            consumer
+                .poll(100, Duration::from_millis(300))
+                .await
+                .unwrap(),
+        );
+        messages
+    }
+
+    async fn stop(self) {
+        self.shutdown.trigger();
+        self.collector.wait().await.unwrap();
+    }
+}
+
+fn decode<T: prost::Message + Default>(messages: &[Message]) -> Vec<T> {
+    messages
+        .iter()
+        .map(|m| T::decode(&m.payload[..]).unwrap())
+        .collect()
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+fn resource(service: &str) -> SdkResource {
+    SdkResource::builder()
+        .with_service_name(service.to_owned())
+        .build()
+}
+
+fn string_attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
+    attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(s) => Some(s.clone()),
+            _ => None,
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------
+// The SDK over gRPC and HTTP, on both buses.
+
+async fn sdk_spans_over_grpc_arrive_exactly(backend: Backend) {
+    let Some(harness) = Harness::start(backend).await else {
+        return;
+    };
+    let endpoint = harness.grpc_url();
+    tokio::task::spawn_blocking(move || {
+        let mut metadata = MetadataMap::new();
+        metadata.insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+        let exporter = SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .with_metadata(metadata)
+            .with_compression(Compression::Gzip)
+            .build()
+            .unwrap();
+        let provider = SdkTracerProvider::builder()
+            .with_resource(resource("checkout"))
+            .with_batch_exporter(exporter)
+            .build();
+        let tracer = provider.tracer("vigil-test");
+        let mut parent = tracer.start("POST /pay");
+        parent.set_attribute(SdkKeyValue::new("http.route", "/pay"));
+        let cx = Context::current_with_span(parent);
+        for step in ["reserve", "charge"] {
+            let mut child = tracer.start_with_context(step, &cx);
+            child.set_attribute(SdkKeyValue::new("step", step));
+            child.end();
+        }
+        cx.span().end();
+        provider.force_flush().unwrap();
+        provider.shutdown().unwrap();
+    })
+    .await
+    .unwrap();
+
+    let topic = harness.config.bus.topics().traces;
+    let messages = harness
+        .read(&topic, |m| {
+            decode::<ExportTraceServiceRequest>(m)
+                .iter()
+                .flat_map(|r| &r.resource_spans)
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len())
+                .sum::<usize>()
+                >= 3
+        })
+        .await;
+    assert!(messages.iter().all(|m| m.key == "acme/checkout"));
+    let spans: Vec<Span> = decode::<ExportTraceServiceRequest>(&messages)
+        .into_iter()
+        .flat_map(|r| r.resource_spans)
+        .flat_map(|r| r.scope_spans)
+        .flat_map(|s| s.spans)
+        .collect();
+    assert_eq!(spans.len(), 3);
+    let by_name: BTreeMap<&str, &Span> = spans.iter().map(|s| (s.name.as_str(), s)).collect();
+    let root = by_name["POST /pay"];
+    assert!(root.parent_span_id.is_empty());
+    assert_eq!(
+        string_attribute(&root.attributes, "http.route").as_deref(),
+        Some("/pay")
+    );
+    for step in ["reserve", "charge"] {
+        let child = by_name[step];
+        assert_eq!(child.trace_id, root.trace_id);
+        assert_eq!(child.parent_span_id, root.span_id);
+        assert_eq!(
+            string_attribute(&child.attributes, "step").as_deref(),
+            Some(step)
+        );
+    }
+    harness.stop().await;
+}
+
+/// Every data point of the test's instruments, by metric name.
+fn metrics_by_name(messages: &[Message]) -> BTreeMap<String, Metric> {
+    decode::<ExportMetricsServiceRequest>(messages)
+        .into_iter()
+        .flat_map(|r| r.resource_metrics)
+        .flat_map(|r| r.scope_metrics)
+        .flat_map(|s| s.metrics)
+        .map(|m| (m.name.clone(), m))
+        .collect()
+}
+
+fn exponential_view(instrument: &Instrument) -> Option<Stream> {
+    (instrument.name() == "payment.amount").then(|| {
+        Stream::builder()
+            .with_aggregation(Aggregation::Base2ExponentialHistogram {
+                max_size: 160,
+                max_scale: 20,
+                record_min_max: true,
+            })
+            .build()
+            .unwrap()
+    })
+}
+
+async fn sdk_metrics_over_http_arrive_exactly(backend: Backend) {
+    let Some(harness) = Harness::start(backend).await else {
+        return;
+    };
+    let endpoint = harness.http_url("/v1/metrics");
+    tokio::task::spawn_blocking(move || {
+        let exporter = MetricExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(endpoint)
+            .with_headers(HashMap::from([(
+                "authorization".to_owned(),
+                format!("Bearer {TOKEN}"),
+            )]))
+            .build()
+            .unwrap();
+        let provider = SdkMeterProvider::builder()
+            .with_resource(resource("ledger"))
+            .with_periodic_exporter(exporter)
+            .with_view(exponential_view)
+            .build();
+        let meter = provider.meter("vigil-test");
+        let unit = [SdkKeyValue::new("vigil.unit", "unit-a")];
+        let counter = meter.u64_counter("payments").build();
+        counter.add(5, &unit);
+        counter.add(7, &unit);
+        let in_flight = meter.i64_up_down_counter("in_flight").build();
+        in_flight.add(10, &unit);
+        in_flight.add(-3, &unit);
+        let gauge = meter.f64_gauge("queue.depth").build();
+        gauge.record(3.0, &unit);
+        gauge.record(42.5, &unit);
+        let latency = meter
+            .f64_histogram("latency")
+            .with_boundaries(vec![10.0, 100.0, 1000.0])
+            .build();
+        for value in [1.0, 20.0, 30.0, 5000.0] {
+            latency.record(value, &unit);
+        }
+        let amount = meter.f64_histogram("payment.amount").build();
+        for value in [0.0, 12.5, 99.0, 99.0, 1000.0] {
+            amount.record(value, &unit);
+        }
+        provider.force_flush().unwrap();
+        provider.shutdown().unwrap();
+    })
+    .await
+    .unwrap();
+
+    let topic = harness.config.bus.topics().metrics;
+    let messages = harness
+        .read(&topic, |m| metrics_by_name(m).len() >= 5)
+        .await;
+    assert!(messages.iter().all(|m| m.key == "acme/ledger"));
+    let metrics = metrics_by_name(&messages);
+    assert_eq!(metrics.len(), 5, "{:?}", metrics.keys());
+    let number = |name: &str| -> (f64, bool) {
+        let (points, monotonic) = match &metrics[name].data {
+            Some(Data::Sum(s)) => (&s.data_points, s.is_monotonic),
+            Some(Data::Gauge(g)) => (&g.data_points, false),
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(points.len(), 1, "{name}");
+        assert_eq!(
+            string_attribute(&points[0].attributes, "vigil.unit").as_deref(),
+            Some("unit-a")
+        );
+        let value = match points[0].value {
+            Some(number_data_point::Value::AsInt(v)) => v as f64,
+            Some(number_data_point::Value::AsDouble(v)) => v,
+            None => panic!("{name} has no value"),
+        };
+        (value, monotonic)
+    };
+    assert_eq!(number("payments"), (12.0, true));
+    assert_eq!(number("in_flight"), (7.0, false));
+    assert_eq!(number("queue.depth"), (42.5, false));
+    match &metrics["latency"].data {
+        Some(Data::Histogram(h)) => {
+            let p = &h.data_points[0];
+            assert_eq!(
+                (p.count, p.sum, p.min, p.max),
+                (4, Some(5051.0), Some(1.0), Some(5000.0))
+            );
+            assert_eq!(p.explicit_bounds, vec![10.0, 100.0, 1000.0]);
+            assert_eq!(p.bucket_counts, vec![1, 2, 0, 1]);
+        }
+        other => panic!("latency: {other:?}"),
+    }
+    match &metrics["payment.amount"].data {
+        Some(Data::ExponentialHistogram(h)) => {
+            let p = &h.data_points[0];
+            assert_eq!((p.count, p.zero_count), (5, 1));
+            assert_eq!(
+                (p.sum, p.min, p.max),
+                (Some(1210.5), Some(0.0), Some(1000.0))
+            );
+            let buckets = p.positive.as_ref().unwrap();
+            assert_eq!(buckets.bucket_counts.iter().sum::<u64>(), 4);
+        }
+        other => panic!("payment.amount: {other:?}"),
+    }
+    harness.stop().await;
+}
+
+async fn sdk_logs_over_http_json_arrive_exactly(backend: Backend) {
+    let Some(harness) = Harness::start(backend).await else {
+        return;
+    };
+    let endpoint = harness.http_url("/v1/logs");
+    tokio::task::spawn_blocking(move || {
+        let exporter = LogExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpJson)
+            .with_endpoint(endpoint)
+            .with_headers(HashMap::from([(
+                "authorization".to_owned(),
+                format!("Bearer {TOKEN}"),
+            )]))
+            .build()
+            .unwrap();
+        let provider = SdkLoggerProvider::builder()
+            .with_resource(resource("refunds"))
+            .with_batch_exporter(exporter)
+            .build();
+        let logger = provider.logger("vigil-test");
+        for (i, body) in ["refund queued", "refund failed"].into_iter().enumerate() {
+            let mut record = logger.create_log_record();
+            record.set_body(LogValue::from(body));
+            record.set_severity_number(if i == 0 {
+                Severity::Info
+            } else {
+                Severity::Error
+            });
+            record.set_timestamp(SystemTime::now());
+            record.add_attribute("order.id", 1000 + i as i64);
+            logger.emit(record);
+        }
+        provider.force_flush().unwrap();
+        provider.shutdown().unwrap();
+    })
+    .await
+    .unwrap();
+
+    let topic = harness.config.bus.topics().logs;
+    let records = |m: &[Message]| {
+        decode::<ExportLogsServiceRequest>(m)
+            .into_iter()
+            .flat_map(|r| r.resource_logs)
+            .flat_map(|r| r.scope_logs)
+            .flat_map(|s| s.log_records)
+            .collect::<Vec<_>>()
+    };
+    let messages = harness.read(&topic, |m| records(m).len() >= 2).await;
+    assert!(messages.iter().all(|m| m.key == "acme/refunds"));
+    let records = records(&messages);
+    let seen: Vec<(String, i32, i64)> = records
+        .iter()
+        .map(|r| {
+            let body = match r.body.as_ref().and_then(|b| b.value.clone()) {
+                Some(any_value::Value::StringValue(s)) => s,
+                other => panic!("{other:?}"),
+            };
+            let order = match r.attributes[0].value.as_ref().and_then(|v| v.value.clone()) {
+                Some(any_value::Value::IntValue(i)) => i,
+                other => panic!("{other:?}"),
+            };
+            (body, r.severity_number, order)
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("refund queued".to_owned(), Severity::Info as i32, 1000),
+            ("refund failed".to_owned(), Severity::Error as i32, 1001),
+        ]
+    );
+    harness.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// Bad input, limits and auth (the embedded bus: these rules are the
+// collector's, whatever bus is behind it).
+
+fn attribute(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_owned())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn otlp_resource(service: &str) -> Option<Resource> {
+    Some(Resource {
+        attributes: vec![attribute("service.name", service)],
+        ..Default::default()
+    })
+}
+
+fn span(name: &str, trace_id: Vec<u8>, start: u64, end: u64, attributes: Vec<KeyValue>) -> Span {
+    Span {
+        trace_id,
+        span_id: vec![7; 8],
+        name: name.to_owned(),
+        start_time_unix_nano: start,
+        end_time_unix_nano: end,
+        attributes,
+        ..Default::default()
+    }
+}
+
+fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = token {
+        let value = format!("Bearer {token}").parse().unwrap();
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+const DAY_NS: u64 = 86_400 * 1_000_000_000;
+
+#[tokio::test]
+async fn invalid_spans_are_rejected_and_counted_and_the_rest_stored() {
+    let harness = Harness::start(Backend::Embedded).await.unwrap();
+    let now = now_ns();
+    let too_many: Vec<KeyValue> = (0..129).map(|i| attribute(&format!("k{i}"), "v")).collect();
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![
+            ResourceSpans {
+                resource: otlp_resource("checkout"),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![
+                        span(
+                            "good",
+                            vec![1; 16],
+                            now - 1000,
+                            now,
+                            vec![attribute("a", "b")],
+                        ),
+                        span("short id", vec![1; 15], now - 1000, now, vec![]),
+                        span(
+                            "ancient",
+                            vec![1; 16],
+                            now - 31 * DAY_NS,
+                            now - 31 * DAY_NS,
+                            vec![],
+                        ),
+                        span("crowded", vec![1; 16], now - 1000, now, too_many),
+                        span("backwards", vec![1; 16], now, now - 1000, vec![]),
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            ResourceSpans {
+                resource: otlp_resource("ledger"),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span("zero id", vec![0; 16], now - 1000, now, vec![])],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        ],
+    };
+    let mut client = TraceServiceClient::connect(harness.grpc_url())
+        .await
+        .unwrap();
+    let response = client
+        .export(with_token(request, Some(TOKEN)))
+        .await
+        .unwrap()
+        .into_inner();
+    let partial = response.partial_success.unwrap();
+    assert_eq!(partial.rejected_spans, 5);
+    let message = partial.error_message;
+    assert!(message.starts_with("5 spans rejected: "), "{message}");
+    for expected in [
+        "span \"short id\": trace_id must be 16 bytes, not all zero; got 15 bytes",
+        "span \"ancient\": start_time_unix_nano",
+        "is older than the retention",
+        "span \"crowded\": 129 attributes, more than the limit of 128",
+        "span \"backwards\": end_time_unix_nano is before start_time_unix_nano",
+        "span \"zero id\": trace_id must be 16 bytes, not all zero; got 16 bytes",
+    ] {
+        assert!(message.contains(expected), "{expected:?} not in {message}");
+    }
+
+    let topic = harness.config.bus.topics().traces;
+    let messages = harness.read(&topic, |m| !m.is_empty()).await;
+    assert_eq!(
+        messages.len(),
+        1,
+        "the ledger resource had nothing valid left"
+    );
+    assert_eq!(messages[0].key, "acme/checkout");
+    let stored = ExportTraceServiceRequest::decode(&messages[0].payload[..]).unwrap();
+    let names: Vec<&str> = stored.resource_spans[0].scope_spans[0]
+        .spans
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["good"]);
+    harness.stop().await;
+}
+
+fn metric(name: &str, data: Data) -> Metric {
+    Metric {
+        name: name.to_owned(),
+        data: Some(data),
+        ..Default::default()
+    }
+}
+
+fn gauge_point(time: u64, value: f64) -> NumberDataPoint {
+    NumberDataPoint {
+        time_unix_nano: time,
+        value: Some(number_data_point::Value::AsDouble(value)),
+        ..Default::default()
+    }
+}
+
+fn histogram_point(time: u64, count: u64, bucket_counts: Vec<u64>) -> HistogramDataPoint {
+    HistogramDataPoint {
+        time_unix_nano: time,
+        count,
+        sum: Some(10.0),
+        bucket_counts,
+        explicit_bounds: vec![1.0, 5.0],
+        ..Default::default()
+    }
+}
+
+fn metrics_request(metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: otlp_resource("ledger"),
+            scope_metrics: vec![ScopeMetrics {
+                metrics,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+#[tokio::test]
+async fn invalid_data_points_are_rejected_and_counted_and_the_rest_stored() {
+    let harness = Harness::start(Backend::Embedded).await.unwrap();
+    let now = now_ns();
+    let request = metrics_request(vec![
+        metric(
+            "temperature",
+            Data::Gauge(Gauge {
+                data_points: vec![
+                    gauge_point(now, 21.5),
+                    gauge_point(now, f64::NAN),
+                    gauge_point(now, f64::INFINITY),
+                    gauge_point(now + 2 * 3_600 * 1_000_000_000, 20.0),
+                ],
+            }),
+        ),
+        metric(
+            "requests",
+            Data::Sum(Sum {
+                data_points: vec![gauge_point(now, 4.0), gauge_point(now, -1.0)],
+                is_monotonic: true,
+                aggregation_temporality: otlp_metrics::AggregationTemporality::Delta as i32,
+            }),
+        ),
+        metric(
+            "latency",
+            Data::Histogram(Histogram {
+                data_points: vec![
+                    histogram_point(now, 6, vec![1, 2, 3]),
+                    histogram_point(now, 7, vec![1, 2, 3]),
+                ],
+                aggregation_temporality: otlp_metrics::AggregationTemporality::Delta as i32,
+            }),
+        ),
+        metric(
+            "",
+            Data::Gauge(Gauge {
+                data_points: vec![gauge_point(now, 1.0)],
+            }),
+        ),
+    ]);
+    let response = reqwest::Client::new()
+        .post(harness.http_url("/v1/metrics"))
+        .header("content-type", "application/x-protobuf")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(request.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/x-protobuf");
+    let body = response.bytes().await.unwrap();
+    let partial =
+        opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse::decode(
+            &body[..],
+        )
+        .unwrap()
+        .partial_success
+        .unwrap();
+    assert_eq!(partial.rejected_data_points, 6);
+    assert_eq!(
+        partial.error_message,
+        "6 data points rejected: metric \"temperature\": value is NaN, not a finite number; \
+         metric \"temperature\": value is inf, not a finite number; metric \"temperature\": \
+         time_unix_nano "
+            .to_owned()
+            + &(now + 2 * 3_600 * 1_000_000_000).to_string()
+            + " is too far in the future; metric \"requests\": a monotonic sum cannot be \
+               negative, got -1; metric \"latency\": count is 7 but the buckets hold 6; and 1 more"
+    );
+
+    let topic = harness.config.bus.topics().metrics;
+    let messages = harness.read(&topic, |m| !m.is_empty()).await;
+    let metrics = metrics_by_name(&messages);
+    assert_eq!(
+        metrics.keys().collect::<Vec<_>>(),
+        ["latency", "requests", "temperature"]
+    );
+    match &metrics["temperature"].data {
+        Some(Data::Gauge(g)) => assert_eq!(g.data_points, vec![gauge_point(now, 21.5)]),
+        other => panic!("{other:?}"),
+    }
+    match &metrics["requests"].data {
+        Some(Data::Sum(s)) => assert_eq!(s.data_points, vec![gauge_point(now, 4.0)]),
+        other => panic!("{other:?}"),
+    }
+    match &metrics["latency"].data {
+        Some(Data::Histogram(h)) => {
+            assert_eq!(h.data_points, vec![histogram_point(now, 6, vec![1, 2, 3])]);
+        }
+        other => panic!("{other:?}"),
+    }
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn missing_and_unknown_tokens_are_unauthenticated() {
+    let harness = Harness::start(Backend::Embedded).await.unwrap();
+    let mut client = MetricsServiceClient::connect(harness.grpc_url())
+        .await
+        .unwrap();
+    for token in [None, Some("not-a-known-token-0000")] {
+        let request = with_token(metrics_request(vec![]), token);
+        let status = client.export(request).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    }
+    let response = reqwest::Client::new()
+        .post(harness.http_url("/v1/traces"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let body: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "code": 16,
+            "message": "missing credentials: send the header `authorization: Bearer <token>`"
+        })
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_and_unsupported_http_bodies_get_clear_errors() {
+    let harness = Harness::start(Backend::Embedded).await.unwrap();
+    let client = reqwest::Client::new();
+    let post = |content_type: &str, encoding: Option<&str>, body: Vec<u8>| {
+        let mut request = client
+            .post(harness.http_url("/v1/traces"))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(encoding) = encoding {
+            request = request.header("content-encoding", encoding);
+        }
+        request.send()
+    };
+    let status_of = |body: &[u8]| tonic_types::Status::decode(body).unwrap();
+
+    let response = post("application/x-protobuf", None, vec![0x0a, 0xff, 0xff])
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let status = status_of(&response.bytes().await.unwrap());
+    assert_eq!(status.code, tonic::Code::InvalidArgument as i32);
+    assert!(
+        status.message.starts_with("malformed protobuf: "),
+        "{}",
+        status.message
+    );
+
+    let response = post("application/json", None, b"{\"resourceSpans\": [".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("malformed JSON: "),
+        "{body}"
+    );
+
+    let response = post("text/plain", None, b"hello".to_vec()).await.unwrap();
+    assert_eq!(response.status(), 415);
+
+    let response = post("application/json", Some("br"), b"{}".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 415);
+
+    // A gzip body that inflates past the 16 MiB limit is refused whole.
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut encoder, &vec![b' '; 17 * 1024 * 1024]).unwrap();
+    let bomb = encoder.finish().unwrap();
+    let response = post("application/json", Some("gzip"), bomb).await.unwrap();
+    assert_eq!(response.status(), 413);
+
+    // A well-formed gzip JSON body is taken.
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut encoder, b"{\"resourceSpans\": []}").unwrap();
+    let response = post("application/json", Some("gzip"), encoder.finish().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({ "partialSuccess": null }),
+        "nothing rejected"
+    );
+    harness.stop().await;
+}
+
+macro_rules! on_both_buses {
+    ($($test:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Backend::Embedded).await;
+                }
+            )*
+        }
+        mod kafka {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Backend::Kafka).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_buses!(
+    sdk_spans_over_grpc_arrive_exactly,
+    sdk_metrics_over_http_arrive_exactly,
+    sdk_logs_over_http_json_arrive_exactly,
+);
