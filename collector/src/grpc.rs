@@ -2,6 +2,9 @@
 
 use std::sync::Arc;
 
+use axum::http::{HeaderMap, HeaderValue, Response as HttpResponse};
+use http_body::Frame;
+use http_body_util::BodyExt;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
 };
@@ -20,6 +23,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use tonic::body::Body;
 use tonic::codec::CompressionEncoding;
 use tonic::service::Routes;
 use tonic::{Request, Response, Status};
@@ -95,4 +99,40 @@ pub(crate) fn routes(ingest: Arc<Ingest>) -> Routes {
             .accept_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(max),
     )
+}
+
+/// What tonic's protobuf codec says of a request body it cannot decode.
+const DECODE_ERROR: &str = "failed to decode Protobuf message";
+
+/// Answers INVALID_ARGUMENT, not INTERNAL, to a request that is not valid
+/// protobuf. tonic follows gRPC's guidance (INTERNAL) and the generated OTLP
+/// servers fix their codec, so the status is corrected on the way out, in the
+/// headers of a trailers-only response or in the trailers. OTLP wants
+/// INVALID_ARGUMENT, which tells the sender the fault is in its data.
+pub(crate) fn decode_errors_as_invalid_argument(
+    response: HttpResponse<Body>,
+) -> HttpResponse<Body> {
+    let (mut parts, body) = response.into_parts();
+    correct_status(&mut parts.headers);
+    let body = body.map_frame(|frame| match frame.into_trailers() {
+        Ok(mut trailers) => {
+            correct_status(&mut trailers);
+            Frame::trailers(trailers)
+        }
+        Err(frame) => frame,
+    });
+    HttpResponse::from_parts(parts, Body::new(body))
+}
+
+fn correct_status(headers: &mut HeaderMap) {
+    let internal = headers.get("grpc-status").is_some_and(|s| s == "13");
+    let undecodable = headers
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        // tonic percent-encodes the message, spaces included.
+        .is_some_and(|m| m.replace("%20", " ").starts_with(DECODE_ERROR));
+    if internal && undecodable {
+        let code = tonic::Code::InvalidArgument as i32;
+        headers.insert("grpc-status", HeaderValue::from(code));
+    }
 }

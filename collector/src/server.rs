@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
+use tower::util::MapResponseLayer;
 use vigil_core::bus::{Bus, BusError};
 use vigil_core::config::Config;
 use vigil_core::shutdown::Shutdown;
@@ -64,6 +65,9 @@ impl Collector {
         let grpc_shutdown = shutdown.clone();
         let grpc = tokio::spawn(async move {
             tonic::transport::Server::builder()
+                .layer(MapResponseLayer::new(
+                    grpc::decode_errors_as_invalid_argument,
+                ))
                 .add_routes(grpc_routes)
                 .serve_with_incoming_shutdown(
                     TcpIncoming::from(grpc_listener),

@@ -21,8 +21,10 @@ use opentelemetry_otlp::{
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::{
@@ -64,6 +66,16 @@ impl Harness {
     /// A collector on free ports for tenant `acme`, or `None` when Kafka is
     /// unreachable off CI.
     async fn start(backend: Backend) -> Option<Harness> {
+        let timeout = Duration::from_secs(5);
+        let bus: Arc<dyn Bus> = match backend {
+            Backend::Embedded => Arc::new(EmbeddedBus::new(&EmbeddedBusConfig::default(), timeout)),
+            Backend::Kafka => Arc::new(KafkaBus::new(&kafka_config()?, timeout).unwrap()),
+        };
+        Some(Harness::start_on(bus).await)
+    }
+
+    /// A collector on free ports for tenant `acme`, in front of `bus`.
+    async fn start_on(bus: Arc<dyn Bus>) -> Harness {
         let mut config = Config::default();
         config.bus.topic_prefix = format!("{}.", unique_name("collector"));
         config.bus.partitions = 2;
@@ -73,21 +85,16 @@ impl Harness {
             id: TenantId::parse("acme").unwrap(),
             tokens: vec![Secret::new(TOKEN)],
         }];
-        let timeout = Duration::from_secs(5);
-        let bus: Arc<dyn Bus> = match backend {
-            Backend::Embedded => Arc::new(EmbeddedBus::new(&EmbeddedBusConfig::default(), timeout)),
-            Backend::Kafka => Arc::new(KafkaBus::new(&kafka_config()?, timeout).unwrap()),
-        };
         let shutdown = Shutdown::new();
         let collector = Collector::start(&config, Arc::clone(&bus), shutdown.clone())
             .await
             .unwrap();
-        Some(Harness {
+        Harness {
             collector,
             bus,
             config,
             shutdown,
-        })
+        }
     }
 
     fn grpc_url(&self) -> String {
@@ -809,6 +816,195 @@ async fn malformed_and_unsupported_http_bodies_get_clear_errors() {
         serde_json::json!({ "partialSuccess": null }),
         "nothing rejected"
     );
+    harness.stop().await;
+}
+
+/// A message whose field 1 is a number where OTLP requests have a list of
+/// resources: valid protobuf framing, invalid OTLP.
+#[derive(Clone, PartialEq, prost::Message)]
+struct WrongWireType {
+    #[prost(uint64, tag = "1")]
+    resource_spans: u64,
+}
+
+#[tokio::test]
+async fn malformed_grpc_requests_are_invalid_argument() {
+    let harness = Harness::start(Backend::Embedded).await.unwrap();
+    let channel = tonic::transport::Endpoint::new(harness.grpc_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = tonic::client::Grpc::new(channel);
+    client.ready().await.unwrap();
+    let codec: tonic_prost::ProstCodec<WrongWireType, ExportTraceServiceResponse> =
+        tonic_prost::ProstCodec::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    );
+    let request = with_token(WrongWireType { resource_spans: 7 }, Some(TOKEN));
+    let status = client.unary(request, path, codec).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status
+            .message()
+            .starts_with("failed to decode Protobuf message"),
+        "{}",
+        status.message()
+    );
+    harness.stop().await;
+}
+
+fn one_span_request(name: &str) -> ExportTraceServiceRequest {
+    let now = now_ns();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: otlp_resource("checkout"),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span(
+                    name,
+                    vec![3; 16],
+                    now - 1000,
+                    now,
+                    vec![attribute("pad", &"x".repeat(600))],
+                )],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn span_names(messages: &[Message]) -> Vec<String> {
+    decode::<ExportTraceServiceRequest>(messages)
+        .into_iter()
+        .flat_map(|r| r.resource_spans)
+        .flat_map(|r| r.scope_spans)
+        .flat_map(|s| s.spans)
+        .map(|s| s.name)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_full_bus_answers_resource_exhausted_with_retry_info_and_429() {
+    // Room for one request of about 700 bytes that nobody consumes yet.
+    let bus = EmbeddedBus::new(
+        &EmbeddedBusConfig {
+            max_bytes_per_topic: 1_000,
+        },
+        Duration::from_millis(200),
+    );
+    let harness = Harness::start_on(Arc::new(bus)).await;
+    let topic = harness.config.bus.topics().traces;
+    let mut reader = harness.bus.subscribe(&topic, "reader").await.unwrap();
+    let mut client = TraceServiceClient::connect(harness.grpc_url())
+        .await
+        .unwrap();
+    client
+        .export(with_token(one_span_request("first"), Some(TOKEN)))
+        .await
+        .unwrap();
+
+    let status = client
+        .export(with_token(one_span_request("second"), Some(TOKEN)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    use tonic_types::StatusExt as _;
+    let retry = status
+        .get_details_retry_info()
+        .expect("RetryInfo, so exporters retry");
+    assert_eq!(retry.retry_delay, Some(Duration::from_secs(1)));
+
+    let response = reqwest::Client::new()
+        .post(harness.http_url("/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(one_span_request("second").encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "1");
+
+    // Once the reader makes room, the client's retry lands.
+    let taken = reader.poll(10, Duration::from_secs(1)).await.unwrap();
+    reader
+        .commit(&vigil_core::bus::positions_after(&taken))
+        .await
+        .unwrap();
+    client
+        .export(with_token(one_span_request("second"), Some(TOKEN)))
+        .await
+        .unwrap();
+    let rest = reader.poll(10, Duration::from_secs(1)).await.unwrap();
+    let all: Vec<Message> = taken.into_iter().chain(rest).collect();
+    assert_eq!(
+        span_names(&all),
+        ["first", "second"],
+        "refused requests left nothing behind"
+    );
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_stops_answering_gives_unavailable_and_the_retry_lands() {
+    let Some(broker) = vigil_core::testing::Broker::start() else {
+        return;
+    };
+    let bus = KafkaBus::new(&broker.config(), Duration::from_secs(2)).unwrap();
+    let harness = Harness::start_on(Arc::new(bus)).await;
+    let mut client = TraceServiceClient::connect(harness.grpc_url())
+        .await
+        .unwrap();
+    client
+        .export(with_token(one_span_request("before"), Some(TOKEN)))
+        .await
+        .unwrap();
+
+    broker.pause();
+    let status = client
+        .export(with_token(one_span_request("during"), Some(TOKEN)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    let response = reqwest::Client::new()
+        .post(harness.http_url("/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(one_span_request("during").encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+
+    broker.resume();
+    // The exporter's retry, as OTLP clients do on UNAVAILABLE.
+    let deadline = Instant::now() + DEADLINE;
+    while let Err(status) = client
+        .export(with_token(one_span_request("during"), Some(TOKEN)))
+        .await
+    {
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(Instant::now() < deadline, "the retry never landed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    client
+        .export(with_token(one_span_request("after"), Some(TOKEN)))
+        .await
+        .unwrap();
+
+    let topic = harness.config.bus.topics().traces;
+    let messages = harness
+        .read(&topic, |m| span_names(m).iter().any(|n| n == "after"))
+        .await;
+    let names = span_names(&messages);
+    let count = |name: &str| names.iter().filter(|n| *n == name).count();
+    assert_eq!((count("before"), count("after")), (1, 1), "{names:?}");
+    // Acknowledged once; the refused attempts may have reached the broker
+    // too (at-least-once, as with any OTLP retry), never more often than tried.
+    assert!((1..=3).contains(&count("during")), "{names:?}");
     harness.stop().await;
 }
 

@@ -53,3 +53,87 @@ pub fn unique_name(prefix: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{prefix}_{}_{millis}_{n}", std::process::id())
 }
+
+/// A Kafka-protocol broker of a test's own (tansu, memory storage, a free
+/// port), for tests that make the broker fail. Stopped when dropped.
+pub struct Broker {
+    child: std::process::Child,
+    address: String,
+}
+
+impl Broker {
+    /// Starts tansu, as installed by scripts/services.sh. `None` means skip
+    /// (never on CI, where it panics instead).
+    pub fn start() -> Option<Broker> {
+        let cargo_home = std::env::var("CARGO_HOME")
+            .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
+        let binary = std::path::Path::new(&cargo_home).join("bin/tansu");
+        if !binary.exists() {
+            service("tansu", "VIGIL_TEST_TANSU", "tansu-not-installed:0")?;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|address| address.port())
+            .ok()?;
+        let address = format!("127.0.0.1:{port}");
+        let url = format!("tcp://{address}");
+        let child = std::process::Command::new(binary)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let broker = Broker { child, address };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(&broker.address).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "tansu did not start on {}",
+                broker.address
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(broker)
+    }
+
+    /// The bus settings that reach this broker.
+    pub fn config(&self) -> KafkaBusConfig {
+        KafkaBusConfig {
+            brokers: self.address.clone(),
+            max_batch_records: 1,
+            ..KafkaBusConfig::default()
+        }
+    }
+
+    /// Freezes the broker (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused broker go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "kill {signal} failed");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.resume();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -6,8 +6,11 @@
 //! earliest offset when the group has none. Topics are created with the admin
 //! API, since Vigil does not rely on broker auto-creation.
 //! Which librdkafka errors are worth retrying is decided in [`classify`].
+//! A producer that hits a fatal error (an idempotence failure such as a fenced
+//! epoch after messages timed out in flight) never works again, so it is
+//! replaced by a new one; the failed publish returns a retryable error.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,7 +22,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 
@@ -37,7 +40,7 @@ const MAX_MESSAGE_BYTES: u64 = 16 * 1024 * 1024;
 pub struct KafkaBus {
     config: KafkaBusConfig,
     publish_timeout: Duration,
-    producer: FutureProducer,
+    producer: RwLock<Arc<FutureProducer>>,
     admin: AdminClient<DefaultClientContext>,
 }
 
@@ -52,29 +55,68 @@ impl std::fmt::Debug for KafkaBus {
 impl KafkaBus {
     /// Sets up the producer and admin clients; connections open lazily.
     pub fn new(config: &KafkaBusConfig, publish_timeout: Duration) -> Result<Self, BusError> {
-        let timeout_ms = publish_timeout.as_millis().to_string();
-        let producer = client_config(config)
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("compression.type", config.compression.as_str())
-            .set("linger.ms", config.linger_ms.to_string())
-            .set("message.timeout.ms", &timeout_ms)
-            .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
-            .set(
-                "queue.buffering.max.messages",
-                config.max_queued_messages.to_string(),
-            )
-            .set("batch.num.messages", config.max_batch_records.to_string())
-            .create()
-            .map_err(fatal)?;
+        let producer = new_producer(config, publish_timeout)?;
         let admin = client_config(config).create().map_err(fatal)?;
         Ok(KafkaBus {
             config: config.clone(),
             publish_timeout,
-            producer,
+            producer: RwLock::new(Arc::new(producer)),
             admin,
         })
     }
+
+    fn producer(&self) -> Arc<FutureProducer> {
+        Arc::clone(&self.producer.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Replaces `failed` with a new producer if `error` shows it will not
+    /// work again (and no other publish replaced it already).
+    fn replace_if_broken(&self, failed: &Arc<FutureProducer>, error: &KafkaError) {
+        let fatal = failed.client().fatal_error();
+        let broken = fatal.is_some() || error.rdkafka_error_code().is_some_and(breaks_idempotence);
+        if !broken {
+            return;
+        }
+        let mut current = self
+            .producer
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !Arc::ptr_eq(&current, failed) {
+            return;
+        }
+        match new_producer(&self.config, self.publish_timeout) {
+            Ok(producer) => {
+                tracing::warn!(%error, ?fatal, "Kafka producer cannot go on; replaced it");
+                *current = Arc::new(producer);
+            }
+            Err(error) => {
+                tracing::error!(%error, "Kafka producer failed fatally and cannot be replaced");
+            }
+        }
+    }
+}
+
+fn new_producer(
+    config: &KafkaBusConfig,
+    publish_timeout: Duration,
+) -> Result<FutureProducer, BusError> {
+    client_config(config)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("compression.type", config.compression.as_str())
+        .set("linger.ms", config.linger_ms.to_string())
+        .set(
+            "message.timeout.ms",
+            publish_timeout.as_millis().to_string(),
+        )
+        .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
+        .set(
+            "queue.buffering.max.messages",
+            config.max_queued_messages.to_string(),
+        )
+        .set("batch.num.messages", config.max_batch_records.to_string())
+        .create()
+        .map_err(fatal)
 }
 
 fn client_config(config: &KafkaBusConfig) -> ClientConfig {
@@ -89,6 +131,20 @@ fn fatal(error: KafkaError) -> BusError {
     BusError::Fatal {
         reason: error.to_string(),
     }
+}
+
+/// Errors after which an idempotent producer rejects everything it sends:
+/// its producer id or epoch is no longer the broker's.
+fn breaks_idempotence(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as Code;
+    matches!(
+        code,
+        Code::ProducerFenced
+            | Code::OutOfOrderSequenceNumber
+            | Code::UnknownProducerId
+            | Code::InvalidProducerEpoch
+            | Code::InvalidProducerIdMapping
+    )
 }
 
 /// The one place that decides what a librdkafka error means for the caller.
@@ -151,41 +207,13 @@ impl Bus for KafkaBus {
         {
             return Err(BusError::TooLarge { size, limit });
         }
-        let deadline = Instant::now() + self.publish_timeout;
-        let mut deliveries = Vec::with_capacity(records.len());
-        for record in &records {
-            let mut future_record = FutureRecord::to(topic)
-                .key(&record.key[..])
-                .payload(&record.payload[..]);
-            loop {
-                match self.producer.send_result(future_record) {
-                    Ok(delivery) => {
-                        deliveries.push(delivery);
-                        break;
-                    }
-                    Err((error, returned)) => {
-                        let error = classify(&error, topic);
-                        if !matches!(error, BusError::Full { .. }) || Instant::now() >= deadline {
-                            return Err(error);
-                        }
-                        future_record = returned;
-                        tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
-                    }
-                }
-            }
-        }
-        let mut first_error = None;
-        for delivery in deliveries {
-            let outcome = match delivery.await {
-                Ok(Ok(_)) => continue,
-                Ok(Err((error, _))) => classify(&error, topic),
-                Err(_canceled) => BusError::Unavailable {
-                    reason: "the producer shut down before the broker answered".to_owned(),
-                },
-            };
-            first_error.get_or_insert(outcome);
-        }
-        first_error.map_or(Ok(()), Err)
+        let producer = self.producer();
+        publish_with(&producer, topic, &records, self.publish_timeout)
+            .await
+            .map_err(|error| {
+                self.replace_if_broken(&producer, &error);
+                classify(&error, topic)
+            })
     }
 
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>, BusError> {
@@ -206,6 +234,50 @@ impl Bus for KafkaBus {
             topic: topic.to_owned(),
         }))
     }
+}
+
+/// Publishes `records` through `producer`, waiting for room in its queue and
+/// then for the broker's acknowledgement of every record.
+async fn publish_with(
+    producer: &FutureProducer,
+    topic: &str,
+    records: &[Record],
+    timeout: Duration,
+) -> Result<(), KafkaError> {
+    let deadline = Instant::now() + timeout;
+    let mut deliveries = Vec::with_capacity(records.len());
+    for record in records {
+        let mut future_record = FutureRecord::to(topic)
+            .key(&record.key[..])
+            .payload(&record.payload[..]);
+        loop {
+            match producer.send_result(future_record) {
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    break;
+                }
+                Err((error, returned)) => {
+                    let queue_full =
+                        error.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull);
+                    if !queue_full || Instant::now() >= deadline {
+                        return Err(error);
+                    }
+                    future_record = returned;
+                    tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
+                }
+            }
+        }
+    }
+    let mut first_error = None;
+    for delivery in deliveries {
+        let error = match delivery.await {
+            Ok(Ok(_)) => continue,
+            Ok(Err((error, _))) => error,
+            Err(_canceled) => KafkaError::Canceled,
+        };
+        first_error.get_or_insert(error);
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 struct KafkaConsumer {
@@ -319,6 +391,26 @@ mod tests {
             let error = production(permanent);
             assert!(matches!(error, BusError::Fatal { .. }), "{permanent:?}");
             assert!(!error.is_retryable());
+        }
+    }
+
+    #[test]
+    fn idempotence_failures_mark_the_producer_for_replacement() {
+        for code in [
+            RDKafkaErrorCode::ProducerFenced,
+            RDKafkaErrorCode::OutOfOrderSequenceNumber,
+            RDKafkaErrorCode::UnknownProducerId,
+        ] {
+            assert!(breaks_idempotence(code), "{code:?}");
+            // The publish itself is worth retrying, on the new producer.
+            let error = classify(&KafkaError::MessageProduction(code), "t");
+            assert!(error.is_retryable(), "{code:?}");
+        }
+        for code in [
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::QueueFull,
+        ] {
+            assert!(!breaks_idempotence(code), "{code:?}");
         }
     }
 
