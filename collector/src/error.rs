@@ -58,6 +58,17 @@ impl IngestError {
         }
     }
 
+    /// The gRPC code's name, for self-metrics.
+    pub(crate) fn code_name(&self) -> &'static str {
+        match self.grpc_code() {
+            Code::Unauthenticated => "UNAUTHENTICATED",
+            Code::InvalidArgument => "INVALID_ARGUMENT",
+            Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Code::Unavailable => "UNAVAILABLE",
+            _ => "INTERNAL",
+        }
+    }
+
     /// When the client should retry, for errors worth retrying.
     pub(crate) fn retry_after(&self) -> Option<Duration> {
         matches!(

@@ -28,6 +28,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::service::Routes;
 use tonic::{Request, Response, Status};
 
+use crate::error::IngestError;
 use crate::ingest::Ingest;
 use crate::signal::Signal;
 
@@ -39,14 +40,24 @@ impl Otlp {
         &self,
         request: Request<S>,
     ) -> Result<Response<S::Response>, Status> {
+        let timer = self
+            .0
+            .metrics
+            .request("grpc", S::NAME, request.get_ref().encoded_len());
         let authorization = request
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        let tenant = self.0.auth.tenant(authorization)?;
-        Ok(Response::new(
-            self.0.export(&tenant, request.into_inner()).await?,
-        ))
+        let outcome = match self.0.auth.tenant(authorization) {
+            Ok(tenant) => self.0.export(&tenant, request.into_inner()).await,
+            Err(error) => Err(error),
+        };
+        timer.finish(
+            outcome
+                .as_ref()
+                .map_or_else(IngestError::code_name, |_| "OK"),
+        );
+        Ok(Response::new(outcome?))
     }
 }
 

@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -31,6 +31,7 @@ pub(crate) fn router(ingest: Arc<Ingest>) -> Router {
         .route("/v1/traces", post(export::<ExportTraceServiceRequest>))
         .route("/v1/metrics", post(export::<ExportMetricsServiceRequest>))
         .route("/v1/logs", post(export::<ExportLogsServiceRequest>))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(ingest)
 }
@@ -86,6 +87,7 @@ async fn export<S: Signal>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let timer = ingest.metrics.request("http", S::NAME, body.len());
     let requested = Encoding::of(&headers);
     let outcome = async {
         let encoding = requested.clone()?;
@@ -98,6 +100,11 @@ async fn export<S: Signal>(
         ingest.export(&tenant, request).await
     }
     .await;
+    timer.finish(
+        outcome
+            .as_ref()
+            .map_or_else(IngestError::code_name, |_| "OK"),
+    );
     // An unsupported content type is answered in JSON.
     let encoding = requested.unwrap_or(Encoding::Json);
     match outcome {
@@ -108,6 +115,15 @@ async fn export<S: Signal>(
             .into_response(),
         Err(error) => error_response(encoding, &error),
     }
+}
+
+async fn metrics(State(ingest): State<Arc<Ingest>>) -> Response {
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    (
+        [(header::CONTENT_TYPE, content_type)],
+        ingest.metrics.render(),
+    )
+        .into_response()
 }
 
 /// The body, gunzipped when `content-encoding: gzip`, refusing more than `limit`

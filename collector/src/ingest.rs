@@ -11,12 +11,14 @@ use vigil_core::tenant::TenantId;
 
 use crate::auth::Auth;
 use crate::error::IngestError;
+use crate::metrics::Metrics;
 use crate::signal::Signal;
 use crate::validate::{Rejections, Rules};
 
 pub(crate) struct Ingest {
     pub(crate) auth: Auth,
     pub(crate) max_message_bytes: usize,
+    pub(crate) metrics: Metrics,
     config: CollectorConfig,
     bus: Arc<dyn Bus>,
     topics: Topics,
@@ -27,6 +29,7 @@ impl Ingest {
         Ingest {
             auth: Auth::new(config),
             max_message_bytes: config.max_message_bytes,
+            metrics: Metrics::new(),
             config: config.clone(),
             bus,
             topics,
@@ -42,6 +45,7 @@ impl Ingest {
         let rules = Rules::new(&self.config, SystemTime::now());
         let mut rejections = Rejections::default();
         request.validate(&rules, &mut rejections);
+        let valid = request.items();
         let records: Vec<Record> = request
             .split()
             .into_iter()
@@ -51,8 +55,16 @@ impl Ingest {
             })
             .collect();
         if !records.is_empty() {
-            self.bus.publish(S::topic(&self.topics), records).await?;
+            let published = self.bus.publish(S::topic(&self.topics), records).await;
+            if let Err(error) = published {
+                self.metrics.bus_error(&error);
+                self.metrics
+                    .items(S::NAME, tenant, valid, false, &rejections);
+                return Err(error.into());
+            }
         }
+        self.metrics
+            .items(S::NAME, tenant, valid, true, &rejections);
         if rejections.count() > 0 {
             tracing::debug!(
                 tenant = %tenant,

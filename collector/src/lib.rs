@@ -6,7 +6,8 @@
 //! that resource only, keyed `{tenant}/{service}`), on the topics of
 //! [`vigil_core::bus::Topics`]. A request is answered OK only once the bus has
 //! stored every message of it; invalid items are dropped from it, counted and
-//! explained in `partial_success`, and the rest is stored.
+//! explained in `partial_success`, and the rest is stored. `GET /metrics` on
+//! the HTTP port serves the collector's own metrics.
 
 mod auth;
 mod error;
@@ -14,6 +15,7 @@ mod grpc;
 mod http;
 mod ingest;
 mod json;
+mod metrics;
 mod server;
 mod signal;
 mod validate;

@@ -33,6 +33,9 @@ pub(crate) trait Signal:
 {
     type Response: prost::Message + serde::Serialize + Send + 'static;
 
+    /// The signal's name in self-metrics: "traces", "metrics", "logs".
+    const NAME: &'static str;
+
     /// What the items are called in messages: "spans", "data points", …
     const ITEMS: &'static str;
 
@@ -43,6 +46,9 @@ pub(crate) trait Signal:
 
     /// One request per resource, with the resource's service name.
     fn split(self) -> Vec<(String, Self)>;
+
+    /// Spans, data points or log records in the request.
+    fn items(&self) -> usize;
 
     fn response(rejections: &Rejections) -> Self::Response;
 }
@@ -76,6 +82,7 @@ fn retain_valid<T>(
 
 impl Signal for ExportTraceServiceRequest {
     type Response = ExportTraceServiceResponse;
+    const NAME: &'static str = "traces";
     const ITEMS: &'static str = "spans";
 
     fn topic(topics: &Topics) -> &str {
@@ -103,6 +110,14 @@ impl Signal for ExportTraceServiceRequest {
                 (service, request)
             })
             .collect()
+    }
+
+    fn items(&self) -> usize {
+        self.resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum()
     }
 
     fn response(rejections: &Rejections) -> Self::Response {
@@ -135,6 +150,7 @@ fn check_span(rules: &Rules, span: &Span) -> Result<(), Rejection> {
 
 impl Signal for ExportMetricsServiceRequest {
     type Response = ExportMetricsServiceResponse;
+    const NAME: &'static str = "metrics";
     const ITEMS: &'static str = "data points";
 
     fn topic(topics: &Topics) -> &str {
@@ -166,6 +182,15 @@ impl Signal for ExportMetricsServiceRequest {
                 (service, request)
             })
             .collect()
+    }
+
+    fn items(&self) -> usize {
+        self.resource_metrics
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics)
+            .map(data_points)
+            .sum()
     }
 
     fn response(rejections: &Rejections) -> Self::Response {
@@ -356,6 +381,7 @@ fn check_summary(rules: &Rules, what: &str, point: &SummaryDataPoint) -> Result<
 
 impl Signal for ExportLogsServiceRequest {
     type Response = ExportLogsServiceResponse;
+    const NAME: &'static str = "logs";
     const ITEMS: &'static str = "log records";
 
     fn topic(topics: &Topics) -> &str {
@@ -383,6 +409,14 @@ impl Signal for ExportLogsServiceRequest {
                 (service, request)
             })
             .collect()
+    }
+
+    fn items(&self) -> usize {
+        self.resource_logs
+            .iter()
+            .flat_map(|r| &r.scope_logs)
+            .map(|s| s.log_records.len())
+            .sum()
     }
 
     fn response(rejections: &Rejections) -> Self::Response {

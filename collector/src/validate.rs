@@ -49,6 +49,13 @@ impl Rejections {
         self.count
     }
 
+    /// Rejected items by reason code.
+    pub(crate) fn by_reason(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.by_reason
+            .iter()
+            .map(|(&reason, &count)| (reason, count))
+    }
+
     /// The `partial_success.error_message`: empty when nothing was rejected.
     pub(crate) fn message(&self, items: &str) -> String {
         if self.count == 0 {

@@ -137,10 +137,24 @@ impl Harness {
         messages
     }
 
+    /// The collector's self-metrics, as scraped.
+    async fn scrape(&self) -> String {
+        let response = reqwest::get(self.http_url("/metrics")).await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    }
+
     async fn stop(self) {
         self.shutdown.trigger();
         self.collector.wait().await.unwrap();
     }
+}
+
+/// The value of one series in a Prometheus text exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|value| value.trim().parse().unwrap())
 }
 
 fn decode<T: prost::Message + Default>(messages: &[Message]) -> Vec<T> {
@@ -578,6 +592,51 @@ async fn invalid_spans_are_rejected_and_counted_and_the_rest_stored() {
         .map(|s| s.name.as_str())
         .collect();
     assert_eq!(names, ["good"]);
+
+    let metrics = harness.scrape().await;
+    let traces = r#"signal="traces",tenant="acme""#;
+    for (series, expected) in [
+        (
+            format!("vigil_collector_items_received_total{{{traces}}}"),
+            6.0,
+        ),
+        (
+            format!("vigil_collector_items_accepted_total{{{traces}}}"),
+            1.0,
+        ),
+        (
+            format!(r#"vigil_collector_items_rejected_total{{{traces},reason="invalid_id"}}"#),
+            2.0,
+        ),
+        (
+            format!(r#"vigil_collector_items_rejected_total{{{traces},reason="too_old"}}"#),
+            1.0,
+        ),
+        (
+            format!(
+                r#"vigil_collector_items_rejected_total{{{traces},reason="too_many_attributes"}}"#
+            ),
+            1.0,
+        ),
+        (
+            format!(
+                r#"vigil_collector_items_rejected_total{{{traces},reason="ends_before_start"}}"#
+            ),
+            1.0,
+        ),
+        (
+            r#"vigil_collector_requests_total{protocol="grpc",signal="traces",code="OK"}"#
+                .to_owned(),
+            1.0,
+        ),
+        ("vigil_collector_in_flight_requests".to_owned(), 0.0),
+    ] {
+        assert_eq!(
+            sample(&metrics, &series),
+            Some(expected),
+            "{series}\n{metrics}"
+        );
+    }
     harness.stop().await;
 }
 
