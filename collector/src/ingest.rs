@@ -2,7 +2,7 @@
 //! items, split per resource, publish, and answer only once the bus has it.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use vigil_core::bus::{Bus, Record, Topics, message_key};
@@ -11,6 +11,7 @@ use vigil_core::tenant::TenantId;
 
 use crate::auth::Auth;
 use crate::error::IngestError;
+use crate::limits::{Admission, RateLimiter, SeriesLimiter};
 use crate::metrics::Metrics;
 use crate::signal::Signal;
 use crate::validate::{Rejections, Rules};
@@ -20,6 +21,8 @@ pub(crate) struct Ingest {
     pub(crate) max_message_bytes: usize,
     pub(crate) metrics: Metrics,
     config: CollectorConfig,
+    rate: RateLimiter,
+    series: SeriesLimiter,
     bus: Arc<dyn Bus>,
     topics: Topics,
 }
@@ -31,6 +34,8 @@ impl Ingest {
             max_message_bytes: config.max_message_bytes,
             metrics: Metrics::new(),
             config: config.clone(),
+            rate: RateLimiter::new(&config.limits),
+            series: SeriesLimiter::new(&config.limits),
             bus,
             topics,
         }
@@ -44,7 +49,21 @@ impl Ingest {
     ) -> Result<S::Response, IngestError> {
         let rules = Rules::new(&self.config, SystemTime::now());
         let mut rejections = Rejections::default();
-        request.validate(&rules, &mut rejections);
+        let unused_tokens = {
+            // The series limiter stays locked for this block only, never
+            // across the publish below.
+            let now = Instant::now();
+            let mut admission = Admission {
+                tenant,
+                now,
+                tokens: self.rate.take(tenant, request.items() as u64, now),
+                per_second: self.rate.per_second(),
+                series: self.series.lock(),
+            };
+            request.validate(&rules, &mut admission, &mut rejections);
+            admission.tokens
+        };
+        self.rate.refund(tenant, unused_tokens);
         let valid = request.items();
         let records: Vec<Record> = request
             .split()

@@ -15,6 +15,7 @@ mod grpc;
 mod http;
 mod ingest;
 mod json;
+mod limits;
 mod metrics;
 mod server;
 mod signal;

@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
@@ -22,7 +22,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use vigil_core::bus::Topics;
 
-use crate::validate::{Rejection, Rejections, Rules, finite, span_id, trace_id};
+use crate::limits::{Admission, attributes_hash};
+use crate::validate::{Item, Rejection, Rejections, Rules, finite, span_id, trace_id};
 
 /// Service name of a resource without `service.name`, as the OTel SDKs say.
 const UNKNOWN_SERVICE: &str = "unknown_service";
@@ -41,8 +42,13 @@ pub(crate) trait Signal:
 
     fn topic(topics: &Topics) -> &str;
 
-    /// Removes the items that break a rule, recording why.
-    fn validate(&mut self, rules: &Rules, rejections: &mut Rejections);
+    /// Removes the items that break a rule or a limit, recording why.
+    fn validate(
+        &mut self,
+        rules: &Rules,
+        admission: &mut Admission<'_>,
+        rejections: &mut Rejections,
+    );
 
     /// One request per resource, with the resource's service name.
     fn split(self) -> Vec<(String, Self)>;
@@ -89,10 +95,19 @@ impl Signal for ExportTraceServiceRequest {
         &topics.traces
     }
 
-    fn validate(&mut self, rules: &Rules, rejections: &mut Rejections) {
+    fn validate(
+        &mut self,
+        rules: &Rules,
+        admission: &mut Admission<'_>,
+        rejections: &mut Rejections,
+    ) {
         for resource in &mut self.resource_spans {
             for scope in &mut resource.scope_spans {
-                retain_valid(&mut scope.spans, rejections, |span| check_span(rules, span));
+                retain_valid(&mut scope.spans, rejections, |span| {
+                    let what = Item::new("span", &span.name);
+                    check_span(rules, what, span)?;
+                    admission.take(what)
+                });
             }
             resource.scope_spans.retain(|scope| !scope.spans.is_empty());
         }
@@ -130,22 +145,21 @@ impl Signal for ExportTraceServiceRequest {
     }
 }
 
-fn check_span(rules: &Rules, span: &Span) -> Result<(), Rejection> {
-    let what = format!("span {:?}", span.name);
-    trace_id(&what, &span.trace_id)?;
-    span_id(&what, "span_id", &span.span_id)?;
+fn check_span(rules: &Rules, what: Item<'_>, span: &Span) -> Result<(), Rejection> {
+    trace_id(what, &span.trace_id)?;
+    span_id(what, "span_id", &span.span_id)?;
     if !span.parent_span_id.is_empty() {
-        span_id(&what, "parent_span_id", &span.parent_span_id)?;
+        span_id(what, "parent_span_id", &span.parent_span_id)?;
     }
-    rules.time(&what, "start_time_unix_nano", span.start_time_unix_nano)?;
-    rules.time(&what, "end_time_unix_nano", span.end_time_unix_nano)?;
+    rules.time(what, "start_time_unix_nano", span.start_time_unix_nano)?;
+    rules.time(what, "end_time_unix_nano", span.end_time_unix_nano)?;
     if span.end_time_unix_nano < span.start_time_unix_nano {
         return Err(Rejection::new(
             "ends_before_start",
             format!("{what}: end_time_unix_nano is before start_time_unix_nano"),
         ));
     }
-    rules.attributes(&what, &span.attributes)
+    rules.attributes(what, &span.attributes)
 }
 
 impl Signal for ExportMetricsServiceRequest {
@@ -157,11 +171,25 @@ impl Signal for ExportMetricsServiceRequest {
         &topics.metrics
     }
 
-    fn validate(&mut self, rules: &Rules, rejections: &mut Rejections) {
+    fn validate(
+        &mut self,
+        rules: &Rules,
+        admission: &mut Admission<'_>,
+        rejections: &mut Rejections,
+    ) {
         for resource in &mut self.resource_metrics {
+            let resource_series = resource
+                .resource
+                .as_ref()
+                .map_or(0, |r| attributes_hash(&r.attributes));
             for scope in &mut resource.scope_metrics {
                 for metric in &mut scope.metrics {
-                    validate_metric(rules, metric, rejections);
+                    let mut gate = MetricGate {
+                        rules,
+                        admission: &mut *admission,
+                        resource_series,
+                    };
+                    gate.validate(metric, rejections);
                 }
                 scope.metrics.retain(|m| data_points(m) > 0);
             }
@@ -214,53 +242,86 @@ fn data_points(metric: &Metric) -> usize {
     }
 }
 
-fn validate_metric(rules: &Rules, metric: &mut Metric, rejections: &mut Rejections) {
-    if metric.name.is_empty() {
-        let points = data_points(metric).max(1) as u64;
-        rejections.add(
-            Rejection::new("empty_name", "a metric has an empty name"),
-            points,
-        );
-        metric.data = None;
-        return;
-    }
-    let what = format!("metric {:?}", metric.name);
-    match &mut metric.data {
-        None => rejections.add(
-            Rejection::new(
-                "no_data",
-                format!("{what}: has no gauge, sum, histogram, exponential histogram or summary"),
-            ),
-            1,
-        ),
-        Some(Data::Gauge(gauge)) => retain_valid(&mut gauge.data_points, rejections, |p| {
-            check_number(rules, &what, p, false)
-        }),
-        Some(Data::Sum(sum)) => {
-            let monotonic = sum.is_monotonic;
-            retain_valid(&mut sum.data_points, rejections, |p| {
-                check_number(rules, &what, p, monotonic)
-            });
-        }
-        Some(Data::Histogram(histogram)) => {
-            retain_valid(&mut histogram.data_points, rejections, |p| {
-                check_histogram(rules, &what, p)
-            })
-        }
-        Some(Data::ExponentialHistogram(histogram)) => {
-            retain_valid(&mut histogram.data_points, rejections, |p| {
-                check_exponential(rules, &what, p)
-            });
-        }
-        Some(Data::Summary(summary)) => retain_valid(&mut summary.data_points, rejections, |p| {
-            check_summary(rules, &what, p)
-        }),
-    }
+/// The checks of one metric's points: the rules, then the series limit, then
+/// the rate.
+struct MetricGate<'r, 'a> {
+    rules: &'r Rules,
+    admission: &'r mut Admission<'a>,
+    /// The series identity of the resource the metric belongs to.
+    resource_series: u64,
 }
 
+impl MetricGate<'_, '_> {
+    fn validate(&mut self, metric: &mut Metric, rejections: &mut Rejections) {
+        if metric.name.is_empty() {
+            let points = data_points(metric).max(1) as u64;
+            rejections.add(
+                Rejection::new("empty_name", "a metric has an empty name"),
+                points,
+            );
+            metric.data = None;
+            return;
+        }
+        let name = metric.name.as_str();
+        let what = Item::new("metric", name);
+        let rules = self.rules;
+        match &mut metric.data {
+            None => rejections.add(
+                Rejection::new(
+                    "no_data",
+                    format!(
+                        "{what}: has no gauge, sum, histogram, exponential histogram or summary"
+                    ),
+                ),
+                1,
+            ),
+            Some(Data::Gauge(gauge)) => retain_valid(&mut gauge.data_points, rejections, |p| {
+                check_number(rules, what, p, false)?;
+                self.admit(what, name, &p.attributes)
+            }),
+            Some(Data::Sum(sum)) => {
+                let monotonic = sum.is_monotonic;
+                retain_valid(&mut sum.data_points, rejections, |p| {
+                    check_number(rules, what, p, monotonic)?;
+                    self.admit(what, name, &p.attributes)
+                });
+            }
+            Some(Data::Histogram(histogram)) => {
+                retain_valid(&mut histogram.data_points, rejections, |p| {
+                    check_histogram(rules, what, p)?;
+                    self.admit(what, name, &p.attributes)
+                });
+            }
+            Some(Data::ExponentialHistogram(histogram)) => {
+                retain_valid(&mut histogram.data_points, rejections, |p| {
+                    check_exponential(rules, what, p)?;
+                    self.admit(what, name, &p.attributes)
+                });
+            }
+            Some(Data::Summary(summary)) => {
+                retain_valid(&mut summary.data_points, rejections, |p| {
+                    check_summary(rules, what, p)?;
+                    self.admit(what, name, &p.attributes)
+                })
+            }
+        }
+    }
+
+    /// The limits, for a point that passed the rules.
+    fn admit(
+        &mut self,
+        what: Item<'_>,
+        metric: &str,
+        attributes: &[KeyValue],
+    ) -> Result<(), Rejection> {
+        let series = self.resource_series ^ attributes_hash(attributes).rotate_left(1);
+        self.admission.series(what, metric, series)?;
+        self.admission.take(what)
+    }
+}
 fn check_number(
     rules: &Rules,
-    what: &str,
+    what: Item<'_>,
     point: &NumberDataPoint,
     monotonic: bool,
 ) -> Result<(), Rejection> {
@@ -288,7 +349,7 @@ fn check_number(
 }
 
 fn check_optional_stats(
-    what: &str,
+    what: Item<'_>,
     sum: Option<f64>,
     min: Option<f64>,
     max: Option<f64>,
@@ -301,14 +362,18 @@ fn check_optional_stats(
     Ok(())
 }
 
-fn count_mismatch(what: &str, count: u64, buckets: u64) -> Rejection {
+fn count_mismatch(what: Item<'_>, count: u64, buckets: u64) -> Rejection {
     Rejection::new(
         "count_mismatch",
         format!("{what}: count is {count} but the buckets hold {buckets}"),
     )
 }
 
-fn check_histogram(rules: &Rules, what: &str, point: &HistogramDataPoint) -> Result<(), Rejection> {
+fn check_histogram(
+    rules: &Rules,
+    what: Item<'_>,
+    point: &HistogramDataPoint,
+) -> Result<(), Rejection> {
     check_optional_stats(what, point.sum, point.min, point.max)?;
     if !point.bucket_counts.is_empty() {
         if point.bucket_counts.len() != point.explicit_bounds.len() + 1 {
@@ -342,7 +407,7 @@ fn check_histogram(rules: &Rules, what: &str, point: &HistogramDataPoint) -> Res
 
 fn check_exponential(
     rules: &Rules,
-    what: &str,
+    what: Item<'_>,
     point: &ExponentialHistogramDataPoint,
 ) -> Result<(), Rejection> {
     check_optional_stats(what, point.sum, point.min, point.max)?;
@@ -364,7 +429,7 @@ fn check_exponential(
     rules.attributes(what, &point.attributes)
 }
 
-fn check_summary(rules: &Rules, what: &str, point: &SummaryDataPoint) -> Result<(), Rejection> {
+fn check_summary(rules: &Rules, what: Item<'_>, point: &SummaryDataPoint) -> Result<(), Rejection> {
     finite(what, "sum", point.sum)?;
     for quantile in &point.quantile_values {
         if !(0.0..=1.0).contains(&quantile.quantile) {
@@ -388,10 +453,19 @@ impl Signal for ExportLogsServiceRequest {
         &topics.logs
     }
 
-    fn validate(&mut self, rules: &Rules, rejections: &mut Rejections) {
+    fn validate(
+        &mut self,
+        rules: &Rules,
+        admission: &mut Admission<'_>,
+        rejections: &mut Rejections,
+    ) {
         for resource in &mut self.resource_logs {
             for scope in &mut resource.scope_logs {
-                retain_valid(&mut scope.log_records, rejections, |r| check_log(rules, r));
+                retain_valid(&mut scope.log_records, rejections, |record| {
+                    let what = Item::new("log record", "");
+                    check_log(rules, what, record)?;
+                    admission.take(what)
+                });
             }
             resource.scope_logs.retain(|s| !s.log_records.is_empty());
         }
@@ -429,8 +503,7 @@ impl Signal for ExportLogsServiceRequest {
     }
 }
 
-fn check_log(rules: &Rules, record: &LogRecord) -> Result<(), Rejection> {
-    let what = "log record";
+fn check_log(rules: &Rules, what: Item<'_>, record: &LogRecord) -> Result<(), Rejection> {
     // The event time when the source knows it, else when it was observed.
     if record.time_unix_nano != 0 {
         rules.time(what, "time_unix_nano", record.time_unix_nano)?;

@@ -2,6 +2,7 @@
 //! its request and recorded as a [`Rejection`]; the rest of the request goes on.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -9,6 +10,30 @@ use vigil_core::config::CollectorConfig;
 
 /// How many rejection messages a response quotes; the count covers them all.
 const QUOTED_REJECTIONS: usize = 5;
+
+/// The item a message is about: `span "GET /pay"`, `metric "latency"`, `log
+/// record`. Formatted only when a rejection is written, never per item.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Item<'a> {
+    kind: &'static str,
+    name: &'a str,
+}
+
+impl<'a> Item<'a> {
+    pub(crate) fn new(kind: &'static str, name: &'a str) -> Self {
+        Item { kind, name }
+    }
+}
+
+impl fmt::Display for Item<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.name.is_empty() {
+            f.write_str(self.kind)
+        } else {
+            write!(f, "{} {:?}", self.kind, self.name)
+        }
+    }
+}
 
 /// Why one item was rejected: a short code for self-metrics, and a message
 /// that names the item and the rule.
@@ -99,7 +124,7 @@ impl Rules {
     }
 
     /// A time must be set, not older than the retention, and not too far ahead.
-    pub(crate) fn time(&self, what: &str, field: &str, time_ns: u64) -> Result<(), Rejection> {
+    pub(crate) fn time(&self, what: Item<'_>, field: &str, time_ns: u64) -> Result<(), Rejection> {
         if time_ns == 0 {
             return Err(Rejection::new(
                 "missing_time",
@@ -122,7 +147,11 @@ impl Rules {
     }
 
     /// At most `max_attributes` attributes, every string at most `max_value_bytes`.
-    pub(crate) fn attributes(&self, what: &str, attributes: &[KeyValue]) -> Result<(), Rejection> {
+    pub(crate) fn attributes(
+        &self,
+        what: Item<'_>,
+        attributes: &[KeyValue],
+    ) -> Result<(), Rejection> {
         if attributes.len() > self.max_attributes {
             return Err(Rejection::new(
                 "too_many_attributes",
@@ -169,16 +198,16 @@ fn longest_value(value: &AnyValue) -> usize {
 }
 
 /// A trace id must be 16 bytes and not all zero.
-pub(crate) fn trace_id(what: &str, id: &[u8]) -> Result<(), Rejection> {
+pub(crate) fn trace_id(what: Item<'_>, id: &[u8]) -> Result<(), Rejection> {
     id_of_length(what, "trace_id", id, 16)
 }
 
 /// A span id must be 8 bytes and not all zero.
-pub(crate) fn span_id(what: &str, field: &str, id: &[u8]) -> Result<(), Rejection> {
+pub(crate) fn span_id(what: Item<'_>, field: &str, id: &[u8]) -> Result<(), Rejection> {
     id_of_length(what, field, id, 8)
 }
 
-fn id_of_length(what: &str, field: &str, id: &[u8], length: usize) -> Result<(), Rejection> {
+fn id_of_length(what: Item<'_>, field: &str, id: &[u8], length: usize) -> Result<(), Rejection> {
     if id.len() != length || id.iter().all(|&b| b == 0) {
         return Err(Rejection::new(
             "invalid_id",
@@ -192,7 +221,7 @@ fn id_of_length(what: &str, field: &str, id: &[u8], length: usize) -> Result<(),
 }
 
 /// A value that must be a finite number.
-pub(crate) fn finite(what: &str, field: &str, value: f64) -> Result<(), Rejection> {
+pub(crate) fn finite(what: Item<'_>, field: &str, value: f64) -> Result<(), Rejection> {
     if value.is_finite() {
         Ok(())
     } else {
@@ -206,6 +235,28 @@ pub(crate) fn finite(what: &str, field: &str, value: f64) -> Result<(), Rejectio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SPAN: Item<'static> = Item {
+        kind: "span",
+        name: "",
+    };
+    const P: Item<'static> = Item {
+        kind: "p",
+        name: "",
+    };
+    const S: Item<'static> = Item {
+        kind: "s",
+        name: "",
+    };
+
+    #[test]
+    fn items_name_themselves_only_when_named() {
+        assert_eq!(
+            Item::new("span", "GET /pay").to_string(),
+            "span \"GET /pay\""
+        );
+        assert_eq!(Item::new("log record", "").to_string(), "log record");
+    }
 
     fn rules() -> Rules {
         let now = UNIX_EPOCH + Duration::from_secs(1_000_000_000);
@@ -227,22 +278,22 @@ mod tests {
         let rules = rules();
         let now_ns = 1_000_000_000 * 1_000_000_000u64;
         let hour = 3_600 * 1_000_000_000u64;
-        assert!(rules.time("span", "end", now_ns + hour).is_ok());
-        assert!(rules.time("span", "end", now_ns - 30 * 24 * hour).is_ok());
+        assert!(rules.time(SPAN, "end", now_ns + hour).is_ok());
+        assert!(rules.time(SPAN, "end", now_ns - 30 * 24 * hour).is_ok());
         assert_eq!(
             rules
-                .time("span", "end", now_ns + hour + 1)
+                .time(SPAN, "end", now_ns + hour + 1)
                 .unwrap_err()
                 .reason,
             "in_future"
         );
         let old = rules
-            .time("span", "end", now_ns - 30 * 24 * hour - 1)
+            .time(SPAN, "end", now_ns - 30 * 24 * hour - 1)
             .unwrap_err();
         assert_eq!(old.reason, "too_old");
         assert!(old.message.starts_with("span: end "), "{}", old.message);
         assert_eq!(
-            rules.time("span", "end", 0).unwrap_err().message,
+            rules.time(SPAN, "end", 0).unwrap_err().message,
             "span: end is not set"
         );
     }
@@ -253,10 +304,10 @@ mod tests {
         let long = "x".repeat(4097);
         assert!(
             rules
-                .attributes("p", &[string("k", &"x".repeat(4096))])
+                .attributes(P, &[string("k", &"x".repeat(4096))])
                 .is_ok()
         );
-        let error = rules.attributes("p", &[string("k", &long)]).unwrap_err();
+        let error = rules.attributes(P, &[string("k", &long)]).unwrap_err();
         assert_eq!(
             error.message,
             "p: attribute \"k\" has a value of 4097 bytes, more than the limit of 4096"
@@ -273,26 +324,26 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            rules.attributes("p", &[nested]).unwrap_err().reason,
+            rules.attributes(P, &[nested]).unwrap_err().reason,
             "attribute_too_long"
         );
         let many: Vec<KeyValue> = (0..129).map(|i| string(&i.to_string(), "v")).collect();
         assert_eq!(
-            rules.attributes("p", &many).unwrap_err().reason,
+            rules.attributes(P, &many).unwrap_err().reason,
             "too_many_attributes"
         );
     }
 
     #[test]
     fn ids_must_have_their_length_and_not_be_zero() {
-        assert!(trace_id("s", &[1; 16]).is_ok());
+        assert!(trace_id(S, &[1; 16]).is_ok());
         assert_eq!(
-            trace_id("s", &[1; 15]).unwrap_err().message,
+            trace_id(S, &[1; 15]).unwrap_err().message,
             "s: trace_id must be 16 bytes, not all zero; got 15 bytes"
         );
-        assert!(trace_id("s", &[0; 16]).is_err());
-        assert!(span_id("s", "span_id", &[0; 8]).is_err());
-        assert!(span_id("s", "span_id", &[9; 8]).is_ok());
+        assert!(trace_id(S, &[0; 16]).is_err());
+        assert!(span_id(S, "span_id", &[0; 8]).is_err());
+        assert!(span_id(S, "span_id", &[9; 8]).is_ok());
     }
 
     #[test]

@@ -76,6 +76,11 @@ impl Harness {
 
     /// A collector on free ports for tenant `acme`, in front of `bus`.
     async fn start_on(bus: Arc<dyn Bus>) -> Harness {
+        Harness::start_configured(bus, |_| {}).await
+    }
+
+    /// As [`Harness::start_on`], with settings changed by `configure`.
+    async fn start_configured(bus: Arc<dyn Bus>, configure: impl FnOnce(&mut Config)) -> Harness {
         let mut config = Config::default();
         config.bus.topic_prefix = format!("{}.", unique_name("collector"));
         config.bus.partitions = 2;
@@ -85,6 +90,7 @@ impl Harness {
             id: TenantId::parse("acme").unwrap(),
             tokens: vec![Secret::new(TOKEN)],
         }];
+        configure(&mut config);
         let shutdown = Shutdown::new();
         let collector = Collector::start(&config, Arc::clone(&bus), shutdown.clone())
             .await
@@ -1064,6 +1070,136 @@ async fn a_broker_that_stops_answering_gives_unavailable_and_the_retry_lands() {
     // Acknowledged once; the refused attempts may have reached the broker
     // too (at-least-once, as with any OTLP retry), never more often than tried.
     assert!((1..=3).contains(&count("during")), "{names:?}");
+    harness.stop().await;
+}
+
+fn embedded_bus() -> Arc<dyn Bus> {
+    Arc::new(EmbeddedBus::new(
+        &EmbeddedBusConfig::default(),
+        Duration::from_secs(5),
+    ))
+}
+
+#[tokio::test]
+async fn items_over_the_tenant_rate_are_rejected_and_counted() {
+    let harness = Harness::start_configured(embedded_bus(), |config| {
+        config.collector.limits.tenant_items_per_second = 5;
+        config.collector.limits.tenant_burst_items = 10;
+    })
+    .await;
+    let now = now_ns();
+    let spans = (0..15)
+        .map(|i| span(&format!("s{i}"), vec![1; 16], now - 1000, now, vec![]))
+        .collect();
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: otlp_resource("checkout"),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let mut client = TraceServiceClient::connect(harness.grpc_url())
+        .await
+        .unwrap();
+    let partial = client
+        .export(with_token(request, Some(TOKEN)))
+        .await
+        .unwrap()
+        .into_inner()
+        .partial_success
+        .unwrap();
+    assert_eq!(partial.rejected_spans, 5);
+    assert!(
+        partial.error_message.starts_with(
+            "5 spans rejected: span \"s10\": tenant acme is over its limit of 5 items/s"
+        ),
+        "{}",
+        partial.error_message
+    );
+    let topic = harness.config.bus.topics().traces;
+    let messages = harness.read(&topic, |m| !m.is_empty()).await;
+    let expected: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
+    assert_eq!(span_names(&messages), expected);
+    let metrics = harness.scrape().await;
+    let series = r#"vigil_collector_items_rejected_total{signal="traces",tenant="acme",reason="rate_limited"}"#;
+    assert_eq!(sample(&metrics, series), Some(5.0));
+    harness.stop().await;
+}
+
+fn gauge_with_hosts(name: &str, hosts: &[&str]) -> Metric {
+    let now = now_ns();
+    let data_points = hosts
+        .iter()
+        .map(|host| NumberDataPoint {
+            attributes: vec![attribute("host", host)],
+            ..gauge_point(now, 1.0)
+        })
+        .collect();
+    metric(name, Data::Gauge(Gauge { data_points }))
+}
+
+fn hosts_stored(messages: &[Message], name: &str) -> Vec<String> {
+    decode::<ExportMetricsServiceRequest>(messages)
+        .into_iter()
+        .flat_map(|r| r.resource_metrics)
+        .flat_map(|r| r.scope_metrics)
+        .flat_map(|s| s.metrics)
+        .filter(|m| m.name == name)
+        .flat_map(|m| match m.data {
+            Some(Data::Gauge(g)) => g.data_points,
+            other => panic!("{other:?}"),
+        })
+        .map(|p| string_attribute(&p.attributes, "host").unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn new_series_over_the_limit_are_rejected_and_known_ones_pass() {
+    let harness = Harness::start_configured(embedded_bus(), |config| {
+        config.collector.limits.max_new_series_per_metric_per_minute = 3;
+    })
+    .await;
+    let mut client = MetricsServiceClient::connect(harness.grpc_url())
+        .await
+        .unwrap();
+    let mut export = async |metrics| {
+        let request = with_token(metrics_request(metrics), Some(TOKEN));
+        client
+            .export(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .partial_success
+    };
+    let first = export(vec![
+        gauge_with_hosts("cpu", &["h0", "h1", "h2", "h3", "h4"]),
+        gauge_with_hosts("memory", &["h0", "h1", "h2"]),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(first.rejected_data_points, 2);
+    assert!(
+        first.error_message.starts_with(
+            "2 data points rejected: metric \"cpu\": more than 3 new series this minute"
+        ),
+        "{}",
+        first.error_message
+    );
+    let second = export(vec![gauge_with_hosts("cpu", &["h0", "h5"])])
+        .await
+        .unwrap();
+    assert_eq!(
+        second.rejected_data_points, 1,
+        "h0 is known, h5 is a fourth new series"
+    );
+
+    let topic = harness.config.bus.topics().metrics;
+    let messages = harness.read(&topic, |m| m.len() >= 2).await;
+    assert_eq!(hosts_stored(&messages, "cpu"), ["h0", "h1", "h2", "h0"]);
+    assert_eq!(hosts_stored(&messages, "memory"), ["h0", "h1", "h2"]);
     harness.stop().await;
 }
 

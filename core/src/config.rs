@@ -289,6 +289,18 @@ pub struct LimitsConfig {
     /// Bytes of one attribute's string value.
     #[serde(default = "default_max_attribute_value_bytes")]
     pub max_attribute_value_bytes: usize,
+    /// Items (spans, data points, log records) a tenant may send per second,
+    /// on average; items over it are rejected.
+    #[serde(default = "default_tenant_items_per_second")]
+    pub tenant_items_per_second: u64,
+    /// Items a tenant may send at once above its rate.
+    #[serde(default = "default_tenant_burst_items")]
+    pub tenant_burst_items: u64,
+    /// New series one metric may gain per minute (per tenant): a series is
+    /// the resource, the metric and the point's attributes. Known series
+    /// always pass; one unseen for an hour is new again.
+    #[serde(default = "default_max_new_series_per_metric_per_minute")]
+    pub max_new_series_per_metric_per_minute: u32,
 }
 
 impl Default for LimitsConfig {
@@ -296,6 +308,9 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_attributes: default_max_attributes(),
             max_attribute_value_bytes: default_max_attribute_value_bytes(),
+            tenant_items_per_second: default_tenant_items_per_second(),
+            tenant_burst_items: default_tenant_burst_items(),
+            max_new_series_per_metric_per_minute: default_max_new_series_per_metric_per_minute(),
         }
     }
 }
@@ -320,6 +335,15 @@ fn default_max_attributes() -> usize {
 }
 fn default_max_attribute_value_bytes() -> usize {
     4096
+}
+fn default_tenant_items_per_second() -> u64 {
+    500_000
+}
+fn default_tenant_burst_items() -> u64 {
+    1_000_000
+}
+fn default_max_new_series_per_metric_per_minute() -> u32 {
+    10_000
 }
 fn default_topic_prefix() -> String {
     "vigil.".to_owned()
@@ -458,6 +482,25 @@ impl Config {
         if collector.max_age_days == 0 {
             return Err(ConfigError::invalid(
                 "collector.max_age_days",
+                "must be at least 1, got 0",
+            ));
+        }
+        let limits = &collector.limits;
+        if limits.tenant_items_per_second == 0 {
+            return Err(ConfigError::invalid(
+                "collector.limits.tenant_items_per_second",
+                format!("must be at least 1, got {}", limits.tenant_items_per_second),
+            ));
+        }
+        if limits.tenant_burst_items == 0 {
+            return Err(ConfigError::invalid(
+                "collector.limits.tenant_burst_items",
+                "must be at least 1, got 0",
+            ));
+        }
+        if limits.max_new_series_per_metric_per_minute == 0 {
+            return Err(ConfigError::invalid(
+                "collector.limits.max_new_series_per_metric_per_minute",
                 "must be at least 1, got 0",
             ));
         }
