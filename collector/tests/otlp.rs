@@ -44,16 +44,10 @@ use vigil_core::bus::{Bus, EmbeddedBus, KafkaBus, Message};
 use vigil_core::config::{Config, EmbeddedBusConfig, Secret, TenantConfig};
 use vigil_core::shutdown::Shutdown;
 use vigil_core::tenant::TenantId;
-use vigil_core::testing::{kafka_config, unique_name};
+use vigil_core::testing::{Backend, kafka_config, unique_name};
 
 const TOKEN: &str = "acme-token-0123456789";
 const DEADLINE: Duration = Duration::from_secs(30);
-
-#[derive(Clone, Copy)]
-enum Backend {
-    Embedded,
-    Kafka,
-}
 
 struct Harness {
     collector: Collector,
@@ -175,6 +169,11 @@ fn now_ns() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64
+}
+
+/// The exporter headers that carry the tenant's token.
+fn bearer_header() -> HashMap<String, String> {
+    HashMap::from([("authorization".to_owned(), format!("Bearer {TOKEN}"))])
 }
 
 fn resource(service: &str) -> SdkResource {
@@ -303,10 +302,7 @@ async fn sdk_metrics_over_http_arrive_exactly(backend: Backend) {
             .with_http()
             .with_protocol(Protocol::HttpBinary)
             .with_endpoint(endpoint)
-            .with_headers(HashMap::from([(
-                "authorization".to_owned(),
-                format!("Bearer {TOKEN}"),
-            )]))
+            .with_headers(bearer_header())
             .build()
             .unwrap();
         let provider = SdkMeterProvider::builder()
@@ -408,10 +404,7 @@ async fn sdk_logs_over_http_json_arrive_exactly(backend: Backend) {
             .with_http()
             .with_protocol(Protocol::HttpJson)
             .with_endpoint(endpoint)
-            .with_headers(HashMap::from([(
-                "authorization".to_owned(),
-                format!("Bearer {TOKEN}"),
-            )]))
+            .with_headers(bearer_header())
             .build()
             .unwrap();
         let provider = SdkLoggerProvider::builder()
@@ -1203,28 +1196,7 @@ async fn new_series_over_the_limit_are_rejected_and_known_ones_pass() {
     harness.stop().await;
 }
 
-macro_rules! on_both_buses {
-    ($($test:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::Backend::Embedded).await;
-                }
-            )*
-        }
-        mod kafka {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::Backend::Kafka).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_buses!(
+vigil_core::on_both_buses!(
     sdk_spans_over_grpc_arrive_exactly,
     sdk_metrics_over_http_arrive_exactly,
     sdk_logs_over_http_json_arrive_exactly,

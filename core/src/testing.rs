@@ -8,6 +8,38 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::KafkaBusConfig;
 
+/// Which bus a test of both runs on; see [`on_both_buses!`](crate::on_both_buses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Kafka,
+}
+
+/// Runs each named `async fn test(backend: Backend)` of the calling module as
+/// two tests, `embedded::test` and `kafka::test`, so that what one bus
+/// promises is checked on both.
+#[macro_export]
+macro_rules! on_both_buses {
+    ($($test:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::testing::Backend::Embedded).await;
+                }
+            )*
+        }
+        mod kafka {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::testing::Backend::Kafka).await;
+                }
+            )*
+        }
+    };
+}
+
 /// The Kafka bus settings for tests: the broker at `VIGIL_TEST_KAFKA`
 /// (default `127.0.0.1:9092`), one record per batch for tansu (see
 /// [`KafkaBusConfig::max_batch_records`]). `None` means skip (never on CI,

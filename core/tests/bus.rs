@@ -10,15 +10,9 @@ use vigil_core::bus::{
     Bus, BusError, Consumer, EmbeddedBus, KafkaBus, Message, Record, positions_after,
 };
 use vigil_core::config::EmbeddedBusConfig;
-use vigil_core::testing::{kafka_config, unique_name};
+use vigil_core::testing::{Backend, kafka_config, unique_name};
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-#[derive(Clone, Copy)]
-enum Backend {
-    Embedded,
-    Kafka,
-}
 
 /// How much a bus may hold before publishers are pushed back.
 #[derive(Clone, Copy)]
@@ -258,28 +252,7 @@ async fn a_group_shares_partitions(backend: Backend) {
     assert_eq!(from_a.len() + from_b.len(), 200);
 }
 
-macro_rules! conformance {
-    ($($test:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    super::$test(super::Backend::Embedded).await;
-                }
-            )*
-        }
-        mod kafka {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::Backend::Kafka).await;
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+vigil_core::on_both_buses!(
     per_key_order_is_kept,
     uncommitted_messages_are_delivered_again,
     a_full_bus_pushes_back_and_loses_nothing,
