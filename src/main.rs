@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::filter::Targets;
 use vigil_collector::Collector;
+use vigil_collector::bench::BenchOptions;
 use vigil_core::config::Config;
 use vigil_core::shutdown::Shutdown;
 
@@ -32,6 +33,26 @@ enum Command {
     Config,
     /// Run the collector: OTLP over gRPC and HTTP onto the bus.
     Collector,
+    /// Measure a component and print its figures.
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Throughput, CPU and memory of one collector process writing to Kafka
+    /// (`bus.kafka` of the configuration), driven over loopback.
+    Collector {
+        /// Seconds of load for each signal.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Concurrent gRPC connections.
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        /// Data points or spans per request.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
 }
 
 /// Exit status for a configuration the user must fix.
@@ -57,6 +78,18 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Collector => serve(&cli.log, collector(config)),
+        Command::Bench(Bench::Collector {
+            seconds,
+            connections,
+            batch,
+        }) => {
+            let options = BenchOptions {
+                seconds,
+                connections,
+                batch,
+            };
+            serve(&cli.log, bench_collector(config, options))
+        }
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -94,5 +127,31 @@ async fn collector(config: Config) -> Outcome {
         collector.http_address()
     );
     collector.wait().await?;
+    Ok(())
+}
+
+#[allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
+async fn bench_collector(config: Config, options: BenchOptions) -> Outcome {
+    let exe = std::env::current_exe()?;
+    println!(
+        "collector into Kafka at {} (acks=all): {} connections, {} items per request, {} s per signal",
+        config.bus.kafka.brokers, options.connections, options.batch, options.seconds
+    );
+    let report = vigil_collector::bench::run(&exe, &config, &options).await?;
+    for (name, figures) in [
+        ("metric data points", &report.metrics),
+        ("spans", &report.spans),
+    ] {
+        println!(
+            "  {name:<18} {:>10.0}/s   {:>10.0}/s per collector core   {:>6.2} CPU-s per million",
+            figures.per_second(),
+            figures.per_core_second(),
+            figures.cpu_seconds_per_million()
+        );
+    }
+    println!(
+        "  peak RSS           {:>10.1} MiB",
+        report.peak_rss_bytes as f64 / (1024.0 * 1024.0)
+    );
     Ok(())
 }

@@ -10,6 +10,7 @@
 //! the HTTP port serves the collector's own metrics.
 
 mod auth;
+pub mod bench;
 mod error;
 mod grpc;
 mod http;

@@ -1,0 +1,368 @@
+//! `vigil bench collector`: throughput and cost of one collector process.
+//!
+//! The collector runs as a child process (`vigil collector`, this same binary)
+//! on the Kafka bus of the configuration, with acks=all. Several gRPC
+//! connections send pre-built OTLP requests over loopback for a fixed time,
+//! first metrics, then spans. The child's own CPU time and peak resident
+//! memory come from `/proc`, so the figures are the collector's alone, not the
+//! load generator's.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use opentelemetry_proto::tonic::metrics::v1::{
+    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, number_data_point,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use tokio::task::JoinHandle;
+use vigil_core::config::{BusKind, Config};
+use vigil_core::tenant::TenantId;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Seconds of load per signal.
+    pub seconds: u64,
+    /// Concurrent gRPC connections.
+    pub connections: usize,
+    /// Data points or spans per request.
+    pub batch: usize,
+}
+
+/// The figures of one signal.
+#[derive(Debug, Clone)]
+pub struct Figures {
+    pub items: u64,
+    pub seconds: f64,
+    pub collector_cpu_seconds: f64,
+}
+
+impl Figures {
+    pub fn per_second(&self) -> f64 {
+        self.items as f64 / self.seconds
+    }
+
+    /// Items per second of collector CPU: the throughput of one core.
+    pub fn per_core_second(&self) -> f64 {
+        self.items as f64 / self.collector_cpu_seconds
+    }
+
+    pub fn cpu_seconds_per_million(&self) -> f64 {
+        self.collector_cpu_seconds * 1e6 / self.items as f64
+    }
+}
+
+/// The figures of a whole run.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    pub metrics: Figures,
+    pub spans: Figures,
+    pub peak_rss_bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("cannot start the collector: {0}")]
+    Start(String),
+    #[error("cannot reach the collector: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("the collector refused a request: {0}")]
+    Refused(#[from] tonic::Status),
+    #[error("cannot read the collector's /proc entry: {0}")]
+    Proc(String),
+}
+
+/// Runs the benchmark against a collector started from `exe` (the `vigil`
+/// binary) with `config`, moved onto Kafka.
+pub async fn run(
+    exe: &Path,
+    config: &Config,
+    options: &BenchOptions,
+) -> Result<BenchReport, BenchError> {
+    let collector = ChildCollector::start(exe, config)?;
+    let endpoint = format!("http://{}", collector.grpc_address);
+
+    let batch = options.batch as u64;
+
+    let request = metrics_request(options.batch);
+    let mut clients = Vec::new();
+    for _ in 0..options.connections {
+        clients.push(MetricsServiceClient::connect(endpoint.clone()).await?);
+    }
+    let metrics = measure(&collector, options, batch, |deadline| {
+        clients
+            .into_iter()
+            .map(|mut client| {
+                let request = request.clone();
+                tokio::spawn(async move {
+                    let mut sent = 0;
+                    while Instant::now() < deadline {
+                        client.export(request.clone()).await?;
+                        sent += 1;
+                    }
+                    Ok(sent)
+                })
+            })
+            .collect()
+    })
+    .await?;
+
+    let request = spans_request(options.batch);
+    let mut clients = Vec::new();
+    for _ in 0..options.connections {
+        clients.push(TraceServiceClient::connect(endpoint.clone()).await?);
+    }
+    let spans = measure(&collector, options, batch, |deadline| {
+        clients
+            .into_iter()
+            .map(|mut client| {
+                let request = request.clone();
+                tokio::spawn(async move {
+                    let mut sent = 0;
+                    while Instant::now() < deadline {
+                        client.export(request.clone()).await?;
+                        sent += 1;
+                    }
+                    Ok(sent)
+                })
+            })
+            .collect()
+    })
+    .await?;
+
+    let peak_rss_bytes = collector.peak_rss_bytes()?;
+    collector.stop();
+    Ok(BenchReport {
+        metrics,
+        spans,
+        peak_rss_bytes,
+    })
+}
+
+/// Runs the sending tasks that `spawn` starts until `options.seconds` pass,
+/// counting `items_per_request` per answered request and the collector's CPU.
+async fn measure(
+    collector: &ChildCollector,
+    options: &BenchOptions,
+    items_per_request: u64,
+    spawn: impl FnOnce(Instant) -> Vec<JoinHandle<Result<u64, tonic::Status>>>,
+) -> Result<Figures, BenchError> {
+    let cpu_before = collector.cpu_seconds()?;
+    let start = Instant::now();
+    let tasks = spawn(start + Duration::from_secs(options.seconds));
+    let mut requests = 0;
+    for task in tasks {
+        requests += task
+            .await
+            .map_err(|e| BenchError::Start(format!("load task failed: {e}")))??;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let collector_cpu_seconds = collector.cpu_seconds()? - cpu_before;
+    Ok(Figures {
+        items: requests * items_per_request,
+        seconds,
+        collector_cpu_seconds,
+    })
+}
+
+struct ChildCollector {
+    child: Child,
+    grpc_address: String,
+    config_path: std::path::PathBuf,
+}
+
+impl ChildCollector {
+    fn start(exe: &Path, base: &Config) -> Result<Self, BenchError> {
+        let mut config = base.clone();
+        let run = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        config.bus.kind = BusKind::Kafka;
+        config.bus.topic_prefix = format!("bench.{}.{run}.", std::process::id());
+        config.collector.grpc_listen = ([127, 0, 0, 1], 0).into();
+        config.collector.http_listen = ([127, 0, 0, 1], 0).into();
+        config.collector.anonymous_tenant = TenantId::parse("bench").ok();
+        config.collector.tenants.clear();
+        config.collector.limits.tenant_items_per_second = u64::MAX / 4;
+        config.collector.limits.tenant_burst_items = u64::MAX / 4;
+        let config_path =
+            std::env::temp_dir().join(format!("vigil-bench-{}-{run}.toml", std::process::id()));
+        std::fs::write(&config_path, config.to_toml()).map_err(|e| {
+            BenchError::Start(format!("cannot write {}: {e}", config_path.display()))
+        })?;
+        let mut child = Command::new(exe)
+            .arg("--config")
+            .arg(&config_path)
+            .arg("collector")
+            .env("VIGIL_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| BenchError::Start(format!("cannot run {}: {e}", exe.display())))?;
+        let mut line = String::new();
+        if let Some(stdout) = child.stdout.take() {
+            BufReader::new(stdout)
+                .read_line(&mut line)
+                .map_err(|e| BenchError::Start(e.to_string()))?;
+        }
+        let grpc_address = line
+            .split("OTLP/gRPC on ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .map(str::to_owned)
+            .ok_or_else(|| BenchError::Start(format!("unexpected first line {line:?}")))?;
+        Ok(ChildCollector {
+            child,
+            grpc_address,
+            config_path,
+        })
+    }
+
+    /// User plus system CPU time of the collector so far.
+    fn cpu_seconds(&self) -> Result<f64, BenchError> {
+        let path = format!("/proc/{}/stat", self.child.id());
+        let stat = std::fs::read_to_string(&path).map_err(|e| BenchError::Proc(e.to_string()))?;
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
+        match (ticks(11), ticks(12)) {
+            (Some(user), Some(system)) => Ok((user + system) as f64 / CLOCK_TICKS_PER_SECOND),
+            _ => Err(BenchError::Proc(format!("unexpected {path}: {stat}"))),
+        }
+    }
+
+    fn peak_rss_bytes(&self) -> Result<u64, BenchError> {
+        let path = format!("/proc/{}/status", self.child.id());
+        let status = std::fs::read_to_string(&path).map_err(|e| BenchError::Proc(e.to_string()))?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| {
+                value
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map(|kib| kib * 1024)
+            .ok_or_else(|| BenchError::Proc(format!("no VmHWM in {path}")))
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config_path);
+    }
+}
+
+/// `USER_HZ`, the unit of `/proc/<pid>/stat` times: 100 on Linux everywhere.
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+fn string(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_owned())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// `batch` gauge points over 10 services, each point its own series among a
+/// fixed set, as a fleet reporting host metrics would.
+fn metrics_request(batch: usize) -> ExportMetricsServiceRequest {
+    let now = now_ns();
+    let services = 10;
+    let per_service = batch.div_ceil(services);
+    ExportMetricsServiceRequest {
+        resource_metrics: (0..services)
+            .map(|s| ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![string("service.name", &format!("svc-{s}"))],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "http.server.active_requests".to_owned(),
+                        data: Some(Data::Gauge(Gauge {
+                            data_points: (0..per_service)
+                                .map(|i| NumberDataPoint {
+                                    attributes: vec![
+                                        string("host", &format!("host-{i}")),
+                                        string("vigil.unit", "unit-a"),
+                                    ],
+                                    time_unix_nano: now,
+                                    value: Some(number_data_point::Value::AsDouble(i as f64)),
+                                    ..Default::default()
+                                })
+                                .collect(),
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+/// `batch` server spans over 10 services, with the attributes a traced HTTP
+/// handler carries.
+fn spans_request(batch: usize) -> ExportTraceServiceRequest {
+    let now = now_ns();
+    let services = 10;
+    let per_service = batch.div_ceil(services);
+    ExportTraceServiceRequest {
+        resource_spans: (0..services)
+            .map(|s| ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![string("service.name", &format!("svc-{s}"))],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: (0..per_service)
+                        .map(|i| Span {
+                            trace_id: (i as u128 + 1).to_be_bytes().to_vec(),
+                            span_id: (i as u64 + 1).to_be_bytes().to_vec(),
+                            name: "POST /pay".to_owned(),
+                            kind: 2,
+                            start_time_unix_nano: now - 5_000_000,
+                            end_time_unix_nano: now,
+                            attributes: vec![
+                                string("http.route", "/pay"),
+                                string("http.request.method", "POST"),
+                                string("vigil.unit", "unit-a"),
+                            ],
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
