@@ -2,7 +2,7 @@
 //! build needs no `protoc` installed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["vigil/bus/v1/distribution.proto"];
+    let protos = ["vigil/bus/v1/distribution.proto", "prometheus/remote.proto"];
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     tonic_prost_build::configure()

@@ -9,18 +9,21 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
+use vigil_proto::prometheus::WriteRequest;
 
 use crate::error::IngestError;
 use crate::ingest::Ingest;
 use crate::json;
+use crate::remote_write;
 use crate::signal::Signal;
+use crate::validate::Rejections;
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
@@ -31,6 +34,7 @@ pub(crate) fn router(ingest: Arc<Ingest>) -> Router {
         .route("/v1/traces", post(export::<ExportTraceServiceRequest>))
         .route("/v1/metrics", post(export::<ExportMetricsServiceRequest>))
         .route("/v1/logs", post(export::<ExportLogsServiceRequest>))
+        .route("/api/v1/write", post(remote_write))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(ingest)
@@ -115,6 +119,76 @@ async fn export<S: Signal>(
             .into_response(),
         Err(error) => error_response(encoding, &error),
     }
+}
+
+/// Prometheus remote-write: snappy-compressed `prometheus.WriteRequest`.
+/// Answers 204 when every sample was stored (staleness markers aside), and 400
+/// naming what was not when some were rejected: Prometheus does not resend a
+/// 400, and the valid samples are stored already.
+async fn remote_write(
+    State(ingest): State<Arc<Ingest>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let timer = ingest.metrics.request("http", "remote_write", body.len());
+    let outcome = async {
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let tenant = ingest.auth.tenant(authorization)?;
+        let write = decode_remote_write(&headers, &body, ingest.max_message_bytes)?;
+        let mut rejections = Rejections::default();
+        let request = remote_write::to_otlp(write, &mut rejections);
+        let stale = rejections
+            .by_reason()
+            .find(|&(reason, _)| reason == remote_write::STALE_REASON)
+            .map_or(0, |(_, count)| count);
+        let response = ingest.export_after(&tenant, request, rejections).await?;
+        Ok::<_, IngestError>(
+            response
+                .partial_success
+                .filter(|p| p.rejected_data_points as u64 > stale),
+        )
+    }
+    .await;
+    timer.finish(
+        outcome
+            .as_ref()
+            .map_or_else(IngestError::code_name, |_| "OK"),
+    );
+    match outcome {
+        Ok(None) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Some(partial)) => (StatusCode::BAD_REQUEST, partial.error_message).into_response(),
+        Err(error) => error_response(Encoding::Json, &error),
+    }
+}
+
+fn decode_remote_write(
+    headers: &HeaderMap,
+    body: &[u8],
+    limit: usize,
+) -> Result<WriteRequest, IngestError> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none");
+    if encoding != "snappy" {
+        return Err(IngestError::UnsupportedMediaType(format!(
+            "remote-write bodies are snappy-compressed; content-encoding {encoding:?} is not supported"
+        )));
+    }
+    let length = snap::raw::decompress_len(body)
+        .map_err(|e| IngestError::InvalidArgument(format!("malformed snappy body: {e}")))?;
+    if length > limit {
+        return Err(IngestError::TooLarge(format!(
+            "the body is {length} bytes once decompressed, more than {limit}"
+        )));
+    }
+    let decompressed = snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|e| IngestError::InvalidArgument(format!("malformed snappy body: {e}")))?;
+    WriteRequest::decode(&decompressed[..])
+        .map_err(|e| IngestError::InvalidArgument(format!("malformed remote-write protobuf: {e}")))
 }
 
 async fn metrics(State(ingest): State<Arc<Ingest>>) -> Response {

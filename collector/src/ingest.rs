@@ -45,10 +45,21 @@ impl Ingest {
     pub(crate) async fn export<S: Signal>(
         &self,
         tenant: &TenantId,
+        request: S,
+    ) -> Result<S::Response, IngestError> {
+        self.export_after(tenant, request, Rejections::default())
+            .await
+    }
+
+    /// As [`Ingest::export`], for a request that lost items already on its
+    /// way in (while translated from another format), `rejections` says which.
+    pub(crate) async fn export_after<S: Signal>(
+        &self,
+        tenant: &TenantId,
         mut request: S,
+        mut rejections: Rejections,
     ) -> Result<S::Response, IngestError> {
         let rules = Rules::new(&self.config, SystemTime::now());
-        let mut rejections = Rejections::default();
         let unused_tokens = {
             // The series limiter stays locked for this block only, never
             // across the publish below.

@@ -1,7 +1,9 @@
 //! The collector: Vigil's front door for telemetry.
 //!
 //! In: OTLP metrics, traces and logs over gRPC (`:4317`) and HTTP (`:4318`,
-//! protobuf or JSON, optionally gzip), with a bearer token naming the tenant.
+//! protobuf or JSON, optionally gzip), and Prometheus remote-write 1.0
+//! (`POST /api/v1/write` on the HTTP port, as OTLP metrics), with a bearer
+//! token naming the tenant.
 //! Out: one bus message per resource (an OTLP `Export*ServiceRequest` holding
 //! that resource only, keyed `{tenant}/{service}`), on the topics of
 //! [`vigil_core::bus::Topics`]. A request is answered OK only once the bus has
@@ -18,6 +20,7 @@ mod ingest;
 mod json;
 mod limits;
 mod metrics;
+mod remote_write;
 mod server;
 mod signal;
 mod validate;

@@ -9,3 +9,8 @@ pub mod bus {
         include!(concat!(env!("OUT_DIR"), "/vigil.bus.v1.rs"));
     }
 }
+
+/// Prometheus remote-write 1.0 (`prometheus.WriteRequest`), as Prometheus sends it.
+pub mod prometheus {
+    include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
+}
