@@ -1,4 +1,5 @@
-//! OTLP/gRPC: the metrics, trace and logs services, gzip accepted.
+//! OTLP/gRPC: the metrics, trace and logs services, and `vigil.client.v1`'s
+//! client telemetry service, gzip accepted.
 
 use std::sync::Arc;
 
@@ -27,6 +28,8 @@ use tonic::body::Body;
 use tonic::codec::CompressionEncoding;
 use tonic::service::Routes;
 use tonic::{Request, Response, Status};
+use vigil_proto::client::v1::client_service_server::{ClientService, ClientServiceServer};
+use vigil_proto::client::v1::{ExportClientRequest, ExportClientResponse};
 
 use crate::error::IngestError;
 use crate::ingest::Ingest;
@@ -82,6 +85,16 @@ impl MetricsService for Otlp {
 }
 
 #[tonic::async_trait]
+impl ClientService for Otlp {
+    async fn export(
+        &self,
+        request: Request<ExportClientRequest>,
+    ) -> Result<Response<ExportClientResponse>, Status> {
+        Otlp::export(self, request).await
+    }
+}
+
+#[tonic::async_trait]
 impl LogsService for Otlp {
     async fn export(
         &self,
@@ -106,7 +119,12 @@ pub(crate) fn routes(ingest: Arc<Ingest>) -> Routes {
             .max_decoding_message_size(max),
     )
     .add_service(
-        LogsServiceServer::new(otlp)
+        LogsServiceServer::new(otlp.clone())
+            .accept_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(max),
+    )
+    .add_service(
+        ClientServiceServer::new(otlp)
             .accept_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(max),
     )

@@ -16,6 +16,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
+use vigil_proto::client::v1::ExportClientRequest;
 use vigil_proto::prometheus::WriteRequest;
 
 use crate::error::IngestError;
@@ -34,6 +35,7 @@ pub(crate) fn router(ingest: Arc<Ingest>) -> Router {
         .route("/v1/traces", post(export::<ExportTraceServiceRequest>))
         .route("/v1/metrics", post(export::<ExportMetricsServiceRequest>))
         .route("/v1/logs", post(export::<ExportLogsServiceRequest>))
+        .route("/v1/client", post(export::<ExportClientRequest>))
         .route("/api/v1/write", post(remote_write))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))

@@ -1,7 +1,9 @@
 //! The collector: Vigil's front door for telemetry.
 //!
 //! In: OTLP metrics, traces and logs over gRPC (`:4317`) and HTTP (`:4318`,
-//! protobuf or JSON, optionally gzip), and Prometheus remote-write 1.0
+//! protobuf or JSON, optionally gzip), client telemetry from mobile and web
+//! apps (`vigil.client.v1` over gRPC, or `POST /v1/client` with protobuf or
+//! JSON), and Prometheus remote-write 1.0
 //! (`POST /api/v1/write` on the HTTP port, as OTLP metrics), with a bearer
 //! token naming the tenant.
 //! Out: one bus message per resource (an OTLP `Export*ServiceRequest` holding
@@ -13,6 +15,7 @@
 
 mod auth;
 pub mod bench;
+mod client;
 mod error;
 mod grpc;
 mod http;

@@ -72,7 +72,7 @@ fn service_name(resource: Option<&Resource>) -> String {
 }
 
 /// Keeps the items that pass `check`, recording the others once each.
-fn retain_valid<T>(
+pub(crate) fn retain_valid<T>(
     items: &mut Vec<T>,
     rejections: &mut Rejections,
     mut check: impl FnMut(&T) -> Result<(), Rejection>,

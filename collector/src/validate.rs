@@ -57,6 +57,8 @@ impl Rejection {
 pub(crate) struct Rejections {
     count: u64,
     quoted: Vec<String>,
+    /// Items the quoted messages stand for (one message may cover several).
+    quoted_items: u64,
     by_reason: BTreeMap<&'static str, u64>,
 }
 
@@ -67,6 +69,7 @@ impl Rejections {
         *self.by_reason.entry(rejection.reason).or_default() += items;
         if self.quoted.len() < QUOTED_REJECTIONS {
             self.quoted.push(rejection.message);
+            self.quoted_items += items;
         }
     }
 
@@ -91,7 +94,7 @@ impl Rejections {
             self.count,
             self.quoted.join("; ")
         );
-        let unquoted = self.count - self.quoted.len() as u64;
+        let unquoted = self.count - self.quoted_items;
         if unquoted > 0 {
             message.push_str(&format!("; and {unquoted} more"));
         }
@@ -141,6 +144,21 @@ impl Rules {
             return Err(Rejection::new(
                 "in_future",
                 format!("{what}: {field} {time_ns} is too far in the future"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A free-text field must fit the attribute value limit.
+    pub(crate) fn text(&self, what: Item<'_>, field: &str, value: &str) -> Result<(), Rejection> {
+        if value.len() > self.max_value_bytes {
+            return Err(Rejection::new(
+                "attribute_too_long",
+                format!(
+                    "{what}: {field} has {} bytes, more than the limit of {}",
+                    value.len(),
+                    self.max_value_bytes
+                ),
             ));
         }
         Ok(())
@@ -359,5 +377,10 @@ mod tests {
             rejections.message("spans"),
             "10 spans rejected: m0; m1; m2; m3; m4; and 5 more"
         );
+        // A quoted message may stand for several items.
+        let mut batch = Rejections::default();
+        batch.add(Rejection::new("r", "a batch"), 3);
+        batch.add(Rejection::new("r", "one"), 1);
+        assert_eq!(batch.message("events"), "4 events rejected: a batch; one");
     }
 }

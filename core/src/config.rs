@@ -892,7 +892,8 @@ mod tests {
             [
                 "test_7.otlp.metrics",
                 "test_7.otlp.traces",
-                "test_7.otlp.logs"
+                "test_7.otlp.logs",
+                "test_7.client"
             ]
         );
     }

@@ -1,4 +1,5 @@
-//! Vigil's own protobuf messages, generated at build time from `proto/vigil/`.
+//! Vigil's own protobuf messages, generated at build time from `proto/vigil/`,
+//! and the Prometheus remote-write messages from `proto/prometheus/`.
 //!
 //! OTLP types are not here: they come from the `opentelemetry-proto` crate.
 
@@ -7,6 +8,14 @@ pub mod bus {
     /// Version 1 of the bus messages.
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/vigil.bus.v1.rs"));
+    }
+}
+
+/// `vigil.client.v1`: telemetry from mobile and web apps, and its gRPC service.
+pub mod client {
+    /// Version 1 of client telemetry.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/vigil.client.v1.rs"));
     }
 }
 

@@ -29,8 +29,9 @@ use crate::tenant::TenantId;
 
 /// The names of Vigil's topics, all under one prefix.
 ///
-/// Every message's key is `{tenant}/{service}`: tenant ids cannot hold `/`,
-/// so the split is unambiguous, and one service's data stays in order.
+/// Every message's key is `{tenant}/{service}` (`{tenant}/{app_id}` for client
+/// telemetry): tenant ids cannot hold `/`, so the split is unambiguous, and
+/// one service's data stays in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
     /// OTLP `ExportMetricsServiceRequest`s, one resource each.
@@ -39,6 +40,8 @@ pub struct Topics {
     pub traces: String,
     /// OTLP `ExportLogsServiceRequest`s, one resource each.
     pub logs: String,
+    /// `vigil.client.v1.ExportClientRequest`s, one batch (one app) each.
+    pub client: String,
 }
 
 impl Topics {
@@ -47,6 +50,7 @@ impl Topics {
             metrics: format!("{prefix}otlp.metrics"),
             traces: format!("{prefix}otlp.traces"),
             logs: format!("{prefix}otlp.logs"),
+            client: format!("{prefix}client"),
         }
     }
 
@@ -60,8 +64,8 @@ impl Topics {
     }
 
     /// Every topic, for creating them at start-up.
-    pub fn all(&self) -> [&str; 3] {
-        [&self.metrics, &self.traces, &self.logs]
+    pub fn all(&self) -> [&str; 4] {
+        [&self.metrics, &self.traces, &self.logs, &self.client]
     }
 }
 
