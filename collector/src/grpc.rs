@@ -27,7 +27,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use tonic::body::Body;
 use tonic::codec::CompressionEncoding;
 use tonic::service::Routes;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 use vigil_proto::client::v1::client_service_server::{ClientService, ClientServiceServer};
 use vigil_proto::client::v1::{ExportClientRequest, ExportClientResponse};
 
@@ -130,17 +130,31 @@ pub(crate) fn routes(ingest: Arc<Ingest>) -> Routes {
     )
 }
 
-/// What tonic's protobuf codec says of a request body it cannot decode.
-const DECODE_ERROR: &str = "failed to decode Protobuf message";
+/// The statuses tonic gives before a request reaches Vigil, and the ones OTLP
+/// wants instead: (tonic's code, the start of its message, OTLP's code).
+///
+/// - A body that is not protobuf: tonic answers INTERNAL, as gRPC's guidance
+///   has it; OTLP wants INVALID_ARGUMENT, which says the fault is in the data.
+/// - A message over the size limit: tonic answers OUT_OF_RANGE, which OTLP
+///   exporters retry, forever for a batch that will never fit; RESOURCE_EXHAUSTED
+///   without RetryInfo is not retried.
+const CORRECTIONS: [(Code, &str, Code); 2] = [
+    (
+        Code::Internal,
+        "failed to decode Protobuf message",
+        Code::InvalidArgument,
+    ),
+    (
+        Code::OutOfRange,
+        "Error, decoded message length too large",
+        Code::ResourceExhausted,
+    ),
+];
 
-/// Answers INVALID_ARGUMENT, not INTERNAL, to a request that is not valid
-/// protobuf. tonic follows gRPC's guidance (INTERNAL) and the generated OTLP
-/// servers fix their codec, so the status is corrected on the way out, in the
-/// headers of a trailers-only response or in the trailers. OTLP wants
-/// INVALID_ARGUMENT, which tells the sender the fault is in its data.
-pub(crate) fn decode_errors_as_invalid_argument(
-    response: HttpResponse<Body>,
-) -> HttpResponse<Body> {
+/// Corrects the statuses of [`CORRECTIONS`] on the way out. The generated OTLP
+/// servers fix their codec, so this is the one place to do it: in the headers
+/// of a trailers-only response, or in the trailers.
+pub(crate) fn otlp_status_codes(response: HttpResponse<Body>) -> HttpResponse<Body> {
     let (mut parts, body) = response.into_parts();
     correct_status(&mut parts.headers);
     let body = body.map_frame(|frame| match frame.into_trailers() {
@@ -154,14 +168,23 @@ pub(crate) fn decode_errors_as_invalid_argument(
 }
 
 fn correct_status(headers: &mut HeaderMap) {
-    let internal = headers.get("grpc-status").is_some_and(|s| s == "13");
-    let undecodable = headers
+    let Some(code) = headers
+        .get("grpc-status")
+        .and_then(|s| s.to_str().ok())
+        .and_then(|s| s.parse::<i32>().ok())
+    else {
+        return;
+    };
+    // tonic percent-encodes the message, spaces included.
+    let message = headers
         .get("grpc-message")
         .and_then(|m| m.to_str().ok())
-        // tonic percent-encodes the message, spaces included.
-        .is_some_and(|m| m.replace("%20", " ").starts_with(DECODE_ERROR));
-    if internal && undecodable {
-        let code = tonic::Code::InvalidArgument as i32;
-        headers.insert("grpc-status", HeaderValue::from(code));
+        .map(|m| m.replace("%20", " "))
+        .unwrap_or_default();
+    let correction = CORRECTIONS
+        .iter()
+        .find(|(from, start, _)| *from as i32 == code && message.starts_with(start));
+    if let Some((_, _, to)) = correction {
+        headers.insert("grpc-status", HeaderValue::from(*to as i32));
     }
 }

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -30,7 +30,6 @@ const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
 
 pub(crate) fn router(ingest: Arc<Ingest>) -> Router {
-    let limit = ingest.max_message_bytes;
     Router::new()
         .route("/v1/traces", post(export::<ExportTraceServiceRequest>))
         .route("/v1/metrics", post(export::<ExportMetricsServiceRequest>))
@@ -38,7 +37,9 @@ pub(crate) fn router(ingest: Arc<Ingest>) -> Router {
         .route("/v1/client", post(export::<ExportClientRequest>))
         .route("/api/v1/write", post(remote_write))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(limit))
+        // Bodies are read with the collector's own limit (see `read_body`), so
+        // that a refusal names it in the OTLP error format.
+        .layer(DefaultBodyLimit::disable())
         .with_state(ingest)
 }
 
@@ -91,12 +92,17 @@ impl Encoding {
 async fn export<S: Signal>(
     State(ingest): State<Arc<Ingest>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    let timer = ingest.metrics.request("http", S::NAME, body.len());
+    let limit = ingest.max_message_bytes;
+    let body = read_body(body, limit).await;
+    let timer = ingest
+        .metrics
+        .request("http", S::NAME, body.as_ref().map_or(0, Bytes::len));
     let requested = Encoding::of(&headers);
     let outcome = async {
         let encoding = requested.clone()?;
+        let body = body?;
         let authorization = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
@@ -200,6 +206,15 @@ async fn metrics(State(ingest): State<Arc<Ingest>>) -> Response {
         ingest.metrics.render(),
     )
         .into_response()
+}
+
+/// The request body, refused when longer than `limit` bytes.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, IngestError> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        IngestError::TooLarge(format!(
+            "the body is more than {limit} bytes (collector.max_message_bytes); send smaller batches"
+        ))
+    })
 }
 
 /// The body, gunzipped when `content-encoding: gzip`, refusing more than `limit`

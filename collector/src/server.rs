@@ -65,9 +65,7 @@ impl Collector {
         let grpc_shutdown = shutdown.clone();
         let grpc = tokio::spawn(async move {
             tonic::transport::Server::builder()
-                .layer(MapResponseLayer::new(
-                    grpc::decode_errors_as_invalid_argument,
-                ))
+                .layer(MapResponseLayer::new(grpc::otlp_status_codes))
                 .add_routes(grpc_routes)
                 .serve_with_incoming_shutdown(
                     TcpIncoming::from(grpc_listener),

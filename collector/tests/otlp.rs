@@ -1624,6 +1624,57 @@ async fn invalid_client_events_and_batches_are_rejected_and_counted() {
     harness.stop().await;
 }
 
+#[tokio::test]
+async fn requests_over_the_size_limit_are_refused_whole() {
+    let harness = Harness::start_configured(embedded_bus(), |config| {
+        config.collector.max_message_bytes = 4096;
+    })
+    .await;
+    let big = one_span_request(&"x".repeat(5000));
+    let mut client = TraceServiceClient::connect(harness.grpc_url())
+        .await
+        .unwrap();
+    let status = client
+        .export(with_token(big.clone(), Some(TOKEN)))
+        .await
+        .unwrap_err();
+    use tonic_types::StatusExt as _;
+    // RESOURCE_EXHAUSTED without RetryInfo: OTLP exporters do not resend it.
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.get_details_retry_info().is_none());
+    assert!(
+        status.message().contains("the limit is: 4096 bytes"),
+        "{}",
+        status.message()
+    );
+
+    let response = reqwest::Client::new()
+        .post(harness.http_url("/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(big.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert!(response.headers().get("retry-after").is_none());
+    let status = tonic_types::Status::decode(&response.bytes().await.unwrap()[..]).unwrap();
+    assert_eq!(
+        status.message,
+        "the body is more than 4096 bytes (collector.max_message_bytes); send smaller batches"
+    );
+    let topic = harness.config.bus.topics().traces;
+    let mut reader = harness.bus.subscribe(&topic, "reader").await.unwrap();
+    assert!(
+        reader
+            .poll(10, Duration::from_millis(300))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    harness.stop().await;
+}
+
 vigil_core::on_both_buses!(
     sdk_spans_over_grpc_arrive_exactly,
     sdk_metrics_over_http_arrive_exactly,
