@@ -107,7 +107,11 @@ fn serve(log: &Targets, component: impl Future<Output = Outcome>) -> Outcome {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .with(log.clone())
         .try_init()?;
     tokio::runtime::Builder::new_multi_thread()

@@ -194,21 +194,77 @@ fn string_attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
 // ---------------------------------------------------------------------------
 // The SDK over gRPC and HTTP, on both buses.
 
-async fn sdk_spans_over_grpc_arrive_exactly(backend: Backend) {
+/// How the SDK exports.
+#[derive(Debug, Clone, Copy)]
+enum Transport {
+    Grpc,
+    HttpProtobuf,
+    HttpJson,
+}
+
+/// A closure that builds the SDK's `$exporter` (SpanExporter, MetricExporter,
+/// LogExporter) for `$transport`, with the tenant's token; call it where the
+/// SDK runs (inside `spawn_blocking`).
+macro_rules! exporter {
+    ($exporter:ident, $transport:expr, $harness:expr, $path:expr) => {{
+        let (transport, grpc, http) = ($transport, $harness.grpc_url(), $harness.http_url($path));
+        move || match transport {
+            Transport::Grpc => {
+                let mut metadata = MetadataMap::new();
+                metadata.insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+                $exporter::builder()
+                    .with_tonic()
+                    .with_endpoint(grpc)
+                    .with_metadata(metadata)
+                    .with_compression(Compression::Gzip)
+                    .build()
+                    .unwrap()
+            }
+            Transport::HttpProtobuf | Transport::HttpJson => {
+                let protocol = match transport {
+                    Transport::HttpJson => Protocol::HttpJson,
+                    _ => Protocol::HttpBinary,
+                };
+                $exporter::builder()
+                    .with_http()
+                    .with_protocol(protocol)
+                    .with_endpoint(http)
+                    .with_headers(bearer_header())
+                    .build()
+                    .unwrap()
+            }
+        }
+    }};
+}
+
+/// Three tests of one body, one per transport, each run on both buses.
+macro_rules! over_each_transport {
+    ($($body:ident: $grpc:ident, $protobuf:ident, $json:ident;)*) => {$(
+        async fn $grpc(backend: Backend) {
+            $body(backend, Transport::Grpc).await;
+        }
+        async fn $protobuf(backend: Backend) {
+            $body(backend, Transport::HttpProtobuf).await;
+        }
+        async fn $json(backend: Backend) {
+            $body(backend, Transport::HttpJson).await;
+        }
+    )*};
+}
+
+over_each_transport! {
+    sdk_spans_arrive_exactly: spans_over_grpc, spans_over_http_protobuf, spans_over_http_json;
+    sdk_metrics_arrive_exactly: metrics_over_grpc, metrics_over_http_protobuf, metrics_over_http_json;
+    sdk_logs_arrive_exactly: logs_over_grpc, logs_over_http_protobuf, logs_over_http_json;
+}
+
+async fn sdk_spans_arrive_exactly(backend: Backend, transport: Transport) {
     let Some(harness) = Harness::start(backend).await else {
         return;
     };
-    let endpoint = harness.grpc_url();
+    let build = exporter!(SpanExporter, transport, harness, "/v1/traces");
     tokio::task::spawn_blocking(move || {
-        let mut metadata = MetadataMap::new();
-        metadata.insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
-        let exporter = SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .with_metadata(metadata)
-            .with_compression(Compression::Gzip)
-            .build()
-            .unwrap();
+        let exporter = build();
         let provider = SdkTracerProvider::builder()
             .with_resource(resource("checkout"))
             .with_batch_exporter(exporter)
@@ -292,19 +348,13 @@ fn exponential_view(instrument: &Instrument) -> Option<Stream> {
     })
 }
 
-async fn sdk_metrics_over_http_arrive_exactly(backend: Backend) {
+async fn sdk_metrics_arrive_exactly(backend: Backend, transport: Transport) {
     let Some(harness) = Harness::start(backend).await else {
         return;
     };
-    let endpoint = harness.http_url("/v1/metrics");
+    let build = exporter!(MetricExporter, transport, harness, "/v1/metrics");
     tokio::task::spawn_blocking(move || {
-        let exporter = MetricExporter::builder()
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .with_endpoint(endpoint)
-            .with_headers(bearer_header())
-            .build()
-            .unwrap();
+        let exporter = build();
         let provider = SdkMeterProvider::builder()
             .with_resource(resource("ledger"))
             .with_periodic_exporter(exporter)
@@ -394,19 +444,13 @@ async fn sdk_metrics_over_http_arrive_exactly(backend: Backend) {
     harness.stop().await;
 }
 
-async fn sdk_logs_over_http_json_arrive_exactly(backend: Backend) {
+async fn sdk_logs_arrive_exactly(backend: Backend, transport: Transport) {
     let Some(harness) = Harness::start(backend).await else {
         return;
     };
-    let endpoint = harness.http_url("/v1/logs");
+    let build = exporter!(LogExporter, transport, harness, "/v1/logs");
     tokio::task::spawn_blocking(move || {
-        let exporter = LogExporter::builder()
-            .with_http()
-            .with_protocol(Protocol::HttpJson)
-            .with_endpoint(endpoint)
-            .with_headers(bearer_header())
-            .build()
-            .unwrap();
+        let exporter = build();
         let provider = SdkLoggerProvider::builder()
             .with_resource(resource("refunds"))
             .with_batch_exporter(exporter)
@@ -1676,9 +1720,15 @@ async fn requests_over_the_size_limit_are_refused_whole() {
 }
 
 vigil_core::on_both_buses!(
-    sdk_spans_over_grpc_arrive_exactly,
-    sdk_metrics_over_http_arrive_exactly,
-    sdk_logs_over_http_json_arrive_exactly,
+    spans_over_grpc,
+    spans_over_http_protobuf,
+    spans_over_http_json,
+    metrics_over_grpc,
+    metrics_over_http_protobuf,
+    metrics_over_http_json,
+    logs_over_grpc,
+    logs_over_http_protobuf,
+    logs_over_http_json,
     remote_write_arrives_as_the_same_numbers,
     client_events_over_http_json_arrive_exactly,
 );
