@@ -16,16 +16,17 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::{
     Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use tokio::task::JoinHandle;
+use tonic::transport::Channel;
 use vigil_core::config::{BusKind, Config};
 use vigil_core::tenant::TenantId;
+
+use crate::signal::string_attribute;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -98,46 +99,22 @@ pub async fn run(
     for _ in 0..options.connections {
         clients.push(MetricsServiceClient::connect(endpoint.clone()).await?);
     }
-    let metrics = measure(&collector, options, batch, |deadline| {
-        clients
-            .into_iter()
-            .map(|mut client| {
-                let request = request.clone();
-                tokio::spawn(async move {
-                    let mut sent = 0;
-                    while Instant::now() < deadline {
-                        client.export(request.clone()).await?;
-                        sent += 1;
-                    }
-                    Ok(sent)
-                })
-            })
-            .collect()
-    })
-    .await?;
+    let export = move |mut client: MetricsServiceClient<Channel>| {
+        let request = request.clone();
+        async move { client.export(request).await.map(drop) }
+    };
+    let metrics = measure(&collector, options, batch, clients, export).await?;
 
     let request = spans_request(options.batch);
     let mut clients = Vec::new();
     for _ in 0..options.connections {
         clients.push(TraceServiceClient::connect(endpoint.clone()).await?);
     }
-    let spans = measure(&collector, options, batch, |deadline| {
-        clients
-            .into_iter()
-            .map(|mut client| {
-                let request = request.clone();
-                tokio::spawn(async move {
-                    let mut sent = 0;
-                    while Instant::now() < deadline {
-                        client.export(request.clone()).await?;
-                        sent += 1;
-                    }
-                    Ok(sent)
-                })
-            })
-            .collect()
-    })
-    .await?;
+    let export = move |mut client: TraceServiceClient<Channel>| {
+        let request = request.clone();
+        async move { client.export(request).await.map(drop) }
+    };
+    let spans = measure(&collector, options, batch, clients, export).await?;
 
     let peak_rss_bytes = collector.peak_rss_bytes()?;
     collector.stop();
@@ -148,17 +125,38 @@ pub async fn run(
     })
 }
 
-/// Runs the sending tasks that `spawn` starts until `options.seconds` pass,
-/// counting `items_per_request` per answered request and the collector's CPU.
-async fn measure(
+/// Sends requests with `export` from every client, one task each, until
+/// `options.seconds` pass, counting `items_per_request` per answered request
+/// and the collector's CPU time meanwhile.
+async fn measure<Client, Export, Sent>(
     collector: &ChildCollector,
     options: &BenchOptions,
     items_per_request: u64,
-    spawn: impl FnOnce(Instant) -> Vec<JoinHandle<Result<u64, tonic::Status>>>,
-) -> Result<Figures, BenchError> {
+    clients: Vec<Client>,
+    export: Export,
+) -> Result<Figures, BenchError>
+where
+    Client: Clone + Send + 'static,
+    Export: Fn(Client) -> Sent + Clone + Send + 'static,
+    Sent: Future<Output = Result<(), tonic::Status>> + Send,
+{
     let cpu_before = collector.cpu_seconds()?;
     let start = Instant::now();
-    let tasks = spawn(start + Duration::from_secs(options.seconds));
+    let deadline = start + Duration::from_secs(options.seconds);
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|client| {
+            let export = export.clone();
+            tokio::spawn(async move {
+                let mut sent = 0u64;
+                while Instant::now() < deadline {
+                    export(client.clone()).await?;
+                    sent += 1;
+                }
+                Ok::<_, tonic::Status>(sent)
+            })
+        })
+        .collect();
     let mut requests = 0;
     for task in tasks {
         requests += task
@@ -274,16 +272,6 @@ impl ChildCollector {
 /// `USER_HZ`, the unit of `/proc/<pid>/stat` times: 100 on Linux everywhere.
 const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 
-fn string(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.to_owned())),
-        }),
-        ..Default::default()
-    }
-}
-
 fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -300,7 +288,7 @@ fn metrics_request(batch: usize) -> ExportMetricsServiceRequest {
         resource_metrics: (0..services)
             .map(|s| ResourceMetrics {
                 resource: Some(Resource {
-                    attributes: vec![string("service.name", &format!("svc-{s}"))],
+                    attributes: vec![string_attribute("service.name", &format!("svc-{s}"))],
                     ..Default::default()
                 }),
                 scope_metrics: vec![ScopeMetrics {
@@ -310,8 +298,8 @@ fn metrics_request(batch: usize) -> ExportMetricsServiceRequest {
                             data_points: (0..per_service)
                                 .map(|i| NumberDataPoint {
                                     attributes: vec![
-                                        string("host", &format!("host-{i}")),
-                                        string("vigil.unit", "unit-a"),
+                                        string_attribute("host", &format!("host-{i}")),
+                                        string_attribute("vigil.unit", "unit-a"),
                                     ],
                                     time_unix_nano: now,
                                     value: Some(number_data_point::Value::AsDouble(i as f64)),
@@ -339,7 +327,7 @@ fn spans_request(batch: usize) -> ExportTraceServiceRequest {
         resource_spans: (0..services)
             .map(|s| ResourceSpans {
                 resource: Some(Resource {
-                    attributes: vec![string("service.name", &format!("svc-{s}"))],
+                    attributes: vec![string_attribute("service.name", &format!("svc-{s}"))],
                     ..Default::default()
                 }),
                 scope_spans: vec![ScopeSpans {
@@ -352,9 +340,9 @@ fn spans_request(batch: usize) -> ExportTraceServiceRequest {
                             start_time_unix_nano: now - 5_000_000,
                             end_time_unix_nano: now,
                             attributes: vec![
-                                string("http.route", "/pay"),
-                                string("http.request.method", "POST"),
-                                string("vigil.unit", "unit-a"),
+                                string_attribute("http.route", "/pay"),
+                                string_attribute("http.request.method", "POST"),
+                                string_attribute("vigil.unit", "unit-a"),
                             ],
                             ..Default::default()
                         })

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
@@ -19,6 +19,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use vigil_proto::prometheus::metric_metadata::MetricType;
 use vigil_proto::prometheus::{TimeSeries, WriteRequest};
 
+use crate::signal::string_attribute;
 use crate::validate::{Rejection, Rejections};
 
 /// Prometheus marks a series that ended with this NaN; it carries no value.
@@ -74,7 +75,7 @@ pub(crate) fn to_otlp(
             .labels
             .iter()
             .filter(|l| !matches!(l.name.as_str(), "__name__" | "job" | "instance"))
-            .map(|l| string(&l.name, &l.value))
+            .map(|l| string_attribute(&l.name, &l.value))
             .collect();
         let points = resources
             .entry((job.to_owned(), instance.to_owned()))
@@ -104,10 +105,10 @@ pub(crate) fn to_otlp(
         .map(|((job, instance), metrics)| {
             let mut attributes = Vec::new();
             if !job.is_empty() {
-                attributes.push(string("service.name", &job));
+                attributes.push(string_attribute("service.name", &job));
             }
             if !instance.is_empty() {
-                attributes.push(string("service.instance.id", &instance));
+                attributes.push(string_attribute("service.instance.id", &instance));
             }
             let metrics = metrics
                 .into_iter()
@@ -165,16 +166,6 @@ fn describe(series: &TimeSeries) -> String {
         .map(|l| format!("{}={:?}", l.name, l.value))
         .collect();
     format!("{{{}}}", labels.join(", "))
-}
-
-fn string(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.to_owned())),
-        }),
-        ..Default::default()
-    }
 }
 
 #[cfg(test)]
@@ -244,8 +235,8 @@ mod tests {
         assert_eq!(
             a.resource.as_ref().unwrap().attributes,
             vec![
-                string("service.name", "api"),
-                string("service.instance.id", "a:9090")
+                string_attribute("service.name", "api"),
+                string_attribute("service.instance.id", "a:9090")
             ]
         );
         let metrics = &a.scope_metrics[0].metrics;
@@ -263,7 +254,10 @@ mod tests {
                     sum.data_points[1].value,
                     Some(number_data_point::Value::AsDouble(12.0))
                 );
-                assert_eq!(sum.data_points[0].attributes, vec![string("code", "200")]);
+                assert_eq!(
+                    sum.data_points[0].attributes,
+                    vec![string_attribute("code", "200")]
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -253,6 +253,7 @@ pub(crate) fn finite(what: Item<'_>, field: &str, value: f64) -> Result<(), Reje
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signal::string_attribute;
 
     const SPAN: Item<'static> = Item {
         kind: "span",
@@ -279,16 +280,6 @@ mod tests {
     fn rules() -> Rules {
         let now = UNIX_EPOCH + Duration::from_secs(1_000_000_000);
         Rules::new(&CollectorConfig::default(), now)
-    }
-
-    fn string(key: &str, value: &str) -> KeyValue {
-        KeyValue {
-            key: key.to_owned(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(value.to_owned())),
-            }),
-            ..Default::default()
-        }
     }
 
     #[test]
@@ -322,10 +313,12 @@ mod tests {
         let long = "x".repeat(4097);
         assert!(
             rules
-                .attributes(P, &[string("k", &"x".repeat(4096))])
+                .attributes(P, &[string_attribute("k", &"x".repeat(4096))])
                 .is_ok()
         );
-        let error = rules.attributes(P, &[string("k", &long)]).unwrap_err();
+        let error = rules
+            .attributes(P, &[string_attribute("k", &long)])
+            .unwrap_err();
         assert_eq!(
             error.message,
             "p: attribute \"k\" has a value of 4097 bytes, more than the limit of 4096"
@@ -335,7 +328,7 @@ mod tests {
             value: Some(AnyValue {
                 value: Some(any_value::Value::ArrayValue(
                     opentelemetry_proto::tonic::common::v1::ArrayValue {
-                        values: vec![string("_", &long).value.unwrap()],
+                        values: vec![string_attribute("_", &long).value.unwrap()],
                     },
                 )),
             }),
@@ -345,7 +338,9 @@ mod tests {
             rules.attributes(P, &[nested]).unwrap_err().reason,
             "attribute_too_long"
         );
-        let many: Vec<KeyValue> = (0..129).map(|i| string(&i.to_string(), "v")).collect();
+        let many: Vec<KeyValue> = (0..129)
+            .map(|i| string_attribute(&i.to_string(), "v"))
+            .collect();
         assert_eq!(
             rules.attributes(P, &many).unwrap_err().reason,
             "too_many_attributes"
