@@ -53,9 +53,8 @@ wait_for() {
 install_clickhouse() {
     command -v clickhouse-server >/dev/null && return
     log "installing clickhouse-server from Debian's packages"
-    export DEBIAN_FRONTEND=noninteractive
     as_root apt-get update -q >/dev/null
-    as_root apt-get install -y -q clickhouse-server clickhouse-client >/dev/null \
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q clickhouse-server clickhouse-client >/dev/null \
         || die "apt-get install clickhouse-server failed"
 }
 
@@ -125,7 +124,12 @@ stop() {
 
 case "${1:-start}" in
 start)
-    command -v curl >/dev/null || die "curl is needed to check ClickHouse; install it (apt-get install curl)"
+    if ! command -v curl >/dev/null; then
+        log "installing curl (to ask ClickHouse whether it is up)"
+        as_root apt-get update -q >/dev/null
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q curl >/dev/null \
+            || die "apt-get install curl failed"
+    fi
     start_clickhouse
     start_kafka
     log "ClickHouse: http://127.0.0.1:$CLICKHOUSE_HTTP_PORT (native 127.0.0.1:$CLICKHOUSE_TCP_PORT)"
