@@ -1,0 +1,207 @@
+//! Event-time tumbling windows with allowed lateness, at 10 s, 1 min and 1 h.
+
+use std::collections::{BTreeMap, HashMap};
+
+use vigil_core::distribution::{Distribution, DistributionError};
+
+/// The window widths Vigil keeps, in seconds: each level is fed by the
+/// closed windows of the one before, so a point is recorded once.
+pub const RESOLUTIONS: [u64; 3] = [10, 60, 3600];
+
+/// Everything known of one series over one window. Additive: two rollups of
+/// the same window merge into the rollup of all their points.
+#[derive(Debug, Clone, Default)]
+pub struct Rollup {
+    /// Count, sum, min, max and the distribution of the values.
+    pub values: Distribution,
+    /// Points that were errors (failed spans, failed requests, crashes…).
+    pub errors: u64,
+}
+
+impl Rollup {
+    fn record(&mut self, value: f64, error: bool) -> Result<(), DistributionError> {
+        self.values.record(value)?;
+        self.errors += u64::from(error);
+        Ok(())
+    }
+
+    fn merge(&mut self, other: &Rollup) {
+        self.values.merge(&other.values);
+        self.errors += other.errors;
+    }
+}
+
+/// A window that will not change any more (or a correction to one that closed
+/// before its late data came).
+#[derive(Debug, Clone)]
+pub struct Closed {
+    pub series: u64,
+    pub width_s: u64,
+    pub start_s: u64,
+    pub rollup: Rollup,
+    /// Late data for a window closed earlier: add it to what was stored.
+    pub correction: bool,
+}
+
+/// Whether a point landed in an open window or came too late for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    OnTime,
+    /// Its window had closed; it will leave as a correction.
+    Late,
+}
+
+/// The windows of one width.
+#[derive(Debug)]
+struct Level {
+    width_s: u64,
+    /// Open windows by start, then by series: closing pops from the front.
+    open: BTreeMap<u64, HashMap<u64, Rollup>>,
+    /// Late data by (series, window start), leaving at the next close.
+    corrections: HashMap<(u64, u64), Rollup>,
+}
+
+impl Level {
+    fn start_of(&self, time_s: u64) -> u64 {
+        time_s - time_s % self.width_s
+    }
+
+    /// Whether the window starting at `start_s` has closed by `closed_through`.
+    fn is_closed(&self, start_s: u64, lateness_s: u64, closed_through: u64) -> bool {
+        start_s + self.width_s + lateness_s <= closed_through
+    }
+
+    fn rollup_for(&mut self, series: u64, start_s: u64, late: bool) -> &mut Rollup {
+        if late {
+            self.corrections.entry((series, start_s)).or_default()
+        } else {
+            self.open
+                .entry(start_s)
+                .or_default()
+                .entry(series)
+                .or_default()
+        }
+    }
+
+    /// Removes the windows closed by `closed_through`, and the corrections.
+    fn close(&mut self, lateness_s: u64, closed_through: u64) -> Vec<Closed> {
+        let mut closed = Vec::new();
+        let width_s = self.width_s;
+        while let Some(entry) = self.open.first_entry() {
+            if *entry.key() + width_s + lateness_s > closed_through {
+                break;
+            }
+            let (start_s, series) = entry.remove_entry();
+            closed.extend(series.into_iter().map(|(series, rollup)| Closed {
+                series,
+                width_s: self.width_s,
+                start_s,
+                rollup,
+                correction: false,
+            }));
+        }
+        closed.extend(
+            self.corrections
+                .drain()
+                .map(|((series, start_s), rollup)| Closed {
+                    series,
+                    width_s: self.width_s,
+                    start_s,
+                    rollup,
+                    correction: true,
+                }),
+        );
+        closed
+    }
+}
+
+/// Windows at every resolution of [`RESOLUTIONS`], for many series.
+#[derive(Debug)]
+pub struct Windows {
+    lateness_s: u64,
+    /// Windows ending (plus lateness) at or before this have closed.
+    closed_through: u64,
+    levels: Vec<Level>,
+    late_points: u64,
+}
+
+impl Windows {
+    /// Windows that wait `lateness_s` past their end for late points.
+    pub fn new(lateness_s: u64) -> Self {
+        Windows {
+            lateness_s,
+            closed_through: 0,
+            levels: RESOLUTIONS
+                .iter()
+                .map(|&width_s| Level {
+                    width_s,
+                    open: BTreeMap::new(),
+                    corrections: HashMap::new(),
+                })
+                .collect(),
+            late_points: 0,
+        }
+    }
+
+    /// Records one point of `series` at `time_s` (event time, seconds).
+    pub fn record(
+        &mut self,
+        series: u64,
+        time_s: u64,
+        value: f64,
+        error: bool,
+    ) -> Result<Arrival, DistributionError> {
+        let finest = &mut self.levels[0];
+        let start_s = finest.start_of(time_s);
+        let late = finest.is_closed(start_s, self.lateness_s, self.closed_through);
+        finest
+            .rollup_for(series, start_s, late)
+            .record(value, error)?;
+        if late {
+            self.late_points += 1;
+            Ok(Arrival::Late)
+        } else {
+            Ok(Arrival::OnTime)
+        }
+    }
+
+    /// Closes every window whose end plus the lateness is at or before the
+    /// watermark (event time, seconds), at every resolution, and hands out the
+    /// corrections gathered since the last close.
+    pub fn close(&mut self, watermark_s: u64) -> Vec<Closed> {
+        self.closed_through = self.closed_through.max(watermark_s);
+        let mut all = Vec::new();
+        for level in 0..self.levels.len() {
+            let closed = self.levels[level].close(self.lateness_s, self.closed_through);
+            if let Some(coarser) = self.levels.get_mut(level + 1) {
+                for window in &closed {
+                    let start_s = coarser.start_of(window.start_s);
+                    let late = window.correction
+                        && coarser.is_closed(start_s, self.lateness_s, self.closed_through);
+                    coarser
+                        .rollup_for(window.series, start_s, late)
+                        .merge(&window.rollup);
+                }
+            }
+            all.extend(closed);
+        }
+        all
+    }
+
+    /// Points that came after their window closed, since this began.
+    pub fn late_points(&self) -> u64 {
+        self.late_points
+    }
+
+    /// Series-windows open at every resolution: the memory held.
+    pub fn open_windows(&self) -> usize {
+        self.levels
+            .iter()
+            .flat_map(|level| level.open.values())
+            .map(HashMap::len)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests;
