@@ -23,7 +23,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
@@ -44,7 +44,7 @@ use vigil_core::bus::{Bus, EmbeddedBus, KafkaBus, Message};
 use vigil_core::config::{Config, EmbeddedBusConfig, Secret, TenantConfig};
 use vigil_core::shutdown::Shutdown;
 use vigil_core::tenant::TenantId;
-use vigil_core::testing::{Backend, kafka_config, unique_name};
+use vigil_core::testing::{Backend, kafka_config, read_until, unique_name};
 
 const TOKEN: &str = "acme-token-0123456789";
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -107,34 +107,9 @@ impl Harness {
 
     /// Every message on `topic` until `done` says the batch is complete.
     async fn read(&self, topic: &str, done: impl Fn(&[Message]) -> bool) -> Vec<Message> {
-        let mut consumer = self
-            .bus
-            .subscribe(topic, &unique_name("reader"))
-            .await
-            .unwrap();
-        let deadline = Instant::now() + DEADLINE;
-        let mut messages = Vec::new();
-        while !done(&messages) {
-            assert!(
-                Instant::now() < deadline,
-                "only {} messages arrived",
-                messages.len()
-            );
-            messages.extend(
-                consumer
-                    .poll(100, Duration::from_millis(100))
-                    .await
-                    .unwrap(),
-            );
-        }
-        // Nothing more may follow.
-        messages.extend(
-            consumer
-                .poll(100, Duration::from_millis(300))
-                .await
-                .unwrap(),
-        );
-        messages
+        let reader = unique_name("reader");
+        let mut consumer = self.bus.subscribe(topic, &reader).await.unwrap();
+        read_until(consumer.as_mut(), done).await
     }
 
     /// The collector's self-metrics, as scraped.
@@ -559,53 +534,35 @@ async fn invalid_spans_are_rejected_and_counted_and_the_rest_stored() {
     let harness = Harness::start(Backend::Embedded).await.unwrap();
     let now = now_ns();
     let too_many: Vec<KeyValue> = (0..129).map(|i| attribute(&format!("k{i}"), "v")).collect();
-    let request = ExportTraceServiceRequest {
-        resource_spans: vec![
-            ResourceSpans {
-                resource: otlp_resource("checkout"),
-                scope_spans: vec![ScopeSpans {
-                    spans: vec![
-                        span(
-                            "good",
-                            vec![1; 16],
-                            now - 1000,
-                            now,
-                            vec![attribute("a", "b")],
-                        ),
-                        span("short id", vec![1; 15], now - 1000, now, vec![]),
-                        span(
-                            "ancient",
-                            vec![1; 16],
-                            now - 31 * DAY_NS,
-                            now - 31 * DAY_NS,
-                            vec![],
-                        ),
-                        span("crowded", vec![1; 16], now - 1000, now, too_many),
-                        span("backwards", vec![1; 16], now, now - 1000, vec![]),
-                    ],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            },
-            ResourceSpans {
-                resource: otlp_resource("ledger"),
-                scope_spans: vec![ScopeSpans {
-                    spans: vec![span("zero id", vec![0; 16], now - 1000, now, vec![])],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            },
-        ],
-    };
-    let mut client = TraceServiceClient::connect(harness.grpc_url())
-        .await
-        .unwrap();
-    let response = client
-        .export(with_token(request, Some(TOKEN)))
-        .await
-        .unwrap()
-        .into_inner();
-    let partial = response.partial_success.unwrap();
+    let request = trace_request(vec![
+        (
+            "checkout",
+            vec![
+                span(
+                    "good",
+                    vec![1; 16],
+                    now - 1000,
+                    now,
+                    vec![attribute("a", "b")],
+                ),
+                span("short id", vec![1; 15], now - 1000, now, vec![]),
+                span(
+                    "ancient",
+                    vec![1; 16],
+                    now - 31 * DAY_NS,
+                    now - 31 * DAY_NS,
+                    vec![],
+                ),
+                span("crowded", vec![1; 16], now - 1000, now, too_many),
+                span("backwards", vec![1; 16], now, now - 1000, vec![]),
+            ],
+        ),
+        (
+            "ledger",
+            vec![span("zero id", vec![0; 16], now - 1000, now, vec![])],
+        ),
+    ]);
+    let partial = export_spans(&harness, request).await.unwrap();
     assert_eq!(partial.rejected_spans, 5);
     let message = partial.error_message;
     assert!(message.starts_with("5 spans rejected: "), "{message}");
@@ -959,22 +916,43 @@ async fn malformed_grpc_requests_are_invalid_argument() {
 
 fn one_span_request(name: &str) -> ExportTraceServiceRequest {
     let now = now_ns();
+    let pad = vec![attribute("pad", &"x".repeat(600))];
+    trace_request(vec![(
+        "checkout",
+        vec![span(name, vec![3; 16], now - 1000, now, pad)],
+    )])
+}
+
+/// A trace request with one resource per `(service, spans)`.
+fn trace_request(resources: Vec<(&str, Vec<Span>)>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: otlp_resource("checkout"),
-            scope_spans: vec![ScopeSpans {
-                spans: vec![span(
-                    name,
-                    vec![3; 16],
-                    now - 1000,
-                    now,
-                    vec![attribute("pad", &"x".repeat(600))],
-                )],
+        resource_spans: resources
+            .into_iter()
+            .map(|(service, spans)| ResourceSpans {
+                resource: otlp_resource(service),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
                 ..Default::default()
-            }],
-            ..Default::default()
-        }],
+            })
+            .collect(),
     }
+}
+
+/// Exports over OTLP/gRPC with the tenant's token; the partial success, if any.
+async fn export_spans(
+    harness: &Harness,
+    request: ExportTraceServiceRequest,
+) -> Option<ExportTracePartialSuccess> {
+    let mut client = TraceServiceClient::connect(harness.grpc_url())
+        .await
+        .unwrap();
+    let response = client
+        .export(with_token(request, Some(TOKEN)))
+        .await
+        .unwrap();
+    response.into_inner().partial_success
 }
 
 fn span_names(messages: &[Message]) -> Vec<String> {
@@ -1128,26 +1106,8 @@ async fn items_over_the_tenant_rate_are_rejected_and_counted() {
     let spans = (0..15)
         .map(|i| span(&format!("s{i}"), vec![1; 16], now - 1000, now, vec![]))
         .collect();
-    let request = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: otlp_resource("checkout"),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    let mut client = TraceServiceClient::connect(harness.grpc_url())
-        .await
-        .unwrap();
-    let partial = client
-        .export(with_token(request, Some(TOKEN)))
-        .await
-        .unwrap()
-        .into_inner()
-        .partial_success
-        .unwrap();
+    let request = trace_request(vec![("checkout", spans)]);
+    let partial = export_spans(&harness, request).await.unwrap();
     assert_eq!(partial.rejected_spans, 5);
     assert!(
         partial.error_message.starts_with(

@@ -6,7 +6,33 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::bus::{Consumer, Message};
 use crate::config::KafkaBusConfig;
+
+/// How long a test waits for messages before it fails.
+const READ_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Polls `consumer` until `done` holds for what came, failing the test after a
+/// minute; then polls once more, so that a message too many shows up as well.
+pub async fn read_until(
+    consumer: &mut dyn Consumer,
+    done: impl Fn(&[Message]) -> bool,
+) -> Vec<Message> {
+    let deadline = tokio::time::Instant::now() + READ_DEADLINE;
+    let mut messages = Vec::new();
+    while !done(&messages) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} messages arrived",
+            messages.len()
+        );
+        let batch = consumer.poll(500, Duration::from_millis(100)).await;
+        messages.extend(batch.expect("polling the bus failed"));
+    }
+    let extra = consumer.poll(500, Duration::from_millis(300)).await;
+    messages.extend(extra.expect("polling the bus failed"));
+    messages
+}
 
 /// Which bus a test of both runs on; see [`on_both_buses!`](crate::on_both_buses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

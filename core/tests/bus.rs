@@ -10,7 +10,7 @@ use vigil_core::bus::{
     Bus, BusError, Consumer, EmbeddedBus, KafkaBus, Message, Record, positions_after,
 };
 use vigil_core::config::EmbeddedBusConfig;
-use vigil_core::testing::{Backend, kafka_config, unique_name};
+use vigil_core::testing::{Backend, kafka_config, read_until, unique_name};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -53,23 +53,7 @@ fn bus(backend: Backend, size: Size) -> Option<Arc<dyn Bus>> {
 
 /// Polls until `expected` messages came, then briefly for any extra one.
 async fn receive(consumer: &mut dyn Consumer, expected: usize) -> Vec<Message> {
-    let deadline = Instant::now() + DEADLINE;
-    let mut received = Vec::new();
-    while received.len() < expected && Instant::now() < deadline {
-        received.extend(
-            consumer
-                .poll(500, Duration::from_millis(200))
-                .await
-                .unwrap(),
-        );
-    }
-    received.extend(
-        consumer
-            .poll(500, Duration::from_millis(500))
-            .await
-            .unwrap(),
-    );
-    received
+    read_until(consumer, |messages| messages.len() >= expected).await
 }
 
 fn text(message: &Message) -> String {
