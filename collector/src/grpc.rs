@@ -106,7 +106,7 @@ impl LogsService for Otlp {
 
 /// The three OTLP services, ready to serve.
 pub(crate) fn routes(ingest: Arc<Ingest>) -> Routes {
-    let max = ingest.max_message_bytes;
+    let max = ingest.max_message_bytes();
     let otlp = Otlp(ingest);
     Routes::new(
         TraceServiceServer::new(otlp.clone())

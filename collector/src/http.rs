@@ -94,7 +94,7 @@ async fn export<S: Signal>(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let limit = ingest.max_message_bytes;
+    let limit = ingest.max_message_bytes();
     let body = read_body(body, limit).await;
     let timer = ingest
         .metrics
@@ -107,7 +107,7 @@ async fn export<S: Signal>(
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         let tenant = ingest.auth.tenant(authorization)?;
-        let body = decompress(&headers, body, ingest.max_message_bytes)?;
+        let body = decompress(&headers, body, limit)?;
         let request = encoding.decode::<S>(&body)?;
         ingest.export(&tenant, request).await
     }
@@ -144,7 +144,7 @@ async fn remote_write(
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         let tenant = ingest.auth.tenant(authorization)?;
-        let write = decode_remote_write(&headers, &body, ingest.max_message_bytes)?;
+        let write = decode_remote_write(&headers, &body, ingest.max_message_bytes())?;
         let mut rejections = Rejections::default();
         let request = remote_write::to_otlp(write, &mut rejections);
         let stale = rejections

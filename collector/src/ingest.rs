@@ -18,7 +18,6 @@ use crate::validate::{Rejections, Rules};
 
 pub(crate) struct Ingest {
     pub(crate) auth: Auth,
-    pub(crate) max_message_bytes: usize,
     pub(crate) metrics: Metrics,
     config: CollectorConfig,
     rate: RateLimiter,
@@ -31,7 +30,6 @@ impl Ingest {
     pub(crate) fn new(config: &CollectorConfig, bus: Arc<dyn Bus>, topics: Topics) -> Self {
         Ingest {
             auth: Auth::new(config),
-            max_message_bytes: config.max_message_bytes,
             metrics: Metrics::new(),
             config: config.clone(),
             rate: RateLimiter::new(&config.limits),
@@ -39,6 +37,11 @@ impl Ingest {
             bus,
             topics,
         }
+    }
+
+    /// The largest request body, after decompression.
+    pub(crate) fn max_message_bytes(&self) -> usize {
+        self.config.max_message_bytes
     }
 
     /// Stores the valid items of `request` for `tenant` and says which were not.
@@ -68,7 +71,7 @@ impl Ingest {
                 tenant,
                 now,
                 tokens: self.rate.take(tenant, request.items() as u64, now),
-                per_second: self.rate.per_second(),
+                rate: &self.rate,
                 series: self.series.lock(),
             };
             request.validate(&rules, &mut admission, &mut rejections);

@@ -153,7 +153,7 @@ pub(crate) struct Admission<'a> {
     pub(crate) tenant: &'a TenantId,
     pub(crate) now: Instant,
     pub(crate) tokens: u64,
-    pub(crate) per_second: f64,
+    pub(crate) rate: &'a RateLimiter,
     pub(crate) series: SeriesGate<'a>,
 }
 
@@ -165,7 +165,8 @@ impl Admission<'_> {
                 "rate_limited",
                 format!(
                     "{what}: tenant {} is over its limit of {} items/s",
-                    self.tenant, self.per_second
+                    self.tenant,
+                    self.rate.per_second()
                 ),
             ));
         }
