@@ -151,6 +151,10 @@ impl Windows {
         value: f64,
         error: bool,
     ) -> Result<Arrival, DistributionError> {
+        // Refuse before any window is touched, so a bad value opens none.
+        if !value.is_finite() {
+            return Err(DistributionError::NotFinite { value });
+        }
         let finest = &mut self.levels[0];
         let start_s = finest.start_of(time_s);
         let late = finest.is_closed(start_s, self.lateness_s, self.closed_through);
