@@ -2,34 +2,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use vigil_core::distribution::{Distribution, DistributionError};
+use vigil_core::distribution::DistributionError;
+use vigil_core::model::Rollup;
 
 /// The window widths Vigil keeps, in seconds: each level is fed by the
 /// closed windows of the one before, so a point is recorded once.
 pub const RESOLUTIONS: [u64; 3] = [10, 60, 3600];
-
-/// Everything known of one series over one window. Additive: two rollups of
-/// the same window merge into the rollup of all their points.
-#[derive(Debug, Clone, Default)]
-pub struct Rollup {
-    /// Count, sum, min, max and the distribution of the values.
-    pub values: Distribution,
-    /// Points that were errors (failed spans, failed requests, crashes…).
-    pub errors: u64,
-}
-
-impl Rollup {
-    fn record(&mut self, value: f64, error: bool) -> Result<(), DistributionError> {
-        self.values.record(value)?;
-        self.errors += u64::from(error);
-        Ok(())
-    }
-
-    fn merge(&mut self, other: &Rollup) {
-        self.values.merge(&other.values);
-        self.errors += other.errors;
-    }
-}
 
 /// A window that will not change any more (or a correction to one that closed
 /// before its late data came).

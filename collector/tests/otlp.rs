@@ -1679,7 +1679,7 @@ async fn requests_over_the_size_limit_are_refused_whole() {
     harness.stop().await;
 }
 
-vigil_core::on_both_buses!(
+vigil_core::on_both_backends!(
     spans_over_grpc,
     spans_over_http_protobuf,
     spans_over_http_json,

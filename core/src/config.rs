@@ -55,6 +55,137 @@ pub struct Config {
     /// The ingest front door.
     #[serde(default)]
     pub collector: CollectorConfig,
+    /// Where rollups, raw spans and the series catalogue are kept.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Bus to windows to store.
+    #[serde(default)]
+    pub aggregator: AggregatorConfig,
+}
+
+/// Which store keeps Vigil's data, and how to reach it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite` (one embedded file) or `clickhouse`.
+    #[serde(default)]
+    pub kind: StoreKind,
+    /// Days raw spans are kept; older day partitions are dropped.
+    #[serde(default = "default_span_retention_days")]
+    pub span_retention_days: u32,
+    /// Days rollups are kept (by the day they were written).
+    #[serde(default = "default_rollup_retention_days")]
+    pub rollup_retention_days: u32,
+    #[serde(default)]
+    pub sqlite: SqliteStoreConfig,
+    #[serde(default)]
+    pub clickhouse: ClickHouseStoreConfig,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            kind: StoreKind::default(),
+            span_retention_days: default_span_retention_days(),
+            rollup_retention_days: default_rollup_retention_days(),
+            sqlite: SqliteStoreConfig::default(),
+            clickhouse: ClickHouseStoreConfig::default(),
+        }
+    }
+}
+
+/// The store implementations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    #[default]
+    Sqlite,
+    #[serde(rename = "clickhouse")]
+    ClickHouse,
+}
+
+/// The embedded store: one SQLite file in WAL mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteStoreConfig {
+    #[serde(default = "default_sqlite_path")]
+    pub path: PathBuf,
+}
+
+impl Default for SqliteStoreConfig {
+    fn default() -> Self {
+        SqliteStoreConfig {
+            path: default_sqlite_path(),
+        }
+    }
+}
+
+/// The ClickHouse store, over HTTP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseStoreConfig {
+    #[serde(default = "default_clickhouse_url")]
+    pub url: String,
+    /// Created by `vigil migrate` (and at start-up) when missing.
+    #[serde(default = "default_clickhouse_database")]
+    pub database: String,
+    #[serde(default = "default_clickhouse_user")]
+    pub user: String,
+    #[serde(default = "default_clickhouse_password")]
+    pub password: Secret,
+}
+
+impl Default for ClickHouseStoreConfig {
+    fn default() -> Self {
+        ClickHouseStoreConfig {
+            url: default_clickhouse_url(),
+            database: default_clickhouse_database(),
+            user: default_clickhouse_user(),
+            password: default_clickhouse_password(),
+        }
+    }
+}
+
+/// The aggregator: windows, flushes and what a span's series is made of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregatorConfig {
+    /// Consumer group of every aggregator sharing the work.
+    #[serde(default = "default_aggregator_group")]
+    pub group: String,
+    /// How long after its end a window waits for late points before it
+    /// closes; later points are stored as corrections.
+    #[serde(default = "default_allowed_lateness_s")]
+    pub allowed_lateness_s: u64,
+    /// How often what was consumed is written to the store (with the bus
+    /// offsets it covers): the delay before data can be queried.
+    #[serde(default = "default_flush_interval_ms")]
+    pub flush_interval_ms: u64,
+    /// A flush starts early once it would hold this many rows.
+    #[serde(default = "default_max_flush_rows")]
+    pub max_flush_rows: usize,
+    /// A cumulative series unseen for this long (event time) is forgotten;
+    /// its next point counts from its start time again.
+    #[serde(default = "default_cumulative_max_staleness_s")]
+    pub cumulative_max_staleness_s: u64,
+    /// Span attributes that become series dimensions besides the standard
+    /// ones (service.version, vigil.unit, vigil.cohort,
+    /// deployment.environment, cloud.region).
+    #[serde(default = "default_span_dimensions")]
+    pub span_dimensions: Vec<String>,
+}
+
+impl Default for AggregatorConfig {
+    fn default() -> Self {
+        AggregatorConfig {
+            group: default_aggregator_group(),
+            allowed_lateness_s: default_allowed_lateness_s(),
+            flush_interval_ms: default_flush_interval_ms(),
+            max_flush_rows: default_max_flush_rows(),
+            cumulative_max_staleness_s: default_cumulative_max_staleness_s(),
+            span_dimensions: default_span_dimensions(),
+        }
+    }
 }
 
 /// Which bus carries messages between components, and how.
@@ -274,7 +405,8 @@ impl std::fmt::Debug for Secret {
 
 impl Serialize for Secret {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str("***")
+        // An empty secret (no password) hides nothing and must load back.
+        serializer.serialize_str(if self.0.is_empty() { "" } else { "***" })
     }
 }
 
@@ -315,6 +447,45 @@ impl Default for LimitsConfig {
     }
 }
 
+fn default_span_retention_days() -> u32 {
+    7
+}
+fn default_rollup_retention_days() -> u32 {
+    400
+}
+fn default_sqlite_path() -> PathBuf {
+    PathBuf::from("vigil-data/vigil.sqlite")
+}
+fn default_clickhouse_url() -> String {
+    "http://127.0.0.1:8123".to_owned()
+}
+fn default_clickhouse_database() -> String {
+    "vigil".to_owned()
+}
+fn default_clickhouse_user() -> String {
+    "default".to_owned()
+}
+fn default_clickhouse_password() -> Secret {
+    Secret::new("")
+}
+fn default_aggregator_group() -> String {
+    "vigil-aggregator".to_owned()
+}
+fn default_allowed_lateness_s() -> u64 {
+    30
+}
+fn default_flush_interval_ms() -> u64 {
+    1000
+}
+fn default_max_flush_rows() -> usize {
+    100_000
+}
+fn default_cumulative_max_staleness_s() -> u64 {
+    300
+}
+fn default_span_dimensions() -> Vec<String> {
+    vec!["http.route".to_owned(), "rpc.method".to_owned()]
+}
 fn default_grpc_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 4317))
 }
@@ -465,7 +636,95 @@ impl Config {
         if bus.kind == BusKind::Kafka {
             self.validate_kafka()?;
         }
-        self.validate_collector()
+        self.validate_collector()?;
+        self.validate_store()?;
+        self.validate_aggregator()
+    }
+
+    fn validate_store(&self) -> Result<(), ConfigError> {
+        let store = &self.store;
+        for (key, days) in [
+            ("store.span_retention_days", store.span_retention_days),
+            ("store.rollup_retention_days", store.rollup_retention_days),
+        ] {
+            if !(1..=3650).contains(&days) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("must be between 1 and 3650 days, got {days}"),
+                ));
+            }
+        }
+        let database = &store.clickhouse.database;
+        let plain = !database.is_empty()
+            && database.len() <= 64
+            && database
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !plain {
+            return Err(ConfigError::invalid(
+                "store.clickhouse.database",
+                format!("may hold only ASCII letters, digits and '_' (1 to 64), got {database:?}"),
+            ));
+        }
+        if !store.clickhouse.url.starts_with("http://")
+            && !store.clickhouse.url.starts_with("https://")
+        {
+            return Err(ConfigError::invalid(
+                "store.clickhouse.url",
+                format!(
+                    "must be an http:// or https:// URL of ClickHouse's HTTP interface, got {:?}",
+                    store.clickhouse.url
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_aggregator(&self) -> Result<(), ConfigError> {
+        let aggregator = &self.aggregator;
+        if aggregator.group.is_empty() {
+            return Err(ConfigError::invalid(
+                "aggregator.group",
+                "must not be empty",
+            ));
+        }
+        if aggregator.allowed_lateness_s > 3600 {
+            return Err(ConfigError::invalid(
+                "aggregator.allowed_lateness_s",
+                format!(
+                    "must be at most 3600 (one hour), got {}",
+                    aggregator.allowed_lateness_s
+                ),
+            ));
+        }
+        if !(10..=60_000).contains(&aggregator.flush_interval_ms) {
+            return Err(ConfigError::invalid(
+                "aggregator.flush_interval_ms",
+                format!(
+                    "must be between 10 and 60000, got {}",
+                    aggregator.flush_interval_ms
+                ),
+            ));
+        }
+        if !(1..=1_000_000).contains(&aggregator.max_flush_rows) {
+            return Err(ConfigError::invalid(
+                "aggregator.max_flush_rows",
+                format!(
+                    "must be between 1 and 1000000 (one ClickHouse insert block), got {}",
+                    aggregator.max_flush_rows
+                ),
+            ));
+        }
+        if !(60..=86_400).contains(&aggregator.cumulative_max_staleness_s) {
+            return Err(ConfigError::invalid(
+                "aggregator.cumulative_max_staleness_s",
+                format!(
+                    "must be between 60 and 86400, got {}",
+                    aggregator.cumulative_max_staleness_s
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn validate_collector(&self) -> Result<(), ConfigError> {

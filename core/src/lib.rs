@@ -4,12 +4,17 @@
 //!   distribution, mergeable and stored as key/count arrays;
 //! - [`bus`]: the message bus between components, on Kafka or in-process;
 //! - [`config`]: the configuration file and its `VIGIL_*` overrides;
+//! - [`model`]: series and their rollups;
+//! - [`store`]: where rollups, spans and the series catalogue are kept, in
+//!   SQLite or ClickHouse;
 //! - [`shutdown`]: one SIGINT/SIGTERM fanned out to every task;
 //! - [`tenant`]: the tenant id every piece of data belongs to.
 
 pub mod bus;
 pub mod config;
 pub mod distribution;
+pub mod model;
 pub mod shutdown;
+pub mod store;
 pub mod tenant;
 pub mod testing;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::bus::{Consumer, Message};
-use crate::config::KafkaBusConfig;
+use crate::config::{KafkaBusConfig, StoreConfig, StoreKind};
 
 /// How long a test waits for messages before it fails.
 const READ_DEADLINE: Duration = Duration::from_secs(60);
@@ -34,18 +34,21 @@ pub async fn read_until(
     messages
 }
 
-/// Which bus a test of both runs on; see [`on_both_buses!`](crate::on_both_buses).
+/// Which deployment a test of both runs on; see
+/// [`on_both_backends!`](crate::on_both_backends).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// The in-process bus and the SQLite store.
     Embedded,
+    /// Kafka and ClickHouse.
     Kafka,
 }
 
 /// Runs each named `async fn test(backend: Backend)` of the calling module as
-/// two tests, `embedded::test` and `kafka::test`, so that what one bus
-/// promises is checked on both.
+/// two tests, `embedded::test` and `kafka::test`, so that what one bus or
+/// store promises is checked on both.
 #[macro_export]
-macro_rules! on_both_buses {
+macro_rules! on_both_backends {
     ($($test:ident),* $(,)?) => {
         mod embedded {
             $(
@@ -76,6 +79,27 @@ pub fn kafka_config() -> Option<KafkaBusConfig> {
         max_batch_records: 1,
         ..KafkaBusConfig::default()
     })
+}
+
+/// A store of a test's own: a new SQLite file, or a new ClickHouse database
+/// on the server at `VIGIL_TEST_CLICKHOUSE` (default `127.0.0.1:8123`).
+/// `None` means skip (never on CI, where it panics instead).
+pub fn store_config(backend: Backend) -> Option<StoreConfig> {
+    let mut config = StoreConfig::default();
+    match backend {
+        Backend::Embedded => {
+            config.sqlite.path = std::env::temp_dir()
+                .join(unique_name("vigil_test"))
+                .join("vigil.sqlite");
+        }
+        Backend::Kafka => {
+            config.kind = StoreKind::ClickHouse;
+            let address = service("ClickHouse", "VIGIL_TEST_CLICKHOUSE", "127.0.0.1:8123")?;
+            config.clickhouse.url = format!("http://{address}");
+            config.clickhouse.database = unique_name("vigil_test");
+        }
+    }
+    Some(config)
 }
 
 fn service(name: &str, var: &str, default: &str) -> Option<String> {

@@ -236,7 +236,7 @@ async fn a_group_shares_partitions(backend: Backend) {
     assert_eq!(from_a.len() + from_b.len(), 200);
 }
 
-vigil_core::on_both_buses!(
+vigil_core::on_both_backends!(
     per_key_order_is_kept,
     uncommitted_messages_are_delivered_again,
     a_full_bus_pushes_back_and_loses_nothing,

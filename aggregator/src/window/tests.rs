@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
+use vigil_core::distribution::Distribution;
 
 use super::*;
 

@@ -1,0 +1,610 @@
+//! The ClickHouse store, over HTTP with RowBinary (the `clickhouse` crate with
+//! schema validation off, which ClickHouse 18.16 needs). The schema keeps to
+//! what 18.16 and current servers share: MergeTree families, arrays, `sumMap`,
+//! UInt64 times, and partitions by day for retention.
+//!
+//! Atomicity: one INSERT into one partition, in one block, is written as one
+//! part or not at all. A flush is one INSERT into `rollups`, all of its rows
+//! (its checkpoint rows included) carry the flush's day as partition key, and
+//! the block size is raised above the largest flush, so a flush is atomic.
+//! Checkpoints are rows of `rollups` with `kind = 'checkpoint'` for that reason.
+
+use async_trait::async_trait;
+use clickhouse::{Client, Row, RowOwned, RowWrite};
+use serde::{Deserialize, Serialize};
+
+use super::codec::{Stats, corrupt, label_arrays, merge_rows, series_from};
+use super::{
+    CatalogueEntry, Checkpoint, Flush, RollupQuery, SpanRecord, Store, StoreError, StoredRollup,
+    day_of,
+};
+use crate::config::StoreConfig;
+use crate::model::Kind;
+use crate::tenant::TenantId;
+
+/// The `kind` of checkpoint rows, which no series has.
+const CHECKPOINT_KIND: &str = "checkpoint";
+/// Rows one INSERT block may hold: above any flush (`aggregator.max_flush_rows`
+/// is at most one million), so a flush is one block.
+const MAX_INSERT_BLOCK_ROWS: &str = "2000000";
+
+/// Schema versions, applied in order and recorded in `vigil_migrations`.
+const MIGRATIONS: &[(u32, &str, &[&str])] = &[(
+    1,
+    "rollups, spans, series",
+    &[
+        "CREATE TABLE IF NOT EXISTS rollups (
+            tenant String, kind String, service String, name String,
+            label_keys Array(String), label_values Array(String), series UInt64,
+            width UInt32, start UInt64,
+            count UInt64, sum Float64, min Float64, max Float64, errors UInt64,
+            bucket_keys Array(Int32), bucket_counts Array(UInt64), correction UInt8,
+            source String, bus_partition Int32, seq UInt64, next_offset Int64,
+            replay_from Int64, watermark UInt64, day UInt32
+        ) ENGINE = MergeTree PARTITION BY day
+        ORDER BY (tenant, kind, service, name, width, start, series)",
+        "CREATE TABLE IF NOT EXISTS spans (
+            tenant String, trace_id String, span_id String, parent_span_id String,
+            service String, name String, kind String, start_ns UInt64, duration_ns UInt64,
+            status_code UInt8, status_message String,
+            attribute_keys Array(String), attribute_values Array(String), day UInt32
+        ) ENGINE = ReplacingMergeTree PARTITION BY day ORDER BY (tenant, trace_id, span_id)",
+        "CREATE TABLE IF NOT EXISTS series (
+            tenant String, kind String, service String, name String,
+            label_keys Array(String), label_values Array(String), series UInt64,
+            first_seen UInt64, last_seen UInt64
+        ) ENGINE = ReplacingMergeTree ORDER BY (tenant, kind, service, name, series, first_seen, last_seen)",
+    ],
+)];
+
+/// The ClickHouse store.
+#[derive(Clone)]
+pub struct ClickHouseStore {
+    /// Without a database: for creating it.
+    server: Client,
+    client: Client,
+    database: String,
+    span_retention_days: u64,
+    rollup_retention_days: u64,
+}
+
+impl std::fmt::Debug for ClickHouseStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseStore")
+            .field("database", &self.database)
+            .finish_non_exhaustive()
+    }
+}
+
+/// ClickHouse error codes that the same call may get past later: too many
+/// parts, memory, timeouts, a table being altered. Anything else (bad data,
+/// bad SQL, unknown tables) is not retried. Network errors always are.
+const RETRYABLE_CODES: &[&str] = &[
+    "Code: 159",
+    "Code: 160",
+    "Code: 202",
+    "Code: 209",
+    "Code: 210",
+    "Code: 241",
+    "Code: 242",
+    "Code: 252",
+    "Code: 473",
+];
+
+fn classify(error: clickhouse::error::Error) -> StoreError {
+    let reason = error.to_string();
+    let retryable = match &error {
+        clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut => true,
+        clickhouse::error::Error::BadResponse(text) => {
+            RETRYABLE_CODES.iter().any(|code| text.contains(code))
+        }
+        _ => false,
+    };
+    if retryable {
+        StoreError::Unavailable { reason }
+    } else {
+        StoreError::Fatal { reason }
+    }
+}
+
+#[derive(Row, Serialize)]
+struct RollupOut {
+    tenant: String,
+    kind: String,
+    service: String,
+    name: String,
+    label_keys: Vec<String>,
+    label_values: Vec<String>,
+    series: u64,
+    width: u32,
+    start: u64,
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    errors: u64,
+    bucket_keys: Vec<i32>,
+    bucket_counts: Vec<u64>,
+    correction: u8,
+    source: String,
+    bus_partition: i32,
+    seq: u64,
+    next_offset: i64,
+    replay_from: i64,
+    watermark: u64,
+    day: u32,
+}
+
+#[derive(Row, Deserialize)]
+struct RollupIn {
+    tenant: String,
+    kind: String,
+    service: String,
+    name: String,
+    label_keys: Vec<String>,
+    label_values: Vec<String>,
+    width: u32,
+    start: u64,
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    errors: u64,
+    buckets: (Vec<i32>, Vec<u64>),
+}
+
+#[derive(Row, Deserialize)]
+struct CheckpointIn {
+    seq: u64,
+    next_offset: i64,
+    replay_from: i64,
+    watermark: u64,
+}
+
+#[derive(Row, Serialize, Deserialize)]
+struct SpanRow {
+    tenant: String,
+    trace_id: String,
+    span_id: String,
+    parent_span_id: String,
+    service: String,
+    name: String,
+    kind: String,
+    start_ns: u64,
+    duration_ns: u64,
+    status_code: u8,
+    status_message: String,
+    attribute_keys: Vec<String>,
+    attribute_values: Vec<String>,
+    day: u32,
+}
+
+#[derive(Row, Serialize, Deserialize)]
+struct SeriesRow {
+    tenant: String,
+    kind: String,
+    service: String,
+    name: String,
+    label_keys: Vec<String>,
+    label_values: Vec<String>,
+    series: u64,
+    first_seen: u64,
+    last_seen: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct PartitionIn {
+    table: String,
+    day: u32,
+}
+
+/// A day number as ClickHouse stores it (days since the epoch fit in u32).
+fn day_u32(time_s: u64) -> u32 {
+    u32::try_from(day_of(time_s)).unwrap_or(u32::MAX)
+}
+
+impl ClickHouseStore {
+    /// A store on the configured server; nothing is contacted until used.
+    pub fn new(config: &StoreConfig) -> Self {
+        let settings = &config.clickhouse;
+        let server = Client::default()
+            .with_url(&settings.url)
+            .with_user(&settings.user)
+            .with_password(settings.password.expose())
+            .with_validation(false);
+        ClickHouseStore {
+            client: server.clone().with_database(&settings.database),
+            server,
+            database: settings.database.clone(),
+            span_retention_days: u64::from(config.span_retention_days),
+            rollup_retention_days: u64::from(config.rollup_retention_days),
+        }
+    }
+
+    async fn insert_all<T: RowOwned + RowWrite>(
+        &self,
+        table: &str,
+        rows: Vec<T>,
+    ) -> Result<(), StoreError> {
+        let mut insert = self
+            .client
+            .insert::<T>(table)
+            .await
+            .map_err(classify)?
+            .with_setting("max_insert_block_size", MAX_INSERT_BLOCK_ROWS);
+        for row in rows {
+            insert.write(&row).await.map_err(classify)?;
+        }
+        insert.end().await.map_err(classify)
+    }
+}
+
+#[async_trait]
+impl Store for ClickHouseStore {
+    async fn migrate(&self) -> Result<Vec<u32>, StoreError> {
+        self.server
+            .query(&format!("CREATE DATABASE IF NOT EXISTS {}", self.database))
+            .execute()
+            .await
+            .map_err(classify)?;
+        self.client
+            .query(
+                "CREATE TABLE IF NOT EXISTS vigil_migrations (
+                    version UInt32, name String, applied_at DateTime
+                ) ENGINE = MergeTree ORDER BY version",
+            )
+            .execute()
+            .await
+            .map_err(classify)?;
+        let done: Vec<u32> = self
+            .client
+            .query("SELECT version FROM vigil_migrations")
+            .fetch_all()
+            .await
+            .map_err(classify)?;
+        let mut applied = Vec::new();
+        for &(version, name, statements) in MIGRATIONS {
+            if done.contains(&version) {
+                continue;
+            }
+            for statement in statements {
+                self.client
+                    .query(statement)
+                    .execute()
+                    .await
+                    .map_err(classify)?;
+            }
+            self.client
+                .query("INSERT INTO vigil_migrations SELECT ?, ?, now()")
+                .bind(version)
+                .bind(name)
+                .execute()
+                .await
+                .map_err(classify)?;
+            applied.push(version);
+        }
+        Ok(applied)
+    }
+
+    async fn write(&self, flush: &Flush) -> Result<(), StoreError> {
+        let day = day_u32(flush.time_s);
+        let source = flush.source.as_str();
+        let rows = flush.rows.iter().map(|row| {
+            let stats = Stats::of(&row.rollup);
+            let (label_keys, label_values) = label_arrays(&row.series);
+            RollupOut {
+                tenant: row.series.tenant.as_str().to_owned(),
+                kind: row.series.kind.as_str().to_owned(),
+                service: row.series.service.clone(),
+                name: row.series.name.clone(),
+                label_keys,
+                label_values,
+                series: row.series.id(),
+                width: row.width_s,
+                start: row.start_s,
+                count: stats.count,
+                sum: stats.sum,
+                min: stats.min,
+                max: stats.max,
+                errors: stats.errors,
+                bucket_keys: stats.keys,
+                bucket_counts: stats.counts,
+                correction: u8::from(row.correction),
+                source: source.to_owned(),
+                bus_partition: row.partition,
+                seq: 0,
+                next_offset: 0,
+                replay_from: 0,
+                watermark: 0,
+                day,
+            }
+        });
+        let checkpoints = flush.checkpoints.iter().map(|c| RollupOut {
+            tenant: String::new(),
+            kind: CHECKPOINT_KIND.to_owned(),
+            service: String::new(),
+            name: String::new(),
+            label_keys: Vec::new(),
+            label_values: Vec::new(),
+            series: 0,
+            width: 0,
+            start: 0,
+            count: 0,
+            sum: 0.0,
+            min: 0.0,
+            max: 0.0,
+            errors: 0,
+            bucket_keys: Vec::new(),
+            bucket_counts: Vec::new(),
+            correction: 0,
+            source: source.to_owned(),
+            bus_partition: c.partition,
+            seq: c.seq,
+            next_offset: c.next_offset,
+            replay_from: c.replay_from,
+            watermark: c.watermark_s,
+            day,
+        });
+        self.insert_all("rollups", checkpoints.chain(rows).collect())
+            .await
+    }
+
+    async fn record_series(&self, entries: &[CatalogueEntry]) -> Result<(), StoreError> {
+        let rows = entries.iter().map(|entry| {
+            let (label_keys, label_values) = label_arrays(&entry.series);
+            SeriesRow {
+                tenant: entry.series.tenant.as_str().to_owned(),
+                kind: entry.series.kind.as_str().to_owned(),
+                service: entry.series.service.clone(),
+                name: entry.series.name.clone(),
+                label_keys,
+                label_values,
+                series: entry.series.id(),
+                first_seen: entry.first_seen_s,
+                last_seen: entry.last_seen_s,
+            }
+        });
+        self.insert_all("series", rows.collect()).await
+    }
+
+    async fn checkpoint(
+        &self,
+        source: &str,
+        partition: i32,
+    ) -> Result<Option<Checkpoint>, StoreError> {
+        let row: Option<CheckpointIn> = self
+            .client
+            .query(
+                "SELECT seq, next_offset, replay_from, watermark FROM rollups
+                 WHERE tenant = '' AND kind = ? AND source = ? AND bus_partition = ?
+                 ORDER BY seq DESC LIMIT 1",
+            )
+            .bind(CHECKPOINT_KIND)
+            .bind(source)
+            .bind(partition)
+            .fetch_optional()
+            .await
+            .map_err(classify)?;
+        Ok(row.map(|row| Checkpoint {
+            seq: row.seq,
+            partition,
+            next_offset: row.next_offset,
+            replay_from: row.replay_from,
+            watermark_s: row.watermark,
+        }))
+    }
+
+    async fn rollups(&self, query: &RollupQuery) -> Result<Vec<StoredRollup>, StoreError> {
+        let mut sql = String::from(
+            "SELECT tenant, kind, service, name, any(label_keys), any(label_values), width, start,
+                sum(count), sum(sum), min(min), max(max), sum(errors),
+                sumMap(bucket_keys, bucket_counts)
+             FROM rollups
+             WHERE kind != ? AND width = ? AND start >= ? AND start < ?",
+        );
+        let mut filters: Vec<String> = Vec::new();
+        let mut push = |column: &str, value: String| {
+            sql.push_str(&format!(" AND {column} = ?"));
+            filters.push(value);
+        };
+        if let Some(tenant) = &query.tenant {
+            push("tenant", tenant.as_str().to_owned());
+        }
+        if let Some(kind) = query.kind {
+            push("kind", kind.as_str().to_owned());
+        }
+        if let Some(service) = &query.service {
+            push("service", service.clone());
+        }
+        if let Some(name) = &query.name {
+            push("name", name.clone());
+        }
+        if let Some((source, _)) = &query.source {
+            push("source", source.clone());
+        }
+        if let Some((_, partition)) = &query.source {
+            sql.push_str(&format!(" AND bus_partition = {partition}"));
+        }
+        sql.push_str(
+            " GROUP BY tenant, kind, service, name, series, width, start ORDER BY start, series",
+        );
+        let mut statement = self
+            .client
+            .query(&sql)
+            .bind(CHECKPOINT_KIND)
+            .bind(query.width_s)
+            .bind(query.from_s)
+            .bind(query.to_s);
+        for value in filters {
+            statement = statement.bind(value);
+        }
+        let rows: Vec<RollupIn> = statement.fetch_all().await.map_err(classify)?;
+        let stored = rows
+            .into_iter()
+            .map(|row| {
+                let series = series_from(
+                    &row.tenant,
+                    &row.kind,
+                    row.service,
+                    row.name,
+                    row.label_keys,
+                    row.label_values,
+                )?;
+                let rollup = Stats {
+                    count: row.count,
+                    sum: row.sum,
+                    min: row.min,
+                    max: row.max,
+                    errors: row.errors,
+                    keys: row.buckets.0,
+                    counts: row.buckets.1,
+                }
+                .into_rollup()?;
+                Ok(StoredRollup {
+                    series,
+                    width_s: row.width,
+                    start_s: row.start,
+                    rollup,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(merge_rows(stored))
+    }
+
+    async fn write_spans(&self, spans: &[SpanRecord]) -> Result<(), StoreError> {
+        let rows = spans.iter().map(|span| {
+            let (attribute_keys, attribute_values) = span.attributes.iter().cloned().unzip();
+            SpanRow {
+                tenant: span.tenant.as_str().to_owned(),
+                trace_id: span.trace_id.clone(),
+                span_id: span.span_id.clone(),
+                parent_span_id: span.parent_span_id.clone(),
+                service: span.service.clone(),
+                name: span.name.clone(),
+                kind: span.kind.clone(),
+                start_ns: span.start_ns,
+                duration_ns: span.duration_ns,
+                status_code: span.status_code,
+                status_message: span.status_message.clone(),
+                attribute_keys,
+                attribute_values,
+                day: day_u32(span.start_ns / 1_000_000_000),
+            }
+        });
+        self.insert_all("spans", rows.collect()).await
+    }
+
+    async fn trace(
+        &self,
+        tenant: &TenantId,
+        trace_id: &str,
+    ) -> Result<Vec<SpanRecord>, StoreError> {
+        let rows: Vec<SpanRow> = self
+            .client
+            .query(
+                "SELECT ?fields FROM spans WHERE tenant = ? AND trace_id = ?
+                 ORDER BY start_ns, span_id LIMIT 1 BY span_id",
+            )
+            .bind(tenant.as_str())
+            .bind(trace_id)
+            .fetch_all()
+            .await
+            .map_err(classify)?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(SpanRecord {
+                    tenant: TenantId::parse(&row.tenant).map_err(|e| corrupt("tenant", e))?,
+                    trace_id: row.trace_id,
+                    span_id: row.span_id,
+                    parent_span_id: row.parent_span_id,
+                    service: row.service,
+                    name: row.name,
+                    kind: row.kind,
+                    start_ns: row.start_ns,
+                    duration_ns: row.duration_ns,
+                    status_code: row.status_code,
+                    status_message: row.status_message,
+                    attributes: row
+                        .attribute_keys
+                        .into_iter()
+                        .zip(row.attribute_values)
+                        .collect(),
+                })
+            })
+            .collect()
+    }
+
+    async fn series(
+        &self,
+        tenant: &TenantId,
+        kind: Option<Kind>,
+        service: Option<&str>,
+    ) -> Result<Vec<CatalogueEntry>, StoreError> {
+        let rows: Vec<SeriesRow> = self
+            .client
+            .query(
+                "SELECT tenant, kind, service, name, any(label_keys), any(label_values), series,
+                    min(first_seen), max(last_seen)
+                 FROM series
+                 WHERE tenant = ? AND (? = '' OR kind = ?) AND (? = 0 OR service = ?)
+                 GROUP BY tenant, kind, service, name, series
+                 ORDER BY kind, service, name, series",
+            )
+            .bind(tenant.as_str())
+            .bind(kind.map_or("", Kind::as_str))
+            .bind(kind.map_or("", Kind::as_str))
+            .bind(u8::from(service.is_some()))
+            .bind(service.unwrap_or(""))
+            .fetch_all()
+            .await
+            .map_err(classify)?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(CatalogueEntry {
+                    series: series_from(
+                        &row.tenant,
+                        &row.kind,
+                        row.service,
+                        row.name,
+                        row.label_keys,
+                        row.label_values,
+                    )?,
+                    first_seen_s: row.first_seen,
+                    last_seen_s: row.last_seen,
+                })
+            })
+            .collect()
+    }
+
+    async fn enforce_retention(&self, now_s: u64) -> Result<(), StoreError> {
+        let today = day_of(now_s);
+        let partitions: Vec<PartitionIn> = self
+            .client
+            .query(
+                "SELECT DISTINCT table, toUInt32(partition) FROM system.parts
+                 WHERE database = ? AND active AND table IN ('spans', 'rollups')",
+            )
+            .bind(&self.database)
+            .fetch_all()
+            .await
+            .map_err(classify)?;
+        for partition in partitions {
+            let retention = if partition.table == "spans" {
+                self.span_retention_days
+            } else {
+                self.rollup_retention_days
+            };
+            if u64::from(partition.day) + retention < today {
+                self.client
+                    .query(&format!(
+                        "ALTER TABLE {} DROP PARTITION {}",
+                        partition.table, partition.day
+                    ))
+                    .execute()
+                    .await
+                    .map_err(classify)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,221 @@
+//! Where Vigil keeps its data: rollups, raw spans and the series catalogue.
+//! Two implementations share the [`Store`] trait and one conformance suite
+//! (`core/tests/store.rs`):
+//!
+//! - [`SqliteStore`]: one embedded SQLite file (WAL mode), for `vigil up`;
+//! - [`ClickHouseStore`]: ClickHouse over HTTP, for scale-out.
+//!
+//! Exactly-once: an aggregator writes each [`Flush`] — its rollup rows and the
+//! bus [`Checkpoint`]s they cover — atomically, and on start resumes from the
+//! checkpoints the store holds. Rows are additive: reads merge every row of a
+//! series and window (partial rows of an open window, correction rows of a
+//! closed one) into one [`StoredRollup`].
+
+mod clickhouse;
+mod codec;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use clickhouse::ClickHouseStore;
+pub use sqlite::SqliteStore;
+
+use crate::config::{StoreConfig, StoreKind};
+use crate::model::{Kind, Rollup, SeriesKey};
+use crate::tenant::TenantId;
+
+/// The rollup widths, in seconds: 10 s windows written as they fill, 1 min
+/// and 1 h windows written when they close.
+pub const WIDTHS: [u32; 3] = [10, 60, 3600];
+
+/// How far an aggregator got in one bus partition, written with the rows it
+/// covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Increases by one with every flush of the partition: the latest wins.
+    pub seq: u64,
+    pub partition: i32,
+    /// Every message before this offset is in the store.
+    pub next_offset: i64,
+    /// Messages from here to `next_offset` rebuild per-series state
+    /// (cumulative counters) without being counted again.
+    pub replay_from: i64,
+    /// Windows that ended (plus the allowed lateness) by this time, in unix
+    /// seconds, had closed.
+    pub watermark_s: u64,
+}
+
+/// One row to write: a rollup of a series over a window.
+#[derive(Debug, Clone)]
+pub struct RollupRow {
+    pub series: Arc<SeriesKey>,
+    pub partition: i32,
+    pub width_s: u32,
+    /// Window start, unix seconds.
+    pub start_s: u64,
+    pub rollup: Rollup,
+    /// Data for a window that had already closed.
+    pub correction: bool,
+}
+
+/// Everything one aggregator flush writes, atomically.
+#[derive(Debug, Clone)]
+pub struct Flush {
+    /// The bus topic the rows come from.
+    pub source: String,
+    /// When the flush was made, unix seconds: its rows are kept by this day.
+    pub time_s: u64,
+    pub checkpoints: Vec<Checkpoint>,
+    pub rows: Vec<RollupRow>,
+}
+
+/// A series and window with every stored row of it merged.
+#[derive(Debug, Clone)]
+pub struct StoredRollup {
+    pub series: SeriesKey,
+    pub width_s: u32,
+    pub start_s: u64,
+    pub rollup: Rollup,
+}
+
+/// Which rollups to read: windows of one width starting in `[from_s, to_s)`.
+#[derive(Debug, Clone)]
+pub struct RollupQuery {
+    pub width_s: u32,
+    pub from_s: u64,
+    pub to_s: u64,
+    pub tenant: Option<TenantId>,
+    pub kind: Option<Kind>,
+    pub service: Option<String>,
+    pub name: Option<String>,
+    /// Only rows an aggregator wrote for this bus topic and partition.
+    pub source: Option<(String, i32)>,
+}
+
+impl RollupQuery {
+    /// Every rollup of width `width_s` starting in `[from_s, to_s)`.
+    pub fn new(width_s: u32, from_s: u64, to_s: u64) -> Self {
+        RollupQuery {
+            width_s,
+            from_s,
+            to_s,
+            tenant: None,
+            kind: None,
+            service: None,
+            name: None,
+            source: None,
+        }
+    }
+}
+
+/// One span as kept for lookup.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanRecord {
+    pub tenant: TenantId,
+    /// Lower-case hex, 32 characters.
+    pub trace_id: String,
+    /// Lower-case hex, 16 characters.
+    pub span_id: String,
+    /// Empty for a root span.
+    pub parent_span_id: String,
+    pub service: String,
+    pub name: String,
+    /// `internal`, `server`, `client`, `producer`, `consumer` or `unspecified`.
+    pub kind: String,
+    pub start_ns: u64,
+    pub duration_ns: u64,
+    /// OTLP status code: 0 unset, 1 ok, 2 error.
+    pub status_code: u8,
+    pub status_message: String,
+    /// Resource and span attributes, as text.
+    pub attributes: Vec<(String, String)>,
+}
+
+/// A series in the catalogue, with when it was first and last seen (window
+/// starts, unix seconds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatalogueEntry {
+    pub series: SeriesKey,
+    pub first_seen_s: u64,
+    pub last_seen_s: u64,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or is overloaded; the same call may work
+    /// later.
+    #[error("the store is unavailable ({reason}); retry later")]
+    Unavailable { reason: String },
+    /// The store refused the call or answered with something unreadable.
+    #[error("store error: {reason}")]
+    Fatal { reason: String },
+}
+
+impl StoreError {
+    /// Whether the same call may succeed later without changing it.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
+}
+
+/// A store. See the module documentation for the guarantees.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Creates or upgrades the schema; each migration is applied once and
+    /// recorded. Returns the versions it applied now.
+    async fn migrate(&self) -> Result<Vec<u32>, StoreError>;
+
+    /// Writes a flush: all of it or, on error, none of it.
+    async fn write(&self, flush: &Flush) -> Result<(), StoreError>;
+
+    /// Adds series to the catalogue, or widens when they were seen.
+    async fn record_series(&self, entries: &[CatalogueEntry]) -> Result<(), StoreError>;
+
+    /// The latest checkpoint of `source`'s `partition`, if any flush wrote one.
+    async fn checkpoint(
+        &self,
+        source: &str,
+        partition: i32,
+    ) -> Result<Option<Checkpoint>, StoreError>;
+
+    /// The rollups the query selects, one per series and window, ordered by
+    /// window start.
+    async fn rollups(&self, query: &RollupQuery) -> Result<Vec<StoredRollup>, StoreError>;
+
+    /// Keeps spans for lookup. Writing a span again (same tenant, trace and
+    /// span id) keeps one copy.
+    async fn write_spans(&self, spans: &[SpanRecord]) -> Result<(), StoreError>;
+
+    /// Every span of one trace, ordered by start.
+    async fn trace(&self, tenant: &TenantId, trace_id: &str)
+    -> Result<Vec<SpanRecord>, StoreError>;
+
+    /// The catalogue of a tenant's series, optionally of one kind and service.
+    async fn series(
+        &self,
+        tenant: &TenantId,
+        kind: Option<Kind>,
+        service: Option<&str>,
+    ) -> Result<Vec<CatalogueEntry>, StoreError>;
+
+    /// Drops whole days of data past their retention, as of `now_s`.
+    async fn enforce_retention(&self, now_s: u64) -> Result<(), StoreError>;
+}
+
+/// The store the configuration names, with its schema migrated.
+pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
+    let store: Arc<dyn Store> = match config.kind {
+        StoreKind::Sqlite => Arc::new(SqliteStore::open(config)?),
+        StoreKind::ClickHouse => Arc::new(ClickHouseStore::new(config)),
+    };
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// Days since the unix epoch of a unix time in seconds.
+fn day_of(time_s: u64) -> u64 {
+    time_s / 86_400
+}

@@ -1,0 +1,349 @@
+//! The store conformance suite: every test runs on SQLite and on ClickHouse.
+
+use std::sync::Arc;
+
+use vigil_core::distribution::Distribution;
+use vigil_core::model::{Kind, Rollup, SeriesKey};
+use vigil_core::on_both_backends;
+use vigil_core::store::{
+    self, CatalogueEntry, Checkpoint, Flush, RollupQuery, RollupRow, SpanRecord, Store,
+};
+use vigil_core::tenant::TenantId;
+use vigil_core::testing::{Backend, store_config};
+
+const DAY: u64 = 86_400;
+const NOW: u64 = 20_000 * DAY + 3_600;
+
+async fn open(backend: Backend) -> Option<Arc<dyn Store>> {
+    let config = store_config(backend)?;
+    Some(store::open(&config).await.expect("the store opens"))
+}
+
+fn tenant(name: &str) -> TenantId {
+    TenantId::parse(name).expect("valid tenant")
+}
+
+fn series(tenant_name: &str, service: &str, name: &str, unit: &str) -> Arc<SeriesKey> {
+    Arc::new(SeriesKey::new(
+        tenant(tenant_name),
+        Kind::Span,
+        service,
+        name,
+        vec![
+            ("vigil.unit".into(), unit.into()),
+            (
+                "http.route".into(),
+                "/pay?x='; DROP TABLE rollups; --".into(),
+            ),
+        ],
+    ))
+}
+
+fn rollup(values: &[f64], errors: u64) -> Rollup {
+    let mut rollup = Rollup::default();
+    for &value in values {
+        rollup.record(value, false).expect("finite");
+    }
+    rollup.errors = errors;
+    rollup
+}
+
+fn row(series: &Arc<SeriesKey>, width_s: u32, start_s: u64, rollup: Rollup) -> RollupRow {
+    RollupRow {
+        series: Arc::clone(series),
+        partition: 3,
+        width_s,
+        start_s,
+        rollup,
+        correction: false,
+    }
+}
+
+fn checkpoint(seq: u64, next_offset: i64) -> Checkpoint {
+    Checkpoint {
+        seq,
+        partition: 3,
+        next_offset,
+        replay_from: next_offset - 5,
+        watermark_s: NOW + seq,
+    }
+}
+
+fn flush(checkpoints: Vec<Checkpoint>, rows: Vec<RollupRow>) -> Flush {
+    Flush {
+        source: "vigil.otlp.traces".into(),
+        time_s: NOW,
+        checkpoints,
+        rows,
+    }
+}
+
+async fn migrations_are_applied_once(backend: Backend) {
+    let Some(store) = open(backend).await else {
+        return;
+    };
+    assert_eq!(store.migrate().await.expect("migrates"), Vec::<u32>::new());
+}
+
+async fn partial_and_correction_rows_merge_into_one_window(backend: Backend) {
+    let Some(store) = open(backend).await else {
+        return;
+    };
+    let pay = series("acme", "pay", "POST /pay", "u1");
+    let other_unit = series("acme", "pay", "POST /pay", "u2");
+    let start = NOW - 40;
+    store
+        .write(&flush(
+            vec![checkpoint(1, 100)],
+            vec![
+                row(&pay, 10, start, rollup(&[1.0, 2.0, 3.0], 1)),
+                row(&other_unit, 10, start, rollup(&[50.0], 0)),
+            ],
+        ))
+        .await
+        .expect("first flush");
+    let mut late = row(&pay, 10, start, rollup(&[0.5, 400.0], 2));
+    late.correction = true;
+    store
+        .write(&flush(
+            vec![checkpoint(2, 180)],
+            vec![late, row(&pay, 10, start + 10, rollup(&[7.0], 0))],
+        ))
+        .await
+        .expect("second flush");
+
+    let mut query = RollupQuery::new(10, start, start + 10);
+    query.tenant = Some(tenant("acme"));
+    let rows = store.rollups(&query).await.expect("reads");
+    assert_eq!(rows.len(), 2, "one row per series and window: {rows:?}");
+    let merged = rows
+        .iter()
+        .find(|r| r.series == *pay)
+        .expect("the u1 series");
+    let mut expected = Distribution::new();
+    for value in [1.0, 2.0, 3.0, 0.5, 400.0] {
+        expected.record(value).expect("finite");
+    }
+    assert_eq!(merged.start_s, start);
+    assert_eq!(merged.rollup.values.count(), 5);
+    assert_eq!(merged.rollup.values.sum(), 406.5);
+    assert_eq!(merged.rollup.values.min(), Some(0.5));
+    assert_eq!(merged.rollup.values.max(), Some(400.0));
+    assert_eq!(merged.rollup.errors, 3);
+    assert_eq!(merged.rollup.values.to_buckets(), expected.to_buckets());
+    assert_eq!(
+        merged.series.label("http.route"),
+        Some("/pay?x='; DROP TABLE rollups; --")
+    );
+
+    let checkpoint = store
+        .checkpoint("vigil.otlp.traces", 3)
+        .await
+        .expect("reads the checkpoint");
+    assert_eq!(checkpoint, Some(self::checkpoint(2, 180)));
+    assert_eq!(
+        store
+            .checkpoint("vigil.otlp.traces", 4)
+            .await
+            .expect("reads"),
+        None
+    );
+    assert_eq!(store.checkpoint("other", 3).await.expect("reads"), None);
+}
+
+async fn queries_select_by_every_filter(backend: Backend) {
+    let Some(store) = open(backend).await else {
+        return;
+    };
+    let start = NOW - 100;
+    let acme = series("acme", "pay", "POST /pay", "u1");
+    let evil = series("evil", "pay", "POST /pay", "u1");
+    let refund = series("acme", "pay", "POST /refund", "u1");
+    let shop = series("acme", "shop", "GET /", "u1");
+    store
+        .write(&flush(
+            vec![checkpoint(1, 10)],
+            vec![
+                row(&acme, 10, start, rollup(&[1.0], 0)),
+                row(&evil, 10, start, rollup(&[2.0], 0)),
+                row(&refund, 10, start, rollup(&[3.0], 0)),
+                row(&shop, 10, start, rollup(&[4.0], 0)),
+                row(&acme, 60, start - 40, rollup(&[5.0], 0)),
+            ],
+        ))
+        .await
+        .expect("writes");
+    let sums = |rows: Vec<store::StoredRollup>| -> Vec<f64> {
+        rows.iter().map(|r| r.rollup.values.sum()).collect()
+    };
+    let base = RollupQuery::new(10, start, start + 1);
+    assert_eq!(sums(store.rollups(&base).await.expect("reads")).len(), 4);
+    let mut q = base.clone();
+    q.tenant = Some(tenant("evil"));
+    assert_eq!(sums(store.rollups(&q).await.expect("reads")), vec![2.0]);
+    let mut q = base.clone();
+    q.tenant = Some(tenant("acme"));
+    q.service = Some("pay".into());
+    q.name = Some("POST /refund".into());
+    assert_eq!(sums(store.rollups(&q).await.expect("reads")), vec![3.0]);
+    let mut q = base.clone();
+    q.kind = Some(Kind::Metric);
+    assert!(store.rollups(&q).await.expect("reads").is_empty());
+    let mut q = base.clone();
+    q.service = Some("pay' OR '1'='1".into());
+    assert!(store.rollups(&q).await.expect("reads").is_empty());
+    let mut q = base.clone();
+    q.source = Some(("vigil.otlp.traces".into(), 3));
+    assert_eq!(store.rollups(&q).await.expect("reads").len(), 4);
+    q.source = Some(("vigil.otlp.traces".into(), 2));
+    assert!(store.rollups(&q).await.expect("reads").is_empty());
+    let minute = RollupQuery::new(60, start - 40, start);
+    assert_eq!(
+        sums(store.rollups(&minute).await.expect("reads")),
+        vec![5.0]
+    );
+}
+
+fn span(trace: &str, id: &str, parent: &str, start_ns: u64) -> SpanRecord {
+    SpanRecord {
+        tenant: tenant("acme"),
+        trace_id: trace.into(),
+        span_id: id.into(),
+        parent_span_id: parent.into(),
+        service: "pay".into(),
+        name: format!("op {id}"),
+        kind: "server".into(),
+        start_ns,
+        duration_ns: 1_500_000,
+        status_code: 2,
+        status_message: "card declined".into(),
+        attributes: vec![("http.route".into(), "/pay".into())],
+    }
+}
+
+async fn spans_are_kept_once_and_found_by_trace(backend: Backend) {
+    let Some(store) = open(backend).await else {
+        return;
+    };
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let start = NOW * 1_000_000_000;
+    let root = span(trace, "b7ad6b7169203331", "", start);
+    let child = span(trace, "00f067aa0ba902b7", "b7ad6b7169203331", start + 10);
+    let elsewhere = span(
+        "1af7651916cd43dd8448eb211c80319c",
+        "00f067aa0ba902b8",
+        "",
+        start,
+    );
+    store
+        .write_spans(&[child.clone(), root.clone(), elsewhere])
+        .await
+        .expect("writes");
+    store
+        .write_spans(std::slice::from_ref(&root))
+        .await
+        .expect("writes again");
+    let spans = store.trace(&tenant("acme"), trace).await.expect("reads");
+    assert_eq!(spans, vec![root, child]);
+    assert!(
+        store
+            .trace(&tenant("evil"), trace)
+            .await
+            .expect("reads")
+            .is_empty()
+    );
+}
+
+async fn the_catalogue_widens_first_and_last_seen(backend: Backend) {
+    let Some(store) = open(backend).await else {
+        return;
+    };
+    let pay = series("acme", "pay", "POST /pay", "u1");
+    let shop = series("acme", "shop", "GET /", "u1");
+    let entry = |series: &Arc<SeriesKey>, first, last| CatalogueEntry {
+        series: (**series).clone(),
+        first_seen_s: first,
+        last_seen_s: last,
+    };
+    store
+        .record_series(&[entry(&pay, 100, 200), entry(&shop, 50, 60)])
+        .await
+        .expect("records");
+    store
+        .record_series(&[entry(&pay, 150, 300)])
+        .await
+        .expect("records");
+    let all = store
+        .series(&tenant("acme"), None, None)
+        .await
+        .expect("reads");
+    assert_eq!(all, vec![entry(&pay, 100, 300), entry(&shop, 50, 60)]);
+    let pay_only = store
+        .series(&tenant("acme"), Some(Kind::Span), Some("pay"))
+        .await
+        .expect("reads");
+    assert_eq!(pay_only, vec![entry(&pay, 100, 300)]);
+    assert!(
+        store
+            .series(&tenant("acme"), Some(Kind::Metric), None)
+            .await
+            .expect("reads")
+            .is_empty()
+    );
+    assert!(
+        store
+            .series(&tenant("evil"), None, None)
+            .await
+            .expect("reads")
+            .is_empty()
+    );
+}
+
+async fn retention_drops_whole_old_days(backend: Backend) {
+    let Some(store) = open(backend).await else {
+        return;
+    };
+    let pay = series("acme", "pay", "POST /pay", "u1");
+    let old_day = NOW - 10 * DAY;
+    let mut old = flush(vec![], vec![row(&pay, 10, old_day, rollup(&[1.0], 0))]);
+    old.time_s = old_day;
+    store.write(&old).await.expect("writes");
+    store
+        .write(&flush(vec![], vec![row(&pay, 10, NOW, rollup(&[2.0], 0))]))
+        .await
+        .expect("writes");
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    store
+        .write_spans(&[
+            span(trace, "b7ad6b7169203331", "", old_day * 1_000_000_000),
+            span(trace, "00f067aa0ba902b7", "", NOW * 1_000_000_000),
+        ])
+        .await
+        .expect("writes");
+
+    // Defaults: spans 7 days, rollups 400 days; nothing is dropped yet for rollups.
+    store.enforce_retention(NOW).await.expect("enforces");
+    let spans = store.trace(&tenant("acme"), trace).await.expect("reads");
+    assert_eq!(
+        spans.iter().map(|s| s.span_id.as_str()).collect::<Vec<_>>(),
+        vec!["00f067aa0ba902b7"]
+    );
+    let all = RollupQuery::new(10, 0, u64::MAX / 2);
+    assert_eq!(store.rollups(&all).await.expect("reads").len(), 2);
+    store
+        .enforce_retention(NOW + 395 * DAY)
+        .await
+        .expect("enforces");
+    let left = store.rollups(&all).await.expect("reads");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].start_s, NOW);
+}
+
+on_both_backends!(
+    migrations_are_applied_once,
+    partial_and_correction_rows_merge_into_one_window,
+    queries_select_by_every_filter,
+    spans_are_kept_once_and_found_by_trace,
+    the_catalogue_widens_first_and_last_seen,
+    retention_drops_whole_old_days,
+);
