@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::filter::Targets;
+use vigil_aggregator::Aggregator;
 use vigil_collector::Collector;
 use vigil_collector::bench::BenchOptions;
 use vigil_core::config::Config;
@@ -33,6 +34,10 @@ enum Command {
     Config,
     /// Run the collector: OTLP over gRPC and HTTP onto the bus.
     Collector,
+    /// Run the aggregator: bus to rollups, spans and the catalogue in the store.
+    Aggregator,
+    /// Create or upgrade the store's schema, then exit.
+    Migrate,
     /// Measure a component and print its figures.
     #[command(subcommand)]
     Bench(Bench),
@@ -78,6 +83,8 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Collector => serve(&cli.log, collector(config)),
+        Command::Aggregator => serve(&cli.log, aggregator(config)),
+        Command::Migrate => serve(&cli.log, migrate(config)),
         Command::Bench(Bench::Collector {
             seconds,
             connections,
@@ -131,6 +138,31 @@ async fn collector(config: Config) -> Outcome {
         collector.http_address()
     );
     collector.wait().await?;
+    Ok(())
+}
+
+#[allow(clippy::print_stdout, reason = "the CLI says what it reads and writes")]
+async fn aggregator(config: Config) -> Outcome {
+    let shutdown = Shutdown::on_signals()?;
+    let bus = vigil_core::bus::connect(&config.bus)?;
+    let store = vigil_core::store::open(&config.store).await?;
+    let aggregator = Aggregator::start(&config, bus, store, shutdown).await?;
+    println!(
+        "vigil aggregator: group {} on {:?} bus into the {:?} store",
+        config.aggregator.group, config.bus.kind, config.store.kind
+    );
+    aggregator.wait().await?;
+    Ok(())
+}
+
+#[allow(clippy::print_stdout, reason = "the CLI says what it did")]
+async fn migrate(config: Config) -> Outcome {
+    let store = vigil_core::store::connect(&config.store)?;
+    let applied = store.migrate().await?;
+    println!(
+        "vigil migrate: {:?} store is up to date; migrations applied now: {applied:?}",
+        config.store.kind
+    );
     Ok(())
 }
 

@@ -1,10 +1,124 @@
-//! The aggregator turns telemetry into rollups people and rules can query.
+//! The aggregator: bus in, rollups out.
 //!
-//! So far: the event-time windowing every source feeds ([`window`]). Points
-//! go into tumbling 10 s windows; a window closes once the watermark passes
-//! its end plus the allowed lateness; closed 10 s windows roll up into 1 min
-//! and 1 h windows. Data for a window already closed becomes a correction row
-//! for it, since every rollup is additive. Reading the bus, cumulative-to-delta
-//! conversion and writing to the store come next (issue 4).
+//! In: OTLP metrics and traces from the bus. Out: into the store, 10 s, 1 min
+//! and 1 h rollups per series (count, sum, min, max, errors, distribution),
+//! raw spans, and the series catalogue — exactly once, across crashes and
+//! rebalances (see `partition.rs`).
+//!
+//! - [`window`]: event-time tumbling windows with allowed lateness;
+//! - `points.rs`: which series a span or data point belongs to;
+//! - `cumulative.rs`: cumulative sums and histograms to deltas;
+//! - `partition.rs`: one bus partition's state and checkpoint;
+//! - `pipeline.rs`: the consumer loop of one topic.
 
+mod cumulative;
+mod partition;
+mod pipeline;
+mod points;
 pub mod window;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use vigil_core::bus::{Bus, BusError};
+use vigil_core::config::Config;
+use vigil_core::shutdown::Shutdown;
+use vigil_core::store::Store;
+
+pub use pipeline::Metrics;
+use pipeline::{Pipeline, Signal};
+
+/// How long to wait before starting a pipeline over after a failure.
+const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Why the aggregator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AggregatorError {
+    #[error("cannot create topic {topic}: {source}")]
+    Topic { topic: String, source: BusError },
+    #[error("aggregator task failed: {0}")]
+    Task(String),
+}
+
+/// A running aggregator.
+pub struct Aggregator {
+    metrics: Arc<Metrics>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Aggregator {
+    /// Creates the topics it reads and starts one pipeline per topic. They
+    /// flush and stop when `shutdown` is set off; [`Aggregator::wait`] for that.
+    pub async fn start(
+        config: &Config,
+        bus: Arc<dyn Bus>,
+        store: Arc<dyn Store>,
+        shutdown: Shutdown,
+    ) -> Result<Aggregator, AggregatorError> {
+        let topics = config.bus.topics();
+        let metrics = Arc::new(Metrics::default());
+        let mut tasks = Vec::new();
+        for (topic, signal) in [
+            (topics.metrics, Signal::Metrics),
+            (topics.traces, Signal::Traces),
+        ] {
+            bus.create_topic(&topic, config.bus.partitions)
+                .await
+                .map_err(|source| AggregatorError::Topic {
+                    topic: topic.clone(),
+                    source,
+                })?;
+            let pipeline = Pipeline::new(
+                topic,
+                signal,
+                config.aggregator.clone(),
+                Arc::clone(&store),
+                Arc::clone(&metrics),
+            );
+            tasks.push(tokio::spawn(consume(
+                pipeline,
+                Arc::clone(&bus),
+                config.aggregator.group.clone(),
+                shutdown.clone(),
+            )));
+        }
+        Ok(Aggregator { metrics, tasks })
+    }
+
+    /// The self-metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Returns once every pipeline has flushed and stopped.
+    pub async fn wait(self) -> Result<(), AggregatorError> {
+        for task in self.tasks {
+            task.await
+                .map_err(|e| AggregatorError::Task(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs a pipeline until shutdown, starting it over (new consumer, state from
+/// the store) whenever it fails.
+async fn consume(mut pipeline: Pipeline, bus: Arc<dyn Bus>, group: String, shutdown: Shutdown) {
+    while !shutdown.is_triggered() {
+        let outcome = match bus.subscribe(&pipeline.source, &group).await {
+            Ok(mut consumer) => pipeline
+                .run(consumer.as_mut(), &shutdown)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        match outcome {
+            Ok(()) => return,
+            Err(error) => {
+                pipeline.forget();
+                tracing::error!(%error, source = %pipeline.source, "aggregator pipeline failed; starting over from the store");
+                tokio::time::sleep(RESTART_BACKOFF).await;
+            }
+        }
+    }
+}

@@ -147,6 +147,45 @@ impl Windows {
         }
     }
 
+    /// Adds the points of `rollup` (of `series`, at `time_s`).
+    pub fn merge(&mut self, series: u64, time_s: u64, rollup: &Rollup) -> Arrival {
+        let finest = &mut self.levels[0];
+        let start_s = finest.start_of(time_s);
+        let late = finest.is_closed(start_s, self.lateness_s, self.closed_through);
+        finest.rollup_for(series, start_s, late).merge(rollup);
+        if late {
+            self.late_points += rollup.values.count();
+            Arrival::Late
+        } else {
+            Arrival::OnTime
+        }
+    }
+
+    /// Puts back what the store holds of the 10 s window of `series` starting
+    /// at `start_s`, after [`Windows::resume_at`]: into that window if it is
+    /// still open, else into the coarser windows it had rolled up into, if
+    /// those are still open.
+    pub fn restore(&mut self, series: u64, start_s: u64, rollup: &Rollup) {
+        for level in &mut self.levels {
+            let start_s = level.start_of(start_s);
+            if !level.is_closed(start_s, self.lateness_s, self.closed_through) {
+                level.rollup_for(series, start_s, false).merge(rollup);
+                return;
+            }
+        }
+    }
+
+    /// Starts from a stored watermark: windows that had closed by then stay
+    /// closed.
+    pub fn resume_at(&mut self, watermark_s: u64) {
+        self.closed_through = self.closed_through.max(watermark_s);
+    }
+
+    /// Windows ending (plus the lateness) at or before this have closed.
+    pub fn watermark(&self) -> u64 {
+        self.closed_through
+    }
+
     /// Closes every window whose end plus the lateness is at or before the
     /// watermark (event time, seconds), at every resolution, and hands out the
     /// corrections gathered since the last close.

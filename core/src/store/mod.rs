@@ -205,12 +205,17 @@ pub trait Store: Send + Sync {
     async fn enforce_retention(&self, now_s: u64) -> Result<(), StoreError>;
 }
 
-/// The store the configuration names, with its schema migrated.
-pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
-    let store: Arc<dyn Store> = match config.kind {
+/// The store the configuration names, as it is (see [`open`]).
+pub fn connect(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match config.kind {
         StoreKind::Sqlite => Arc::new(SqliteStore::open(config)?),
         StoreKind::ClickHouse => Arc::new(ClickHouseStore::new(config)),
-    };
+    })
+}
+
+/// The store the configuration names, with its schema migrated.
+pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
+    let store = connect(config)?;
     store.migrate().await?;
     Ok(store)
 }

@@ -1,0 +1,352 @@
+//! One topic's consumer loop: poll, turn messages into observations, and
+//! every flush interval write each partition's rows with its checkpoint,
+//! then commit the group offsets.
+//!
+//! The store, not the consumer group, says where a partition resumes (see
+//! `partition.rs`); the group's committed offset is `replay_from`, so that a
+//! new member starts close to where it must. A partition taken away in a
+//! rebalance is dropped without a flush: its new owner resumes from the
+//! store. While the store refuses a flush nothing is polled; after
+//! `flush_retry_s` of failures the pipeline gives up its state and starts
+//! again from the store, so it never writes for a partition it lost.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+use vigil_core::bus::{Consumer, Message, Position};
+use vigil_core::config::AggregatorConfig;
+use vigil_core::shutdown::Shutdown;
+use vigil_core::store::{CatalogueEntry, Flush, RollupQuery, SpanRecord, Store, StoreError};
+
+use crate::partition::{Partition, Role};
+use crate::points::{self, Mode, Observation};
+
+/// Messages taken per poll.
+const POLL_MAX: usize = 2_000;
+/// How long a poll waits when nothing comes.
+const POLL_WAIT: Duration = Duration::from_millis(100);
+/// Backoff between failed flushes: doubles from the first to the last.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// How long a flush may keep failing before the pipeline starts over.
+const FLUSH_GIVE_UP: Duration = Duration::from_secs(30);
+/// How often a series' "last seen" is written to the catalogue.
+const CATALOGUE_REFRESH_S: u64 = 3_600;
+
+/// What a topic carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Metrics,
+    Traces,
+}
+
+/// The aggregator's self-metrics, shared by its pipelines.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub messages: AtomicU64,
+    pub observations: AtomicU64,
+    /// Points refused: not a number, broken histograms.
+    pub refused_points: AtomicU64,
+    /// Messages that could not be decoded.
+    pub undecodable_messages: AtomicU64,
+    /// Points stored as corrections because their window had closed.
+    pub late_points: AtomicU64,
+    pub flushes: AtomicU64,
+    pub rows_written: AtomicU64,
+    pub spans_written: AtomicU64,
+    pub failed_flushes: AtomicU64,
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A topic's pipeline.
+pub struct Pipeline {
+    pub source: String,
+    pub signal: Signal,
+    pub config: AggregatorConfig,
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+    partitions: BTreeMap<i32, Partition>,
+    spans: Vec<SpanRecord>,
+    /// Per series: first and last window start seen, and when last written.
+    catalogue: HashMap<u64, (u64, u64, Option<u64>)>,
+}
+
+impl Pipeline {
+    pub fn new(
+        source: String,
+        signal: Signal,
+        config: AggregatorConfig,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Pipeline {
+            source,
+            signal,
+            config,
+            store,
+            metrics,
+            partitions: BTreeMap::new(),
+            spans: Vec::new(),
+            catalogue: HashMap::new(),
+        }
+    }
+
+    /// Drops every partition's state, to start over from the store.
+    pub fn forget(&mut self) {
+        self.partitions.clear();
+        self.spans.clear();
+        self.catalogue.clear();
+    }
+
+    /// Consumes until `shutdown`, flushing at every interval and at the end.
+    /// Returns an error when a flush kept failing: the caller starts a new
+    /// pipeline (and consumer) from the store.
+    pub async fn run(
+        &mut self,
+        consumer: &mut dyn Consumer,
+        shutdown: &Shutdown,
+    ) -> Result<(), StoreError> {
+        let interval = Duration::from_millis(self.config.flush_interval_ms);
+        let mut next_flush = Instant::now() + interval;
+        while !shutdown.is_triggered() {
+            let wait = next_flush
+                .saturating_duration_since(Instant::now())
+                .min(POLL_WAIT);
+            let batch = match consumer.poll(POLL_MAX, wait).await {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::warn!(%error, source = %self.source, "polling the bus failed");
+                    tokio::time::sleep(POLL_WAIT).await;
+                    Vec::new()
+                }
+            };
+            let assigned = consumer.assignment();
+            self.partitions.retain(|id, _| assigned.contains(id));
+            for message in batch {
+                if assigned.contains(&message.partition) {
+                    self.take(message).await?;
+                }
+            }
+            let pending: usize = self.partitions.values().map(Partition::pending_rows).sum();
+            if Instant::now() >= next_flush || pending >= self.config.max_flush_rows {
+                self.flush(consumer).await?;
+                next_flush = Instant::now() + interval;
+            }
+        }
+        self.flush(consumer).await
+    }
+
+    async fn take(&mut self, message: Message) -> Result<(), StoreError> {
+        if !self.partitions.contains_key(&message.partition) {
+            let partition = self.resume(message.partition).await?;
+            self.partitions.insert(message.partition, partition);
+        }
+        let Some(partition) = self.partitions.get_mut(&message.partition) else {
+            return Ok(());
+        };
+        let role = partition.take(message.offset);
+        let Some(mode) = role.mode() else {
+            return Ok(());
+        };
+        self.metrics.messages.fetch_add(1, Ordering::Relaxed);
+        let observations = match decode(&message, self.signal, mode, partition, &self.config) {
+            Ok((observations, spans, refused)) => {
+                if role == Role::Count {
+                    self.spans.extend(spans);
+                }
+                self.metrics
+                    .refused_points
+                    .fetch_add(refused, Ordering::Relaxed);
+                observations
+            }
+            Err(error) => {
+                self.metrics
+                    .undecodable_messages
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    %error, source = %self.source, partition = message.partition,
+                    offset = message.offset, "skipped a message that cannot be decoded"
+                );
+                return Ok(());
+            }
+        };
+        for observation in observations {
+            let (id, time_s) = (observation.series.id(), observation.time_s);
+            if partition.observe(observation).is_ok() {
+                self.metrics.observations.fetch_add(1, Ordering::Relaxed);
+                let seen = self.catalogue.entry(id).or_insert((time_s, time_s, None));
+                seen.0 = seen.0.min(time_s);
+                seen.1 = seen.1.max(time_s);
+            } else {
+                self.metrics.refused_points.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// A partition as the store left it.
+    async fn resume(&self, id: i32) -> Result<Partition, StoreError> {
+        let checkpoint = self.store.checkpoint(&self.source, id).await?;
+        let lateness_s = self.config.allowed_lateness_s;
+        let stored = match checkpoint {
+            Some(c) => {
+                let mut query = RollupQuery::new(
+                    10,
+                    Partition::restore_from(c.watermark_s, lateness_s),
+                    u64::MAX >> 1,
+                );
+                query.source = Some((self.source.clone(), id));
+                self.store.rollups(&query).await?
+            }
+            None => Vec::new(),
+        };
+        tracing::info!(
+            source = %self.source, partition = id, ?checkpoint, restored = stored.len(),
+            "resuming partition"
+        );
+        Ok(Partition::resume(id, lateness_s, checkpoint, stored))
+    }
+
+    /// Writes every partition's rows and checkpoint as one flush, retrying
+    /// while the store is unavailable, then commits the group offsets.
+    async fn flush(&mut self, consumer: &mut dyn Consumer) -> Result<(), StoreError> {
+        let now = now_s();
+        let staleness_s = self.config.cumulative_max_staleness_s;
+        let mut flush = Flush {
+            source: self.source.clone(),
+            time_s: now,
+            checkpoints: Vec::new(),
+            rows: Vec::new(),
+        };
+        let mut late_points = 0;
+        for partition in self.partitions.values_mut() {
+            late_points += partition.late_points();
+            if let Some((rows, checkpoint, _closed)) = partition.flush(now, staleness_s) {
+                flush.rows.extend(rows);
+                flush.checkpoints.push(checkpoint);
+            }
+        }
+        self.metrics
+            .late_points
+            .store(late_points, Ordering::Relaxed);
+        if flush.checkpoints.is_empty() {
+            return Ok(());
+        }
+        let catalogue = self.catalogue_updates(now);
+        let spans = std::mem::take(&mut self.spans);
+        let started = Instant::now();
+        let mut backoff = RETRY_FIRST;
+        loop {
+            match self.write(&flush, &spans, &catalogue).await {
+                Ok(()) => break,
+                Err(error) if error.is_retryable() && started.elapsed() < FLUSH_GIVE_UP => {
+                    self.metrics.failed_flushes.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%error, retry_in = ?backoff, "flush failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                }
+                Err(error) => {
+                    self.metrics.failed_flushes.fetch_add(1, Ordering::Relaxed);
+                    return Err(error);
+                }
+            }
+        }
+        for entry in &catalogue {
+            if let Some(seen) = self.catalogue.get_mut(&entry.series.id()) {
+                seen.2 = Some(now);
+            }
+        }
+        self.metrics.flushes.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .rows_written
+            .fetch_add(flush.rows.len() as u64, Ordering::Relaxed);
+        self.metrics
+            .spans_written
+            .fetch_add(spans.len() as u64, Ordering::Relaxed);
+        let positions: Vec<Position> = flush
+            .checkpoints
+            .iter()
+            .map(|c| Position {
+                partition: c.partition,
+                next_offset: c.replay_from,
+            })
+            .collect();
+        if let Err(error) = consumer.commit(&positions).await {
+            // The store has the data; the group offset is only a hint.
+            tracing::warn!(%error, "committing group offsets failed");
+        }
+        Ok(())
+    }
+
+    /// Spans and catalogue first (both idempotent), then the flush: a crash
+    /// in between leaves spans and series that a replay writes again.
+    async fn write(
+        &self,
+        flush: &Flush,
+        spans: &[SpanRecord],
+        catalogue: &[CatalogueEntry],
+    ) -> Result<(), StoreError> {
+        if !spans.is_empty() {
+            self.store.write_spans(spans).await?;
+        }
+        if !catalogue.is_empty() {
+            self.store.record_series(catalogue).await?;
+        }
+        self.store.write(flush).await
+    }
+
+    /// Series new since the last flush, or not written for an hour.
+    fn catalogue_updates(&self, now: u64) -> Vec<CatalogueEntry> {
+        self.catalogue
+            .iter()
+            .filter(|(_, (_, _, written))| written.is_none_or(|at| at + CATALOGUE_REFRESH_S <= now))
+            .filter_map(|(id, &(first, last, _))| {
+                let series = self
+                    .partitions
+                    .values()
+                    .find_map(|partition| partition.series(*id))?;
+                Some(CatalogueEntry {
+                    series: (**series).clone(),
+                    first_seen_s: first,
+                    last_seen_s: last,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Observations, spans to keep, and refused points of one message.
+fn decode(
+    message: &Message,
+    signal: Signal,
+    mode: Mode,
+    partition: &mut Partition,
+    config: &AggregatorConfig,
+) -> Result<(Vec<Observation>, Vec<SpanRecord>, u64), points::DecodeError> {
+    let tenant = points::tenant_of(&message.key)?;
+    match signal {
+        Signal::Metrics => {
+            let (observations, refused) = points::metrics(
+                &tenant,
+                &message.payload,
+                message.offset,
+                &mut partition.cumulative,
+                mode,
+            )?;
+            Ok((observations, Vec::new(), refused))
+        }
+        Signal::Traces if mode == Mode::Replay => Ok((Vec::new(), Vec::new(), 0)),
+        Signal::Traces => {
+            let spans = points::spans(&tenant, &message.payload, &config.span_dimensions)?;
+            Ok((spans.observations, spans.records, 0))
+        }
+    }
+}

@@ -1,0 +1,454 @@
+//! From bus messages to observations: which series a span, a data point or
+//! a probe step belongs to, at what event time, with what value.
+//!
+//! Series dimensions: the resource's `service.version`, `vigil.unit`,
+//! `vigil.cohort`, `deployment.environment` and `cloud.region` on every
+//! series; for spans also the span kind, the status code and the configured
+//! span attributes; for metrics the data point's attributes. A span carrying
+//! `vigil.probe.name` is a synthetic probe step: its series is of kind
+//! [`Kind::Probe`], named after the probe, with the step and location.
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, DataPointFlags, metric, number_data_point,
+};
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use prost::Message as _;
+use vigil_core::distribution::{
+    Distribution, DistributionError, ExplicitHistogram, ExponentialHistogram,
+};
+use vigil_core::model::{Kind, Rollup, SeriesKey};
+use vigil_core::store::SpanRecord;
+use vigil_core::tenant::TenantId;
+
+use crate::cumulative::{Cumulative, Exponential, Value};
+
+/// Resource attributes every series keeps as dimensions.
+pub const RESOURCE_DIMENSIONS: [&str; 5] = [
+    "service.version",
+    "vigil.unit",
+    "vigil.cohort",
+    "deployment.environment",
+    "cloud.region",
+];
+
+/// What one observation adds to its window.
+#[derive(Debug, Clone)]
+pub enum Amount {
+    /// One value (a latency in ms, a gauge reading, a counter increase).
+    Point { value: f64, error: bool },
+    /// Many values at once (a histogram).
+    Many(Rollup),
+}
+
+/// One thing seen: a series, an event time and an amount.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub series: SeriesKey,
+    pub time_s: u64,
+    pub amount: Amount,
+}
+
+/// Why a message could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("message key {key:?} is not `tenant/service`")]
+    Key { key: String },
+    #[error("payload is not a {what}: {source}")]
+    Payload {
+        what: &'static str,
+        source: prost::DecodeError,
+    },
+}
+
+/// What the observations of a message are for: counting them, or only
+/// rebuilding cumulative state during a replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Count,
+    Replay,
+}
+
+/// The tenant a message belongs to, from its key.
+pub fn tenant_of(key: &[u8]) -> Result<TenantId, DecodeError> {
+    let text = String::from_utf8_lossy(key);
+    text.split_once('/')
+        .and_then(|(tenant, _)| TenantId::parse(tenant).ok())
+        .ok_or_else(|| DecodeError::Key {
+            key: text.into_owned(),
+        })
+}
+
+fn text(value: Option<&AnyValue>) -> String {
+    match value.and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        Some(any_value::Value::BytesValue(b)) => b.iter().map(|x| format!("{x:02x}")).collect(),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    }
+}
+
+fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+}
+
+/// The service name and standard dimensions of a resource.
+fn resource_labels(attributes: &[KeyValue]) -> (String, Vec<(String, String)>) {
+    let service = attribute(attributes, "service.name")
+        .map_or_else(|| "unknown_service".to_owned(), |v| text(Some(v)));
+    let labels = RESOURCE_DIMENSIONS
+        .iter()
+        .filter_map(|&key| attribute(attributes, key).map(|v| (key.to_owned(), text(Some(v)))))
+        .collect();
+    (service, labels)
+}
+
+/// Seconds from unix nanoseconds.
+fn seconds(time_ns: u64) -> u64 {
+    time_ns / 1_000_000_000
+}
+
+/// The span dimensions, spans and probe steps of an OTLP traces message.
+pub struct Spans {
+    pub observations: Vec<Observation>,
+    pub records: Vec<SpanRecord>,
+}
+
+/// Reads an `ExportTraceServiceRequest`.
+pub fn spans(
+    tenant: &TenantId,
+    payload: &[u8],
+    span_dimensions: &[String],
+) -> Result<Spans, DecodeError> {
+    let request =
+        ExportTraceServiceRequest::decode(payload).map_err(|source| DecodeError::Payload {
+            what: "OTLP ExportTraceServiceRequest",
+            source,
+        })?;
+    let mut out = Spans {
+        observations: Vec::new(),
+        records: Vec::new(),
+    };
+    for resource_spans in request.resource_spans {
+        let resource = resource_spans.resource.unwrap_or_default().attributes;
+        let (service, base_labels) = resource_labels(&resource);
+        for span in resource_spans
+            .scope_spans
+            .into_iter()
+            .flat_map(|scope| scope.spans)
+        {
+            let status = span.status.clone().unwrap_or_default();
+            let status_code = StatusCode::try_from(status.code).unwrap_or(StatusCode::Unset);
+            let error = status_code == StatusCode::Error;
+            let duration_ns = span
+                .end_time_unix_nano
+                .saturating_sub(span.start_time_unix_nano);
+            let kind = span_kind(span.kind);
+            let status_name = match status_code {
+                StatusCode::Unset => "unset",
+                StatusCode::Ok => "ok",
+                StatusCode::Error => "error",
+            };
+            let mut labels = base_labels.clone();
+            labels.extend(RESOURCE_DIMENSIONS.iter().filter_map(|&key| {
+                attribute(&span.attributes, key).map(|v| (key.to_owned(), text(Some(v))))
+            }));
+            let probe = attribute(&span.attributes, "vigil.probe.name").map(|v| text(Some(v)));
+            let series = match probe {
+                Some(probe) => {
+                    for key in ["vigil.probe.step", "vigil.probe.location"] {
+                        let value = text(attribute(&span.attributes, key));
+                        labels.push((key.to_owned(), value));
+                    }
+                    labels.push(("status".to_owned(), status_name.to_owned()));
+                    SeriesKey::new(tenant.clone(), Kind::Probe, &service, probe, labels)
+                }
+                None => {
+                    labels.push(("span.kind".to_owned(), kind.to_owned()));
+                    labels.push(("status".to_owned(), status_name.to_owned()));
+                    for key in span_dimensions {
+                        if let Some(value) = attribute(&span.attributes, key) {
+                            labels.push((key.clone(), text(Some(value))));
+                        }
+                    }
+                    SeriesKey::new(tenant.clone(), Kind::Span, &service, &span.name, labels)
+                }
+            };
+            out.observations.push(Observation {
+                series,
+                time_s: seconds(span.end_time_unix_nano),
+                amount: Amount::Point {
+                    value: duration_ns as f64 / 1e6,
+                    error,
+                },
+            });
+            let attributes = resource
+                .iter()
+                .chain(&span.attributes)
+                .map(|kv| (kv.key.clone(), text(kv.value.as_ref())))
+                .collect();
+            out.records.push(SpanRecord {
+                tenant: tenant.clone(),
+                trace_id: hex(&span.trace_id),
+                span_id: hex(&span.span_id),
+                parent_span_id: hex(&span.parent_span_id),
+                service: service.clone(),
+                name: span.name,
+                kind: kind.to_owned(),
+                start_ns: span.start_time_unix_nano,
+                duration_ns,
+                status_code: u8::try_from(status.code).unwrap_or(0),
+                status_message: status.message,
+                attributes,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn span_kind(kind: i32) -> &'static str {
+    match kind {
+        1 => "internal",
+        2 => "server",
+        3 => "client",
+        4 => "producer",
+        5 => "consumer",
+        _ => "unspecified",
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads an `ExportMetricsServiceRequest`. Cumulative points go through
+/// `cumulative`; in [`Mode::Replay`] only that happens and nothing is
+/// returned. Points whose values cannot be recorded (not finite, broken
+/// histograms) are counted in the second value and skipped.
+pub fn metrics(
+    tenant: &TenantId,
+    payload: &[u8],
+    offset: i64,
+    cumulative: &mut Cumulative,
+    mode: Mode,
+) -> Result<(Vec<Observation>, u64), DecodeError> {
+    let request =
+        ExportMetricsServiceRequest::decode(payload).map_err(|source| DecodeError::Payload {
+            what: "OTLP ExportMetricsServiceRequest",
+            source,
+        })?;
+    let mut out = Vec::new();
+    let mut refused = 0;
+    let mut push = |series: SeriesKey, time_ns: u64, amount: Option<Amount>| {
+        if let (Mode::Count, Some(amount)) = (mode, amount) {
+            out.push(Observation {
+                series,
+                time_s: seconds(time_ns),
+                amount,
+            });
+        }
+    };
+    for resource_metrics in request.resource_metrics {
+        let resource = resource_metrics.resource.unwrap_or_default().attributes;
+        let (service, base_labels) = resource_labels(&resource);
+        let series_of = |name: &str, attributes: &[KeyValue], extra: Option<(String, String)>| {
+            let mut labels = base_labels.clone();
+            labels.extend(
+                attributes
+                    .iter()
+                    .map(|kv| (kv.key.clone(), text(kv.value.as_ref()))),
+            );
+            labels.extend(extra);
+            SeriesKey::new(tenant.clone(), Kind::Metric, &service, name, labels)
+        };
+        for metric in resource_metrics
+            .scope_metrics
+            .into_iter()
+            .flat_map(|scope| scope.metrics)
+        {
+            let name = metric.name;
+            match metric.data {
+                Some(metric::Data::Gauge(gauge)) => {
+                    for point in gauge.data_points.iter().filter(|p| recorded(p.flags)) {
+                        let series = series_of(&name, &point.attributes, None);
+                        push(series, point.time_unix_nano, Some(number(point.value)));
+                    }
+                }
+                Some(metric::Data::Sum(sum)) => {
+                    let cumulative_sum =
+                        sum.aggregation_temporality == AggregationTemporality::Cumulative as i32;
+                    for point in sum.data_points.iter().filter(|p| recorded(p.flags)) {
+                        let series = series_of(&name, &point.attributes, None);
+                        let amount = if cumulative_sum && sum.is_monotonic {
+                            let Amount::Point { value, .. } = number(point.value) else {
+                                continue;
+                            };
+                            cumulative
+                                .delta(
+                                    series.id(),
+                                    point.start_time_unix_nano,
+                                    point.time_unix_nano,
+                                    offset,
+                                    Value::Sum(value),
+                                )
+                                .and_then(|delta| match delta {
+                                    Value::Sum(increase) => Some(Amount::Point {
+                                        value: increase,
+                                        error: false,
+                                    }),
+                                    _ => None,
+                                })
+                        } else {
+                            // Delta sums as they are; a non-monotonic
+                            // cumulative sum is a level, like a gauge.
+                            Some(number(point.value))
+                        };
+                        push(series, point.time_unix_nano, amount);
+                    }
+                }
+                Some(metric::Data::Histogram(histogram)) => {
+                    let is_cumulative = histogram.aggregation_temporality
+                        == AggregationTemporality::Cumulative as i32;
+                    for point in histogram.data_points.iter().filter(|p| recorded(p.flags)) {
+                        let series = series_of(&name, &point.attributes, None);
+                        let value = Value::Explicit {
+                            bounds: point.explicit_bounds.clone(),
+                            counts: point.bucket_counts.clone(),
+                            sum: point.sum.unwrap_or(0.0),
+                        };
+                        let times = (point.start_time_unix_nano, point.time_unix_nano);
+                        let extremes = (point.min, point.max);
+                        let delta = if is_cumulative {
+                            cumulative.delta(series.id(), times.0, times.1, offset, value)
+                        } else {
+                            Some(value)
+                        };
+                        match delta.map(|d| histogram_amount(&d, is_cumulative, extremes)) {
+                            Some(Ok(amount)) => push(series, times.1, amount),
+                            Some(Err(_)) => refused += 1,
+                            None => {}
+                        }
+                    }
+                }
+                Some(metric::Data::ExponentialHistogram(histogram)) => {
+                    let is_cumulative = histogram.aggregation_temporality
+                        == AggregationTemporality::Cumulative as i32;
+                    for point in histogram.data_points.iter().filter(|p| recorded(p.flags)) {
+                        let series = series_of(&name, &point.attributes, None);
+                        let buckets = |b: &Option<Buckets>| {
+                            b.as_ref()
+                                .map_or((0, Vec::new()), |b| (b.offset, b.bucket_counts.clone()))
+                        };
+                        let (positive_offset, positive) = buckets(&point.positive);
+                        let (negative_offset, negative) = buckets(&point.negative);
+                        let value = Value::Exponential(Exponential {
+                            scale: point.scale,
+                            zero_count: point.zero_count,
+                            positive_offset,
+                            positive,
+                            negative_offset,
+                            negative,
+                            sum: point.sum.unwrap_or(0.0),
+                        });
+                        let times = (point.start_time_unix_nano, point.time_unix_nano);
+                        let extremes = (point.min, point.max);
+                        let delta = if is_cumulative {
+                            cumulative.delta(series.id(), times.0, times.1, offset, value)
+                        } else {
+                            Some(value)
+                        };
+                        match delta.map(|d| histogram_amount(&d, is_cumulative, extremes)) {
+                            Some(Ok(amount)) => push(series, times.1, amount),
+                            Some(Err(_)) => refused += 1,
+                            None => {}
+                        }
+                    }
+                }
+                Some(metric::Data::Summary(summary)) => {
+                    // Quantiles as the source computed them: one series per
+                    // quantile, never merged into a distribution.
+                    for point in summary.data_points.iter().filter(|p| recorded(p.flags)) {
+                        for quantile in &point.quantile_values {
+                            let label = ("quantile".to_owned(), quantile.quantile.to_string());
+                            let series = series_of(&name, &point.attributes, Some(label));
+                            let amount = Amount::Point {
+                                value: quantile.value,
+                                error: false,
+                            };
+                            push(series, point.time_unix_nano, Some(amount));
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+    Ok((out, refused))
+}
+
+/// Whether an OTLP point carries a value (not flagged "no recorded value").
+fn recorded(flags: u32) -> bool {
+    flags & DataPointFlags::NoRecordedValueMask as u32 == 0
+}
+
+fn number(value: Option<number_data_point::Value>) -> Amount {
+    let value = match value {
+        Some(number_data_point::Value::AsDouble(d)) => d,
+        Some(number_data_point::Value::AsInt(i)) => i as f64,
+        None => f64::NAN,
+    };
+    Amount::Point {
+        value,
+        error: false,
+    }
+}
+
+/// A histogram delta as an amount: `Ok(None)` if it holds nothing. Min and
+/// max of a cumulative point cover its whole life, not the delta, so they are
+/// left out (and estimated from the buckets).
+fn histogram_amount(
+    delta: &Value,
+    is_cumulative: bool,
+    (min, max): (Option<f64>, Option<f64>),
+) -> Result<Option<Amount>, DistributionError> {
+    let (min, max) = if is_cumulative {
+        (None, None)
+    } else {
+        (min, max)
+    };
+    let values = match delta {
+        Value::Explicit {
+            bounds,
+            counts,
+            sum,
+        } => Distribution::from_explicit(&ExplicitHistogram {
+            bounds,
+            counts,
+            sum: Some(*sum),
+            min,
+            max,
+        })?,
+        Value::Exponential(e) => Distribution::from_exponential(&ExponentialHistogram {
+            scale: e.scale,
+            zero_count: e.zero_count,
+            positive_offset: e.positive_offset,
+            positive_counts: &e.positive,
+            negative_offset: e.negative_offset,
+            negative_counts: &e.negative,
+            sum: Some(e.sum),
+            min,
+            max,
+        })?,
+        Value::Sum(_) => return Ok(None),
+    };
+    Ok((values.count() > 0).then_some(Amount::Many(Rollup { values, errors: 0 })))
+}
