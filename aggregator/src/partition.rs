@@ -63,13 +63,15 @@ pub struct Partition {
 }
 
 impl Partition {
-    /// A partition resuming from `checkpoint` (or from the start of the
-    /// topic), with the 10 s rows the store holds for its open windows.
+    /// A partition resuming from `checkpoint` (or, without one, from the
+    /// start of the topic with windows closed up to `now_s`), with the 10 s
+    /// rows the store holds for its open windows.
     pub fn resume(
         id: i32,
         lateness_s: u64,
         checkpoint: Option<Checkpoint>,
         stored: Vec<StoredRollup>,
+        now_s: u64,
     ) -> Self {
         let mut windows = Windows::new(lateness_s);
         let mut series = HashMap::new();
@@ -78,7 +80,10 @@ impl Partition {
                 windows.resume_at(c.watermark_s);
                 (c.seq, c.replay_from, c.next_offset)
             }
-            None => (0, 0, 0),
+            None => {
+                windows.resume_at(now_s);
+                (0, 0, 0)
+            }
         };
         for row in stored {
             let id = row.series.id();

@@ -212,7 +212,13 @@ impl Pipeline {
             source = %self.source, partition = id, ?checkpoint, restored = stored.len(),
             "resuming partition"
         );
-        Ok(Partition::resume(id, lateness_s, checkpoint, stored))
+        Ok(Partition::resume(
+            id,
+            lateness_s,
+            checkpoint,
+            stored,
+            now_s(),
+        ))
     }
 
     /// Writes every partition's rows and checkpoint as one flush, retrying

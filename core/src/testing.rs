@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::bus::{Consumer, Message};
-use crate::config::{KafkaBusConfig, StoreConfig, StoreKind};
+use crate::config::{BusKind, Config, KafkaBusConfig, StoreConfig, StoreKind};
 
 /// How long a test waits for messages before it fails.
 const READ_DEADLINE: Duration = Duration::from_secs(60);
@@ -79,6 +79,24 @@ pub fn kafka_config() -> Option<KafkaBusConfig> {
         max_batch_records: 1,
         ..KafkaBusConfig::default()
     })
+}
+
+/// A configuration of a test's own on `backend`: its own topics (two
+/// partitions each), consumer group and store, collector ports picked freely.
+/// `None` means skip (never on CI, where it panics instead).
+pub fn config(backend: Backend) -> Option<Config> {
+    let mut config = Config::default();
+    config.bus.topic_prefix = format!("{}.", unique_name("vigil_test"));
+    config.bus.partitions = 2;
+    if backend == Backend::Kafka {
+        config.bus.kind = BusKind::Kafka;
+        config.bus.kafka = kafka_config()?;
+    }
+    config.store = store_config(backend)?;
+    config.aggregator.group = unique_name("vigil_test_group");
+    config.collector.grpc_listen = ([127, 0, 0, 1], 0).into();
+    config.collector.http_listen = ([127, 0, 0, 1], 0).into();
+    Some(config)
 }
 
 /// A store of a test's own: a new SQLite file, or a new ClickHouse database

@@ -1,0 +1,468 @@
+//! The aggregator end to end: OTLP messages on the bus (as the collector
+//! writes them) become exactly the rollups, spans and catalogue entries they
+//! hold, on the embedded pair (in-process bus, SQLite) and on Kafka with
+//! ClickHouse.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message as _;
+use vigil_aggregator::Aggregator;
+use vigil_core::bus::{self, Bus, Record};
+use vigil_core::config::Config;
+use vigil_core::distribution::{Distribution, RELATIVE_ERROR};
+use vigil_core::model::{Kind, Rollup};
+use vigil_core::on_both_backends;
+use vigil_core::shutdown::Shutdown;
+use vigil_core::store::{self, RollupQuery, Store};
+use vigil_core::tenant::TenantId;
+use vigil_core::testing::{self, Backend};
+
+const NS: u64 = 1_000_000_000;
+const TRACE: [u8; 16] = [7; 16];
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+}
+
+fn text(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn resource() -> Option<Resource> {
+    Some(Resource {
+        attributes: vec![text("service.name", "pay"), text("vigil.unit", "u1")],
+        ..Default::default()
+    })
+}
+
+/// `count` server spans of `POST /pay` ending at `time_s`, lasting 1, 2, …
+/// ms; the first `errors` of them failed.
+fn spans(first_id: u64, count: u64, errors: u64, time_s: u64) -> Vec<u8> {
+    let spans = (0..count)
+        .map(|i| {
+            let end = time_s * NS;
+            Span {
+                trace_id: TRACE.to_vec(),
+                span_id: (first_id + i).to_be_bytes().to_vec(),
+                name: "POST /pay".into(),
+                kind: 2,
+                start_time_unix_nano: end - (i + 1) * 1_000_000,
+                end_time_unix_nano: end,
+                attributes: vec![text("http.route", "/pay")],
+                status: Some(Status {
+                    code: if i < errors { 2 } else { 0 },
+                    message: String::new(),
+                }),
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: resource(),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+fn metrics(metrics: Vec<Metric>) -> Vec<u8> {
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: resource(),
+            scope_metrics: vec![ScopeMetrics {
+                metrics,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+fn number(start_s: u64, time_s: u64, value: f64) -> NumberDataPoint {
+    NumberDataPoint {
+        start_time_unix_nano: start_s * NS,
+        time_unix_nano: time_s * NS,
+        value: Some(number_data_point::Value::AsDouble(value)),
+        ..Default::default()
+    }
+}
+
+fn sum(name: &str, temporality: AggregationTemporality, points: Vec<NumberDataPoint>) -> Metric {
+    Metric {
+        name: name.into(),
+        data: Some(metric::Data::Sum(Sum {
+            data_points: points,
+            aggregation_temporality: temporality as i32,
+            is_monotonic: true,
+        })),
+        ..Default::default()
+    }
+}
+
+fn gauge(name: &str, points: Vec<NumberDataPoint>) -> Metric {
+    Metric {
+        name: name.into(),
+        data: Some(metric::Data::Gauge(Gauge {
+            data_points: points,
+        })),
+        ..Default::default()
+    }
+}
+
+fn cumulative_histogram(start_s: u64, time_s: u64, counts: Vec<u64>, sum: f64) -> Metric {
+    Metric {
+        name: "latency_ms".into(),
+        data: Some(metric::Data::Histogram(Histogram {
+            data_points: vec![HistogramDataPoint {
+                start_time_unix_nano: start_s * NS,
+                time_unix_nano: time_s * NS,
+                count: counts.iter().sum(),
+                sum: Some(sum),
+                bucket_counts: counts,
+                explicit_bounds: vec![10.0, 100.0],
+                ..Default::default()
+            }],
+            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+        })),
+        ..Default::default()
+    }
+}
+
+struct Setup {
+    config: Config,
+    bus: Arc<dyn Bus>,
+    store: Arc<dyn Store>,
+}
+
+async fn setup(backend: Backend) -> Option<Setup> {
+    let mut config = testing::config(backend)?;
+    config.aggregator.flush_interval_ms = 200;
+    let bus = bus::connect(&config.bus).expect("bus");
+    let store = store::open(&config.store).await.expect("store");
+    Some(Setup { config, bus, store })
+}
+
+impl Setup {
+    async fn publish(&self, topic: &str, payloads: Vec<Vec<u8>>) {
+        let records = payloads
+            .into_iter()
+            .map(|payload| Record::new(bytes::Bytes::from_static(b"acme/pay"), payload))
+            .collect();
+        self.bus.publish(topic, records).await.expect("published");
+    }
+
+    async fn start(&self) -> (Aggregator, Shutdown) {
+        let shutdown = Shutdown::new();
+        let aggregator = Aggregator::start(
+            &self.config,
+            Arc::clone(&self.bus),
+            Arc::clone(&self.store),
+            shutdown.clone(),
+        )
+        .await
+        .expect("aggregator starts");
+        (aggregator, shutdown)
+    }
+
+    /// The stored rollups of `kind` and `name` in the window of width
+    /// `width_s` holding `time_s`, merged.
+    async fn total(&self, kind: Kind, name: &str, width_s: u32, time_s: u64) -> Rollup {
+        let from = time_s - time_s % u64::from(width_s);
+        let mut query = RollupQuery::new(width_s, from, from + u64::from(width_s));
+        query.tenant = Some(TenantId::parse("acme").expect("tenant"));
+        query.kind = Some(kind);
+        query.service = Some("pay".into());
+        query.name = Some(name.into());
+        let mut total = Rollup::default();
+        for row in self.store.rollups(&query).await.expect("reads rollups") {
+            total.merge(&row.rollup);
+        }
+        total
+    }
+
+    /// Waits until the rollup reaches `count` points, then a little longer,
+    /// so that a point counted twice shows too.
+    async fn settled(
+        &self,
+        kind: Kind,
+        name: &str,
+        width_s: u32,
+        time_s: u64,
+        count: u64,
+    ) -> Rollup {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while self.total(kind, name, width_s, time_s).await.values.count() < count {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} at {width_s} s never reached {count} points"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        self.total(kind, name, width_s, time_s).await
+    }
+}
+
+fn assert_rollup(rollup: &Rollup, count: u64, sum: f64, errors: u64) {
+    assert_eq!(rollup.values.count(), count, "count");
+    assert!(
+        (rollup.values.sum() - sum).abs() < 1e-9,
+        "sum {} ≠ {sum}",
+        rollup.values.sum()
+    );
+    assert_eq!(rollup.errors, errors, "errors");
+}
+
+async fn every_signal_is_rolled_up_exactly(backend: Backend) {
+    let Some(setup) = setup(backend).await else {
+        return;
+    };
+    let topics = setup.config.bus.topics();
+    let (aggregator, shutdown) = setup.start().await;
+    let now = now_s();
+    let old = now - 7200;
+    let start = now - 600;
+
+    setup
+        .publish(
+            &topics.traces,
+            vec![
+                spans(1, 60, 4, now),
+                spans(61, 40, 3, now),
+                spans(1000, 20, 1, old),
+            ],
+        )
+        .await;
+    setup
+        .publish(
+            &topics.metrics,
+            vec![
+                metrics(vec![
+                    sum(
+                        "payments_total",
+                        AggregationTemporality::Delta,
+                        vec![number(0, now, 1.0), number(0, now, 2.0)],
+                    ),
+                    sum(
+                        "requests_total",
+                        AggregationTemporality::Cumulative,
+                        vec![number(start, now, 5.0)],
+                    ),
+                    cumulative_histogram(start, now, vec![1, 2, 0], 60.0),
+                    gauge("queue_depth", vec![number(0, now, 4.0)]),
+                ]),
+                // The same cumulative points exported again add nothing.
+                metrics(vec![
+                    sum(
+                        "payments_total",
+                        AggregationTemporality::Delta,
+                        vec![number(0, now, 3.0)],
+                    ),
+                    sum(
+                        "requests_total",
+                        AggregationTemporality::Cumulative,
+                        vec![number(start, now, 5.0)],
+                    ),
+                    cumulative_histogram(start, now, vec![1, 2, 0], 60.0),
+                    gauge("queue_depth", vec![number(0, now, 8.0)]),
+                ]),
+                metrics(vec![
+                    sum(
+                        "requests_total",
+                        AggregationTemporality::Cumulative,
+                        vec![number(start, now, 9.0)],
+                    ),
+                    cumulative_histogram(start, now, vec![1, 3, 1], 260.0),
+                ]),
+            ],
+        )
+        .await;
+
+    // Spans: 100 on time, durations 1..=60 and 1..=40 ms.
+    let latency = setup.settled(Kind::Span, "POST /pay", 10, now, 100).await;
+    let exact_sum: f64 = (1..=60).chain(1..=40).map(f64::from).sum();
+    assert_rollup(&latency, 100, exact_sum, 7);
+    assert_eq!(latency.values.min(), Some(1.0));
+    assert_eq!(latency.values.max(), Some(60.0));
+    let mut exact: Vec<f64> = (1..=60).chain(1..=40).map(f64::from).collect();
+    exact.sort_by(f64::total_cmp);
+    let p99 = latency.values.quantile(0.99).expect("p99");
+    assert!(
+        (p99 - exact[98]).abs() <= exact[98] * RELATIVE_ERROR,
+        "p99 {p99}"
+    );
+
+    // 20 late spans, two hours old: correction rows at every width.
+    for width in [10, 60, 3600] {
+        let late = setup.settled(Kind::Span, "POST /pay", width, old, 20).await;
+        assert_rollup(&late, 20, (1..=20).map(f64::from).sum(), 1);
+    }
+    assert_eq!(aggregator.metrics().late_points.load(Ordering::Relaxed), 20);
+
+    let payments = setup
+        .settled(Kind::Metric, "payments_total", 10, now, 3)
+        .await;
+    assert_rollup(&payments, 3, 6.0, 0);
+    let requests = setup
+        .settled(Kind::Metric, "requests_total", 10, now, 3)
+        .await;
+    assert_rollup(&requests, 3, 9.0, 0);
+    let histogram = setup.settled(Kind::Metric, "latency_ms", 10, now, 5).await;
+    assert_eq!(histogram.values.count(), 5);
+    assert_eq!(histogram.values.sum(), 260.0);
+    let gauge = setup.settled(Kind::Metric, "queue_depth", 10, now, 2).await;
+    assert_rollup(&gauge, 2, 12.0, 0);
+    assert_eq!(
+        (gauge.values.min(), gauge.values.max()),
+        (Some(4.0), Some(8.0))
+    );
+
+    let acme = TenantId::parse("acme").expect("tenant");
+    let trace = setup
+        .store
+        .trace(&acme, &"07".repeat(16))
+        .await
+        .expect("reads the trace");
+    assert_eq!(trace.len(), 120);
+    assert_eq!(trace.iter().filter(|s| s.status_code == 2).count(), 8);
+
+    let catalogue = setup
+        .store
+        .series(&acme, Some(Kind::Metric), Some("pay"))
+        .await
+        .expect("reads the catalogue");
+    let mut names: Vec<&str> = catalogue.iter().map(|e| e.series.name.as_str()).collect();
+    names.dedup();
+    assert_eq!(
+        names,
+        vec![
+            "latency_ms",
+            "payments_total",
+            "queue_depth",
+            "requests_total"
+        ]
+    );
+    let requests_entry = catalogue
+        .iter()
+        .find(|e| e.series.name == "requests_total")
+        .expect("requests_total in the catalogue");
+    assert_eq!(requests_entry.series.label("vigil.unit"), Some("u1"));
+    assert_eq!(
+        (requests_entry.first_seen_s, requests_entry.last_seen_s),
+        (now, now)
+    );
+
+    shutdown.trigger();
+    aggregator.wait().await.expect("stops cleanly");
+}
+
+async fn a_restart_neither_loses_nor_double_counts(backend: Backend) {
+    let Some(setup) = setup(backend).await else {
+        return;
+    };
+    let topics = setup.config.bus.topics();
+    let now = now_s();
+    let start = now - 600;
+    let counter = |value| {
+        metrics(vec![
+            sum(
+                "requests_total",
+                AggregationTemporality::Cumulative,
+                vec![number(start, now, value)],
+            ),
+            sum(
+                "payments_total",
+                AggregationTemporality::Delta,
+                vec![number(0, now, 1.0)],
+            ),
+        ])
+    };
+
+    let (aggregator, shutdown) = setup.start().await;
+    setup.publish(&topics.metrics, vec![counter(10.0)]).await;
+    setup
+        .publish(&topics.traces, vec![spans(1, 5, 1, now)])
+        .await;
+    setup
+        .settled(Kind::Metric, "requests_total", 10, now, 1)
+        .await;
+    setup.settled(Kind::Span, "POST /pay", 10, now, 5).await;
+    shutdown.trigger();
+    aggregator.wait().await.expect("stops cleanly");
+
+    // While it is down: the counter goes on, exported twice.
+    setup
+        .publish(&topics.metrics, vec![counter(15.0), counter(15.0)])
+        .await;
+    setup
+        .publish(&topics.traces, vec![spans(100, 3, 0, now)])
+        .await;
+    let (aggregator, shutdown) = setup.start().await;
+    let requests = setup
+        .settled(Kind::Metric, "requests_total", 10, now, 3)
+        .await;
+    assert_rollup(&requests, 3, 15.0, 0);
+    let payments = setup
+        .settled(Kind::Metric, "payments_total", 10, now, 3)
+        .await;
+    assert_rollup(&payments, 3, 3.0, 0);
+    let spans = setup.settled(Kind::Span, "POST /pay", 10, now, 8).await;
+    assert_rollup(&spans, 8, 15.0 + 6.0, 1);
+    shutdown.trigger();
+    aggregator.wait().await.expect("stops cleanly");
+}
+
+/// Distribution::quantile of what the store merged equals the one of the
+/// same values recorded directly.
+async fn stored_distributions_equal_recorded_ones(backend: Backend) {
+    let Some(setup) = setup(backend).await else {
+        return;
+    };
+    let topics = setup.config.bus.topics();
+    let (aggregator, shutdown) = setup.start().await;
+    let now = now_s();
+    let payloads = (0..10).map(|i| spans(i * 50, 50, 0, now)).collect();
+    setup.publish(&topics.traces, payloads).await;
+    let stored = setup.settled(Kind::Span, "POST /pay", 10, now, 500).await;
+    let mut direct = Distribution::new();
+    for _ in 0..10 {
+        for ms in 1..=50 {
+            direct.record(f64::from(ms)).expect("finite");
+        }
+    }
+    assert_eq!(stored.values.to_buckets(), direct.to_buckets());
+    shutdown.trigger();
+    aggregator.wait().await.expect("stops cleanly");
+}
+
+on_both_backends!(
+    every_signal_is_rolled_up_exactly,
+    a_restart_neither_loses_nor_double_counts,
+    stored_distributions_equal_recorded_ones,
+);
