@@ -58,6 +58,13 @@ enum Bench {
         #[arg(long, default_value_t = 1000)]
         batch: usize,
     },
+    /// Rollup rows per second written to the configured store (`store` of
+    /// the configuration), in flushes of 10k, 50k and 100k rows.
+    Aggregator {
+        /// Rows written for each flush size.
+        #[arg(long, default_value_t = 500_000)]
+        rows: usize,
+    },
 }
 
 /// Exit status for a configuration the user must fix.
@@ -96,6 +103,9 @@ fn main() -> ExitCode {
                 batch,
             };
             serve(&cli.log, bench_collector(config, options))
+        }
+        Command::Bench(Bench::Aggregator { rows }) => {
+            serve(&cli.log, bench_aggregator(config, rows))
         }
     };
     match outcome {
@@ -163,6 +173,25 @@ async fn migrate(config: Config) -> Outcome {
         "vigil migrate: {:?} store is up to date; migrations applied now: {applied:?}",
         config.store.kind
     );
+    Ok(())
+}
+
+#[allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
+async fn bench_aggregator(config: Config, rows: usize) -> Outcome {
+    let store = vigil_core::store::open(&config.store).await?;
+    println!(
+        "rollup rows into the {:?} store, one atomic flush (rows + checkpoint) at a time:",
+        config.store.kind
+    );
+    for figure in vigil_aggregator::bench::store_writes(store.as_ref(), rows).await? {
+        println!(
+            "  {:>7} rows per flush: {:>10.0} rows/s   ({} flushes, slowest {:.0} ms)",
+            figure.rows_per_flush,
+            figure.rows_per_second,
+            figure.flushes,
+            figure.max_flush.as_secs_f64() * 1e3
+        );
+    }
     Ok(())
 }
 

@@ -9,8 +9,10 @@
 //! - `points.rs`: which series a span or data point belongs to;
 //! - `cumulative.rs`: cumulative sums and histograms to deltas;
 //! - `partition.rs`: one bus partition's state and checkpoint;
-//! - `pipeline.rs`: the consumer loop of one topic.
+//! - `pipeline.rs`: the consumer loop of one topic;
+//! - [`bench`]: `vigil bench aggregator`.
 
+pub mod bench;
 mod cumulative;
 mod partition;
 mod pipeline;
