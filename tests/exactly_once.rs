@@ -64,7 +64,7 @@ fn trace_message(i: u64, service: &str, time_s: u64) -> Vec<u8> {
                 start_time_unix_nano: time_s * NS - (n + 1) * 100_000,
                 end_time_unix_nano: time_s * NS,
                 status: Some(Status {
-                    code: if n % 7 == 0 { 2 } else { 1 },
+                    code: if n.is_multiple_of(7) { 2 } else { 1 },
                     message: String::new(),
                 }),
                 ..Default::default()
@@ -252,7 +252,7 @@ async fn survives_sigkill(store_backend: Backend) {
     let mut errors = 0;
     for n in 0..spans_total {
         latency.record((n + 1) as f64 / 10.0).expect("finite");
-        errors += u64::from(n % 7 == 0);
+        errors += u64::from(n.is_multiple_of(7));
     }
     let added: f64 = (1..=MESSAGES).map(|n| n as f64).sum();
 
