@@ -78,10 +78,13 @@ impl Aggregator {
                 Arc::clone(&store),
                 Arc::clone(&metrics),
             );
+            // One group per topic: a rebalance of one topic (a member died)
+            // never holds up the other.
+            let group = format!("{}.{}", config.aggregator.group, signal.as_str());
             tasks.push(tokio::spawn(consume(
                 pipeline,
                 Arc::clone(&bus),
-                config.aggregator.group.clone(),
+                group,
                 shutdown.clone(),
             )));
         }

@@ -43,6 +43,15 @@ pub enum Signal {
     Traces,
 }
 
+impl Signal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Metrics => "metrics",
+            Signal::Traces => "traces",
+        }
+    }
+}
+
 /// The aggregator's self-metrics, shared by its pipelines.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -180,7 +189,11 @@ impl Pipeline {
         };
         for observation in observations {
             let (id, time_s) = (observation.series.id(), observation.time_s);
+            let late_before = partition.late_points();
             if partition.observe(observation).is_ok() {
+                self.metrics
+                    .late_points
+                    .fetch_add(partition.late_points() - late_before, Ordering::Relaxed);
                 self.metrics.observations.fetch_add(1, Ordering::Relaxed);
                 let seen = self.catalogue.entry(id).or_insert((time_s, time_s, None));
                 seen.0 = seen.0.min(time_s);
@@ -232,17 +245,12 @@ impl Pipeline {
             checkpoints: Vec::new(),
             rows: Vec::new(),
         };
-        let mut late_points = 0;
         for partition in self.partitions.values_mut() {
-            late_points += partition.late_points();
             if let Some((rows, checkpoint, _closed)) = partition.flush(now, staleness_s) {
                 flush.rows.extend(rows);
                 flush.checkpoints.push(checkpoint);
             }
         }
-        self.metrics
-            .late_points
-            .store(late_points, Ordering::Relaxed);
         if flush.checkpoints.is_empty() {
             return Ok(());
         }

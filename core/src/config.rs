@@ -150,7 +150,8 @@ impl Default for ClickHouseStoreConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AggregatorConfig {
-    /// Consumer group of every aggregator sharing the work.
+    /// Consumer group of every aggregator sharing the work (one group per
+    /// topic: `<group>.metrics`, `<group>.traces`).
     #[serde(default = "default_aggregator_group")]
     pub group: String,
     /// How long after its end a window waits for late points before it
