@@ -18,31 +18,10 @@ use vigil_core::store::{Checkpoint, RollupRow, StoredRollup};
 
 use crate::cumulative::Cumulative;
 use crate::points::{Amount, Mode, Observation};
-use crate::window::{Arrival, Closed, Windows};
+use crate::window::{Arrival, Windows};
 
 /// Width of the windows written as they fill.
 const FINEST_S: u64 = 10;
-
-/// What a message is to a partition, given where its checkpoint was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Before `replay_from`, or seen already: skipped.
-    Skip,
-    /// Rebuilds cumulative state only.
-    Replay,
-    /// Counted.
-    Count,
-}
-
-impl Role {
-    pub fn mode(self) -> Option<Mode> {
-        match self {
-            Role::Skip => None,
-            Role::Replay => Some(Mode::Replay),
-            Role::Count => Some(Mode::Count),
-        }
-    }
-}
 
 /// One partition's state.
 #[derive(Debug)]
@@ -110,19 +89,21 @@ impl Partition {
         oldest_open - oldest_open % 3600
     }
 
-    /// What the message at `offset` is to this partition; taking it moves
-    /// the partition past it.
-    pub fn take(&mut self, offset: i64) -> Role {
+    /// What the message at `offset` is for: `None` if it was taken before
+    /// (or precedes the replay), [`Mode::Replay`] if it only rebuilds
+    /// cumulative state, [`Mode::Count`] if it is counted. Taking it moves the
+    /// partition past it.
+    pub fn take(&mut self, offset: i64) -> Option<Mode> {
         if offset < self.next_offset {
-            return Role::Skip;
+            return None;
         }
         self.next_offset = offset + 1;
         self.dirty = true;
-        if offset < self.counted_before {
-            Role::Replay
+        Some(if offset < self.counted_before {
+            Mode::Replay
         } else {
-            Role::Count
-        }
+            Mode::Count
+        })
     }
 
     /// Counts one observation. A value that is not a number is refused.
@@ -168,25 +149,17 @@ impl Partition {
         self.pending.len()
     }
 
-    /// Closes the windows due by `now_s` and takes everything to write:
-    /// the rows, the checkpoint, and the 10 s windows that closed (for the
-    /// alerter). `None` when nothing changed since the last flush.
-    pub fn flush(
-        &mut self,
-        now_s: u64,
-        staleness_s: u64,
-    ) -> Option<(Vec<RollupRow>, Checkpoint, Vec<Closed>)> {
+    /// Closes the windows due by `now_s` and takes everything to write: the
+    /// rows and the checkpoint. `None` when nothing changed since the last
+    /// flush. Closed 10 s windows are not written again: their points left
+    /// as partial rows.
+    pub fn flush(&mut self, now_s: u64, staleness_s: u64) -> Option<(Vec<RollupRow>, Checkpoint)> {
         let closed = self.windows.close(now_s);
         if !self.dirty && self.pending.is_empty() && closed.is_empty() {
             return None;
         }
         let mut rows = Vec::with_capacity(self.pending.len() + closed.len());
-        let mut finest = Vec::new();
-        for window in closed {
-            if window.width_s == FINEST_S {
-                finest.push(window);
-                continue;
-            }
+        for window in closed.into_iter().filter(|w| w.width_s != FINEST_S) {
             rows.push(self.row(
                 window.series,
                 window.width_s,
@@ -210,7 +183,7 @@ impl Partition {
             replay_from: self.cumulative.replay_from(self.next_offset),
             watermark_s,
         };
-        Some((rows, checkpoint, finest))
+        Some((rows, checkpoint))
     }
 
     fn row(

@@ -21,7 +21,7 @@ use vigil_core::config::AggregatorConfig;
 use vigil_core::shutdown::Shutdown;
 use vigil_core::store::{CatalogueEntry, Flush, RollupQuery, SpanRecord, Store, StoreError};
 
-use crate::partition::{Partition, Role};
+use crate::partition::Partition;
 use crate::points::{self, Mode, Observation};
 
 /// Messages taken per poll.
@@ -161,14 +161,13 @@ impl Pipeline {
         let Some(partition) = self.partitions.get_mut(&message.partition) else {
             return Ok(());
         };
-        let role = partition.take(message.offset);
-        let Some(mode) = role.mode() else {
+        let Some(mode) = partition.take(message.offset) else {
             return Ok(());
         };
         self.metrics.messages.fetch_add(1, Ordering::Relaxed);
         let observations = match decode(&message, self.signal, mode, partition, &self.config) {
             Ok((observations, spans, refused)) => {
-                if role == Role::Count {
+                if mode == Mode::Count {
                     self.spans.extend(spans);
                 }
                 self.metrics
@@ -246,7 +245,7 @@ impl Pipeline {
             rows: Vec::new(),
         };
         for partition in self.partitions.values_mut() {
-            if let Some((rows, checkpoint, _closed)) = partition.flush(now, staleness_s) {
+            if let Some((rows, checkpoint)) = partition.flush(now, staleness_s) {
                 flush.rows.extend(rows);
                 flush.checkpoints.push(checkpoint);
             }

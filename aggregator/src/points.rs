@@ -325,17 +325,16 @@ pub fn metrics(
                             counts: point.bucket_counts.clone(),
                             sum: point.sum.unwrap_or(0.0),
                         };
-                        let times = (point.start_time_unix_nano, point.time_unix_nano);
-                        let extremes = (point.min, point.max);
-                        let delta = if is_cumulative {
-                            cumulative.delta(series.id(), times.0, times.1, offset, value)
-                        } else {
-                            Some(value)
+                        let point = HistogramPoint {
+                            times: (point.start_time_unix_nano, point.time_unix_nano),
+                            extremes: (point.min, point.max),
+                            is_cumulative,
+                            value,
                         };
-                        match delta.map(|d| histogram_amount(&d, is_cumulative, extremes)) {
-                            Some(Ok(amount)) => push(series, times.1, amount),
-                            Some(Err(_)) => refused += 1,
-                            None => {}
+                        let time_ns = point.times.1;
+                        match point.amount(cumulative, series.id(), offset) {
+                            Ok(amount) => push(series, time_ns, amount),
+                            Err(_) => refused += 1,
                         }
                     }
                 }
@@ -359,17 +358,16 @@ pub fn metrics(
                             negative,
                             sum: point.sum.unwrap_or(0.0),
                         });
-                        let times = (point.start_time_unix_nano, point.time_unix_nano);
-                        let extremes = (point.min, point.max);
-                        let delta = if is_cumulative {
-                            cumulative.delta(series.id(), times.0, times.1, offset, value)
-                        } else {
-                            Some(value)
+                        let point = HistogramPoint {
+                            times: (point.start_time_unix_nano, point.time_unix_nano),
+                            extremes: (point.min, point.max),
+                            is_cumulative,
+                            value,
                         };
-                        match delta.map(|d| histogram_amount(&d, is_cumulative, extremes)) {
-                            Some(Ok(amount)) => push(series, times.1, amount),
-                            Some(Err(_)) => refused += 1,
-                            None => {}
+                        let time_ns = point.times.1;
+                        match point.amount(cumulative, series.id(), offset) {
+                            Ok(amount) => push(series, time_ns, amount),
+                            Err(_) => refused += 1,
                         }
                     }
                 }
@@ -412,19 +410,47 @@ fn number(value: Option<number_data_point::Value>) -> Amount {
     }
 }
 
-/// A histogram delta as an amount: `Ok(None)` if it holds nothing. Min and
-/// max of a cumulative point cover its whole life, not the delta, so they are
-/// left out (and estimated from the buckets).
+/// One histogram data point, explicit or exponential.
+struct HistogramPoint {
+    /// Start and time, unix nanoseconds.
+    times: (u64, u64),
+    /// Min and max, if the point has them.
+    extremes: (Option<f64>, Option<f64>),
+    is_cumulative: bool,
+    value: Value,
+}
+
+impl HistogramPoint {
+    /// What the point adds: its delta (cumulative points go through
+    /// `cumulative`) as an amount, `Ok(None)` if it adds nothing. Min and max
+    /// of a cumulative point cover its whole life, not the delta, so they are
+    /// left out (and estimated from the buckets).
+    fn amount(
+        self,
+        cumulative: &mut Cumulative,
+        series: u64,
+        offset: i64,
+    ) -> Result<Option<Amount>, DistributionError> {
+        let (delta, (min, max)) = if self.is_cumulative {
+            let (start, time) = self.times;
+            let delta = cumulative.delta(series, start, time, offset, self.value);
+            (delta, (None, None))
+        } else {
+            (Some(self.value), self.extremes)
+        };
+        let Some(delta) = delta else {
+            return Ok(None);
+        };
+        histogram_amount(&delta, min, max)
+    }
+}
+
+/// A histogram delta as an amount: `Ok(None)` if it holds nothing.
 fn histogram_amount(
     delta: &Value,
-    is_cumulative: bool,
-    (min, max): (Option<f64>, Option<f64>),
+    min: Option<f64>,
+    max: Option<f64>,
 ) -> Result<Option<Amount>, DistributionError> {
-    let (min, max) = if is_cumulative {
-        (None, None)
-    } else {
-        (min, max)
-    };
     let values = match delta {
         Value::Explicit {
             bounds,

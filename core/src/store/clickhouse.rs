@@ -107,7 +107,7 @@ fn classify(error: clickhouse::error::Error) -> StoreError {
     }
 }
 
-#[derive(Row, Serialize)]
+#[derive(Row, Serialize, Default)]
 struct RollupOut {
     tenant: String,
     kind: String,
@@ -312,31 +312,12 @@ impl Store for ClickHouseStore {
                 correction: u8::from(row.correction),
                 source: source.to_owned(),
                 bus_partition: row.partition,
-                seq: 0,
-                next_offset: 0,
-                replay_from: 0,
-                watermark: 0,
                 day,
+                ..RollupOut::default()
             }
         });
         let checkpoints = flush.checkpoints.iter().map(|c| RollupOut {
-            tenant: String::new(),
             kind: CHECKPOINT_KIND.to_owned(),
-            service: String::new(),
-            name: String::new(),
-            label_keys: Vec::new(),
-            label_values: Vec::new(),
-            series: 0,
-            width: 0,
-            start: 0,
-            count: 0,
-            sum: 0.0,
-            min: 0.0,
-            max: 0.0,
-            errors: 0,
-            bucket_keys: Vec::new(),
-            bucket_counts: Vec::new(),
-            correction: 0,
             source: source.to_owned(),
             bus_partition: c.partition,
             seq: c.seq,
@@ -344,6 +325,7 @@ impl Store for ClickHouseStore {
             replay_from: c.replay_from,
             watermark: c.watermark_s,
             day,
+            ..RollupOut::default()
         });
         self.insert_all("rollups", checkpoints.chain(rows).collect())
             .await
