@@ -1,19 +1,23 @@
 //! The aggregator: bus in, rollups out.
 //!
-//! In: OTLP metrics and traces from the bus. Out: into the store, 10 s, 1 min
-//! and 1 h rollups per series (count, sum, min, max, errors, distribution),
-//! raw spans, and the series catalogue — exactly once, across crashes and
-//! rebalances (see `partition.rs`).
+//! In: OTLP metrics, traces and logs and client telemetry from the bus. Out:
+//! into the store, 10 s, 1 min and 1 h rollups per series (count, sum, min,
+//! max, errors, distribution), raw spans, log records and crashes, and the
+//! series catalogue — exactly once, across crashes and rebalances (see
+//! `partition.rs`).
 //!
 //! - [`window`]: event-time tumbling windows with allowed lateness;
 //! - `points.rs`: which series a span or data point belongs to;
+//! - `logs.rs`, `client.rs`: the same for log records and client telemetry;
 //! - `cumulative.rs`: cumulative sums and histograms to deltas;
 //! - `partition.rs`: one bus partition's state and checkpoint;
 //! - `pipeline.rs`: the consumer loop of one topic;
 //! - [`bench`]: `vigil bench aggregator`.
 
 pub mod bench;
+mod client;
 mod cumulative;
+mod logs;
 mod partition;
 mod pipeline;
 mod points;
@@ -64,6 +68,8 @@ impl Aggregator {
         for (topic, signal) in [
             (topics.metrics, Signal::Metrics),
             (topics.traces, Signal::Traces),
+            (topics.logs, Signal::Logs),
+            (topics.client, Signal::Client),
         ] {
             bus.create_topic(&topic, config.bus.partitions)
                 .await

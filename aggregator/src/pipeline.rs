@@ -18,11 +18,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 use vigil_core::bus::{Consumer, Message, Position};
 use vigil_core::config::AggregatorConfig;
+use vigil_core::model::Fnv;
 use vigil_core::shutdown::Shutdown;
-use vigil_core::store::{CatalogueEntry, Flush, RollupQuery, SpanRecord, Store, StoreError};
+use vigil_core::store::{
+    CatalogueEntry, EventRecord, Flush, RollupQuery, SpanRecord, Store, StoreError,
+};
 
 use crate::partition::Partition;
 use crate::points::{self, Mode, Observation};
+use crate::{client, logs};
 
 /// Messages taken per poll.
 const POLL_MAX: usize = 2_000;
@@ -41,6 +45,8 @@ const CATALOGUE_REFRESH_S: u64 = 3_600;
 pub enum Signal {
     Metrics,
     Traces,
+    Logs,
+    Client,
 }
 
 impl Signal {
@@ -48,6 +54,8 @@ impl Signal {
         match self {
             Signal::Metrics => "metrics",
             Signal::Traces => "traces",
+            Signal::Logs => "logs",
+            Signal::Client => "client",
         }
     }
 }
@@ -66,6 +74,8 @@ pub struct Metrics {
     pub flushes: AtomicU64,
     pub rows_written: AtomicU64,
     pub spans_written: AtomicU64,
+    /// Log records and crashes kept raw.
+    pub events_written: AtomicU64,
     pub failed_flushes: AtomicU64,
 }
 
@@ -84,6 +94,7 @@ pub struct Pipeline {
     pub metrics: Arc<Metrics>,
     partitions: BTreeMap<i32, Partition>,
     spans: Vec<SpanRecord>,
+    events: Vec<EventRecord>,
     /// Per series: first and last window start seen, and when last written.
     catalogue: HashMap<u64, (u64, u64, Option<u64>)>,
 }
@@ -104,6 +115,7 @@ impl Pipeline {
             metrics,
             partitions: BTreeMap::new(),
             spans: Vec::new(),
+            events: Vec::new(),
             catalogue: HashMap::new(),
         }
     }
@@ -112,6 +124,7 @@ impl Pipeline {
     pub fn forget(&mut self) {
         self.partitions.clear();
         self.spans.clear();
+        self.events.clear();
         self.catalogue.clear();
     }
 
@@ -165,15 +178,21 @@ impl Pipeline {
             return Ok(());
         };
         self.metrics.messages.fetch_add(1, Ordering::Relaxed);
-        let observations = match decode(&message, self.signal, mode, partition, &self.config) {
-            Ok((observations, spans, refused)) => {
-                if mode == Mode::Count {
-                    self.spans.extend(spans);
-                }
+        let observations = match decode(
+            &message,
+            &self.source,
+            self.signal,
+            mode,
+            partition,
+            &self.config,
+        ) {
+            Ok(decoded) => {
+                self.spans.extend(decoded.spans);
+                self.events.extend(decoded.events);
                 self.metrics
                     .refused_points
-                    .fetch_add(refused, Ordering::Relaxed);
-                observations
+                    .fetch_add(decoded.refused, Ordering::Relaxed);
+                decoded.observations
             }
             Err(error) => {
                 self.metrics
@@ -255,10 +274,11 @@ impl Pipeline {
         }
         let catalogue = self.catalogue_updates(now);
         let spans = std::mem::take(&mut self.spans);
+        let events = std::mem::take(&mut self.events);
         let started = Instant::now();
         let mut backoff = RETRY_FIRST;
         loop {
-            match self.write(&flush, &spans, &catalogue).await {
+            match self.write(&flush, &spans, &events, &catalogue).await {
                 Ok(()) => break,
                 Err(error) if error.is_retryable() && started.elapsed() < FLUSH_GIVE_UP => {
                     self.metrics.failed_flushes.fetch_add(1, Ordering::Relaxed);
@@ -284,6 +304,9 @@ impl Pipeline {
         self.metrics
             .spans_written
             .fetch_add(spans.len() as u64, Ordering::Relaxed);
+        self.metrics
+            .events_written
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
         let positions: Vec<Position> = flush
             .checkpoints
             .iter()
@@ -299,16 +322,20 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Spans and catalogue first (both idempotent), then the flush: a crash
-    /// in between leaves spans and series that a replay writes again.
+    /// Spans, events and catalogue first (all idempotent), then the flush: a
+    /// crash in between leaves records that a replay writes again.
     async fn write(
         &self,
         flush: &Flush,
         spans: &[SpanRecord],
+        events: &[EventRecord],
         catalogue: &[CatalogueEntry],
     ) -> Result<(), StoreError> {
         if !spans.is_empty() {
             self.store.write_spans(spans).await?;
+        }
+        if !events.is_empty() {
+            self.store.write_events(events).await?;
         }
         if !catalogue.is_empty() {
             self.store.record_series(catalogue).await?;
@@ -336,17 +363,39 @@ impl Pipeline {
     }
 }
 
-/// Observations, spans to keep, and refused points of one message.
+/// What one message holds.
+#[derive(Default)]
+struct Decoded {
+    observations: Vec<Observation>,
+    /// Spans, log records and crashes to keep raw.
+    spans: Vec<SpanRecord>,
+    events: Vec<EventRecord>,
+    /// Points that could not be recorded.
+    refused: u64,
+}
+
+/// Reads one message. In [`Mode::Replay`] only cumulative metrics matter:
+/// every other signal returns nothing.
 fn decode(
     message: &Message,
+    source: &str,
     signal: Signal,
     mode: Mode,
     partition: &mut Partition,
     config: &AggregatorConfig,
-) -> Result<(Vec<Observation>, Vec<SpanRecord>, u64), points::DecodeError> {
+) -> Result<Decoded, points::DecodeError> {
     let tenant = points::tenant_of(&message.key)?;
-    match signal {
-        Signal::Metrics => {
+    // Stable per record: a replay writes the same ids, which the store keeps once.
+    let event_id = |index: usize| {
+        let mut hash = Fnv::default();
+        hash.write(source.as_bytes());
+        hash.write(&message.partition.to_le_bytes());
+        hash.write(&message.offset.to_le_bytes());
+        hash.write(&(index as u64).to_le_bytes());
+        hash.finish()
+    };
+    match (signal, mode) {
+        (Signal::Metrics, _) => {
             let (observations, refused) = points::metrics(
                 &tenant,
                 &message.payload,
@@ -354,12 +403,36 @@ fn decode(
                 &mut partition.cumulative,
                 mode,
             )?;
-            Ok((observations, Vec::new(), refused))
+            Ok(Decoded {
+                observations,
+                refused,
+                ..Decoded::default()
+            })
         }
-        Signal::Traces if mode == Mode::Replay => Ok((Vec::new(), Vec::new(), 0)),
-        Signal::Traces => {
+        (_, Mode::Replay) => Ok(Decoded::default()),
+        (Signal::Traces, Mode::Count) => {
             let spans = points::spans(&tenant, &message.payload, &config.span_dimensions)?;
-            Ok((spans.observations, spans.records, 0))
+            Ok(Decoded {
+                observations: spans.observations,
+                spans: spans.records,
+                ..Decoded::default()
+            })
+        }
+        (Signal::Logs, Mode::Count) => {
+            let logs = logs::logs(&tenant, &message.payload, event_id)?;
+            Ok(Decoded {
+                observations: logs.observations,
+                events: logs.events,
+                ..Decoded::default()
+            })
+        }
+        (Signal::Client, Mode::Count) => {
+            let client = client::client(&tenant, &message.payload, event_id)?;
+            Ok(Decoded {
+                observations: client.observations,
+                events: client.crashes,
+                ..Decoded::default()
+            })
         }
     }
 }

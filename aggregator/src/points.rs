@@ -82,7 +82,7 @@ pub fn tenant_of(key: &[u8]) -> Result<TenantId, DecodeError> {
         })
 }
 
-fn text(value: Option<&AnyValue>) -> String {
+pub fn text(value: Option<&AnyValue>) -> String {
     match value.and_then(|v| v.value.as_ref()) {
         Some(any_value::Value::StringValue(s)) => s.clone(),
         Some(any_value::Value::BoolValue(b)) => b.to_string(),
@@ -94,7 +94,7 @@ fn text(value: Option<&AnyValue>) -> String {
     }
 }
 
-fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
+pub fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
     attributes
         .iter()
         .find(|kv| kv.key == key)
@@ -102,7 +102,7 @@ fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> 
 }
 
 /// The service name and standard dimensions of a resource.
-fn resource_labels(attributes: &[KeyValue]) -> (String, Vec<(String, String)>) {
+pub fn resource_labels(attributes: &[KeyValue]) -> (String, Vec<(String, String)>) {
     let service = attribute(attributes, "service.name")
         .map_or_else(|| "unknown_service".to_owned(), |v| text(Some(v)));
     let labels = RESOURCE_DIMENSIONS
@@ -113,7 +113,7 @@ fn resource_labels(attributes: &[KeyValue]) -> (String, Vec<(String, String)>) {
 }
 
 /// Seconds from unix nanoseconds.
-fn seconds(time_ns: u64) -> u64 {
+pub fn seconds(time_ns: u64) -> u64 {
     time_ns / 1_000_000_000
 }
 
@@ -226,7 +226,7 @@ fn span_kind(kind: i32) -> &'static str {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

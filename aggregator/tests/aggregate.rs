@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -14,6 +15,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
     ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
 };
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message as _;
@@ -24,9 +26,13 @@ use vigil_core::distribution::{Distribution, RELATIVE_ERROR};
 use vigil_core::model::{Kind, Rollup};
 use vigil_core::on_both_backends;
 use vigil_core::shutdown::Shutdown;
-use vigil_core::store::{self, RollupQuery, Store};
+use vigil_core::store::{self, EventKind, EventQuery, RollupQuery, Store};
 use vigil_core::tenant::TenantId;
 use vigil_core::testing::{self, Backend};
+use vigil_proto::client::v1::{
+    AppStart, ClientBatch, ClientContext, ClientEvent, Crash, ExportClientRequest, SessionStart,
+    Stutter,
+};
 
 const NS: u64 = 1_000_000_000;
 const TRACE: [u8; 16] = [7; 16];
@@ -438,6 +444,166 @@ async fn a_restart_neither_loses_nor_double_counts(backend: Backend) {
     aggregator.wait().await.expect("stops cleanly");
 }
 
+/// A wallet app's session: started, a cold start of `start_ms`, stutter with
+/// 3 of 10 frames slow, and `crashes` crashes of one fingerprint.
+fn client_batch(time_s: u64, start_ms: f64, crashes: usize) -> ClientBatch {
+    let at = |event: ClientEvent| ClientEvent {
+        time_unix_nano: time_s * NS,
+        ..event
+    };
+    let mut events = vec![
+        at(ClientEvent {
+            session_start: Some(SessionStart {}),
+            ..Default::default()
+        }),
+        at(ClientEvent {
+            app_start: Some(AppStart {
+                kind: "cold".into(),
+                duration_ms: start_ms,
+            }),
+            ..Default::default()
+        }),
+        at(ClientEvent {
+            stutter: Some(Stutter {
+                total_frames: 10,
+                slow_frames: 3,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    ];
+    events.extend((0..crashes).map(|_| {
+        at(ClientEvent {
+            crash: Some(Crash {
+                kind: "native".into(),
+                exception_type: "SIGSEGV".into(),
+                stack_fingerprint: "f00d".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }));
+    ClientBatch {
+        context: Some(ClientContext {
+            app_id: "pay".into(),
+            app_version: "2.1.0".into(),
+            os_name: "android".into(),
+            cohort: "canary".into(),
+            ..Default::default()
+        }),
+        events,
+    }
+}
+
+fn log_records(time_s: u64, severities: &[i32]) -> Vec<u8> {
+    let records = severities
+        .iter()
+        .map(|&severity_number| LogRecord {
+            time_unix_nano: time_s * NS,
+            severity_number,
+            body: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(format!(
+                    "severity {severity_number}"
+                ))),
+            }),
+            trace_id: TRACE.to_vec(),
+            ..Default::default()
+        })
+        .collect();
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: resource(),
+            scope_logs: vec![ScopeLogs {
+                log_records: records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+async fn client_telemetry_and_logs_are_rolled_up_and_kept(backend: Backend) {
+    let Some(setup) = setup(backend).await else {
+        return;
+    };
+    let topics = setup.config.bus.topics();
+    let (aggregator, shutdown) = setup.start().await;
+    let now = now_s();
+    let client = ExportClientRequest {
+        batches: vec![client_batch(now, 800.0, 1), client_batch(now, 1200.0, 0)],
+    };
+    setup
+        .publish(
+            &topics.client,
+            vec![client.encode_to_vec(), client.encode_to_vec()],
+        )
+        .await;
+    setup
+        .publish(&topics.logs, vec![log_records(now, &[9, 13, 17, 21, 9])])
+        .await;
+
+    // Two messages of two sessions each.
+    let sessions = setup
+        .settled(Kind::Client, "client.sessions", 10, now, 4)
+        .await;
+    assert_rollup(&sessions, 4, 4.0, 0);
+    let starts = setup
+        .settled(Kind::Client, "client.app_start", 10, now, 4)
+        .await;
+    assert_rollup(&starts, 4, 4000.0, 0);
+    assert_eq!(
+        (starts.values.min(), starts.values.max()),
+        (Some(800.0), Some(1200.0))
+    );
+    let crashes = setup
+        .settled(Kind::Client, "client.crashes", 10, now, 2)
+        .await;
+    assert_rollup(&crashes, 2, 2.0, 2);
+    let slow = setup
+        .settled(Kind::Client, "client.frames.slow", 10, now, 4)
+        .await;
+    assert_rollup(&slow, 4, 12.0, 0);
+    let frames = setup
+        .settled(Kind::Client, "client.frames", 10, now, 4)
+        .await;
+    assert_rollup(&frames, 4, 40.0, 0);
+
+    let logs = setup.settled(Kind::Metric, "log.records", 10, now, 5).await;
+    assert_rollup(&logs, 5, 5.0, 2);
+
+    // Crashes and log records kept raw, once each although a crash came twice
+    // in equal messages (they are two crashes: two offsets).
+    let acme = TenantId::parse("acme").expect("tenant");
+    let range = ((now - 1) * NS, (now + 1) * NS);
+    let crash_events = setup
+        .store
+        .events(&EventQuery::new(
+            acme.clone(),
+            EventKind::Crash,
+            range.0,
+            range.1,
+        ))
+        .await
+        .expect("reads crashes");
+    assert_eq!(crash_events.len(), 2);
+    assert!(crash_events.iter().all(|c| c.fingerprint == "f00d"
+        && c.service == "pay"
+        && c.attributes.contains(&("vigil.cohort".into(), "canary".into()))));
+    let mut by_trace = EventQuery::new(acme, EventKind::Log, range.0, range.1);
+    by_trace.trace_id = Some("07".repeat(16));
+    let log_events = setup.store.events(&by_trace).await.expect("reads logs");
+    let mut severities: Vec<&str> = log_events.iter().map(|e| e.name.as_str()).collect();
+    severities.sort_unstable();
+    assert_eq!(severities, vec!["ERROR", "FATAL", "INFO", "INFO", "WARN"]);
+    assert_eq!(
+        aggregator.metrics().events_written.load(Ordering::Relaxed),
+        7
+    );
+    shutdown.trigger();
+    aggregator.wait().await.expect("stops cleanly");
+}
+
 /// Distribution::quantile of what the store merged equals the one of the
 /// same values recorded directly.
 async fn stored_distributions_equal_recorded_ones(backend: Backend) {
@@ -465,4 +631,5 @@ on_both_backends!(
     every_signal_is_rolled_up_exactly,
     a_restart_neither_loses_nor_double_counts,
     stored_distributions_equal_recorded_ones,
+    client_telemetry_and_logs_are_rolled_up_and_kept,
 );

@@ -73,6 +73,9 @@ pub struct StoreConfig {
     /// Days raw spans are kept; older day partitions are dropped.
     #[serde(default = "default_span_retention_days")]
     pub span_retention_days: u32,
+    /// Days raw log records and crashes are kept.
+    #[serde(default = "default_event_retention_days")]
+    pub event_retention_days: u32,
     /// Days rollups are kept (by the day they were written).
     #[serde(default = "default_rollup_retention_days")]
     pub rollup_retention_days: u32,
@@ -87,6 +90,7 @@ impl Default for StoreConfig {
         StoreConfig {
             kind: StoreKind::default(),
             span_retention_days: default_span_retention_days(),
+            event_retention_days: default_event_retention_days(),
             rollup_retention_days: default_rollup_retention_days(),
             sqlite: SqliteStoreConfig::default(),
             clickhouse: ClickHouseStoreConfig::default(),
@@ -451,6 +455,9 @@ impl Default for LimitsConfig {
 fn default_span_retention_days() -> u32 {
     7
 }
+fn default_event_retention_days() -> u32 {
+    14
+}
 fn default_rollup_retention_days() -> u32 {
     400
 }
@@ -646,6 +653,7 @@ impl Config {
         let store = &self.store;
         for (key, days) in [
             ("store.span_retention_days", store.span_retention_days),
+            ("store.event_retention_days", store.event_retention_days),
             ("store.rollup_retention_days", store.rollup_retention_days),
         ] {
             if !(1..=3650).contains(&days) {

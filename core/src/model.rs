@@ -102,13 +102,10 @@ impl SeriesKey {
     /// field, each followed by a separator byte no UTF-8 text holds). Never 0,
     /// which the store keeps for its own bookkeeping rows.
     pub fn id(&self) -> u64 {
-        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-        const PRIME: u64 = 0x0000_0100_0000_01b3;
-        let mut hash = OFFSET;
+        let mut hash = Fnv::default();
         let mut feed = |text: &str| {
-            for &byte in text.as_bytes().iter().chain(&[0xff]) {
-                hash = (hash ^ u64::from(byte)).wrapping_mul(PRIME);
-            }
+            hash.write(text.as_bytes());
+            hash.write(&[0xff]);
         };
         feed(self.tenant.as_str());
         feed(self.kind.as_str());
@@ -118,7 +115,30 @@ impl SeriesKey {
             feed(key);
             feed(value);
         }
-        hash.max(1)
+        hash.finish().max(1)
+    }
+}
+
+/// FNV-1a, 64 bits: a hash that stays the same across processes and
+/// versions, for ids the store keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    pub fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    pub fn finish(self) -> u64 {
+        self.0
     }
 }
 

@@ -6,7 +6,8 @@ use vigil_core::distribution::Distribution;
 use vigil_core::model::{Kind, Rollup, SeriesKey};
 use vigil_core::on_both_backends;
 use vigil_core::store::{
-    self, CatalogueEntry, Checkpoint, Flush, RollupQuery, RollupRow, SpanRecord, Store,
+    self, CatalogueEntry, Checkpoint, EventKind, EventQuery, EventRecord, Flush, RollupQuery,
+    RollupRow, SpanRecord, Store,
 };
 use vigil_core::tenant::TenantId;
 use vigil_core::testing::{Backend, store_config};
@@ -254,6 +255,88 @@ async fn spans_are_kept_once_and_found_by_trace(backend: Backend) {
     );
 }
 
+fn event(kind: EventKind, id: u64, time_s: u64, service: &str, fingerprint: &str) -> EventRecord {
+    EventRecord {
+        tenant: tenant("acme"),
+        kind,
+        id,
+        time_ns: time_s * 1_000_000_000 + id,
+        service: service.into(),
+        name: "SIGSEGV".into(),
+        body: format!("event {id} with 'quotes' and \\ backslashes"),
+        trace_id: if kind == EventKind::Log {
+            "0af7651916cd43dd8448eb211c80319c".into()
+        } else {
+            String::new()
+        },
+        span_id: String::new(),
+        fingerprint: fingerprint.into(),
+        attributes: vec![("app.version".into(), "2.1.0".into())],
+    }
+}
+
+async fn events_are_kept_once_and_found_by_every_filter(backend: Backend) {
+    let Some(store) = open(backend).await else {
+        return;
+    };
+    let crashes: Vec<EventRecord> = (0..5)
+        .map(|i| {
+            let app = if i < 3 { "wallet" } else { "shop" };
+            let fingerprint = if i % 2 == 0 { "f00d" } else { "beef" };
+            event(EventKind::Crash, i, NOW + i, app, fingerprint)
+        })
+        .collect();
+    let log = event(EventKind::Log, 0, NOW, "pay", "");
+    store.write_events(&crashes).await.expect("writes");
+    store
+        .write_events(&[crashes[1].clone(), log.clone()])
+        .await
+        .expect("writes again");
+
+    let from = NOW * 1_000_000_000;
+    let to = (NOW + 60) * 1_000_000_000;
+    let all = EventQuery::new(tenant("acme"), EventKind::Crash, from, to);
+    let found = store.events(&all).await.expect("reads");
+    // Newest first, each once, exactly as written.
+    let expected: Vec<EventRecord> = crashes.iter().rev().cloned().collect();
+    assert_eq!(found, expected);
+
+    let mut wallet = all.clone();
+    wallet.service = Some("wallet".into());
+    wallet.fingerprint = Some("f00d".into());
+    let ids: Vec<u64> = store
+        .events(&wallet)
+        .await
+        .expect("reads")
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, vec![2, 0]);
+
+    let mut window = all.clone();
+    window.from_ns = (NOW + 1) * 1_000_000_000;
+    window.to_ns = (NOW + 3) * 1_000_000_000;
+    window.limit = 1;
+    let ids: Vec<u64> = store
+        .events(&window)
+        .await
+        .expect("reads")
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, vec![2]);
+
+    let mut injected = all.clone();
+    injected.service = Some("wallet' OR '1'='1".into());
+    assert!(store.events(&injected).await.expect("reads").is_empty());
+
+    let mut logs = EventQuery::new(tenant("acme"), EventKind::Log, from, u64::MAX);
+    logs.trace_id = Some(log.trace_id.clone());
+    assert_eq!(store.events(&logs).await.expect("reads"), vec![log]);
+    let other = EventQuery::new(tenant("evil"), EventKind::Crash, 0, u64::MAX);
+    assert!(store.events(&other).await.expect("reads").is_empty());
+}
+
 async fn the_catalogue_widens_first_and_last_seen(backend: Backend) {
     let Some(store) = open(backend).await else {
         return;
@@ -321,8 +404,25 @@ async fn retention_drops_whole_old_days(backend: Backend) {
         .await
         .expect("writes");
 
-    // Defaults: spans 7 days, rollups 400 days; nothing is dropped yet for rollups.
+    store
+        .write_events(&[
+            event(EventKind::Crash, 1, NOW - 20 * DAY, "wallet", "f00d"),
+            event(EventKind::Crash, 2, old_day, "wallet", "f00d"),
+        ])
+        .await
+        .expect("writes");
+
+    // Defaults: spans 7 days, events 14, rollups 400; no rollup is dropped yet.
     store.enforce_retention(NOW).await.expect("enforces");
+    let crashes = EventQuery::new(tenant("acme"), EventKind::Crash, 0, u64::MAX);
+    let kept: Vec<u64> = store
+        .events(&crashes)
+        .await
+        .expect("reads")
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(kept, vec![2]);
     let spans = store.trace(&tenant("acme"), trace).await.expect("reads");
     assert_eq!(
         spans.iter().map(|s| s.span_id.as_str()).collect::<Vec<_>>(),
@@ -344,6 +444,7 @@ on_both_backends!(
     partial_and_correction_rows_merge_into_one_window,
     queries_select_by_every_filter,
     spans_are_kept_once_and_found_by_trace,
+    events_are_kept_once_and_found_by_every_filter,
     the_catalogue_widens_first_and_last_seen,
     retention_drops_whole_old_days,
 );

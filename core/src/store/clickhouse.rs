@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use super::codec::{Stats, corrupt, label_arrays, merge_rows, series_from};
 use super::{
-    CatalogueEntry, Checkpoint, Flush, RollupQuery, SpanRecord, Store, StoreError, StoredRollup,
-    day_of,
+    CatalogueEntry, Checkpoint, EventKind, EventQuery, EventRecord, Flush, RollupQuery, SpanRecord,
+    Store, StoreError, StoredRollup, day_of,
 };
 use crate::config::StoreConfig;
 use crate::model::Kind;
@@ -29,7 +29,8 @@ const CHECKPOINT_KIND: &str = "checkpoint";
 const MAX_INSERT_BLOCK_ROWS: &str = "2000000";
 
 /// Schema versions, applied in order and recorded in `vigil_migrations`.
-const MIGRATIONS: &[(u32, &str, &[&str])] = &[(
+const MIGRATIONS: &[(u32, &str, &[&str])] = &[
+    (
     1,
     "rollups, spans, series",
     &[
@@ -55,7 +56,17 @@ const MIGRATIONS: &[(u32, &str, &[&str])] = &[(
             first_seen UInt64, last_seen UInt64
         ) ENGINE = ReplacingMergeTree ORDER BY (tenant, kind, service, name, series, first_seen, last_seen)",
     ],
-)];
+    ),
+    (
+        2,
+        "events",
+        &["CREATE TABLE IF NOT EXISTS events (
+            tenant String, kind String, id UInt64, time_ns UInt64, service String, name String,
+            body String, trace_id String, span_id String, fingerprint String,
+            attribute_keys Array(String), attribute_values Array(String), day UInt32
+        ) ENGINE = ReplacingMergeTree PARTITION BY day ORDER BY (tenant, kind, time_ns, id)"],
+    ),
+];
 
 /// The ClickHouse store.
 #[derive(Clone)]
@@ -65,6 +76,7 @@ pub struct ClickHouseStore {
     client: Client,
     database: String,
     span_retention_days: u64,
+    event_retention_days: u64,
     rollup_retention_days: u64,
 }
 
@@ -180,6 +192,23 @@ struct SpanRow {
 }
 
 #[derive(Row, Serialize, Deserialize)]
+struct EventRow {
+    tenant: String,
+    kind: String,
+    id: u64,
+    time_ns: u64,
+    service: String,
+    name: String,
+    body: String,
+    trace_id: String,
+    span_id: String,
+    fingerprint: String,
+    attribute_keys: Vec<String>,
+    attribute_values: Vec<String>,
+    day: u32,
+}
+
+#[derive(Row, Serialize, Deserialize)]
 struct SeriesRow {
     tenant: String,
     kind: String,
@@ -217,6 +246,7 @@ impl ClickHouseStore {
             server,
             database: settings.database.clone(),
             span_retention_days: u64::from(config.span_retention_days),
+            event_retention_days: u64::from(config.event_retention_days),
             rollup_retention_days: u64::from(config.rollup_retention_days),
         }
     }
@@ -516,6 +546,76 @@ impl Store for ClickHouseStore {
             .collect()
     }
 
+    async fn write_events(&self, events: &[EventRecord]) -> Result<(), StoreError> {
+        let rows = events.iter().map(|event| {
+            let (attribute_keys, attribute_values) = event.attributes.iter().cloned().unzip();
+            EventRow {
+                tenant: event.tenant.as_str().to_owned(),
+                kind: event.kind.as_str().to_owned(),
+                id: event.id,
+                time_ns: event.time_ns,
+                service: event.service.clone(),
+                name: event.name.clone(),
+                body: event.body.clone(),
+                trace_id: event.trace_id.clone(),
+                span_id: event.span_id.clone(),
+                fingerprint: event.fingerprint.clone(),
+                attribute_keys,
+                attribute_values,
+                day: day_u32(event.time_ns / 1_000_000_000),
+            }
+        });
+        self.insert_all("events", rows.collect()).await
+    }
+
+    async fn events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
+        let rows: Vec<EventRow> = self
+            .client
+            .query(
+                "SELECT ?fields FROM events
+                 WHERE tenant = ? AND kind = ? AND time_ns >= ? AND time_ns < ?
+                    AND (? = 0 OR service = ?) AND (? = 0 OR trace_id = ?)
+                    AND (? = 0 OR fingerprint = ?)
+                 ORDER BY time_ns DESC, id LIMIT 1 BY id LIMIT ?",
+            )
+            .bind(query.tenant.as_str())
+            .bind(query.kind.as_str())
+            .bind(query.from_ns)
+            .bind(query.to_ns)
+            .bind(u8::from(query.service.is_some()))
+            .bind(query.service.as_deref().unwrap_or(""))
+            .bind(u8::from(query.trace_id.is_some()))
+            .bind(query.trace_id.as_deref().unwrap_or(""))
+            .bind(u8::from(query.fingerprint.is_some()))
+            .bind(query.fingerprint.as_deref().unwrap_or(""))
+            .bind(u64::try_from(query.limit).unwrap_or(u64::MAX))
+            .fetch_all()
+            .await
+            .map_err(classify)?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(EventRecord {
+                    tenant: TenantId::parse(&row.tenant).map_err(|e| corrupt("tenant", e))?,
+                    kind: EventKind::parse(&row.kind)
+                        .ok_or_else(|| corrupt("event kind", &row.kind))?,
+                    id: row.id,
+                    time_ns: row.time_ns,
+                    service: row.service,
+                    name: row.name,
+                    body: row.body,
+                    trace_id: row.trace_id,
+                    span_id: row.span_id,
+                    fingerprint: row.fingerprint,
+                    attributes: row
+                        .attribute_keys
+                        .into_iter()
+                        .zip(row.attribute_values)
+                        .collect(),
+                })
+            })
+            .collect()
+    }
+
     async fn series(
         &self,
         tenant: &TenantId,
@@ -564,17 +664,17 @@ impl Store for ClickHouseStore {
             .client
             .query(
                 "SELECT DISTINCT table, toUInt32(partition) FROM system.parts
-                 WHERE database = ? AND active AND table IN ('spans', 'rollups')",
+                 WHERE database = ? AND active AND table IN ('spans', 'events', 'rollups')",
             )
             .bind(&self.database)
             .fetch_all()
             .await
             .map_err(classify)?;
         for partition in partitions {
-            let retention = if partition.table == "spans" {
-                self.span_retention_days
-            } else {
-                self.rollup_retention_days
+            let retention = match partition.table.as_str() {
+                "spans" => self.span_retention_days,
+                "events" => self.event_retention_days,
+                _ => self.rollup_retention_days,
             };
             if u64::from(partition.day) + retention < today {
                 self.client

@@ -11,18 +11,19 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::codec::{Stats, blob_buckets, buckets_blob, corrupt, merge_rows};
 use super::{
-    CatalogueEntry, Checkpoint, Flush, RollupQuery, SpanRecord, Store, StoreError, StoredRollup,
-    day_of,
+    CatalogueEntry, Checkpoint, EventQuery, EventRecord, Flush, RollupQuery, SpanRecord, Store,
+    StoreError, StoredRollup, day_of,
 };
 use crate::config::StoreConfig;
 use crate::model::{Kind, SeriesKey};
 use crate::tenant::TenantId;
 
 /// Schema versions, applied in order and recorded in `vigil_migrations`.
-const MIGRATIONS: &[(u32, &str, &str)] = &[(
-    1,
-    "rollups, checkpoints, spans, series",
-    "CREATE TABLE rollups (
+const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (
+        1,
+        "rollups, checkpoints, spans, series",
+        "CREATE TABLE rollups (
         tenant TEXT NOT NULL, kind TEXT NOT NULL, service TEXT NOT NULL, name TEXT NOT NULL,
         labels TEXT NOT NULL, series INTEGER NOT NULL,
         width INTEGER NOT NULL, start INTEGER NOT NULL,
@@ -54,13 +55,28 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[(
         first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL
     );
     CREATE INDEX series_by_tenant ON series (tenant, kind, service, name);",
-)];
+    ),
+    (
+        2,
+        "events",
+        "CREATE TABLE events (
+            tenant TEXT NOT NULL, kind TEXT NOT NULL, id INTEGER NOT NULL,
+            time_ns INTEGER NOT NULL, service TEXT NOT NULL, name TEXT NOT NULL,
+            body TEXT NOT NULL, trace_id TEXT NOT NULL, span_id TEXT NOT NULL,
+            fingerprint TEXT NOT NULL, attributes TEXT NOT NULL, day INTEGER NOT NULL,
+            PRIMARY KEY (tenant, kind, id)
+        ) WITHOUT ROWID;
+        CREATE INDEX events_by_time ON events (tenant, kind, time_ns);
+        CREATE INDEX events_by_day ON events (day);",
+    ),
+];
 
 /// The embedded store.
 #[derive(Clone)]
 pub struct SqliteStore {
     connection: Arc<Mutex<Connection>>,
     span_retention_days: u64,
+    event_retention_days: u64,
     rollup_retention_days: u64,
 }
 
@@ -94,6 +110,10 @@ fn to_sql(value: u64) -> i64 {
 }
 fn from_sql(value: i64) -> u64 {
     value as u64
+}
+/// A time bound, kept within what a signed column compares correctly.
+fn bound_to_sql(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 fn labels_json(series: &SeriesKey) -> String {
@@ -140,6 +160,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             connection: Arc::new(Mutex::new(connection)),
             span_retention_days: u64::from(config.span_retention_days),
+            event_retention_days: u64::from(config.event_retention_days),
             rollup_retention_days: u64::from(config.rollup_retention_days),
         })
     }
@@ -477,6 +498,91 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn write_events(&self, events: &[EventRecord]) -> Result<(), StoreError> {
+        let events = events.to_vec();
+        self.run(move |connection| {
+            let tx = connection.transaction().map_err(fatal)?;
+            {
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO events (tenant, kind, id, time_ns, service, name,
+                            body, trace_id, span_id, fingerprint, attributes, day)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    )
+                    .map_err(fatal)?;
+                for event in &events {
+                    insert
+                        .execute(params![
+                            event.tenant.as_str(),
+                            event.kind.as_str(),
+                            to_sql(event.id),
+                            to_sql(event.time_ns),
+                            event.service,
+                            event.name,
+                            event.body,
+                            event.trace_id,
+                            event.span_id,
+                            event.fingerprint,
+                            serde_json::to_string(&event.attributes).unwrap_or_default(),
+                            to_sql(day_of(event.time_ns / 1_000_000_000)),
+                        ])
+                        .map_err(fatal)?;
+                }
+            }
+            tx.commit().map_err(fatal)
+        })
+        .await
+    }
+
+    async fn events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
+        let query = query.clone();
+        self.run(move |connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT id, time_ns, service, name, body, trace_id, span_id, fingerprint,
+                        attributes
+                     FROM events
+                     WHERE tenant = ?1 AND kind = ?2 AND time_ns >= ?3 AND time_ns < ?4
+                        AND (?5 IS NULL OR service = ?5) AND (?6 IS NULL OR trace_id = ?6)
+                        AND (?7 IS NULL OR fingerprint = ?7)
+                     ORDER BY time_ns DESC, id LIMIT ?8",
+                )
+                .map_err(fatal)?;
+            let mut rows = statement
+                .query(params![
+                    query.tenant.as_str(),
+                    query.kind.as_str(),
+                    bound_to_sql(query.from_ns),
+                    bound_to_sql(query.to_ns),
+                    query.service,
+                    query.trace_id,
+                    query.fingerprint,
+                    i64::try_from(query.limit).unwrap_or(i64::MAX),
+                ])
+                .map_err(fatal)?;
+            let mut events = Vec::new();
+            while let Some(row) = rows.next().map_err(fatal)? {
+                let attributes: String = row.get(8).map_err(fatal)?;
+                events.push(EventRecord {
+                    tenant: query.tenant.clone(),
+                    kind: query.kind,
+                    id: from_sql(row.get(0).map_err(fatal)?),
+                    time_ns: from_sql(row.get(1).map_err(fatal)?),
+                    service: row.get(2).map_err(fatal)?,
+                    name: row.get(3).map_err(fatal)?,
+                    body: row.get(4).map_err(fatal)?,
+                    trace_id: row.get(5).map_err(fatal)?,
+                    span_id: row.get(6).map_err(fatal)?,
+                    fingerprint: row.get(7).map_err(fatal)?,
+                    attributes: serde_json::from_str(&attributes)
+                        .map_err(|e| corrupt("event attributes", e))?,
+                });
+            }
+            Ok(events)
+        })
+        .await
+    }
+
     async fn series(
         &self,
         tenant: &TenantId,
@@ -522,10 +628,14 @@ impl Store for SqliteStore {
     async fn enforce_retention(&self, now_s: u64) -> Result<(), StoreError> {
         let today = day_of(now_s);
         let spans_before = to_sql(today.saturating_sub(self.span_retention_days));
+        let events_before = to_sql(today.saturating_sub(self.event_retention_days));
         let rollups_before = to_sql(today.saturating_sub(self.rollup_retention_days));
         self.run(move |connection| {
             connection
                 .execute("DELETE FROM spans WHERE day < ?1", [spans_before])
+                .and_then(|_| {
+                    connection.execute("DELETE FROM events WHERE day < ?1", [events_before])
+                })
                 .and_then(|_| {
                     connection.execute("DELETE FROM rollups WHERE day < ?1", [rollups_before])
                 })
