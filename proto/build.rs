@@ -4,6 +4,7 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "vigil/bus/v1/distribution.proto",
+        "vigil/bus/v1/rollup.proto",
         "vigil/client/v1/client.proto",
         "prometheus/remote.proto",
     ];

@@ -63,25 +63,28 @@ impl Aggregator {
         shutdown: Shutdown,
     ) -> Result<Aggregator, AggregatorError> {
         let topics = config.bus.topics();
-        let metrics = Arc::new(Metrics::default());
-        let mut tasks = Vec::new();
-        for (topic, signal) in [
-            (topics.metrics, Signal::Metrics),
-            (topics.traces, Signal::Traces),
-            (topics.logs, Signal::Logs),
-            (topics.client, Signal::Client),
-        ] {
-            bus.create_topic(&topic, config.bus.partitions)
+        for topic in topics.all() {
+            bus.create_topic(topic, config.bus.partitions)
                 .await
                 .map_err(|source| AggregatorError::Topic {
-                    topic: topic.clone(),
+                    topic: topic.to_owned(),
                     source,
                 })?;
+        }
+        let metrics = Arc::new(Metrics::default());
+        let mut tasks = Vec::new();
+        for signal in [
+            Signal::Metrics,
+            Signal::Traces,
+            Signal::Logs,
+            Signal::Client,
+        ] {
             let pipeline = Pipeline::new(
-                topic,
                 signal,
                 config.aggregator.clone(),
                 Arc::clone(&store),
+                Arc::clone(&bus),
+                topics.clone(),
                 Arc::clone(&metrics),
             );
             // One group per topic: a rebalance of one topic (a member died)

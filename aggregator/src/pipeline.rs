@@ -1,6 +1,11 @@
 //! One topic's consumer loop: poll, turn messages into observations, and
 //! every flush interval write each partition's rows with its checkpoint,
-//! then commit the group offsets.
+//! publish them on the rollups topic, then commit the group offsets.
+//!
+//! The rollups topic is at-least-once, and may miss a flush that was
+//! written just before a crash: readers drop repeated `seq`s and read a
+//! gap from the store. A message that cannot be decoded goes to the
+//! dead-letter topic with the reason, and its partition goes on.
 //!
 //! The store, not the consumer group, says where a partition resumes (see
 //! `partition.rs`); the group's committed offset is `replay_from`, so that a
@@ -16,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
-use vigil_core::bus::{Consumer, Message, Position};
+use vigil_core::bus::{Bus, Consumer, Message, Position, Record, Topics, rollups};
 use vigil_core::config::AggregatorConfig;
 use vigil_core::model::Fnv;
 use vigil_core::shutdown::Shutdown;
@@ -37,6 +42,8 @@ const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 /// How long a flush may keep failing before the pipeline starts over.
 const FLUSH_GIVE_UP: Duration = Duration::from_secs(30);
+/// How long a publish to the rollups or dead-letter topic is retried.
+const PUBLISH_GIVE_UP: Duration = Duration::from_secs(10);
 /// How often a series' "last seen" is written to the catalogue.
 const CATALOGUE_REFRESH_S: u64 = 3_600;
 
@@ -58,6 +65,16 @@ impl Signal {
             Signal::Client => "client",
         }
     }
+
+    /// The topic that carries it.
+    pub fn topic(self, topics: &Topics) -> &str {
+        match self {
+            Signal::Metrics => &topics.metrics,
+            Signal::Traces => &topics.traces,
+            Signal::Logs => &topics.logs,
+            Signal::Client => &topics.client,
+        }
+    }
 }
 
 /// The aggregator's self-metrics, shared by its pipelines.
@@ -77,6 +94,12 @@ pub struct Metrics {
     /// Log records and crashes kept raw.
     pub events_written: AtomicU64,
     pub failed_flushes: AtomicU64,
+    /// Rollup batches published for the alerter.
+    pub published_batches: AtomicU64,
+    /// Rollup batches or dead letters the bus did not take in time.
+    pub failed_publishes: AtomicU64,
+    /// Undecodable messages sent to the dead-letter topic.
+    pub dead_letters: AtomicU64,
 }
 
 fn now_s() -> u64 {
@@ -91,6 +114,8 @@ pub struct Pipeline {
     pub signal: Signal,
     pub config: AggregatorConfig,
     pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub topics: Topics,
     pub metrics: Arc<Metrics>,
     partitions: BTreeMap<i32, Partition>,
     spans: Vec<SpanRecord>,
@@ -100,18 +125,22 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// The pipeline of `signal`'s topic.
     pub fn new(
-        source: String,
         signal: Signal,
         config: AggregatorConfig,
         store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        topics: Topics,
         metrics: Arc<Metrics>,
     ) -> Self {
         Pipeline {
-            source,
+            source: signal.topic(&topics).to_owned(),
             signal,
             config,
             store,
+            bus,
+            topics,
             metrics,
             partitions: BTreeMap::new(),
             spans: Vec::new(),
@@ -200,8 +229,15 @@ impl Pipeline {
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     %error, source = %self.source, partition = message.partition,
-                    offset = message.offset, "skipped a message that cannot be decoded"
+                    offset = message.offset, "a message cannot be decoded; sent to the dead-letter topic"
                 );
+                if mode == Mode::Count {
+                    let letter = rollups::dead_letter(&self.source, &message, &error.to_string());
+                    let topic = self.topics.dead_letter.clone();
+                    if self.publish(&topic, vec![letter]).await {
+                        self.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 return Ok(());
             }
         };
@@ -263,8 +299,12 @@ impl Pipeline {
             checkpoints: Vec::new(),
             rows: Vec::new(),
         };
+        let mut batches = Vec::new();
         for partition in self.partitions.values_mut() {
             if let Some((rows, checkpoint)) = partition.flush(now, staleness_s) {
+                if self.config.publish_rollups && !rows.is_empty() {
+                    batches.extend(rollups::encode(&self.source, &checkpoint, &rows));
+                }
                 flush.rows.extend(rows);
                 flush.checkpoints.push(checkpoint);
             }
@@ -297,6 +337,15 @@ impl Pipeline {
                 seen.2 = Some(now);
             }
         }
+        if !batches.is_empty() {
+            let count = batches.len() as u64;
+            let topic = self.topics.rollups.clone();
+            if self.publish(&topic, batches).await {
+                self.metrics
+                    .published_batches
+                    .fetch_add(count, Ordering::Relaxed);
+            }
+        }
         self.metrics.flushes.fetch_add(1, Ordering::Relaxed);
         self.metrics
             .rows_written
@@ -320,6 +369,30 @@ impl Pipeline {
             tracing::warn!(%error, "committing group offsets failed");
         }
         Ok(())
+    }
+
+    /// Publishes `records`, retrying while the bus is unavailable; whether
+    /// it took them. Neither the store nor the partition waits longer.
+    async fn publish(&self, topic: &str, records: Vec<Record>) -> bool {
+        let started = Instant::now();
+        let mut backoff = RETRY_FIRST;
+        loop {
+            match self.bus.publish(topic, records.clone()).await {
+                Ok(()) => return true,
+                Err(error) if error.is_retryable() && started.elapsed() < PUBLISH_GIVE_UP => {
+                    tracing::warn!(%error, %topic, retry_in = ?backoff, "publish failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                }
+                Err(error) => {
+                    self.metrics
+                        .failed_publishes
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(%error, %topic, "publish failed; giving up");
+                    return false;
+                }
+            }
+        }
     }
 
     /// Spans, events and catalogue first (all idempotent), then the flush: a

@@ -11,16 +11,16 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
     ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
 };
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message as _;
 use vigil_aggregator::Aggregator;
-use vigil_core::bus::{self, Bus, Record};
+use vigil_core::bus::{self, Bus, Record, rollups};
 use vigil_core::config::Config;
 use vigil_core::distribution::{Distribution, RELATIVE_ERROR};
 use vigil_core::model::{Kind, Rollup};
@@ -29,6 +29,7 @@ use vigil_core::shutdown::Shutdown;
 use vigil_core::store::{self, EventKind, EventQuery, RollupQuery, Store};
 use vigil_core::tenant::TenantId;
 use vigil_core::testing::{self, Backend};
+use vigil_proto::bus::v1::DeadLetter;
 use vigil_proto::client::v1::{
     AppStart, ClientBatch, ClientContext, ClientEvent, Crash, ExportClientRequest, SessionStart,
     Stutter,
@@ -587,9 +588,12 @@ async fn client_telemetry_and_logs_are_rolled_up_and_kept(backend: Backend) {
         .await
         .expect("reads crashes");
     assert_eq!(crash_events.len(), 2);
-    assert!(crash_events.iter().all(|c| c.fingerprint == "f00d"
-        && c.service == "pay"
-        && c.attributes.contains(&("vigil.cohort".into(), "canary".into()))));
+    assert!(crash_events.iter().all(|c| {
+        c.fingerprint == "f00d"
+            && c.service == "pay"
+            && c.attributes
+                .contains(&("vigil.cohort".into(), "canary".into()))
+    }));
     let mut by_trace = EventQuery::new(acme, EventKind::Log, range.0, range.1);
     by_trace.trace_id = Some("07".repeat(16));
     let log_events = setup.store.events(&by_trace).await.expect("reads logs");
@@ -600,6 +604,116 @@ async fn client_telemetry_and_logs_are_rolled_up_and_kept(backend: Backend) {
         aggregator.metrics().events_written.load(Ordering::Relaxed),
         7
     );
+    shutdown.trigger();
+    aggregator.wait().await.expect("stops cleanly");
+}
+
+/// Every flush's rows reach the rollups topic; a message that cannot be
+/// read goes to the dead-letter topic with its reason, and the messages
+/// after it in its partition are still counted.
+async fn flushes_are_published_and_bad_messages_dead_lettered(backend: Backend) {
+    let Some(setup) = setup(backend).await else {
+        return;
+    };
+    let topics = setup.config.bus.topics();
+    let (aggregator, shutdown) = setup.start().await;
+    let now = now_s();
+    // One key: one partition, in this order.
+    setup
+        .publish(
+            &topics.traces,
+            vec![
+                spans(1, 30, 2, now),
+                b"\x0a\xff\xff not protobuf".to_vec(),
+                spans(31, 20, 1, now),
+            ],
+        )
+        .await;
+    setup
+        .bus
+        .publish(
+            &topics.traces,
+            vec![Record::new(
+                bytes::Bytes::from_static(b"no-slash"),
+                spans(60, 1, 0, now),
+            )],
+        )
+        .await
+        .expect("published");
+
+    let counted = setup.settled(Kind::Span, "POST /pay", 10, now, 50).await;
+    assert_rollup(&counted, 50, (1..=30).chain(1..=20).map(f64::from).sum(), 3);
+
+    let mut letters = setup
+        .bus
+        .subscribe(&topics.dead_letter, "test-dead-letters")
+        .await
+        .expect("subscribes");
+    let letters = testing::read_until(letters.as_mut(), |m| m.len() >= 2).await;
+    let mut letters: Vec<DeadLetter> = letters
+        .iter()
+        .map(|m| DeadLetter::decode(&m.payload[..]).expect("a dead letter"))
+        .collect();
+    letters.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(letters.len(), 2);
+    assert_eq!(letters[0].key, b"acme/pay");
+    assert_eq!(letters[0].payload, b"\x0a\xff\xff not protobuf");
+    assert_eq!(letters[0].source, topics.traces);
+    assert!(
+        letters[0]
+            .reason
+            .starts_with("payload is not a OTLP ExportTraceServiceRequest"),
+        "{}",
+        letters[0].reason
+    );
+    assert_eq!(letters[1].key, b"no-slash");
+    assert_eq!(
+        letters[1].reason,
+        "message key \"no-slash\" is not `tenant/service`"
+    );
+
+    // The published 10 s rows add up to what the store holds, and each
+    // partition's seq only grows.
+    let mut published = setup
+        .bus
+        .subscribe(&topics.rollups, "test-rollups")
+        .await
+        .expect("subscribes");
+    let mut total = Rollup::default();
+    let mut last_seq = std::collections::HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while total.values.count() < 50 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "published {total:?}"
+        );
+        for message in published
+            .poll(100, Duration::from_millis(200))
+            .await
+            .expect("polls")
+        {
+            let batch = rollups::decode(&message.payload).expect("a rollup batch");
+            assert_eq!(batch.source, topics.traces);
+            let last = last_seq.insert(batch.partition, batch.seq);
+            assert!(
+                last.is_none_or(|last| last < batch.seq),
+                "seq {last:?} then {}",
+                batch.seq
+            );
+            for row in batch.rows.iter().filter(|r| {
+                r.width_s == 10 && r.series.name == "POST /pay" && r.start_s == now - now % 10
+            }) {
+                total.merge(&row.rollup);
+            }
+        }
+    }
+    assert_eq!(total.values.count(), counted.values.count());
+    assert_eq!(total.errors, counted.errors);
+    assert_eq!(total.values.to_buckets(), counted.values.to_buckets());
+    let metrics = aggregator.metrics();
+    assert_eq!(metrics.dead_letters.load(Ordering::Relaxed), 2);
+    assert_eq!(metrics.undecodable_messages.load(Ordering::Relaxed), 2);
+    assert!(metrics.published_batches.load(Ordering::Relaxed) >= 1);
     shutdown.trigger();
     aggregator.wait().await.expect("stops cleanly");
 }
@@ -632,4 +746,5 @@ on_both_backends!(
     a_restart_neither_loses_nor_double_counts,
     stored_distributions_equal_recorded_ones,
     client_telemetry_and_logs_are_rolled_up_and_kept,
+    flushes_are_published_and_bad_messages_dead_lettered,
 );

@@ -155,7 +155,8 @@ impl Default for ClickHouseStoreConfig {
 #[serde(deny_unknown_fields)]
 pub struct AggregatorConfig {
     /// Consumer group of every aggregator sharing the work (one group per
-    /// topic: `<group>.metrics`, `<group>.traces`).
+    /// topic: `<group>.metrics`, `<group>.traces`, `<group>.logs`,
+    /// `<group>.client`).
     #[serde(default = "default_aggregator_group")]
     pub group: String,
     /// How long after its end a window waits for late points before it
@@ -178,6 +179,10 @@ pub struct AggregatorConfig {
     /// deployment.environment, cloud.region).
     #[serde(default = "default_span_dimensions")]
     pub span_dimensions: Vec<String>,
+    /// Whether every flush's rows are also published on the rollups topic,
+    /// which the alerter reads.
+    #[serde(default = "default_true")]
+    pub publish_rollups: bool,
 }
 
 impl Default for AggregatorConfig {
@@ -189,6 +194,7 @@ impl Default for AggregatorConfig {
             max_flush_rows: default_max_flush_rows(),
             cumulative_max_staleness_s: default_cumulative_max_staleness_s(),
             span_dimensions: default_span_dimensions(),
+            publish_rollups: true,
         }
     }
 }
@@ -490,6 +496,9 @@ fn default_max_flush_rows() -> usize {
 }
 fn default_cumulative_max_staleness_s() -> u64 {
     300
+}
+fn default_true() -> bool {
+    true
 }
 fn default_span_dimensions() -> Vec<String> {
     vec!["http.route".to_owned(), "rpc.method".to_owned()]
@@ -1161,7 +1170,9 @@ mod tests {
                 "test_7.otlp.metrics",
                 "test_7.otlp.traces",
                 "test_7.otlp.logs",
-                "test_7.client"
+                "test_7.client",
+                "test_7.rollups",
+                "test_7.deadletter"
             ]
         );
     }

@@ -13,6 +13,7 @@
 
 mod embedded;
 mod kafka;
+pub mod rollups;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,9 +30,9 @@ use crate::tenant::TenantId;
 
 /// The names of Vigil's topics, all under one prefix.
 ///
-/// Every message's key is `{tenant}/{service}` (`{tenant}/{app_id}` for client
-/// telemetry): tenant ids cannot hold `/`, so the split is unambiguous, and
-/// one service's data stays in order.
+/// Every ingest message's key is `{tenant}/{service}` (`{tenant}/{app_id}`
+/// for client telemetry): tenant ids cannot hold `/`, so the split is
+/// unambiguous, and one service's data stays in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
     /// OTLP `ExportMetricsServiceRequest`s, one resource each.
@@ -42,6 +43,11 @@ pub struct Topics {
     pub logs: String,
     /// `vigil.client.v1.ExportClientRequest`s, one batch (one app) each.
     pub client: String,
+    /// `vigil.bus.v1.RollupBatch`es: what the aggregators wrote, keyed
+    /// `{source topic}/{partition}`, for the alerter.
+    pub rollups: String,
+    /// `vigil.bus.v1.DeadLetter`s: messages an aggregator could not read.
+    pub dead_letter: String,
 }
 
 impl Topics {
@@ -51,6 +57,8 @@ impl Topics {
             traces: format!("{prefix}otlp.traces"),
             logs: format!("{prefix}otlp.logs"),
             client: format!("{prefix}client"),
+            rollups: format!("{prefix}rollups"),
+            dead_letter: format!("{prefix}deadletter"),
         }
     }
 
@@ -64,8 +72,15 @@ impl Topics {
     }
 
     /// Every topic, for creating them at start-up.
-    pub fn all(&self) -> [&str; 4] {
-        [&self.metrics, &self.traces, &self.logs, &self.client]
+    pub fn all(&self) -> [&str; 6] {
+        [
+            &self.metrics,
+            &self.traces,
+            &self.logs,
+            &self.client,
+            &self.rollups,
+            &self.dead_letter,
+        ]
     }
 }
 
