@@ -28,7 +28,7 @@ use vigil_core::on_both_backends;
 use vigil_core::shutdown::Shutdown;
 use vigil_core::store::{self, EventKind, EventQuery, RollupQuery, Store};
 use vigil_core::tenant::TenantId;
-use vigil_core::testing::{self, Backend};
+use vigil_core::testing::{self, Backend, Proxy};
 use vigil_proto::bus::v1::DeadLetter;
 use vigil_proto::client::v1::{
     AppStart, ClientBatch, ClientContext, ClientEvent, Crash, ExportClientRequest, SessionStart,
@@ -718,6 +718,117 @@ async fn flushes_are_published_and_bad_messages_dead_lettered(backend: Backend) 
     aggregator.wait().await.expect("stops cleanly");
 }
 
+/// Aggregators joining and leaving one group mid-stream: the partitions
+/// move between them, and every span is counted once.
+async fn a_rebalance_neither_loses_nor_double_counts(backend: Backend) {
+    let Some(setup) = setup(backend).await else {
+        return;
+    };
+    let topics = setup.config.bus.topics();
+    let now = now_s();
+    let keys = ["acme/pay-a", "acme/pay-b", "acme/pay-c", "acme/pay-d"];
+    let (first, stop_first) = setup.start().await;
+    let first_metrics = Arc::clone(first.metrics());
+    let mut first = Some(first);
+    let mut second = None;
+    for round in 0..30u64 {
+        if round == 10 {
+            second = Some(setup.start().await);
+        }
+        if round == 20 {
+            stop_first.trigger();
+            first
+                .take()
+                .expect("running")
+                .wait()
+                .await
+                .expect("stops cleanly");
+        }
+        let records = keys
+            .iter()
+            .zip(0u64..)
+            .map(|(key, k)| {
+                Record::new(
+                    bytes::Bytes::from_static(key.as_bytes()),
+                    spans(round * 100 + k * 10, 5, 1, now),
+                )
+            })
+            .collect();
+        setup
+            .bus
+            .publish(&topics.traces, records)
+            .await
+            .expect("published");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (second, stop_second) = second.expect("started");
+    let total = setup.settled(Kind::Span, "POST /pay", 10, now, 600).await;
+    assert_rollup(&total, 600, 30.0 * 4.0 * 15.0, 120);
+    let taken = |metrics: &vigil_aggregator::Metrics| metrics.messages.load(Ordering::Relaxed);
+    assert!(
+        taken(&first_metrics) > 0,
+        "the first aggregator took nothing"
+    );
+    assert!(
+        taken(second.metrics()) > 0,
+        "the second aggregator took nothing"
+    );
+    stop_second.trigger();
+    second.wait().await.expect("stops cleanly");
+}
+
+/// ClickHouse cut off mid-stream: the aggregator stops, retries with
+/// backoff, and once ClickHouse is back every span is stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_clickhouse_delays_but_loses_nothing() {
+    let Some(setup) = setup(Backend::Kafka).await else {
+        return;
+    };
+    let topics = setup.config.bus.topics();
+    let clickhouse = setup.config.store.clickhouse.url.replace("http://", "");
+    let proxy = Proxy::start(&clickhouse).await;
+    let mut proxied = setup.config.store.clone();
+    proxied.clickhouse.url = format!("http://{}", proxy.address());
+    let shutdown = Shutdown::new();
+    let aggregator = Aggregator::start(
+        &setup.config,
+        Arc::clone(&setup.bus),
+        store::connect(&proxied).expect("store"),
+        shutdown.clone(),
+    )
+    .await
+    .expect("aggregator starts");
+    let now = now_s();
+
+    setup
+        .publish(&topics.traces, vec![spans(1, 10, 1, now)])
+        .await;
+    setup.settled(Kind::Span, "POST /pay", 10, now, 10).await;
+
+    proxy.cut();
+    setup
+        .publish(
+            &topics.traces,
+            vec![spans(11, 20, 2, now), spans(31, 30, 0, now)],
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = setup.total(Kind::Span, "POST /pay", 10, now).await;
+    assert_eq!(
+        during.values.count(),
+        10,
+        "nothing is written while it is down"
+    );
+    assert!(aggregator.metrics().failed_flushes.load(Ordering::Relaxed) > 0);
+
+    proxy.restore();
+    let total = setup.settled(Kind::Span, "POST /pay", 10, now, 60).await;
+    let sum: f64 = (1..=10).chain(1..=20).chain(1..=30).map(f64::from).sum();
+    assert_rollup(&total, 60, sum, 3);
+    shutdown.trigger();
+    aggregator.wait().await.expect("stops cleanly");
+}
+
 /// Distribution::quantile of what the store merged equals the one of the
 /// same values recorded directly.
 async fn stored_distributions_equal_recorded_ones(backend: Backend) {
@@ -747,4 +858,5 @@ on_both_backends!(
     stored_distributions_equal_recorded_ones,
     client_telemetry_and_logs_are_rolled_up_and_kept,
     flushes_are_published_and_bad_messages_dead_lettered,
+    a_rebalance_neither_loses_nor_double_counts,
 );

@@ -237,3 +237,63 @@ impl Drop for Broker {
         let _ = self.child.wait();
     }
 }
+
+/// A TCP proxy in front of a service, which a test can cut off and restore
+/// to play an outage: while cut, open connections are dropped and new ones
+/// closed at once. Stops when dropped.
+pub struct Proxy {
+    address: std::net::SocketAddr,
+    up: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Listens on a free local port and forwards to `target` (`host:port`).
+    pub async fn start(target: &str) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let address = listener.local_addr().expect("a local address");
+        let (up, watch) = tokio::sync::watch::channel(true);
+        let target = target.to_owned();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !*watch.borrow() {
+                    continue;
+                }
+                let mut watch = watch.clone();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = watch.wait_for(|up| !up) => {}
+                    }
+                });
+            }
+        });
+        Proxy { address, up, task }
+    }
+
+    /// `host:port` to connect to instead of the service.
+    pub fn address(&self) -> String {
+        self.address.to_string()
+    }
+
+    /// Drops every connection and refuses new ones until [`Proxy::restore`].
+    pub fn cut(&self) {
+        self.up.send_replace(false);
+    }
+
+    pub fn restore(&self) {
+        self.up.send_replace(true);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
