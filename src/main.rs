@@ -59,11 +59,19 @@ enum Bench {
         batch: usize,
     },
     /// Rollup rows per second written to the configured store (`store` of
-    /// the configuration), in flushes of 10k, 50k and 100k rows.
+    /// the configuration), in flushes of 10k, 50k and 100k rows; then the
+    /// lag from bus acknowledgement to a queryable 10 s rollup under load,
+    /// through an aggregator on the configured bus and store.
     Aggregator {
         /// Rows written for each flush size.
         #[arg(long, default_value_t = 500_000)]
         rows: usize,
+        /// Data points per second of the lag load.
+        #[arg(long, default_value_t = 100_000)]
+        rate: u64,
+        /// Seconds of lag load; 0 skips the lag measurement.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
     },
 }
 
@@ -104,9 +112,11 @@ fn main() -> ExitCode {
             };
             serve(&cli.log, bench_collector(config, options))
         }
-        Command::Bench(Bench::Aggregator { rows }) => {
-            serve(&cli.log, bench_aggregator(config, rows))
-        }
+        Command::Bench(Bench::Aggregator {
+            rows,
+            rate,
+            seconds,
+        }) => serve(&cli.log, bench_aggregator(config, rows, rate, seconds)),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -177,7 +187,7 @@ async fn migrate(config: Config) -> Outcome {
 }
 
 #[allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
-async fn bench_aggregator(config: Config, rows: usize) -> Outcome {
+async fn bench_aggregator(config: Config, rows: usize, rate: u64, seconds: u64) -> Outcome {
     let store = vigil_core::store::open(&config.store).await?;
     println!(
         "rollup rows into the {:?} store, one atomic flush (rows + checkpoint) at a time:",
@@ -190,6 +200,22 @@ async fn bench_aggregator(config: Config, rows: usize) -> Outcome {
             figure.rows_per_second,
             figure.flushes,
             figure.max_flush.as_secs_f64() * 1e3
+        );
+    }
+    if seconds > 0 {
+        println!(
+            "lag from bus acknowledgement to a queryable 10 s rollup, {rate} points/s for {seconds} s, {:?} bus, {:?} store:",
+            config.bus.kind, config.store.kind
+        );
+        let lag = vigil_aggregator::bench::lag(config, rate, seconds).await?;
+        println!(
+            "  {} points acknowledged ({:.0} points/s); {} markers: p50 {:.2} s, p99 {:.2} s, max {:.2} s",
+            lag.points,
+            lag.points_per_second,
+            lag.markers,
+            lag.p50.as_secs_f64(),
+            lag.p99.as_secs_f64(),
+            lag.max.as_secs_f64()
         );
     }
     Ok(())
