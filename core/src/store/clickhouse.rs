@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use super::codec::{Stats, corrupt, label_arrays, merge_rows, series_from};
 use super::{
-    CatalogueEntry, Checkpoint, EventKind, EventQuery, EventRecord, Flush, RollupQuery, SpanRecord,
-    Store, StoreError, StoredRollup, day_of,
+    CatalogueEntry, Checkpoint, EventKind, EventQuery, EventRecord, Flush, RollupQuery, SpanQuery,
+    SpanRecord, Store, StoreError, StoredRollup, day_of,
 };
 use crate::config::StoreConfig;
 use crate::model::Kind;
@@ -189,6 +189,29 @@ struct SpanRow {
     attribute_keys: Vec<String>,
     attribute_values: Vec<String>,
     day: u32,
+}
+
+impl SpanRow {
+    fn into_record(self) -> Result<SpanRecord, StoreError> {
+        Ok(SpanRecord {
+            tenant: TenantId::parse(&self.tenant).map_err(|e| corrupt("tenant", e))?,
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            parent_span_id: self.parent_span_id,
+            service: self.service,
+            name: self.name,
+            kind: self.kind,
+            start_ns: self.start_ns,
+            duration_ns: self.duration_ns,
+            status_code: self.status_code,
+            status_message: self.status_message,
+            attributes: self
+                .attribute_keys
+                .into_iter()
+                .zip(self.attribute_values)
+                .collect(),
+        })
+    }
 }
 
 #[derive(Row, Serialize, Deserialize)]
@@ -522,28 +545,50 @@ impl Store for ClickHouseStore {
             .fetch_all()
             .await
             .map_err(classify)?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(SpanRecord {
-                    tenant: TenantId::parse(&row.tenant).map_err(|e| corrupt("tenant", e))?,
-                    trace_id: row.trace_id,
-                    span_id: row.span_id,
-                    parent_span_id: row.parent_span_id,
-                    service: row.service,
-                    name: row.name,
-                    kind: row.kind,
-                    start_ns: row.start_ns,
-                    duration_ns: row.duration_ns,
-                    status_code: row.status_code,
-                    status_message: row.status_message,
-                    attributes: row
-                        .attribute_keys
-                        .into_iter()
-                        .zip(row.attribute_values)
-                        .collect(),
-                })
-            })
-            .collect()
+        rows.into_iter().map(SpanRow::into_record).collect()
+    }
+
+    async fn search_spans(&self, query: &SpanQuery) -> Result<Vec<SpanRecord>, StoreError> {
+        // One bound pair per wanted attribute; the values never enter the SQL.
+        let attributes =
+            " AND arrayExists((k, v) -> k = ? AND v = ?, attribute_keys, attribute_values)"
+                .repeat(query.attributes.len());
+        let (before_start, before_span) = query.before.clone().unzip();
+        let mut select = self
+            .client
+            .query(&format!(
+                "SELECT ?fields FROM spans
+                 WHERE tenant = ? AND day >= ? AND day <= ? AND start_ns >= ? AND start_ns < ?
+                    AND (? = 0 OR service = ?) AND (? = 0 OR name = ?) AND duration_ns >= ?
+                    AND (? = 0 OR (status_code = 2) = ?)
+                    AND (? = 0 OR start_ns < ? OR (start_ns = ? AND span_id < ?)){attributes}
+                 ORDER BY start_ns DESC, span_id DESC LIMIT 1 BY trace_id, span_id LIMIT ?"
+            ))
+            .bind(query.tenant.as_str())
+            .bind(day_u32(query.from_ns / 1_000_000_000))
+            .bind(day_u32(query.to_ns / 1_000_000_000))
+            .bind(query.from_ns)
+            .bind(query.to_ns)
+            .bind(u8::from(query.service.is_some()))
+            .bind(query.service.as_deref().unwrap_or(""))
+            .bind(u8::from(query.name.is_some()))
+            .bind(query.name.as_deref().unwrap_or(""))
+            .bind(query.min_duration_ns.unwrap_or(0))
+            .bind(u8::from(query.error.is_some()))
+            .bind(u8::from(query.error.unwrap_or(false)))
+            .bind(u8::from(before_start.is_some()))
+            .bind(before_start.unwrap_or(0))
+            .bind(before_start.unwrap_or(0))
+            .bind(before_span.as_deref().unwrap_or(""));
+        for (key, value) in &query.attributes {
+            select = select.bind(key.as_str()).bind(value.as_str());
+        }
+        let rows: Vec<SpanRow> = select
+            .bind(u64::try_from(query.limit).unwrap_or(u64::MAX))
+            .fetch_all()
+            .await
+            .map_err(classify)?;
+        rows.into_iter().map(SpanRow::into_record).collect()
     }
 
     async fn write_events(&self, events: &[EventRecord]) -> Result<(), StoreError> {

@@ -134,6 +134,45 @@ pub struct SpanRecord {
     pub attributes: Vec<(String, String)>,
 }
 
+/// Which spans to find: one tenant's spans that started in
+/// `[from_ns, to_ns)` and match every given filter, newest first, at most
+/// `limit`. `before` continues a search: only spans after the given one in
+/// that order (its start and span id).
+#[derive(Debug, Clone)]
+pub struct SpanQuery {
+    pub tenant: TenantId,
+    pub from_ns: u64,
+    pub to_ns: u64,
+    pub service: Option<String>,
+    /// The span name (operation).
+    pub name: Option<String>,
+    pub min_duration_ns: Option<u64>,
+    /// Only failed spans (status error), or only the others.
+    pub error: Option<bool>,
+    /// Attributes (resource or span) the span must have, with these values.
+    pub attributes: Vec<(String, String)>,
+    pub before: Option<(u64, String)>,
+    pub limit: usize,
+}
+
+impl SpanQuery {
+    /// Up to 100 spans of `tenant` that started in `[from_ns, to_ns)`.
+    pub fn new(tenant: TenantId, from_ns: u64, to_ns: u64) -> Self {
+        SpanQuery {
+            tenant,
+            from_ns,
+            to_ns,
+            service: None,
+            name: None,
+            min_duration_ns: None,
+            error: None,
+            attributes: Vec::new(),
+            before: None,
+            limit: 100,
+        }
+    }
+}
+
 /// What a raw event is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {
@@ -271,6 +310,9 @@ pub trait Store: Send + Sync {
     /// Every span of one trace, ordered by start.
     async fn trace(&self, tenant: &TenantId, trace_id: &str)
     -> Result<Vec<SpanRecord>, StoreError>;
+
+    /// The spans the query selects, newest first (by start, then span id).
+    async fn search_spans(&self, query: &SpanQuery) -> Result<Vec<SpanRecord>, StoreError>;
 
     /// Keeps log records and crashes for lookup; an id written again keeps
     /// one copy.

@@ -11,8 +11,8 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::codec::{Stats, blob_buckets, buckets_blob, corrupt, merge_rows};
 use super::{
-    CatalogueEntry, Checkpoint, EventQuery, EventRecord, Flush, RollupQuery, SpanRecord, Store,
-    StoreError, StoredRollup, day_of,
+    CatalogueEntry, Checkpoint, EventQuery, EventRecord, Flush, RollupQuery, SpanQuery, SpanRecord,
+    Store, StoreError, StoredRollup, day_of,
 };
 use crate::config::StoreConfig;
 use crate::model::{Kind, SeriesKey};
@@ -58,7 +58,7 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     ),
     (
         2,
-        "events",
+        "events, spans by time",
         "CREATE TABLE events (
             tenant TEXT NOT NULL, kind TEXT NOT NULL, id INTEGER NOT NULL,
             time_ns INTEGER NOT NULL, service TEXT NOT NULL, name TEXT NOT NULL,
@@ -67,7 +67,8 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
             PRIMARY KEY (tenant, kind, id)
         ) WITHOUT ROWID;
         CREATE INDEX events_by_time ON events (tenant, kind, time_ns);
-        CREATE INDEX events_by_day ON events (day);",
+        CREATE INDEX events_by_day ON events (day);
+        CREATE INDEX spans_by_time ON spans (tenant, start_ns);",
     ),
 ];
 
@@ -114,6 +115,28 @@ fn from_sql(value: i64) -> u64 {
 /// A time bound, kept within what a signed column compares correctly.
 fn bound_to_sql(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The columns [`span_from_row`] reads, in order.
+const SPAN_COLUMNS: &str = "trace_id, span_id, parent_span_id, service, name, kind, start_ns, \
+    duration_ns, status_code, status_message, attributes";
+
+fn span_from_row(tenant: &TenantId, row: &rusqlite::Row<'_>) -> Result<SpanRecord, StoreError> {
+    let attributes: String = row.get(10).map_err(fatal)?;
+    Ok(SpanRecord {
+        tenant: tenant.clone(),
+        trace_id: row.get(0).map_err(fatal)?,
+        span_id: row.get(1).map_err(fatal)?,
+        parent_span_id: row.get(2).map_err(fatal)?,
+        service: row.get(3).map_err(fatal)?,
+        name: row.get(4).map_err(fatal)?,
+        kind: row.get(5).map_err(fatal)?,
+        start_ns: from_sql(row.get(6).map_err(fatal)?),
+        duration_ns: from_sql(row.get(7).map_err(fatal)?),
+        status_code: row.get(8).map_err(fatal)?,
+        status_message: row.get(9).map_err(fatal)?,
+        attributes: serde_json::from_str(&attributes).map_err(|e| corrupt("span attributes", e))?,
+    })
 }
 
 fn labels_json(series: &SeriesKey) -> String {
@@ -465,33 +488,61 @@ impl Store for SqliteStore {
         let (tenant, trace_id) = (tenant.clone(), trace_id.to_owned());
         self.run(move |connection| {
             let mut statement = connection
-                .prepare_cached(
-                    "SELECT span_id, parent_span_id, service, name, kind, start_ns, duration_ns,
-                        status_code, status_message, attributes
-                     FROM spans WHERE tenant = ?1 AND trace_id = ?2 ORDER BY start_ns, span_id",
-                )
+                .prepare_cached(&format!(
+                    "SELECT {SPAN_COLUMNS} FROM spans WHERE tenant = ?1 AND trace_id = ?2
+                     ORDER BY start_ns, span_id"
+                ))
                 .map_err(fatal)?;
             let mut rows = statement
                 .query(params![tenant.as_str(), trace_id])
                 .map_err(fatal)?;
             let mut spans = Vec::new();
             while let Some(row) = rows.next().map_err(fatal)? {
-                let attributes: String = row.get(9).map_err(fatal)?;
-                spans.push(SpanRecord {
-                    tenant: tenant.clone(),
-                    trace_id: trace_id.clone(),
-                    span_id: row.get(0).map_err(fatal)?,
-                    parent_span_id: row.get(1).map_err(fatal)?,
-                    service: row.get(2).map_err(fatal)?,
-                    name: row.get(3).map_err(fatal)?,
-                    kind: row.get(4).map_err(fatal)?,
-                    start_ns: from_sql(row.get(5).map_err(fatal)?),
-                    duration_ns: from_sql(row.get(6).map_err(fatal)?),
-                    status_code: row.get(7).map_err(fatal)?,
-                    status_message: row.get(8).map_err(fatal)?,
-                    attributes: serde_json::from_str(&attributes)
-                        .map_err(|e| corrupt("span attributes", e))?,
-                });
+                spans.push(span_from_row(&tenant, row)?);
+            }
+            Ok(spans)
+        })
+        .await
+    }
+
+    async fn search_spans(&self, query: &SpanQuery) -> Result<Vec<SpanRecord>, StoreError> {
+        let query = query.clone();
+        self.run(move |connection| {
+            let mut statement = connection
+                .prepare_cached(&format!(
+                    "SELECT {SPAN_COLUMNS} FROM spans
+                     WHERE tenant = ?1 AND start_ns >= ?2 AND start_ns < ?3
+                        AND (?4 IS NULL OR service = ?4) AND (?5 IS NULL OR name = ?5)
+                        AND (?6 IS NULL OR duration_ns >= ?6)
+                        AND (?7 IS NULL OR (status_code = 2) = ?7)
+                        AND (?8 IS NULL OR start_ns < ?8 OR (start_ns = ?8 AND span_id < ?9))
+                        AND NOT EXISTS (
+                            SELECT 1 FROM json_each(?10) AS wanted WHERE NOT EXISTS (
+                                SELECT 1 FROM json_each(spans.attributes) AS has
+                                WHERE has.value ->> 0 = wanted.value ->> 0
+                                    AND has.value ->> 1 = wanted.value ->> 1))
+                     ORDER BY start_ns DESC, span_id DESC LIMIT ?11"
+                ))
+                .map_err(fatal)?;
+            let (before_start, before_span) = query.before.clone().unzip();
+            let mut rows = statement
+                .query(params![
+                    query.tenant.as_str(),
+                    bound_to_sql(query.from_ns),
+                    bound_to_sql(query.to_ns),
+                    query.service,
+                    query.name,
+                    query.min_duration_ns.map(bound_to_sql),
+                    query.error,
+                    before_start.map(bound_to_sql),
+                    before_span,
+                    serde_json::to_string(&query.attributes).unwrap_or_default(),
+                    i64::try_from(query.limit).unwrap_or(i64::MAX),
+                ])
+                .map_err(fatal)?;
+            let mut spans = Vec::new();
+            while let Some(row) = rows.next().map_err(fatal)? {
+                spans.push(span_from_row(&query.tenant, row)?);
             }
             Ok(spans)
         })
