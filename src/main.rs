@@ -168,8 +168,11 @@ async fn aggregator(config: Config) -> Outcome {
     let store = vigil_core::store::open(&config.store).await?;
     let aggregator = Aggregator::start(&config, bus, store, shutdown).await?;
     println!(
-        "vigil aggregator: group {} on {:?} bus into the {:?} store",
-        config.aggregator.group, config.bus.kind, config.store.kind
+        "vigil aggregator: group {} on {:?} bus into the {:?} store; metrics on http://{}/metrics",
+        config.aggregator.group,
+        config.bus.kind,
+        config.store.kind,
+        aggregator.metrics_address()
     );
     aggregator.wait().await?;
     Ok(())

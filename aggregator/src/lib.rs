@@ -21,6 +21,7 @@ mod logs;
 mod partition;
 mod pipeline;
 mod points;
+mod server;
 pub mod window;
 
 use std::sync::Arc;
@@ -43,6 +44,11 @@ const RESTART_BACKOFF: Duration = Duration::from_secs(1);
 pub enum AggregatorError {
     #[error("cannot create topic {topic}: {source}")]
     Topic { topic: String, source: BusError },
+    #[error("cannot serve metrics on {address}: {source}")]
+    Listen {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("aggregator task failed: {0}")]
     Task(String),
 }
@@ -50,6 +56,7 @@ pub enum AggregatorError {
 /// A running aggregator.
 pub struct Aggregator {
     metrics: Arc<Metrics>,
+    metrics_address: std::net::SocketAddr,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -72,7 +79,15 @@ impl Aggregator {
                 })?;
         }
         let metrics = Arc::new(Metrics::default());
-        let mut tasks = Vec::new();
+        let listen = config.aggregator.metrics_listen;
+        let (metrics_address, server) =
+            server::serve(listen, Arc::clone(&metrics), shutdown.clone())
+                .await
+                .map_err(|source| AggregatorError::Listen {
+                    address: listen,
+                    source,
+                })?;
+        let mut tasks = vec![server];
         for signal in [
             Signal::Metrics,
             Signal::Traces,
@@ -97,12 +112,21 @@ impl Aggregator {
                 shutdown.clone(),
             )));
         }
-        Ok(Aggregator { metrics, tasks })
+        Ok(Aggregator {
+            metrics,
+            metrics_address,
+            tasks,
+        })
     }
 
     /// The self-metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Where `GET /metrics` is served.
+    pub fn metrics_address(&self) -> std::net::SocketAddr {
+        self.metrics_address
     }
 
     /// Returns once every pipeline has flushed and stopped.

@@ -100,6 +100,83 @@ pub struct Metrics {
     pub failed_publishes: AtomicU64,
     /// Undecodable messages sent to the dead-letter topic.
     pub dead_letters: AtomicU64,
+    /// Time spent writing flushes to the store, retries included.
+    pub flush_micros: AtomicU64,
+}
+
+impl Metrics {
+    /// The metrics in the Prometheus text format, `vigil_aggregator_*`.
+    pub fn render(&self) -> String {
+        let counters: [(&str, &str, &AtomicU64); 14] = [
+            ("messages", "Bus messages taken.", &self.messages),
+            (
+                "observations",
+                "Spans, points and events counted into windows.",
+                &self.observations,
+            ),
+            (
+                "refused_points",
+                "Points refused: not a number, or broken histograms.",
+                &self.refused_points,
+            ),
+            (
+                "undecodable_messages",
+                "Bus messages that could not be decoded.",
+                &self.undecodable_messages,
+            ),
+            (
+                "dead_letters",
+                "Undecodable messages sent to the dead-letter topic.",
+                &self.dead_letters,
+            ),
+            (
+                "late_points",
+                "Points that came after their window closed, stored as corrections.",
+                &self.late_points,
+            ),
+            ("flushes", "Flushes written to the store.", &self.flushes),
+            (
+                "failed_flushes",
+                "Flush attempts the store refused.",
+                &self.failed_flushes,
+            ),
+            ("rows_written", "Rollup rows written.", &self.rows_written),
+            (
+                "spans_written",
+                "Spans kept for lookup.",
+                &self.spans_written,
+            ),
+            (
+                "events_written",
+                "Log records and crashes kept for lookup.",
+                &self.events_written,
+            ),
+            (
+                "published_batches",
+                "Rollup batches published for the alerter.",
+                &self.published_batches,
+            ),
+            (
+                "failed_publishes",
+                "Rollup batches or dead letters the bus did not take in time.",
+                &self.failed_publishes,
+            ),
+            (
+                "flush_microseconds",
+                "Time spent writing flushes, retries included.",
+                &self.flush_micros,
+            ),
+        ];
+        let mut text = String::new();
+        for (name, help, value) in counters {
+            let name = format!("vigil_aggregator_{name}_total");
+            text.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+                value.load(Ordering::Relaxed)
+            ));
+        }
+        text
+    }
 }
 
 fn now_s() -> u64 {
@@ -347,6 +424,10 @@ impl Pipeline {
             }
         }
         self.metrics.flushes.fetch_add(1, Ordering::Relaxed);
+        self.metrics.flush_micros.fetch_add(
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         self.metrics
             .rows_written
             .fetch_add(flush.rows.len() as u64, Ordering::Relaxed);

@@ -714,6 +714,16 @@ async fn flushes_are_published_and_bad_messages_dead_lettered(backend: Backend) 
     assert_eq!(metrics.dead_letters.load(Ordering::Relaxed), 2);
     assert_eq!(metrics.undecodable_messages.load(Ordering::Relaxed), 2);
     assert!(metrics.published_batches.load(Ordering::Relaxed) >= 1);
+    let scraped = reqwest::get(format!("http://{}/metrics", aggregator.metrics_address()))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("a body");
+    assert!(
+        scraped.contains("\n# TYPE vigil_aggregator_dead_letters_total counter\nvigil_aggregator_dead_letters_total 2\n"),
+        "{scraped}"
+    );
     shutdown.trigger();
     aggregator.wait().await.expect("stops cleanly");
 }

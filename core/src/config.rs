@@ -183,6 +183,10 @@ pub struct AggregatorConfig {
     /// which the alerter reads.
     #[serde(default = "default_true")]
     pub publish_rollups: bool,
+    /// Where `GET /metrics` (Prometheus text) and `GET /healthz` are served;
+    /// port 0 picks any free port.
+    #[serde(default = "default_aggregator_metrics_listen")]
+    pub metrics_listen: SocketAddr,
 }
 
 impl Default for AggregatorConfig {
@@ -195,6 +199,7 @@ impl Default for AggregatorConfig {
             cumulative_max_staleness_s: default_cumulative_max_staleness_s(),
             span_dimensions: default_span_dimensions(),
             publish_rollups: true,
+            metrics_listen: default_aggregator_metrics_listen(),
         }
     }
 }
@@ -508,6 +513,9 @@ fn default_grpc_listen() -> SocketAddr {
 }
 fn default_http_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 4318))
+}
+fn default_aggregator_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9465))
 }
 fn default_max_message_bytes() -> usize {
     16 * 1024 * 1024
