@@ -18,6 +18,7 @@ pub mod bench;
 mod client;
 mod cumulative;
 mod logs;
+mod metrics;
 mod partition;
 mod pipeline;
 mod points;
@@ -33,7 +34,7 @@ use vigil_core::config::Config;
 use vigil_core::shutdown::Shutdown;
 use vigil_core::store::Store;
 
-pub use pipeline::Metrics;
+pub use metrics::Metrics;
 use pipeline::{Pipeline, Signal};
 
 /// How long to wait before starting a pipeline over after a failure.
@@ -78,7 +79,7 @@ impl Aggregator {
                     source,
                 })?;
         }
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::new());
         let listen = config.aggregator.metrics_listen;
         let (metrics_address, server) =
             server::serve(listen, Arc::clone(&metrics), shutdown.clone())

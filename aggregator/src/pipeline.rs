@@ -17,7 +17,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
@@ -29,6 +28,7 @@ use vigil_core::store::{
     CatalogueEntry, EventRecord, Flush, RollupQuery, SpanRecord, Store, StoreError,
 };
 
+use crate::metrics::Metrics;
 use crate::partition::Partition;
 use crate::points::{self, Mode, Observation};
 use crate::{client, logs};
@@ -74,108 +74,6 @@ impl Signal {
             Signal::Logs => &topics.logs,
             Signal::Client => &topics.client,
         }
-    }
-}
-
-/// The aggregator's self-metrics, shared by its pipelines.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub messages: AtomicU64,
-    pub observations: AtomicU64,
-    /// Points refused: not a number, broken histograms.
-    pub refused_points: AtomicU64,
-    /// Messages that could not be decoded.
-    pub undecodable_messages: AtomicU64,
-    /// Points stored as corrections because their window had closed.
-    pub late_points: AtomicU64,
-    pub flushes: AtomicU64,
-    pub rows_written: AtomicU64,
-    pub spans_written: AtomicU64,
-    /// Log records and crashes kept raw.
-    pub events_written: AtomicU64,
-    pub failed_flushes: AtomicU64,
-    /// Rollup batches published for the alerter.
-    pub published_batches: AtomicU64,
-    /// Rollup batches or dead letters the bus did not take in time.
-    pub failed_publishes: AtomicU64,
-    /// Undecodable messages sent to the dead-letter topic.
-    pub dead_letters: AtomicU64,
-    /// Time spent writing flushes to the store, retries included.
-    pub flush_micros: AtomicU64,
-}
-
-impl Metrics {
-    /// The metrics in the Prometheus text format, `vigil_aggregator_*`.
-    pub fn render(&self) -> String {
-        let counters: [(&str, &str, &AtomicU64); 14] = [
-            ("messages", "Bus messages taken.", &self.messages),
-            (
-                "observations",
-                "Spans, points and events counted into windows.",
-                &self.observations,
-            ),
-            (
-                "refused_points",
-                "Points refused: not a number, or broken histograms.",
-                &self.refused_points,
-            ),
-            (
-                "undecodable_messages",
-                "Bus messages that could not be decoded.",
-                &self.undecodable_messages,
-            ),
-            (
-                "dead_letters",
-                "Undecodable messages sent to the dead-letter topic.",
-                &self.dead_letters,
-            ),
-            (
-                "late_points",
-                "Points that came after their window closed, stored as corrections.",
-                &self.late_points,
-            ),
-            ("flushes", "Flushes written to the store.", &self.flushes),
-            (
-                "failed_flushes",
-                "Flush attempts the store refused.",
-                &self.failed_flushes,
-            ),
-            ("rows_written", "Rollup rows written.", &self.rows_written),
-            (
-                "spans_written",
-                "Spans kept for lookup.",
-                &self.spans_written,
-            ),
-            (
-                "events_written",
-                "Log records and crashes kept for lookup.",
-                &self.events_written,
-            ),
-            (
-                "published_batches",
-                "Rollup batches published for the alerter.",
-                &self.published_batches,
-            ),
-            (
-                "failed_publishes",
-                "Rollup batches or dead letters the bus did not take in time.",
-                &self.failed_publishes,
-            ),
-            (
-                "flush_microseconds",
-                "Time spent writing flushes, retries included.",
-                &self.flush_micros,
-            ),
-        ];
-        let mut text = String::new();
-        for (name, help, value) in counters {
-            let name = format!("vigil_aggregator_{name}_total");
-            text.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-                value.load(Ordering::Relaxed)
-            ));
-        }
-        text
     }
 }
 
@@ -283,7 +181,7 @@ impl Pipeline {
         let Some(mode) = partition.take(message.offset) else {
             return Ok(());
         };
-        self.metrics.messages.fetch_add(1, Ordering::Relaxed);
+        self.metrics.messages.inc();
         let observations = match decode(
             &message,
             &self.source,
@@ -295,15 +193,11 @@ impl Pipeline {
             Ok(decoded) => {
                 self.spans.extend(decoded.spans);
                 self.events.extend(decoded.events);
-                self.metrics
-                    .refused_points
-                    .fetch_add(decoded.refused, Ordering::Relaxed);
+                self.metrics.refused_points.inc_by(decoded.refused);
                 decoded.observations
             }
             Err(error) => {
-                self.metrics
-                    .undecodable_messages
-                    .fetch_add(1, Ordering::Relaxed);
+                self.metrics.undecodable_messages.inc();
                 tracing::warn!(
                     %error, source = %self.source, partition = message.partition,
                     offset = message.offset, "a message cannot be decoded; sent to the dead-letter topic"
@@ -312,7 +206,7 @@ impl Pipeline {
                     let letter = rollups::dead_letter(&self.source, &message, &error.to_string());
                     let topic = self.topics.dead_letter.clone();
                     if self.publish(&topic, vec![letter]).await {
-                        self.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.dead_letters.inc();
                     }
                 }
                 return Ok(());
@@ -324,13 +218,13 @@ impl Pipeline {
             if partition.observe(observation).is_ok() {
                 self.metrics
                     .late_points
-                    .fetch_add(partition.late_points() - late_before, Ordering::Relaxed);
-                self.metrics.observations.fetch_add(1, Ordering::Relaxed);
+                    .inc_by(partition.late_points() - late_before);
+                self.metrics.observations.inc();
                 let seen = self.catalogue.entry(id).or_insert((time_s, time_s, None));
                 seen.0 = seen.0.min(time_s);
                 seen.1 = seen.1.max(time_s);
             } else {
-                self.metrics.refused_points.fetch_add(1, Ordering::Relaxed);
+                self.metrics.refused_points.inc();
             }
         }
         Ok(())
@@ -398,13 +292,13 @@ impl Pipeline {
             match self.write(&flush, &spans, &events, &catalogue).await {
                 Ok(()) => break,
                 Err(error) if error.is_retryable() && started.elapsed() < FLUSH_GIVE_UP => {
-                    self.metrics.failed_flushes.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.failed_flushes.inc();
                     tracing::warn!(%error, retry_in = ?backoff, "flush failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(RETRY_MAX);
                 }
                 Err(error) => {
-                    self.metrics.failed_flushes.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.failed_flushes.inc();
                     return Err(error);
                 }
             }
@@ -418,25 +312,16 @@ impl Pipeline {
             let count = batches.len() as u64;
             let topic = self.topics.rollups.clone();
             if self.publish(&topic, batches).await {
-                self.metrics
-                    .published_batches
-                    .fetch_add(count, Ordering::Relaxed);
+                self.metrics.published_batches.inc_by(count);
             }
         }
-        self.metrics.flushes.fetch_add(1, Ordering::Relaxed);
-        self.metrics.flush_micros.fetch_add(
-            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.metrics.flushes.inc();
         self.metrics
-            .rows_written
-            .fetch_add(flush.rows.len() as u64, Ordering::Relaxed);
-        self.metrics
-            .spans_written
-            .fetch_add(spans.len() as u64, Ordering::Relaxed);
-        self.metrics
-            .events_written
-            .fetch_add(events.len() as u64, Ordering::Relaxed);
+            .flush_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.rows_written.inc_by(flush.rows.len() as u64);
+        self.metrics.spans_written.inc_by(spans.len() as u64);
+        self.metrics.events_written.inc_by(events.len() as u64);
         let positions: Vec<Position> = flush
             .checkpoints
             .iter()
@@ -466,9 +351,7 @@ impl Pipeline {
                     backoff = (backoff * 2).min(RETRY_MAX);
                 }
                 Err(error) => {
-                    self.metrics
-                        .failed_publishes
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.metrics.failed_publishes.inc();
                     tracing::error!(%error, %topic, "publish failed; giving up");
                     return false;
                 }

@@ -1,5 +1,5 @@
 //! The aggregator's own HTTP endpoint: `GET /metrics` (its self-metrics in
-//! the Prometheus text format) and `GET /healthz`.
+//! the OpenMetrics text format) and `GET /healthz`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use vigil_core::shutdown::Shutdown;
 
-use crate::pipeline::Metrics;
+use crate::metrics::Metrics;
 
 /// Binds `listen` and serves until `shutdown`; the bound address and the task.
 pub async fn serve(
@@ -42,7 +42,7 @@ async fn render(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         metrics.render(),
     )
