@@ -12,7 +12,7 @@
 //! new member starts close to where it must. A partition taken away in a
 //! rebalance is dropped without a flush: its new owner resumes from the
 //! store. While the store refuses a flush nothing is polled; after
-//! `flush_retry_s` of failures the pipeline gives up its state and starts
+//! [`FLUSH_GIVE_UP`] of failures the pipeline gives up its state and starts
 //! again from the store, so it never writes for a partition it lost.
 
 use std::collections::{BTreeMap, HashMap};
@@ -286,23 +286,16 @@ impl Pipeline {
         let catalogue = self.catalogue_updates(now);
         let spans = std::mem::take(&mut self.spans);
         let events = std::mem::take(&mut self.events);
-        let started = Instant::now();
-        let mut backoff = RETRY_FIRST;
-        loop {
-            match self.write(&flush, &spans, &events, &catalogue).await {
-                Ok(()) => break,
-                Err(error) if error.is_retryable() && started.elapsed() < FLUSH_GIVE_UP => {
-                    self.metrics.failed_flushes.inc();
-                    tracing::warn!(%error, retry_in = ?backoff, "flush failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(RETRY_MAX);
-                }
-                Err(error) => {
-                    self.metrics.failed_flushes.inc();
-                    return Err(error);
-                }
+        let mut backoff = Backoff::new(FLUSH_GIVE_UP);
+        while let Err(error) = self.write(&flush, &spans, &events, &catalogue).await {
+            self.metrics.failed_flushes.inc();
+            if !(error.is_retryable() && backoff.wait("flush", &error).await) {
+                return Err(error);
             }
         }
+        self.metrics
+            .flush_seconds
+            .observe(backoff.started.elapsed().as_secs_f64());
         for entry in &catalogue {
             if let Some(seen) = self.catalogue.get_mut(&entry.series.id()) {
                 seen.2 = Some(now);
@@ -316,9 +309,6 @@ impl Pipeline {
             }
         }
         self.metrics.flushes.inc();
-        self.metrics
-            .flush_seconds
-            .observe(started.elapsed().as_secs_f64());
         self.metrics.rows_written.inc_by(flush.rows.len() as u64);
         self.metrics.spans_written.inc_by(spans.len() as u64);
         self.metrics.events_written.inc_by(events.len() as u64);
@@ -340,21 +330,15 @@ impl Pipeline {
     /// Publishes `records`, retrying while the bus is unavailable; whether
     /// it took them. Neither the store nor the partition waits longer.
     async fn publish(&self, topic: &str, records: Vec<Record>) -> bool {
-        let started = Instant::now();
-        let mut backoff = RETRY_FIRST;
+        let mut backoff = Backoff::new(PUBLISH_GIVE_UP);
         loop {
-            match self.bus.publish(topic, records.clone()).await {
-                Ok(()) => return true,
-                Err(error) if error.is_retryable() && started.elapsed() < PUBLISH_GIVE_UP => {
-                    tracing::warn!(%error, %topic, retry_in = ?backoff, "publish failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(RETRY_MAX);
-                }
-                Err(error) => {
-                    self.metrics.failed_publishes.inc();
-                    tracing::error!(%error, %topic, "publish failed; giving up");
-                    return false;
-                }
+            let Err(error) = self.bus.publish(topic, records.clone()).await else {
+                return true;
+            };
+            if !(error.is_retryable() && backoff.wait(topic, &error).await) {
+                self.metrics.failed_publishes.inc();
+                tracing::error!(%error, %topic, "publish failed; giving up");
+                return false;
             }
         }
     }
@@ -397,6 +381,36 @@ impl Pipeline {
                 })
             })
             .collect()
+    }
+}
+
+/// Waits between attempts of a call that keeps failing: from [`RETRY_FIRST`],
+/// doubling up to [`RETRY_MAX`], until `give_up` has passed since the first.
+struct Backoff {
+    started: Instant,
+    next: Duration,
+    give_up: Duration,
+}
+
+impl Backoff {
+    fn new(give_up: Duration) -> Self {
+        Backoff {
+            started: Instant::now(),
+            next: RETRY_FIRST,
+            give_up,
+        }
+    }
+
+    /// Sleeps before the next attempt at `what`, which failed with `error`;
+    /// `false`, at once, when it is time to give up.
+    async fn wait(&mut self, what: &str, error: &(dyn std::fmt::Display + Sync)) -> bool {
+        if self.started.elapsed() >= self.give_up {
+            return false;
+        }
+        tracing::warn!(%error, retry_in = ?self.next, "{what} failed; retrying");
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(RETRY_MAX);
+        true
     }
 }
 
