@@ -20,13 +20,12 @@
 //! the sum of `client.frames.slow` over the sum of `client.frames`. Crash
 //! events themselves are kept raw, with their stack fingerprint.
 
-use prost::Message as _;
 use vigil_core::model::{Kind, SeriesKey};
 use vigil_core::store::{EventKind, EventRecord};
 use vigil_core::tenant::TenantId;
-use vigil_proto::client::v1::{ClientContext, ClientEvent, ExportClientRequest};
+use vigil_proto::client::v1::{ClientContext, ClientEvent, Crash, ExportClientRequest};
 
-use crate::points::{Amount, DecodeError, Observation, seconds};
+use crate::points::{Amount, DecodeError, Observation, decode, seconds};
 
 /// A frame slower than this, in ms, is slow (one missed 60 Hz vsync).
 const SLOW_FRAME_MS: f64 = 16.0;
@@ -44,10 +43,7 @@ pub fn client(
     payload: &[u8],
     event_id: impl Fn(usize) -> u64,
 ) -> Result<Client, DecodeError> {
-    let request = ExportClientRequest::decode(payload).map_err(|source| DecodeError::Payload {
-        what: "vigil.client.v1.ExportClientRequest",
-        source,
-    })?;
+    let request: ExportClientRequest = decode(payload, "vigil.client.v1.ExportClientRequest")?;
     let mut out = Client {
         observations: Vec::new(),
         crashes: Vec::new(),
@@ -78,7 +74,7 @@ pub fn client(
                     trace_id: String::new(),
                     span_id: String::new(),
                     fingerprint: crash.stack_fingerprint.clone(),
-                    attributes: crash_attributes(&context, crash),
+                    attributes: crash_attributes(&series, &context, crash),
                 });
             }
             index += 1;
@@ -143,13 +139,11 @@ fn observe(series: &Series, event: &ClientEvent, push: &mut impl FnMut(SeriesKey
         );
     }
     if let Some(crash) = &event.crash {
-        let labels = [
-            ("crash.kind", crash.kind.clone()),
-            ("exception.type", crash.exception_type.clone()),
-            ("crash.foreground", crash.foreground.to_string()),
-            ("crash.recurred", crash.recurred_on_next_launch.to_string()),
-        ];
-        push(series.key("client.crashes", &labels), 1.0, true);
+        push(
+            series.key("client.crashes", &crash_labels(crash)),
+            1.0,
+            true,
+        );
     }
     if let Some(stutter) = &event.stutter {
         let given = stutter.frame_durations_ms.len() as u64;
@@ -167,12 +161,9 @@ fn observe(series: &Series, event: &ClientEvent, push: &mut impl FnMut(SeriesKey
             stutter.frozen_frames as f64,
             false,
         );
+        let frame = series.key("client.frame.duration", &[]);
         for &ms in &stutter.frame_durations_ms {
-            push(
-                series.key("client.frame.duration", &[]),
-                ms,
-                ms > SLOW_FRAME_MS,
-            );
+            push(frame.clone(), ms, ms > SLOW_FRAME_MS);
         }
     }
     if let Some(request) = &event.network_request {
@@ -227,33 +218,44 @@ fn observe(series: &Series, event: &ClientEvent, push: &mut impl FnMut(SeriesKey
     }
 }
 
-fn crash_attributes(
-    context: &ClientContext,
-    crash: &vigil_proto::client::v1::Crash,
-) -> Vec<(String, String)> {
+/// The dimensions of a crash, on its series and its event.
+fn crash_labels(crash: &Crash) -> [(&'static str, String); 4] {
     [
-        ("app.version", context.app_version.clone()),
-        ("os.name", context.os_name.clone()),
-        ("os.version", context.os_version.clone()),
-        ("device.model.identifier", context.device_model.clone()),
-        ("network.type", context.network_type.clone()),
-        ("user.id_hash", context.user_id_hash.clone()),
-        ("session.id_hash", context.session_id_hash.clone()),
-        ("vigil.unit", context.unit.clone()),
-        ("vigil.cohort", context.cohort.clone()),
-        ("cloud.region", context.region.clone()),
         ("crash.kind", crash.kind.clone()),
+        ("exception.type", crash.exception_type.clone()),
         ("crash.foreground", crash.foreground.to_string()),
         ("crash.recurred", crash.recurred_on_next_launch.to_string()),
     ]
-    .into_iter()
-    .filter(|(_, value)| !value.is_empty())
-    .map(|(key, value)| (key.to_owned(), value))
-    .collect()
+}
+
+/// What a crash event keeps: its series' labels, the crash's own, and the
+/// context too fine-grained for a series (OS version, network, user and
+/// session hashes).
+fn crash_attributes(
+    series: &Series,
+    context: &ClientContext,
+    crash: &Crash,
+) -> Vec<(String, String)> {
+    let details = [
+        ("os.version", context.os_version.clone()),
+        ("network.type", context.network_type.clone()),
+        ("user.id_hash", context.user_id_hash.clone()),
+        ("session.id_hash", context.session_id_hash.clone()),
+    ];
+    let mut attributes = series.labels.clone();
+    attributes.extend(
+        details
+            .into_iter()
+            .chain(crash_labels(crash))
+            .filter(|(_, value)| !value.is_empty())
+            .map(|(key, value)| (key.to_owned(), value)),
+    );
+    attributes
 }
 
 #[cfg(test)]
 mod tests {
+    use prost::Message as _;
     use vigil_proto::client::v1::{ClientBatch, Crash, SessionStart, Stutter};
 
     use super::*;

@@ -5,12 +5,13 @@
 //! events, with their trace and span ids.
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use prost::Message as _;
 use vigil_core::model::{Kind, SeriesKey};
 use vigil_core::store::{EventKind, EventRecord};
 use vigil_core::tenant::TenantId;
 
-use crate::points::{Amount, DecodeError, Observation, hex, resource_labels, seconds, text};
+use crate::points::{
+    Amount, DecodeError, Observation, decode, hex, resource_labels, seconds, text,
+};
 
 /// The series every log record counts in.
 pub const LOG_SERIES: &str = "log.records";
@@ -43,11 +44,7 @@ pub fn logs(
     payload: &[u8],
     event_id: impl Fn(usize) -> u64,
 ) -> Result<Logs, DecodeError> {
-    let request =
-        ExportLogsServiceRequest::decode(payload).map_err(|source| DecodeError::Payload {
-            what: "OTLP ExportLogsServiceRequest",
-            source,
-        })?;
+    let request: ExportLogsServiceRequest = decode(payload, "OTLP ExportLogsServiceRequest")?;
     let mut out = Logs {
         observations: Vec::new(),
         events: Vec::new(),

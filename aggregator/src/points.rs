@@ -16,7 +16,6 @@ use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, DataPointFlags, metric, number_data_point,
 };
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
-use prost::Message as _;
 use vigil_core::distribution::{
     Distribution, DistributionError, ExplicitHistogram, ExponentialHistogram,
 };
@@ -70,6 +69,14 @@ pub enum DecodeError {
 pub enum Mode {
     Count,
     Replay,
+}
+
+/// Decodes a payload as `M`, named `what` in the error.
+pub fn decode<M: prost::Message + Default>(
+    payload: &[u8],
+    what: &'static str,
+) -> Result<M, DecodeError> {
+    M::decode(payload).map_err(|source| DecodeError::Payload { what, source })
 }
 
 /// The tenant a message belongs to, from its key.
@@ -129,11 +136,7 @@ pub fn spans(
     payload: &[u8],
     span_dimensions: &[String],
 ) -> Result<Spans, DecodeError> {
-    let request =
-        ExportTraceServiceRequest::decode(payload).map_err(|source| DecodeError::Payload {
-            what: "OTLP ExportTraceServiceRequest",
-            source,
-        })?;
+    let request: ExportTraceServiceRequest = decode(payload, "OTLP ExportTraceServiceRequest")?;
     let mut out = Spans {
         observations: Vec::new(),
         records: Vec::new(),
@@ -241,11 +244,7 @@ pub fn metrics(
     cumulative: &mut Cumulative,
     mode: Mode,
 ) -> Result<(Vec<Observation>, u64), DecodeError> {
-    let request =
-        ExportMetricsServiceRequest::decode(payload).map_err(|source| DecodeError::Payload {
-            what: "OTLP ExportMetricsServiceRequest",
-            source,
-        })?;
+    let request: ExportMetricsServiceRequest = decode(payload, "OTLP ExportMetricsServiceRequest")?;
     let mut out = Vec::new();
     let mut refused = 0;
     let mut push = |series: SeriesKey, time_ns: u64, amount: Option<Amount>| {
@@ -270,6 +269,7 @@ pub fn metrics(
             labels.extend(extra);
             SeriesKey::new(tenant.clone(), Kind::Metric, &service, name, labels)
         };
+        let mut histograms = Vec::new();
         for metric in resource_metrics
             .scope_metrics
             .into_iter()
@@ -325,17 +325,15 @@ pub fn metrics(
                             counts: point.bucket_counts.clone(),
                             sum: point.sum.unwrap_or(0.0),
                         };
-                        let point = HistogramPoint {
-                            times: (point.start_time_unix_nano, point.time_unix_nano),
-                            extremes: (point.min, point.max),
-                            is_cumulative,
-                            value,
-                        };
-                        let time_ns = point.times.1;
-                        match point.amount(cumulative, series.id(), offset) {
-                            Ok(amount) => push(series, time_ns, amount),
-                            Err(_) => refused += 1,
-                        }
+                        histograms.push((
+                            series,
+                            HistogramPoint {
+                                times: (point.start_time_unix_nano, point.time_unix_nano),
+                                extremes: (point.min, point.max),
+                                is_cumulative,
+                                value,
+                            },
+                        ));
                     }
                 }
                 Some(metric::Data::ExponentialHistogram(histogram)) => {
@@ -358,17 +356,15 @@ pub fn metrics(
                             negative,
                             sum: point.sum.unwrap_or(0.0),
                         });
-                        let point = HistogramPoint {
-                            times: (point.start_time_unix_nano, point.time_unix_nano),
-                            extremes: (point.min, point.max),
-                            is_cumulative,
-                            value,
-                        };
-                        let time_ns = point.times.1;
-                        match point.amount(cumulative, series.id(), offset) {
-                            Ok(amount) => push(series, time_ns, amount),
-                            Err(_) => refused += 1,
-                        }
+                        histograms.push((
+                            series,
+                            HistogramPoint {
+                                times: (point.start_time_unix_nano, point.time_unix_nano),
+                                extremes: (point.min, point.max),
+                                is_cumulative,
+                                value,
+                            },
+                        ));
                     }
                 }
                 Some(metric::Data::Summary(summary)) => {
@@ -387,6 +383,14 @@ pub fn metrics(
                     }
                 }
                 None => {}
+            }
+            // Explicit and exponential histogram points alike.
+            for (series, point) in histograms.drain(..) {
+                let time_ns = point.times.1;
+                match point.amount(cumulative, series.id(), offset) {
+                    Ok(amount) => push(series, time_ns, amount),
+                    Err(_) => refused += 1,
+                }
             }
         }
     }
