@@ -86,21 +86,22 @@ fn decode_row(row: proto::Rollup, partition: i32) -> Result<RollupRow, String> {
 /// The records of one partition's flush: `rows` in parts of at most
 /// [`MAX_BATCH_BYTES`], keyed `{source}/{partition}`.
 pub fn encode(source: &str, checkpoint: &Checkpoint, rows: &[RollupRow]) -> Vec<Record> {
-    let mut parts: Vec<Vec<proto::Rollup>> = vec![Vec::new()];
+    let mut parts: Vec<Vec<proto::Rollup>> = Vec::new();
+    let mut current = Vec::new();
     let mut size = 0;
     for row in rows {
         let encoded = encode_row(row);
         // The row, its field tag and its length prefix.
         let length = encoded.encoded_len();
         let length = 1 + prost::length_delimiter_len(length) + length;
-        let current = parts.last_mut().expect("one part at least");
         if size + length > MAX_BATCH_BYTES && !current.is_empty() {
-            parts.push(Vec::new());
+            parts.push(std::mem::take(&mut current));
             size = 0;
         }
         size += length;
-        parts.last_mut().expect("one part at least").push(encoded);
+        current.push(encoded);
     }
+    parts.push(current);
     let count = u32::try_from(parts.len()).unwrap_or(u32::MAX);
     let key = format!("{source}/{}", checkpoint.partition);
     parts
