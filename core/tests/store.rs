@@ -6,8 +6,8 @@ use vigil_core::distribution::Distribution;
 use vigil_core::model::{Kind, Rollup, SeriesKey};
 use vigil_core::on_both_backends;
 use vigil_core::store::{
-    self, CatalogueEntry, Checkpoint, EventKind, EventQuery, EventRecord, Flush, RollupQuery,
-    RollupRow, SpanQuery, SpanRecord, Store,
+    self, Aggregated, Aggregation, CatalogueEntry, Checkpoint, EventKind, EventQuery, EventRecord,
+    Flush, Matcher, RollupQuery, RollupRow, SpanQuery, SpanRecord, Store,
 };
 use vigil_core::tenant::TenantId;
 use vigil_core::testing::{Backend, store_config};
@@ -205,6 +205,130 @@ async fn queries_select_by_every_filter(backend: Backend) {
     );
 }
 
+async fn rollups_merge_by_group_and_step(backend: Backend) {
+    let Some(store) = open(backend).await else {
+        return;
+    };
+    let start = NOW - NOW % 60 - 120;
+    let u1 = series("acme", "pay", "POST /pay", "u1");
+    let u2 = series("acme", "pay", "POST /pay", "u2");
+    let refund = series("acme", "pay", "POST /refund", "u1");
+    let other_service = series("acme", "ledger", "POST /pay", "u1");
+    let other_tenant = series("evil", "pay", "POST /pay", "u1");
+    let mut late = row(&u1, 10, start + 10, rollup(&[1000.0], 1));
+    late.correction = true;
+    store
+        .write(&flush(
+            vec![checkpoint(1, 100)],
+            vec![
+                row(&u1, 10, start, rollup(&[1.0, 2.0], 0)),
+                row(&u1, 10, start + 50, rollup(&[3.0], 1)),
+                late,
+                row(&u1, 10, start + 60, rollup(&[4.0, 5.0, 6.0], 0)),
+                row(&u2, 10, start + 20, rollup(&[100.0, 200.0], 2)),
+                row(&refund, 10, start + 70, rollup(&[7.0], 0)),
+                row(&other_service, 10, start, rollup(&[9.0], 0)),
+                row(&other_tenant, 10, start, rollup(&[9.0], 0)),
+                row(&u1, 60, start, rollup(&[8.0], 0)),
+            ],
+        ))
+        .await
+        .expect("writes");
+    let base = Aggregation {
+        tenant: tenant("acme"),
+        kind: Kind::Span,
+        width_s: 10,
+        from_s: start,
+        to_s: start + 120,
+        step_s: 60,
+        service: Some("pay".into()),
+        name: None,
+        matchers: Vec::new(),
+        group_by: vec!["vigil.unit".into()],
+        limit: 100,
+    };
+    let summary = |rows: Vec<Aggregated>| -> Vec<(Vec<String>, u64, u64, u64, f64)> {
+        rows.into_iter()
+            .map(|a| {
+                let values = &a.rollup.values;
+                let max = values.max().unwrap_or(f64::NAN);
+                (a.group, a.start_s, values.count(), a.rollup.errors, max)
+            })
+            .collect()
+    };
+    let by_unit = store.aggregate(&base).await.expect("aggregates");
+    let p50 = by_unit[0].rollup.values.quantile(0.5).expect("values");
+    assert!((p50 - 2.0).abs() <= 2.0 * 0.0055, "merged p50 {p50}");
+    assert_eq!(
+        summary(by_unit),
+        vec![
+            (vec!["u1".into()], start, 4, 2, 1000.0),
+            (vec!["u1".into()], start + 60, 4, 0, 7.0),
+            (vec!["u2".into()], start, 2, 2, 200.0),
+        ]
+    );
+
+    let mut query = base.clone();
+    query.group_by = vec!["name".into(), "service.name".into()];
+    query.service = None;
+    query.step_s = 120;
+    query.matchers = vec![
+        Matcher {
+            key: "vigil.unit".into(),
+            value: "u2".into(),
+            equal: false,
+        },
+        Matcher {
+            key: "http.route".into(),
+            value: "/pay?x='; DROP TABLE rollups; --".into(),
+            equal: true,
+        },
+    ];
+    assert_eq!(
+        summary(store.aggregate(&query).await.expect("aggregates")),
+        vec![
+            (vec!["POST /pay".into(), "ledger".into()], start, 1, 0, 9.0),
+            (vec!["POST /pay".into(), "pay".into()], start, 7, 2, 1000.0),
+            (vec!["POST /refund".into(), "pay".into()], start, 1, 0, 7.0),
+        ]
+    );
+    query.matchers[1].value = "' OR 1=1 --".into();
+    assert!(
+        store
+            .aggregate(&query)
+            .await
+            .expect("aggregates")
+            .is_empty()
+    );
+
+    let mut query = base.clone();
+    query.group_by = Vec::new();
+    query.name = Some("POST /refund".into());
+    assert_eq!(
+        summary(store.aggregate(&query).await.expect("aggregates")),
+        vec![(Vec::new(), start + 60, 1, 0, 7.0)]
+    );
+    query.name = None;
+    query.width_s = 60;
+    assert_eq!(
+        summary(store.aggregate(&query).await.expect("aggregates")),
+        vec![(Vec::new(), start, 1, 0, 8.0)],
+        "one width at a time"
+    );
+
+    let mut query = base.clone();
+    query.limit = 2;
+    assert_eq!(store.aggregate(&query).await.expect("aggregates").len(), 2);
+    query.tenant = tenant("nobody");
+    assert!(
+        store
+            .aggregate(&query)
+            .await
+            .expect("aggregates")
+            .is_empty()
+    );
+}
+
 fn span(trace: &str, id: &str, parent: &str, start_ns: u64) -> SpanRecord {
     SpanRecord {
         tenant: tenant("acme"),
@@ -245,7 +369,16 @@ async fn spans_are_kept_once_and_found_by_trace(backend: Backend) {
         .await
         .expect("writes again");
     let spans = store.trace(&tenant("acme"), trace).await.expect("reads");
-    assert_eq!(spans, vec![root, child]);
+    assert_eq!(spans, vec![root.clone(), child]);
+    let mut roots = SpanQuery::new(tenant("acme"), start, start + 100);
+    roots.root_only = true;
+    roots.service = Some("pay".into());
+    let found = store.search_spans(&roots).await.expect("searches");
+    assert_eq!(
+        found.iter().map(|s| s.span_id.as_str()).collect::<Vec<_>>(),
+        vec!["b7ad6b7169203331", "00f067aa0ba902b8"],
+        "roots only, newest first then by span id (descending)"
+    );
     assert!(
         store
             .trace(&tenant("evil"), trace)
@@ -555,6 +688,7 @@ on_both_backends!(
     spans_are_kept_once_and_found_by_trace,
     events_are_kept_once_and_found_by_every_filter,
     spans_are_found_by_every_filter_and_paged,
+    rollups_merge_by_group_and_step,
     the_catalogue_widens_first_and_last_seen,
     retention_drops_whole_old_days,
 );

@@ -175,6 +175,32 @@ impl Distribution {
         Some(estimate.clamp(self.min, self.max))
     }
 
+    /// How many values are above `threshold`: exact for values further than
+    /// [`RELATIVE_ERROR`] from it; a value closer may be counted on either
+    /// side (its bucket's representative decides).
+    pub fn count_above(&self, threshold: f64) -> u64 {
+        if self.count == 0 || self.max <= threshold {
+            return 0;
+        }
+        if self.min > threshold {
+            return self.count;
+        }
+        let negative: u64 = self
+            .negative
+            .iter()
+            .filter(|&(index, _)| -representative(index) > threshold)
+            .map(|(_, n)| n)
+            .sum();
+        let zero = if threshold < 0.0 { self.zero } else { 0 };
+        let positive: u64 = self
+            .positive
+            .iter()
+            .filter(|&(index, _)| representative(index) > threshold)
+            .map(|(_, n)| n)
+            .sum();
+        negative + zero + positive
+    }
+
     /// The representative value of the bucket holding the `rank`-th smallest
     /// value (1-based, `rank ≤ count`).
     fn value_at_rank(&self, rank: u64) -> f64 {

@@ -162,6 +162,25 @@ proptest! {
     }
 
     #[test]
+    fn count_above_is_exact_away_from_the_threshold(
+        shape in shapes(),
+        seed in any::<u64>(),
+        q in 0.01f64..0.99,
+    ) {
+        let values = samples(shape, seed, 2_000);
+        let distribution = record_all(&values);
+        let threshold = exact_quantile(&values, q);
+        let margin = threshold.abs() * RELATIVE_ERROR * 2.0;
+        let surely_above = values.iter().filter(|&&v| v > threshold + margin).count() as u64;
+        let maybe_above = values.iter().filter(|&&v| v > threshold - margin).count() as u64;
+        let counted = distribution.count_above(threshold);
+        prop_assert!(
+            (surely_above..=maybe_above).contains(&counted),
+            "{counted} not in {surely_above}..={maybe_above}"
+        );
+    }
+
+    #[test]
     fn merge_equals_recording_everything_into_one(
         a in mixed_values(), b in mixed_values(), c in mixed_values()
     ) {

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use super::codec::{Stats, corrupt, label_arrays, merge_rows, series_from};
 use super::{
-    CatalogueEntry, Checkpoint, EventKind, EventQuery, EventRecord, Flush, RollupQuery, SpanQuery,
-    SpanRecord, Store, StoreError, StoredRollup, day_of,
+    Aggregated, Aggregation, CatalogueEntry, Checkpoint, EventKind, EventQuery, EventRecord, Flush,
+    RollupQuery, SpanQuery, SpanRecord, Store, StoreError, StoredRollup, day_of,
 };
 use crate::config::StoreConfig;
 use crate::model::Kind;
@@ -163,6 +163,37 @@ struct RollupIn {
     max: f64,
     errors: u64,
     buckets: (Vec<i32>, Vec<u64>),
+}
+
+#[derive(Row, Deserialize)]
+struct AggregatedIn {
+    group: Vec<String>,
+    start: u64,
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    errors: u64,
+    buckets: (Vec<i32>, Vec<u64>),
+}
+
+/// A value bound to a `?` of a query, in the order of the `?`s.
+enum Bound {
+    Text(String),
+    Number(u64),
+}
+
+/// The SQL of a label as matchers and groups see it (see
+/// [`super::label_of`]), and the key to bind when it is an array lookup.
+fn label_sql(key: &str) -> (&'static str, Option<Bound>) {
+    match key {
+        "service.name" => ("service", None),
+        "name" => ("name", None),
+        _ => (
+            "label_values[indexOf(label_keys, ?)]",
+            Some(Bound::Text(key.to_owned())),
+        ),
+    }
 }
 
 #[derive(Row, Deserialize)]
@@ -506,6 +537,87 @@ impl Store for ClickHouseStore {
         Ok(merge_rows(stored))
     }
 
+    async fn aggregate(&self, query: &Aggregation) -> Result<Vec<Aggregated>, StoreError> {
+        // Label names and values are bound, never written into the SQL.
+        let mut bound = Vec::new();
+        let mut groups = Vec::new();
+        for key in &query.group_by {
+            let (sql, key) = label_sql(key);
+            groups.push(sql);
+            bound.extend(key);
+        }
+        bound.extend([
+            Bound::Number(query.from_s),
+            Bound::Number(query.step_s),
+            Bound::Number(query.step_s),
+            Bound::Number(query.from_s),
+            Bound::Text(query.tenant.as_str().to_owned()),
+            Bound::Text(query.kind.as_str().to_owned()),
+            Bound::Number(u64::from(query.width_s)),
+            // Rows are kept by the day of their flush, which is at most a
+            // day before their window's (points from the near future).
+            Bound::Number(day_of(query.from_s).saturating_sub(1)),
+            Bound::Number(query.from_s),
+            Bound::Number(query.to_s),
+        ]);
+        let mut filters = String::new();
+        for (column, value) in [("service", &query.service), ("name", &query.name)] {
+            if let Some(value) = value {
+                filters.push_str(&format!(" AND {column} = ?"));
+                bound.push(Bound::Text(value.clone()));
+            }
+        }
+        for matcher in &query.matchers {
+            let (sql, key) = label_sql(&matcher.key);
+            let operator = if matcher.equal { "=" } else { "!=" };
+            filters.push_str(&format!(" AND {sql} {operator} ?"));
+            bound.extend(key);
+            bound.push(Bound::Text(matcher.value.clone()));
+        }
+        bound.push(Bound::Number(
+            u64::try_from(query.limit).unwrap_or(u64::MAX),
+        ));
+        let sql = format!(
+            "SELECT CAST([{groups}] AS Array(String)) AS group,
+                intDiv(start - ?, ?) * ? + ? AS step_start,
+                sum(count) AS total, sum(sum) AS value_sum, minIf(min, count > 0) AS low,
+                maxIf(max, count > 0) AS high, sum(errors) AS failed,
+                sumMap(bucket_keys, bucket_counts) AS merged_buckets
+             FROM rollups
+             WHERE tenant = ? AND kind = ? AND width = ? AND day >= ? AND start >= ? AND start < ?
+                {filters}
+             GROUP BY group, step_start ORDER BY group, step_start LIMIT ?",
+            groups = groups.join(", "),
+        );
+        let mut statement = self.client.query(&sql);
+        for value in bound {
+            statement = match value {
+                Bound::Text(text) => statement.bind(text),
+                Bound::Number(number) => statement.bind(number),
+            };
+        }
+        let rows: Vec<AggregatedIn> = statement.fetch_all().await.map_err(classify)?;
+        rows.into_iter()
+            .map(|row| {
+                let rollup = Stats {
+                    count: row.count,
+                    sum: row.sum,
+                    min: row.min,
+                    max: row.max,
+                    errors: row.errors,
+                    keys: row.buckets.0,
+                    counts: row.buckets.1,
+                }
+                .into_rollup()?;
+                Ok(Aggregated {
+                    group: row.group,
+                    start_s: row.start,
+                    rollup,
+                })
+            })
+            .collect()
+    }
+
     async fn write_spans(&self, spans: &[SpanRecord]) -> Result<(), StoreError> {
         let rows = spans.iter().map(|span| {
             let (attribute_keys, attribute_values) = span.attributes.iter().cloned().unzip();
@@ -561,7 +673,8 @@ impl Store for ClickHouseStore {
                  WHERE tenant = ? AND day >= ? AND day <= ? AND start_ns >= ? AND start_ns < ?
                     AND (? = 0 OR service = ?) AND (? = 0 OR name = ?) AND duration_ns >= ?
                     AND (? = 0 OR (status_code = 2) = ?)
-                    AND (? = 0 OR start_ns < ? OR (start_ns = ? AND span_id < ?)){attributes}
+                    AND (? = 0 OR start_ns < ? OR (start_ns = ? AND span_id < ?))
+                    AND (? = 0 OR parent_span_id = ''){attributes}
                  ORDER BY start_ns DESC, span_id DESC LIMIT 1 BY trace_id, span_id LIMIT ?"
             ))
             .bind(query.tenant.as_str())
@@ -579,7 +692,8 @@ impl Store for ClickHouseStore {
             .bind(u8::from(before_start.is_some()))
             .bind(before_start.unwrap_or(0))
             .bind(before_start.unwrap_or(0))
-            .bind(before_span.as_deref().unwrap_or(""));
+            .bind(before_span.as_deref().unwrap_or(""))
+            .bind(u8::from(query.root_only));
         for (key, value) in &query.attributes {
             select = select.bind(key.as_str()).bind(value.as_str());
         }
@@ -701,6 +815,15 @@ impl Store for ClickHouseStore {
                 })
             })
             .collect()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.client
+            .query("SELECT 1")
+            .fetch_one::<u8>()
+            .await
+            .map(drop)
+            .map_err(classify)
     }
 
     async fn enforce_retention(&self, now_s: u64) -> Result<(), StoreError> {

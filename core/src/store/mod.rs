@@ -111,6 +111,63 @@ impl RollupQuery {
     }
 }
 
+/// One label matcher: the series' label `key` equals (or differs from)
+/// `value`. A series without the label has it as "". The keys
+/// `service.name` and `name` are the series' service and name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matcher {
+    pub key: String,
+    pub value: String,
+    pub equal: bool,
+}
+
+impl Matcher {
+    pub fn matches(&self, series: &SeriesKey) -> bool {
+        (label_of(series, &self.key) == self.value) == self.equal
+    }
+}
+
+/// A series' label as matchers and groups see it: `service.name` and `name`
+/// are its service and name; a label it does not have is "".
+pub fn label_of<'a>(series: &'a SeriesKey, key: &str) -> &'a str {
+    match key {
+        "service.name" => &series.service,
+        "name" => &series.name,
+        _ => series.label(key).unwrap_or(""),
+    }
+}
+
+/// Which rollups to merge: one tenant's series of one kind, windows of one
+/// width starting in `[from_s, to_s)`, selected by service, name and label
+/// matchers, merged per group (the values of the `group_by` labels) and per
+/// step of `step_s` counted from `from_s`. `step_s` is a multiple of
+/// `width_s` and `from_s` of `step_s`, so a window lies in one step.
+#[derive(Debug, Clone)]
+pub struct Aggregation {
+    pub tenant: TenantId,
+    pub kind: Kind,
+    pub width_s: u32,
+    pub from_s: u64,
+    pub to_s: u64,
+    pub step_s: u64,
+    pub service: Option<String>,
+    pub name: Option<String>,
+    pub matchers: Vec<Matcher>,
+    pub group_by: Vec<String>,
+    /// At most this many merged rows are returned.
+    pub limit: usize,
+}
+
+/// One group's rollup over one step.
+#[derive(Debug, Clone)]
+pub struct Aggregated {
+    /// The values of the `group_by` labels, in their order.
+    pub group: Vec<String>,
+    /// The step's start, unix seconds.
+    pub start_s: u64,
+    pub rollup: Rollup,
+}
+
 /// One span as kept for lookup.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpanRecord {
@@ -151,6 +208,8 @@ pub struct SpanQuery {
     pub error: Option<bool>,
     /// Attributes (resource or span) the span must have, with these values.
     pub attributes: Vec<(String, String)>,
+    /// Only spans without a parent: whole requests, probe runs.
+    pub root_only: bool,
     pub before: Option<(u64, String)>,
     pub limit: usize,
 }
@@ -167,6 +226,7 @@ impl SpanQuery {
             min_duration_ns: None,
             error: None,
             attributes: Vec::new(),
+            root_only: false,
             before: None,
             limit: 100,
         }
@@ -303,6 +363,10 @@ pub trait Store: Send + Sync {
     /// window start.
     async fn rollups(&self, query: &RollupQuery) -> Result<Vec<StoredRollup>, StoreError>;
 
+    /// Merged rollups per group and step, ordered by group then step, at
+    /// most `limit`.
+    async fn aggregate(&self, query: &Aggregation) -> Result<Vec<Aggregated>, StoreError>;
+
     /// Keeps spans for lookup. Writing a span again (same tenant, trace and
     /// span id) keeps one copy.
     async fn write_spans(&self, spans: &[SpanRecord]) -> Result<(), StoreError>;
@@ -328,6 +392,9 @@ pub trait Store: Send + Sync {
         kind: Option<Kind>,
         service: Option<&str>,
     ) -> Result<Vec<CatalogueEntry>, StoreError>;
+
+    /// Answers when the store can be reached.
+    async fn ping(&self) -> Result<(), StoreError>;
 
     /// Drops whole days of data past their retention, as of `now_s`.
     async fn enforce_retention(&self, now_s: u64) -> Result<(), StoreError>;

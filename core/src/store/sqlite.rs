@@ -2,6 +2,8 @@
 //! blocking threads, one at a time over one connection; a flush is one
 //! transaction, so it is written whole or not at all.
 
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, btree_map};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -11,11 +13,11 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::codec::{Stats, blob_buckets, buckets_blob, corrupt, merge_rows};
 use super::{
-    CatalogueEntry, Checkpoint, EventQuery, EventRecord, Flush, RollupQuery, SpanQuery, SpanRecord,
-    Store, StoreError, StoredRollup, day_of,
+    Aggregated, Aggregation, CatalogueEntry, Checkpoint, EventQuery, EventRecord, Flush,
+    RollupQuery, SpanQuery, SpanRecord, Store, StoreError, StoredRollup, day_of, label_of,
 };
 use crate::config::StoreConfig;
-use crate::model::{Kind, SeriesKey};
+use crate::model::{Kind, Rollup, SeriesKey};
 use crate::tenant::TenantId;
 
 /// Schema versions, applied in order and recorded in `vigil_migrations`.
@@ -69,6 +71,16 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         CREATE INDEX events_by_time ON events (tenant, kind, time_ns);
         CREATE INDEX events_by_day ON events (day);
         CREATE INDEX spans_by_time ON spans (tenant, start_ns);",
+    ),
+    (
+        3,
+        "rollups by service and by time",
+        // Queries select a width and a time range, for one service or for all:
+        // with the name before the width, the old index read every width and
+        // every day of a service.
+        "DROP INDEX rollups_by_series;
+        CREATE INDEX rollups_by_service ON rollups (tenant, kind, service, width, start);
+        CREATE INDEX rollups_by_time ON rollups (tenant, kind, width, start);",
     ),
 ];
 
@@ -516,6 +528,7 @@ impl Store for SqliteStore {
                         AND (?6 IS NULL OR duration_ns >= ?6)
                         AND (?7 IS NULL OR (status_code = 2) = ?7)
                         AND (?8 IS NULL OR start_ns < ?8 OR (start_ns = ?8 AND span_id < ?9))
+                        AND (NOT ?12 OR parent_span_id = '')
                         AND NOT EXISTS (
                             SELECT 1 FROM json_each(?10) AS wanted WHERE NOT EXISTS (
                                 SELECT 1 FROM json_each(spans.attributes) AS has
@@ -538,6 +551,7 @@ impl Store for SqliteStore {
                     before_span,
                     serde_json::to_string(&query.attributes).unwrap_or_default(),
                     i64::try_from(query.limit).unwrap_or(i64::MAX),
+                    query.root_only,
                 ])
                 .map_err(fatal)?;
             let mut spans = Vec::new();
@@ -545,6 +559,93 @@ impl Store for SqliteStore {
                 spans.push(span_from_row(&query.tenant, row)?);
             }
             Ok(spans)
+        })
+        .await
+    }
+
+    async fn aggregate(&self, query: &Aggregation) -> Result<Vec<Aggregated>, StoreError> {
+        let query = query.clone();
+        self.run(move |connection| {
+            let mut sql = String::from(
+                "SELECT series, service, name, labels, start, count, sum, min, max, errors, buckets
+                 FROM rollups
+                 WHERE tenant = ? AND kind = ? AND width = ? AND start >= ? AND start < ?",
+            );
+            let mut values = vec![
+                Value::from(query.tenant.as_str().to_owned()),
+                Value::from(query.kind.as_str().to_owned()),
+                Value::from(query.width_s),
+                Value::from(bound_to_sql(query.from_s)),
+                Value::from(bound_to_sql(query.to_s)),
+            ];
+            for (column, value) in [("service", &query.service), ("name", &query.name)] {
+                if let Some(value) = value {
+                    sql.push_str(&format!(" AND {column} = ?"));
+                    values.push(Value::from(value.clone()));
+                }
+            }
+            let mut statement = connection.prepare_cached(&sql).map_err(fatal)?;
+            let mut rows = statement.query(params_from_iter(values)).map_err(fatal)?;
+            // Labels are parsed once per series: its group, or None when the
+            // matchers leave it out.
+            let mut groups: HashMap<i64, Option<Vec<String>>> = HashMap::new();
+            let mut merged: BTreeMap<(Vec<String>, u64), Rollup> = BTreeMap::new();
+            while let Some(row) = rows.next().map_err(fatal)? {
+                let id: i64 = row.get(0).map_err(fatal)?;
+                let group = match groups.entry(id) {
+                    Entry::Occupied(entry) => entry.into_mut(),
+                    Entry::Vacant(entry) => {
+                        let labels: String = row.get(3).map_err(fatal)?;
+                        let series = series_from_row(
+                            query.tenant.as_str(),
+                            query.kind.as_str(),
+                            row.get(1).map_err(fatal)?,
+                            row.get(2).map_err(fatal)?,
+                            &labels,
+                        )?;
+                        entry.insert(query.matchers.iter().all(|m| m.matches(&series)).then(|| {
+                            query
+                                .group_by
+                                .iter()
+                                .map(|key| label_of(&series, key).to_owned())
+                                .collect()
+                        }))
+                    }
+                };
+                let Some(group) = group else {
+                    continue;
+                };
+                let start = from_sql(row.get(4).map_err(fatal)?);
+                let step = start - (start - query.from_s) % query.step_s;
+                let blob: Vec<u8> = row.get(10).map_err(fatal)?;
+                let (keys, counts) = blob_buckets(&blob)?;
+                let rollup = Stats {
+                    count: from_sql(row.get(5).map_err(fatal)?),
+                    sum: row.get(6).map_err(fatal)?,
+                    min: row.get(7).map_err(fatal)?,
+                    max: row.get(8).map_err(fatal)?,
+                    errors: from_sql(row.get(9).map_err(fatal)?),
+                    keys,
+                    counts,
+                }
+                .into_rollup()?;
+                let full = merged.len() >= query.limit;
+                match merged.entry((group.clone(), step)) {
+                    btree_map::Entry::Occupied(mut entry) => entry.get_mut().merge(&rollup),
+                    btree_map::Entry::Vacant(_) if full => break,
+                    btree_map::Entry::Vacant(entry) => {
+                        entry.insert(rollup);
+                    }
+                }
+            }
+            Ok(merged
+                .into_iter()
+                .map(|((group, start_s), rollup)| Aggregated {
+                    group,
+                    start_s,
+                    rollup,
+                })
+                .collect())
         })
         .await
     }
@@ -672,6 +773,15 @@ impl Store for SqliteStore {
                 });
             }
             Ok(entries)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|connection| {
+            connection
+                .query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(fatal)
         })
         .await
     }
