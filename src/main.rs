@@ -12,6 +12,7 @@ use vigil_collector::Collector;
 use vigil_collector::bench::BenchOptions;
 use vigil_core::config::Config;
 use vigil_core::shutdown::Shutdown;
+use vigil_dashboard_api::Api;
 
 /// Vigil: availability monitoring for a whole payment ecosystem.
 #[derive(Debug, Parser)]
@@ -36,6 +37,8 @@ enum Command {
     Collector,
     /// Run the aggregator: bus to rollups, spans and the catalogue in the store.
     Aggregator,
+    /// Run the dashboard API over the store.
+    Api,
     /// Create or upgrade the store's schema, then exit.
     Migrate,
     /// Measure a component and print its figures.
@@ -99,6 +102,7 @@ fn main() -> ExitCode {
         }
         Command::Collector => serve(&cli.log, collector(config)),
         Command::Aggregator => serve(&cli.log, aggregator(config)),
+        Command::Api => serve(&cli.log, api(config)),
         Command::Migrate => serve(&cli.log, migrate(config)),
         Command::Bench(Bench::Collector {
             seconds,
@@ -175,6 +179,20 @@ async fn aggregator(config: Config) -> Outcome {
         aggregator.metrics_address()
     );
     aggregator.wait().await?;
+    Ok(())
+}
+
+#[allow(clippy::print_stdout, reason = "the CLI says where it listens")]
+async fn api(config: Config) -> Outcome {
+    let shutdown = Shutdown::on_signals()?;
+    let store = vigil_core::store::open(&config.store).await?;
+    let api = Api::start(&config, store, shutdown).await?;
+    println!(
+        "vigil api: on http://{}/api/v1 over the {:?} store",
+        api.address(),
+        config.store.kind
+    );
+    api.wait().await?;
     Ok(())
 }
 

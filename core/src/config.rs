@@ -61,6 +61,107 @@ pub struct Config {
     /// Bus to windows to store.
     #[serde(default)]
     pub aggregator: AggregatorConfig,
+    /// The dashboard API.
+    #[serde(default)]
+    pub api: ApiConfig,
+    /// Service level objectives, reported by `GET /api/v1/slo`.
+    #[serde(default)]
+    pub slos: Vec<SloConfig>,
+}
+
+/// The dashboard API: where it listens, who may read, and its limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// HTTP address; port 0 picks a free port.
+    #[serde(default = "default_api_listen")]
+    pub listen: SocketAddr,
+    /// A query running longer is stopped and answered with 422.
+    #[serde(default = "default_query_timeout_ms")]
+    pub query_timeout_ms: u64,
+    /// Most points (series × steps) one answer may hold; more is answered
+    /// with 422.
+    #[serde(default = "default_max_points")]
+    pub max_points: usize,
+    /// Who may read: bearer tokens, each standing for a tenant and a role.
+    #[serde(default)]
+    pub tokens: Vec<ApiToken>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: default_api_listen(),
+            query_timeout_ms: default_query_timeout_ms(),
+            max_points: default_max_points(),
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// One dashboard API token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    pub token: Secret,
+    pub tenant: TenantId,
+    pub role: Role,
+}
+
+/// What a token may do. Each role may do what the ones before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads its tenant's data.
+    Viewer,
+    /// Also manages its tenant's silences.
+    Editor,
+    /// Also reads any tenant's data (the `tenant` parameter).
+    Admin,
+}
+
+/// A service level objective: which series it counts, what a good event
+/// is, and the target over a rolling window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SloConfig {
+    /// Unique within its tenant.
+    pub name: String,
+    pub tenant: TenantId,
+    #[serde(default)]
+    pub description: String,
+    /// `span` (a service or one operation), `probe` (a probe's runs),
+    /// `client` (an app signal) or `metric`.
+    pub kind: crate::model::Kind,
+    /// The service, or the app for `client`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// The series name: an operation, a probe or a client signal; every
+    /// series of the service when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<String>,
+    /// Labels the series must have, with these values.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub sli: Sli,
+    /// For a latency SLI: an event is good when it took at most this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold_ms: Option<f64>,
+    /// The share of good events to reach, in percent (e.g. 99.9).
+    pub objective_percent: f64,
+    /// The rolling window the objective is for, in days (usually 7, 28 or 30).
+    #[serde(default = "default_slo_window_days")]
+    pub window_days: u32,
+}
+
+/// What makes an event good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sli {
+    /// It did not fail.
+    Availability,
+    /// It took at most the threshold.
+    Latency,
 }
 
 /// Which store keeps Vigil's data, and how to reach it.
@@ -517,6 +618,18 @@ fn default_http_listen() -> SocketAddr {
 fn default_aggregator_metrics_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 9465))
 }
+fn default_api_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8080))
+}
+fn default_query_timeout_ms() -> u64 {
+    10_000
+}
+fn default_max_points() -> usize {
+    200_000
+}
+fn default_slo_window_days() -> u32 {
+    28
+}
 fn default_max_message_bytes() -> usize {
     16 * 1024 * 1024
 }
@@ -663,7 +776,108 @@ impl Config {
         }
         self.validate_collector()?;
         self.validate_store()?;
-        self.validate_aggregator()
+        self.validate_aggregator()?;
+        self.validate_api()?;
+        self.validate_slos()
+    }
+
+    fn validate_api(&self) -> Result<(), ConfigError> {
+        let api = &self.api;
+        if !(100..=600_000).contains(&api.query_timeout_ms) {
+            return Err(ConfigError::invalid(
+                "api.query_timeout_ms",
+                format!(
+                    "must be between 100 and 600000 (10 minutes), got {}",
+                    api.query_timeout_ms
+                ),
+            ));
+        }
+        if !(1_000..=10_000_000).contains(&api.max_points) {
+            return Err(ConfigError::invalid(
+                "api.max_points",
+                format!("must be between 1000 and 10000000, got {}", api.max_points),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, token) in api.tokens.iter().enumerate() {
+            let key = format!("api.tokens[{i}].token");
+            if token.token.expose().len() < 16 {
+                return Err(ConfigError::invalid(
+                    &key,
+                    format!(
+                        "tokens must be at least 16 characters (tenant {})",
+                        token.tenant
+                    ),
+                ));
+            }
+            if !seen.insert(token.token.expose()) {
+                return Err(ConfigError::invalid(&key, "this token is listed twice"));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_slos(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for (i, slo) in self.slos.iter().enumerate() {
+            let key = |field: &str| format!("slos[{i}].{field}");
+            let plain = !slo.name.is_empty()
+                && slo.name.len() <= 128
+                && slo
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            if !plain {
+                return Err(ConfigError::invalid(
+                    &key("name"),
+                    format!(
+                        "may hold only ASCII letters, digits, '.', '_' and '-' (1 to 128), got {:?}",
+                        slo.name
+                    ),
+                ));
+            }
+            if !seen.insert((&slo.tenant, &slo.name)) {
+                return Err(ConfigError::invalid(
+                    &key("name"),
+                    format!(
+                        "tenant {} has two objectives named {}",
+                        slo.tenant, slo.name
+                    ),
+                ));
+            }
+            if !(slo.objective_percent > 0.0 && slo.objective_percent < 100.0) {
+                return Err(ConfigError::invalid(
+                    &key("objective_percent"),
+                    format!(
+                        "must be above 0 and below 100, got {}",
+                        slo.objective_percent
+                    ),
+                ));
+            }
+            if !(1..=90).contains(&slo.window_days) {
+                return Err(ConfigError::invalid(
+                    &key("window_days"),
+                    format!("must be between 1 and 90, got {}", slo.window_days),
+                ));
+            }
+            match (slo.sli, slo.threshold_ms) {
+                (Sli::Latency, Some(ms)) if ms.is_finite() && ms > 0.0 => {}
+                (Sli::Latency, _) => {
+                    return Err(ConfigError::invalid(
+                        &key("threshold_ms"),
+                        "a latency objective needs a threshold above 0 ms",
+                    ));
+                }
+                (Sli::Availability, Some(_)) => {
+                    return Err(ConfigError::invalid(
+                        &key("threshold_ms"),
+                        "only a latency objective has a threshold; remove it or set sli = \"latency\"",
+                    ));
+                }
+                (Sli::Availability, None) => {}
+            }
+        }
+        Ok(())
     }
 
     fn validate_store(&self) -> Result<(), ConfigError> {

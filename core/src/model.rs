@@ -11,7 +11,10 @@ use crate::distribution::{Distribution, DistributionError};
 use crate::tenant::TenantId;
 
 /// What a series measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// A span operation: latency in ms, errors are spans with status ERROR.
     Span,

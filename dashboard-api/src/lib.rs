@@ -1,8 +1,27 @@
 //! The dashboard API: what SREs, on-call engineers and release managers
-//! read. In: HTTP requests with a bearer token. Out: JSON computed from the
-//! store (rollups, spans, events, the series catalogue), the same on SQLite
-//! and ClickHouse.
+//! read. In: HTTP requests with a bearer token (`server`, `auth`,
+//! `params`). Out: JSON computed from the store — merged rollups, spans,
+//! the configured objectives — the same on SQLite and ClickHouse.
 //!
-//! - [`query`]: `/api/v1/query`, series of signals from merged rollups.
+//! - `services`, `query_path` (with the engine in `query`), `traces`,
+//!   `slo`, `client`, `probes`: one module per path;
+//! - `openapi`: the table of paths and parameters that both checks requests
+//!   and writes `/api/v1/openapi.json`;
+//! - `reader`: merged rollups from the widest closed windows, within limits.
 
+mod auth;
+mod client;
+mod error;
+mod metrics;
+mod openapi;
+mod params;
+mod probes;
 pub mod query;
+mod query_path;
+mod reader;
+mod server;
+mod services;
+mod slo;
+mod traces;
+
+pub use server::{Api, ApiServerError};

@@ -1,38 +1,26 @@
-//! `GET /api/v1/query`: series of points computed from stored rollups.
+//! `GET /api/v1/query`: series of a signal, computed from merged rollups.
 //!
-//! The rows of one width (the widest of 1 h, 1 min and 10 s that divides the
-//! step) are filtered by label matchers, grouped by the `group_by` labels and
-//! by step, and merged — counts, sums and distributions add up — before a
-//! signal is read from each merged rollup. Quantiles therefore come from the
-//! merged distribution of every point in the step, never from averaging
-//! per-window quantiles.
+//! The store merges the selected series' rollups per group (the values of
+//! the `group_by` labels) and per step — counts, sums and distributions add
+//! up — and a signal is read from each merged rollup. Quantiles therefore
+//! come from the merged distribution of every point in the step, never from
+//! averaging per-window quantiles.
+//!
+//! Which rollups: a step is covered by the widest windows that divide it and
+//! have closed (1 h, then 1 min), and by 10 s windows for the part still
+//! open, so the newest step is as fresh as the last flush (see [`cover`]).
 
 use std::collections::BTreeMap;
 
 use vigil_core::model::{Kind, Rollup};
-use vigil_core::store::{StoredRollup, WIDTHS};
+use vigil_core::store::{Matcher, WIDTHS};
+
+use crate::error::BadParameter;
 
 /// The widest range one query may cover.
 pub const MAX_RANGE_S: u64 = 400 * 86_400;
 /// The most steps one query may return per series.
 pub const MAX_POINTS: u64 = 11_000;
-
-/// A query parameter that cannot be used, and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("parameter {parameter}: {reason}")]
-pub struct BadParameter {
-    pub parameter: String,
-    pub reason: String,
-}
-
-impl BadParameter {
-    pub fn new(parameter: impl Into<String>, reason: impl Into<String>) -> Self {
-        BadParameter {
-            parameter: parameter.into(),
-            reason: reason.into(),
-        }
-    }
-}
 
 /// What is read from each merged rollup.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -114,20 +102,6 @@ impl Signal {
     }
 }
 
-/// One label matcher of `filter`: `key="value"` or `key!="value"`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Matcher {
-    pub key: String,
-    pub value: String,
-    pub equal: bool,
-}
-
-impl Matcher {
-    fn matches(&self, value: Option<&str>) -> bool {
-        (value.unwrap_or("") == self.value) == self.equal
-    }
-}
-
 /// Parses `key="value",key!="value",…`; values are double-quoted, with `\"`
 /// and `\\` inside.
 pub fn parse_filter(text: &str) -> Result<Vec<Matcher>, String> {
@@ -188,14 +162,50 @@ pub fn parse_filter(text: &str) -> Result<Vec<Matcher>, String> {
     Ok(matchers)
 }
 
+/// Which series to read and how to group them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selection {
+    pub kind: Kind,
+    pub service: Option<String>,
+    pub name: Option<String>,
+    pub matchers: Vec<Matcher>,
+    pub group_by: Vec<String>,
+}
+
+impl Selection {
+    pub fn new(kind: Kind) -> Self {
+        Selection {
+            kind,
+            service: None,
+            name: None,
+            matchers: Vec::new(),
+            group_by: Vec::new(),
+        }
+    }
+
+    /// Only series whose label `key` is `value`.
+    pub fn matching(mut self, key: &str, value: &str) -> Self {
+        self.matchers.push(Matcher {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            equal: true,
+        });
+        self
+    }
+
+    pub fn grouped_by(mut self, keys: &[&str]) -> Self {
+        self.group_by = keys.iter().map(|&key| key.to_owned()).collect();
+        self
+    }
+}
+
+/// Rollups merged per group and step (step start, unix seconds).
+pub type Merged = BTreeMap<(Vec<String>, u64), Rollup>;
+
 /// A validated query.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Query {
-    pub kind: Kind,
-    pub name: Option<String>,
-    pub service: Option<String>,
-    pub filter: Vec<Matcher>,
-    pub group_by: Vec<String>,
+    pub selection: Selection,
     pub signal: Signal,
     /// `[from_s, to_s)`, aligned to the step.
     pub from_s: u64,
@@ -216,7 +226,7 @@ impl Query {
     /// must respect: a step that is a whole number of 10 s, `from < to`, at
     /// most [`MAX_RANGE_S`] and [`MAX_POINTS`] steps.
     pub fn new(
-        kind: Kind,
+        selection: Selection,
         signal: Signal,
         (from_s, to_s): (u64, u64),
         step_s: u64,
@@ -224,7 +234,7 @@ impl Query {
         if step_s == 0 || !step_s.is_multiple_of(10) {
             return Err(BadParameter::new(
                 "step",
-                format!("must be a positive multiple of 10 s, got {step_s} s"),
+                format!("must be a positive multiple of 10 s (10000 ms), got {step_s} s"),
             ));
         }
         if from_s >= to_s {
@@ -249,11 +259,7 @@ impl Query {
             ));
         }
         Ok(Query {
-            kind,
-            name: None,
-            service: None,
-            filter: Vec::new(),
-            group_by: Vec::new(),
+            selection,
             signal,
             from_s,
             to_s,
@@ -261,170 +267,198 @@ impl Query {
         })
     }
 
-    /// The rollup width to read: the widest that divides the step.
-    pub fn width_s(&self) -> u32 {
+    /// The rollup widths that fit in a step: those dividing it, widest first.
+    pub fn widths(&self) -> Vec<u32> {
         WIDTHS
             .iter()
             .rev()
             .copied()
-            .find(|&width| self.step_s.is_multiple_of(u64::from(width)))
-            .unwrap_or(WIDTHS[0])
+            .filter(|&width| self.step_s.is_multiple_of(u64::from(width)))
+            .collect()
     }
 
-    /// The series of `rows` (one width, as the store returns them): filtered,
-    /// grouped, merged per step, then the signal read; groups in label order,
-    /// points in time order, steps without points left out.
-    pub fn evaluate(&self, rows: &[StoredRollup]) -> Vec<Series> {
-        let mut groups: BTreeMap<Vec<(String, String)>, BTreeMap<u64, Rollup>> = BTreeMap::new();
-        for row in rows {
-            let series = &row.series;
-            let selected = series.kind == self.kind
-                && self.name.as_ref().is_none_or(|name| *name == series.name)
-                && self
-                    .service
-                    .as_ref()
-                    .is_none_or(|service| *service == series.service)
-                && row.start_s >= self.from_s
-                && row.start_s < self.to_s
-                && self.filter.iter().all(|m| m.matches(label(series, &m.key)));
-            if !selected {
+    /// The series of merged rollups: groups in label order, points in time
+    /// order, steps without points left out.
+    pub fn series(&self, merged: &Merged) -> Vec<Series> {
+        let mut series: Vec<Series> = Vec::new();
+        for ((group, start), rollup) in merged {
+            let Some(value) = self.signal.value(rollup, self.step_s) else {
                 continue;
-            }
-            let group = self
+            };
+            let labels: Vec<(String, String)> = self
+                .selection
                 .group_by
                 .iter()
-                .map(|key| (key.clone(), label(series, key).unwrap_or("").to_owned()))
+                .cloned()
+                .zip(group.iter().cloned())
                 .collect();
-            let step = row.start_s - (row.start_s - self.from_s) % self.step_s;
-            groups
-                .entry(group)
-                .or_default()
-                .entry(step)
-                .or_default()
-                .merge(&row.rollup);
+            match series.last_mut() {
+                Some(last) if last.labels == labels => last.points.push((*start, value)),
+                _ => series.push(Series {
+                    labels,
+                    points: vec![(*start, value)],
+                }),
+            }
         }
-        groups
-            .into_iter()
-            .map(|(labels, steps)| Series {
-                labels,
-                points: steps
-                    .iter()
-                    .filter_map(|(&start, rollup)| {
-                        Some((start, self.signal.value(rollup, self.step_s)?))
-                    })
-                    .collect(),
-            })
-            .filter(|series| !series.points.is_empty())
-            .collect()
+        series
     }
 }
 
-/// A series' label, where `service.name` and the series name count too.
-fn label<'a>(series: &'a vigil_core::model::SeriesKey, key: &str) -> Option<&'a str> {
-    match key {
-        "service.name" => Some(&series.service),
-        "name" => Some(&series.name),
-        _ => series.label(key),
+/// One store read: windows of one width starting in `[from_s, to_s)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub width_s: u32,
+    pub from_s: u64,
+    pub to_s: u64,
+}
+
+/// The reads that cover `[from_s, to_s)` (aligned to the narrowest width)
+/// with the widest windows possible: each width in `widths` (widest first)
+/// covers the whole windows it has inside the range that end by
+/// `closed_until(width)`; the narrowest covers the rest.
+pub fn cover(
+    from_s: u64,
+    to_s: u64,
+    widths: &[u32],
+    closed_until: &impl Fn(u32) -> u64,
+) -> Vec<Segment> {
+    let Some((&width, narrower)) = widths.split_first() else {
+        return Vec::new();
+    };
+    let w = u64::from(width);
+    if narrower.is_empty() {
+        return vec![Segment {
+            width_s: width,
+            from_s,
+            to_s,
+        }]
+        .into_iter()
+        .filter(|s| s.from_s < s.to_s)
+        .collect();
     }
+    let start = from_s.div_ceil(w) * w;
+    let end = (to_s / w * w).min(closed_until(width) / w * w);
+    if start >= end {
+        return cover(from_s, to_s, narrower, closed_until);
+    }
+    let mut segments = cover(from_s, start, narrower, closed_until);
+    segments.push(Segment {
+        width_s: width,
+        from_s: start,
+        to_s: end,
+    });
+    segments.extend(cover(end, to_s, narrower, closed_until));
+    segments
 }
 
 #[cfg(test)]
 mod tests {
     use vigil_core::distribution::RELATIVE_ERROR;
-    use vigil_core::model::SeriesKey;
-    use vigil_core::tenant::TenantId;
 
     use super::*;
 
-    fn row(service: &str, unit: &str, start_s: u64, values: &[f64], errors: u64) -> StoredRollup {
+    fn rollup(values: &[f64], errors: u64) -> Rollup {
         let mut rollup = Rollup::default();
         for (i, &value) in values.iter().enumerate() {
             rollup
                 .record(value, (i as u64) < errors)
                 .expect("finite values");
         }
-        StoredRollup {
-            series: SeriesKey::new(
-                TenantId::parse("acme").expect("tenant"),
-                Kind::Span,
-                service,
-                "POST /pay",
-                vec![("vigil.unit".into(), unit.into())],
-            ),
-            width_s: 10,
-            start_s,
-            rollup,
-        }
+        rollup
+    }
+
+    fn query(signal: Signal, group_by: &[&str]) -> Query {
+        let selection = Selection::new(Kind::Span).grouped_by(group_by);
+        Query::new(selection, signal, (1_000_000, 1_000_120), 60).expect("valid")
     }
 
     #[test]
-    fn steps_merge_windows_before_reading_the_signal() {
-        // Two 10 s windows in one 60 s step: the p50 of all twenty values,
-        // not the mean of two medians.
-        let first: Vec<f64> = (1..=10).map(f64::from).collect();
-        let second: Vec<f64> = (91..=100).map(f64::from).collect();
-        let rows = vec![
-            row("pay", "u1", 1_000_020, &first, 1),
-            row("pay", "u2", 1_000_030, &second, 3),
-            row("pay", "u1", 1_000_090, &first, 0),
-        ];
-        let mut query = Query::new(
-            Kind::Span,
-            Signal::Quantile(0.5),
-            (1_000_000, 1_000_120),
-            60,
-        )
-        .expect("valid");
-        assert_eq!(query.width_s(), 60);
-        let series = query.evaluate(&rows);
-        assert_eq!(series.len(), 1);
-        let (start, p50) = series[0].points[0];
-        assert_eq!(start, 999_960 + 60);
-        assert!((p50 - 10.0).abs() <= 10.0 * RELATIVE_ERROR, "p50 {p50}");
-        assert_eq!(series[0].points.len(), 2);
+    fn signals_are_read_from_each_merged_step() {
+        let mut merged = Merged::new();
+        let mut both = rollup(&(1..=10).map(f64::from).collect::<Vec<_>>(), 1);
+        both.merge(&rollup(&(91..=100).map(f64::from).collect::<Vec<_>>(), 3));
+        merged.insert((vec!["u1".into()], 999_960), both);
+        merged.insert((vec!["u1".into()], 1_000_020), rollup(&[5.0, 7.0], 0));
+        merged.insert((vec!["u2".into()], 999_960), rollup(&[], 0));
+        merged.insert((vec!["u2".into()], 1_000_020), rollup(&[3.0], 1));
 
-        query.signal = Signal::ErrorRatio;
-        query.group_by = vec!["vigil.unit".into()];
-        let series = query.evaluate(&rows);
-        let ratios: Vec<(&str, Vec<(u64, f64)>)> = series
-            .iter()
-            .map(|s| (s.labels[0].1.as_str(), s.points.clone()))
-            .collect();
+        // The p50 of all twenty values, not the mean of two medians.
+        let p50 = query(Signal::Quantile(0.5), &["vigil.unit"]).series(&merged);
+        assert!((p50[0].points[0].1 - 10.0).abs() <= 10.0 * RELATIVE_ERROR);
+        let ratios = query(Signal::ErrorRatio, &["vigil.unit"]).series(&merged);
         assert_eq!(
             ratios,
             vec![
-                ("u1", vec![(1_000_020, 0.1), (1_000_080, 0.0)]),
-                ("u2", vec![(1_000_020, 0.3)])
-            ]
+                Series {
+                    labels: vec![("vigil.unit".into(), "u1".into())],
+                    points: vec![(999_960, 0.2), (1_000_020, 0.0)],
+                },
+                Series {
+                    labels: vec![("vigil.unit".into(), "u2".into())],
+                    points: vec![(1_000_020, 1.0)],
+                },
+            ],
+            "an empty step has no point"
         );
-
-        query.signal = Signal::Rate;
-        query.group_by.clear();
-        query.filter = parse_filter(r#"vigil.unit!="u2""#).expect("parses");
-        let rates = query.evaluate(&rows);
+        let rates = query(Signal::Rate, &["vigil.unit"]).series(&merged);
         assert_eq!(
             rates[0].points,
-            vec![(1_000_020, 10.0 / 60.0), (1_000_080, 10.0 / 60.0)]
+            vec![(999_960, 20.0 / 60.0), (1_000_020, 2.0 / 60.0)]
         );
     }
 
     #[test]
-    fn the_step_picks_the_widest_rollup_that_divides_it() {
-        let width = |step| {
-            Query::new(Kind::Span, Signal::Count, (0, 86_400), step)
+    fn a_step_reads_the_widths_that_divide_it() {
+        let widths = |step| {
+            Query::new(Selection::new(Kind::Span), Signal::Count, (0, 86_400), step)
                 .expect("valid")
-                .width_s()
+                .widths()
         };
+        assert_eq!(widths(10), vec![10]);
+        assert_eq!(widths(30), vec![10]);
+        assert_eq!(widths(600), vec![60, 10]);
+        assert_eq!(widths(7200), vec![3600, 60, 10]);
+    }
+
+    #[test]
+    fn closed_wide_windows_cover_the_middle_and_narrow_ones_the_edges() {
+        let segment = |width_s, from_s, to_s| Segment {
+            width_s,
+            from_s,
+            to_s,
+        };
+        // Hours closed up to 10:00, minutes up to 10:58, from 07:30 to 11:00.
+        let closed = |width| if width == 3600 { 36_000 } else { 39_480 };
         assert_eq!(
-            (width(10), width(30), width(60), width(600), width(7200)),
-            (10, 10, 60, 60, 3600)
+            cover(27_000, 39_600, &[3600, 60, 10], &closed),
+            vec![
+                segment(60, 27_000, 28_800),
+                segment(3600, 28_800, 36_000),
+                segment(60, 36_000, 39_480),
+                segment(10, 39_480, 39_600),
+            ]
+        );
+        // Nothing closed: all of it from 10 s windows.
+        assert_eq!(
+            cover(27_000, 27_600, &[3600, 60, 10], &|_| 0),
+            vec![segment(10, 27_000, 27_600)]
+        );
+        // A range inside one hour, everything closed.
+        assert_eq!(
+            cover(27_010, 27_130, &[3600, 60, 10], &|_| u64::MAX),
+            vec![
+                segment(10, 27_010, 27_060),
+                segment(60, 27_060, 27_120),
+                segment(10, 27_120, 27_130),
+            ]
         );
     }
 
     #[test]
     fn bad_ranges_and_steps_name_the_parameter() {
         let error = |from, to, step| {
-            Query::new(Kind::Span, Signal::Count, (from, to), step).expect_err("refused")
+            Query::new(Selection::new(Kind::Span), Signal::Count, (from, to), step)
+                .expect_err("refused")
         };
         assert_eq!(error(10, 5, 10).parameter, "from");
         assert_eq!(error(0, 60, 15).parameter, "step");

@@ -547,10 +547,8 @@ impl Store for ClickHouseStore {
             bound.extend(key);
         }
         bound.extend([
-            Bound::Number(query.from_s),
             Bound::Number(query.step_s),
             Bound::Number(query.step_s),
-            Bound::Number(query.from_s),
             Bound::Text(query.tenant.as_str().to_owned()),
             Bound::Text(query.kind.as_str().to_owned()),
             Bound::Number(u64::from(query.width_s)),
@@ -579,7 +577,7 @@ impl Store for ClickHouseStore {
         ));
         let sql = format!(
             "SELECT CAST([{groups}] AS Array(String)) AS group,
-                intDiv(start - ?, ?) * ? + ? AS step_start,
+                intDiv(start, ?) * ? AS step_start,
                 sum(count) AS total, sum(sum) AS value_sum, minIf(min, count > 0) AS low,
                 maxIf(max, count > 0) AS high, sum(errors) AS failed,
                 sumMap(bucket_keys, bucket_counts) AS merged_buckets

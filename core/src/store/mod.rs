@@ -140,8 +140,8 @@ pub fn label_of<'a>(series: &'a SeriesKey, key: &str) -> &'a str {
 /// Which rollups to merge: one tenant's series of one kind, windows of one
 /// width starting in `[from_s, to_s)`, selected by service, name and label
 /// matchers, merged per group (the values of the `group_by` labels) and per
-/// step of `step_s` counted from `from_s`. `step_s` is a multiple of
-/// `width_s` and `from_s` of `step_s`, so a window lies in one step.
+/// step of `step_s`. Steps start at multiples of `step_s`, a multiple of
+/// `width_s`, so a window lies in one step.
 #[derive(Debug, Clone)]
 pub struct Aggregation {
     pub tenant: TenantId,

@@ -616,7 +616,7 @@ impl Store for SqliteStore {
                     continue;
                 };
                 let start = from_sql(row.get(4).map_err(fatal)?);
-                let step = start - (start - query.from_s) % query.step_s;
+                let step = start - start % query.step_s;
                 let blob: Vec<u8> = row.get(10).map_err(fatal)?;
                 let (keys, counts) = blob_buckets(&blob)?;
                 let rollup = Stats {

@@ -1,0 +1,83 @@
+//! The API's own metrics, served on `GET /metrics` in the OpenMetrics text
+//! format: requests by path and status, and how long they took.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    path: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathLabels {
+    path: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<PathLabels, Histogram>,
+    /// Rendering borrows the registry; one scrape at a time is plenty.
+    render_lock: Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let requests = Family::<RequestLabels, Counter>::default();
+        // 1 ms to ~4 min.
+        let duration = Family::<PathLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 4.0, 10))
+        });
+        let mut registry = Registry::with_prefix("vigil_api");
+        registry.register(
+            "requests",
+            "Requests answered, by path (as routed) and HTTP status",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to answer, by path",
+            duration.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            duration,
+            render_lock: Mutex::new(()),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one answered request.
+    pub fn answered(&self, path: &str, status: u16, took: Duration) {
+        let path = path.to_owned();
+        self.requests
+            .get_or_create(&RequestLabels {
+                path: path.clone(),
+                status,
+            })
+            .inc();
+        self.duration
+            .get_or_create(&PathLabels { path })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Every metric in the text exposition format.
+    pub fn render(&self) -> String {
+        let _one_at_a_time = self.render_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}

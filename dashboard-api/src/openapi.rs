@@ -1,0 +1,135 @@
+//! The paths the API serves, described once: the same table checks each
+//! request's parameters and writes `GET /api/v1/openapi.json`.
+
+use serde_json::{Map, Value, json};
+
+/// One query-string parameter.
+#[derive(Debug)]
+pub struct Param {
+    pub name: &'static str,
+    /// JSON Schema type: `string`, `integer` or `boolean`.
+    pub kind: &'static str,
+    pub required: bool,
+    pub description: &'static str,
+}
+
+/// One `GET` path.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// With `{name}` for path parameters, as the router writes it.
+    pub path: &'static str,
+    pub summary: &'static str,
+    /// Path parameters and what they are.
+    pub path_params: &'static [(&'static str, &'static str)],
+    pub params: &'static [Param],
+}
+
+impl Endpoint {
+    /// The names of its query parameters, with `tenant`, which every API
+    /// path takes.
+    pub fn param_names(&self) -> Vec<&'static str> {
+        self.params
+            .iter()
+            .map(|p| p.name)
+            .chain([TENANT.name])
+            .collect()
+    }
+}
+
+/// For admin tokens: the tenant to read.
+pub const TENANT: Param = Param {
+    name: "tenant",
+    kind: "string",
+    required: false,
+    description: "The tenant to read: the token's own, or any for an admin token.",
+};
+pub const FROM: Param = Param {
+    name: "from",
+    kind: "string",
+    required: false,
+    description: "Start: RFC 3339, unix ms, or now-<duration> (now-15m).",
+};
+pub const TO: Param = Param {
+    name: "to",
+    kind: "string",
+    required: false,
+    description: "End (exclusive), in the same forms as from; default now.",
+};
+pub const LIMIT: Param = Param {
+    name: "limit",
+    kind: "integer",
+    required: false,
+    description: "At most this many items, 1 to 1000 (default 100).",
+};
+pub const CURSOR: Param = Param {
+    name: "cursor",
+    kind: "string",
+    required: false,
+    description: "The next_cursor of the previous page.",
+};
+
+/// The OpenAPI 3.0 document of `endpoints`.
+pub fn document(endpoints: &[&Endpoint]) -> Value {
+    let mut paths = Map::new();
+    for endpoint in endpoints {
+        let mut parameters: Vec<Value> = endpoint
+            .path_params
+            .iter()
+            .map(|(name, description)| {
+                json!({"name": name, "in": "path", "required": true,
+                       "description": description, "schema": {"type": "string"}})
+            })
+            .collect();
+        parameters.extend(endpoint.params.iter().chain([&TENANT]).map(|p| {
+            json!({"name": p.name, "in": "query", "required": p.required,
+                   "description": p.description, "schema": {"type": p.kind}})
+        }));
+        let error = |description: &str| {
+            json!({"description": description,
+                   "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+        };
+        paths.insert(
+            endpoint.path.to_owned(),
+            json!({"get": {
+                "summary": endpoint.summary,
+                "security": [{"bearer": []}],
+                "parameters": parameters,
+                "responses": {
+                    "200": {"description": "OK", "content": {"application/json": {}}},
+                    "400": error("A parameter is unknown, given twice or invalid; the message names it."),
+                    "401": error("No token, or an unknown one."),
+                    "403": error("The token may not read that tenant."),
+                    "404": error("Nothing has that id or name."),
+                    "422": error("The answer would pass a limit (api.max_points, api.query_timeout_ms)."),
+                    "503": error("The store is unavailable; retry later."),
+                }
+            }}),
+        );
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Vigil dashboard API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Services, queries, traces, SLOs, client health and probes. Times are RFC 3339 or unix ms; durations are ms."
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {"error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {
+                        "code": {"type": "string", "enum": ["unauthenticated", "forbidden", "bad_parameter", "not_found", "limit_exceeded", "unavailable", "internal"]},
+                        "message": {"type": "string"},
+                        "parameter": {"type": "string"},
+                        "limit": {"type": "string"}
+                    }
+                }}
+            }}
+        }
+    })
+}

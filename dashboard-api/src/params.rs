@@ -1,0 +1,302 @@
+//! Query-string parameters: only the ones a path takes, each at most once,
+//! and the times and durations the API contract allows.
+//!
+//! Times are RFC 3339 (`2026-11-22T07:30:00Z`, `…+01:00`, fractions of a
+//! second), unix milliseconds, `now` or `now-<duration>`. Durations are
+//! milliseconds, or a number with a unit: `ms`, `s`, `m`, `h`, `d`.
+
+use crate::error::BadParameter;
+
+/// The parameters of one request.
+#[derive(Debug)]
+pub struct Params {
+    pairs: Vec<(String, String)>,
+    now_ms: u64,
+}
+
+impl Params {
+    /// Parses a raw query string, refusing names not in `allowed` and names
+    /// given twice. `now_ms` is what `now` means.
+    pub fn parse(raw: Option<&str>, allowed: &[&str], now_ms: u64) -> Result<Params, BadParameter> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for (name, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+            if !allowed.contains(&name.as_ref()) {
+                return Err(BadParameter::new(
+                    name,
+                    format!("unknown parameter; this path takes {}", allowed.join(", ")),
+                ));
+            }
+            if pairs.iter().any(|(seen, _)| *seen == name) {
+                return Err(BadParameter::new(name, "given twice; give it once"));
+            }
+            pairs.push((name.into_owned(), value.into_owned()));
+        }
+        Ok(Params { pairs, now_ms })
+    }
+
+    /// The value of `name`, if given and not empty.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+            .filter(|value| !value.is_empty())
+    }
+
+    /// The value of `name` as a string, if given.
+    pub fn text(&self, name: &str) -> Option<String> {
+        self.get(name).map(str::to_owned)
+    }
+
+    /// The time range `from`..`to` in unix milliseconds, by default the
+    /// `default_ms` before now; `from` must be before `to`.
+    pub fn range(&self, default_ms: u64) -> Result<(u64, u64), BadParameter> {
+        let to = self.time("to")?.unwrap_or(self.now_ms);
+        let from = self.time("from")?.unwrap_or(to.saturating_sub(default_ms));
+        if from >= to {
+            return Err(BadParameter::new("from", "must be before to"));
+        }
+        Ok((from, to))
+    }
+
+    fn time(&self, name: &str) -> Result<Option<u64>, BadParameter> {
+        self.get(name)
+            .map(|text| {
+                parse_time(text, self.now_ms).ok_or_else(|| {
+                    BadParameter::new(
+                        name,
+                        format!(
+                            "{text:?} is not a time: use RFC 3339 (2026-11-22T07:30:00Z), unix ms or now-<duration> (now-15m)"
+                        ),
+                    )
+                })
+            })
+            .transpose()
+    }
+
+    /// A duration in milliseconds.
+    pub fn duration_ms(&self, name: &str) -> Result<Option<u64>, BadParameter> {
+        self.get(name)
+            .map(|text| {
+                parse_duration_ms(text).ok_or_else(|| {
+                    BadParameter::new(
+                        name,
+                        format!(
+                            "{text:?} is not a duration: use ms (60000) or a unit (1m, 10s, 1h, 7d)"
+                        ),
+                    )
+                })
+            })
+            .transpose()
+    }
+
+    /// A whole number between `min` and `max`.
+    pub fn number(&self, name: &str, min: u64, max: u64) -> Result<Option<u64>, BadParameter> {
+        self.get(name)
+            .map(|text| {
+                text.parse::<u64>()
+                    .ok()
+                    .filter(|n| (min..=max).contains(n))
+                    .ok_or_else(|| {
+                        BadParameter::new(
+                            name,
+                            format!("must be a whole number from {min} to {max}, got {text:?}"),
+                        )
+                    })
+            })
+            .transpose()
+    }
+
+    /// `true` or `false`.
+    pub fn flag(&self, name: &str) -> Result<Option<bool>, BadParameter> {
+        self.get(name)
+            .map(|text| match text {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(BadParameter::new(
+                    name,
+                    format!("must be true or false, got {text:?}"),
+                )),
+            })
+            .transpose()
+    }
+}
+
+/// A duration in milliseconds: a whole number of ms, or a number and a unit.
+pub fn parse_duration_ms(text: &str) -> Option<u64> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let unit_ms = match unit {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    number.checked_mul(unit_ms)
+}
+
+/// A time in unix milliseconds.
+pub fn parse_time(text: &str, now_ms: u64) -> Option<u64> {
+    if text == "now" {
+        return Some(now_ms);
+    }
+    if let Some(ago) = text.strip_prefix("now-") {
+        return now_ms.checked_sub(parse_duration_ms(ago)?);
+    }
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().ok();
+    }
+    parse_rfc3339(text)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)` in unix milliseconds.
+fn parse_rfc3339(text: &str) -> Option<u64> {
+    let bytes = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = text.get(range)?;
+        part.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    if bytes.len() < 20
+        || bytes[4] != b'-'
+        || bytes[7] != b'-'
+        || !matches!(bytes[10], b'T' | b't' | b' ')
+        || bytes[13] != b':'
+        || bytes[16] != b':'
+    {
+        return None;
+    }
+    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut rest = &text[19..];
+    let mut millis = 0;
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let length = fraction
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(fraction.len());
+        if length == 0 {
+            return None;
+        }
+        let first_three = format!("{:0<3}", &fraction[..length.min(3)]);
+        millis = first_three.parse::<i64>().ok()?;
+        rest = &fraction[length..];
+    }
+    let offset_s = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            if rest.len() != 6 || rest.as_bytes()[3] != b':' {
+                return None;
+            }
+            let (hours, minutes) = (digits_of(&rest[1..3])?, digits_of(&rest[4..6])?);
+            sign * (hours * 3_600 + minutes * 60)
+        }
+    };
+    let seconds =
+        days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second - offset_s;
+    u64::try_from(seconds * 1_000 + millis).ok()
+}
+
+fn digits_of(text: &str) -> Option<i64> {
+    text.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| text.parse().ok())?
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
+/// `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_from_march = (month + 9) % 12;
+    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_795_000_000_000;
+
+    #[test]
+    fn times_parse_in_every_form() {
+        assert_eq!(
+            parse_time("2026-11-22T07:30:00Z", NOW),
+            Some(1_795_332_600_000)
+        );
+        assert_eq!(
+            parse_time("2026-11-22T08:30:00.25+01:00", NOW),
+            Some(1_795_332_600_250)
+        );
+        assert_eq!(parse_time("1970-01-01T00:00:00Z", NOW), Some(0));
+        assert_eq!(
+            parse_time("2000-03-01T00:00:00Z", NOW),
+            Some(951_868_800_000)
+        );
+        assert_eq!(parse_time("1795332600000", NOW), Some(1_795_332_600_000));
+        assert_eq!(parse_time("now", NOW), Some(NOW));
+        assert_eq!(parse_time("now-15m", NOW), Some(NOW - 900_000));
+        for bad in [
+            "yesterday",
+            "2026-13-01T00:00:00Z",
+            "2026-11-22T07:30:00",
+            "2026-11-22T07:30:00+0100",
+            "2026-11-22T07:30:00.Z",
+            "now-5y",
+            "-5",
+        ] {
+            assert_eq!(parse_time(bad, NOW), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_parse_with_and_without_units() {
+        assert_eq!(parse_duration_ms("60000"), Some(60_000));
+        assert_eq!(parse_duration_ms("1m"), Some(60_000));
+        assert_eq!(parse_duration_ms("10s"), Some(10_000));
+        assert_eq!(parse_duration_ms("7d"), Some(604_800_000));
+        assert_eq!(parse_duration_ms("250ms"), Some(250));
+        assert_eq!(parse_duration_ms("1.5h"), None);
+        assert_eq!(parse_duration_ms("m"), None);
+        assert_eq!(parse_duration_ms("99999999999999999999d"), None);
+    }
+
+    #[test]
+    fn unknown_and_repeated_parameters_are_refused_by_name() {
+        let error = Params::parse(Some("from=1&limt=5"), &["from", "limit"], NOW).unwrap_err();
+        assert_eq!(error.parameter, "limt");
+        assert_eq!(
+            error.reason,
+            "unknown parameter; this path takes from, limit"
+        );
+        let error = Params::parse(Some("limit=1&limit=2"), &["limit"], NOW).unwrap_err();
+        assert_eq!(error.parameter, "limit");
+        let params = Params::parse(Some("from=now-1h&limit=7"), &["from", "limit"], NOW).unwrap();
+        assert_eq!(params.range(60_000).unwrap(), (NOW - 3_600_000, NOW));
+        assert_eq!(params.number("limit", 1, 10).unwrap(), Some(7));
+        assert!(params.number("from", 1, 10).is_err());
+        let params = Params::parse(Some("from=now&to=now-1m"), &["from", "to"], NOW).unwrap();
+        assert_eq!(params.range(60_000).unwrap_err().parameter, "from");
+    }
+}

@@ -1,0 +1,168 @@
+//! `GET /api/v1/query`: the HTTP side of [`crate::query`].
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use serde_json::{Map, Value, json};
+use vigil_core::model::Kind;
+
+use crate::error::BadParameter;
+use crate::openapi::{Endpoint, FROM, Param, TO};
+use crate::query::{Query, Selection, Signal, parse_filter};
+use crate::server::{Answer, AppState, seconds};
+
+pub const ENDPOINT: Endpoint = Endpoint {
+    path: "/api/v1/query",
+    summary: "Series of a signal (count, rate, error ratio, quantiles…) per group and step, from merged rollups",
+    path_params: &[],
+    params: &[
+        Param {
+            name: "kind",
+            kind: "string",
+            required: true,
+            description: "span, metric, client or probe.",
+        },
+        Param {
+            name: "signal",
+            kind: "string",
+            required: true,
+            description: "count, sum, rate, mean, min, max, error_ratio, availability, p50, p90, p95, p99 or p999.",
+        },
+        Param {
+            name: "name",
+            kind: "string",
+            required: false,
+            description: "The series name: operation, metric, client signal or probe.",
+        },
+        Param {
+            name: "service",
+            kind: "string",
+            required: false,
+            description: "The service (the app for client series).",
+        },
+        Param {
+            name: "filter",
+            kind: "string",
+            required: false,
+            description: "Label matchers: key=\"value\",key!=\"value\".",
+        },
+        Param {
+            name: "group_by",
+            kind: "string",
+            required: false,
+            description: "Comma-separated labels to group by (service.name and name included).",
+        },
+        FROM,
+        TO,
+        Param {
+            name: "step",
+            kind: "string",
+            required: false,
+            description: "Step: ms or with a unit (1m), a multiple of 10 s; default 1m.",
+        },
+    ],
+};
+
+pub async fn handler(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Answer {
+    let call = state.begin(&ENDPOINT, &headers, raw.as_deref())?;
+    let params = &call.params;
+    let kind_name = params
+        .get("kind")
+        .ok_or_else(|| BadParameter::new("kind", "required: span, metric, client or probe"))?;
+    let kind = Kind::parse(kind_name).ok_or_else(|| {
+        BadParameter::new(
+            "kind",
+            format!("unknown kind {kind_name:?}; use span, metric, client or probe"),
+        )
+    })?;
+    let signal_name = params.get("signal").ok_or_else(|| {
+        BadParameter::new(
+            "signal",
+            format!("required: one of {}", Signal::NAMES.join(", ")),
+        )
+    })?;
+    let signal = Signal::parse(signal_name).ok_or_else(|| {
+        BadParameter::new(
+            "signal",
+            format!(
+                "unknown signal {signal_name:?}; use one of {}",
+                Signal::NAMES.join(", ")
+            ),
+        )
+    })?;
+    let mut selection = Selection::new(kind);
+    selection.name = params.text("name");
+    selection.service = params.text("service");
+    selection.matchers = parse_filter(params.get("filter").unwrap_or(""))
+        .map_err(|e| BadParameter::new("filter", e))?;
+    selection.group_by = match params.get("group_by") {
+        None => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .map(|key| {
+                let key = key.trim();
+                let plain = !key.is_empty()
+                    && key
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+                plain.then(|| key.to_owned()).ok_or_else(|| {
+                    BadParameter::new("group_by", format!("{key:?} is not a label name"))
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let step_ms = params.duration_ms("step")?.unwrap_or(60_000);
+    if !step_ms.is_multiple_of(1000) {
+        return Err(BadParameter::new(
+            "step",
+            format!("must be a positive multiple of 10 s (10000 ms), got {step_ms} ms"),
+        )
+        .into());
+    }
+    let query = Query::new(
+        selection,
+        signal,
+        seconds(params.range(3_600_000)?),
+        step_ms / 1000,
+    )?;
+    let reader = &call.reader;
+    let merged = state
+        .within(reader.merged(
+            &query.selection,
+            query.from_s,
+            query.to_s,
+            Some(query.step_s),
+        ))
+        .await?;
+    let series: Vec<Value> = query
+        .series(&merged)
+        .into_iter()
+        .map(|series| {
+            let labels: Map<String, Value> = series
+                .labels
+                .into_iter()
+                .map(|(key, value)| (key, Value::String(value)))
+                .collect();
+            let points: Vec<Value> = series
+                .points
+                .into_iter()
+                .map(|(start, value)| json!([start * 1000, value]))
+                .collect();
+            json!({"labels": labels, "points": points})
+        })
+        .collect();
+    Ok(Json(json!({
+        "kind": kind.as_str(),
+        "signal": signal_name,
+        "from": query.from_s * 1000,
+        "to": query.to_s * 1000,
+        "step": query.step_s * 1000,
+        "series": series,
+    })))
+}

@@ -1,0 +1,265 @@
+//! The HTTP server: routes, and what every request goes through — its
+//! token, its parameters, the query timeout and the self-metrics.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use vigil_core::config::{Config, SloConfig};
+use vigil_core::shutdown::Shutdown;
+use vigil_core::store::Store;
+
+use crate::auth::Auth;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::openapi::{self, Endpoint};
+use crate::params::Params;
+use crate::reader::Reader;
+use crate::{client, probes, query_path, services, slo, traces};
+
+/// Every `/api/v1` path, in the order the OpenAPI document lists them.
+const ENDPOINTS: [&Endpoint; 8] = [
+    &services::ENDPOINT,
+    &query_path::ENDPOINT,
+    &traces::TRACE,
+    &traces::SEARCH,
+    &slo::ENDPOINT,
+    &client::ENDPOINT,
+    &probes::PROBES,
+    &probes::RUNS,
+];
+
+/// Why the API could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiServerError {
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the dashboard API server failed: {0}")]
+    Serve(String),
+}
+
+/// A running API server.
+pub struct Api {
+    address: SocketAddr,
+    task: JoinHandle<Result<(), ApiServerError>>,
+}
+
+impl Api {
+    /// Binds `api.listen` and serves until `shutdown` is set off;
+    /// [`Api::wait`] for that.
+    pub async fn start(
+        config: &Config,
+        store: Arc<dyn Store>,
+        shutdown: Shutdown,
+    ) -> Result<Api, ApiServerError> {
+        let listen = config.api.listen;
+        let bind_error = |source| ApiServerError::Bind {
+            address: listen,
+            source,
+        };
+        let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
+        let address = listener.local_addr().map_err(bind_error)?;
+        let flush_s = config.aggregator.flush_interval_ms.div_ceil(1000);
+        let state = Arc::new(AppState {
+            store,
+            auth: Auth::new(&config.api),
+            metrics: Metrics::default(),
+            slos: config.slos.clone(),
+            timeout: Duration::from_millis(config.api.query_timeout_ms),
+            max_points: config.api.max_points,
+            settle_s: config.aggregator.allowed_lateness_s + flush_s + SETTLE_MARGIN_S,
+        });
+        let router = router(state);
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { shutdown.wait().await })
+                .await
+                .map_err(|e| ApiServerError::Serve(e.to_string()))
+        });
+        tracing::info!(%address, "dashboard API listening");
+        Ok(Api { address, task })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Returns when the server has drained and stopped.
+    pub async fn wait(self) -> Result<(), ApiServerError> {
+        self.task
+            .await
+            .map_err(|e| ApiServerError::Serve(e.to_string()))?
+    }
+}
+
+/// Added to the aggregator's lateness and flush interval before a window
+/// is taken as closed and stored.
+const SETTLE_MARGIN_S: u64 = 2;
+
+/// What every handler shares.
+pub struct AppState {
+    store: Arc<dyn Store>,
+    auth: Auth,
+    metrics: Metrics,
+    pub slos: Vec<SloConfig>,
+    timeout: Duration,
+    max_points: usize,
+    settle_s: u64,
+}
+
+/// One authenticated request: its parameters, and the store as its tenant
+/// reads it.
+pub struct Call {
+    pub params: Params,
+    pub reader: Reader,
+}
+
+pub type Answer = Result<Json<Value>, ApiError>;
+
+impl AppState {
+    /// Authenticates a request to `endpoint` and checks its parameters
+    /// (after the token, so an unknown caller learns nothing of them).
+    pub fn begin(
+        &self,
+        endpoint: &Endpoint,
+        headers: &HeaderMap,
+        raw_query: Option<&str>,
+    ) -> Result<Call, ApiError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
+        let params = Params::parse(raw_query, &endpoint.param_names(), now_ms);
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok());
+        let tenant = params.as_ref().ok().and_then(|p| p.get("tenant"));
+        let caller = self.auth.caller(authorization, tenant)?;
+        let params = params?;
+        let reader = Reader {
+            store: Arc::clone(&self.store),
+            tenant: caller.tenant.clone(),
+            now_s: now.as_secs(),
+            settle_s: self.settle_s,
+            max_points: self.max_points,
+        };
+        Ok(Call { params, reader })
+    }
+
+    /// Runs a request's reads within the query timeout.
+    pub async fn within<T>(
+        &self,
+        work: impl Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| ApiError::Limit {
+                limit: "api.query_timeout_ms",
+                message: format!(
+                    "the query ran longer than {} ms and was stopped; narrow the range or the selection",
+                    self.timeout.as_millis()
+                ),
+            })?
+    }
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .route("/api/v1/openapi.json", get(openapi_document))
+        .route(services::ENDPOINT.path, get(services::handler))
+        .route(query_path::ENDPOINT.path, get(query_path::handler))
+        .route(traces::TRACE.path, get(traces::trace))
+        .route(traces::SEARCH.path, get(traces::search))
+        .route(slo::ENDPOINT.path, get(slo::handler))
+        .route(client::ENDPOINT.path, get(client::handler))
+        .route(probes::PROBES.path, get(probes::probes))
+        .route(probes::RUNS.path, get(probes::runs))
+        .fallback(|| async { ApiError::NotFound("no such path; see /api/v1/openapi.json".into()) })
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), count))
+        .with_state(state)
+}
+
+async fn count(
+    State(state): State<Arc<AppState>>,
+    path: Option<MatchedPath>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let start = Instant::now();
+    let response = next.run(request).await;
+    let path = path.as_ref().map_or("unmatched", MatchedPath::as_str);
+    state
+        .metrics
+        .answered(path, response.status().as_u16(), start.elapsed());
+    response
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match state.within(async { Ok(state.store.ping().await?) }).await {
+        Ok(()) => "ready".into_response(),
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {error}"),
+        )
+            .into_response(),
+    }
+}
+
+async fn render_metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}
+
+async fn openapi_document() -> Json<Value> {
+    Json(openapi::document(&ENDPOINTS))
+}
+
+/// Seconds `[from, to)` of a range in milliseconds, widened to whole 10 s.
+pub fn seconds((from_ms, to_ms): (u64, u64)) -> (u64, u64) {
+    let from_s = from_ms / 1000;
+    let to_s = to_ms.div_ceil(1000);
+    (from_s - from_s % 10, to_s.div_ceil(10) * 10)
+}
+
+/// The JSON of a range in unix milliseconds.
+pub fn range_json(from_s: u64, to_s: u64) -> Value {
+    json!({"from": from_s * 1000, "to": to_s * 1000})
+}
+
+/// Requests, failures and latency of a merged rollup over `seconds`.
+pub fn stats_json(rollup: &vigil_core::model::Rollup, seconds: u64) -> Value {
+    use crate::query::Signal;
+    let read = |signal: Signal| signal.value(rollup, seconds.max(1));
+    json!({
+        "requests": rollup.values.count(),
+        "errors": rollup.errors,
+        "error_ratio": read(Signal::ErrorRatio),
+        "availability": read(Signal::Availability),
+        "rate_per_s": read(Signal::Rate),
+        "mean_ms": read(Signal::Mean),
+        "p50_ms": read(Signal::Quantile(0.5)),
+        "p90_ms": read(Signal::Quantile(0.9)),
+        "p99_ms": read(Signal::Quantile(0.99)),
+    })
+}
