@@ -244,8 +244,8 @@ impl Query {
             return Err(BadParameter::new(
                 "to",
                 format!(
-                    "the range is {} days; at most 400 days",
-                    (to_s - from_s).div_ceil(86_400)
+                    "the range is {:.1} days; at most 400 days",
+                    (to_s - from_s) as f64 / 86_400.0
                 ),
             ));
         }
@@ -464,7 +464,7 @@ mod tests {
         assert_eq!(error(0, 60, 15).parameter, "step");
         assert_eq!(
             error(0, 401 * 86_400, 86_400).to_string(),
-            "parameter to: the range is 401 days; at most 400 days"
+            "parameter to: the range is 401.0 days; at most 400 days"
         );
         assert_eq!(
             error(0, 86_400 * 2, 10).to_string(),

@@ -1,0 +1,1005 @@
+//! The dashboard API over real stores (SQLite, and ClickHouse next to
+//! Kafka): known rollups and spans written to the store and read back
+//! through HTTP with reqwest; then end to end, the OpenTelemetry SDK
+//! exporting through the collector, the bus and the aggregator.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use vigil_core::config::{ApiToken, Config, Role, Secret, Sli, SloConfig, StoreKind};
+use vigil_core::model::{Kind, Rollup, SeriesKey};
+use vigil_core::on_both_backends;
+use vigil_core::shutdown::Shutdown;
+use vigil_core::store::{self, Flush, RollupRow, SpanRecord, Store, WIDTHS};
+use vigil_core::tenant::TenantId;
+use vigil_core::testing::{self, Backend};
+use vigil_dashboard_api::Api;
+
+const ACME: &str = "acme-viewer-token-0123";
+const EVIL: &str = "evil-viewer-token-0123";
+const ADMIN: &str = "ops-admin-token-012345";
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn tenant(name: &str) -> TenantId {
+    TenantId::parse(name).unwrap()
+}
+
+/// An API on a free port over the store of `config`, with tokens for
+/// tenants acme and evil (viewers) and an admin of tenant ops.
+struct Server {
+    api: Api,
+    shutdown: Shutdown,
+    client: reqwest::Client,
+}
+
+fn api_config(mut config: Config) -> Config {
+    config.api.listen = ([127, 0, 0, 1], 0).into();
+    let token = |secret: &str, name: &str, role| ApiToken {
+        token: Secret::new(secret),
+        tenant: tenant(name),
+        role,
+    };
+    config.api.tokens = vec![
+        token(ACME, "acme", Role::Viewer),
+        token(EVIL, "evil", Role::Viewer),
+        token(ADMIN, "ops", Role::Admin),
+    ];
+    config
+}
+
+impl Server {
+    async fn start(config: &Config, store: Arc<dyn Store>) -> Server {
+        let shutdown = Shutdown::new();
+        let api = Api::start(config, store, shutdown.clone()).await.unwrap();
+        Server {
+            api,
+            shutdown,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// The status and JSON body of `GET path` with `token`.
+    async fn get(&self, token: Option<&str>, path: &str) -> (u16, Value) {
+        let mut request = self
+            .client
+            .get(format!("http://{}{path}", self.api.address()));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body)
+    }
+
+    /// The body of `GET path` as acme, which must answer 200.
+    async fn ok(&self, path: &str) -> Value {
+        let (status, body) = self.get(Some(ACME), path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    }
+
+    async fn stop(self) {
+        self.shutdown.trigger();
+        self.api.wait().await.unwrap();
+    }
+}
+
+/// `values` as one rollup, the first `errors` of them failed.
+fn rollup(values: impl IntoIterator<Item = f64>, errors: usize) -> Rollup {
+    let mut rollup = Rollup::default();
+    for (i, value) in values.into_iter().enumerate() {
+        rollup.record(value, i < errors).unwrap();
+    }
+    rollup
+}
+
+/// Rows of every width for the windows holding `time_s`, as an aggregator
+/// writes them.
+fn rows_at(series: &Arc<SeriesKey>, time_s: u64, rollup: &Rollup) -> Vec<RollupRow> {
+    WIDTHS
+        .iter()
+        .map(|&width| RollupRow {
+            series: Arc::clone(series),
+            partition: 0,
+            width_s: width,
+            start_s: time_s - time_s % u64::from(width),
+            rollup: rollup.clone(),
+            correction: false,
+        })
+        .collect()
+}
+
+fn series(
+    tenant_name: &str,
+    kind: Kind,
+    service: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Arc<SeriesKey> {
+    Arc::new(SeriesKey::new(
+        tenant(tenant_name),
+        kind,
+        service,
+        name,
+        labels
+            .iter()
+            .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+    ))
+}
+
+fn span(
+    trace: &str,
+    id: &str,
+    parent: &str,
+    name: &str,
+    start_ns: u64,
+    ms: u64,
+    error: bool,
+) -> SpanRecord {
+    SpanRecord {
+        tenant: tenant("acme"),
+        trace_id: trace.into(),
+        span_id: id.into(),
+        parent_span_id: parent.into(),
+        service: "pay".into(),
+        name: name.into(),
+        kind: "server".into(),
+        start_ns,
+        duration_ns: ms * 1_000_000,
+        status_code: if error { 2 } else { 1 },
+        status_message: if error {
+            "card declined".into()
+        } else {
+            String::new()
+        },
+        attributes: vec![("vigil.unit".into(), "u1".into())],
+    }
+}
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+/// Writes the known data, twenty minutes ago (a closed minute `t`):
+/// - acme's pay `POST /pay` server spans: unit u1 1..=100 ms with 5 errors
+///   at `t`, unit u2 111..=160 ms with 10 errors a minute later; 20
+///   internal `db.query` spans; ledger's 10 internal spans, 1 failed;
+/// - evil's pay: 7 server spans;
+/// - probe pay-e2e: 10 runs at u1 (200..=290 ms, one failed) and steps;
+/// - app wallet-ios 2.0: 100 sessions, 3 crashes, cold starts 500..=599 ms,
+///   1000 frames of which 50 slow and 5 frozen;
+/// - a trace: POST /pay → reserve, charge → db.
+async fn write_known_data(store: &dyn Store) -> u64 {
+    let now = now_s();
+    let t = now - now % 60 - 20 * 60;
+    let server = |unit| {
+        series(
+            "acme",
+            Kind::Span,
+            "pay",
+            "POST /pay",
+            &[
+                ("span.kind", "server"),
+                ("vigil.unit", unit),
+                ("http.route", "/pay"),
+            ],
+        )
+    };
+    let mut rows = Vec::new();
+    rows.extend(rows_at(
+        &server("u1"),
+        t + 5,
+        &rollup((1..=100).map(f64::from), 5),
+    ));
+    rows.extend(rows_at(
+        &server("u2"),
+        t + 65,
+        &rollup((111..=160).map(f64::from), 10),
+    ));
+    let internal = series(
+        "acme",
+        Kind::Span,
+        "pay",
+        "db.query",
+        &[("span.kind", "internal")],
+    );
+    rows.extend(rows_at(&internal, t + 5, &rollup([0.5; 20], 0)));
+    let ledger = series(
+        "acme",
+        Kind::Span,
+        "ledger",
+        "post",
+        &[("span.kind", "internal")],
+    );
+    rows.extend(rows_at(&ledger, t + 5, &rollup([2.0; 10], 1)));
+    let evil = series(
+        "evil",
+        Kind::Span,
+        "pay",
+        "POST /pay",
+        &[("span.kind", "server")],
+    );
+    rows.extend(rows_at(&evil, t + 5, &rollup([9.0; 7], 0)));
+    let run = series(
+        "acme",
+        Kind::Probe,
+        "vigil-synthetic",
+        "pay-e2e",
+        &[("vigil.probe.step", ""), ("vigil.probe.location", "u1")],
+    );
+    rows.extend(rows_at(
+        &run,
+        t + 5,
+        &rollup((0..10).map(|i| f64::from(200 + 10 * i)), 1),
+    ));
+    let step = series(
+        "acme",
+        Kind::Probe,
+        "vigil-synthetic",
+        "pay-e2e",
+        &[
+            ("vigil.probe.step", "create"),
+            ("vigil.probe.location", "u1"),
+        ],
+    );
+    rows.extend(rows_at(&step, t + 5, &rollup([50.0; 10], 0)));
+    let client = |name, labels: &[(&str, &str)]| {
+        let mut all = vec![("app.version", "2.0")];
+        all.extend_from_slice(labels);
+        series("acme", Kind::Client, "wallet-ios", name, &all)
+    };
+    rows.extend(rows_at(
+        &client("client.sessions", &[]),
+        t + 5,
+        &rollup([1.0; 100], 0),
+    ));
+    rows.extend(rows_at(
+        &client(
+            "client.crashes",
+            &[
+                ("exception.type", "NSRangeException"),
+                ("crash.kind", "native"),
+            ],
+        ),
+        t + 5,
+        &rollup([1.0; 3], 3),
+    ));
+    rows.extend(rows_at(
+        &client("client.app_start", &[("start.kind", "cold")]),
+        t + 5,
+        &rollup((500..600).map(f64::from), 0),
+    ));
+    rows.extend(rows_at(
+        &client("client.frames", &[]),
+        t + 5,
+        &rollup([1000.0], 0),
+    ));
+    rows.extend(rows_at(
+        &client("client.frames.slow", &[]),
+        t + 5,
+        &rollup([50.0], 0),
+    ));
+    rows.extend(rows_at(
+        &client("client.frames.frozen", &[]),
+        t + 5,
+        &rollup([5.0], 0),
+    ));
+    store
+        .write(&Flush {
+            source: "test".into(),
+            time_s: now,
+            checkpoints: Vec::new(),
+            rows,
+        })
+        .await
+        .unwrap();
+
+    let start = (t + 5) * 1_000_000_000;
+    let mut spans = vec![
+        span(TRACE, "00000000000000a1", "", "POST /pay", start, 120, true),
+        span(
+            TRACE,
+            "00000000000000b2",
+            "00000000000000a1",
+            "reserve",
+            start + 1_000_000,
+            30,
+            false,
+        ),
+        span(
+            TRACE,
+            "00000000000000c3",
+            "00000000000000a1",
+            "charge",
+            start + 40_000_000,
+            70,
+            true,
+        ),
+        span(
+            TRACE,
+            "00000000000000d4",
+            "00000000000000c3",
+            "db",
+            start + 45_000_000,
+            10,
+            false,
+        ),
+    ];
+    for i in 0..5u64 {
+        let mut run = span(
+            &format!("{:032x}", 0xabc0 + i),
+            &format!("{:016x}", 0xe0 + i),
+            "",
+            "pay-e2e",
+            start + i * 1_000_000_000,
+            200 + 10 * i,
+            i == 3,
+        );
+        run.service = "vigil-synthetic".into();
+        run.attributes = vec![
+            ("vigil.probe.name".into(), "pay-e2e".into()),
+            (
+                "vigil.probe.location".into(),
+                if i % 2 == 0 { "u1" } else { "u2" }.into(),
+            ),
+        ];
+        spans.push(run);
+    }
+    store.write_spans(&spans).await.unwrap();
+    t
+}
+
+fn slos() -> Vec<SloConfig> {
+    let slo = |name: &str, sli, threshold_ms| SloConfig {
+        name: name.into(),
+        tenant: tenant("acme"),
+        description: String::new(),
+        kind: Kind::Span,
+        service: Some("pay".into()),
+        series: Some("POST /pay".into()),
+        labels: BTreeMap::new(),
+        sli,
+        threshold_ms,
+        objective_percent: 99.0,
+        window_days: 7,
+    };
+    vec![
+        slo("pay-availability", Sli::Availability, None),
+        slo("pay-latency", Sli::Latency, Some(105.0)),
+    ]
+}
+
+fn number(value: &Value) -> f64 {
+    value
+        .as_f64()
+        .unwrap_or_else(|| panic!("not a number: {value}"))
+}
+
+fn assert_within(value: &Value, exact: f64, relative: f64) {
+    let value = number(value);
+    assert!(
+        (value - exact).abs() <= exact.abs() * relative,
+        "{value} is not within {relative} of {exact}"
+    );
+}
+
+async fn start_with_known_data(backend: Backend) -> Option<(Server, u64)> {
+    let mut config = api_config(testing::config(backend)?);
+    config.slos = slos();
+    let store = store::open(&config.store).await.unwrap();
+    let t = write_known_data(store.as_ref()).await;
+    Some((Server::start(&config, store).await, t))
+}
+
+async fn services_and_queries_answer_exactly(backend: Backend) {
+    let Some((server, t)) = start_with_known_data(backend).await else {
+        return;
+    };
+    let body = server.ok("/api/v1/services").await;
+    let services = body["services"].as_array().unwrap();
+    assert_eq!(services.len(), 2, "{body}");
+    let (ledger, pay) = (&services[0], &services[1]);
+    assert_eq!(ledger["service"], "ledger");
+    assert_eq!(
+        (
+            ledger["requests"].clone(),
+            ledger["errors"].clone(),
+            ledger["spans"].clone()
+        ),
+        (json!(10), json!(1), json!("all"))
+    );
+    assert_eq!(pay["service"], "pay");
+    assert_eq!(
+        (
+            pay["requests"].clone(),
+            pay["errors"].clone(),
+            pay["spans"].clone()
+        ),
+        (json!(150), json!(15), json!("entry"))
+    );
+    assert_within(&pay["error_ratio"], 0.1, 1e-12);
+    assert_within(&pay["availability"], 0.9, 1e-12);
+    assert_within(&pay["p50_ms"], 75.0, 0.01);
+    assert_within(&pay["p99_ms"], 159.0, 0.01);
+
+    let (from, to) = ((t - 60) * 1000, (t + 180) * 1000);
+    let query = |signal: &str, extra: &str| {
+        format!(
+            "/api/v1/query?kind=span&service=pay&name=POST%20/pay&signal={signal}&from={from}&to={to}{extra}"
+        )
+    };
+    let body = server
+        .ok(&query("p50", "&group_by=vigil.unit&step=60000"))
+        .await;
+    let series = body["series"].as_array().unwrap();
+    assert_eq!(series.len(), 2, "{body}");
+    assert_eq!(series[0]["labels"], json!({"vigil.unit": "u1"}));
+    assert_eq!(series[0]["points"].as_array().unwrap().len(), 1);
+    assert_eq!(series[0]["points"][0][0], json!(t * 1000));
+    assert_within(&series[0]["points"][0][1], 50.0, 0.01);
+    assert_eq!(series[1]["points"][0][0], json!((t + 60) * 1000));
+    assert_within(&series[1]["points"][0][1], 135.0, 0.01);
+
+    let body = server.ok(&query("error_ratio", "&step=1m")).await;
+    assert_eq!(
+        body["series"][0]["points"],
+        json!([[t * 1000, 0.05], [(t + 60) * 1000, 0.2]])
+    );
+    let body = server.ok(&query("count", "&step=3m")).await;
+    assert_eq!(body["step"], json!(180_000));
+    let counts: f64 = body["series"][0]["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| number(&p[1]))
+        .sum();
+    assert_eq!(counts, 150.0);
+    let body = server.ok(&query("rate", "&step=1m")).await;
+    assert_within(&body["series"][0]["points"][0][1], 100.0 / 60.0, 1e-12);
+    let body = server
+        .ok(&query(
+            "count",
+            &format!(
+                "&filter={}",
+                urlencode(r#"vigil.unit!="u1",http.route="/pay""#)
+            ),
+        ))
+        .await;
+    assert_eq!(
+        body["series"][0]["points"],
+        json!([[(t + 60) * 1000, 50.0]])
+    );
+
+    // Filter values are data: SQL in them matches nothing and harms nothing.
+    for injection in ["' OR 1=1 --", "x'); DROP TABLE rollups; --", "\\' OR ''='"] {
+        let filter = urlencode(&format!(
+            "vigil.unit=\"{}\"",
+            injection.replace('"', "\\\"")
+        ));
+        let body = server
+            .ok(&query(
+                "count",
+                &format!("&filter={filter}&group_by=vigil.unit"),
+            ))
+            .await;
+        assert_eq!(body["series"], json!([]), "{injection}");
+        let body = server
+            .ok(&format!(
+                "/api/v1/query?kind=span&signal=count&service={}&from={from}&to={to}",
+                urlencode(injection)
+            ))
+            .await;
+        assert_eq!(body["series"], json!([]), "{injection}");
+    }
+    let body = server.ok(&query("count", "")).await;
+    assert_eq!(
+        body["series"][0]["points"].as_array().unwrap().len(),
+        2,
+        "the rollups are still there"
+    );
+    server.stop().await;
+}
+
+fn urlencode(text: &str) -> String {
+    let mut encoded = String::new();
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+async fn bad_requests_name_the_parameter(backend: Backend) {
+    let Some((server, _)) = start_with_known_data(backend).await else {
+        return;
+    };
+    let cases = [
+        (
+            "/api/v1/query?kind=span&signal=p99&colour=red",
+            "colour",
+            "unknown parameter; this path takes kind, signal, name, service, filter, group_by, from, to, step, tenant",
+        ),
+        (
+            "/api/v1/query?kind=span&signal=p42",
+            "signal",
+            "unknown signal \"p42\"; use one of count, sum, rate, mean, min, max, error_ratio, availability, p50, p90, p95, p99, p999",
+        ),
+        (
+            "/api/v1/query?kind=spans&signal=p99",
+            "kind",
+            "unknown kind \"spans\"; use span, metric, client or probe",
+        ),
+        (
+            "/api/v1/query?signal=p99",
+            "kind",
+            "required: span, metric, client or probe",
+        ),
+        (
+            "/api/v1/query?kind=span&signal=p99&from=now&to=now-1h",
+            "from",
+            "must be before to",
+        ),
+        (
+            "/api/v1/query?kind=span&signal=p99&from=now-401d",
+            "to",
+            "the range is 401.0 days; at most 400 days",
+        ),
+        (
+            "/api/v1/query?kind=span&signal=p99&from=0&to=604800000&step=10s",
+            "step",
+            "60480 points per series; at most 11000: use a longer step",
+        ),
+        (
+            "/api/v1/query?kind=span&signal=p99&step=15s",
+            "step",
+            "must be a positive multiple of 10 s (10000 ms), got 15 s",
+        ),
+        (
+            "/api/v1/query?kind=span&signal=p99&filter=unit%3Du1",
+            "filter",
+            "the value of unit must be double-quoted",
+        ),
+        (
+            "/api/v1/query?kind=span&signal=p99&from=yesterday",
+            "from",
+            "\"yesterday\" is not a time: use RFC 3339 (2026-11-22T07:30:00Z), unix ms or now-<duration> (now-15m)",
+        ),
+        (
+            "/api/v1/traces?limit=0",
+            "limit",
+            "must be a whole number from 1 to 1000, got \"0\"",
+        ),
+        (
+            "/api/v1/traces?error=maybe",
+            "error",
+            "must be true or false, got \"maybe\"",
+        ),
+        (
+            "/api/v1/traces?cursor=abc",
+            "cursor",
+            "not a cursor this API returned",
+        ),
+        (
+            "/api/v1/traces/not-a-trace",
+            "trace_id",
+            "must be 32 hex digits",
+        ),
+        (
+            "/api/v1/services?from=1&from=2",
+            "from",
+            "given twice; give it once",
+        ),
+    ];
+    for (path, parameter, reason) in cases {
+        let (status, body) = server.get(Some(ACME), path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(
+            body,
+            json!({"error": {"code": "bad_parameter", "parameter": parameter, "message": format!("parameter {parameter}: {reason}")}}),
+            "{path}"
+        );
+    }
+    let (status, body) = server.get(None, "/api/v1/services?colour=red").await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (401, json!("unauthenticated")),
+        "the token comes first"
+    );
+    let (status, body) = server
+        .get(Some("not-a-known-token-000"), "/api/v1/services")
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            401,
+            json!({"error": {"code": "unauthenticated", "message": "unknown token"}})
+        )
+    );
+    let (status, body) = server.get(Some(ACME), "/api/v1/nothing").await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (404, json!("not_found"))
+    );
+    server.stop().await;
+}
+
+async fn tenants_see_only_their_own_data(backend: Backend) {
+    let Some((server, t)) = start_with_known_data(backend).await else {
+        return;
+    };
+    let (status, body) = server.get(Some(EVIL), "/api/v1/services").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["services"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        (
+            body["services"][0]["service"].clone(),
+            body["services"][0]["requests"].clone()
+        ),
+        (json!("pay"), json!(7))
+    );
+    let range = format!("from={}&to={}", (t - 60) * 1000, (t + 180) * 1000);
+    let (_, body) = server
+        .get(
+            Some(EVIL),
+            &format!("/api/v1/query?kind=span&signal=count&service=pay&step=10m&{range}"),
+        )
+        .await;
+    assert_eq!(
+        body["series"][0]["points"][0][1],
+        json!(7.0),
+        "evil's 7 spans, none of acme's 150"
+    );
+    let (status, _) = server
+        .get(Some(EVIL), &format!("/api/v1/traces/{TRACE}"))
+        .await;
+    assert_eq!(status, 404);
+    let (_, body) = server
+        .get(Some(EVIL), &format!("/api/v1/traces?{range}"))
+        .await;
+    assert_eq!(body["spans"], json!([]));
+    let (_, body) = server.get(Some(EVIL), "/api/v1/probes").await;
+    assert_eq!(body["probes"], json!([]));
+    let (_, body) = server.get(Some(EVIL), "/api/v1/slo").await;
+    assert_eq!(body["slos"], json!([]), "acme's objectives are acme's");
+    let (status, body) = server.get(Some(EVIL), "/api/v1/services?tenant=acme").await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (403, json!("forbidden"))
+    );
+    let (status, body) = server
+        .get(Some(ADMIN), "/api/v1/services?tenant=acme")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["services"].as_array().unwrap().len(),
+        2,
+        "an admin reads any tenant"
+    );
+    server.stop().await;
+}
+
+async fn traces_are_trees_and_searches_page(backend: Backend) {
+    let Some((server, t)) = start_with_known_data(backend).await else {
+        return;
+    };
+    let body = server
+        .ok(&format!("/api/v1/traces/{}", TRACE.to_uppercase()))
+        .await;
+    assert_eq!(
+        (body["span_count"].clone(), body["error_count"].clone()),
+        (json!(4), json!(2))
+    );
+    assert_eq!(body["duration_ms"], json!(120.0));
+    assert_eq!(body["services"], json!(["pay"]));
+    let roots = body["roots"].as_array().unwrap();
+    assert_eq!(roots.len(), 1);
+    let root = &roots[0];
+    assert_eq!(
+        (
+            root["operation"].clone(),
+            root["status"].clone(),
+            root["status_message"].clone()
+        ),
+        (json!("POST /pay"), json!("error"), json!("card declined"))
+    );
+    assert_eq!(root["attributes"], json!({"vigil.unit": "u1"}));
+    let children: Vec<&str> = root["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["operation"].as_str().unwrap())
+        .collect();
+    assert_eq!(children, vec!["reserve", "charge"]);
+    assert_eq!(root["children"][1]["children"][0]["operation"], "db");
+    assert_eq!(
+        root["children"][1]["children"][0]["duration_ms"],
+        json!(10.0)
+    );
+    let (status, _) = server
+        .get(Some(ACME), &format!("/api/v1/traces/{}", "f".repeat(32)))
+        .await;
+    assert_eq!(status, 404);
+
+    let range = format!("from={}&to={}", t * 1000, (t + 60) * 1000);
+    let ids = |body: &Value| -> Vec<String> {
+        body["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["span_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let body = server
+        .ok(&format!(
+            "/api/v1/traces?{range}&service=pay&min_duration=50&error=true"
+        ))
+        .await;
+    assert_eq!(ids(&body), vec!["00000000000000c3", "00000000000000a1"]);
+    let body = server
+        .ok(&format!(
+            "/api/v1/traces?{range}&root=true&attributes={}",
+            urlencode(r#"vigil.probe.location="u1""#)
+        ))
+        .await;
+    assert_eq!(
+        ids(&body),
+        vec!["00000000000000e4", "00000000000000e2", "00000000000000e0"]
+    );
+    let mut pages = Vec::new();
+    let mut path = format!("/api/v1/traces?{range}&limit=3");
+    loop {
+        let body = server.ok(&path).await;
+        pages.push(ids(&body).len());
+        match body["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/api/v1/traces?{range}&limit=3&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, vec![3, 3, 3, 0], "nine spans in pages of three");
+    server.stop().await;
+}
+
+async fn slos_clients_and_probes_add_up(backend: Backend) {
+    let Some((server, _)) = start_with_known_data(backend).await else {
+        return;
+    };
+    let body = server.ok("/api/v1/slo").await;
+    let slos = body["slos"].as_array().unwrap();
+    assert_eq!(slos.len(), 2);
+    let availability = &slos[0];
+    assert_eq!(
+        (
+            availability["events"].clone(),
+            availability["good"].clone(),
+            availability["bad"].clone()
+        ),
+        (json!(150), json!(135), json!(15))
+    );
+    assert_within(&availability["sli_percent"], 90.0, 1e-12);
+    assert_within(&availability["error_budget"]["allowed_bad"], 1.5, 1e-12);
+    assert_within(
+        &availability["error_budget"]["remaining_percent"],
+        -900.0,
+        1e-12,
+    );
+    assert_eq!(
+        availability["burn_rates"]["5m"],
+        Value::Null,
+        "nothing in the last 5 minutes"
+    );
+    for window in ["1h", "6h", "3d"] {
+        assert_within(&availability["burn_rates"][window], 10.0, 1e-9);
+    }
+    let latency = &slos[1];
+    assert_eq!(
+        (latency["name"].clone(), latency["bad"].clone()),
+        (json!("pay-latency"), json!(50))
+    );
+    let (status, body) = server.get(Some(ACME), "/api/v1/slo?name=nope").await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (404, json!("not_found"))
+    );
+
+    let body = server.ok("/api/v1/client/health?app=wallet-ios").await;
+    let version = &body["apps"][0]["versions"][0];
+    assert_eq!(body["apps"][0]["app"], "wallet-ios");
+    assert_eq!(
+        (
+            version["version"].clone(),
+            version["sessions"].clone(),
+            version["crashes"].clone()
+        ),
+        (json!("2.0"), json!(100.0), json!(3))
+    );
+    assert_within(&version["crash_free_sessions"], 0.97, 1e-12);
+    assert_eq!(
+        version["crashes_by_type"],
+        json!([{"exception_type": "NSRangeException", "crash_kind": "native", "crashes": 3}])
+    );
+    assert_eq!(version["app_start_ms"]["cold"]["count"], json!(100));
+    assert_within(&version["app_start_ms"]["cold"]["p90"], 589.0, 0.01);
+    assert_within(&version["slow_frame_rate"], 0.05, 1e-12);
+    assert_within(&version["frozen_frame_rate"], 0.005, 1e-12);
+
+    let body = server.ok("/api/v1/probes").await;
+    let probe = &body["probes"][0];
+    assert_eq!(
+        (
+            probe["name"].clone(),
+            probe["runs"].clone(),
+            probe["failed"].clone()
+        ),
+        (json!("pay-e2e"), json!(10), json!(1))
+    );
+    assert_within(&probe["availability"], 0.9, 1e-12);
+    assert_eq!(probe["locations"][0]["location"], "u1");
+    assert_within(&probe["p50_ms"], 240.0, 0.01);
+    let body = server
+        .ok("/api/v1/probes/pay-e2e/runs?from=now-1h&location=u2")
+        .await;
+    let runs = body["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(
+        (
+            runs[0]["ok"].clone(),
+            runs[0]["failure"].clone(),
+            runs[0]["duration_ms"].clone()
+        ),
+        (json!(false), json!("card declined"), json!(230.0))
+    );
+    assert_eq!(
+        (runs[1]["ok"].clone(), runs[1]["failure"].clone()),
+        (json!(true), Value::Null)
+    );
+    server.stop().await;
+}
+
+async fn limits_health_metrics_and_openapi(backend: Backend) {
+    let Some(config) = testing::config(backend) else {
+        return;
+    };
+    let mut config = api_config(config);
+    config.api.max_points = 1_000;
+    let store = store::open(&config.store).await.unwrap();
+    // 1,100 windows of 10 s in a row: 1,100 points at a 10 s step, 184 at 1 min.
+    let t = now_s() - now_s() % 60 - 4 * 3600;
+    let busy = series(
+        "acme",
+        Kind::Span,
+        "busy",
+        "tick",
+        &[("span.kind", "server")],
+    );
+    let rows = (0..1_100)
+        .flat_map(|i| rows_at(&busy, t + 10 * i, &rollup([1.0], 0)))
+        .collect();
+    store
+        .write(&Flush {
+            source: "test".into(),
+            time_s: now_s(),
+            checkpoints: Vec::new(),
+            rows,
+        })
+        .await
+        .unwrap();
+    let server = Server::start(&config, store).await;
+    let range = format!("from={}&to={}", t * 1000, (t + 11_000) * 1000);
+    let (status, body) = server
+        .get(
+            Some(ACME),
+            &format!("/api/v1/query?kind=span&signal=count&step=1m&{range}"),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let points = body["series"][0]["points"].as_array().unwrap();
+    assert_eq!(points.len(), 184);
+    assert_eq!(points.iter().map(|p| number(&p[1])).sum::<f64>(), 1_100.0);
+    let (status, body) = server
+        .get(
+            Some(ACME),
+            &format!("/api/v1/query?kind=span&signal=count&step=10s&{range}"),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["limit"], "api.max_points");
+    assert_eq!(body["error"]["code"], "limit_exceeded");
+
+    let (status, body) = server.get(None, "/healthz").await;
+    assert_eq!((status, body), (200, json!("ok")));
+    let (status, body) = server.get(None, "/readyz").await;
+    assert_eq!((status, body), (200, json!("ready")));
+    let (status, document) = server.get(None, "/api/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    let paths: Vec<&String> = document["paths"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        paths,
+        vec![
+            "/api/v1/client/health",
+            "/api/v1/probes",
+            "/api/v1/probes/{name}/runs",
+            "/api/v1/query",
+            "/api/v1/services",
+            "/api/v1/slo",
+            "/api/v1/traces",
+            "/api/v1/traces/{trace_id}"
+        ]
+    );
+    let params: Vec<&str> = document["paths"]["/api/v1/query"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        params,
+        vec![
+            "kind", "signal", "name", "service", "filter", "group_by", "from", "to", "step",
+            "tenant"
+        ]
+    );
+    let (_, metrics) = server.get(None, "/metrics").await;
+    let metrics = metrics.as_str().unwrap().to_owned();
+    assert!(
+        metrics.contains("vigil_api_requests_total{path=\"/api/v1/query\",status=\"422\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vigil_api_requests_total{path=\"/api/v1/query\",status=\"200\"} 1"),
+        "{metrics}"
+    );
+    server.stop().await;
+}
+
+/// A store that never answers: the query timeout stops the request.
+#[tokio::test]
+async fn a_query_over_its_time_is_stopped_with_422() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = silent.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            held.push(connection);
+        }
+    });
+    let mut config = api_config(Config::default());
+    config.store.kind = StoreKind::ClickHouse;
+    config.store.clickhouse.url = format!("http://{address}");
+    config.api.query_timeout_ms = 300;
+    let store = store::connect(&config.store).unwrap();
+    let server = Server::start(&config, store).await;
+    let (status, body) = server
+        .get(Some(ACME), "/api/v1/query?kind=span&signal=p99")
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        body,
+        json!({"error": {"code": "limit_exceeded", "limit": "api.query_timeout_ms",
+            "message": "api.query_timeout_ms: the query ran longer than 300 ms and was stopped; narrow the range or the selection"}})
+    );
+    let (status, _) = server.get(None, "/readyz").await;
+    assert_eq!(status, 503);
+    server.stop().await;
+    hold.abort();
+}
+
+on_both_backends!(
+    services_and_queries_answer_exactly,
+    bad_requests_name_the_parameter,
+    tenants_see_only_their_own_data,
+    traces_are_trees_and_searches_page,
+    slos_clients_and_probes_add_up,
+    limits_health_metrics_and_openapi,
+);
