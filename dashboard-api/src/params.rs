@@ -2,7 +2,7 @@
 //! and the times and durations the API contract allows.
 //!
 //! Times are RFC 3339 (`2026-11-22T07:30:00Z`, `…+01:00`, fractions of a
-//! second), unix milliseconds, `now` or `now-<duration>`. Durations are
+//! second), unix milliseconds, `now`, `now-<duration>` or `now+<duration>`. Durations are
 //! milliseconds, or a number with a unit: `ms`, `s`, `m`, `h`, `d`.
 
 use crate::error::BadParameter;
@@ -148,6 +148,9 @@ pub fn parse_time(text: &str, now_ms: u64) -> Option<u64> {
     if let Some(ago) = text.strip_prefix("now-") {
         return now_ms.checked_sub(parse_duration_ms(ago)?);
     }
+    if let Some(ahead) = text.strip_prefix("now+") {
+        return now_ms.checked_add(parse_duration_ms(ahead)?);
+    }
     if text.bytes().all(|b| b.is_ascii_digit()) {
         return text.parse().ok();
     }
@@ -257,6 +260,7 @@ mod tests {
         assert_eq!(parse_time("1795332600000", NOW), Some(1_795_332_600_000));
         assert_eq!(parse_time("now", NOW), Some(NOW));
         assert_eq!(parse_time("now-15m", NOW), Some(NOW - 900_000));
+        assert_eq!(parse_time("now+1m", NOW), Some(NOW + 60_000));
         for bad in [
             "yesterday",
             "2026-13-01T00:00:00Z",
