@@ -76,6 +76,26 @@ enum Bench {
         #[arg(long, default_value_t = 30)]
         seconds: u64,
     },
+    /// Dashboard API latency over the configured store loaded with span
+    /// rollups: one service's p99 over 24 h at a 1 min step, and the
+    /// services list.
+    Api {
+        /// Span series to load (0 measures what the store already holds).
+        #[arg(long, default_value_t = 10_000)]
+        series: usize,
+        /// Services the series are spread over (20 operations, 5 units).
+        #[arg(long, default_value_t = 100)]
+        services: usize,
+        /// Days of 1 h rollups; 1 min rollups cover the last 25 hours.
+        #[arg(long, default_value_t = 7)]
+        days: u64,
+        /// Hours of 10 s rollups.
+        #[arg(long, default_value_t = 2)]
+        raw_hours: u64,
+        /// Requests timed per path.
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+    },
 }
 
 /// Exit status for a configuration the user must fix.
@@ -121,6 +141,21 @@ fn main() -> ExitCode {
             rate,
             seconds,
         }) => serve(&cli.log, bench_aggregator(config, rows, rate, seconds)),
+        Command::Bench(Bench::Api {
+            series,
+            services,
+            days,
+            raw_hours,
+            requests,
+        }) => {
+            let shape = vigil_dashboard_api::bench::Shape {
+                series,
+                services,
+                days,
+                raw_hours,
+            };
+            serve(&cli.log, bench_api(config, shape, requests))
+        }
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -204,6 +239,39 @@ async fn migrate(config: Config) -> Outcome {
         "vigil migrate: {:?} store is up to date; migrations applied now: {applied:?}",
         config.store.kind
     );
+    Ok(())
+}
+
+#[allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
+async fn bench_api(
+    config: Config,
+    shape: vigil_dashboard_api::bench::Shape,
+    requests: usize,
+) -> Outcome {
+    let store = vigil_core::store::open(&config.store).await?;
+    if shape.series > 0 {
+        let loaded = vigil_dashboard_api::bench::load(store.as_ref(), shape).await?;
+        println!(
+            "loaded {} rollup rows into the {:?} store in {:.0} s: {} span series over {} services; 1 h windows over {} days, 1 min over 25 h, 10 s over {} h",
+            loaded.rows,
+            config.store.kind,
+            loaded.took.as_secs_f64(),
+            shape.series,
+            shape.services,
+            shape.days,
+            shape.raw_hours
+        );
+    }
+    for figure in vigil_dashboard_api::bench::measure(&config, store, requests).await? {
+        println!(
+            "  {:<45} {} requests: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            figure.what,
+            figure.requests,
+            figure.p50.as_secs_f64() * 1e3,
+            figure.p99.as_secs_f64() * 1e3,
+            figure.max.as_secs_f64() * 1e3
+        );
+    }
     Ok(())
 }
 

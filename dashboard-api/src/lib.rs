@@ -10,6 +10,7 @@
 //! - `reader`: merged rollups from the widest closed windows, within limits.
 
 mod auth;
+pub mod bench;
 mod client;
 mod error;
 mod metrics;

@@ -94,19 +94,26 @@ pub(super) fn buckets_blob(keys: &[i32], counts: &[u64]) -> Vec<u8> {
 
 /// The inverse of [`buckets_blob`].
 pub(super) fn blob_buckets(blob: &[u8]) -> Result<(Vec<i32>, Vec<u64>), StoreError> {
+    let (mut keys, mut counts) = (Vec::new(), Vec::new());
+    extend_buckets(blob, &mut keys, &mut counts)?;
+    Ok((keys, counts))
+}
+
+/// Appends the buckets of a blob to `keys` and `counts`.
+pub(super) fn extend_buckets(
+    blob: &[u8],
+    keys: &mut Vec<i32>,
+    counts: &mut Vec<u64>,
+) -> Result<(), StoreError> {
     if !blob.len().is_multiple_of(12) {
         return Err(corrupt("buckets", format!("{} bytes", blob.len())));
     }
-    Ok(blob
-        .chunks_exact(12)
-        .map(|chunk| {
-            let (key, count) = chunk.split_at(4);
-            (
-                i32::from_le_bytes(key.try_into().unwrap_or_default()),
-                u64::from_le_bytes(count.try_into().unwrap_or_default()),
-            )
-        })
-        .unzip())
+    for chunk in blob.chunks_exact(12) {
+        let (key, count) = chunk.split_at(4);
+        keys.push(i32::from_le_bytes(key.try_into().unwrap_or_default()));
+        counts.push(u64::from_le_bytes(count.try_into().unwrap_or_default()));
+    }
+    Ok(())
 }
 
 /// Merges rows of the same series and window, ordered by window start then

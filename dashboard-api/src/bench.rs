@@ -1,0 +1,214 @@
+//! `vigil bench api`: how fast the API answers over a loaded store.
+//!
+//! [`load`] writes, through [`Store::write`] as an aggregator would, the
+//! rollups of `series` span series (spread over `services` services, 20
+//! operations and 5 units each): 1 h windows over `days` days, 1 min windows
+//! over the last 25 hours and 10 s windows over the last `raw_hours` hours —
+//! every row a distribution of 30 latencies. [`measure`] then asks, over
+//! HTTP, for one service's p99 over 24 h at a 1 min step (whole, and by
+//! unit), and for `/api/v1/services`, and reports the latencies.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use vigil_core::config::{ApiToken, Config, Role, Secret};
+use vigil_core::model::{Kind, Rollup, SeriesKey};
+use vigil_core::shutdown::Shutdown;
+use vigil_core::store::{Flush, RollupRow, Store};
+use vigil_core::tenant::TenantId;
+
+use crate::Api;
+
+/// The shape of the loaded data.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub series: usize,
+    pub services: usize,
+    pub days: u64,
+    pub raw_hours: u64,
+}
+
+/// What was loaded.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub rows: usize,
+    pub took: Duration,
+}
+
+/// The latencies of one request path.
+#[derive(Debug, Clone)]
+pub struct Figure {
+    pub what: &'static str,
+    pub requests: usize,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+const OPERATIONS: usize = 20;
+const UNITS: usize = 5;
+const ROWS_PER_FLUSH: usize = 50_000;
+const TOKEN: &str = "bench-token-0123456789";
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// Writes the rollups of `shape` into `store`.
+pub async fn load(store: &dyn Store, shape: Shape) -> Result<Loaded, Box<dyn std::error::Error>> {
+    let tenant = TenantId::parse("bench")?;
+    let series: Vec<Arc<SeriesKey>> = (0..shape.series)
+        .map(|i| {
+            let service = i % shape.services;
+            let operation = (i / shape.services) % OPERATIONS;
+            let unit = (i / shape.services / OPERATIONS) % UNITS;
+            Arc::new(SeriesKey::new(
+                tenant.clone(),
+                Kind::Span,
+                format!("service-{service}"),
+                format!("GET /route/{operation}"),
+                vec![
+                    ("span.kind".into(), "server".into()),
+                    ("vigil.unit".into(), format!("u{unit}")),
+                    (
+                        "series".into(),
+                        format!("{}", i / (shape.services * OPERATIONS * UNITS)),
+                    ),
+                ],
+            ))
+        })
+        .collect();
+    // A few distributions of 30 latencies (lognormal-like, 2 ms to 2 s),
+    // reused in turn.
+    let templates: Vec<Rollup> = (0..16u64)
+        .map(|t| {
+            let mut rollup = Rollup::default();
+            for i in 0..30u64 {
+                let spread = ((i * 7919 + t * 104_729) % 1000) as f64 / 1000.0;
+                let value = 2.0 * (1000f64).powf(spread * spread);
+                let _ = rollup.record(value, (i + t) % 29 == 0);
+            }
+            rollup
+        })
+        .collect();
+    let now = now_s();
+    let mut windows: Vec<(u32, u64)> = Vec::new();
+    let mut span = |width: u32, seconds: u64| {
+        let w = u64::from(width);
+        let end = now - now % w;
+        let mut start = end.saturating_sub(seconds);
+        while start < end {
+            windows.push((width, start));
+            start += w;
+        }
+    };
+    span(3600, shape.days * 86_400);
+    span(60, 25 * 3600);
+    span(10, shape.raw_hours * 3600);
+    let started = Instant::now();
+    let mut rows = Vec::with_capacity(ROWS_PER_FLUSH);
+    let mut written = 0;
+    for (n, &(width_s, start_s)) in windows.iter().enumerate() {
+        for (i, series) in series.iter().enumerate() {
+            rows.push(RollupRow {
+                series: Arc::clone(series),
+                partition: 0,
+                width_s,
+                start_s,
+                rollup: templates[(n + i) % templates.len()].clone(),
+                correction: false,
+            });
+            if rows.len() == ROWS_PER_FLUSH {
+                written += rows.len();
+                store.write(&flush(std::mem::take(&mut rows), now)).await?;
+            }
+        }
+    }
+    written += rows.len();
+    store.write(&flush(rows, now)).await?;
+    Ok(Loaded {
+        rows: written,
+        took: started.elapsed(),
+    })
+}
+
+fn flush(rows: Vec<RollupRow>, now: u64) -> Flush {
+    Flush {
+        source: "bench".into(),
+        time_s: now,
+        checkpoints: Vec::new(),
+        rows,
+    }
+}
+
+/// Serves the API over `store` on a free port and times `requests`
+/// requests of each path, one at a time.
+pub async fn measure(
+    config: &Config,
+    store: Arc<dyn Store>,
+    requests: usize,
+) -> Result<Vec<Figure>, Box<dyn std::error::Error>> {
+    let mut config = config.clone();
+    config.api.listen = ([127, 0, 0, 1], 0).into();
+    config.api.tokens = vec![ApiToken {
+        token: Secret::new(TOKEN),
+        tenant: TenantId::parse("bench")?,
+        role: Role::Viewer,
+    }];
+    let shutdown = Shutdown::new();
+    let api = Api::start(&config, store, shutdown.clone()).await?;
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", api.address());
+    let day = "from=now-24h&to=now&step=1m&signal=p99&kind=span&service=service-7";
+    let paths: [(&'static str, String); 3] = [
+        (
+            "query: one service, 24 h at 1 min, p99",
+            format!("/api/v1/query?{day}"),
+        ),
+        (
+            "query: the same by vigil.unit",
+            format!("/api/v1/query?{day}&group_by=vigil.unit"),
+        ),
+        (
+            "services: every service, last hour",
+            "/api/v1/services".to_owned(),
+        ),
+    ];
+    let mut figures = Vec::new();
+    for (what, path) in paths {
+        let mut took = Vec::with_capacity(requests);
+        for _ in 0..requests {
+            let start = Instant::now();
+            let response = client
+                .get(format!("{base}{path}"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await?;
+            let status = response.status();
+            let body = response.bytes().await?;
+            took.push(start.elapsed());
+            if !status.is_success() || body.len() < 100 {
+                return Err(format!(
+                    "{path} answered {status}: {}",
+                    String::from_utf8_lossy(&body)
+                )
+                .into());
+            }
+        }
+        took.sort_unstable();
+        let at = |q: f64| took[((q * took.len() as f64).ceil() as usize).clamp(1, took.len()) - 1];
+        figures.push(Figure {
+            what,
+            requests,
+            p50: at(0.5),
+            p99: at(0.99),
+            max: at(1.0),
+        });
+    }
+    shutdown.trigger();
+    api.wait().await?;
+    Ok(figures)
+}
