@@ -66,6 +66,21 @@ const MIGRATIONS: &[(u32, &str, &[&str])] = &[
             attribute_keys Array(String), attribute_values Array(String), day UInt32
         ) ENGINE = ReplacingMergeTree PARTITION BY day ORDER BY (tenant, kind, time_ns, id)"],
     ),
+    (
+        3,
+        "rollups ordered by width, service and time",
+        // Queries read one width over a time range, of one service or of
+        // all. With the name before the width, a range of one width was
+        // spread over every name's block of every width.
+        &[
+            "DROP TABLE IF EXISTS rollups_v3",
+            "CREATE TABLE rollups_v3 AS rollups ENGINE = MergeTree PARTITION BY day
+                ORDER BY (tenant, kind, width, service, start, name, series)",
+            "INSERT INTO rollups_v3 SELECT * FROM rollups",
+            "RENAME TABLE rollups TO rollups_v2, rollups_v3 TO rollups",
+            "DROP TABLE rollups_v2",
+        ],
+    ),
 ];
 
 /// The ClickHouse store.
