@@ -102,6 +102,14 @@ impl Signal {
     }
 }
 
+/// Whether `key` may name a label: ASCII letters, digits, `.`, `_`, `-`.
+pub fn is_label_name(key: &str) -> bool {
+    !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 /// Parses `key="value",key!="value",…`; values are double-quoted, with `\"`
 /// and `\\` inside.
 pub fn parse_filter(text: &str) -> Result<Vec<Matcher>, String> {
@@ -112,11 +120,7 @@ pub fn parse_filter(text: &str) -> Result<Vec<Matcher>, String> {
             .find(['=', '!'])
             .ok_or_else(|| format!("expected key=\"value\" at {rest:?}"))?;
         let key = rest[..operator].trim();
-        let plain_key = !key.is_empty()
-            && key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-        if !plain_key {
+        if !is_label_name(key) {
             return Err(format!("{key:?} is not a label name"));
         }
         let (equal, after) = if rest[operator..].starts_with("!=") {
@@ -267,16 +271,6 @@ impl Query {
         })
     }
 
-    /// The rollup widths that fit in a step: those dividing it, widest first.
-    pub fn widths(&self) -> Vec<u32> {
-        WIDTHS
-            .iter()
-            .rev()
-            .copied()
-            .filter(|&width| self.step_s.is_multiple_of(u64::from(width)))
-            .collect()
-    }
-
     /// The series of merged rollups: groups in label order, points in time
     /// order, steps without points left out.
     pub fn series(&self, merged: &Merged) -> Vec<Series> {
@@ -304,6 +298,17 @@ impl Query {
     }
 }
 
+/// The rollup widths that fit in a step, widest first: those dividing it,
+/// or every width without a step.
+pub fn widths(step_s: Option<u64>) -> Vec<u32> {
+    WIDTHS
+        .iter()
+        .rev()
+        .copied()
+        .filter(|&width| step_s.is_none_or(|step| step.is_multiple_of(u64::from(width))))
+        .collect()
+}
+
 /// One store read: windows of one width starting in `[from_s, to_s)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
@@ -314,30 +319,25 @@ pub struct Segment {
 
 /// The reads that cover `[from_s, to_s)` (aligned to the narrowest width)
 /// with the widest windows possible: each width in `widths` (widest first)
-/// covers the whole windows it has inside the range that end by
-/// `closed_until(width)`; the narrowest covers the rest.
-pub fn cover(
-    from_s: u64,
-    to_s: u64,
-    widths: &[u32],
-    closed_until: &impl Fn(u32) -> u64,
-) -> Vec<Segment> {
+/// covers its whole windows inside the range that end by `closed_until`;
+/// the narrowest covers the rest.
+pub fn cover(from_s: u64, to_s: u64, widths: &[u32], closed_until: u64) -> Vec<Segment> {
     let Some((&width, narrower)) = widths.split_first() else {
         return Vec::new();
     };
-    let w = u64::from(width);
+    if from_s >= to_s {
+        return Vec::new();
+    }
     if narrower.is_empty() {
         return vec![Segment {
             width_s: width,
             from_s,
             to_s,
-        }]
-        .into_iter()
-        .filter(|s| s.from_s < s.to_s)
-        .collect();
+        }];
     }
+    let w = u64::from(width);
     let start = from_s.div_ceil(w) * w;
-    let end = (to_s / w * w).min(closed_until(width) / w * w);
+    let end = to_s.min(closed_until) / w * w;
     if start >= end {
         return cover(from_s, to_s, narrower, closed_until);
     }
@@ -409,15 +409,11 @@ mod tests {
 
     #[test]
     fn a_step_reads_the_widths_that_divide_it() {
-        let widths = |step| {
-            Query::new(Selection::new(Kind::Span), Signal::Count, (0, 86_400), step)
-                .expect("valid")
-                .widths()
-        };
-        assert_eq!(widths(10), vec![10]);
-        assert_eq!(widths(30), vec![10]);
-        assert_eq!(widths(600), vec![60, 10]);
-        assert_eq!(widths(7200), vec![3600, 60, 10]);
+        assert_eq!(widths(Some(10)), vec![10]);
+        assert_eq!(widths(Some(30)), vec![10]);
+        assert_eq!(widths(Some(600)), vec![60, 10]);
+        assert_eq!(widths(Some(7200)), vec![3600, 60, 10]);
+        assert_eq!(widths(None), vec![3600, 60, 10]);
     }
 
     #[test]
@@ -427,10 +423,10 @@ mod tests {
             from_s,
             to_s,
         };
-        // Hours closed up to 10:00, minutes up to 10:58, from 07:30 to 11:00.
-        let closed = |width| if width == 3600 { 36_000 } else { 39_480 };
+        // Windows closed up to 10:58 (so hours up to 10:00), from 07:30 to
+        // 11:00.
         assert_eq!(
-            cover(27_000, 39_600, &[3600, 60, 10], &closed),
+            cover(27_000, 39_600, &[3600, 60, 10], 39_480),
             vec![
                 segment(60, 27_000, 28_800),
                 segment(3600, 28_800, 36_000),
@@ -440,12 +436,12 @@ mod tests {
         );
         // Nothing closed: all of it from 10 s windows.
         assert_eq!(
-            cover(27_000, 27_600, &[3600, 60, 10], &|_| 0),
+            cover(27_000, 27_600, &[3600, 60, 10], 0),
             vec![segment(10, 27_000, 27_600)]
         );
         // A range inside one hour, everything closed.
         assert_eq!(
-            cover(27_010, 27_130, &[3600, 60, 10], &|_| u64::MAX),
+            cover(27_010, 27_130, &[3600, 60, 10], u64::MAX),
             vec![
                 segment(10, 27_010, 27_060),
                 segment(60, 27_060, 27_120),

@@ -10,7 +10,7 @@ use vigil_core::model::Kind;
 
 use crate::error::BadParameter;
 use crate::openapi::{Endpoint, FROM, Param, TO};
-use crate::query::{Query, Selection, Signal, parse_filter};
+use crate::query::{Query, Selection, Signal, is_label_name, parse_filter};
 use crate::server::{Answer, AppState, seconds};
 
 pub const ENDPOINT: Endpoint = Endpoint {
@@ -107,11 +107,7 @@ pub async fn handler(
             .split(',')
             .map(|key| {
                 let key = key.trim();
-                let plain = !key.is_empty()
-                    && key
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-                plain.then(|| key.to_owned()).ok_or_else(|| {
+                is_label_name(key).then(|| key.to_owned()).ok_or_else(|| {
                     BadParameter::new("group_by", format!("{key:?} is not a label name"))
                 })
             })

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use vigil_core::model::Rollup;
-use vigil_core::store::{Aggregation, Store, WIDTHS};
+use vigil_core::store::{Aggregation, Store};
 use vigil_core::tenant::TenantId;
 
 use crate::error::ApiError;
-use crate::query::{Merged, Selection, cover};
+use crate::query::{Merged, Selection, cover, widths};
 
 /// The store as one request of one tenant reads it.
 pub struct Reader {
@@ -33,15 +33,9 @@ impl Reader {
         to_s: u64,
         step_s: Option<u64>,
     ) -> Result<Merged, ApiError> {
-        let widths: Vec<u32> = WIDTHS
-            .iter()
-            .rev()
-            .copied()
-            .filter(|&w| step_s.is_none_or(|step| step.is_multiple_of(u64::from(w))))
-            .collect();
-        let closed_until = |_| self.now_s.saturating_sub(self.settle_s);
+        let closed_until = self.now_s.saturating_sub(self.settle_s);
         let mut merged = Merged::new();
-        for segment in cover(from_s, to_s, &widths, &closed_until) {
+        for segment in cover(from_s, to_s, &widths(step_s), closed_until) {
             // Without a step, one step as long as the segment (two at most,
             // as steps are aligned): few rows to merge here.
             let length = segment.to_s - segment.from_s;
