@@ -10,8 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use serde_json::{Map, Value, json};
 use vigil_core::model::{Kind, Rollup};
 
@@ -19,7 +18,7 @@ use crate::error::ApiError;
 use crate::openapi::{Endpoint, FROM, Param, TO};
 use crate::query::Selection;
 use crate::reader::Reader;
-use crate::server::{Answer, AppState, range_json, seconds};
+use crate::server::{Answer, AppState, Incoming, range_json, seconds};
 
 pub const ENDPOINT: Endpoint = Endpoint {
     path: "/api/v1/client/health",
@@ -52,12 +51,8 @@ struct Version {
     frozen: f64,
 }
 
-pub async fn handler(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Answer {
-    let call = state.begin(&ENDPOINT, &headers, raw.as_deref())?;
+pub async fn handler(State(state): State<Arc<AppState>>, incoming: Incoming) -> Answer {
+    let call = state.begin(&ENDPOINT, &incoming)?;
     let (from_s, to_s) = seconds(call.params.range(86_400_000)?);
     let app = call.params.text("app");
     let versions = state.within(read(&call.reader, app, from_s, to_s)).await?;

@@ -11,14 +11,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::HeaderMap;
+use axum::extract::{Path, State};
 use serde_json::{Value, json};
 use vigil_core::model::{Kind, Rollup};
 
 use crate::openapi::{CURSOR, Endpoint, FROM, LIMIT, Param, TO};
 use crate::query::Selection;
-use crate::server::{Answer, AppState, range_json, seconds, stats_json};
+use crate::server::{Answer, AppState, Incoming, range_json, seconds, stats_json};
 use crate::traces::{next_cursor, span_query};
 
 pub const PROBES: Endpoint = Endpoint {
@@ -56,12 +55,8 @@ const NAME: &str = "vigil.probe.name";
 const STEP: &str = "vigil.probe.step";
 const LOCATION: &str = "vigil.probe.location";
 
-pub async fn probes(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Answer {
-    let call = state.begin(&PROBES, &headers, raw.as_deref())?;
+pub async fn probes(State(state): State<Arc<AppState>>, incoming: Incoming) -> Answer {
+    let call = state.begin(&PROBES, &incoming)?;
     let (from_s, to_s) = seconds(call.params.range(3_600_000)?);
     let runs = Selection::new(Kind::Probe)
         .matching(STEP, "")
@@ -108,10 +103,9 @@ fn run_stats(rollup: &Rollup, seconds: u64) -> Value {
 pub async fn runs(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    incoming: Incoming,
 ) -> Answer {
-    let call = state.begin(&RUNS, &headers, raw.as_deref())?;
+    let call = state.begin(&RUNS, &incoming)?;
     let mut query = span_query(&call, 3_600_000)?;
     query.root_only = true;
     query.attributes.push((NAME.to_owned(), name.clone()));

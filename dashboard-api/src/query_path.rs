@@ -3,15 +3,14 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use serde_json::{Map, Value, json};
 use vigil_core::model::Kind;
 
 use crate::error::BadParameter;
 use crate::openapi::{Endpoint, FROM, Param, TO};
 use crate::query::{Query, Selection, Signal, is_label_name, parse_filter};
-use crate::server::{Answer, AppState, seconds};
+use crate::server::{Answer, AppState, Incoming, seconds};
 
 pub const ENDPOINT: Endpoint = Endpoint {
     path: "/api/v1/query",
@@ -65,12 +64,8 @@ pub const ENDPOINT: Endpoint = Endpoint {
     ],
 };
 
-pub async fn handler(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Answer {
-    let call = state.begin(&ENDPOINT, &headers, raw.as_deref())?;
+pub async fn handler(State(state): State<Arc<AppState>>, incoming: Incoming) -> Answer {
+    let call = state.begin(&ENDPOINT, &incoming)?;
     let params = &call.params;
     let kind_name = params
         .get("kind")

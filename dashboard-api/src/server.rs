@@ -7,8 +7,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::Router;
+use axum::extract::FromRequestParts;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -16,6 +18,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use vigil_core::config::{Config, SloConfig};
+use vigil_core::model::Rollup;
 use vigil_core::shutdown::Shutdown;
 use vigil_core::store::Store;
 
@@ -24,6 +27,7 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::openapi::{self, Endpoint};
 use crate::params::Params;
+use crate::query::Signal;
 use crate::reader::Reader;
 use crate::{client, probes, query_path, services, slo, traces};
 
@@ -120,6 +124,28 @@ pub struct AppState {
     settle_s: u64,
 }
 
+/// What [`AppState::begin`] reads of a request: its token and its query
+/// string.
+pub struct Incoming {
+    authorization: Option<String>,
+    query: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Incoming {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Incoming {
+            authorization: parts
+                .headers
+                .get(header::AUTHORIZATION)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned),
+            query: parts.uri.query().map(str::to_owned),
+        })
+    }
+}
+
 /// One authenticated request: its parameters, and the store as its tenant
 /// reads it.
 pub struct Call {
@@ -132,22 +158,16 @@ pub type Answer = Result<Json<Value>, ApiError>;
 impl AppState {
     /// Authenticates a request to `endpoint` and checks its parameters
     /// (after the token, so an unknown caller learns nothing of them).
-    pub fn begin(
-        &self,
-        endpoint: &Endpoint,
-        headers: &HeaderMap,
-        raw_query: Option<&str>,
-    ) -> Result<Call, ApiError> {
+    pub fn begin(&self, endpoint: &Endpoint, incoming: &Incoming) -> Result<Call, ApiError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
-        let params = Params::parse(raw_query, &endpoint.param_names(), now_ms);
-        let authorization = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok());
+        let params = Params::parse(incoming.query.as_deref(), &endpoint.param_names(), now_ms);
         let tenant = params.as_ref().ok().and_then(|p| p.get("tenant"));
-        let caller = self.auth.caller(authorization, tenant)?;
+        let caller = self
+            .auth
+            .caller(incoming.authorization.as_deref(), tenant)?;
         let params = params?;
         let reader = Reader {
             store: Arc::clone(&self.store),
@@ -248,8 +268,7 @@ pub fn range_json(from_s: u64, to_s: u64) -> Value {
 }
 
 /// Requests, failures and latency of a merged rollup over `seconds`.
-pub fn stats_json(rollup: &vigil_core::model::Rollup, seconds: u64) -> Value {
-    use crate::query::Signal;
+pub fn stats_json(rollup: &Rollup, seconds: u64) -> Value {
     let read = |signal: Signal| signal.value(rollup, seconds.max(1));
     json!({
         "requests": rollup.values.count(),

@@ -9,14 +9,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use serde_json::json;
 use vigil_core::model::{Kind, Rollup};
 
 use crate::openapi::{Endpoint, FROM, TO};
 use crate::query::Selection;
-use crate::server::{Answer, AppState, range_json, seconds, stats_json};
+use crate::server::{Answer, AppState, Incoming, range_json, seconds, stats_json};
 
 pub const ENDPOINT: Endpoint = Endpoint {
     path: "/api/v1/services",
@@ -28,12 +27,8 @@ pub const ENDPOINT: Endpoint = Endpoint {
 /// Span kinds that start a request in a service.
 const ENTRY_KINDS: [&str; 2] = ["server", "consumer"];
 
-pub async fn handler(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Answer {
-    let call = state.begin(&ENDPOINT, &headers, raw.as_deref())?;
+pub async fn handler(State(state): State<Arc<AppState>>, incoming: Incoming) -> Answer {
+    let call = state.begin(&ENDPOINT, &incoming)?;
     let (from_s, to_s) = seconds(call.params.range(3_600_000)?);
     let selection = Selection::new(Kind::Span).grouped_by(&["service.name", "span.kind"]);
     let totals = state

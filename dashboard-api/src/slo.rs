@@ -12,8 +12,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use serde_json::{Map, Value, json};
 use vigil_core::config::{Sli, SloConfig};
 use vigil_core::model::{Kind, Rollup};
@@ -23,7 +22,7 @@ use crate::error::ApiError;
 use crate::openapi::{Endpoint, Param};
 use crate::query::Selection;
 use crate::reader::Reader;
-use crate::server::{Answer, AppState};
+use crate::server::{Answer, AppState, Incoming};
 
 pub const ENDPOINT: Endpoint = Endpoint {
     path: "/api/v1/slo",
@@ -41,12 +40,8 @@ pub const ENDPOINT: Endpoint = Endpoint {
 const BURN_WINDOWS: [(&str, u64); 4] =
     [("5m", 300), ("1h", 3_600), ("6h", 21_600), ("3d", 259_200)];
 
-pub async fn handler(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Answer {
-    let call = state.begin(&ENDPOINT, &headers, raw.as_deref())?;
+pub async fn handler(State(state): State<Arc<AppState>>, incoming: Incoming) -> Answer {
+    let call = state.begin(&ENDPOINT, &incoming)?;
     let wanted = call.params.get("name");
     let slos: Vec<&SloConfig> = state
         .slos

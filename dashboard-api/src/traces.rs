@@ -5,8 +5,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::HeaderMap;
+use axum::extract::{Path, State};
 use serde_json::{Map, Value, json};
 use vigil_core::store::{SpanQuery, SpanRecord};
 
@@ -14,7 +13,7 @@ use crate::error::{ApiError, BadParameter};
 use crate::openapi::{CURSOR, Endpoint, FROM, LIMIT, Param, TO};
 use crate::params::Params;
 use crate::query::parse_filter;
-use crate::server::{Answer, AppState};
+use crate::server::{Answer, AppState, Incoming};
 
 pub const TRACE: Endpoint = Endpoint {
     path: "/api/v1/traces/{trace_id}",
@@ -78,10 +77,9 @@ const MAX_DEPTH: usize = 256;
 pub async fn trace(
     State(state): State<Arc<AppState>>,
     Path(trace_id): Path<String>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    incoming: Incoming,
 ) -> Answer {
-    let call = state.begin(&TRACE, &headers, raw.as_deref())?;
+    let call = state.begin(&TRACE, &incoming)?;
     let trace_id = trace_id.to_ascii_lowercase();
     if trace_id.len() != 32 || !trace_id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(BadParameter::new("trace_id", "must be 32 hex digits").into());
@@ -179,12 +177,8 @@ pub fn span_json(span: &SpanRecord) -> Value {
     })
 }
 
-pub async fn search(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Answer {
-    let call = state.begin(&SEARCH, &headers, raw.as_deref())?;
+pub async fn search(State(state): State<Arc<AppState>>, incoming: Incoming) -> Answer {
+    let call = state.begin(&SEARCH, &incoming)?;
     let params = &call.params;
     let mut query = span_query(&call, 3_600_000)?;
     query.service = params.text("service");
