@@ -11,9 +11,8 @@ use vigil_core::store::{SpanQuery, SpanRecord};
 
 use crate::error::{ApiError, BadParameter};
 use crate::openapi::{CURSOR, Endpoint, FROM, LIMIT, Param, TO};
-use crate::params::Params;
 use crate::query::parse_filter;
-use crate::server::{Answer, AppState, Incoming};
+use crate::server::{Answer, AppState, Call, Incoming};
 
 pub const TRACE: Endpoint = Endpoint {
     path: "/api/v1/traces/{trace_id}",
@@ -214,8 +213,8 @@ pub async fn search(State(state): State<Arc<AppState>>, incoming: Incoming) -> A
 
 /// A span search of the caller's tenant over the `from`/`to` range (by
 /// default the `default_ms` before now), with `limit` and `cursor` applied.
-pub fn span_query(call: &crate::server::Call, default_ms: u64) -> Result<SpanQuery, BadParameter> {
-    let params: &Params = &call.params;
+pub fn span_query(call: &Call, default_ms: u64) -> Result<SpanQuery, BadParameter> {
+    let params = &call.params;
     let (from_ms, to_ms) = params.range(default_ms)?;
     let mut query = SpanQuery::new(
         call.reader.tenant.clone(),

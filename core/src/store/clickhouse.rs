@@ -72,7 +72,10 @@ const MIGRATIONS: &[(u32, &str, &[&str])] = &[
         // Queries read one width over a time range, of one service or of
         // all. With the name before the width, a range of one width was
         // spread over every name's block of every width.
+        // `rollups` holds every row after each statement, so a rerun after
+        // a failure anywhere drops the leftovers and starts over.
         &[
+            "DROP TABLE IF EXISTS rollups_v2",
             "DROP TABLE IF EXISTS rollups_v3",
             "CREATE TABLE rollups_v3 AS rollups ENGINE = MergeTree PARTITION BY day
                 ORDER BY (tenant, kind, width, service, start, name, series)",
