@@ -73,10 +73,20 @@ struct Group {
     members: Vec<u64>,
     /// Bumped on every join and leave, so members recompute their assignment.
     generation: u64,
+    /// The generation up to which each member has given up its partitions.
+    released: HashMap<u64, u64>,
     committed: Vec<i64>,
 }
 
 impl Group {
+    /// Whether every member has given up its partitions of this generation,
+    /// so that the new assignment reads no partition twice.
+    fn settled(&self) -> bool {
+        self.members
+            .iter()
+            .all(|m| self.released.get(m) == Some(&self.generation))
+    }
+
     /// The partitions of a `partitions`-partition topic that `member` reads.
     fn assignment(&self, member: u64, partitions: usize) -> Vec<usize> {
         let Some(slot) = self.members.iter().position(|&m| m == member) else {
@@ -217,6 +227,7 @@ impl Bus for EmbeddedBus {
             .or_insert_with(|| Group {
                 members: Vec::new(),
                 generation: 0,
+                released: HashMap::new(),
                 committed: starts,
             });
         group_state.members.push(member);
@@ -229,7 +240,7 @@ impl Bus for EmbeddedBus {
             group: group.to_owned(),
             member,
             generation: 0,
-            positions: BTreeMap::new(),
+            positions: None,
         }))
     }
 }
@@ -239,33 +250,53 @@ struct EmbeddedConsumer {
     topic: String,
     group: String,
     member: u64,
-    /// The group generation `positions` was computed for.
+    /// The group generation this member has caught up with.
     generation: u64,
-    /// Next offset to read, per assigned partition.
-    positions: BTreeMap<i32, i64>,
+    /// Next offset to read, per assigned partition; `None` while the group
+    /// is still rebalancing.
+    positions: Option<BTreeMap<i32, i64>>,
 }
 
 impl EmbeddedConsumer {
     /// Takes up to `max` messages from the assigned partitions, after catching
     /// up with any change of the group's membership.
+    ///
+    /// As in Kafka's eager rebalance: on a change, a member gives up every
+    /// partition at its next poll, and gets its new ones, each from the
+    /// group's committed offset, only once every member has given up its
+    /// own. Between two polls a member keeps what it has, so what it read
+    /// may be written out before anyone else reads those partitions.
     fn take(&mut self, state: &mut State, max: usize) -> Result<Vec<Message>, BusError> {
         let topic = state
             .topics
-            .get(&self.topic)
+            .get_mut(&self.topic)
             .ok_or_else(|| unknown(&self.topic))?;
-        let group = &topic.groups[&self.group];
+        let partitions = topic.partitions.len();
+        let group = topic
+            .groups
+            .get_mut(&self.group)
+            .ok_or_else(|| unknown(&self.topic))?;
         if group.generation != self.generation {
-            // As in Kafka's eager rebalance: every assigned partition restarts
-            // from the group's committed offset.
             self.generation = group.generation;
-            self.positions = group
-                .assignment(self.member, topic.partitions.len())
-                .into_iter()
-                .map(|p| (p as i32, group.committed[p]))
-                .collect();
+            self.positions = None;
+            group.released.insert(self.member, group.generation);
+            // Members waiting for this one look again.
+            self.shared.published.notify_waiters();
         }
+        if self.positions.is_none() && group.settled() {
+            self.positions = Some(
+                group
+                    .assignment(self.member, partitions)
+                    .into_iter()
+                    .map(|p| (p as i32, group.committed[p]))
+                    .collect(),
+            );
+        }
+        let Some(positions) = self.positions.as_mut() else {
+            return Ok(Vec::new());
+        };
         let mut batch = Vec::new();
-        for (&partition, next) in self.positions.iter_mut() {
+        for (&partition, next) in positions.iter_mut() {
             let log = &topic.partitions[partition as usize];
             // Messages below `start` were committed by every group, so by ours.
             let first = (*next).max(log.start);
@@ -339,14 +370,9 @@ impl Consumer for EmbeddedConsumer {
     }
 
     fn assignment(&self) -> Vec<i32> {
-        let state = self.shared.lock();
-        let Some(topic) = state.topics.get(&self.topic) else {
-            return Vec::new();
-        };
-        topic.groups[&self.group]
-            .assignment(self.member, topic.partitions.len())
-            .into_iter()
-            .map(|p| p as i32)
+        self.positions
+            .iter()
+            .flat_map(|positions| positions.keys().copied())
             .collect()
     }
 }
@@ -360,6 +386,7 @@ impl Drop for EmbeddedConsumer {
             .and_then(|topic| topic.groups.get_mut(&self.group))
         {
             group.members.retain(|&m| m != self.member);
+            group.released.remove(&self.member);
             group.generation += 1;
         }
         drop(state);
@@ -451,11 +478,47 @@ mod tests {
     async fn a_leaving_member_hands_its_partitions_over() {
         let bus = bus(1 << 20, 1_000);
         bus.create_topic("t", 3).await.unwrap();
-        let a = bus.subscribe("t", "g").await.unwrap();
-        let b = bus.subscribe("t", "g").await.unwrap();
+        let mut a = bus.subscribe("t", "g").await.unwrap();
+        let mut b = bus.subscribe("t", "g").await.unwrap();
+        let wait = Duration::from_millis(10);
+        a.poll(1, wait).await.unwrap();
+        assert_eq!(a.assignment(), Vec::<i32>::new(), "b has not given up yet");
+        b.poll(1, wait).await.unwrap();
+        a.poll(1, wait).await.unwrap();
         assert_eq!((a.assignment(), b.assignment()), (vec![0, 2], vec![1]));
         drop(a);
+        assert_eq!(
+            b.assignment(),
+            vec![1],
+            "b keeps its partition until it polls"
+        );
+        b.poll(1, wait).await.unwrap();
         assert_eq!(b.assignment(), vec![0, 1, 2]);
+    }
+
+    /// Regression: a joining member read a partition at once while its
+    /// holder, between two polls, still counted it as its own and wrote out
+    /// what it had read, so the two counted those messages twice.
+    #[tokio::test]
+    async fn a_joining_member_reads_nothing_its_holder_has_not_given_up() {
+        let bus = bus(1 << 20, 1_000);
+        bus.create_topic("t", 2).await.unwrap();
+        let wait = Duration::from_millis(10);
+        let mut a = bus.subscribe("t", "g").await.unwrap();
+        a.poll(1, wait).await.unwrap();
+        assert_eq!(a.assignment(), vec![0, 1]);
+        let mut b = bus.subscribe("t", "g").await.unwrap();
+        let records = (0..20).map(|i| Record::new(format!("k{i}"), "m"));
+        bus.publish("t", records.collect()).await.unwrap();
+        assert!(b.poll(100, wait).await.unwrap().is_empty());
+        assert_eq!(b.assignment(), Vec::<i32>::new());
+        assert_eq!(a.assignment(), vec![0, 1], "a keeps both until it polls");
+        let from_a = a.poll(100, wait).await.unwrap();
+        let from_b = b.poll(100, wait).await.unwrap();
+        assert_eq!((a.assignment(), b.assignment()), (vec![0], vec![1]));
+        assert!(from_a.iter().all(|m| m.partition == 0));
+        assert!(from_b.iter().all(|m| m.partition == 1));
+        assert_eq!(from_a.len() + from_b.len(), 20);
     }
 
     #[tokio::test]
@@ -483,6 +546,7 @@ mod tests {
         let group = Group {
             members: vec![7, 3, 9],
             generation: 1,
+            released: HashMap::new(),
             committed: vec![0; 8],
         };
         assert_eq!(group.assignment(7, 8), vec![0, 3, 6]);

@@ -190,7 +190,9 @@ pub trait Consumer: Send {
     /// Records that the group is done with every message before `positions`.
     async fn commit(&mut self, positions: &[Position]) -> Result<(), BusError>;
 
-    /// The partitions this member reads now; changes when members join or leave.
+    /// The partitions this member reads, as of its last poll: when members
+    /// join or leave it changes only within `poll`, so between two polls no
+    /// other member reads them (Kafka's eager rebalance).
     fn assignment(&self) -> Vec<i32>;
 }
 
