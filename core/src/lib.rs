@@ -8,7 +8,9 @@
 //! - [`store`]: where rollups, spans and the series catalogue are kept, in
 //!   SQLite or ClickHouse;
 //! - [`shutdown`]: one SIGINT/SIGTERM fanned out to every task;
-//! - [`tenant`]: the tenant id every piece of data belongs to.
+//! - [`tenant`]: the tenant id every piece of data belongs to;
+//! - [`time`]: durations, calendar dates and cron schedules as users write
+//!   them.
 
 pub mod bus;
 pub mod config;
@@ -18,3 +20,4 @@ pub mod shutdown;
 pub mod store;
 pub mod tenant;
 pub mod testing;
+pub mod time;

@@ -5,6 +5,8 @@
 //! second), unix milliseconds, `now`, `now-<duration>` or `now+<duration>`. Durations are
 //! milliseconds, or a number with a unit: `ms`, `s`, `m`, `h`, `d`.
 
+use vigil_core::time::{days_from_civil, parse_duration_ms};
+
 use crate::error::BadParameter;
 
 /// The parameters of one request.
@@ -122,24 +124,6 @@ impl Params {
     }
 }
 
-/// A duration in milliseconds: a whole number of ms, or a number and a unit.
-pub fn parse_duration_ms(text: &str) -> Option<u64> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    let unit_ms = match unit {
-        "" | "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return None,
-    };
-    number.checked_mul(unit_ms)
-}
-
 /// A time in unix milliseconds.
 pub fn parse_time(text: &str, now_ms: u64) -> Option<u64> {
     if text == "now" {
@@ -224,18 +208,6 @@ fn digits_of(text: &str) -> Option<i64> {
         .then(|| text.parse().ok())?
 }
 
-/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
-/// `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_from_march = (month + 9) % 12;
-    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,18 +244,6 @@ mod tests {
         ] {
             assert_eq!(parse_time(bad, NOW), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn durations_parse_with_and_without_units() {
-        assert_eq!(parse_duration_ms("60000"), Some(60_000));
-        assert_eq!(parse_duration_ms("1m"), Some(60_000));
-        assert_eq!(parse_duration_ms("10s"), Some(10_000));
-        assert_eq!(parse_duration_ms("7d"), Some(604_800_000));
-        assert_eq!(parse_duration_ms("250ms"), Some(250));
-        assert_eq!(parse_duration_ms("1.5h"), None);
-        assert_eq!(parse_duration_ms("m"), None);
-        assert_eq!(parse_duration_ms("99999999999999999999d"), None);
     }
 
     #[test]

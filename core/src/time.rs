@@ -1,0 +1,313 @@
+//! Time as users write it: durations with units (`250ms`, `30s`, `5m`),
+//! calendar dates, and cron schedules, all in UTC. Shared by the API's
+//! parameters, the prober's schedules and the alerter's recurring silences.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+/// A duration in milliseconds: a whole number of ms, or a number and a unit
+/// (`ms`, `s`, `m`, `h`, `d`).
+pub fn parse_duration_ms(text: &str) -> Option<u64> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let unit_ms = match unit {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    number.checked_mul(unit_ms)
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
+/// `days_from_civil`).
+pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_from_march = (month + 9) % 12;
+    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// The date (year, month 1..=12, day 1..=31) of a day counted from
+/// 1970-01-01 (Howard Hinnant's `civil_from_days`).
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let days = days + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    (year_of_era + era * 400 + i64::from(month <= 2), month, day)
+}
+
+/// A cron schedule of five fields (minute, hour, day of month, month, day
+/// of week) in UTC, as crontab(5) reads them: `*`, numbers, ranges `a-b`,
+/// steps `*/n` and `a-b/n`, lists `a,b`, month and weekday names, weekday 7
+/// for Sunday, and `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`.
+/// When both day fields are restricted, a day matching either runs.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Cron {
+    text: String,
+    minutes: u64,
+    hours: u64,
+    days: u64,
+    months: u64,
+    weekdays: u64,
+    any_day: bool,
+    any_weekday: bool,
+}
+
+/// How far ahead [`Cron::next_after`] looks: a schedule that matches no
+/// day in five years (`0 0 30 2 *`) never runs.
+const HORIZON_DAYS: i64 = 5 * 366;
+
+const MONTHS: [&str; 12] = [
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+];
+const WEEKDAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
+
+impl Cron {
+    /// Parses a schedule; the error says which field is wrong and why.
+    pub fn parse(text: &str) -> Result<Cron, String> {
+        let expanded = match text.trim() {
+            "@hourly" => "0 * * * *",
+            "@daily" | "@midnight" => "0 0 * * *",
+            "@weekly" => "0 0 * * 0",
+            "@monthly" => "0 0 1 * *",
+            "@yearly" | "@annually" => "0 0 1 1 *",
+            other => other,
+        };
+        let fields: Vec<&str> = expanded.split_whitespace().collect();
+        let [minute, hour, day, month, weekday] = fields[..] else {
+            return Err(format!(
+                "a cron schedule has 5 fields (minute hour day-of-month month day-of-week), got {}",
+                fields.len()
+            ));
+        };
+        let mut weekdays = field("day of week", weekday, 0, 7, &WEEKDAYS)?;
+        if weekdays & (1 << 7) != 0 {
+            weekdays = (weekdays | 1) & !(1 << 7);
+        }
+        Ok(Cron {
+            text: text.trim().to_owned(),
+            minutes: field("minute", minute, 0, 59, &[])?,
+            hours: field("hour", hour, 0, 23, &[])?,
+            days: field("day of month", day, 1, 31, &[])?,
+            months: field("month", month, 1, 12, &MONTHS)?,
+            weekdays,
+            any_day: day == "*",
+            any_weekday: weekday == "*",
+        })
+    }
+
+    /// The first minute after `after_s` (unix seconds) the schedule
+    /// matches, in unix seconds; `None` if none comes within five years.
+    pub fn next_after(&self, after_s: u64) -> Option<u64> {
+        let mut t = i64::try_from(after_s / 60 + 1).ok()? * 60;
+        let first_day = t.div_euclid(86_400);
+        while t.div_euclid(86_400) - first_day <= HORIZON_DAYS {
+            let day = t.div_euclid(86_400);
+            let (year, month, day_of_month) = civil_from_days(day);
+            if !has(self.months, month) {
+                let (year, month) = if month == 12 {
+                    (year + 1, 1)
+                } else {
+                    (year, month + 1)
+                };
+                t = days_from_civil(year, month, 1) * 86_400;
+                continue;
+            }
+            let weekday = (day + 4).rem_euclid(7);
+            if !self.day_matches(day_of_month, weekday) {
+                t = (day + 1) * 86_400;
+                continue;
+            }
+            let hour = t.rem_euclid(86_400) / 3_600;
+            if !has(self.hours, hour) {
+                t = (t / 3_600 + 1) * 3_600;
+                continue;
+            }
+            let minute = t.rem_euclid(3_600) / 60;
+            if !has(self.minutes, minute) {
+                t += 60;
+                continue;
+            }
+            return u64::try_from(t).ok();
+        }
+        None
+    }
+
+    fn day_matches(&self, day_of_month: i64, weekday: i64) -> bool {
+        let by_day = has(self.days, day_of_month);
+        let by_weekday = has(self.weekdays, weekday);
+        match (self.any_day, self.any_weekday) {
+            (false, false) => by_day || by_weekday,
+            _ => by_day && by_weekday,
+        }
+    }
+}
+
+impl TryFrom<String> for Cron {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Cron, String> {
+        Cron::parse(&text)
+    }
+}
+
+impl fmt::Debug for Cron {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Cron({:?})", self.text)
+    }
+}
+
+impl fmt::Display for Cron {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+fn has(set: u64, value: i64) -> bool {
+    u32::try_from(value).is_ok_and(|v| v < 64 && set & (1 << v) != 0)
+}
+
+/// One field as a bit set of the values it allows, `min..=max`.
+fn field(name: &str, text: &str, min: u32, max: u32, names: &[&str]) -> Result<u64, String> {
+    let value = |part: &str| -> Result<u32, String> {
+        let lower = part.to_ascii_lowercase();
+        let offset = if name == "month" { 1 } else { 0 };
+        let number = match names.iter().position(|n| *n == lower) {
+            Some(i) => u32::try_from(i).unwrap_or(u32::MAX) + offset,
+            None => part
+                .parse()
+                .map_err(|_| format!("{name}: {part:?} is not a number or a name"))?,
+        };
+        if !(min..=max).contains(&number) {
+            return Err(format!("{name}: {number} is outside {min}-{max}"));
+        }
+        Ok(number)
+    };
+    let mut set = 0u64;
+    for part in text.split(',') {
+        let (range, step) = match part.split_once('/') {
+            Some((range, step)) => {
+                let step: u32 = step
+                    .parse()
+                    .ok()
+                    .filter(|&s| s > 0)
+                    .ok_or_else(|| format!("{name}: step {step:?} is not a positive number"))?;
+                (range, step)
+            }
+            None => (part, 1),
+        };
+        let (low, high) = match range {
+            "*" => (min, max),
+            _ => match range.split_once('-') {
+                Some((low, high)) => (value(low)?, value(high)?),
+                None if step > 1 => (value(range)?, max),
+                None => {
+                    let single = value(range)?;
+                    (single, single)
+                }
+            },
+        };
+        if low > high {
+            return Err(format!("{name}: range {range:?} runs backwards"));
+        }
+        for v in (low..=high).step_by(step as usize) {
+            set |= 1 << v;
+        }
+    }
+    Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(year: i64, month: i64, day: i64, hour: i64, minute: i64) -> u64 {
+        u64::try_from(days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60)
+            .unwrap()
+    }
+
+    #[test]
+    fn durations_parse_with_and_without_units() {
+        assert_eq!(parse_duration_ms("60000"), Some(60_000));
+        assert_eq!(parse_duration_ms("1m"), Some(60_000));
+        assert_eq!(parse_duration_ms("10s"), Some(10_000));
+        assert_eq!(parse_duration_ms("7d"), Some(604_800_000));
+        assert_eq!(parse_duration_ms("250ms"), Some(250));
+        assert_eq!(parse_duration_ms("1.5h"), None);
+        assert_eq!(parse_duration_ms("m"), None);
+        assert_eq!(parse_duration_ms("99999999999999999999d"), None);
+    }
+
+    #[test]
+    fn civil_dates_round_trip() {
+        for day in -800_000..800_000 {
+            let (year, month, day_of_month) = civil_from_days(day);
+            assert_eq!(days_from_civil(year, month, day_of_month), day);
+        }
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_513), (2026, 3, 1));
+    }
+
+    #[test]
+    fn cron_finds_the_next_matching_minute() {
+        let next = |text: &str, after: u64| Cron::parse(text).unwrap().next_after(after);
+        // 2026-11-22 is a Sunday.
+        let now = at(2026, 11, 22, 10, 17);
+        assert_eq!(next("* * * * *", now), Some(now + 60));
+        assert_eq!(next("*/5 * * * *", now), Some(at(2026, 11, 22, 10, 20)));
+        assert_eq!(next("0 2 * * *", now), Some(at(2026, 11, 23, 2, 0)));
+        assert_eq!(
+            next("30 1-3 * * mon-fri", now),
+            Some(at(2026, 11, 23, 1, 30))
+        );
+        assert_eq!(next("0 0 1 jan *", now), Some(at(2027, 1, 1, 0, 0)));
+        assert_eq!(next("@weekly", now), Some(at(2026, 11, 29, 0, 0)));
+        assert_eq!(next("0 12 * * 7", now), Some(at(2026, 11, 22, 12, 0)));
+        assert_eq!(next("0 0 29 2 *", now), Some(at(2028, 2, 29, 0, 0)));
+        // Both day fields restricted: the 1st of the month or any Friday.
+        assert_eq!(next("0 0 1 * fri", now), Some(at(2026, 11, 27, 0, 0)));
+        assert_eq!(next("0 0 30 2 *", now), None);
+        // A matching minute is never returned for itself.
+        assert_eq!(next("17 10 * * *", now), Some(at(2026, 11, 23, 10, 17)));
+    }
+
+    #[test]
+    fn bad_cron_schedules_say_which_field() {
+        let error = |text: &str| Cron::parse(text).unwrap_err();
+        assert_eq!(
+            error("* * *"),
+            "a cron schedule has 5 fields (minute hour day-of-month month day-of-week), got 3"
+        );
+        assert_eq!(error("60 * * * *"), "minute: 60 is outside 0-59");
+        assert_eq!(
+            error("* * * foo *"),
+            "month: \"foo\" is not a number or a name"
+        );
+        assert_eq!(
+            error("*/0 * * * *"),
+            "minute: step \"0\" is not a positive number"
+        );
+        assert_eq!(error("* 5-2 * * *"), "hour: range \"5-2\" runs backwards");
+    }
+}
