@@ -13,6 +13,8 @@ use vigil_collector::bench::BenchOptions;
 use vigil_core::config::Config;
 use vigil_core::shutdown::Shutdown;
 use vigil_dashboard_api::Api;
+use vigil_synthetic::Prober;
+use vigil_synthetic::demo::{DemoOptions, DemoService};
 
 /// Vigil: availability monitoring for a whole payment ecosystem.
 #[derive(Debug, Parser)]
@@ -39,11 +41,42 @@ enum Command {
     Aggregator,
     /// Run the dashboard API over the store.
     Api,
+    /// Run the synthetic prober: the scenarios of `synthetic.scenarios` on
+    /// their schedules, exported as traces to the collector.
+    Synthetic,
+    /// The demo payment service the prober and the demo probe.
+    #[command(subcommand)]
+    Demo(Demo),
     /// Create or upgrade the store's schema, then exit.
     Migrate,
     /// Measure a component and print its figures.
     #[command(subcommand)]
     Bench(Bench),
+}
+
+#[derive(Debug, Subcommand)]
+enum Demo {
+    /// Serve one instance: orders, payments, refunds, and `/admin/faults`.
+    Serve {
+        /// Where it listens.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: std::net::SocketAddr,
+        /// `vigil.unit` of its telemetry: the data-center unit it runs in.
+        #[arg(long, default_value = "unit-a")]
+        unit: String,
+        /// `service.version`.
+        #[arg(long, default_value = "1.0.0")]
+        version: String,
+        /// `vigil.cohort`: stable, canary or baseline.
+        #[arg(long, default_value = "stable")]
+        cohort: String,
+        /// The collector's OTLP/HTTP address its spans go to.
+        #[arg(long, default_value = "http://127.0.0.1:4318")]
+        otlp_endpoint: String,
+        /// The ingest token its spans are exported with.
+        #[arg(long, env = "VIGIL_DEMO_TOKEN")]
+        token: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +107,19 @@ enum Bench {
         rate: u64,
         /// Seconds of lag load; 0 skips the lag measurement.
         #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
+    /// Probe steps per second one prober runs against a local demo
+    /// payment service, and how late runs start against their schedule.
+    Synthetic {
+        /// Copies of the four-step payment probe.
+        #[arg(long, default_value_t = 100)]
+        probes: usize,
+        /// Milliseconds between runs of each probe.
+        #[arg(long, default_value_t = 200)]
+        interval_ms: u64,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 20)]
         seconds: u64,
     },
     /// Dashboard API latency over the configured store loaded with span
@@ -124,6 +170,38 @@ fn main() -> ExitCode {
         Command::Aggregator => serve(&cli.log, aggregator(config)),
         Command::Api => serve(&cli.log, api(config)),
         Command::Migrate => serve(&cli.log, migrate(config)),
+        Command::Synthetic => serve(&cli.log, synthetic(config)),
+        Command::Demo(Demo::Serve {
+            listen,
+            unit,
+            version,
+            cohort,
+            otlp_endpoint,
+            token,
+        }) => {
+            let options = DemoOptions {
+                listen,
+                service_name: "payments".to_owned(),
+                unit,
+                version,
+                cohort,
+                otlp_endpoint: Some(otlp_endpoint),
+                token,
+            };
+            serve(&cli.log, demo(options))
+        }
+        Command::Bench(Bench::Synthetic {
+            probes,
+            interval_ms,
+            seconds,
+        }) => {
+            let options = vigil_synthetic::bench::BenchOptions {
+                probes,
+                interval_ms,
+                seconds,
+            };
+            serve(&cli.log, bench_synthetic(config, options))
+        }
         Command::Bench(Bench::Collector {
             seconds,
             connections,
@@ -228,6 +306,64 @@ async fn api(config: Config) -> Outcome {
         config.store.kind
     );
     api.wait().await?;
+    Ok(())
+}
+
+#[allow(clippy::print_stdout, reason = "the CLI says what it runs")]
+async fn synthetic(config: Config) -> Outcome {
+    let shutdown = Shutdown::on_signals()?;
+    let prober = Prober::start(&config, shutdown).await?;
+    println!(
+        "vigil synthetic: {} scheduled probe locations, runs exported to {}; metrics on http://{}/metrics; SIGHUP reloads the scenarios",
+        prober.metrics().scheduled.get(),
+        config.synthetic.otlp_endpoint,
+        prober.metrics_address()
+    );
+    prober.wait().await;
+    Ok(())
+}
+
+#[allow(clippy::print_stdout, reason = "the CLI says where it listens")]
+async fn demo(options: DemoOptions) -> Outcome {
+    let shutdown = Shutdown::on_signals()?;
+    let (unit, version, cohort) = (
+        options.unit.clone(),
+        options.version.clone(),
+        options.cohort.clone(),
+    );
+    let service = DemoService::start(options, shutdown).await?;
+    println!(
+        "vigil demo: payments {version} ({cohort}) of {unit} on http://{}; faults at /admin/faults",
+        service.address()
+    );
+    service.wait().await;
+    Ok(())
+}
+
+#[allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
+async fn bench_synthetic(config: Config, options: vigil_synthetic::bench::BenchOptions) -> Outcome {
+    let figures = vigil_synthetic::bench::run(&config, options).await?;
+    println!(
+        "{} probes of 4 steps every {} ms ({:.0} steps/s offered) for {:.1} s:",
+        options.probes,
+        options.interval_ms,
+        options.probes as f64 * 4_000.0 / options.interval_ms as f64,
+        figures.seconds
+    );
+    println!(
+        "  steps run: {} ({:.0} steps/s), failed: {}",
+        figures.steps,
+        figures.steps_per_second(),
+        figures.failed_steps
+    );
+    println!(
+        "  schedule lateness: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        figures.lateness_p50_ms, figures.lateness_p99_ms, figures.lateness_max_ms
+    );
+    println!(
+        "  CPU: {:.2} cores (prober, target and span sink in one process)",
+        figures.cores
+    );
     Ok(())
 }
 

@@ -22,7 +22,6 @@ mod metrics;
 mod partition;
 mod pipeline;
 mod points;
-mod server;
 pub mod window;
 
 use std::sync::Arc;
@@ -31,6 +30,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use vigil_core::bus::{Bus, BusError};
 use vigil_core::config::Config;
+use vigil_core::metrics_endpoint;
 use vigil_core::shutdown::Shutdown;
 use vigil_core::store::Store;
 
@@ -81,8 +81,9 @@ impl Aggregator {
         }
         let metrics = Arc::new(Metrics::new());
         let listen = config.aggregator.metrics_listen;
+        let render = Arc::clone(&metrics);
         let (metrics_address, server) =
-            server::serve(listen, Arc::clone(&metrics), shutdown.clone())
+            metrics_endpoint::serve(listen, Arc::new(move || render.render()), shutdown.clone())
                 .await
                 .map_err(|source| AggregatorError::Listen {
                     address: listen,

@@ -4,6 +4,8 @@
 //!   distribution, mergeable and stored as key/count arrays;
 //! - [`bus`]: the message bus between components, on Kafka or in-process;
 //! - [`config`]: the configuration file and its `VIGIL_*` overrides;
+//! - [`metrics_endpoint`]: `GET /metrics` and `GET /healthz` of a component
+//!   that serves nothing else;
 //! - [`model`]: series and their rollups;
 //! - [`store`]: where rollups, spans and the series catalogue are kept, in
 //!   SQLite or ClickHouse;
@@ -15,6 +17,7 @@
 pub mod bus;
 pub mod config;
 pub mod distribution;
+pub mod metrics_endpoint;
 pub mod model;
 pub mod shutdown;
 pub mod store;

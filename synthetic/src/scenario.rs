@@ -68,6 +68,8 @@ const MIN_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_RUN_TIMEOUT: Duration = Duration::from_secs(3_600);
 const MAX_STEPS: usize = 100;
 const MAX_RETRIES: u32 = 10;
+/// A step's timeout when it sets none (or the probe's, if shorter).
+const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A scenario that cannot run: where and why.
 #[derive(Debug, thiserror::Error)]
@@ -533,7 +535,9 @@ impl Checks {
     }
 
     fn step(spec: StepSpec, run_timeout: Duration, base: &Path) -> Result<Step, String> {
-        let timeout = spec.timeout.0;
+        let timeout = spec
+            .timeout
+            .map_or(DEFAULT_STEP_TIMEOUT.min(run_timeout), |t| t.0);
         if timeout.is_zero() || timeout > run_timeout {
             return Err(format!(
                 "timeout must be between 1ms and the probe's timeout ({} ms), got {} ms",
@@ -809,8 +813,8 @@ struct StepSpec {
     http: Option<HttpSpec>,
     #[serde(default)]
     grpc: Option<GrpcSpec>,
-    #[serde(default = "default_step_timeout")]
-    timeout: DurationSpec,
+    #[serde(default)]
+    timeout: Option<DurationSpec>,
     #[serde(default)]
     retries: u32,
     #[serde(default)]
@@ -915,10 +919,6 @@ struct DurationSpec(Duration);
 
 fn default_run_timeout() -> DurationSpec {
     DurationSpec(Duration::from_secs(30))
-}
-
-fn default_step_timeout() -> DurationSpec {
-    DurationSpec(Duration::from_secs(10))
 }
 
 impl<'de> Deserialize<'de> for DurationSpec {

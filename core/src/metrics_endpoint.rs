@@ -1,5 +1,6 @@
-//! The aggregator's own HTTP endpoint: `GET /metrics` (its self-metrics in
-//! the OpenMetrics text format) and `GET /healthz`.
+//! A component's own HTTP endpoint: `GET /metrics` (its self-metrics in the
+//! OpenMetrics text format) and `GET /healthz`, for the components that
+//! serve nothing else over HTTP (aggregator, prober).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,39 +12,41 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use vigil_core::shutdown::Shutdown;
 
-use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+
+/// Renders a component's metrics in the OpenMetrics text format.
+pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// Binds `listen` and serves until `shutdown`; the bound address and the task.
 pub async fn serve(
     listen: SocketAddr,
-    metrics: Arc<Metrics>,
+    render: Render,
     shutdown: Shutdown,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = TcpListener::bind(listen).await?;
     let address = listener.local_addr()?;
     let router = Router::new()
-        .route("/metrics", get(render))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
-        .with_state(metrics);
+        .with_state(render);
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move { shutdown.wait().await })
             .await;
         if let Err(error) = served {
-            tracing::error!(%error, "the aggregator's metrics endpoint failed");
+            tracing::error!(%error, %address, "the metrics endpoint failed");
         }
     });
     Ok((address, task))
 }
 
-async fn render(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+async fn metrics(State(render): State<Render>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        metrics.render(),
+        render(),
     )
 }
