@@ -18,7 +18,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Client telemetry is also sent as JSON: lowerCamelCase names, and a
     // missing field is its default.
     let client = ".vigil.client.v1";
+    // The descriptor set lets tools without the generated code (the
+    // prober's gRPC steps) build these messages.
+    let descriptors = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("vigil_descriptors.bin");
     tonic_prost_build::configure()
+        .file_descriptor_set_path(descriptors)
         .build_client(true)
         .build_server(true)
         .type_attribute(client, "#[derive(serde::Serialize, serde::Deserialize)]")

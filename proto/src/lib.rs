@@ -23,3 +23,8 @@ pub mod client {
 pub mod prometheus {
     include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
 }
+
+/// The descriptors of every message and service above (a serialized
+/// `google.protobuf.FileDescriptorSet`), for clients that build messages at
+/// run time, like the prober's gRPC steps.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vigil_descriptors.bin"));

@@ -1,0 +1,472 @@
+//! The prober against the demo payment service, through a real collector
+//! onto the bus (in-process, and Kafka) and through the aggregator into the
+//! store (SQLite, and ClickHouse): the spans of every run as exported, the
+//! demo service's own spans joined to them, injected faults as failed steps
+//! with their reason, and the runs' availability and latency in the store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message as _;
+use serde_json::json;
+use vigil_core::bus::{Bus, Consumer};
+use vigil_core::config::{Config, Secret, TenantConfig};
+use vigil_core::model::Kind;
+use vigil_core::on_both_backends;
+use vigil_core::shutdown::Shutdown;
+use vigil_core::store::{self, Aggregation, Matcher, Store};
+use vigil_core::tenant::TenantId;
+use vigil_core::testing::{self, Backend};
+use vigil_synthetic::Prober;
+use vigil_synthetic::demo::{DemoOptions, DemoService};
+
+const INGEST: &str = "acme-ingest-token-0123";
+
+fn acme() -> TenantId {
+    TenantId::parse("acme").unwrap()
+}
+
+/// A collector of tenant acme on `backend`'s bus, and a consumer of its
+/// traces topic of the test's own.
+struct Stack {
+    config: Config,
+    bus: Arc<dyn Bus>,
+    collector: vigil_collector::Collector,
+    shutdown: Shutdown,
+    /// Stops the demo services alone (their spans flush as they stop).
+    demos: Shutdown,
+    traces: Box<dyn Consumer>,
+    folder: PathBuf,
+}
+
+impl Stack {
+    async fn start(backend: Backend) -> Option<Stack> {
+        let mut config = testing::config(backend)?;
+        config.collector.tenants = vec![TenantConfig {
+            id: acme(),
+            tokens: vec![Secret::new(INGEST)],
+        }];
+        let shutdown = Shutdown::new();
+        let bus = vigil_core::bus::connect(&config.bus).unwrap();
+        for topic in config.bus.topics().all() {
+            bus.create_topic(topic, config.bus.partitions).await.unwrap();
+        }
+        let traces = bus
+            .subscribe(&config.bus.topics().traces, &testing::unique_name("reader"))
+            .await
+            .unwrap();
+        let collector =
+            vigil_collector::Collector::start(&config, Arc::clone(&bus), shutdown.clone())
+                .await
+                .unwrap();
+        let folder = std::env::temp_dir().join(testing::unique_name("vigil_probes"));
+        std::fs::create_dir_all(&folder).unwrap();
+        config.synthetic.otlp_endpoint = format!("http://{}", collector.http_address());
+        config.synthetic.token = Some(Secret::new(INGEST));
+        config.synthetic.metrics_listen = ([127, 0, 0, 1], 0).into();
+        config.synthetic.watch_interval_ms = 0;
+        config.synthetic.scenarios = vec![folder.join("scenario.yaml")];
+        Some(Stack {
+            config,
+            bus,
+            collector,
+            shutdown,
+            demos: Shutdown::new(),
+            traces,
+            folder,
+        })
+    }
+
+    fn write_scenario(&self, text: &str) -> PathBuf {
+        let file = self.folder.join("scenario.yaml");
+        std::fs::write(&file, text).unwrap();
+        file
+    }
+
+    /// A demo payment service of `unit` exporting to the collector.
+    async fn demo(&self, unit: &str) -> DemoService {
+        let options = DemoOptions {
+            listen: ([127, 0, 0, 1], 0).into(),
+            service_name: "payments".to_owned(),
+            unit: unit.to_owned(),
+            version: "1.4.0".to_owned(),
+            cohort: "stable".to_owned(),
+            otlp_endpoint: Some(format!("http://{}", self.collector.http_address())),
+            token: Some(INGEST.to_owned()),
+        };
+        DemoService::start(options, self.demos.clone())
+            .await
+            .unwrap()
+    }
+
+    /// Spans read from the traces topic until `done` holds, by service.
+    async fn read_spans(&mut self, done: impl Fn(&Spans) -> bool) -> Spans {
+        let messages = testing::read_until(self.traces.as_mut(), |messages| {
+            done(&Spans::decode(messages))
+        })
+        .await;
+        Spans::decode(&messages)
+    }
+}
+
+/// Spans as read from the bus, with their service's resource attributes.
+#[derive(Default)]
+struct Spans {
+    by_service: HashMap<String, Vec<(Span, Vec<KeyValue>)>>,
+}
+
+impl Spans {
+    fn decode(messages: &[vigil_core::bus::Message]) -> Spans {
+        let mut spans = Spans::default();
+        for message in messages {
+            let request = ExportTraceServiceRequest::decode(message.payload.as_ref()).unwrap();
+            for resource_spans in request.resource_spans {
+                let resource = resource_spans.resource.unwrap_or_default().attributes;
+                let service = text(&resource, "service.name").unwrap_or_default();
+                for scope in resource_spans.scope_spans {
+                    for span in scope.spans {
+                        spans
+                            .by_service
+                            .entry(service.clone())
+                            .or_default()
+                            .push((span, resource.clone()));
+                    }
+                }
+            }
+        }
+        spans
+    }
+
+    fn of(&self, service: &str) -> Vec<&Span> {
+        self.by_service
+            .get(service)
+            .map(|spans| spans.iter().map(|(span, _)| span).collect())
+            .unwrap_or_default()
+    }
+}
+
+fn value(attributes: &[KeyValue], key: &str) -> Option<any_value::Value> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.clone()?.value)
+}
+
+fn text(attributes: &[KeyValue], key: &str) -> Option<String> {
+    match value(attributes, key)? {
+        any_value::Value::StringValue(text) => Some(text),
+        _ => None,
+    }
+}
+
+fn int(attributes: &[KeyValue], key: &str) -> Option<i64> {
+    match value(attributes, key)? {
+        any_value::Value::IntValue(n) => Some(n),
+        _ => None,
+    }
+}
+
+fn failure(span: &Span) -> Option<String> {
+    text(&span.attributes, "vigil.probe.failure")
+}
+
+fn duration_ms(span: &Span) -> f64 {
+    (span.end_time_unix_nano - span.start_time_unix_nano) as f64 / 1e6
+}
+
+/// One probe run: its root span and its steps by name.
+struct Run<'a> {
+    root: &'a Span,
+    steps: BTreeMap<String, &'a Span>,
+}
+
+impl Run<'_> {
+    fn location(&self) -> String {
+        text(&self.root.attributes, "vigil.probe.location").unwrap()
+    }
+}
+
+fn runs<'a>(probe_spans: &[&'a Span]) -> Vec<Run<'a>> {
+    let mut runs: Vec<Run<'a>> = probe_spans
+        .iter()
+        .filter(|span| span.parent_span_id.is_empty())
+        .map(|root| Run { root, steps: BTreeMap::new() })
+        .collect();
+    for span in probe_spans.iter().filter(|s| !s.parent_span_id.is_empty()) {
+        let run = runs
+            .iter_mut()
+            .find(|run| run.root.trace_id == span.trace_id)
+            .expect("every step span belongs to a run");
+        assert_eq!(span.parent_span_id, run.root.span_id);
+        run.steps.insert(span.name.clone(), *span);
+    }
+    runs.sort_by_key(|run| run.root.start_time_unix_nano);
+    runs
+}
+
+async fn add_fault(demo: &DemoService, fault: serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/admin/faults", demo.address()))
+        .header("content-type", "application/json")
+        .body(fault.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+}
+
+const PAYMENT: &str = r#"
+locations:
+  unit-a: { vars: { base: "http://{unit-a}" } }
+  unit-b: { vars: { base: "http://{unit-b}" } }
+probes:
+  - name: pay-e2e
+    interval: 250ms
+    jitter: 50ms
+    timeout: 5s
+    steps:
+      - name: create
+        http:
+          method: POST
+          url: "{{base}}/orders"
+          json: { amount: 1250, currency: EUR }
+        expect: { status: 201, json: [{ path: $.status, equals: created }] }
+        extract: { order_id: $.id }
+      - name: pay
+        retries: 1
+        http:
+          method: POST
+          url: "{{base}}/orders/{{order_id}}/pay"
+          headers: { idempotency-key: "{{run.idempotency_key}}" }
+        expect: { json: [{ path: $.status, equals: paid }] }
+      - name: query
+        http: { url: "{{base}}/orders/{{order_id}}" }
+        expect: { latency: 150ms, json: [{ path: $.id, exists: true }] }
+      - name: refund
+        always: true
+        http: { method: POST, url: "{{base}}/orders/{{order_id}}/refund" }
+        expect: { json: [{ path: $.status, not_equals: created }] }
+"#;
+
+on_both_backends!(probes_of_the_demo_service_reach_the_bus_and_the_store);
+
+/// Healthy runs from two units, then a failing payment in unit-b and a
+/// slow query in unit-a: every run's spans on the bus as the prober
+/// exported them, the demo service's spans inside the runs' traces, and
+/// the same runs, failures and worst latency per location in the store.
+async fn probes_of_the_demo_service_reach_the_bus_and_the_store(backend: Backend) {
+    let Some(mut stack) = Stack::start(backend).await else {
+        return;
+    };
+    let store = store::open(&stack.config.store).await.unwrap();
+    let aggregator = vigil_aggregator::Aggregator::start(
+        &stack.config,
+        Arc::clone(&stack.bus),
+        Arc::clone(&store),
+        stack.shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let unit_a = stack.demo("unit-a").await;
+    let unit_b = stack.demo("unit-b").await;
+    stack.write_scenario(
+        &PAYMENT
+            .replace("{unit-a}", &unit_a.address().to_string())
+            .replace("{unit-b}", &unit_b.address().to_string()),
+    );
+    let started_s = now_s();
+    let stop_prober = Shutdown::new();
+    let prober = Prober::start(&stack.config, stop_prober.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // The same faults go to both instances; each applies its own unit's.
+    for demo in [&unit_a, &unit_b] {
+        add_fault(demo, json!({"route": "pay", "unit": "unit-b", "error_rate": 1.0, "status": 503})).await;
+        add_fault(demo, json!({"route": "query", "unit": "unit-a", "latency_ms": 250})).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    stop_prober.trigger();
+    let metrics = Arc::clone(prober.metrics());
+    prober.wait().await;
+    let exported = metrics.exported_spans.get();
+    // Stopping the instances flushes their SDKs' span queues.
+    stack.demos.trigger();
+    unit_a.wait().await;
+    unit_b.wait().await;
+
+    // Every request a step made (its attempts) is one server span of the
+    // demo service.
+    let requests = |spans: &Spans| -> i64 {
+        spans
+            .of("vigil-synthetic")
+            .iter()
+            .filter_map(|span| int(&span.attributes, "vigil.probe.attempts"))
+            .sum()
+    };
+    let served = |spans: &Spans| spans.of("payments").iter().filter(|s| s.kind == 2).count() as i64;
+    let spans = stack
+        .read_spans(|spans| {
+            spans.of("vigil-synthetic").len() as u64 == exported && served(spans) == requests(spans)
+        })
+        .await;
+    let probe_spans = spans.of("vigil-synthetic");
+    assert_eq!(probe_spans.len() as u64, exported);
+    let runs = runs(&probe_spans);
+    let mut outcomes: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for run in &runs {
+        let location = run.location();
+        for span in std::iter::once(run.root).chain(run.steps.values().copied()) {
+            assert_eq!(text(&span.attributes, "vigil.probe.name").unwrap(), "pay-e2e");
+            assert_eq!(text(&span.attributes, "vigil.probe.location").unwrap(), location);
+            assert_eq!(
+                value(&span.attributes, "vigil.synthetic"),
+                Some(any_value::Value::BoolValue(true))
+            );
+        }
+        let steps: Vec<&str> = run.steps.keys().map(String::as_str).collect();
+        let outcome = match failure(run.root) {
+            None => {
+                assert_eq!(steps, ["create", "pay", "query", "refund"]);
+                assert!(run.steps.values().all(|step| failure(step).is_none()));
+                "ok".to_owned()
+            }
+            Some(reason) => {
+                assert_eq!(run.root.status.as_ref().unwrap().message, reason);
+                reason
+            }
+        };
+        match (location.as_str(), outcome.as_str()) {
+            (_, "ok") => {}
+            ("unit-b", "step pay: expected status 2xx, got 503") => {
+                // Tried twice; query skipped; the refund still ran.
+                assert_eq!(steps, ["create", "pay", "refund"]);
+                assert_eq!(int(&run.steps["pay"].attributes, "vigil.probe.attempts"), Some(2));
+                assert_eq!(
+                    int(&run.steps["pay"].attributes, "http.response.status_code"),
+                    Some(503)
+                );
+                assert_eq!(failure(run.steps["refund"]), None);
+                assert_eq!(int(&run.root.attributes, "vigil.probe.skipped_steps"), Some(1));
+            }
+            ("unit-a", reason) if reason.starts_with("step query: latency ") => {
+                let ms: u64 = reason["step query: latency ".len()..]
+                    .split(' ')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!(ms >= 250, "{reason}");
+                assert!(reason.ends_with(" ms over the budget of 150 ms"), "{reason}");
+                assert_eq!(steps, ["create", "pay", "query", "refund"]);
+                assert_eq!(failure(run.steps["refund"]), None);
+            }
+            other => panic!("unexpected run {other:?}"),
+        }
+        let kind = if outcome == "ok" { "ok" } else { "failed" };
+        *outcomes.entry((location, kind.to_owned())).or_default() += 1;
+    }
+    for location in ["unit-a", "unit-b"] {
+        for kind in ["ok", "failed"] {
+            assert!(
+                outcomes.get(&(location.to_owned(), kind.to_owned())).copied().unwrap_or(0) >= 2,
+                "{outcomes:?}"
+            );
+        }
+    }
+
+    // The demo service's server spans are children of the probe's steps,
+    // in the instance of the run's location.
+    let steps_by_id: HashMap<&[u8], (&Run, &str)> = runs
+        .iter()
+        .flat_map(|run| run.steps.iter().map(move |(name, span)| (span.span_id.as_slice(), (run, name.as_str()))))
+        .collect();
+    let server: Vec<_> = spans.by_service["payments"]
+        .iter()
+        .filter(|(span, _)| span.kind == 2)
+        .collect();
+    assert_eq!(server.len() as i64, requests(&spans));
+    for (span, resource) in server {
+        let (run, step) = steps_by_id[span.parent_span_id.as_slice()];
+        assert_eq!(span.trace_id, run.root.trace_id);
+        assert_eq!(text(resource, "vigil.unit").unwrap(), run.location());
+        let expected = match step {
+            "create" => "POST /orders",
+            "pay" => "POST /orders/{id}/pay",
+            "query" => "GET /orders/{id}",
+            _ => "POST /orders/{id}/refund",
+        };
+        assert_eq!(span.name, expected);
+    }
+
+    // The store holds every run: count, failures and the slowest, per
+    // location.
+    let mut expected: BTreeMap<String, (u64, u64, f64)> = BTreeMap::new();
+    for run in &runs {
+        let entry = expected.entry(run.location()).or_default();
+        entry.0 += 1;
+        entry.1 += u64::from(failure(run.root).is_some());
+        entry.2 = entry.2.max(duration_ms(run.root));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let stored = stored_runs(store.as_ref(), started_s).await;
+        let counts: BTreeMap<_, _> = stored.iter().map(|(k, v)| (k.clone(), (v.0, v.1))).collect();
+        let wanted: BTreeMap<_, _> = expected.iter().map(|(k, v)| (k.clone(), (v.0, v.1))).collect();
+        if counts == wanted {
+            for (location, (_, _, max)) in &expected {
+                let stored_max = stored[location].2;
+                assert!((stored_max - max).abs() < 1e-6, "{location}: {stored_max} vs {max}");
+            }
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the store has {counts:?}, the bus {wanted:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    stack.shutdown.trigger();
+    aggregator.wait().await.unwrap();
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Probe runs (root spans) in the store per location: count, failures and
+/// the slowest, in ms.
+async fn stored_runs(store: &dyn Store, from_s: u64) -> BTreeMap<String, (u64, u64, f64)> {
+    let to_s = now_s() + 60;
+    let query = Aggregation {
+        tenant: acme(),
+        kind: Kind::Probe,
+        width_s: 10,
+        from_s: from_s - from_s % 10 - 10,
+        to_s: to_s - to_s % 10,
+        step_s: 10,
+        service: Some("vigil-synthetic".to_owned()),
+        name: Some("pay-e2e".to_owned()),
+        matchers: vec![Matcher {
+            key: "vigil.probe.step".to_owned(),
+            value: String::new(),
+            equal: true,
+        }],
+        group_by: vec!["vigil.probe.location".to_owned()],
+        limit: 10_000,
+    };
+    let mut runs: BTreeMap<String, (u64, u64, f64)> = BTreeMap::new();
+    for row in store.aggregate(&query).await.unwrap() {
+        let entry = runs.entry(row.group[0].clone()).or_default();
+        entry.0 += row.rollup.values.count();
+        entry.1 += row.rollup.errors;
+        entry.2 = entry.2.max(row.rollup.values.max().unwrap_or(0.0));
+    }
+    runs
+}
