@@ -20,7 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let client = ".vigil.client.v1";
     // The descriptor set lets tools without the generated code (the
     // prober's gRPC steps) build these messages.
-    let descriptors = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("vigil_descriptors.bin");
+    let descriptors =
+        std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("vigil_descriptors.bin");
     tonic_prost_build::configure()
         .file_descriptor_set_path(descriptors)
         .build_client(true)

@@ -27,4 +27,5 @@ pub mod prometheus {
 /// The descriptors of every message and service above (a serialized
 /// `google.protobuf.FileDescriptorSet`), for clients that build messages at
 /// run time, like the prober's gRPC steps.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vigil_descriptors.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/vigil_descriptors.bin"));

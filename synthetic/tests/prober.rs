@@ -54,7 +54,9 @@ impl Stack {
         let shutdown = Shutdown::new();
         let bus = vigil_core::bus::connect(&config.bus).unwrap();
         for topic in config.bus.topics().all() {
-            bus.create_topic(topic, config.bus.partitions).await.unwrap();
+            bus.create_topic(topic, config.bus.partitions)
+                .await
+                .unwrap();
         }
         let traces = bus
             .subscribe(&config.bus.topics().traces, &testing::unique_name("reader"))
@@ -195,7 +197,10 @@ fn runs<'a>(probe_spans: &[&'a Span]) -> Vec<Run<'a>> {
     let mut runs: Vec<Run<'a>> = probe_spans
         .iter()
         .filter(|span| span.parent_span_id.is_empty())
-        .map(|root| Run { root, steps: BTreeMap::new() })
+        .map(|root| Run {
+            root,
+            steps: BTreeMap::new(),
+        })
         .collect();
     for span in probe_spans.iter().filter(|s| !s.parent_span_id.is_empty()) {
         let run = runs
@@ -281,12 +286,22 @@ async fn probes_of_the_demo_service_reach_the_bus_and_the_store(backend: Backend
     );
     let started_s = now_s();
     let stop_prober = Shutdown::new();
-    let prober = Prober::start(&stack.config, stop_prober.clone()).await.unwrap();
+    let prober = Prober::start(&stack.config, stop_prober.clone())
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     // The same faults go to both instances; each applies its own unit's.
     for demo in [&unit_a, &unit_b] {
-        add_fault(demo, json!({"route": "pay", "unit": "unit-b", "error_rate": 1.0, "status": 503})).await;
-        add_fault(demo, json!({"route": "query", "unit": "unit-a", "latency_ms": 250})).await;
+        add_fault(
+            demo,
+            json!({"route": "pay", "unit": "unit-b", "error_rate": 1.0, "status": 503}),
+        )
+        .await;
+        add_fault(
+            demo,
+            json!({"route": "query", "unit": "unit-a", "latency_ms": 250}),
+        )
+        .await;
     }
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     stop_prober.trigger();
@@ -320,8 +335,14 @@ async fn probes_of_the_demo_service_reach_the_bus_and_the_store(backend: Backend
     for run in &runs {
         let location = run.location();
         for span in std::iter::once(run.root).chain(run.steps.values().copied()) {
-            assert_eq!(text(&span.attributes, "vigil.probe.name").unwrap(), "pay-e2e");
-            assert_eq!(text(&span.attributes, "vigil.probe.location").unwrap(), location);
+            assert_eq!(
+                text(&span.attributes, "vigil.probe.name").unwrap(),
+                "pay-e2e"
+            );
+            assert_eq!(
+                text(&span.attributes, "vigil.probe.location").unwrap(),
+                location
+            );
             assert_eq!(
                 value(&span.attributes, "vigil.synthetic"),
                 Some(any_value::Value::BoolValue(true))
@@ -344,13 +365,19 @@ async fn probes_of_the_demo_service_reach_the_bus_and_the_store(backend: Backend
             ("unit-b", "step pay: expected status 2xx, got 503") => {
                 // Tried twice; query skipped; the refund still ran.
                 assert_eq!(steps, ["create", "pay", "refund"]);
-                assert_eq!(int(&run.steps["pay"].attributes, "vigil.probe.attempts"), Some(2));
+                assert_eq!(
+                    int(&run.steps["pay"].attributes, "vigil.probe.attempts"),
+                    Some(2)
+                );
                 assert_eq!(
                     int(&run.steps["pay"].attributes, "http.response.status_code"),
                     Some(503)
                 );
                 assert_eq!(failure(run.steps["refund"]), None);
-                assert_eq!(int(&run.root.attributes, "vigil.probe.skipped_steps"), Some(1));
+                assert_eq!(
+                    int(&run.root.attributes, "vigil.probe.skipped_steps"),
+                    Some(1)
+                );
             }
             ("unit-a", reason) if reason.starts_with("step query: latency ") => {
                 let ms: u64 = reason["step query: latency ".len()..]
@@ -360,7 +387,10 @@ async fn probes_of_the_demo_service_reach_the_bus_and_the_store(backend: Backend
                     .parse()
                     .unwrap();
                 assert!(ms >= 250, "{reason}");
-                assert!(reason.ends_with(" ms over the budget of 150 ms"), "{reason}");
+                assert!(
+                    reason.ends_with(" ms over the budget of 150 ms"),
+                    "{reason}"
+                );
                 assert_eq!(steps, ["create", "pay", "query", "refund"]);
                 assert_eq!(failure(run.steps["refund"]), None);
             }
@@ -372,7 +402,11 @@ async fn probes_of_the_demo_service_reach_the_bus_and_the_store(backend: Backend
     for location in ["unit-a", "unit-b"] {
         for kind in ["ok", "failed"] {
             assert!(
-                outcomes.get(&(location.to_owned(), kind.to_owned())).copied().unwrap_or(0) >= 2,
+                outcomes
+                    .get(&(location.to_owned(), kind.to_owned()))
+                    .copied()
+                    .unwrap_or(0)
+                    >= 2,
                 "{outcomes:?}"
             );
         }
@@ -382,7 +416,11 @@ async fn probes_of_the_demo_service_reach_the_bus_and_the_store(backend: Backend
     // in the instance of the run's location.
     let steps_by_id: HashMap<&[u8], (&Run, &str)> = runs
         .iter()
-        .flat_map(|run| run.steps.iter().map(move |(name, span)| (span.span_id.as_slice(), (run, name.as_str()))))
+        .flat_map(|run| {
+            run.steps
+                .iter()
+                .map(move |(name, span)| (span.span_id.as_slice(), (run, name.as_str())))
+        })
         .collect();
     let server: Vec<_> = spans.by_service["payments"]
         .iter()
@@ -414,12 +452,21 @@ async fn probes_of_the_demo_service_reach_the_bus_and_the_store(backend: Backend
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let stored = stored_runs(store.as_ref(), started_s).await;
-        let counts: BTreeMap<_, _> = stored.iter().map(|(k, v)| (k.clone(), (v.0, v.1))).collect();
-        let wanted: BTreeMap<_, _> = expected.iter().map(|(k, v)| (k.clone(), (v.0, v.1))).collect();
+        let counts: BTreeMap<_, _> = stored
+            .iter()
+            .map(|(k, v)| (k.clone(), (v.0, v.1)))
+            .collect();
+        let wanted: BTreeMap<_, _> = expected
+            .iter()
+            .map(|(k, v)| (k.clone(), (v.0, v.1)))
+            .collect();
         if counts == wanted {
             for (location, (_, _, max)) in &expected {
                 let stored_max = stored[location].2;
-                assert!((stored_max - max).abs() < 1e-6, "{location}: {stored_max} vs {max}");
+                assert!(
+                    (stored_max - max).abs() < 1e-6,
+                    "{location}: {stored_max} vs {max}"
+                );
             }
             break;
         }
@@ -469,4 +516,214 @@ async fn stored_runs(store: &dyn Store, from_s: u64) -> BTreeMap<String, (u64, u
         entry.2 = entry.2.max(row.rollup.values.max().unwrap_or(0.0));
     }
     runs
+}
+
+/// gRPC steps against the collector's own client-telemetry service,
+/// described by the descriptor set of `vigil-proto`: a request with one
+/// valid and one absurdly old event passes with the rejection in its JSON
+/// answer; a bad token answers UNAUTHENTICATED, which one step expects and
+/// the next does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_steps_call_methods_from_a_descriptor_set() {
+    let Some(mut stack) = Stack::start(Backend::Embedded).await else {
+        return;
+    };
+    std::fs::write(
+        stack.folder.join("vigil.pb"),
+        vigil_proto::FILE_DESCRIPTOR_SET,
+    )
+    .unwrap();
+    let now_ns = now_s() * 1_000_000_000;
+    let scenario = r#"
+probes:
+  - name: client-ingest
+    interval: 1h
+    vars: { target: "http://@GRPC@", now: "@NOW@" }
+    steps:
+      - name: export
+        grpc:
+          target: "{{target}}"
+          descriptors: vigil.pb
+          method: vigil.client.v1.ClientService/Export
+          metadata: { authorization: "Bearer @TOKEN@" }
+          message:
+            batches:
+              - context: { appId: wallet, appVersion: "2.0", osName: ios }
+                events:
+                  - { timeUnixNano: "{{now}}", sessionStart: {} }
+                  - { timeUnixNano: "1", sessionStart: {} }
+        expect:
+          json: [{ path: $.rejectedEvents, equals: "1" }]
+      - name: refused
+        grpc:
+          target: "{{target}}"
+          descriptors: vigil.pb
+          method: vigil.client.v1.ClientService/Export
+          metadata: { authorization: "Bearer wrong-token-0000000" }
+        expect: { code: UNAUTHENTICATED }
+      - name: unexpected
+        grpc:
+          target: "{{target}}"
+          descriptors: vigil.pb
+          method: vigil.client.v1.ClientService/Export
+        expect: { code: OK }
+"#
+    .replace("@GRPC@", &stack.collector.grpc_address().to_string())
+    .replace("@NOW@", &now_ns.to_string())
+    .replace("@TOKEN@", INGEST);
+    stack.write_scenario(&scenario);
+    let stop_prober = Shutdown::new();
+    let prober = Prober::start(&stack.config, stop_prober.clone())
+        .await
+        .unwrap();
+    let spans = stack
+        .read_spans(|spans| spans.of("vigil-synthetic").len() == 4)
+        .await;
+    stop_prober.trigger();
+    prober.wait().await;
+    let probe_spans = spans.of("vigil-synthetic");
+    let runs = runs(&probe_spans);
+    let [run] = &runs[..] else {
+        panic!("{} runs", runs.len())
+    };
+    let export = run.steps["export"];
+    assert_eq!(failure(export), None);
+    assert_eq!(text(&export.attributes, "rpc.system").unwrap(), "grpc");
+    assert_eq!(
+        text(&export.attributes, "rpc.service").unwrap(),
+        "vigil.client.v1.ClientService"
+    );
+    assert_eq!(text(&export.attributes, "rpc.method").unwrap(), "Export");
+    assert_eq!(int(&export.attributes, "rpc.grpc.status_code"), Some(0));
+    let refused = run.steps["refused"];
+    assert_eq!(failure(refused), None);
+    assert_eq!(int(&refused.attributes, "rpc.grpc.status_code"), Some(16));
+    let unexpected = failure(run.steps["unexpected"]).unwrap();
+    assert!(
+        unexpected.starts_with("expected gRPC status OK, got UNAUTHENTICATED: "),
+        "{unexpected}"
+    );
+    assert_eq!(
+        failure(run.root).unwrap(),
+        format!("step unexpected: {unexpected}")
+    );
+    // The valid event went on to the bus; the old one did not.
+    let mut client = stack
+        .bus
+        .subscribe(&stack.config.bus.topics().client, "reader")
+        .await
+        .unwrap();
+    let messages = testing::read_until(client.as_mut(), |m| !m.is_empty()).await;
+    let request =
+        vigil_proto::client::v1::ExportClientRequest::decode(messages[0].payload.as_ref()).unwrap();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(request.batches[0].events.len(), 1);
+    assert_eq!(request.batches[0].events[0].time_unix_nano, now_ns);
+}
+
+/// A probe limited to one run at a time over three locations against a
+/// slow target: its runs never overlap and the times they pass are counted
+/// as missed. A broken scenario file is refused with its line and the
+/// probes keep running; a good one, noticed by the file watcher, adds a
+/// probe and keeps the unchanged one's schedule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_keep_the_running_probes_and_runs_never_overlap() {
+    let Some(mut stack) = Stack::start(Backend::Embedded).await else {
+        return;
+    };
+    stack.config.synthetic.watch_interval_ms = 100;
+    let demo = stack.demo("unit-a").await;
+    add_fault(&demo, json!({"route": "create", "latency_ms": 300})).await;
+    let slow = r#"
+  - name: slow
+    interval: 100ms
+    locations: [l1, l2, l3]
+    concurrency: 1
+    steps:
+      - name: create
+        http: { method: POST, url: "http://@DEMO@/orders", json: { amount: 1, currency: EUR } }
+"#
+    .replace("@DEMO@", &demo.address().to_string());
+    let fast = r#"
+  - name: fast
+    interval: 200ms
+    steps:
+      - name: health
+        http: { url: "http://@DEMO@/healthz" }
+"#
+    .replace("@DEMO@", &demo.address().to_string());
+    let file = stack.write_scenario(&format!("probes:{slow}"));
+    let stop_prober = Shutdown::new();
+    let prober = Prober::start(&stack.config, stop_prober.clone())
+        .await
+        .unwrap();
+    let metrics = Arc::clone(prober.metrics());
+    assert_eq!(metrics.scheduled.get(), 3);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+
+    stack.write_scenario("probes:\n  - name: broken\n    interval: 1s\n");
+    assert_eq!(
+        prober.reload().await.unwrap_err(),
+        format!("{}:2: probes[0]: missing field `steps`", file.display())
+    );
+    let before = metrics.steps_run();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert!(metrics.steps_run() > before, "the running probe stopped");
+    assert_eq!(metrics.scheduled.get(), 3);
+
+    stack.write_scenario(&format!("probes:{slow}{fast}"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while metrics.scheduled.get() != 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new file was not noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    stop_prober.trigger();
+    prober.wait().await;
+    let rendered = metrics.render();
+    assert!(
+        rendered.contains("vigil_synthetic_reloads_total{outcome=\"ok\"} 1\n"),
+        "{rendered}"
+    );
+    let failed = "vigil_synthetic_reloads_total{outcome=\"failed\"} ";
+    let refused: u64 = rendered
+        .lines()
+        .find_map(|line| line.strip_prefix(failed))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The explicit reload, and the watcher's own look at the same file.
+    assert!((1..=2).contains(&refused), "{rendered}");
+    let missed: u64 = rendered
+        .lines()
+        .find_map(|line| line.strip_prefix("vigil_synthetic_missed_runs_total{probe=\"slow\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(missed > 0);
+
+    let exported = metrics.exported_spans.get();
+    let spans = stack
+        .read_spans(|spans| spans.of("vigil-synthetic").len() as u64 == exported)
+        .await;
+    let probe_spans = spans.of("vigil-synthetic");
+    let all = runs(&probe_spans);
+    let name = |run: &Run| text(&run.root.attributes, "vigil.probe.name").unwrap();
+    let slow_runs: Vec<&Run> = all.iter().filter(|run| name(run) == "slow").collect();
+    let locations: std::collections::BTreeSet<String> =
+        slow_runs.iter().map(|r| r.location()).collect();
+    assert_eq!(locations.len(), 3);
+    for pair in slow_runs.windows(2) {
+        assert!(
+            pair[1].root.start_time_unix_nano >= pair[0].root.end_time_unix_nano,
+            "two runs of slow overlap"
+        );
+    }
+    assert!(slow_runs.iter().all(|run| duration_ms(run.root) >= 300.0));
+    let fast_runs = all.iter().filter(|run| name(run) == "fast").count();
+    assert!(fast_runs >= 3, "{fast_runs} runs of fast");
+    assert!(all.iter().all(|run| failure(run.root).is_none()));
 }
