@@ -101,3 +101,95 @@ fn the_collector_serves_until_sigterm_then_exits_cleanly() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "a clean shutdown exits 0");
 }
+
+/// `vigil synthetic` refuses a broken scenario at start, naming file and
+/// line; running, it reads its scenarios again on SIGHUP, and exits 0 on
+/// SIGTERM.
+#[test]
+fn the_prober_reloads_on_sighup() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let folder = std::env::temp_dir().join(format!("vigil-cli-synthetic-{}", std::process::id()));
+    std::fs::create_dir_all(&folder).unwrap();
+    let scenario = folder.join("probes.yaml");
+    let config = folder.join("vigil.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[synthetic]\nscenarios = [{:?}]\nwatch_interval_ms = 0\nmetrics_listen = \"127.0.0.1:0\"\n",
+            scenario.display().to_string()
+        ),
+    )
+    .unwrap();
+    let probe = |name: &str| {
+        format!(
+            "  - name: {name}\n    interval: 1h\n    steps:\n      - name: home\n        http: {{ url: \"http://127.0.0.1:9/\" }}\n"
+        )
+    };
+    let config_arg = config.display().to_string();
+
+    std::fs::write(&scenario, "probes:\n  - name: a\n    interval: soon\n").unwrap();
+    let output = vigil(&["--config", &config_arg, "synthetic"], &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "vigil: invalid scenario: {}:3: probes[0].interval: invalid value: string \"soon\", expected a duration such as 250ms, 2s, 5m or 1h\n",
+            scenario.display()
+        )
+    );
+
+    std::fs::write(&scenario, format!("probes:\n{}", probe("a"))).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["--config", &config_arg, "synthetic"])
+        .env_remove("VIGIL_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let metrics = line
+        .split_once("metrics on ")
+        .and_then(|(_, rest)| rest.split_once(';'))
+        .map(|(url, _)| url.to_owned())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    assert!(
+        line.starts_with("vigil synthetic: 1 scheduled probe locations"),
+        "{line}"
+    );
+    let scrape = || reqwest::blocking::get(&metrics).unwrap().text().unwrap();
+
+    std::fs::write(&scenario, format!("probes:\n{}{}", probe("a"), probe("b"))).unwrap();
+    let signal = |name: &str| {
+        let sent = Command::new("kill")
+            .args([name, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    signal("-HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = scrape();
+        if text.contains("vigil_synthetic_scheduled 2\n") {
+            assert!(
+                text.contains("vigil_synthetic_reloads_total{outcome=\"ok\"} 1\n"),
+                "{text}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no reload: {text}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    signal("-TERM");
+    assert_eq!(
+        child.wait().unwrap().code(),
+        Some(0),
+        "a clean shutdown exits 0"
+    );
+    std::fs::remove_dir_all(&folder).unwrap();
+}

@@ -155,15 +155,16 @@ impl Control {
         let watch_every = Duration::from_millis(self.settings.watch_interval_ms);
         let mut seen = fingerprint(&self.settings.scenarios);
         let mut tick = tokio::time::interval(watch_every.max(Duration::from_millis(100)));
+        // Once the handle is waited on, only SIGHUP and the files reload.
+        let mut handle = true;
         loop {
             let reply = tokio::select! {
                 () = shutdown.wait() => break,
-                request = requests.recv() => match request {
+                request = requests.recv(), if handle => match request {
                     Some(reply) => Some(reply),
                     None => {
-                        // The handle is gone: keep running until shutdown.
-                        shutdown.wait().await;
-                        break;
+                        handle = false;
+                        continue;
                     }
                 },
                 Some(()) = hangups.recv() => None,
