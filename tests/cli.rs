@@ -1,6 +1,7 @@
 //! The `vigil` binary as a user runs it.
 
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
 
 fn vigil(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vigil"))
@@ -10,6 +11,24 @@ fn vigil(args: &[&str], env: &[(&str, &str)]) -> Output {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap()
+}
+
+/// Starts a long-running subcommand; the child and the first line it
+/// prints (where it listens).
+fn spawn(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("VIGIL_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line)
 }
 
 fn stdout(output: &Output) -> String {
@@ -62,23 +81,14 @@ fn an_invalid_config_exits_2_naming_the_key() {
 
 #[test]
 fn the_collector_serves_until_sigterm_then_exits_cleanly() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .arg("collector")
-        .env_remove("VIGIL_CONFIG")
-        .env("VIGIL_COLLECTOR__GRPC_LISTEN", "127.0.0.1:0")
-        .env("VIGIL_COLLECTOR__HTTP_LISTEN", "127.0.0.1:0")
-        .env("VIGIL_COLLECTOR__ANONYMOUS_TENANT", "public")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (mut child, line) = spawn(
+        &["collector"],
+        &[
+            ("VIGIL_COLLECTOR__GRPC_LISTEN", "127.0.0.1:0"),
+            ("VIGIL_COLLECTOR__HTTP_LISTEN", "127.0.0.1:0"),
+            ("VIGIL_COLLECTOR__ANONYMOUS_TENANT", "public"),
+        ],
+    );
     let http = line
         .trim()
         .rsplit_once("OTLP/HTTP on ")
@@ -107,9 +117,6 @@ fn the_collector_serves_until_sigterm_then_exits_cleanly() {
 /// SIGTERM.
 #[test]
 fn the_prober_reloads_on_sighup() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-
     let folder = std::env::temp_dir().join(format!("vigil-cli-synthetic-{}", std::process::id()));
     std::fs::create_dir_all(&folder).unwrap();
     let scenario = folder.join("probes.yaml");
@@ -141,17 +148,7 @@ fn the_prober_reloads_on_sighup() {
     );
 
     std::fs::write(&scenario, format!("probes:\n{}", probe("a"))).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(["--config", &config_arg, "synthetic"])
-        .env_remove("VIGIL_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (mut child, line) = spawn(&["--config", &config_arg, "synthetic"], &[]);
     let metrics = line
         .split_once("metrics on ")
         .and_then(|(_, rest)| rest.split_once(';'))

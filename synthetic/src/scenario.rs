@@ -51,7 +51,7 @@ use serde_json::Value;
 use vigil_core::time::{Cron, parse_duration_ms};
 
 use crate::json_path::JsonPath;
-use crate::template::{JsonTemplate, SECRET, Template, Vars};
+use crate::template::{JsonTemplate, SECRET, Template, Vars, is_name};
 
 /// The variables every run has, besides its probe's and location's.
 pub const BUILTINS: [&str; 4] = [
@@ -348,16 +348,6 @@ fn in_step(step: &str) -> impl Fn(String) -> Problem + '_ {
         step: Some(step.to_owned()),
         message,
     }
-}
-
-/// Names of probes, steps, locations and variables: letters, digits, `_`,
-/// `-`, `.`; at most 128.
-fn is_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 /// HTTP methods are tokens (RFC 9110), written in capitals here.

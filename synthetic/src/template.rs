@@ -119,7 +119,9 @@ impl TryFrom<String> for Template {
     }
 }
 
-fn is_name(name: &str) -> bool {
+/// Names of variables, and of probes, steps and locations: letters,
+/// digits, `_`, `-`, `.`; at most 128.
+pub(crate) fn is_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && name
