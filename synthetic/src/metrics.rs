@@ -101,7 +101,7 @@ impl Metrics {
         let lateness_seconds = Histogram::new(exponential_buckets(0.000_25, 2.0, 16));
         registry.register(
             "schedule_lateness_seconds",
-            "How long after its scheduled time (jitter included) a run started",
+            "How long after its scheduled time plus its jitter a run started, waiting for a concurrency slot included",
             lateness_seconds.clone(),
         );
         Metrics {
