@@ -621,17 +621,20 @@ probes:
     assert_eq!(request.batches[0].events[0].time_unix_nano, now_ns);
 }
 
-/// A probe limited to one run at a time over three locations against a
-/// slow target: its runs never overlap and the times they pass are counted
-/// as missed. A broken scenario file is refused with its line and the
-/// probes keep running; a good one, noticed by the file watcher, adds a
-/// probe and keeps the unchanged one's schedule.
+/// A probe limited to one run at a time, at the two of its three locations
+/// this process acts for, against a slow target: its runs never overlap and
+/// the times they pass are counted as missed. A broken scenario file is
+/// refused with its line and the probes keep running; a good one, noticed
+/// by the file watcher, adds two probes, one of which runs out of its run
+/// timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloads_keep_the_running_probes_and_runs_never_overlap() {
     let Some(mut stack) = Stack::start(Backend::Embedded).await else {
         return;
     };
     stack.config.synthetic.watch_interval_ms = 100;
+    // This process acts for two of slow's three locations.
+    stack.config.synthetic.locations = vec!["l1".into(), "l3".into(), "default".into()];
     let demo = stack.demo("unit-a").await;
     add_fault(&demo, json!({"route": "create", "latency_ms": 300})).await;
     let slow = r#"
@@ -652,13 +655,22 @@ async fn reloads_keep_the_running_probes_and_runs_never_overlap() {
         http: { url: "http://@DEMO@/healthz" }
 "#
     .replace("@DEMO@", &demo.address().to_string());
+    let deadline = r#"
+  - name: deadline
+    interval: 500ms
+    timeout: 200ms
+    steps:
+      - name: create
+        http: { method: POST, url: "http://@DEMO@/orders", json: { amount: 1, currency: EUR } }
+"#
+    .replace("@DEMO@", &demo.address().to_string());
     let file = stack.write_scenario(&format!("probes:{slow}"));
     let stop_prober = Shutdown::new();
     let prober = Prober::start(&stack.config, stop_prober.clone())
         .await
         .unwrap();
     let metrics = Arc::clone(prober.metrics());
-    assert_eq!(metrics.scheduled.get(), 3);
+    assert_eq!(metrics.scheduled.get(), 2);
     tokio::time::sleep(Duration::from_millis(1_500)).await;
 
     stack.write_scenario("probes:\n  - name: broken\n    interval: 1s\n");
@@ -669,9 +681,9 @@ async fn reloads_keep_the_running_probes_and_runs_never_overlap() {
     let before = metrics.steps_run();
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     assert!(metrics.steps_run() > before, "the running probe stopped");
-    assert_eq!(metrics.scheduled.get(), 3);
+    assert_eq!(metrics.scheduled.get(), 2);
 
-    stack.write_scenario(&format!("probes:{slow}{fast}"));
+    stack.write_scenario(&format!("probes:{slow}{fast}{deadline}"));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while metrics.scheduled.get() != 4 {
         assert!(
@@ -715,7 +727,7 @@ async fn reloads_keep_the_running_probes_and_runs_never_overlap() {
     let slow_runs: Vec<&Run> = all.iter().filter(|run| name(run) == "slow").collect();
     let locations: std::collections::BTreeSet<String> =
         slow_runs.iter().map(|r| r.location()).collect();
-    assert_eq!(locations.len(), 3);
+    assert_eq!(locations, ["l1".to_owned(), "l3".to_owned()].into());
     for pair in slow_runs.windows(2) {
         assert!(
             pair[1].root.start_time_unix_nano >= pair[0].root.end_time_unix_nano,
@@ -725,5 +737,24 @@ async fn reloads_keep_the_running_probes_and_runs_never_overlap() {
     assert!(slow_runs.iter().all(|run| duration_ms(run.root) >= 300.0));
     let fast_runs = all.iter().filter(|run| name(run) == "fast").count();
     assert!(fast_runs >= 3, "{fast_runs} runs of fast");
-    assert!(all.iter().all(|run| failure(run.root).is_none()));
+    assert!(
+        all.iter()
+            .filter(|run| name(run) != "deadline")
+            .all(|run| failure(run.root).is_none())
+    );
+    // A run over its timeout stops its step there.
+    let late: Vec<String> = all
+        .iter()
+        .filter(|run| name(run) == "deadline")
+        .map(|run| failure(run.root).unwrap())
+        .collect();
+    assert!(!late.is_empty());
+    for reason in late {
+        assert!(
+            reason.starts_with("step create: the run's timeout passed after "),
+            "{reason}"
+        );
+        let ms: u64 = reason.rsplit(' ').nth(1).unwrap().parse().unwrap();
+        assert!((200..300).contains(&ms), "{reason}");
+    }
 }
