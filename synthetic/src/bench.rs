@@ -70,7 +70,7 @@ const SCENARIO: &str = r#"
         expect: { json: [{ path: $.status, equals: paid }] }
       - name: query
         http: { url: "{{base}}/orders/{{order_id}}" }
-        expect: { json: [{ path: $.status, equals: paid }] }
+        expect: { json: [{ path: $.id, equals: "{{order_id}}" }, { path: $.status, equals: paid }] }
       - name: refund
         always: true
         http: { method: POST, url: "{{base}}/orders/{{order_id}}/refund" }

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::grpc::Clients;
 use crate::scenario::{Action, Body, Check, GRPC_CODES, HttpRequest, Location, Probe, Step};
-use crate::template::{Missing, Vars};
+use crate::template::{JsonTemplate, Missing, Vars};
 
 /// The most of a response body read for assertions.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -478,17 +478,28 @@ impl Runner {
             let path = &assertion.path;
             let shown =
                 |value: Option<&Value>| value.map_or("nothing".to_owned(), Value::to_string);
+            let render = |value: &JsonTemplate| {
+                value
+                    .render(vars)
+                    .map_err(|Missing(var)| no_retry(format!("{path}: `{{{{{var}}}}}` is not set")))
+            };
             match &assertion.check {
-                Check::Equals(wanted) if found != Some(wanted) => {
-                    return Err(no_retry(format!(
-                        "{path}: expected {wanted}, got {}",
-                        shown(found)
-                    )));
+                Check::Equals(wanted) => {
+                    let wanted = render(wanted)?;
+                    if found != Some(&wanted) {
+                        return Err(no_retry(format!(
+                            "{path}: expected {wanted}, got {}",
+                            shown(found)
+                        )));
+                    }
                 }
-                Check::NotEquals(unwanted) if found == Some(unwanted) => {
-                    return Err(no_retry(format!(
-                        "{path}: expected anything but {unwanted}"
-                    )));
+                Check::NotEquals(unwanted) => {
+                    let unwanted = render(unwanted)?;
+                    if found == Some(&unwanted) {
+                        return Err(no_retry(format!(
+                            "{path}: expected anything but {unwanted}"
+                        )));
+                    }
                 }
                 Check::Exists(exists) if found.is_some() != *exists => {
                     return Err(no_retry(match exists {

@@ -183,8 +183,10 @@ pub struct Assertion {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Check {
-    Equals(Value),
-    NotEquals(Value),
+    /// The value at the path equals this one (a template: `"{{order_id}}"`
+    /// compares with what an earlier step extracted).
+    Equals(JsonTemplate),
+    NotEquals(JsonTemplate),
     Exists(bool),
 }
 
@@ -584,8 +586,8 @@ impl Checks {
             .map(|assertion| {
                 let path = assertion.path;
                 let check = match (assertion.equals, assertion.not_equals, assertion.exists) {
-                    (Some(value), None, None) => Check::Equals(value),
-                    (None, Some(value), None) => Check::NotEquals(value),
+                    (Some(value), None, None) => Check::Equals(JsonTemplate::parse(&value)?),
+                    (None, Some(value), None) => Check::NotEquals(JsonTemplate::parse(&value)?),
                     (None, None, Some(exists)) => Check::Exists(exists),
                     _ => {
                         return Err(format!(
@@ -730,7 +732,7 @@ fn check_headers(
 }
 
 impl Step {
-    /// The variables its request uses.
+    /// The variables its request and assertions use.
     pub fn variables(&self) -> Vec<&str> {
         let mut used = Vec::new();
         match &self.action {
@@ -751,6 +753,11 @@ impl Step {
                     used.extend(value.variables());
                 }
                 used.extend(grpc.message.variables());
+            }
+        }
+        for assertion in &self.expect.json {
+            if let Check::Equals(value) | Check::NotEquals(value) = &assertion.check {
+                used.extend(value.variables());
             }
         }
         used
@@ -1048,6 +1055,10 @@ probes:
         assert_eq!(
             with("equals: created", "equals: created, exists: true"),
             "probes/pay.yaml:11: probe pay-e2e, step create-order: expect.json $.status: give exactly one of `equals`, `not_equals` or `exists`"
+        );
+        assert_eq!(
+            with("equals: created", "equals: \"{{order_id}}\""),
+            "probes/pay.yaml:11: probe pay-e2e, step create-order: `{{order_id}}` is not defined: use the probe's or every location's vars, secret.NAME, run.id, run.idempotency_key, run.location, probe.name, or a value an earlier step extracts"
         );
         assert_eq!(
             with("path: $.status", "path: status"),

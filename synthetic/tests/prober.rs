@@ -251,7 +251,7 @@ probes:
         expect: { json: [{ path: $.status, equals: paid }] }
       - name: query
         http: { url: "{{base}}/orders/{{order_id}}" }
-        expect: { latency: 150ms, json: [{ path: $.id, exists: true }] }
+        expect: { latency: 150ms, json: [{ path: $.id, equals: "{{order_id}}" }] }
       - name: refund
         always: true
         http: { method: POST, url: "{{base}}/orders/{{order_id}}/refund" }
