@@ -5,13 +5,11 @@
 //! events, with their trace and span ids.
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use vigil_core::model::{Kind, SeriesKey};
+use vigil_core::model::{Kind, SeriesKey, hex};
 use vigil_core::store::{EventKind, EventRecord};
 use vigil_core::tenant::TenantId;
 
-use crate::points::{
-    Amount, DecodeError, Observation, decode, hex, resource_labels, seconds, text,
-};
+use crate::points::{Amount, DecodeError, Observation, decode, resource_labels, seconds, text};
 
 /// The series every log record counts in.
 pub const LOG_SERIES: &str = "log.records";

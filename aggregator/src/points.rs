@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use vigil_core::distribution::{
     Distribution, DistributionError, ExplicitHistogram, ExponentialHistogram,
 };
-use vigil_core::model::{Kind, Rollup, SeriesKey};
+use vigil_core::model::{Kind, Rollup, SeriesKey, hex};
 use vigil_core::store::SpanRecord;
 use vigil_core::tenant::TenantId;
 
@@ -95,7 +95,7 @@ pub fn text(value: Option<&AnyValue>) -> String {
         Some(any_value::Value::BoolValue(b)) => b.to_string(),
         Some(any_value::Value::IntValue(i)) => i.to_string(),
         Some(any_value::Value::DoubleValue(d)) => d.to_string(),
-        Some(any_value::Value::BytesValue(b)) => b.iter().map(|x| format!("{x:02x}")).collect(),
+        Some(any_value::Value::BytesValue(b)) => hex(b),
         Some(other) => format!("{other:?}"),
         None => String::new(),
     }
@@ -227,10 +227,6 @@ fn span_kind(kind: i32) -> &'static str {
         5 => "consumer",
         _ => "unspecified",
     }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Reads an `ExportMetricsServiceRequest`. Cumulative points go through

@@ -170,9 +170,27 @@ impl Rollup {
     }
 }
 
+/// Lower-case hex of an id (trace and span ids, bytes attributes), as ids
+/// are stored, searched and put in `traceparent`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for &byte in bytes {
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_lower_case_hex() {
+        assert_eq!(hex(&[0x4b, 0xf9, 0x00, 0x0a, 0xff]), "4bf9000aff");
+        assert_eq!(hex(&[]), "");
+    }
 
     fn tenant() -> TenantId {
         TenantId::parse("acme").expect("valid tenant")

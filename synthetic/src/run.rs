@@ -15,6 +15,7 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 use serde_json::Value;
+use vigil_core::model::hex;
 
 use crate::grpc::Clients;
 use crate::scenario::{Action, Body, Check, GRPC_CODES, HttpRequest, Location, Probe, Step};
@@ -105,10 +106,6 @@ pub(crate) fn text(key: &str, value: impl Into<String>) -> KeyValue {
 fn unix_ns(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Random ids never all zero (which W3C trace context forbids).
