@@ -2,10 +2,10 @@
 //! `GET /metrics` (see `server.rs`) in the OpenMetrics text format, with the
 //! same library as the collector's.
 
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use vigil_core::metrics_endpoint;
 
 /// The self-metrics, shared by every pipeline of one aggregator.
 #[derive(Debug)]
@@ -108,10 +108,7 @@ impl Metrics {
 
     /// Every metric in the OpenMetrics text format.
     pub fn render(&self) -> String {
-        let mut text = String::new();
-        // Writing into a String cannot fail.
-        let _ = encode(&mut text, &self.registry);
-        text
+        metrics_endpoint::render(&self.registry)
     }
 }
 

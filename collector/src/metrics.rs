@@ -5,13 +5,13 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use vigil_core::bus::BusError;
+use vigil_core::metrics_endpoint;
 use vigil_core::tenant::TenantId;
 
 use crate::validate::Rejections;
@@ -196,10 +196,7 @@ impl Metrics {
     /// Every metric in the text exposition format.
     pub(crate) fn render(&self) -> String {
         let _one_at_a_time = self.render_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut text = String::new();
-        // Writing into a String cannot fail.
-        let _ = encode(&mut text, &self.registry);
-        text
+        metrics_endpoint::render(&self.registry)
     }
 }
 

@@ -1,6 +1,6 @@
-//! A component's own HTTP endpoint: `GET /metrics` (its self-metrics in the
-//! OpenMetrics text format) and `GET /healthz`, for the components that
-//! serve nothing else over HTTP (aggregator, prober).
+//! Self-metrics in the OpenMetrics text format ([`render`], for every
+//! component), and the HTTP endpoint `GET /metrics` + `GET /healthz` of the
+//! components that serve nothing else over HTTP (aggregator, prober).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,10 +10,20 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::shutdown::Shutdown;
+
+/// Every metric of `registry` in the OpenMetrics text format.
+pub fn render(registry: &Registry) -> String {
+    let mut text = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode(&mut text, registry);
+    text
+}
 
 /// Renders a component's metrics in the OpenMetrics text format.
 pub type Render = Arc<dyn Fn() -> String + Send + Sync>;

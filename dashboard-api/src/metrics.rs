@@ -5,11 +5,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use vigil_core::metrics_endpoint;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -75,9 +75,6 @@ impl Metrics {
     /// Every metric in the text exposition format.
     pub fn render(&self) -> String {
         let _one_at_a_time = self.render_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut text = String::new();
-        // Writing into a String cannot fail.
-        let _ = encode(&mut text, &self.registry);
-        text
+        metrics_endpoint::render(&self.registry)
     }
 }
