@@ -283,7 +283,7 @@ pub fn parse(
     let mut probes = Vec::new();
     for probe in spec.probes {
         let name = probe.name.clone();
-        let mut checked = Checks::probe(probe, &spec.locations, base, env).map_err(|error| {
+        let mut checked = check_probe(probe, &spec.locations, base, env).map_err(|error| {
             let line = line_of(text, &name, error.step.as_deref());
             let step = error
                 .step
@@ -359,347 +359,352 @@ fn is_method(method: &str) -> bool {
         && method.bytes().all(|b| b.is_ascii_uppercase() || b == b'-')
 }
 
-/// The checks that need more than one field.
-struct Checks;
+// The checks that need more than one field.
 
-impl Checks {
-    fn probe(
-        mut spec: ProbeSpec,
-        locations: &BTreeMap<String, LocationSpec>,
-        base: &Path,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Probe, Problem> {
-        if !is_name(&spec.name) {
+fn check_probe(
+    mut spec: ProbeSpec,
+    locations: &BTreeMap<String, LocationSpec>,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Probe, Problem> {
+    if !is_name(&spec.name) {
+        return Err(problem(
+            "the name must be 1 to 128 letters, digits, '_', '-' or '.'",
+        ));
+    }
+    let schedule = match (spec.interval, spec.cron.take()) {
+        (Some(DurationSpec(every)), None) if every >= MIN_INTERVAL => Schedule::Every(every),
+        (Some(DurationSpec(every)), None) => {
+            return Err(problem(format!(
+                "interval must be at least 100ms, got {}ms",
+                every.as_millis()
+            )));
+        }
+        (None, Some(cron)) => {
+            Schedule::Cron(Cron::parse(&cron).map_err(|e| problem(format!("cron: {e}")))?)
+        }
+        _ => {
             return Err(problem(
-                "the name must be 1 to 128 letters, digits, '_', '-' or '.'",
+                "give exactly one of `interval` (e.g. 30s) or `cron` (e.g. \"*/5 * * * *\")",
             ));
         }
-        let schedule = match (spec.interval, spec.cron.take()) {
-            (Some(DurationSpec(every)), None) if every >= MIN_INTERVAL => Schedule::Every(every),
-            (Some(DurationSpec(every)), None) => {
+    };
+    let period = match &schedule {
+        Schedule::Every(every) => *every,
+        Schedule::Cron(_) => Duration::from_secs(60),
+    };
+    let jitter = spec.jitter.0;
+    if jitter >= period {
+        return Err(problem(format!(
+            "jitter ({} ms) must be shorter than the time between runs ({} ms)",
+            jitter.as_millis(),
+            period.as_millis()
+        )));
+    }
+    let timeout = spec.timeout.0;
+    if timeout.is_zero() || timeout > MAX_RUN_TIMEOUT {
+        return Err(problem("timeout must be between 1ms and 1h"));
+    }
+    if spec.steps.is_empty() || spec.steps.len() > MAX_STEPS {
+        return Err(problem(format!(
+            "a probe has 1 to {MAX_STEPS} steps, got {}",
+            spec.steps.len()
+        )));
+    }
+    let mut steps = Vec::new();
+    let mut step_names = BTreeSet::new();
+    for step in std::mem::take(&mut spec.steps) {
+        let name = step.name.clone();
+        let fail = in_step(&name);
+        if !is_name(&name) {
+            return Err(fail(
+                "the name must be 1 to 128 letters, digits, '_', '-' or '.'".into(),
+            ));
+        }
+        if !step_names.insert(name.clone()) {
+            return Err(fail("another step of this probe has the name".into()));
+        }
+        steps.push(check_step(step, timeout, base).map_err(&fail)?);
+    }
+    let secrets = read_secrets(&steps, env)?;
+    let locations = check_locations(&spec, locations, &secrets)?;
+    let concurrency = spec.concurrency.unwrap_or(locations.len());
+    if concurrency == 0 {
+        return Err(problem("concurrency must be at least 1"));
+    }
+    // What every location of the probe defines, and what steps extract.
+    let mut defined: BTreeSet<String> = BUILTINS.iter().map(|&b| b.to_owned()).collect();
+    defined.extend(
+        locations
+            .iter()
+            .map(|l| l.vars.keys().cloned().collect::<BTreeSet<_>>())
+            .reduce(|all, these| all.intersection(&these).cloned().collect())
+            .unwrap_or_default(),
+    );
+    for step in &steps {
+        if let Some(used) = step
+            .variables()
+            .into_iter()
+            .find(|used| !defined.contains(*used))
+        {
+            return Err(in_step(&step.name)(format!(
+                "`{{{{{used}}}}}` is not defined: use the probe's or every location's vars, \
+                     secret.NAME, {}, or a value an earlier step extracts",
+                BUILTINS.join(", ")
+            )));
+        }
+        defined.extend(step.extract.iter().map(|(var, _)| var.clone()));
+    }
+    Ok(Probe {
+        name: spec.name,
+        schedule,
+        jitter,
+        timeout,
+        concurrency,
+        locations,
+        steps,
+        file: PathBuf::new(),
+    })
+}
+
+/// The `secret.NAME` variables the steps use, read from the environment.
+fn read_secrets(steps: &[Step], env: &dyn Fn(&str) -> Option<String>) -> Result<Vars, Problem> {
+    let mut secrets = Vars::new();
+    for var in steps.iter().flat_map(Step::variables) {
+        if let Some(name) = var.strip_prefix(SECRET) {
+            let value = env(name).ok_or_else(|| {
+                problem(format!(
+                    "`{{{{{var}}}}}` reads the environment variable {name}, which is not set"
+                ))
+            })?;
+            secrets.insert(var.to_owned(), Value::String(value));
+        }
+    }
+    Ok(secrets)
+}
+
+/// The probe's locations with their variables: the probe's, the
+/// location's over them, and the secrets.
+fn check_locations(
+    spec: &ProbeSpec,
+    file_locations: &BTreeMap<String, LocationSpec>,
+    secrets: &Vars,
+) -> Result<Vec<Location>, Problem> {
+    let names: Vec<String> = match &spec.locations {
+        Some(names) if names.is_empty() => {
+            return Err(problem("locations, when given, must name at least one"));
+        }
+        Some(names) => names.clone(),
+        None if file_locations.is_empty() => vec![DEFAULT_LOCATION.to_owned()],
+        None => file_locations.keys().cloned().collect(),
+    };
+    let mut seen = BTreeSet::new();
+    names
+        .into_iter()
+        .map(|name| {
+            if !is_name(&name) {
                 return Err(problem(format!(
-                    "interval must be at least 100ms, got {}ms",
-                    every.as_millis()
+                    "location {name:?}: a name is 1 to 128 letters, digits, '_', '-' or '.'"
                 )));
             }
-            (None, Some(cron)) => {
-                Schedule::Cron(Cron::parse(&cron).map_err(|e| problem(format!("cron: {e}")))?)
+            if !seen.insert(name.clone()) {
+                return Err(problem(format!("location {name} is listed twice")));
             }
-            _ => {
-                return Err(problem(
-                    "give exactly one of `interval` (e.g. 30s) or `cron` (e.g. \"*/5 * * * *\")",
-                ));
-            }
-        };
-        let period = match &schedule {
-            Schedule::Every(every) => *every,
-            Schedule::Cron(_) => Duration::from_secs(60),
-        };
-        let jitter = spec.jitter.0;
-        if jitter >= period {
-            return Err(problem(format!(
-                "jitter ({} ms) must be shorter than the time between runs ({} ms)",
-                jitter.as_millis(),
-                period.as_millis()
-            )));
-        }
-        let timeout = spec.timeout.0;
-        if timeout.is_zero() || timeout > MAX_RUN_TIMEOUT {
-            return Err(problem("timeout must be between 1ms and 1h"));
-        }
-        let locations = Checks::locations(&spec, locations, env)?;
-        let concurrency = spec.concurrency.unwrap_or(locations.len());
-        if concurrency == 0 {
-            return Err(problem("concurrency must be at least 1"));
-        }
-        if spec.steps.is_empty() || spec.steps.len() > MAX_STEPS {
-            return Err(problem(format!(
-                "a probe has 1 to {MAX_STEPS} steps, got {}",
-                spec.steps.len()
-            )));
-        }
-        // What every location of the probe defines, and what steps extract.
-        let mut defined: BTreeSet<String> = BUILTINS.iter().map(|&b| b.to_owned()).collect();
-        defined.extend(
-            locations
-                .iter()
-                .map(|l| l.vars.keys().cloned().collect::<BTreeSet<_>>())
-                .reduce(|all, these| all.intersection(&these).cloned().collect())
-                .unwrap_or_default(),
-        );
-        let mut steps = Vec::new();
-        let mut step_names = BTreeSet::new();
-        for step in spec.steps {
-            let name = step.name.clone();
-            let fail = in_step(&name);
-            if !is_name(&name) {
-                return Err(fail(
-                    "the name must be 1 to 128 letters, digits, '_', '-' or '.'".into(),
-                ));
-            }
-            if !step_names.insert(name.clone()) {
-                return Err(fail("another step of this probe has the name".into()));
-            }
-            let step = Checks::step(step, timeout, base).map_err(&fail)?;
-            for used in step.variables() {
-                if !defined.contains(used) {
-                    return Err(fail(format!(
-                        "`{{{{{used}}}}}` is not defined: use the probe's or every location's vars, \
-                         secret.NAME, {}, or a value an earlier step extracts",
-                        BUILTINS.join(", ")
-                    )));
-                }
-            }
-            defined.extend(step.extract.iter().map(|(var, _)| var.clone()));
-            steps.push(step);
-        }
-        Ok(Probe {
-            name: spec.name,
-            schedule,
-            jitter,
-            timeout,
-            concurrency,
-            locations,
-            steps,
-            file: PathBuf::new(),
-        })
-    }
-
-    /// The probe's locations with their variables, secrets read.
-    fn locations(
-        spec: &ProbeSpec,
-        file_locations: &BTreeMap<String, LocationSpec>,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Vec<Location>, Problem> {
-        let names: Vec<String> = match &spec.locations {
-            Some(names) if names.is_empty() => {
-                return Err(problem("locations, when given, must name at least one"));
-            }
-            Some(names) => names.clone(),
-            None if file_locations.is_empty() => vec![DEFAULT_LOCATION.to_owned()],
-            None => file_locations.keys().cloned().collect(),
-        };
-        let mut secrets = Vars::new();
-        for template in spec.steps.iter().flat_map(StepSpec::templates) {
-            for var in template {
-                if let Some(name) = var.strip_prefix(SECRET) {
-                    let value = env(name).ok_or_else(|| {
-                        problem(format!(
-                            "`{{{{{var}}}}}` reads the environment variable {name}, which is not set"
-                        ))
-                    })?;
-                    secrets.insert(var.clone(), Value::String(value));
-                }
-            }
-        }
-        let mut seen = BTreeSet::new();
-        names
-            .into_iter()
-            .map(|name| {
-                if !is_name(&name) {
+            let own = match file_locations.get(&name) {
+                Some(location) => &location.vars,
+                None if file_locations.is_empty() => &Vars::new(),
+                None => {
                     return Err(problem(format!(
-                        "location {name:?}: a name is 1 to 128 letters, digits, '_', '-' or '.'"
+                        "location {name} is not among the file's locations ({})",
+                        file_locations
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )));
                 }
-                if !seen.insert(name.clone()) {
-                    return Err(problem(format!("location {name} is listed twice")));
-                }
-                let own = match file_locations.get(&name) {
-                    Some(location) => &location.vars,
-                    None if file_locations.is_empty() => &Vars::new(),
-                    None => {
-                        return Err(problem(format!(
-                            "location {name} is not among the file's locations ({})",
-                            file_locations
-                                .keys()
-                                .cloned()
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )));
-                    }
-                };
-                let mut vars = spec.vars.clone();
-                vars.extend(own.clone());
-                vars.extend(secrets.clone());
-                Ok(Location { name, vars })
-            })
-            .collect()
-    }
-
-    fn step(spec: StepSpec, run_timeout: Duration, base: &Path) -> Result<Step, String> {
-        let timeout = spec
-            .timeout
-            .map_or(DEFAULT_STEP_TIMEOUT.min(run_timeout), |t| t.0);
-        if timeout.is_zero() || timeout > run_timeout {
-            return Err(format!(
-                "timeout must be between 1ms and the probe's timeout ({} ms), got {} ms",
-                run_timeout.as_millis(),
-                timeout.as_millis()
-            ));
-        }
-        if spec.retries > MAX_RETRIES {
-            return Err(format!(
-                "retries must be at most {MAX_RETRIES}, got {}",
-                spec.retries
-            ));
-        }
-        let action = match (spec.http, spec.grpc) {
-            (Some(http), None) => {
-                if spec.expect.code.is_some() {
-                    return Err("expect.code is for gRPC steps; HTTP steps expect `status`".into());
-                }
-                Action::Http(Checks::http(http)?)
-            }
-            (None, Some(grpc)) => {
-                if spec.expect.status.is_some() {
-                    return Err("expect.status is for HTTP steps; gRPC steps expect `code`".into());
-                }
-                Action::Grpc(Checks::grpc(grpc, base)?)
-            }
-            _ => return Err("give exactly one of `http` or `grpc`".into()),
-        };
-        let status: Vec<u16> = match spec.expect.status {
-            None => Vec::new(),
-            Some(StatusSpec::One(status)) => vec![status],
-            Some(StatusSpec::Many(statuses)) => statuses,
-        };
-        if let Some(bad) = status.iter().find(|s| !(100..=599).contains(*s)) {
-            return Err(format!("expect.status: {bad} is not an HTTP status"));
-        }
-        let code = match spec.expect.code {
-            None => 0,
-            Some(name) => GRPC_CODES
-                .iter()
-                .position(|&code| code == name)
-                .and_then(|code| i32::try_from(code).ok())
-                .ok_or_else(|| {
-                    format!(
-                        "expect.code: {name:?} is not a gRPC status (one of {})",
-                        GRPC_CODES.join(", ")
-                    )
-                })?,
-        };
-        let json = spec
-            .expect
-            .json
-            .into_iter()
-            .map(|assertion| {
-                let path = assertion.path;
-                let check = match (assertion.equals, assertion.not_equals, assertion.exists) {
-                    (Some(value), None, None) => Check::Equals(JsonTemplate::parse(&value)?),
-                    (None, Some(value), None) => Check::NotEquals(JsonTemplate::parse(&value)?),
-                    (None, None, Some(exists)) => Check::Exists(exists),
-                    _ => {
-                        return Err(format!(
-                            "expect.json {path}: give exactly one of `equals`, `not_equals` or `exists`"
-                        ));
-                    }
-                };
-                Ok(Assertion { path, check })
-            })
-            .collect::<Result<_, String>>()?;
-        for var in spec.extract.keys() {
-            if !is_name(var)
-                || var.starts_with("run.")
-                || var.starts_with("probe.")
-                || var.starts_with(SECRET)
-            {
-                return Err(format!(
-                    "extract: {var:?} cannot be a variable's name (letters, digits, '_', '-', '.'; not run.*, probe.* or secret.*)"
-                ));
-            }
-        }
-        Ok(Step {
-            name: spec.name,
-            action,
-            timeout,
-            retries: spec.retries,
-            expect: Expect {
-                status,
-                code,
-                json,
-                latency: spec.expect.latency.map(|l| l.0),
-            },
-            extract: spec.extract.into_iter().collect(),
-            always: spec.always,
+            };
+            let mut vars = spec.vars.clone();
+            vars.extend(own.clone());
+            vars.extend(secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
+            Ok(Location { name, vars })
         })
-    }
+        .collect()
+}
 
-    fn http(spec: HttpSpec) -> Result<HttpRequest, String> {
-        let method = spec.method.unwrap_or_else(|| "GET".to_owned());
-        if !is_method(&method) {
-            return Err(format!(
-                "http.method: {method:?} is not an HTTP method (GET, POST, …, in capitals)"
-            ));
-        }
-        if spec.url.variables().next().is_none() {
-            let url = spec.url.render(&Vars::new()).unwrap_or_default();
-            check_url("http.url", &url)?;
-        }
-        let body = match (spec.json, spec.body) {
-            (None, None) => Body::None,
-            (Some(json), None) => Body::Json(JsonTemplate::parse(&json)?),
-            (None, Some(text)) => Body::Text(text),
-            (Some(_), Some(_)) => return Err("give `json` or `body`, not both".into()),
-        };
-        Ok(HttpRequest {
-            method,
-            url: spec.url,
-            headers: check_headers("http.headers", spec.headers)?,
-            body,
-        })
+fn check_step(spec: StepSpec, run_timeout: Duration, base: &Path) -> Result<Step, String> {
+    let timeout = spec
+        .timeout
+        .map_or(DEFAULT_STEP_TIMEOUT.min(run_timeout), |t| t.0);
+    if timeout.is_zero() || timeout > run_timeout {
+        return Err(format!(
+            "timeout must be between 1ms and the probe's timeout ({} ms), got {} ms",
+            run_timeout.as_millis(),
+            timeout.as_millis()
+        ));
     }
-
-    fn grpc(spec: GrpcSpec, base: &Path) -> Result<GrpcRequest, String> {
-        let file = base.join(&spec.descriptors);
-        let bytes = std::fs::read(&file)
-            .map_err(|e| format!("grpc.descriptors: cannot read {}: {e}", file.display()))?;
-        let pool = DescriptorPool::decode(bytes.as_slice()).map_err(|e| {
-            format!(
-                "grpc.descriptors: {} is not a protobuf descriptor set ({e})",
-                file.display()
-            )
-        })?;
-        let (service, method) = spec.method.split_once('/').ok_or_else(|| {
-            format!(
-                "grpc.method: {:?} must be package.Service/Method",
-                spec.method
-            )
-        })?;
-        let service = pool
-            .get_service_by_name(service)
-            .ok_or_else(|| format!("grpc.method: no service {service} in {}", file.display()))?;
-        let method = service
-            .methods()
-            .find(|m| m.name() == method)
+    if spec.retries > MAX_RETRIES {
+        return Err(format!(
+            "retries must be at most {MAX_RETRIES}, got {}",
+            spec.retries
+        ));
+    }
+    let action = match (spec.http, spec.grpc) {
+        (Some(http), None) => {
+            if spec.expect.code.is_some() {
+                return Err("expect.code is for gRPC steps; HTTP steps expect `status`".into());
+            }
+            Action::Http(check_http(http)?)
+        }
+        (None, Some(grpc)) => {
+            if spec.expect.status.is_some() {
+                return Err("expect.status is for HTTP steps; gRPC steps expect `code`".into());
+            }
+            Action::Grpc(check_grpc(grpc, base)?)
+        }
+        _ => return Err("give exactly one of `http` or `grpc`".into()),
+    };
+    let status: Vec<u16> = match spec.expect.status {
+        None => Vec::new(),
+        Some(StatusSpec::One(status)) => vec![status],
+        Some(StatusSpec::Many(statuses)) => statuses,
+    };
+    if let Some(bad) = status.iter().find(|s| !(100..=599).contains(*s)) {
+        return Err(format!("expect.status: {bad} is not an HTTP status"));
+    }
+    let code = match spec.expect.code {
+        None => 0,
+        Some(name) => GRPC_CODES
+            .iter()
+            .position(|&code| code == name)
+            .and_then(|code| i32::try_from(code).ok())
             .ok_or_else(|| {
                 format!(
-                    "grpc.method: {} has no method {method}",
-                    service.full_name()
+                    "expect.code: {name:?} is not a gRPC status (one of {})",
+                    GRPC_CODES.join(", ")
                 )
-            })?;
-        if method.is_client_streaming() || method.is_server_streaming() {
+            })?,
+    };
+    let json = spec
+        .expect
+        .json
+        .into_iter()
+        .map(|assertion| {
+            let path = assertion.path;
+            let check = match (assertion.equals, assertion.not_equals, assertion.exists) {
+                (Some(value), None, None) => Check::Equals(JsonTemplate::parse(&value)?),
+                (None, Some(value), None) => Check::NotEquals(JsonTemplate::parse(&value)?),
+                (None, None, Some(exists)) => Check::Exists(exists),
+                _ => {
+                    return Err(format!(
+                        "expect.json {path}: give exactly one of `equals`, `not_equals` or `exists`"
+                    ));
+                }
+            };
+            Ok(Assertion { path, check })
+        })
+        .collect::<Result<_, String>>()?;
+    for var in spec.extract.keys() {
+        if !is_name(var)
+            || var.starts_with("run.")
+            || var.starts_with("probe.")
+            || var.starts_with(SECRET)
+        {
             return Err(format!(
-                "grpc.method: {} streams; only unary methods are probed",
-                method.full_name()
+                "extract: {var:?} cannot be a variable's name (letters, digits, '_', '-', '.'; not run.*, probe.* or secret.*)"
             ));
         }
-        let message = JsonTemplate::parse(&spec.message)?;
-        if message.variables().is_empty() {
-            DynamicMessage::deserialize(method.input(), spec.message)
-                .map_err(|e| format!("grpc.message: not a {}: {e}", method.input().full_name()))?;
-        }
-        if spec.target.variables().next().is_none() {
-            let target = spec.target.render(&Vars::new()).unwrap_or_default();
-            check_url("grpc.target", &target)?;
-        }
-        Ok(GrpcRequest {
-            target: spec.target,
-            method,
-            metadata: check_headers("grpc.metadata", spec.metadata)?,
-            message,
-        })
     }
+    Ok(Step {
+        name: spec.name,
+        action,
+        timeout,
+        retries: spec.retries,
+        expect: Expect {
+            status,
+            code,
+            json,
+            latency: spec.expect.latency.map(|l| l.0),
+        },
+        extract: spec.extract.into_iter().collect(),
+        always: spec.always,
+    })
+}
+
+fn check_http(spec: HttpSpec) -> Result<HttpRequest, String> {
+    let method = spec.method.unwrap_or_else(|| "GET".to_owned());
+    if !is_method(&method) {
+        return Err(format!(
+            "http.method: {method:?} is not an HTTP method (GET, POST, …, in capitals)"
+        ));
+    }
+    if spec.url.variables().next().is_none() {
+        let url = spec.url.render(&Vars::new()).unwrap_or_default();
+        check_url("http.url", &url)?;
+    }
+    let body = match (spec.json, spec.body) {
+        (None, None) => Body::None,
+        (Some(json), None) => Body::Json(JsonTemplate::parse(&json)?),
+        (None, Some(text)) => Body::Text(text),
+        (Some(_), Some(_)) => return Err("give `json` or `body`, not both".into()),
+    };
+    Ok(HttpRequest {
+        method,
+        url: spec.url,
+        headers: check_headers("http.headers", spec.headers)?,
+        body,
+    })
+}
+
+fn check_grpc(spec: GrpcSpec, base: &Path) -> Result<GrpcRequest, String> {
+    let file = base.join(&spec.descriptors);
+    let bytes = std::fs::read(&file)
+        .map_err(|e| format!("grpc.descriptors: cannot read {}: {e}", file.display()))?;
+    let pool = DescriptorPool::decode(bytes.as_slice()).map_err(|e| {
+        format!(
+            "grpc.descriptors: {} is not a protobuf descriptor set ({e})",
+            file.display()
+        )
+    })?;
+    let (service, method) = spec.method.split_once('/').ok_or_else(|| {
+        format!(
+            "grpc.method: {:?} must be package.Service/Method",
+            spec.method
+        )
+    })?;
+    let service = pool
+        .get_service_by_name(service)
+        .ok_or_else(|| format!("grpc.method: no service {service} in {}", file.display()))?;
+    let method = service
+        .methods()
+        .find(|m| m.name() == method)
+        .ok_or_else(|| {
+            format!(
+                "grpc.method: {} has no method {method}",
+                service.full_name()
+            )
+        })?;
+    if method.is_client_streaming() || method.is_server_streaming() {
+        return Err(format!(
+            "grpc.method: {} streams; only unary methods are probed",
+            method.full_name()
+        ));
+    }
+    let message = JsonTemplate::parse(&spec.message)?;
+    if message.variables().is_empty() {
+        DynamicMessage::deserialize(method.input(), spec.message)
+            .map_err(|e| format!("grpc.message: not a {}: {e}", method.input().full_name()))?;
+    }
+    if spec.target.variables().next().is_none() {
+        let target = spec.target.render(&Vars::new()).unwrap_or_default();
+        check_url("grpc.target", &target)?;
+    }
+    Ok(GrpcRequest {
+        target: spec.target,
+        method,
+        metadata: check_headers("grpc.metadata", spec.metadata)?,
+        message,
+    })
 }
 
 fn check_url(key: &str, url: &str) -> Result<(), String> {
@@ -820,31 +825,6 @@ struct StepSpec {
     extract: BTreeMap<String, JsonPath>,
     #[serde(default)]
     always: bool,
-}
-
-impl StepSpec {
-    /// The variable names of every template, for reading secrets.
-    fn templates(&self) -> Vec<Vec<String>> {
-        let names = |t: &Template| t.variables().map(str::to_owned).collect::<Vec<_>>();
-        let mut all = Vec::new();
-        if let Some(http) = &self.http {
-            all.push(names(&http.url));
-            all.extend(http.headers.values().map(names));
-            all.extend(http.body.iter().map(names));
-            if let Some(json) = &http.json {
-                all.push(
-                    JsonTemplate::parse(json)
-                        .map(|t| t.variables().into_iter().map(str::to_owned).collect())
-                        .unwrap_or_default(),
-                );
-            }
-        }
-        if let Some(grpc) = &self.grpc {
-            all.push(names(&grpc.target));
-            all.extend(grpc.metadata.values().map(names));
-        }
-        all
-    }
 }
 
 #[derive(Deserialize)]
@@ -1024,6 +1004,21 @@ probes:
         );
         assert_eq!(nightly.locations[0].name, "unit-b");
         assert_eq!(nightly.steps[0].timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_secret_used_only_in_an_assertion_is_read() {
+        let text = r#"
+probes:
+  - name: whoami
+    interval: 1m
+    steps:
+      - name: me
+        http: { url: "http://a:8081/me" }
+        expect: { json: [{ path: $.token, not_equals: "{{secret.PAY_TOKEN}}" }] }
+"#;
+        let probes = parse(Path::new("probes/me.yaml"), text, &env).unwrap();
+        assert_eq!(probes[0].locations[0].vars["secret.PAY_TOKEN"], "tok-123");
     }
 
     #[test]
