@@ -192,9 +192,9 @@ fn has(set: u64, value: i64) -> bool {
 fn field(name: &str, text: &str, min: u32, max: u32, names: &[&str]) -> Result<u64, String> {
     let value = |part: &str| -> Result<u32, String> {
         let lower = part.to_ascii_lowercase();
-        let offset = if name == "month" { 1 } else { 0 };
+        // Names count from the field's first value (jan = 1, sun = 0).
         let number = match names.iter().position(|n| *n == lower) {
-            Some(i) => u32::try_from(i).unwrap_or(u32::MAX) + offset,
+            Some(i) => u32::try_from(i).unwrap_or(u32::MAX) + min,
             None => part
                 .parse()
                 .map_err(|_| format!("{name}: {part:?} is not a number or a name"))?,

@@ -69,6 +69,8 @@ impl Prober {
     /// acts for. It runs until `shutdown`; [`Prober::wait`] for that.
     pub async fn start(config: &Config, shutdown: Shutdown) -> Result<Prober, ProberError> {
         let settings = config.synthetic.clone();
+        // Taken before the files are read: a change while they are is seen.
+        let seen = fingerprint(&settings.scenarios);
         let probes = scenario::load(&settings.scenarios)?;
         let metrics = Arc::new(Metrics::new());
         let render = Arc::clone(&metrics);
@@ -89,6 +91,7 @@ impl Prober {
         });
         let mut control = Control {
             settings,
+            seen,
             shared,
             running: HashMap::new(),
         };
@@ -140,6 +143,8 @@ impl Prober {
 /// The running probes, by name, and what changes them.
 struct Control {
     settings: SyntheticConfig,
+    /// The scenario files as of their last reading.
+    seen: Fingerprint,
     shared: Arc<Shared>,
     running: HashMap<String, Running>,
 }
@@ -153,7 +158,6 @@ impl Control {
     async fn serve(mut self, mut requests: mpsc::Receiver<Reply>, shutdown: Shutdown) {
         let mut hangups = hangups();
         let watch_every = Duration::from_millis(self.settings.watch_interval_ms);
-        let mut seen = fingerprint(&self.settings.scenarios);
         let mut tick = tokio::time::interval(watch_every.max(Duration::from_millis(100)));
         // Once the handle is waited on, only SIGHUP and the files reload.
         let mut handle = true;
@@ -169,14 +173,13 @@ impl Control {
                 },
                 Some(()) = hangups.recv() => None,
                 _ = tick.tick(), if !watch_every.is_zero() => {
-                    let now = fingerprint(&self.settings.scenarios);
-                    if now == seen {
+                    if fingerprint(&self.settings.scenarios) == self.seen {
                         continue;
                     }
                     None
                 }
             };
-            seen = fingerprint(&self.settings.scenarios);
+            self.seen = fingerprint(&self.settings.scenarios);
             let outcome = match scenario::load(&self.settings.scenarios) {
                 Ok(probes) => {
                     self.shared.metrics.reload(true);
@@ -276,7 +279,9 @@ fn hangups() -> mpsc::Receiver<()> {
 }
 
 /// What changes when a scenario file does: paths, sizes and times.
-fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
+
+fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
     let mut files = Vec::new();
     for path in paths {
         let entries: Vec<PathBuf> = match std::fs::read_dir(path) {
