@@ -31,13 +31,19 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 pub struct Run {
     /// The first failure, as `step <name>: <reason>`.
     pub failure: Option<String>,
-    /// Steps that ran, and how many of them failed.
-    pub steps: usize,
+    /// Steps that ran and failed.
     pub failed_steps: usize,
     /// Steps that did not run because of an earlier failure.
     pub skipped_steps: usize,
     /// The root span first, then one per step that ran.
     pub spans: Vec<Span>,
+}
+
+impl Run {
+    /// Steps that ran: one span each after the root's.
+    pub fn steps(&self) -> usize {
+        self.spans.len() - 1
+    }
 }
 
 /// Runs probes; shares connections between runs.
@@ -157,7 +163,6 @@ impl Runner {
         ];
         let mut run = Run {
             failure: None,
-            steps: 0,
             failed_steps: 0,
             skipped_steps: 0,
             spans: Vec::with_capacity(probe.steps.len() + 1),
@@ -176,7 +181,6 @@ impl Runner {
                 run.skipped_steps += 1;
                 continue;
             };
-            run.steps += 1;
             let mut attributes = common.to_vec();
             attributes.push(text("vigil.probe.step", &step.name));
             attributes.append(&mut facts.attributes);
@@ -261,7 +265,7 @@ impl Runner {
                     tracing::debug!(step = %step.name, %var, "step skipped: a variable is not set");
                     return None;
                 }
-                Ok(Ok(Ok(response))) => self.check(step, &response, latency, vars),
+                Ok(Ok(Ok(response))) => check(step, &response, latency, vars),
                 Ok(Ok(Err(failure))) => Err(failure),
                 Err(_) if limit < started + step.timeout => Err(Failure {
                     reason: format!("the run's timeout passed after {} ms", latency.as_millis()),
@@ -408,122 +412,120 @@ impl Runner {
             ..Response::default()
         }))
     }
+}
 
-    /// Whether a response is what the step expects; fills in what it
-    /// extracts.
-    fn check(
-        &self,
-        step: &Step,
-        response: &Response,
-        latency: Duration,
-        vars: &mut Vars,
-    ) -> Result<(), Failure> {
-        let expect = &step.expect;
-        if let Some(status) = response.http_status {
-            let passes = if expect.status.is_empty() {
-                (200..300).contains(&status)
-            } else {
-                expect.status.contains(&status)
+/// Whether a response is what the step expects; fills in what it
+/// extracts.
+fn check(
+    step: &Step,
+    response: &Response,
+    latency: Duration,
+    vars: &mut Vars,
+) -> Result<(), Failure> {
+    let expect = &step.expect;
+    if let Some(status) = response.http_status {
+        let passes = if expect.status.is_empty() {
+            (200..300).contains(&status)
+        } else {
+            expect.status.contains(&status)
+        };
+        if !passes {
+            let wanted = match &expect.status[..] {
+                [] => "2xx".to_owned(),
+                [one] => one.to_string(),
+                many => format!("one of {many:?}"),
             };
-            if !passes {
-                let wanted = match &expect.status[..] {
-                    [] => "2xx".to_owned(),
-                    [one] => one.to_string(),
-                    many => format!("one of {many:?}"),
-                };
-                return Err(Failure {
-                    reason: format!("expected status {wanted}, got {status}"),
-                    retry: true,
-                });
-            }
-        }
-        if let Some(code) = response.grpc_code
-            && code as i32 != expect.code
-        {
-            let name = |code: i32| {
-                usize::try_from(code)
-                    .ok()
-                    .and_then(|i| GRPC_CODES.get(i))
-                    .copied()
-                    .unwrap_or("UNKNOWN")
-            };
-            let mut reason = format!(
-                "expected gRPC status {}, got {}",
-                name(expect.code),
-                name(code as i32)
-            );
-            if !response.grpc_message.is_empty() {
-                reason = format!("{reason}: {}", response.grpc_message);
-            }
             return Err(Failure {
-                reason,
+                reason: format!("expected status {wanted}, got {status}"),
                 retry: true,
             });
         }
-        let no_retry = |reason: String| Failure {
-            reason,
-            retry: false,
-        };
-        let needs_body = !expect.json.is_empty() || !step.extract.is_empty();
-        let body = match &response.body {
-            Some(body) => body,
-            None if needs_body => return Err(no_retry("the response is not JSON".to_owned())),
-            None => &Value::Null,
-        };
-        for assertion in &expect.json {
-            let found = assertion.path.find(body);
-            let path = &assertion.path;
-            let shown =
-                |value: Option<&Value>| value.map_or("nothing".to_owned(), Value::to_string);
-            let render = |value: &JsonTemplate| {
-                value
-                    .render(vars)
-                    .map_err(|Missing(var)| no_retry(format!("{path}: `{{{{{var}}}}}` is not set")))
-            };
-            match &assertion.check {
-                Check::Equals(wanted) => {
-                    let wanted = render(wanted)?;
-                    if found != Some(&wanted) {
-                        return Err(no_retry(format!(
-                            "{path}: expected {wanted}, got {}",
-                            shown(found)
-                        )));
-                    }
-                }
-                Check::NotEquals(unwanted) => {
-                    let unwanted = render(unwanted)?;
-                    if found == Some(&unwanted) {
-                        return Err(no_retry(format!(
-                            "{path}: expected anything but {unwanted}"
-                        )));
-                    }
-                }
-                Check::Exists(exists) if found.is_some() != *exists => {
-                    return Err(no_retry(match exists {
-                        true => format!("{path}: expected a value, got nothing"),
-                        false => format!("{path}: expected nothing, got {}", shown(found)),
-                    }));
-                }
-                _ => {}
-            }
-        }
-        if let Some(budget) = expect.latency
-            && latency > budget
-        {
-            return Err(no_retry(format!(
-                "latency {} ms over the budget of {} ms",
-                latency.as_millis(),
-                budget.as_millis()
-            )));
-        }
-        for (var, path) in &step.extract {
-            let value = path
-                .find(body)
-                .ok_or_else(|| no_retry(format!("extract {var}: nothing at {path}")))?;
-            vars.insert(var.clone(), value.clone());
-        }
-        Ok(())
     }
+    if let Some(code) = response.grpc_code
+        && code as i32 != expect.code
+    {
+        let name = |code: i32| {
+            usize::try_from(code)
+                .ok()
+                .and_then(|i| GRPC_CODES.get(i))
+                .copied()
+                .unwrap_or("UNKNOWN")
+        };
+        let mut reason = format!(
+            "expected gRPC status {}, got {}",
+            name(expect.code),
+            name(code as i32)
+        );
+        if !response.grpc_message.is_empty() {
+            reason = format!("{reason}: {}", response.grpc_message);
+        }
+        return Err(Failure {
+            reason,
+            retry: true,
+        });
+    }
+    let no_retry = |reason: String| Failure {
+        reason,
+        retry: false,
+    };
+    let needs_body = !expect.json.is_empty() || !step.extract.is_empty();
+    let body = match &response.body {
+        Some(body) => body,
+        None if needs_body => return Err(no_retry("the response is not JSON".to_owned())),
+        None => &Value::Null,
+    };
+    for assertion in &expect.json {
+        let found = assertion.path.find(body);
+        let path = &assertion.path;
+        let shown = |value: Option<&Value>| value.map_or("nothing".to_owned(), Value::to_string);
+        let render = |value: &JsonTemplate| {
+            value
+                .render(vars)
+                .map_err(|Missing(var)| no_retry(format!("{path}: `{{{{{var}}}}}` is not set")))
+        };
+        match &assertion.check {
+            Check::Equals(wanted) => {
+                let wanted = render(wanted)?;
+                if found != Some(&wanted) {
+                    return Err(no_retry(format!(
+                        "{path}: expected {wanted}, got {}",
+                        shown(found)
+                    )));
+                }
+            }
+            Check::NotEquals(unwanted) => {
+                let unwanted = render(unwanted)?;
+                if found == Some(&unwanted) {
+                    return Err(no_retry(format!(
+                        "{path}: expected anything but {unwanted}"
+                    )));
+                }
+            }
+            Check::Exists(exists) if found.is_some() != *exists => {
+                return Err(no_retry(match exists {
+                    true => format!("{path}: expected a value, got nothing"),
+                    false => format!("{path}: expected nothing, got {}", shown(found)),
+                }));
+            }
+            _ => {}
+        }
+    }
+    if let Some(budget) = expect.latency
+        && latency > budget
+    {
+        return Err(no_retry(format!(
+            "latency {} ms over the budget of {} ms",
+            latency.as_millis(),
+            budget.as_millis()
+        )));
+    }
+    for (var, path) in &step.extract {
+        let value = path
+            .find(body)
+            .ok_or_else(|| no_retry(format!("extract {var}: nothing at {path}")))?;
+        vars.insert(var.clone(), value.clone());
+    }
+    Ok(())
 }
 
 /// An error and its causes, which say what actually went wrong (refused,

@@ -120,7 +120,7 @@ async fn schedule(
         let ok = run.failure.is_none();
         shared.metrics.run(&probe.name, &place.name, ok);
         shared.metrics.steps(
-            run.steps - run.failed_steps,
+            run.steps() - run.failed_steps,
             run.failed_steps,
             run.skipped_steps,
         );
