@@ -240,9 +240,8 @@ impl Demo {
         let options = &self.options;
         let mut latency = Duration::ZERO;
         let mut error = None;
+        let applies = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
         for fault in self.faults().iter_mut() {
-            let applies =
-                |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
             if !(applies(&fault.route, route)
                 && applies(&fault.unit, &options.unit)
                 && applies(&fault.version, &options.version)
@@ -251,17 +250,20 @@ impl Demo {
                 continue;
             }
             latency += Duration::from_millis(fault.latency_ms);
-            // Request n fails when the running count of errors owed,
-            // floor(n × rate), goes up: errors evenly spread, exact counts.
-            let before = (fault.seen as f64 * fault.error_rate).floor();
             fault.seen += 1;
-            let after = (fault.seen as f64 * fault.error_rate).floor();
-            if after > before && error.is_none() {
+            if fails(fault.seen, fault.error_rate) && error.is_none() {
                 error = Some(fault.status);
             }
         }
         (latency, error)
     }
+}
+
+/// Whether the `n`th matching request (from 1) fails at `rate`: when the
+/// count of errors owed, floor(n × rate), goes up. Errors are spread evenly
+/// and their count is exact.
+fn fails(n: u64, rate: f64) -> bool {
+    (n as f64 * rate).floor() > ((n - 1) as f64 * rate).floor()
 }
 
 struct HeaderExtractor<'a>(&'a HeaderMap);
@@ -487,4 +489,24 @@ async fn add_fault(State(demo): State<Arc<Demo>>, body: axum::body::Bytes) -> Re
 async fn clear_faults(State(demo): State<Arc<Demo>>) -> Json<Value> {
     demo.faults().clear();
     Json(json!({"faults": []}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fails;
+
+    #[test]
+    fn error_rates_fail_an_exact_evenly_spread_share() {
+        let failing = |rate: f64| (1..=100).filter(|&n| fails(n, rate)).collect::<Vec<u64>>();
+        assert_eq!(
+            failing(0.2),
+            [
+                5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60, 65, 70, 75, 80, 85, 90, 95, 100
+            ]
+        );
+        assert_eq!(failing(0.0), Vec::<u64>::new());
+        assert_eq!(failing(1.0), (1..=100).collect::<Vec<u64>>());
+        assert_eq!(failing(0.25).len(), 25);
+        assert_eq!(failing(0.333).len(), 33);
+    }
 }

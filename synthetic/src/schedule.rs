@@ -166,4 +166,18 @@ mod tests {
         assert_eq!(next(250), Some(500));
         assert_eq!(next(1_001), Some(1_250));
     }
+
+    #[test]
+    fn cron_times_land_on_the_wall_clock_minute() {
+        let every_5 = Schedule::Cron(vigil_core::time::Cron::parse("*/5 * * * *").unwrap());
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let next = next_time(&every_5, now, now).unwrap();
+        let at = wall + next.duration_since(now);
+        let ms = at.duration_since(UNIX_EPOCH).unwrap().as_millis();
+        // Within a few ms of a multiple of five minutes, at most five ahead.
+        let off = ms % 300_000;
+        assert!(!(50..=299_950).contains(&off), "{off} ms off");
+        assert!(next.duration_since(now) <= Duration::from_secs(300));
+    }
 }
