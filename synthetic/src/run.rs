@@ -144,12 +144,13 @@ impl Runner {
     /// Runs `probe` at `location` once.
     pub async fn run(&self, probe: &Probe, location: &Location) -> Run {
         let trace_id = id::<16>();
+        let trace_hex = hex(&trace_id);
         let root_id = id::<8>();
         let started_at = SystemTime::now();
         let deadline = Instant::now() + probe.timeout;
         let mut vars = location.vars.clone();
         for (name, value) in [
-            ("run.id", hex(&trace_id)),
+            ("run.id", trace_hex.clone()),
             ("run.idempotency_key", uuid()),
             ("run.location", location.name.clone()),
             ("probe.name", probe.name.clone()),
@@ -173,7 +174,7 @@ impl Runner {
                 continue;
             }
             let span_id = id::<8>();
-            let traceparent = format!("00-{}-{}-01", hex(&trace_id), hex(&span_id));
+            let traceparent = format!("00-{trace_hex}-{}-01", hex(&span_id));
             let step_start = SystemTime::now();
             let Some((failure, mut facts)) =
                 self.step(step, &mut vars, &traceparent, deadline).await
