@@ -10,9 +10,12 @@
 //! - [`store`]: where rollups, spans and the series catalogue are kept, in
 //!   SQLite or ClickHouse;
 //! - [`shutdown`]: one SIGINT/SIGTERM fanned out to every task;
+//! - [`signal`]: what is read from rollups, and the matchers that select
+//!   series;
 //! - [`tenant`]: the tenant id every piece of data belongs to;
 //! - [`time`]: durations, calendar dates and cron schedules as users write
-//!   them.
+//!   them;
+//! - [`yaml`]: YAML files (scenarios, rules) and errors that name the line.
 
 pub mod bus;
 pub mod config;
@@ -20,7 +23,9 @@ pub mod distribution;
 pub mod metrics_endpoint;
 pub mod model;
 pub mod shutdown;
+pub mod signal;
 pub mod store;
 pub mod tenant;
 pub mod testing;
 pub mod time;
+pub mod yaml;

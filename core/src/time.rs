@@ -3,8 +3,10 @@
 //! parameters, the prober's schedules and the alerter's recurring silences.
 
 use std::fmt;
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
 
 /// A duration in milliseconds: a whole number of ms, or a number and a unit
 /// (`ms`, `s`, `m`, `h`, `d`).
@@ -23,6 +25,35 @@ pub fn parse_duration_ms(text: &str) -> Option<u64> {
         _ => return None,
     };
     number.checked_mul(unit_ms)
+}
+
+/// A duration written with its unit (`250ms`, `2s`, `1m`); a bare number
+/// is milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct DurationSpec(pub Duration);
+
+impl<'de> Deserialize<'de> for DurationSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Millis;
+        impl Visitor<'_> for Millis {
+            type Value = DurationSpec;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as 250ms, 2s, 5m or 1h")
+            }
+
+            fn visit_u64<E: de::Error>(self, ms: u64) -> Result<DurationSpec, E> {
+                Ok(DurationSpec(Duration::from_millis(ms)))
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<DurationSpec, E> {
+                parse_duration_ms(text)
+                    .map(|ms| DurationSpec(Duration::from_millis(ms)))
+                    .ok_or_else(|| E::invalid_value(de::Unexpected::Str(text), &self))
+            }
+        }
+        deserializer.deserialize_any(Millis)
+    }
 }
 
 /// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's

@@ -9,7 +9,9 @@ use vigil_core::model::Kind;
 
 use crate::error::BadParameter;
 use crate::openapi::{Endpoint, FROM, Param, TO};
-use crate::query::{Query, Selection, Signal, is_label_name, parse_filter};
+use vigil_core::signal::{Signal, is_label_name, parse_filter};
+
+use crate::query::{Query, Selection};
 use crate::server::{Answer, AppState, Incoming, seconds};
 
 pub const ENDPOINT: Endpoint = Endpoint {

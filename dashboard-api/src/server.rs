@@ -27,9 +27,9 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::openapi::{self, Endpoint};
 use crate::params::Params;
-use crate::query::Signal;
 use crate::reader::Reader;
 use crate::{client, probes, query_path, services, slo, traces};
+use vigil_core::signal::Signal;
 
 /// Every `/api/v1` path, in the order the OpenAPI document lists them.
 const ENDPOINTS: [&Endpoint; 8] = [

@@ -11,8 +11,8 @@ use vigil_core::store::{SpanQuery, SpanRecord};
 
 use crate::error::{ApiError, BadParameter};
 use crate::openapi::{CURSOR, Endpoint, FROM, LIMIT, Param, TO};
-use crate::query::parse_filter;
 use crate::server::{Answer, AppState, Call, Incoming};
+use vigil_core::signal::parse_filter;
 
 pub const TRACE: Endpoint = Endpoint {
     path: "/api/v1/traces/{trace_id}",

@@ -40,15 +40,14 @@
 //! Every error names the file, the line and the reason.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor};
-use serde::de::{self, Deserializer, Visitor};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
-use vigil_core::time::{Cron, parse_duration_ms};
+use vigil_core::time::{Cron, DurationSpec};
+use vigil_core::yaml;
 
 use crate::json_path::JsonPath;
 use crate::template::{JsonTemplate, SECRET, Template, Vars, is_name};
@@ -215,27 +214,8 @@ pub const GRPC_CODES: [&str; 17] = [
 /// files), with secrets from this process's environment. Probe names are
 /// unique over all files.
 pub fn load(paths: &[PathBuf]) -> Result<Vec<Probe>, ScenarioError> {
-    let mut files = Vec::new();
-    for path in paths {
-        let read = |source| ScenarioError::Read {
-            file: path.clone(),
-            source,
-        };
-        if path.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(read)?
-                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-                .filter(|file| {
-                    file.extension()
-                        .is_some_and(|ext| ext == "yaml" || ext == "yml")
-                })
-                .collect();
-            found.sort();
-            files.extend(found);
-        } else {
-            files.push(path.clone());
-        }
-    }
+    let files =
+        yaml::files(paths).map_err(|(file, source)| ScenarioError::Read { file, source })?;
     let mut probes: Vec<Probe> = Vec::new();
     let mut seen: BTreeMap<String, (PathBuf, usize)> = BTreeMap::new();
     for file in files {
@@ -274,10 +254,7 @@ pub fn parse(
         line,
         message,
     };
-    let spec: FileSpec = serde_yaml_ng::from_str(text).map_err(|error| {
-        let line = error.location().map_or(1, |l| l.line());
-        invalid(line, strip_location(&error.to_string()))
-    })?;
+    let spec: FileSpec = yaml::parse(text).map_err(|(line, message)| invalid(line, message))?;
     let base = file.parent().unwrap_or(Path::new("."));
     let mut names = BTreeSet::new();
     let mut probes = Vec::new();
@@ -303,31 +280,14 @@ pub fn parse(
     Ok(probes)
 }
 
-/// serde_yaml's message without its " at line L column C" (the line is
-/// reported in front).
-fn strip_location(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(at) => message[..at].to_owned(),
-        None => message.to_owned(),
-    }
-}
-
 /// The line of probe `probe`'s `name:` (and of its step `step`'s, after
 /// it): where a problem found after parsing is reported.
 fn line_of(text: &str, probe: &str, step: Option<&str>) -> usize {
-    let names = |wanted: &str, from: usize| {
-        text.lines().enumerate().skip(from).find_map(|(i, line)| {
-            let line = line.trim_start().trim_start_matches("- ").trim_start();
-            let value = line.strip_prefix("name:")?.trim();
-            let value = value.trim_matches(|c| c == '"' || c == '\'');
-            (value == wanted).then_some(i)
-        })
-    };
-    let Some(probe_line) = names(probe, 0) else {
+    let Some(probe_line) = yaml::name_line(text, probe, 0) else {
         return 1;
     };
     let line = step
-        .and_then(|step| names(step, probe_line + 1))
+        .and_then(|step| yaml::name_line(text, step, probe_line + 1))
         .unwrap_or(probe_line);
     line + 1
 }
@@ -889,37 +849,8 @@ struct AssertionSpec {
     exists: Option<bool>,
 }
 
-/// A duration written with its unit (`250ms`, `2s`, `1m`); a bare number
-/// is milliseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-struct DurationSpec(Duration);
-
 fn default_run_timeout() -> DurationSpec {
     DurationSpec(Duration::from_secs(30))
-}
-
-impl<'de> Deserialize<'de> for DurationSpec {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Millis;
-        impl Visitor<'_> for Millis {
-            type Value = DurationSpec;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a duration such as 250ms, 2s, 5m or 1h")
-            }
-
-            fn visit_u64<E: de::Error>(self, ms: u64) -> Result<DurationSpec, E> {
-                Ok(DurationSpec(Duration::from_millis(ms)))
-            }
-
-            fn visit_str<E: de::Error>(self, text: &str) -> Result<DurationSpec, E> {
-                parse_duration_ms(text)
-                    .map(|ms| DurationSpec(Duration::from_millis(ms)))
-                    .ok_or_else(|| E::invalid_value(de::Unexpected::Str(text), &self))
-            }
-        }
-        deserializer.deserialize_any(Millis)
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,56 @@
+//! YAML files as users write them (scenarios, rules): which files a list of
+//! paths names, and errors that point at a line.
+
+use std::path::PathBuf;
+
+use serde::de::DeserializeOwned;
+
+/// The files `paths` name: files as given, folders as their `*.yaml` and
+/// `*.yml` files in name order. A folder that cannot be read is returned
+/// with the error.
+pub fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, (PathBuf, std::io::Error)> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|error| (path.clone(), error))?
+                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                .filter(|file| {
+                    file.extension()
+                        .is_some_and(|ext| ext == "yaml" || ext == "yml")
+                })
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// Reads `text`, or says at which line (from 1) and why not; the reason
+/// names the field path and leaves the line to the caller.
+pub fn parse<T: DeserializeOwned>(text: &str) -> Result<T, (usize, String)> {
+    serde_yaml_ng::from_str(text).map_err(|error| {
+        let line = error.location().map_or(1, |l| l.line());
+        let message = error.to_string();
+        let message = match message.rfind(" at line ") {
+            Some(at) => message[..at].to_owned(),
+            None => message,
+        };
+        (line, message)
+    })
+}
+
+/// The index (from 0) of the first line at or after `from` that reads
+/// `name: <wanted>` (as a list item or not, quoted or not): where a problem
+/// found after parsing is reported.
+pub fn name_line(text: &str, wanted: &str, from: usize) -> Option<usize> {
+    text.lines().enumerate().skip(from).find_map(|(i, line)| {
+        let line = line.trim_start().trim_start_matches("- ").trim_start();
+        let value = line.strip_prefix("name:")?.trim();
+        let value = value.trim_matches(|c| c == '"' || c == '\'');
+        (value == wanted).then_some(i)
+    })
+}
