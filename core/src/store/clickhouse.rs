@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use super::codec::{Stats, corrupt, label_arrays, merge_rows, series_from};
 use super::{
     Aggregated, Aggregation, CatalogueEntry, Checkpoint, EventKind, EventQuery, EventRecord, Flush,
-    RollupQuery, SpanQuery, SpanRecord, Store, StoreError, StoredRollup, day_of,
+    HistoryEntry, HistoryQuery, RollupQuery, SpanQuery, SpanRecord, StateRecord, Store, StoreError,
+    StoredRollup, day_of,
 };
 use crate::config::StoreConfig;
 use crate::model::Kind;
@@ -82,6 +83,21 @@ const MIGRATIONS: &[(u32, &str, &[&str])] = &[
             "INSERT INTO rollups_v3 SELECT * FROM rollups",
             "RENAME TABLE rollups TO rollups_v2, rollups_v3 TO rollups",
             "DROP TABLE rollups_v2",
+        ],
+    ),
+    (
+        4,
+        "alerter state and history",
+        &[
+            // The greatest version of a key is kept; reads use FINAL.
+            "CREATE TABLE IF NOT EXISTS state (
+                collection String, tenant String, key String, version UInt64,
+                body String, deleted UInt8
+            ) ENGINE = ReplacingMergeTree(version) ORDER BY (collection, tenant, key)",
+            "CREATE TABLE IF NOT EXISTS history (
+                tenant String, time_ms UInt64, kind String, rule String, subject String,
+                body String, day UInt32
+            ) ENGINE = MergeTree PARTITION BY day ORDER BY (tenant, time_ms)",
         ],
     ),
 ];
@@ -261,6 +277,27 @@ impl SpanRow {
                 .collect(),
         })
     }
+}
+
+#[derive(Row, Serialize, Deserialize)]
+struct StateRow {
+    collection: String,
+    tenant: String,
+    key: String,
+    version: u64,
+    body: String,
+    deleted: u8,
+}
+
+#[derive(Row, Serialize, Deserialize)]
+struct HistoryRow {
+    tenant: String,
+    time_ms: u64,
+    kind: String,
+    rule: String,
+    subject: String,
+    body: String,
+    day: u32,
 }
 
 #[derive(Row, Serialize, Deserialize)]
@@ -833,6 +870,89 @@ impl Store for ClickHouseStore {
             .collect()
     }
 
+    async fn put_state(&self, records: &[StateRecord]) -> Result<(), StoreError> {
+        let rows = records.iter().map(|record| StateRow {
+            collection: record.collection.clone(),
+            tenant: record.tenant.as_str().to_owned(),
+            key: record.key.clone(),
+            version: record.version,
+            body: record.body.clone(),
+            deleted: u8::from(record.deleted),
+        });
+        self.insert_all("state", rows.collect()).await
+    }
+
+    async fn state(&self, collection: &str) -> Result<Vec<StateRecord>, StoreError> {
+        let rows: Vec<StateRow> = self
+            .client
+            .query(
+                "SELECT ?fields FROM state FINAL WHERE collection = ? AND deleted = 0
+                 ORDER BY tenant, key",
+            )
+            .bind(collection)
+            .fetch_all()
+            .await
+            .map_err(classify)?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(StateRecord {
+                    collection: row.collection,
+                    tenant: TenantId::parse(&row.tenant).map_err(|e| corrupt("tenant", e))?,
+                    key: row.key,
+                    version: row.version,
+                    body: row.body,
+                    deleted: false,
+                })
+            })
+            .collect()
+    }
+
+    async fn append_history(&self, entries: &[HistoryEntry]) -> Result<(), StoreError> {
+        let rows = entries.iter().map(|entry| HistoryRow {
+            tenant: entry.tenant.as_str().to_owned(),
+            time_ms: entry.time_ms,
+            kind: entry.kind.clone(),
+            rule: entry.rule.clone(),
+            subject: entry.subject.clone(),
+            body: entry.body.clone(),
+            day: day_u32(entry.time_ms / 1_000),
+        });
+        self.insert_all("history", rows.collect()).await
+    }
+
+    async fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError> {
+        let rows: Vec<HistoryRow> = self
+            .client
+            .query(
+                "SELECT ?fields FROM history
+                 WHERE tenant = ? AND time_ms >= ? AND time_ms < ?
+                    AND (? = 0 OR rule = ?) AND (? = 0 OR subject = ?)
+                 ORDER BY time_ms DESC LIMIT ?",
+            )
+            .bind(query.tenant.as_str())
+            .bind(query.from_ms)
+            .bind(query.to_ms)
+            .bind(u8::from(query.rule.is_some()))
+            .bind(query.rule.as_deref().unwrap_or(""))
+            .bind(u8::from(query.subject.is_some()))
+            .bind(query.subject.as_deref().unwrap_or(""))
+            .bind(u64::try_from(query.limit).unwrap_or(u64::MAX))
+            .fetch_all()
+            .await
+            .map_err(classify)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| HistoryEntry {
+                tenant: query.tenant.clone(),
+                time_ms: row.time_ms,
+                kind: row.kind,
+                rule: row.rule,
+                subject: row.subject,
+                body: row.body,
+            })
+            .collect())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.client
             .query("SELECT 1")
@@ -848,7 +968,8 @@ impl Store for ClickHouseStore {
             .client
             .query(
                 "SELECT DISTINCT table, toUInt32(partition) FROM system.parts
-                 WHERE database = ? AND active AND table IN ('spans', 'events', 'rollups')",
+                 WHERE database = ? AND active
+                    AND table IN ('spans', 'events', 'rollups', 'history')",
             )
             .bind(&self.database)
             .fetch_all()
@@ -857,7 +978,7 @@ impl Store for ClickHouseStore {
         for partition in partitions {
             let retention = match partition.table.as_str() {
                 "spans" => self.span_retention_days,
-                "events" => self.event_retention_days,
+                "events" | "history" => self.event_retention_days,
                 _ => self.rollup_retention_days,
             };
             if u64::from(partition.day) + retention < today {

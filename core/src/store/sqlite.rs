@@ -14,7 +14,8 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use super::codec::{Stats, blob_buckets, buckets_blob, corrupt, extend_buckets, merge_rows};
 use super::{
     Aggregated, Aggregation, CatalogueEntry, Checkpoint, EventQuery, EventRecord, Flush,
-    RollupQuery, SpanQuery, SpanRecord, Store, StoreError, StoredRollup, day_of, label_of,
+    HistoryEntry, HistoryQuery, RollupQuery, SpanQuery, SpanRecord, StateRecord, Store, StoreError,
+    StoredRollup, day_of, label_of,
 };
 use crate::config::StoreConfig;
 use crate::model::{Kind, SeriesKey};
@@ -81,6 +82,21 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         "DROP INDEX rollups_by_series;
         CREATE INDEX rollups_by_service ON rollups (tenant, kind, service, width, start);
         CREATE INDEX rollups_by_time ON rollups (tenant, kind, width, start);",
+    ),
+    (
+        4,
+        "alerter state and history",
+        "CREATE TABLE state (
+            collection TEXT NOT NULL, tenant TEXT NOT NULL, key TEXT NOT NULL,
+            version INTEGER NOT NULL, body TEXT NOT NULL, deleted INTEGER NOT NULL,
+            PRIMARY KEY (collection, tenant, key)
+        ) WITHOUT ROWID;
+        CREATE TABLE history (
+            tenant TEXT NOT NULL, time_ms INTEGER NOT NULL, kind TEXT NOT NULL,
+            rule TEXT NOT NULL, subject TEXT NOT NULL, body TEXT NOT NULL, day INTEGER NOT NULL
+        );
+        CREATE INDEX history_by_time ON history (tenant, time_ms);
+        CREATE INDEX history_by_day ON history (day);",
     ),
 ];
 
@@ -796,6 +812,133 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn put_state(&self, records: &[StateRecord]) -> Result<(), StoreError> {
+        let records = records.to_vec();
+        self.run(move |connection| {
+            let tx = connection.transaction().map_err(fatal)?;
+            {
+                let mut upsert = tx
+                    .prepare_cached(
+                        "INSERT INTO state (collection, tenant, key, version, body, deleted)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                         ON CONFLICT (collection, tenant, key) DO UPDATE
+                         SET version = excluded.version, body = excluded.body,
+                             deleted = excluded.deleted
+                         WHERE excluded.version >= state.version",
+                    )
+                    .map_err(fatal)?;
+                for record in &records {
+                    upsert
+                        .execute(params![
+                            record.collection,
+                            record.tenant.as_str(),
+                            record.key,
+                            to_sql(record.version),
+                            record.body,
+                            record.deleted,
+                        ])
+                        .map_err(fatal)?;
+                }
+            }
+            tx.commit().map_err(fatal)
+        })
+        .await
+    }
+
+    async fn state(&self, collection: &str) -> Result<Vec<StateRecord>, StoreError> {
+        let collection = collection.to_owned();
+        self.run(move |connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT tenant, key, version, body FROM state
+                     WHERE collection = ?1 AND NOT deleted ORDER BY tenant, key",
+                )
+                .map_err(fatal)?;
+            let mut rows = statement.query([&collection]).map_err(fatal)?;
+            let mut records = Vec::new();
+            while let Some(row) = rows.next().map_err(fatal)? {
+                let tenant: String = row.get(0).map_err(fatal)?;
+                records.push(StateRecord {
+                    collection: collection.clone(),
+                    tenant: TenantId::parse(&tenant).map_err(|e| corrupt("tenant", e))?,
+                    key: row.get(1).map_err(fatal)?,
+                    version: from_sql(row.get(2).map_err(fatal)?),
+                    body: row.get(3).map_err(fatal)?,
+                    deleted: false,
+                });
+            }
+            Ok(records)
+        })
+        .await
+    }
+
+    async fn append_history(&self, entries: &[HistoryEntry]) -> Result<(), StoreError> {
+        let entries = entries.to_vec();
+        self.run(move |connection| {
+            let tx = connection.transaction().map_err(fatal)?;
+            {
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT INTO history (tenant, time_ms, kind, rule, subject, body, day)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )
+                    .map_err(fatal)?;
+                for entry in &entries {
+                    insert
+                        .execute(params![
+                            entry.tenant.as_str(),
+                            to_sql(entry.time_ms),
+                            entry.kind,
+                            entry.rule,
+                            entry.subject,
+                            entry.body,
+                            to_sql(day_of(entry.time_ms / 1_000)),
+                        ])
+                        .map_err(fatal)?;
+                }
+            }
+            tx.commit().map_err(fatal)
+        })
+        .await
+    }
+
+    async fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError> {
+        let query = query.clone();
+        self.run(move |connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT time_ms, kind, rule, subject, body FROM history
+                     WHERE tenant = ?1 AND time_ms >= ?2 AND time_ms < ?3
+                        AND (?4 IS NULL OR rule = ?4) AND (?5 IS NULL OR subject = ?5)
+                     ORDER BY time_ms DESC, rowid DESC LIMIT ?6",
+                )
+                .map_err(fatal)?;
+            let mut rows = statement
+                .query(params![
+                    query.tenant.as_str(),
+                    bound_to_sql(query.from_ms),
+                    bound_to_sql(query.to_ms),
+                    query.rule,
+                    query.subject,
+                    i64::try_from(query.limit).unwrap_or(i64::MAX),
+                ])
+                .map_err(fatal)?;
+            let mut entries = Vec::new();
+            while let Some(row) = rows.next().map_err(fatal)? {
+                entries.push(HistoryEntry {
+                    tenant: query.tenant.clone(),
+                    time_ms: from_sql(row.get(0).map_err(fatal)?),
+                    kind: row.get(1).map_err(fatal)?,
+                    rule: row.get(2).map_err(fatal)?,
+                    subject: row.get(3).map_err(fatal)?,
+                    body: row.get(4).map_err(fatal)?,
+                });
+            }
+            Ok(entries)
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.run(|connection| {
             connection
@@ -815,6 +958,9 @@ impl Store for SqliteStore {
                 .execute("DELETE FROM spans WHERE day < ?1", [spans_before])
                 .and_then(|_| {
                     connection.execute("DELETE FROM events WHERE day < ?1", [events_before])
+                })
+                .and_then(|_| {
+                    connection.execute("DELETE FROM history WHERE day < ?1", [events_before])
                 })
                 .and_then(|_| {
                     connection.execute("DELETE FROM rollups WHERE day < ?1", [rollups_before])
