@@ -12,6 +12,7 @@
 //! - [`shutdown`]: one SIGINT/SIGTERM fanned out to every task;
 //! - [`signal`]: what is read from rollups, and the matchers that select
 //!   series;
+//! - [`template`]: `{{name}}` templates in texts and JSON bodies;
 //! - [`tenant`]: the tenant id every piece of data belongs to;
 //! - [`time`]: durations, calendar dates and cron schedules as users write
 //!   them;
@@ -25,6 +26,7 @@ pub mod model;
 pub mod shutdown;
 pub mod signal;
 pub mod store;
+pub mod template;
 pub mod tenant;
 pub mod testing;
 pub mod time;

@@ -20,7 +20,6 @@ mod metrics;
 mod run;
 pub mod scenario;
 mod schedule;
-pub mod template;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -19,7 +19,7 @@ use vigil_core::model::hex;
 
 use crate::grpc::Clients;
 use crate::scenario::{Action, Body, Check, GRPC_CODES, HttpRequest, Location, Probe, Step};
-use crate::template::{JsonTemplate, Missing, Vars};
+use vigil_core::template::{JsonTemplate, Missing, Vars};
 
 /// The most of a response body read for assertions.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;

@@ -50,7 +50,7 @@ use vigil_core::time::{Cron, DurationSpec};
 use vigil_core::yaml;
 
 use crate::json_path::JsonPath;
-use crate::template::{JsonTemplate, SECRET, Template, Vars, is_name};
+use vigil_core::template::{JsonTemplate, SECRET, Template, Vars, is_name};
 
 /// The variables every run has, besides its probe's and location's.
 pub const BUILTINS: [&str; 4] = [

@@ -1,11 +1,12 @@
-//! Templates in scenarios: `{{name}}` is replaced by a variable's value.
+//! Templates users write (probe requests, alert annotations, remediation
+//! bodies): `{{name}}` is replaced by a variable's value.
 //!
-//! Names are the probe's and the location's `vars`, values extracted by
-//! earlier steps, `secret.NAME` (the environment variable NAME, read when the
-//! scenario loads), and the run's own: `run.id` (its trace id),
-//! `run.idempotency_key`, `run.location`, `probe.name`. A JSON body is a
-//! tree of templates; a string that is a single `{{name}}` takes the
-//! variable's JSON value (a number stays a number).
+//! What the names are is up to the user of a template: a probe's variables
+//! and extracted values, an alert's labels and value. `secret.NAME` is a
+//! secret (read from the environment when the file loads) and is masked in
+//! what is shown. A JSON body is a tree of templates; a string that is a
+//! single `{{name}}` takes the variable's JSON value (a number stays a
+//! number).
 
 use std::collections::BTreeMap;
 
@@ -121,7 +122,7 @@ impl TryFrom<String> for Template {
 
 /// Names of variables, and of probes, steps and locations: letters,
 /// digits, `_`, `-`, `.`; at most 128.
-pub(crate) fn is_name(name: &str) -> bool {
+pub fn is_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && name
