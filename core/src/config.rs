@@ -70,6 +70,55 @@ pub struct Config {
     /// The synthetic prober.
     #[serde(default)]
     pub synthetic: SyntheticConfig,
+    /// Rules, alerts, notifications and remediation.
+    #[serde(default)]
+    pub alerter: AlerterConfig,
+}
+
+/// The alerter: its rule files, how it reads the aggregators' windows, and
+/// what it says about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlerterConfig {
+    /// Rule files (YAML: rules, receivers, routes, inhibitions, actions), or
+    /// folders whose `*.yaml` and `*.yml` files are read.
+    #[serde(default)]
+    pub rules: Vec<PathBuf>,
+    /// The consumer group on the rollups topic.
+    #[serde(default = "default_alerter_group")]
+    pub group: String,
+    /// How long after a 10 s window ends it is evaluated: time for the
+    /// aggregators' last flush of it to arrive.
+    #[serde(default = "default_evaluation_delay_ms")]
+    pub evaluation_delay_ms: u64,
+    /// How often the rule files are checked for changes; 0: only on SIGHUP.
+    #[serde(default = "default_watch_interval_ms")]
+    pub watch_interval_ms: u64,
+    /// The dashboard's address, for links in notifications (`externalURL`,
+    /// `generatorURL`); empty: none.
+    #[serde(default)]
+    pub external_url: String,
+    /// Remediation actions are logged and recorded but not sent.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Where `GET /metrics` (Prometheus text) and `GET /healthz` are served;
+    /// port 0 picks any free port.
+    #[serde(default = "default_alerter_metrics_listen")]
+    pub metrics_listen: SocketAddr,
+}
+
+impl Default for AlerterConfig {
+    fn default() -> Self {
+        AlerterConfig {
+            rules: Vec::new(),
+            group: default_alerter_group(),
+            evaluation_delay_ms: default_evaluation_delay_ms(),
+            watch_interval_ms: default_watch_interval_ms(),
+            external_url: String::new(),
+            dry_run: false,
+            metrics_listen: default_alerter_metrics_listen(),
+        }
+    }
 }
 
 /// The synthetic prober: the scenarios it runs, the locations it runs them
@@ -676,6 +725,15 @@ fn default_aggregator_metrics_listen() -> SocketAddr {
 fn default_synthetic_metrics_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 9466))
 }
+fn default_alerter_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9467))
+}
+fn default_alerter_group() -> String {
+    "vigil-alerter".to_owned()
+}
+fn default_evaluation_delay_ms() -> u64 {
+    2_000
+}
 fn default_otlp_endpoint() -> String {
     "http://127.0.0.1:4318".to_owned()
 }
@@ -849,7 +907,32 @@ impl Config {
         self.validate_aggregator()?;
         self.validate_api()?;
         self.validate_slos()?;
-        self.validate_synthetic()
+        self.validate_synthetic()?;
+        self.validate_alerter()
+    }
+
+    fn validate_alerter(&self) -> Result<(), ConfigError> {
+        let alerter = &self.alerter;
+        if alerter.group.is_empty() {
+            return Err(ConfigError::invalid("alerter.group", "must not be empty"));
+        }
+        if alerter.evaluation_delay_ms > 60_000 {
+            return Err(ConfigError::invalid(
+                "alerter.evaluation_delay_ms",
+                format!(
+                    "must be at most 60000 (a minute), got {}",
+                    alerter.evaluation_delay_ms
+                ),
+            ));
+        }
+        let url = &alerter.external_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError::invalid(
+                "alerter.external_url",
+                format!("must be empty or an http:// or https:// URL, got {url:?}"),
+            ));
+        }
+        Ok(())
     }
 
     fn validate_synthetic(&self) -> Result<(), ConfigError> {
