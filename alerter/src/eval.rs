@@ -404,6 +404,8 @@ mod tests {
 
     const T0: u64 = 1_800_000_000;
 
+    type Labels = Vec<(String, String)>;
+
     fn rules(yaml: &str) -> Vec<Arc<Rule>> {
         let files = vec![(PathBuf::from("r.yaml"), format!("tenant: acme\n{yaml}"))];
         rules::parse(&files, &|_| None)
@@ -435,7 +437,7 @@ mod tests {
 
     /// The active verdicts of each boundary up to `to`, as (boundary,
     /// labels, value).
-    fn fired(engine: &mut Engine, to: u64) -> Vec<(u64, Vec<(String, String)>, Option<f64>)> {
+    fn fired(engine: &mut Engine, to: u64) -> Vec<(u64, Labels, Option<f64>)> {
         engine
             .advance(to)
             .into_iter()
@@ -602,7 +604,7 @@ mod tests {
         let mut engine = Engine::new(rules, T0);
         engine.ingest(&series("pay", "u1"), 10, T0, &rollup(1, 1.0, 0));
         engine.ingest(&series("pay", "u2"), 10, T0 + 20, &rollup(1, 1.0, 0));
-        let mut fired: Vec<(u64, usize, Vec<(String, String)>)> = engine
+        let mut fired: Vec<(u64, usize, Labels)> = engine
             .advance(T0 + 70)
             .into_iter()
             .flat_map(|(b, verdicts)| {
