@@ -2,5 +2,8 @@
 //! publish, alerts through their lifecycle, and notification and
 //! remediation webhooks.
 
+pub mod alerts;
 pub mod eval;
+pub mod notify;
 pub mod rules;
+pub mod silence;

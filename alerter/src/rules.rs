@@ -222,6 +222,15 @@ pub enum Direction {
 }
 
 impl Rule {
+    /// How long the condition must hold before the alert fires: `for`,
+    /// except for absence, whose `for` is already the time without data.
+    pub fn pending_s(&self) -> u64 {
+        match self.check {
+            Check::Absence => 0,
+            _ => self.for_s,
+        }
+    }
+
     /// How far back the rule reads, in seconds.
     pub fn range_s(&self) -> u64 {
         match &self.check {

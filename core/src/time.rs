@@ -56,6 +56,21 @@ impl<'de> Deserialize<'de> for DurationSpec {
     }
 }
 
+/// A unix time in ms as RFC 3339 in UTC, to the millisecond:
+/// `2026-11-22T07:30:00.250Z`.
+pub fn rfc3339(ms: u64) -> String {
+    let seconds = ms / 1_000;
+    let (year, month, day) = civil_from_days((seconds / 86_400) as i64);
+    let of_day = seconds % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        of_day / 3_600,
+        of_day / 60 % 60,
+        of_day % 60,
+        ms % 1_000
+    )
+}
+
 /// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
 /// `days_from_civil`).
 pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
@@ -92,8 +107,8 @@ pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
 /// steps `*/n` and `a-b/n`, lists `a,b`, month and weekday names, weekday 7
 /// for Sunday, and `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`.
 /// When both day fields are restricted, a day matching either runs.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Cron {
     text: String,
     minutes: u64,
@@ -209,6 +224,12 @@ impl fmt::Debug for Cron {
     }
 }
 
+impl From<Cron> for String {
+    fn from(cron: Cron) -> String {
+        cron.text
+    }
+}
+
 impl fmt::Display for Cron {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
@@ -272,6 +293,13 @@ fn field(name: &str, text: &str, min: u32, max: u32, names: &[&str]) -> Result<u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_print_as_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_795_332_600_250), "2026-11-22T07:30:00.250Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
 
     fn at(year: i64, month: i64, day: i64, hour: i64, minute: i64) -> u64 {
         u64::try_from(days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60)

@@ -1,0 +1,372 @@
+//! The alert lifecycle: inactive → pending → firing → resolved, one alert
+//! per rule and group, named by the fingerprint of its labels.
+//!
+//! A verdict that holds makes an alert pending, and firing once it has held
+//! for the rule's `for` (at once when `for` is 0); one that stops holding
+//! drops a pending alert and resolves a firing one. A rule that gives no
+//! verdict for an alert any more (its group went quiet, the rule was
+//! removed) stops holding too. Alerts are serialised as they are, so a
+//! restart resumes each where it was.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use vigil_core::model::Fnv;
+use vigil_core::template::Vars;
+use vigil_core::tenant::TenantId;
+
+use crate::eval::Verdict;
+use crate::rules::Rule;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Pending,
+    Firing,
+    Resolved,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Firing => "firing",
+            State::Resolved => "resolved",
+        }
+    }
+}
+
+/// One alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub fingerprint: String,
+    pub tenant: TenantId,
+    pub rule: String,
+    /// `alertname` (the rule's name), `tenant`, the group's labels and the
+    /// rule's.
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub state: State,
+    /// When the condition started to hold, unix ms.
+    pub active_since_ms: u64,
+    /// When it fired, unix ms.
+    pub fired_ms: Option<u64>,
+    /// When it resolved, unix ms.
+    pub resolved_ms: Option<u64>,
+    /// The value of the last evaluation that held.
+    pub value: Option<f64>,
+}
+
+/// A change of an alert's state; `from: None` is a new alert, `to: None` a
+/// pending alert dropped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub alert: Alert,
+    pub from: Option<State>,
+    pub to: Option<State>,
+}
+
+/// The labels' fingerprint: FNV-1a over the sorted pairs, 16 hex digits.
+pub fn fingerprint(labels: &BTreeMap<String, String>) -> String {
+    let mut hash = Fnv::default();
+    for (key, value) in labels {
+        hash.write(key.as_bytes());
+        hash.write(&[0xff]);
+        hash.write(value.as_bytes());
+        hash.write(&[0xff]);
+    }
+    format!("{:016x}", hash.finish())
+}
+
+/// The alerts of every rule, by fingerprint.
+#[derive(Debug, Default)]
+pub struct Alerts {
+    alerts: BTreeMap<String, Alert>,
+}
+
+impl Alerts {
+    /// Alerts as they were saved.
+    pub fn restore(alerts: impl IntoIterator<Item = Alert>) -> Self {
+        Alerts {
+            alerts: alerts
+                .into_iter()
+                .map(|alert| (alert.fingerprint.clone(), alert))
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, fingerprint: &str) -> Option<&Alert> {
+        self.alerts.get(fingerprint)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Alert> {
+        self.alerts.values()
+    }
+
+    /// Forgets a resolved alert once everyone was told.
+    pub fn remove_resolved(&mut self, fingerprint: &str) -> Option<Alert> {
+        match self.alerts.get(fingerprint) {
+            Some(alert) if alert.state == State::Resolved => self.alerts.remove(fingerprint),
+            _ => None,
+        }
+    }
+
+    /// Applies one boundary's verdicts at `now_ms`.
+    pub fn apply(
+        &mut self,
+        rules: &[std::sync::Arc<Rule>],
+        verdicts: &[Verdict],
+        now_ms: u64,
+    ) -> Vec<Transition> {
+        let mut transitions = Vec::new();
+        let mut held = std::collections::BTreeSet::new();
+        for verdict in verdicts.iter().filter(|v| v.active) {
+            let rule = &rules[verdict.rule];
+            let labels = labels_of(rule, &verdict.labels);
+            let fingerprint = fingerprint(&labels);
+            held.insert(fingerprint.clone());
+            let annotations = annotate(rule, &labels, verdict.value);
+            let for_ms = rule.pending_s() * 1_000;
+            match self.alerts.get_mut(&fingerprint) {
+                Some(alert) if alert.state != State::Resolved => {
+                    alert.value = verdict.value;
+                    alert.annotations = annotations;
+                    if alert.state == State::Pending && now_ms >= alert.active_since_ms + for_ms {
+                        alert.state = State::Firing;
+                        alert.fired_ms = Some(now_ms);
+                        transitions.push(Transition {
+                            alert: alert.clone(),
+                            from: Some(State::Pending),
+                            to: Some(State::Firing),
+                        });
+                    }
+                }
+                _ => {
+                    let state = if for_ms == 0 {
+                        State::Firing
+                    } else {
+                        State::Pending
+                    };
+                    let alert = Alert {
+                        fingerprint: fingerprint.clone(),
+                        tenant: rule.tenant.clone(),
+                        rule: rule.name.clone(),
+                        labels,
+                        annotations,
+                        state,
+                        active_since_ms: now_ms,
+                        fired_ms: (state == State::Firing).then_some(now_ms),
+                        resolved_ms: None,
+                        value: verdict.value,
+                    };
+                    transitions.push(Transition {
+                        alert: alert.clone(),
+                        from: None,
+                        to: Some(state),
+                    });
+                    self.alerts.insert(fingerprint, alert);
+                }
+            }
+        }
+        let stopped: Vec<String> = self
+            .alerts
+            .iter()
+            .filter(|(fingerprint, alert)| {
+                alert.state != State::Resolved && !held.contains(*fingerprint)
+            })
+            .map(|(fingerprint, _)| fingerprint.clone())
+            .collect();
+        for fingerprint in stopped {
+            let Some(mut alert) = self.alerts.remove(&fingerprint) else {
+                continue;
+            };
+            let from = alert.state;
+            if from == State::Pending {
+                transitions.push(Transition {
+                    alert,
+                    from: Some(State::Pending),
+                    to: None,
+                });
+            } else {
+                alert.state = State::Resolved;
+                alert.resolved_ms = Some(now_ms);
+                transitions.push(Transition {
+                    alert: alert.clone(),
+                    from: Some(from),
+                    to: Some(State::Resolved),
+                });
+                self.alerts.insert(fingerprint, alert);
+            }
+        }
+        transitions
+    }
+}
+
+/// An alert's labels: `alertname`, `tenant`, the group's and the rule's
+/// (the rule's own win over a group label of the same name).
+fn labels_of(rule: &Rule, group: &[(String, String)]) -> BTreeMap<String, String> {
+    let mut labels: BTreeMap<String, String> = group.iter().cloned().collect();
+    labels.extend(rule.labels.clone());
+    labels.insert("alertname".into(), rule.name.clone());
+    labels.insert("tenant".into(), rule.tenant.as_str().to_owned());
+    labels
+}
+
+/// The variables templates see: every label, `value` and, where the rule
+/// has one, `service`.
+pub fn vars(labels: &BTreeMap<String, String>, value: Option<f64>, service: Option<&str>) -> Vars {
+    let mut vars: Vars = labels
+        .iter()
+        .map(|(key, value)| (key.clone(), serde_json::Value::from(value.as_str())))
+        .collect();
+    // To three decimals; a whole number reads as one (430, not 430.0).
+    let value =
+        value
+            .map(|v| (v * 1_000.0).round() / 1_000.0)
+            .map_or(serde_json::Value::Null, |v| {
+                if v.fract() == 0.0 && v.abs() < 9e15 {
+                    serde_json::Value::from(v as i64)
+                } else {
+                    serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into)
+                }
+            });
+    vars.insert("value".into(), value);
+    if let Some(service) = service {
+        vars.entry("service".into())
+            .or_insert_with(|| serde_json::Value::from(service));
+    }
+    vars
+}
+
+fn annotate(
+    rule: &Rule,
+    labels: &BTreeMap<String, String>,
+    value: Option<f64>,
+) -> BTreeMap<String, String> {
+    let vars = vars(labels, value, rule.service.as_deref());
+    rule.annotations
+        .iter()
+        .map(|(key, template)| {
+            // A label the group does not have reads as "": annotations are
+            // text for people, not requests.
+            let text = template.render(&vars).unwrap_or_else(|_| {
+                let mut vars = vars.clone();
+                for name in template.variables() {
+                    vars.entry(name.to_owned()).or_insert_with(|| "".into());
+                }
+                template.render(&vars).unwrap_or_default()
+            });
+            (key.clone(), text)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::rules;
+
+    fn rule(yaml: &str) -> Vec<Arc<Rule>> {
+        let files = vec![(
+            PathBuf::from("r.yaml"),
+            format!("tenant: acme\nrules:\n  - {yaml}\n"),
+        )];
+        rules::parse(&files, &|_| None)
+            .expect("loads")
+            .rules
+            .into_iter()
+            .map(Arc::new)
+            .collect()
+    }
+
+    fn verdict(active: bool, unit: &str, value: f64) -> Verdict {
+        Verdict {
+            rule: 0,
+            labels: vec![("vigil.unit".into(), unit.into())],
+            active,
+            value: Some(value),
+        }
+    }
+
+    fn states(transitions: &[Transition]) -> Vec<(Option<State>, Option<State>)> {
+        transitions.iter().map(|t| (t.from, t.to)).collect()
+    }
+
+    #[test]
+    fn alerts_pend_fire_and_resolve() {
+        let rules = rule(
+            "{name: slow, type: threshold, service: pay, group_by: [vigil.unit], signal: p99, op: '>', value: 300, for: 20s, labels: {severity: page}, annotations: {summary: 'p99 {{value}} ms in {{vigil.unit}} of {{service}}'}}",
+        );
+        let mut alerts = Alerts::default();
+        let t = 1_000_000;
+        let started = alerts.apply(&rules, &[verdict(true, "u1", 412.5)], t);
+        assert_eq!(states(&started), vec![(None, Some(State::Pending))]);
+        let alert = &started[0].alert;
+        assert_eq!(
+            alert.labels,
+            BTreeMap::from([
+                ("alertname".into(), "slow".into()),
+                ("severity".into(), "page".into()),
+                ("tenant".into(), "acme".into()),
+                ("vigil.unit".into(), "u1".into()),
+            ])
+        );
+        assert_eq!(alert.annotations["summary"], "p99 412.5 ms in u1 of pay");
+        assert_eq!(alert.fingerprint, fingerprint(&alert.labels));
+        assert!(
+            alerts
+                .apply(&rules, &[verdict(true, "u1", 420.0)], t + 10_000)
+                .is_empty()
+        );
+        let fired = alerts.apply(&rules, &[verdict(true, "u1", 430.0)], t + 20_000);
+        assert_eq!(
+            states(&fired),
+            vec![(Some(State::Pending), Some(State::Firing))]
+        );
+        assert_eq!(fired[0].alert.fired_ms, Some(t + 20_000));
+        assert_eq!(
+            fired[0].alert.annotations["summary"],
+            "p99 430 ms in u1 of pay"
+        );
+        // No verdict for it any more resolves it, like one that fails.
+        let resolved = alerts.apply(&rules, &[], t + 30_000);
+        assert_eq!(
+            states(&resolved),
+            vec![(Some(State::Firing), Some(State::Resolved))]
+        );
+        assert_eq!(resolved[0].alert.resolved_ms, Some(t + 30_000));
+        // Resolved stays until removed; holding again starts a new alert.
+        let again = alerts.apply(&rules, &[verdict(true, "u1", 500.0)], t + 40_000);
+        assert_eq!(states(&again), vec![(None, Some(State::Pending))]);
+        // A pending alert that stops holding is dropped.
+        let dropped = alerts.apply(&rules, &[verdict(false, "u1", 100.0)], t + 50_000);
+        assert_eq!(states(&dropped), vec![(Some(State::Pending), None)]);
+        assert!(alerts.get(&alert.fingerprint).is_none());
+    }
+
+    #[test]
+    fn for_zero_fires_at_once_and_groups_are_apart() {
+        let rules = rule(
+            "{name: errors, type: threshold, group_by: [vigil.unit], signal: error_ratio, op: '>', value: 0.1}",
+        );
+        let mut alerts = Alerts::default();
+        let fired = alerts.apply(
+            &rules,
+            &[
+                verdict(true, "u1", 0.5),
+                verdict(true, "u2", 0.2),
+                verdict(false, "u3", 0.0),
+            ],
+            5_000,
+        );
+        assert_eq!(
+            states(&fired),
+            vec![(None, Some(State::Firing)), (None, Some(State::Firing))]
+        );
+        assert_ne!(fired[0].alert.fingerprint, fired[1].alert.fingerprint);
+        assert_eq!(alerts.iter().count(), 2);
+    }
+}

@@ -1,0 +1,613 @@
+//! Who is told what, and when, as Alertmanager does it: firing and resolved
+//! alerts follow the route tree to receivers, gather in groups (by the
+//! route's `group_by` labels, within one tenant), and a group is notified
+//! `group_wait` after it formed, then when it changed but no more often
+//! than every `group_interval`, and again every `repeat_interval` while
+//! anything fires.
+//!
+//! A firing alert that a silence matches, or that an inhibition rule mutes
+//! (a firing source alert with the same `equal` labels), is left out of
+//! notifications; its resolution is still sent, so a receiver that saw it
+//! fire sees it end. What each group last sent is kept in the store, so a
+//! restart neither sends it again nor forgets it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use vigil_core::tenant::TenantId;
+use vigil_core::time::rfc3339;
+
+use crate::alerts::{Alert, Alerts, State};
+use crate::rules::{Inhibition, Route, Ruleset};
+use crate::silence::Silence;
+
+/// The store collection group states are kept in.
+pub const COLLECTION: &str = "notification";
+
+/// What a group last told its receiver, kept across restarts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupState {
+    pub key: String,
+    pub tenant: TenantId,
+    pub receiver: String,
+    pub labels: BTreeMap<String, String>,
+    /// When its first alert came, unix ms.
+    pub formed_ms: u64,
+    pub last_sent_ms: Option<u64>,
+    /// What the last notification said: status by fingerprint.
+    pub sent: BTreeMap<String, State>,
+    /// Notifications sent, the last one's number.
+    pub sequence: u64,
+}
+
+/// One webhook call to make.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    pub tenant: TenantId,
+    pub receiver: String,
+    pub group_key: String,
+    /// The same for every attempt of this notification, new for the next.
+    pub idempotency_key: String,
+    /// The body: Alertmanager's webhook format, version 4, and a `vigil`
+    /// object.
+    pub payload: Value,
+    /// The alerts it carries, with their status.
+    pub alerts: Vec<(String, State)>,
+}
+
+#[derive(Debug)]
+struct Group {
+    state: GroupState,
+    group_wait_ms: u64,
+    group_interval_ms: u64,
+    repeat_interval_ms: u64,
+    members: BTreeSet<String>,
+}
+
+/// The notification groups.
+#[derive(Debug, Default)]
+pub struct Dispatcher {
+    route: Option<Route>,
+    inhibitions: Vec<Inhibition>,
+    external_url: String,
+    groups: BTreeMap<String, Group>,
+}
+
+/// What one [`Dispatcher::tick`] produced.
+#[derive(Debug, Default)]
+pub struct Tick {
+    pub notifications: Vec<Notification>,
+    /// Group states that changed (to save), and keys of groups gone.
+    pub changed: Vec<GroupState>,
+    pub removed: Vec<String>,
+    /// Resolved alerts every group was told about: they can be forgotten.
+    pub done: Vec<String>,
+}
+
+impl Dispatcher {
+    /// A dispatcher for `rules`' route tree, picking up the group states
+    /// saved before.
+    pub fn new(rules: &Ruleset, external_url: &str, saved: Vec<GroupState>) -> Self {
+        let mut dispatcher = Dispatcher {
+            route: rules.route.clone(),
+            inhibitions: rules.inhibitions.clone(),
+            external_url: external_url.to_owned(),
+            groups: BTreeMap::new(),
+        };
+        for state in saved {
+            dispatcher.groups.insert(
+                state.key.clone(),
+                Group {
+                    state,
+                    // Until an alert routes to it again, a restored group
+                    // only waits.
+                    group_wait_ms: 0,
+                    group_interval_ms: u64::MAX,
+                    repeat_interval_ms: u64::MAX,
+                    members: BTreeSet::new(),
+                },
+            );
+        }
+        dispatcher
+    }
+
+    /// A dispatcher for new rules that keeps the groups of this one.
+    pub fn reload(self, rules: &Ruleset) -> Self {
+        Dispatcher {
+            route: rules.route.clone(),
+            inhibitions: rules.inhibitions.clone(),
+            external_url: self.external_url,
+            groups: self.groups,
+        }
+    }
+
+    /// Whether a firing alert is muted by a silence or an inhibition.
+    pub fn is_muted(
+        &self,
+        alert: &Alert,
+        alerts: &Alerts,
+        silences: &[Silence],
+        now_ms: u64,
+    ) -> bool {
+        alert.state == State::Firing
+            && (silences
+                .iter()
+                .any(|s| s.is_active(now_ms) && s.matches(&alert.labels))
+                || self.is_inhibited(alert, alerts))
+    }
+
+    fn is_inhibited(&self, alert: &Alert, alerts: &Alerts) -> bool {
+        let matches_all = |matchers: &[vigil_core::store::Matcher],
+                           labels: &BTreeMap<String, String>| {
+            matchers
+                .iter()
+                .all(|m| (labels.get(&m.key).map_or("", String::as_str) == m.value) == m.equal)
+        };
+        self.inhibitions.iter().any(|rule| {
+            matches_all(&rule.target, &alert.labels)
+                && alerts.iter().any(|source| {
+                    source.state == State::Firing
+                        && source.fingerprint != alert.fingerprint
+                        && source.tenant == alert.tenant
+                        && matches_all(&rule.source, &source.labels)
+                        && rule
+                            .equal
+                            .iter()
+                            .all(|key| source.labels.get(key) == alert.labels.get(key))
+                })
+        })
+    }
+
+    /// Routes the alerts, and says which groups are due at `now_ms`.
+    pub fn tick(&mut self, alerts: &Alerts, silences: &[Silence], now_ms: u64) -> Tick {
+        let mut tick = Tick::default();
+        let Some(root) = self.route.clone() else {
+            tick.done = alerts
+                .iter()
+                .filter(|a| a.state == State::Resolved)
+                .map(|a| a.fingerprint.clone())
+                .collect();
+            return tick;
+        };
+        for group in self.groups.values_mut() {
+            group.members.clear();
+        }
+        for alert in alerts.iter().filter(|a| a.state != State::Pending) {
+            let mut routes = Vec::new();
+            matching_routes(&root, "0", &alert.labels, &mut routes);
+            for (path, route) in routes {
+                let labels: BTreeMap<String, String> = route
+                    .group_by
+                    .iter()
+                    .filter_map(|key| alert.labels.get(key).map(|v| (key.clone(), v.clone())))
+                    .collect();
+                let key = format!("{}/{path}:{}", alert.tenant, label_text(&labels));
+                let group = self.groups.entry(key.clone()).or_insert_with(|| Group {
+                    state: GroupState {
+                        key,
+                        tenant: alert.tenant.clone(),
+                        receiver: route.receiver.clone(),
+                        labels,
+                        // As of the alert, not of the tick that saw it.
+                        formed_ms: alert.fired_ms.unwrap_or(now_ms).min(now_ms),
+                        last_sent_ms: None,
+                        sent: BTreeMap::new(),
+                        sequence: 0,
+                    },
+                    group_wait_ms: 0,
+                    group_interval_ms: 0,
+                    repeat_interval_ms: 0,
+                    members: BTreeSet::new(),
+                });
+                group.state.receiver = route.receiver.clone();
+                group.group_wait_ms = route.group_wait_s * 1_000;
+                group.group_interval_ms = route.group_interval_s * 1_000;
+                group.repeat_interval_ms = route.repeat_interval_s * 1_000;
+                group.members.insert(alert.fingerprint.clone());
+            }
+        }
+        let mut told_resolved = BTreeSet::new();
+        let mut still_held = BTreeSet::new();
+        let keys: Vec<String> = self.groups.keys().cloned().collect();
+        for key in keys {
+            let Some(group) = self.groups.get(&key) else {
+                continue;
+            };
+            let current: BTreeMap<String, State> = group
+                .members
+                .iter()
+                .filter_map(|fp| alerts.get(fp))
+                .filter(|alert| !self.is_muted(alert, alerts, silences, now_ms))
+                .map(|alert| (alert.fingerprint.clone(), alert.state))
+                .collect();
+            if group.members.is_empty() {
+                self.groups.remove(&key);
+                tick.removed.push(key);
+                continue;
+            }
+            let firing = current.values().any(|s| *s == State::Firing);
+            let due = match group.state.last_sent_ms {
+                None => {
+                    !current.is_empty() && now_ms >= group.state.formed_ms + group.group_wait_ms
+                }
+                Some(last) => {
+                    let since = now_ms.saturating_sub(last);
+                    (current != group.state.sent && since >= group.group_interval_ms)
+                        || (firing && since >= group.repeat_interval_ms)
+                }
+            };
+            // Only what changes the receiver's view is sent: resolved
+            // alerts it was told about, or that were muted while firing.
+            let resolved_only = !firing
+                && current
+                    .keys()
+                    .all(|fp| group.state.sent.get(fp) == Some(&State::Resolved));
+            if !due || current.is_empty() || resolved_only {
+                still_held.extend(group.members.iter().cloned());
+                continue;
+            }
+            let notification = self.notification(&key, alerts, &current, now_ms);
+            let Some(group) = self.groups.get_mut(&key) else {
+                continue;
+            };
+            group.state.sequence += 1;
+            group.state.last_sent_ms = Some(now_ms);
+            group.state.sent = current.clone();
+            for (fp, state) in &current {
+                if *state == State::Resolved {
+                    told_resolved.insert(fp.clone());
+                }
+            }
+            // A resolved alert leaves the group once it was told.
+            group
+                .members
+                .retain(|fp| current.get(fp) != Some(&State::Resolved));
+            still_held.extend(group.members.iter().cloned());
+            tick.changed.push(group.state.clone());
+            tick.notifications.push(notification);
+        }
+        tick.done = alerts
+            .iter()
+            .filter(|a| a.state == State::Resolved && !still_held.contains(&a.fingerprint))
+            .map(|a| a.fingerprint.clone())
+            .collect();
+        tick
+    }
+
+    fn notification(
+        &self,
+        key: &str,
+        alerts: &Alerts,
+        current: &BTreeMap<String, State>,
+        now_ms: u64,
+    ) -> Notification {
+        let group = &self.groups[key];
+        let sequence = group.state.sequence + 1;
+        let members: Vec<&Alert> = current.keys().filter_map(|fp| alerts.get(fp)).collect();
+        let common = |pick: fn(&Alert) -> &BTreeMap<String, String>| -> BTreeMap<String, String> {
+            let mut common = members.first().map(|a| pick(a).clone()).unwrap_or_default();
+            for alert in &members[1..] {
+                common.retain(|k, v| pick(alert).get(k) == Some(v));
+            }
+            common
+        };
+        let firing = current.values().any(|s| *s == State::Firing);
+        let idempotency_key = format!(
+            "{}-{sequence}",
+            crate::alerts::fingerprint(&BTreeMap::from([("group".to_owned(), key.to_owned(),)]))
+        );
+        let payload = json!({
+            "version": "4",
+            "groupKey": key,
+            "truncatedAlerts": 0,
+            "status": if firing { "firing" } else { "resolved" },
+            "receiver": group.state.receiver,
+            "groupLabels": group.state.labels,
+            "commonLabels": common(|a| &a.labels),
+            "commonAnnotations": common(|a| &a.annotations),
+            "externalURL": self.external_url,
+            "alerts": members.iter().map(|alert| self.alert_json(alert)).collect::<Vec<_>>(),
+            "vigil": {
+                "idempotencyKey": idempotency_key,
+                "sequence": sequence,
+                "tenant": group.state.tenant,
+                "sentAt": rfc3339(now_ms),
+            },
+        });
+        Notification {
+            tenant: group.state.tenant.clone(),
+            receiver: group.state.receiver.clone(),
+            group_key: key.to_owned(),
+            idempotency_key,
+            payload,
+            alerts: current.iter().map(|(fp, s)| (fp.clone(), *s)).collect(),
+        }
+    }
+
+    fn alert_json(&self, alert: &Alert) -> Value {
+        let firing = alert.state == State::Firing;
+        json!({
+            "status": if firing { "firing" } else { "resolved" },
+            "labels": alert.labels,
+            "annotations": alert.annotations,
+            "startsAt": rfc3339(alert.fired_ms.unwrap_or(alert.active_since_ms)),
+            "endsAt": alert.resolved_ms.map_or_else(|| "0001-01-01T00:00:00Z".to_owned(), rfc3339),
+            "generatorURL": if self.external_url.is_empty() {
+                String::new()
+            } else {
+                format!("{}/api/v1/alerts?fingerprint={}", self.external_url, alert.fingerprint)
+            },
+            "fingerprint": alert.fingerprint,
+            "vigil": {"rule": alert.rule, "value": alert.value},
+        })
+    }
+}
+
+/// The routes an alert goes to: the deepest matching routes, the first
+/// matching child of each level unless it says `continue`.
+fn matching_routes<'a>(
+    route: &'a Route,
+    path: &str,
+    labels: &BTreeMap<String, String>,
+    found: &mut Vec<(String, &'a Route)>,
+) {
+    let before = found.len();
+    for (i, child) in route.routes.iter().enumerate() {
+        let matches = child
+            .matchers
+            .iter()
+            .all(|m| (labels.get(&m.key).map_or("", String::as_str) == m.value) == m.equal);
+        if matches {
+            matching_routes(child, &format!("{path}.{i}"), labels, found);
+            if !child.continue_matching {
+                break;
+            }
+        }
+    }
+    if found.len() == before {
+        found.push((path.to_owned(), route));
+    }
+}
+
+/// `{a="1", b="2"}`.
+fn label_text(labels: &BTreeMap<String, String>) -> String {
+    let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{{{}}}", pairs.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::eval::Verdict;
+    use crate::rules;
+    use crate::silence::LabelMatcher;
+
+    const SET: &str = r#"
+tenant: acme
+rules:
+  - {name: unit-down, type: absence, group_by: [vigil.unit], for: 1m, labels: {severity: page}}
+  - {name: slow, type: threshold, group_by: [vigil.unit, service.name], signal: p99, op: '>', value: 1, labels: {severity: page}}
+  - {name: budget, type: threshold, signal: p99, op: '>', value: 1, labels: {severity: ticket}}
+receivers:
+  - {name: pager, url: 'http://127.0.0.1:1/pager'}
+  - {name: tickets, url: 'http://127.0.0.1:1/tickets'}
+route:
+  receiver: pager
+  group_by: [alertname, vigil.unit]
+  group_wait: 10s
+  group_interval: 1m
+  repeat_interval: 1h
+  routes:
+    - {matchers: ['severity="ticket"'], receiver: tickets, group_by: [alertname]}
+inhibit_rules:
+  - source_matchers: ['alertname="unit-down"']
+    target_matchers: ['severity="page"']
+    equal: [vigil.unit]
+"#;
+
+    struct Setup {
+        rules: Vec<Arc<rules::Rule>>,
+        alerts: Alerts,
+        dispatcher: Dispatcher,
+    }
+
+    fn setup() -> Setup {
+        let files = vec![(PathBuf::from("r.yaml"), SET.to_owned())];
+        let set = rules::parse(&files, &|_| None).expect("loads");
+        Setup {
+            rules: set.rules.iter().cloned().map(Arc::new).collect(),
+            dispatcher: Dispatcher::new(&set, "http://vigil:8080", Vec::new()),
+            alerts: Alerts::default(),
+        }
+    }
+
+    fn v(rule: usize, labels: &[(&str, &str)]) -> Verdict {
+        Verdict {
+            rule,
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            active: true,
+            value: Some(2.0),
+        }
+    }
+
+    /// (receiver, statuses by alertname and unit) of each notification.
+    fn sent(tick: &Tick) -> Vec<(String, Vec<String>)> {
+        tick.notifications
+            .iter()
+            .map(|n| {
+                let alerts = n.payload["alerts"]
+                    .as_array()
+                    .expect("alerts")
+                    .iter()
+                    .map(|a| {
+                        format!(
+                            "{} {} {}",
+                            a["labels"]["alertname"].as_str().unwrap_or(""),
+                            a["labels"]["vigil.unit"].as_str().unwrap_or("-"),
+                            a["status"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect();
+                (n.receiver.clone(), alerts)
+            })
+            .collect()
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn groups_wait_then_batch_then_repeat() {
+        let mut s = setup();
+        let t = 1_000_000;
+        let slow = |unit| v(1, &[("vigil.unit", unit), ("service.name", "pay")]);
+        s.alerts.apply(&s.rules, &[slow("u1"), v(2, &[])], t);
+        // group_wait: nothing before 10 s.
+        assert!(
+            s.dispatcher
+                .tick(&s.alerts, &[], t + 9_000)
+                .notifications
+                .is_empty()
+        );
+        let first = s.dispatcher.tick(&s.alerts, &[], t + 10_000);
+        assert_eq!(
+            sent(&first),
+            vec![
+                ("tickets".into(), strings(&["budget - firing"])),
+                ("pager".into(), strings(&["slow u1 firing"])),
+            ]
+        );
+        let payload = &first.notifications[1].payload;
+        assert_eq!(payload["version"], "4");
+        assert_eq!(
+            payload["groupLabels"],
+            json!({"alertname": "slow", "vigil.unit": "u1"})
+        );
+        assert_eq!(payload["status"], "firing");
+        assert_eq!(payload["vigil"]["sequence"], 1);
+        // Another unit is another group, with its own group_wait.
+        s.alerts
+            .apply(&s.rules, &[slow("u1"), slow("u2"), v(2, &[])], t + 20_000);
+        assert!(
+            s.dispatcher
+                .tick(&s.alerts, &[], t + 20_000)
+                .notifications
+                .is_empty()
+        );
+        let second = s.dispatcher.tick(&s.alerts, &[], t + 30_000);
+        assert_eq!(
+            sent(&second),
+            vec![("pager".into(), strings(&["slow u2 firing"]))]
+        );
+        // A change within group_interval of the last notification waits.
+        s.alerts
+            .apply(&s.rules, &[slow("u2"), v(2, &[])], t + 30_000);
+        assert!(
+            s.dispatcher
+                .tick(&s.alerts, &[], t + 60_000)
+                .notifications
+                .is_empty()
+        );
+        let resolved = s.dispatcher.tick(&s.alerts, &[], t + 70_000);
+        assert_eq!(
+            sent(&resolved),
+            vec![("pager".into(), strings(&["slow u1 resolved"]))]
+        );
+        assert_eq!(resolved.done.len(), 1);
+        assert_eq!(resolved.notifications[0].payload["vigil"]["sequence"], 2);
+        for fp in &resolved.done {
+            s.alerts.remove_resolved(fp);
+        }
+        // Unchanged firing groups repeat after repeat_interval.
+        let repeat = s.dispatcher.tick(&s.alerts, &[], t + 10_000 + 3_600_000);
+        assert_eq!(
+            sent(&repeat),
+            vec![("tickets".into(), strings(&["budget - firing"]))]
+        );
+        assert_ne!(
+            first.notifications[0].idempotency_key,
+            repeat.notifications[0].idempotency_key
+        );
+    }
+
+    #[test]
+    fn inhibited_and_silenced_alerts_are_muted_but_their_end_is_sent() {
+        let mut s = setup();
+        let t = 1_000_000;
+        let slow = |unit| v(1, &[("vigil.unit", unit), ("service.name", "pay")]);
+        s.alerts.apply(
+            &s.rules,
+            &[slow("u1"), slow("u2"), v(0, &[("vigil.unit", "u1")])],
+            t,
+        );
+        let silence = Silence {
+            id: "s".into(),
+            matchers: vec![LabelMatcher {
+                name: "vigil.unit".into(),
+                value: "u2".into(),
+                is_equal: true,
+            }],
+            starts_at_ms: 0,
+            ends_at_ms: t + 3_600_000,
+            recurring: None,
+            created_by: "sre".into(),
+            comment: String::new(),
+        };
+        // unit-down u1 inhibits slow u1 (same unit); slow u2 is silenced.
+        let first = s
+            .dispatcher
+            .tick(&s.alerts, std::slice::from_ref(&silence), t + 10_000);
+        assert_eq!(
+            sent(&first),
+            vec![("pager".into(), strings(&["unit-down u1 firing"]))]
+        );
+        // Both end while muted: their resolution is sent.
+        s.alerts
+            .apply(&s.rules, &[v(0, &[("vigil.unit", "u1")])], t + 20_000);
+        let ended = s.dispatcher.tick(&s.alerts, &[silence], t + 80_000);
+        assert_eq!(
+            sent(&ended),
+            vec![
+                ("pager".into(), strings(&["slow u1 resolved"])),
+                ("pager".into(), strings(&["slow u2 resolved"])),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_restored_group_does_not_send_again() {
+        let mut s = setup();
+        let t = 1_000_000;
+        s.alerts.apply(&s.rules, &[v(2, &[])], t);
+        let first = s.dispatcher.tick(&s.alerts, &[], t + 10_000);
+        assert_eq!(first.notifications.len(), 1);
+        let files = vec![(PathBuf::from("r.yaml"), SET.to_owned())];
+        let set = rules::parse(&files, &|_| None).expect("loads");
+        let saved: Vec<GroupState> = first.changed.clone();
+        let restored_alerts = Alerts::restore(s.alerts.iter().cloned());
+        let mut restarted = Dispatcher::new(&set, "", saved);
+        assert!(
+            restarted
+                .tick(&restored_alerts, &[], t + 20_000)
+                .notifications
+                .is_empty()
+        );
+        assert!(
+            restarted
+                .tick(&restored_alerts, &[], t + 3_000_000)
+                .notifications
+                .is_empty()
+        );
+        let repeat = restarted.tick(&restored_alerts, &[], t + 10_000 + 3_600_000);
+        assert_eq!(repeat.notifications.len(), 1);
+        assert_eq!(repeat.notifications[0].payload["vigil"]["sequence"], 2);
+    }
+}
