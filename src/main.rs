@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::filter::Targets;
 use vigil_aggregator::Aggregator;
+use vigil_alerter::Alerter;
 use vigil_collector::Collector;
 use vigil_collector::bench::BenchOptions;
 use vigil_core::config::Config;
@@ -44,6 +45,9 @@ enum Command {
     /// Run the synthetic prober: the scenarios of `synthetic.scenarios` on
     /// their schedules, exported as traces to the collector.
     Synthetic,
+    /// Run the alerter: the rules of `alerter.rules` on the windows the
+    /// aggregators publish; notification and remediation webhooks.
+    Alerter,
     /// The demo payment service the prober and the demo probe.
     #[command(subcommand)]
     Demo(Demo),
@@ -171,6 +175,7 @@ fn main() -> ExitCode {
         Command::Api => serve(&cli.log, api(config)),
         Command::Migrate => serve(&cli.log, migrate(config)),
         Command::Synthetic => serve(&cli.log, synthetic(config)),
+        Command::Alerter => serve(&cli.log, alerter(config)),
         Command::Demo(Demo::Serve {
             listen,
             unit,
@@ -320,6 +325,22 @@ async fn synthetic(config: Config) -> Outcome {
         prober.metrics_address()
     );
     prober.wait().await;
+    Ok(())
+}
+
+#[allow(clippy::print_stdout, reason = "the CLI says what it runs")]
+async fn alerter(config: Config) -> Outcome {
+    let shutdown = Shutdown::on_signals()?;
+    let bus = vigil_core::bus::connect(&config.bus)?;
+    let store = vigil_core::store::open(&config.store).await?;
+    let alerter = Alerter::start(&config, bus, store, shutdown).await?;
+    println!(
+        "vigil alerter: {} rules on the {:?} bus's rollups; metrics on http://{}/metrics; SIGHUP reloads the rules",
+        alerter.metrics().rules.get(),
+        config.bus.kind,
+        alerter.metrics_address()
+    );
+    alerter.wait().await;
     Ok(())
 }
 

@@ -95,6 +95,16 @@ impl Engine {
         }
     }
 
+    /// Takes over the groups of `old`'s rules that did not change (same
+    /// definition), so a reload loses no window.
+    pub fn adopt(&mut self, old: &mut Engine) {
+        for (i, rule) in self.rules.iter().enumerate() {
+            if let Some(j) = old.rules.iter().position(|r| r == rule) {
+                self.tracks[i] = std::mem::take(&mut old.tracks[j]);
+            }
+        }
+    }
+
     pub fn rules(&self) -> &[Arc<Rule>] {
         &self.rules
     }

@@ -78,9 +78,9 @@ pub struct Dispatcher {
 #[derive(Debug, Default)]
 pub struct Tick {
     pub notifications: Vec<Notification>,
-    /// Group states that changed (to save), and keys of groups gone.
+    /// Group states that changed (to save), and groups gone (tenant, key).
     pub changed: Vec<GroupState>,
-    pub removed: Vec<String>,
+    pub removed: Vec<(TenantId, String)>,
     /// Resolved alerts every group was told about: they can be forgotten.
     pub done: Vec<String>,
 }
@@ -222,8 +222,8 @@ impl Dispatcher {
                 .map(|alert| (alert.fingerprint.clone(), alert.state))
                 .collect();
             if group.members.is_empty() {
+                tick.removed.push((group.state.tenant.clone(), key.clone()));
                 self.groups.remove(&key);
-                tick.removed.push(key);
                 continue;
             }
             let firing = current.values().any(|s| *s == State::Firing);

@@ -1057,18 +1057,6 @@ struct ActionSpec {
     dry_run: bool,
 }
 
-/// Which rule files changed: their paths and modification times.
-pub fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, Option<std::time::SystemTime>)> {
-    yaml::files(paths)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|file| {
-            let modified = std::fs::metadata(&file).and_then(|m| m.modified()).ok();
-            (file, modified)
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

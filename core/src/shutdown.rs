@@ -81,6 +81,31 @@ impl Shutdown {
     }
 }
 
+/// SIGHUP, as a stream (never on platforms without it): what asks a
+/// component to read its files again.
+pub fn hangups() -> tokio::sync::mpsc::Receiver<()> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangup) => {
+                tokio::spawn(async move {
+                    while hangup.recv().await.is_some() {
+                        if sender.send(()).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGHUP; reloads follow file changes only")
+            }
+        }
+    }
+    receiver
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -2,6 +2,7 @@
 //! paths names, and errors that point at a line.
 
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 use serde::de::DeserializeOwned;
 
@@ -53,4 +54,28 @@ pub fn name_line(text: &str, wanted: &str, from: usize) -> Option<usize> {
         let value = value.trim_matches(|c| c == '"' || c == '\'');
         (value == wanted).then_some(i)
     })
+}
+
+/// What changes when a file of `paths` does: paths, sizes and times. A
+/// watcher compares two to know when to read the files again.
+pub type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
+
+pub fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
+    let mut files = Vec::new();
+    for path in paths {
+        let entries: Vec<PathBuf> = match std::fs::read_dir(path) {
+            Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            Err(_) => vec![path.clone()],
+        };
+        for file in entries {
+            let meta = std::fs::metadata(&file).ok();
+            files.push((
+                file,
+                meta.as_ref().map_or(0, std::fs::Metadata::len),
+                meta.and_then(|m| m.modified().ok()),
+            ));
+        }
+    }
+    files.sort();
+    files
 }

@@ -23,15 +23,14 @@ mod schedule;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use vigil_core::config::{Config, SyntheticConfig};
-use vigil_core::metrics_endpoint;
 use vigil_core::shutdown::Shutdown;
+use vigil_core::{metrics_endpoint, shutdown, yaml};
 
 pub use metrics::Metrics;
 pub use scenario::ScenarioError;
@@ -69,7 +68,7 @@ impl Prober {
     pub async fn start(config: &Config, shutdown: Shutdown) -> Result<Prober, ProberError> {
         let settings = config.synthetic.clone();
         // Taken before the files are read: a change while they are is seen.
-        let seen = fingerprint(&settings.scenarios);
+        let seen = yaml::fingerprint(&settings.scenarios);
         let probes = scenario::load(&settings.scenarios)?;
         let metrics = Arc::new(Metrics::new());
         let render = Arc::clone(&metrics);
@@ -143,7 +142,7 @@ impl Prober {
 struct Control {
     settings: SyntheticConfig,
     /// The scenario files as of their last reading.
-    seen: Fingerprint,
+    seen: yaml::Fingerprint,
     shared: Arc<Shared>,
     running: HashMap<String, Running>,
 }
@@ -155,7 +154,7 @@ struct Running {
 
 impl Control {
     async fn serve(mut self, mut requests: mpsc::Receiver<Reply>, shutdown: Shutdown) {
-        let mut hangups = hangups();
+        let mut hangups = shutdown::hangups();
         let watch_every = Duration::from_millis(self.settings.watch_interval_ms);
         let mut tick = tokio::time::interval(watch_every.max(Duration::from_millis(100)));
         // Once the handle is waited on, only SIGHUP and the files reload.
@@ -172,13 +171,13 @@ impl Control {
                 },
                 Some(()) = hangups.recv() => None,
                 _ = tick.tick(), if !watch_every.is_zero() => {
-                    if fingerprint(&self.settings.scenarios) == self.seen {
+                    if yaml::fingerprint(&self.settings.scenarios) == self.seen {
                         continue;
                     }
                     None
                 }
             };
-            self.seen = fingerprint(&self.settings.scenarios);
+            self.seen = yaml::fingerprint(&self.settings.scenarios);
             let outcome = match scenario::load(&self.settings.scenarios) {
                 Ok(probes) => {
                     self.shared.metrics.reload(true);
@@ -251,51 +250,4 @@ impl Control {
             .set(i64::try_from(scheduled).unwrap_or(i64::MAX));
         scheduled
     }
-}
-
-/// SIGHUP, as a stream (never on platforms without it).
-fn hangups() -> mpsc::Receiver<()> {
-    let (sender, receiver) = mpsc::channel(1);
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::hangup()) {
-            Ok(mut hangup) => {
-                tokio::spawn(async move {
-                    while hangup.recv().await.is_some() {
-                        if sender.send(()).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGHUP; reloads follow file changes only")
-            }
-        }
-    }
-    receiver
-}
-
-/// What changes when a scenario file does: paths, sizes and times.
-type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
-
-fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
-    let mut files = Vec::new();
-    for path in paths {
-        let entries: Vec<PathBuf> = match std::fs::read_dir(path) {
-            Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
-            Err(_) => vec![path.clone()],
-        };
-        for file in entries {
-            let meta = std::fs::metadata(&file).ok();
-            files.push((
-                file,
-                meta.as_ref().map_or(0, std::fs::Metadata::len),
-                meta.and_then(|m| m.modified().ok()),
-            ));
-        }
-    }
-    files.sort();
-    files
 }

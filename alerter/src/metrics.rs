@@ -1,0 +1,141 @@
+//! The alerter's own metrics, `vigil_alerter_*`, served on `GET /metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use vigil_core::metrics_endpoint;
+
+use crate::alerts::State;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct To {
+    to: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// 10 s rows taken from the rollups topic.
+    pub rows: Counter,
+    /// Rollup batches that could not be read.
+    pub unreadable: Counter,
+    pub rules: Gauge,
+    /// (Rule, group) pairs tracked.
+    pub groups: Gauge,
+    pub firing: Gauge,
+    pub store_failures: Counter,
+    pub evaluation_seconds: Histogram,
+    reloads: Family<Outcome, Counter>,
+    transitions: Family<To, Counter>,
+    notifications: Family<Outcome, Counter>,
+    actions: Family<Outcome, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("vigil_alerter");
+        let metrics = Metrics {
+            rows: Counter::default(),
+            unreadable: Counter::default(),
+            rules: Gauge::default(),
+            groups: Gauge::default(),
+            firing: Gauge::default(),
+            store_failures: Counter::default(),
+            evaluation_seconds: Histogram::new(exponential_buckets(0.000_1, 4.0, 10)),
+            reloads: Family::default(),
+            transitions: Family::default(),
+            notifications: Family::default(),
+            actions: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "rows",
+            "10 s rollup rows taken from the bus",
+            metrics.rows.clone(),
+        );
+        registry.register(
+            "unreadable_batches",
+            "Rollup batches that could not be read",
+            metrics.unreadable.clone(),
+        );
+        registry.register("rules", "Rules loaded", metrics.rules.clone());
+        registry.register("groups", "Rule groups tracked", metrics.groups.clone());
+        registry.register("firing", "Alerts firing", metrics.firing.clone());
+        registry.register(
+            "store_failures",
+            "Store reads and writes that failed",
+            metrics.store_failures.clone(),
+        );
+        registry.register(
+            "evaluation_seconds",
+            "Time to evaluate every rule at the boundaries of one tick",
+            metrics.evaluation_seconds.clone(),
+        );
+        registry.register(
+            "reloads",
+            "Rule reloads by outcome",
+            metrics.reloads.clone(),
+        );
+        registry.register(
+            "transitions",
+            "Alert transitions by new state",
+            metrics.transitions.clone(),
+        );
+        registry.register(
+            "notifications",
+            "Notifications by outcome",
+            metrics.notifications.clone(),
+        );
+        registry.register(
+            "actions",
+            "Remediation actions by outcome",
+            metrics.actions.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    pub fn reload(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "failed" };
+        self.reloads.get_or_create(&Outcome { outcome }).inc();
+    }
+
+    pub fn transition(&self, to: Option<State>) {
+        let to = to.map_or("inactive", State::as_str);
+        self.transitions.get_or_create(&To { to }).inc();
+    }
+
+    pub fn notification(&self, ok: bool) {
+        let outcome = if ok { "sent" } else { "failed" };
+        self.notifications.get_or_create(&Outcome { outcome }).inc();
+    }
+
+    pub fn action(&self, outcome: &str) {
+        let outcome = match outcome {
+            "sent" => "sent",
+            "dry_run" => "dry_run",
+            "skipped" => "skipped",
+            _ => "failed",
+        };
+        self.actions.get_or_create(&Outcome { outcome }).inc();
+    }
+
+    pub fn render(&self) -> String {
+        metrics_endpoint::render(&self.registry)
+    }
+}
