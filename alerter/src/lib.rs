@@ -59,6 +59,8 @@ const COOLDOWNS: &str = "action";
 /// How often the loop evaluates, sends and reads silences.
 const TICK: Duration = Duration::from_secs(1);
 const SILENCE_REFRESH: Duration = Duration::from_secs(2);
+/// How long evaluation waits for the consumer's partitions on start.
+const ASSIGNMENT_WAIT: Duration = Duration::from_secs(60);
 /// The longest range read back from the store on start.
 const REBUILD_MAX_S: u64 = 6 * 3_600;
 
@@ -285,6 +287,11 @@ impl Control {
         let mut watched = Instant::now();
         let mut ticked = Instant::now();
         let mut handle = true;
+        // Until the consumer holds partitions (a Kafka group may take seconds
+        // to assign them after a restart) a boundary would be judged
+        // without its data; the evaluation waits, up to a limit.
+        let started = Instant::now();
+        let mut assigned = false;
         while !shutdown.is_triggered() {
             match consumer.poll(2_000, Duration::from_millis(200)).await {
                 Ok(messages) => {
@@ -323,7 +330,8 @@ impl Control {
                     let _ = reply.send(outcome);
                 }
             }
-            if ticked.elapsed() >= TICK {
+            assigned = assigned || !consumer.assignment().is_empty();
+            if ticked.elapsed() >= TICK && (assigned || started.elapsed() >= ASSIGNMENT_WAIT) {
                 ticked = Instant::now();
                 self.tick(now_ms()).await;
             }

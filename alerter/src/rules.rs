@@ -48,6 +48,7 @@
 //!   - name: oncall
 //!     url: http://hooks.example/alerts
 //!     secret_env: ONCALL_HOOK_SECRET  # HMAC-SHA256 key, from the environment
+//!                                     # (or `secret:` in the file)
 //!     timeout: 5s
 //!     max_attempts: 5
 //! route:
@@ -716,16 +717,22 @@ fn names<'a>(names: impl Iterator<Item = &'a String>) -> String {
     }
 }
 
+/// The signing secret: written in the file (`secret`) or read from the
+/// environment (`secret_env`), not both.
 fn secret(
+    inline: Option<String>,
     env_name: Option<String>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<String>, String> {
-    env_name
-        .map(|name| {
-            env(&name)
-                .ok_or_else(|| format!("secret_env: the environment variable {name} is not set"))
-        })
-        .transpose()
+    match (inline, env_name) {
+        (Some(_), Some(_)) => Err("set secret or secret_env, not both".into()),
+        (Some(secret), None) if secret.is_empty() => Err("secret must not be empty".into()),
+        (Some(secret), None) => Ok(Some(secret)),
+        (None, Some(name)) => env(&name)
+            .map(Some)
+            .ok_or_else(|| format!("secret_env: the environment variable {name} is not set")),
+        (None, None) => Ok(None),
+    }
 }
 
 fn check_url(url: &str) -> Result<(), String> {
@@ -769,7 +776,7 @@ fn check_receiver(
     Ok(Receiver {
         name: spec.name,
         url: spec.url,
-        secret: secret(spec.secret_env, env)?,
+        secret: secret(spec.secret, spec.secret_env, env)?,
         timeout: spec.timeout.0,
         max_attempts: check_attempts(spec.max_attempts)?,
         headers: check_headers(spec.headers)?,
@@ -792,7 +799,7 @@ fn check_action(spec: ActionSpec, env: &dyn Fn(&str) -> Option<String>) -> Resul
         method,
         body: JsonTemplate::parse(&spec.body).map_err(|e| format!("body: {e}"))?,
         headers: check_headers(spec.headers)?,
-        secret: secret(spec.secret_env, env)?,
+        secret: secret(spec.secret, spec.secret_env, env)?,
         timeout: spec.timeout.0,
         max_attempts: check_attempts(spec.max_attempts)?,
         cooldown_s: spec.cooldown.0.as_secs(),
@@ -995,6 +1002,8 @@ struct ReceiverSpec {
     name: String,
     url: String,
     #[serde(default)]
+    secret: Option<String>,
+    #[serde(default)]
     secret_env: Option<String>,
     #[serde(default = "default_timeout")]
     timeout: DurationSpec,
@@ -1045,6 +1054,8 @@ struct ActionSpec {
     body: Value,
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    #[serde(default)]
+    secret: Option<String>,
     #[serde(default)]
     secret_env: Option<String>,
     #[serde(default = "default_timeout")]

@@ -1,0 +1,424 @@
+//! The alerter on the rollups topic of a real bus (in-process, and Kafka)
+//! with its state in a real store (SQLite, and ClickHouse), against a
+//! webhook receiver on a local port that checks every signature and fails
+//! the first two attempts of each call.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use vigil_alerter::Alerter;
+use vigil_core::bus::{Bus, rollups};
+use vigil_core::config::Config;
+use vigil_core::model::{Kind, Rollup, SeriesKey};
+use vigil_core::on_both_backends;
+use vigil_core::shutdown::Shutdown;
+use vigil_core::store::{Checkpoint, HistoryQuery, RollupRow, Store};
+use vigil_core::tenant::TenantId;
+use vigil_core::testing::{self, Backend};
+use vigil_core::time::rfc3339;
+
+const SECRET: &str = "hook-secret-0123";
+
+/// One request the receiver took.
+#[derive(Debug, Clone)]
+struct Received {
+    path: String,
+    idempotency_key: String,
+    body: Value,
+    /// Which attempt of its idempotency key it was, from 1.
+    attempt: usize,
+}
+
+#[derive(Default)]
+struct Receiver {
+    received: Mutex<Vec<Received>>,
+}
+
+impl Receiver {
+    /// The requests answered 200 on `path`, in order.
+    fn accepted(&self, path: &str) -> Vec<Received> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == path && r.attempt == 3)
+            .cloned()
+            .collect()
+    }
+
+    fn all(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+async fn take(
+    State(receiver): State<Arc<Receiver>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(&body);
+    let expected: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if header("x-vigil-signature") != format!("sha256={expected}") {
+        return StatusCode::UNAUTHORIZED;
+    }
+    let idempotency_key = header("idempotency-key");
+    let mut received = receiver.received.lock().unwrap();
+    let attempt = received
+        .iter()
+        .filter(|r| r.idempotency_key == idempotency_key)
+        .count()
+        + 1;
+    received.push(Received {
+        path: uri.path().to_owned(),
+        idempotency_key,
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        attempt,
+    });
+    if attempt <= 2 {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    }
+}
+
+async fn receiver(shutdown: Shutdown) -> (Arc<Receiver>, String) {
+    let state = Arc::new(Receiver::default());
+    let app = axum::Router::new()
+        .route("/hook", post(take))
+        .route("/rollback/{service}", post(take))
+        .with_state(Arc::clone(&state));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.wait().await })
+            .await
+            .unwrap();
+    });
+    (state, format!("http://{address}"))
+}
+
+fn rules(base: &str) -> String {
+    format!(
+        r#"
+tenant: acme
+rules:
+  - name: pay-errors
+    type: threshold
+    service: pay
+    group_by: [vigil.unit]
+    signal: error_ratio
+    op: ">"
+    value: 0.1
+    min_count: 10
+    labels: {{severity: page}}
+    annotations: {{summary: "{{{{value}}}} of pay requests fail in {{{{vigil.unit}}}}"}}
+    actions: [rollback]
+receivers:
+  - name: oncall
+    url: {base}/hook
+    secret: {SECRET}
+    timeout: 2s
+route:
+  receiver: oncall
+  group_by: [alertname, vigil.unit]
+  group_wait: 0s
+  group_interval: 1s
+  repeat_interval: 1h
+actions:
+  - name: rollback
+    url: "{base}/rollback/{{{{service}}}}"
+    body: {{unit: "{{{{vigil.unit}}}}", ratio: "{{{{value}}}}"}}
+    secret: {SECRET}
+    cooldown: 10m
+"#
+    )
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A 10 s row of service pay in `unit`: `n` requests, `errors` failed.
+fn row(unit: &str, start_s: u64, n: u64, errors: u64) -> RollupRow {
+    let mut rollup = Rollup::default();
+    for i in 0..n {
+        rollup.record(20.0, i < errors).unwrap();
+    }
+    RollupRow {
+        series: Arc::new(SeriesKey::new(
+            TenantId::parse("acme").unwrap(),
+            Kind::Span,
+            "pay",
+            "POST /pay",
+            vec![("vigil.unit".into(), unit.into())],
+        )),
+        partition: 0,
+        width_s: 10,
+        start_s,
+        rollup,
+        correction: false,
+    }
+}
+
+async fn publish(bus: &dyn Bus, config: &Config, seq: u64, rows: &[RollupRow]) {
+    let checkpoint = Checkpoint {
+        seq,
+        partition: 0,
+        next_offset: seq as i64,
+        replay_from: seq as i64,
+        watermark_s: now_s(),
+    };
+    let records = rollups::encode("vigil.otlp.traces", &checkpoint, rows);
+    bus.publish(&config.bus.topics().rollups, records)
+        .await
+        .unwrap();
+}
+
+async fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+struct Setup {
+    config: Config,
+    bus: Arc<dyn Bus>,
+    store: Arc<dyn Store>,
+    folder: PathBuf,
+}
+
+async fn setup(backend: Backend, base: &str) -> Option<Setup> {
+    let mut config = testing::config(backend)?;
+    let folder = std::env::temp_dir().join(testing::unique_name("vigil_alerter"));
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("rules.yaml"), rules(base)).unwrap();
+    config.alerter.rules = vec![folder.clone()];
+    config.alerter.group = testing::unique_name("vigil_test_alerter");
+    config.alerter.evaluation_delay_ms = 500;
+    config.alerter.metrics_listen = ([127, 0, 0, 1], 0).into();
+    let bus = vigil_core::bus::connect(&config.bus).unwrap();
+    let store = vigil_core::store::open(&config.store).await.unwrap();
+    Some(Setup {
+        config,
+        bus,
+        store,
+        folder,
+    })
+}
+
+async fn alert_fires_signed_survives_a_restart_and_resolves(backend: Backend) {
+    let stop = Shutdown::new();
+    let (receiver, base) = receiver(stop.clone()).await;
+    let Some(s) = setup(backend, &base).await else {
+        return;
+    };
+    let first = Shutdown::new();
+    let alerter = Alerter::start(
+        &s.config,
+        Arc::clone(&s.bus),
+        Arc::clone(&s.store),
+        first.clone(),
+    )
+    .await
+    .unwrap();
+    // The window after the one the alerter started in: the first it
+    // evaluates from the bus alone.
+    let window = now_s() - now_s() % 10;
+    publish(
+        &*s.bus,
+        &s.config,
+        1,
+        &[row("u1", window, 60, 20), row("u2", window, 60, 1)],
+    )
+    .await;
+    publish(&*s.bus, &s.config, 2, &[row("u1", window, 40, 10)]).await;
+
+    let firing = wait_for("the firing notification", Duration::from_secs(30), || {
+        receiver.accepted("/hook").first().cloned()
+    })
+    .await;
+    // Retried twice with the same key, the body signed each time.
+    let attempts: Vec<usize> = receiver
+        .all()
+        .iter()
+        .filter(|r| r.idempotency_key == firing.idempotency_key)
+        .map(|r| r.attempt)
+        .collect();
+    assert_eq!(attempts, vec![1, 2, 3]);
+    let alert = &firing.body["alerts"][0];
+    let fingerprint = alert["fingerprint"].as_str().unwrap().to_owned();
+    assert_eq!(fingerprint.len(), 16);
+    let labels = json!({
+        "alertname": "pay-errors",
+        "severity": "page",
+        "tenant": "acme",
+        "vigil.unit": "u1",
+    });
+    let key = "acme/0:{alertname=\"pay-errors\", vigil.unit=\"u1\"}";
+    assert_eq!(
+        firing.body,
+        json!({
+            "version": "4",
+            "groupKey": key,
+            "truncatedAlerts": 0,
+            "status": "firing",
+            "receiver": "oncall",
+            "groupLabels": {"alertname": "pay-errors", "vigil.unit": "u1"},
+            "commonLabels": labels,
+            "commonAnnotations": {"summary": "0.3 of pay requests fail in u1"},
+            "externalURL": "",
+            "alerts": [{
+                "status": "firing",
+                "labels": labels,
+                "annotations": {"summary": "0.3 of pay requests fail in u1"},
+                "startsAt": rfc3339((window + 10) * 1_000),
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "",
+                "fingerprint": fingerprint,
+                "vigil": {"rule": "pay-errors", "value": 0.3},
+            }],
+            "vigil": {
+                "idempotencyKey": firing.idempotency_key,
+                "sequence": 1,
+                "tenant": "acme",
+                "sentAt": firing.body["vigil"]["sentAt"],
+            },
+        })
+    );
+    let action = wait_for("the rollback", Duration::from_secs(10), || {
+        receiver.accepted("/rollback/pay").first().cloned()
+    })
+    .await;
+    assert_eq!(action.body, json!({"unit": "u1", "ratio": 0.3}));
+    assert_eq!(
+        action.idempotency_key,
+        format!("{fingerprint}-{}", (window + 10) * 1_000)
+    );
+
+    // A restart while it fires: the next window still fails, and nothing
+    // is sent again.
+    first.trigger();
+    alerter.wait().await;
+    let second = Shutdown::new();
+    let alerter = Alerter::start(
+        &s.config,
+        Arc::clone(&s.bus),
+        Arc::clone(&s.store),
+        second.clone(),
+    )
+    .await
+    .unwrap();
+    let next = now_s() - now_s() % 10;
+    publish(&*s.bus, &s.config, 3, &[row("u1", next, 50, 25)]).await;
+    let evaluated = next + 10;
+    while now_s() < evaluated + 2 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(receiver.accepted("/hook").len(), 1, "{:?}", receiver.all());
+    assert_eq!(receiver.accepted("/rollback/pay").len(), 1);
+
+    // Healthy again: one resolved notification, same alert, next number.
+    let healthy = now_s() - now_s() % 10;
+    publish(&*s.bus, &s.config, 4, &[row("u1", healthy, 50, 0)]).await;
+    let resolved = wait_for("the resolved notification", Duration::from_secs(30), || {
+        receiver.accepted("/hook").get(1).cloned()
+    })
+    .await;
+    assert_eq!(resolved.body["status"], "resolved");
+    assert_eq!(resolved.body["vigil"]["sequence"], 2);
+    let ended = &resolved.body["alerts"][0];
+    assert_eq!(ended["fingerprint"], fingerprint);
+    assert_eq!(ended["status"], "resolved");
+    assert_eq!(ended["startsAt"], rfc3339((window + 10) * 1_000));
+    assert_eq!(ended["endsAt"], rfc3339((healthy + 10) * 1_000));
+    assert_ne!(resolved.idempotency_key, firing.idempotency_key);
+
+    // The history holds both transitions, both notifications (3 attempts
+    // each) and the action; the resolved alert is no longer kept.
+    let query = HistoryQuery {
+        tenant: TenantId::parse("acme").unwrap(),
+        from_ms: 0,
+        to_ms: u64::MAX >> 1,
+        rule: Some("pay-errors".into()),
+        subject: None,
+        limit: 100,
+    };
+    // The last notification's outcome is recorded once its call ended.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let history = loop {
+        let history = s.store.history(&query).await.unwrap();
+        if history.len() >= 5 || Instant::now() > deadline {
+            break history;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut kinds: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for entry in history.iter().rev() {
+        let body: Value = serde_json::from_str(&entry.body).unwrap();
+        kinds.entry(entry.kind.clone()).or_default().push(body);
+    }
+    let transitions: Vec<(&str, &str)> = kinds["transition"]
+        .iter()
+        .map(|b| (b["from"].as_str().unwrap(), b["to"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        transitions,
+        vec![("inactive", "firing"), ("firing", "resolved")]
+    );
+    let notifications: Vec<(&str, &str, u64)> = kinds["notification"]
+        .iter()
+        .map(|b| {
+            (
+                b["status"].as_str().unwrap(),
+                b["outcome"].as_str().unwrap(),
+                b["attempts"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        notifications,
+        vec![("firing", "sent", 3), ("resolved", "sent", 3)]
+    );
+    let actions = &kinds["action"];
+    assert_eq!(actions.len(), 1);
+    assert_eq!(actions[0]["outcome"], "sent");
+    assert_eq!(actions[0]["attempts"], 3);
+    assert!(s.store.state("alert").await.unwrap().is_empty());
+    second.trigger();
+    alerter.wait().await;
+    stop.trigger();
+    let _ = std::fs::remove_dir_all(&s.folder);
+}
+
+on_both_backends!(alert_fires_signed_survives_a_restart_and_resolves);
