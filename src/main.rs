@@ -85,6 +85,17 @@ enum Demo {
 
 #[derive(Debug, Subcommand)]
 enum Bench {
+    /// Time for one core to take a 10 s window's rows and evaluate every
+    /// rule at its boundary (rules of four types over span series).
+    Alerter {
+        #[arg(long, default_value_t = 10_000)]
+        rules: usize,
+        #[arg(long, default_value_t = 100_000)]
+        series: usize,
+        /// Windows measured, after an hour of windows as warm-up.
+        #[arg(long, default_value_t = 30)]
+        windows: usize,
+    },
     /// Throughput, CPU and memory of one collector process writing to Kafka
     /// (`bus.kafka` of the configuration), driven over loopback.
     Collector {
@@ -194,6 +205,18 @@ fn main() -> ExitCode {
                 token,
             };
             serve(&cli.log, demo(options))
+        }
+        Command::Bench(Bench::Alerter {
+            rules,
+            series,
+            windows,
+        }) => {
+            let options = vigil_alerter::bench::BenchOptions {
+                rules,
+                series,
+                windows,
+            };
+            serve(&cli.log, bench_alerter(options))
         }
         Command::Bench(Bench::Synthetic {
             probes,
@@ -325,6 +348,41 @@ async fn synthetic(config: Config) -> Outcome {
         prober.metrics_address()
     );
     prober.wait().await;
+    Ok(())
+}
+
+#[allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
+async fn bench_alerter(options: vigil_alerter::bench::BenchOptions) -> Outcome {
+    let figures = tokio::task::spawn_blocking(move || vigil_alerter::bench::run(options)).await??;
+    let quantiles = |d: &vigil_core::distribution::Distribution| {
+        let q = |q: f64| d.quantile(q).unwrap_or(0.0);
+        format!(
+            "p50 {:.0} / p99 {:.0} / max {:.0} ms",
+            q(0.5),
+            q(0.99),
+            q(1.0)
+        )
+    };
+    println!(
+        "alerter: {} rules over {} series ({} rule groups), {} windows after an hour of warm-up, one thread",
+        figures.rules,
+        figures.series,
+        figures.groups,
+        figures.total_ms.count()
+    );
+    println!(
+        "  taking a window's rows   {}",
+        quantiles(&figures.ingest_ms)
+    );
+    println!(
+        "  evaluating the boundary  {}",
+        quantiles(&figures.evaluate_ms)
+    );
+    println!(
+        "  per window               {}",
+        quantiles(&figures.total_ms)
+    );
+    println!("  active verdicts          {}", figures.active_verdicts);
     Ok(())
 }
 

@@ -1,0 +1,141 @@
+//! `vigil bench alerter`: how long one core takes to take a window's rows
+//! and evaluate every rule at its boundary.
+//!
+//! `rules` rules over `series` span series, in one process, no I/O: the
+//! series belong to `rules / 10` services (10 units × the rest in
+//! operations each); each service has 10 rules grouped by unit: 4 on p99
+//! over 1 min, 3 on the error ratio over 1 min, 2 multi-window burn rates
+//! (1 h/5 min, 6 h/30 min) and 1 robust z-score anomaly. Each 10 s window
+//! every series gets a row of 20 points; the figures are per window, after
+//! the first hour of windows has filled the rules' ranges.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use vigil_core::distribution::Distribution;
+use vigil_core::model::{Kind, Rollup, SeriesKey};
+use vigil_core::tenant::TenantId;
+
+use crate::eval::Engine;
+use crate::rules;
+
+#[derive(Debug, Clone, Copy)]
+pub struct BenchOptions {
+    pub rules: usize,
+    pub series: usize,
+    /// Windows measured after the warm-up.
+    pub windows: usize,
+}
+
+/// What one run measured.
+#[derive(Debug)]
+pub struct Figures {
+    pub rules: usize,
+    pub series: usize,
+    pub groups: usize,
+    /// Per window, in ms: taking the rows, evaluating the boundary, both.
+    pub ingest_ms: Distribution,
+    pub evaluate_ms: Distribution,
+    pub total_ms: Distribution,
+    pub active_verdicts: usize,
+}
+
+fn rule_file(services: usize) -> String {
+    let mut text = String::from("tenant: acme\nrules:\n");
+    for s in 0..services {
+        let service = format!("svc-{s}");
+        for k in 0..4 {
+            text.push_str(&format!(
+                "  - {{name: p99-{s}-{k}, type: threshold, service: {service}, group_by: [vigil.unit], signal: p99, window: 1m, op: '>', value: {}}}\n",
+                300 + 100 * k
+            ));
+        }
+        for k in 0..3 {
+            text.push_str(&format!(
+                "  - {{name: errors-{s}-{k}, type: threshold, service: {service}, group_by: [vigil.unit], signal: error_ratio, window: 1m, op: '>', value: 0.0{}}}\n",
+                k + 1
+            ));
+        }
+        for k in 0..2 {
+            text.push_str(&format!(
+                "  - {{name: slo-{s}-{k}, type: burn_rate, service: {service}, group_by: [vigil.unit], objective: 99.{}}}\n",
+                9 - k
+            ));
+        }
+        text.push_str(&format!(
+            "  - {{name: anomaly-{s}, type: anomaly, service: {service}, group_by: [vigil.unit], signal: p99, window: 1m, method: zscore, history: 30m}}\n"
+        ));
+    }
+    text
+}
+
+/// Runs the benchmark.
+pub fn run(options: BenchOptions) -> Result<Figures, rules::RulesError> {
+    let services = (options.rules / 10).max(1);
+    let files = vec![(PathBuf::from("bench.yaml"), rule_file(services))];
+    let set = rules::parse(&files, &|_| None)?;
+    let rules: Vec<Arc<rules::Rule>> = set.rules.into_iter().map(Arc::new).collect();
+    let rule_count = rules.len();
+    let tenant = TenantId::parse("acme").unwrap_or_else(|_| unreachable!("a valid tenant id"));
+    let per_service = (options.series / services).max(1);
+    let series: Vec<SeriesKey> = (0..services * per_service)
+        .map(|i| {
+            let (service, j) = (i / per_service, i % per_service);
+            SeriesKey::new(
+                tenant.clone(),
+                Kind::Span,
+                format!("svc-{service}"),
+                format!("op-{}", j / 10),
+                vec![("vigil.unit".into(), format!("u{}", j % 10))],
+            )
+        })
+        .collect();
+    // A few shapes of rollup, so rows are not all alike.
+    let shapes: Vec<Rollup> = (0..16u64)
+        .map(|k| {
+            let mut rollup = Rollup::default();
+            for i in 0..20u64 {
+                let ms = 20.0 + ((i * 37 + k * 11) % 400) as f64;
+                rollup
+                    .record(ms, (i + k) % 50 == 0)
+                    .unwrap_or_else(|_| unreachable!("finite"));
+            }
+            rollup
+        })
+        .collect();
+    let start = 1_800_000_000;
+    let mut engine = Engine::new(rules, start);
+    let warm_up = 360;
+    let mut figures = Figures {
+        rules: rule_count,
+        series: series.len(),
+        groups: 0,
+        ingest_ms: Distribution::new(),
+        evaluate_ms: Distribution::new(),
+        total_ms: Distribution::new(),
+        active_verdicts: 0,
+    };
+    for w in 0..warm_up + options.windows {
+        let window = start + w as u64 * 10;
+        let began = Instant::now();
+        for (i, key) in series.iter().enumerate() {
+            engine.ingest(key, 10, window, &shapes[(i + w) % shapes.len()]);
+        }
+        let ingested = began.elapsed();
+        let verdicts = engine.advance(window + 10);
+        let total = began.elapsed();
+        if w >= warm_up {
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1_000.0;
+            let _ = figures.ingest_ms.record(ms(ingested));
+            let _ = figures.evaluate_ms.record(ms(total - ingested));
+            let _ = figures.total_ms.record(ms(total));
+            figures.active_verdicts += verdicts
+                .iter()
+                .map(|(_, v)| v.iter().filter(|v| v.active).count())
+                .sum::<usize>();
+        }
+    }
+    figures.groups = engine.groups();
+    Ok(figures)
+}
