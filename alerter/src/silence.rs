@@ -13,9 +13,10 @@ use vigil_core::time::Cron;
 /// The store collection silences are kept in.
 pub const COLLECTION: &str = "silence";
 
-/// One label matcher, as Alertmanager's API writes it.
+/// One label matcher: the label equals the value (`is_equal`, the default)
+/// or differs from it; a missing label reads as "".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct LabelMatcher {
     pub name: String,
     pub value: String,
@@ -36,20 +37,19 @@ impl LabelMatcher {
 /// A recurring window: it opens at each time of `cron` and stays open for
 /// `duration_ms`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct Recurring {
     pub cron: Cron,
     pub duration_ms: u64,
 }
 
-/// A silence as stored and shown.
+/// A silence as stored and shown (times in unix ms).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct Silence {
     pub id: String,
     pub matchers: Vec<LabelMatcher>,
-    /// Unix ms.
+    #[serde(rename = "starts_at")]
     pub starts_at_ms: u64,
+    #[serde(rename = "ends_at")]
     pub ends_at_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recurring: Option<Recurring>,
@@ -119,8 +119,24 @@ pub fn check(silence: &Silence) -> Result<(), (&'static str, String)> {
             "the matchers would match every alert; name at least one label value".into(),
         ));
     }
+    if let Some(bad) = silence
+        .matchers
+        .iter()
+        .find(|m| !vigil_core::signal::is_label_name(&m.name))
+    {
+        return Err((
+            "matchers",
+            format!(
+                "{:?} is not a label name (letters, digits, '.', '_', '-')",
+                bad.name
+            ),
+        ));
+    }
+    if silence.created_by.trim().is_empty() {
+        return Err(("created_by", "say who creates the silence".into()));
+    }
     if silence.ends_at_ms <= silence.starts_at_ms {
-        return Err(("endsAt", "must be after startsAt".into()));
+        return Err(("ends_at", "must be after starts_at".into()));
     }
     if let Some(recurring) = &silence.recurring
         && !(60_000..=7 * 86_400_000).contains(&recurring.duration_ms)
@@ -195,7 +211,10 @@ mod tests {
     fn bad_silences_name_the_field() {
         let mut s = silence(None);
         s.ends_at_ms = s.starts_at_ms;
-        assert_eq!(check(&s), Err(("endsAt", "must be after startsAt".into())));
+        assert_eq!(
+            check(&s),
+            Err(("ends_at", "must be after starts_at".into()))
+        );
         let mut s = silence(None);
         s.matchers[0].value.clear();
         assert_eq!(check(&s).map_err(|e| e.0), Err("matchers"));

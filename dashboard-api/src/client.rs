@@ -15,12 +15,13 @@ use serde_json::{Map, Value, json};
 use vigil_core::model::{Kind, Rollup};
 
 use crate::error::ApiError;
-use crate::openapi::{Endpoint, FROM, Param, TO};
+use crate::openapi::{Endpoint, FROM, Method, Param, TO};
 use crate::query::Selection;
 use crate::reader::Reader;
 use crate::server::{Answer, AppState, Incoming, range_json, seconds};
 
 pub const ENDPOINT: Endpoint = Endpoint {
+    method: Method::Get,
     path: "/api/v1/client/health",
     summary: "Per app and version over the range (default the last day): sessions, crash-free sessions, crashes by type, app-start p50/p90/p99, slow and frozen frame rates",
     path_params: &[],
@@ -34,6 +35,7 @@ pub const ENDPOINT: Endpoint = Endpoint {
         FROM,
         TO,
     ],
+    body: None,
 };
 
 const APP: &str = "service.name";

@@ -4,11 +4,13 @@
 //! the configured objectives — the same on SQLite and ClickHouse.
 //!
 //! - `services`, `query_path` (with the engine in `query`), `traces`,
-//!   `slo`, `client`, `probes`: one module per path;
+//!   `slo`, `client`, `probes`, `alerts`, `silences`: one module per path
+//!   (the last two over the alerter's state and history in the store);
 //! - `openapi`: the table of paths and parameters that both checks requests
 //!   and writes `/api/v1/openapi.json`;
 //! - `reader`: merged rollups from the widest closed windows, within limits.
 
+mod alerts;
 mod auth;
 pub mod bench;
 mod client;
@@ -22,6 +24,7 @@ mod query_path;
 mod reader;
 mod server;
 mod services;
+mod silences;
 mod slo;
 mod traces;
 

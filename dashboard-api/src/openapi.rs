@@ -2,6 +2,7 @@
 //! request's parameters and writes `GET /api/v1/openapi.json`.
 
 use serde_json::{Map, Value, json};
+use vigil_core::config::Role;
 
 /// One query-string parameter.
 #[derive(Debug)]
@@ -13,18 +14,49 @@ pub struct Param {
     pub description: &'static str,
 }
 
-/// One `GET` path.
+/// What a request does: reads, or changes what the API keeps (silences).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Delete,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "get",
+            Method::Post => "post",
+            Method::Delete => "delete",
+        }
+    }
+}
+
+/// One method on one path.
 #[derive(Debug)]
 pub struct Endpoint {
+    pub method: Method,
     /// With `{name}` for path parameters, as the router writes it.
     pub path: &'static str,
     pub summary: &'static str,
     /// Path parameters and what they are.
     pub path_params: &'static [(&'static str, &'static str)],
     pub params: &'static [Param],
+    /// The name of the schema of the JSON body it takes, in the document's
+    /// components.
+    pub body: Option<&'static str>,
 }
 
 impl Endpoint {
+    /// The least role that may call it: a viewer reads, changes need an
+    /// editor.
+    pub fn role(&self) -> Role {
+        match self.method {
+            Method::Get => Role::Viewer,
+            Method::Post | Method::Delete => Role::Editor,
+        }
+    }
+
     /// The names of its query parameters, with `tenant`, which every API
     /// path takes.
     pub fn param_names(&self) -> Vec<&'static str> {
@@ -88,35 +120,44 @@ pub fn document(endpoints: &[&Endpoint]) -> Value {
             json!({"description": description,
                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
         };
-        paths.insert(
-            endpoint.path.to_owned(),
-            json!({"get": {
-                "summary": endpoint.summary,
-                "security": [{"bearer": []}],
-                "parameters": parameters,
-                "responses": {
-                    "200": {"description": "OK", "content": {"application/json": {}}},
-                    "400": error("A parameter is unknown, given twice or invalid; the message names it."),
-                    "401": error("No token, or an unknown one."),
-                    "403": error("The token may not read that tenant."),
-                    "404": error("Nothing has that id or name."),
-                    "422": error("The answer would pass a limit (api.max_points, api.query_timeout_ms)."),
-                    "503": error("The store is unavailable; retry later."),
-                }
-            }}),
-        );
+        let mut operation = json!({
+            "summary": endpoint.summary,
+            "security": [{"bearer": []}],
+            "parameters": parameters,
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {}}},
+                "400": error("A parameter or body field is unknown, given twice or invalid; the message names it."),
+                "401": error("No token, or an unknown one."),
+                "403": error("The token may not read that tenant, or its role may not make this change."),
+                "404": error("Nothing has that id or name."),
+                "422": error("The answer would pass a limit (api.max_points, api.query_timeout_ms)."),
+                "503": error("The store is unavailable; retry later."),
+            }
+        });
+        if let Some(schema) = endpoint.body {
+            operation["requestBody"] = json!({
+                "required": true,
+                "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
+            });
+        }
+        let methods = paths
+            .entry(endpoint.path.to_owned())
+            .or_insert_with(|| json!({}));
+        methods[endpoint.method.as_str()] = operation;
     }
     json!({
         "openapi": "3.0.3",
         "info": {
             "title": "Vigil dashboard API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Services, queries, traces, SLOs, client health and probes. Times are RFC 3339 or unix ms; durations are ms."
+            "description": "Services, queries, traces, SLOs, client health, probes, alerts and silences. Times are RFC 3339 or unix ms; durations are ms."
         },
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": {
+            "schemas": {
+                "Silence": silence_schema(),
+                "Error": {
                 "type": "object",
                 "required": ["error"],
                 "properties": {"error": {
@@ -130,6 +171,44 @@ pub fn document(endpoints: &[&Endpoint]) -> Value {
                     }
                 }}
             }}
+        }
+    })
+}
+
+/// What `POST /api/v1/silences` takes.
+fn silence_schema() -> Value {
+    let time = json!({"oneOf": [{"type": "string"}, {"type": "integer"}],
+                      "description": "RFC 3339, unix ms, or now±<duration> (now+2h)"});
+    json!({
+        "type": "object",
+        "required": ["matchers", "ends_at", "created_by"],
+        "additionalProperties": false,
+        "properties": {
+            "id": {"type": "string", "description": "Replaces this silence of the tenant; a new one when absent."},
+            "matchers": {"type": "array", "minItems": 1, "items": {
+                "type": "object",
+                "required": ["name", "value"],
+                "additionalProperties": false,
+                "properties": {
+                    "name": {"type": "string"},
+                    "value": {"type": "string"},
+                    "is_equal": {"type": "boolean", "default": true}
+                }
+            }},
+            "starts_at": {"description": "Default now.", "allOf": [time.clone()]},
+            "ends_at": time,
+            "recurring": {
+                "type": "object",
+                "required": ["cron", "duration"],
+                "additionalProperties": false,
+                "description": "Mutes only in the windows that open at each time of cron (UTC) and last duration, between starts_at and ends_at.",
+                "properties": {
+                    "cron": {"type": "string", "example": "0 2 * * *"},
+                    "duration": {"oneOf": [{"type": "string", "example": "90m"}, {"type": "integer"}]}
+                }
+            },
+            "created_by": {"type": "string"},
+            "comment": {"type": "string", "default": ""}
         }
     })
 }

@@ -15,19 +15,22 @@ use axum::extract::{Path, State};
 use serde_json::{Value, json};
 use vigil_core::model::{Kind, Rollup};
 
-use crate::openapi::{CURSOR, Endpoint, FROM, LIMIT, Param, TO};
+use crate::openapi::{CURSOR, Endpoint, FROM, LIMIT, Method, Param, TO};
 use crate::query::Selection;
 use crate::server::{Answer, AppState, Incoming, range_json, seconds, stats_json};
 use crate::traces::{next_cursor, span_query};
 
 pub const PROBES: Endpoint = Endpoint {
+    method: Method::Get,
     path: "/api/v1/probes",
     summary: "Each synthetic probe over the range (default the last hour): runs, failures, availability, p50/p90/p99, per location",
     path_params: &[],
     params: &[FROM, TO],
+    body: None,
 };
 
 pub const RUNS: Endpoint = Endpoint {
+    method: Method::Get,
     path: "/api/v1/probes/{name}/runs",
     summary: "A probe's runs, newest first: trace, location, duration, outcome and failure reason",
     path_params: &[("name", "The probe's name")],
@@ -49,6 +52,7 @@ pub const RUNS: Endpoint = Endpoint {
         LIMIT,
         CURSOR,
     ],
+    body: None,
 };
 
 const NAME: &str = "vigil.probe.name";

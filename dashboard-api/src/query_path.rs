@@ -8,13 +8,14 @@ use serde_json::{Map, Value, json};
 use vigil_core::model::Kind;
 
 use crate::error::BadParameter;
-use crate::openapi::{Endpoint, FROM, Param, TO};
+use crate::openapi::{Endpoint, FROM, Method, Param, TO};
 use vigil_core::signal::{Signal, is_label_name, parse_filter};
 
 use crate::query::{Query, Selection};
 use crate::server::{Answer, AppState, Incoming, seconds};
 
 pub const ENDPOINT: Endpoint = Endpoint {
+    method: Method::Get,
     path: "/api/v1/query",
     summary: "Series of a signal (count, rate, error ratio, quantiles…) per group and step, from merged rollups",
     path_params: &[],
@@ -64,6 +65,7 @@ pub const ENDPOINT: Endpoint = Endpoint {
             description: "Step: ms or with a unit (1m), a multiple of 10 s; default 1m.",
         },
     ],
+    body: None,
 };
 
 pub async fn handler(State(state): State<Arc<AppState>>, incoming: Incoming) -> Answer {

@@ -13,7 +13,7 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -28,11 +28,11 @@ use crate::metrics::Metrics;
 use crate::openapi::{self, Endpoint};
 use crate::params::Params;
 use crate::reader::Reader;
-use crate::{client, probes, query_path, services, slo, traces};
+use crate::{alerts, client, probes, query_path, services, silences, slo, traces};
 use vigil_core::signal::Signal;
 
 /// Every `/api/v1` path, in the order the OpenAPI document lists them.
-const ENDPOINTS: [&Endpoint; 8] = [
+const ENDPOINTS: [&Endpoint; 13] = [
     &services::ENDPOINT,
     &query_path::ENDPOINT,
     &traces::TRACE,
@@ -41,6 +41,11 @@ const ENDPOINTS: [&Endpoint; 8] = [
     &client::ENDPOINT,
     &probes::PROBES,
     &probes::RUNS,
+    &alerts::ALERTS,
+    &alerts::HISTORY,
+    &silences::LIST,
+    &silences::CREATE,
+    &silences::EXPIRE,
 ];
 
 /// Why the API could not start or stopped with an error.
@@ -151,13 +156,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Incoming {
 pub struct Call {
     pub params: Params,
     pub reader: Reader,
+    /// When the request came, unix ms: what `now` means in it.
+    pub now_ms: u64,
 }
 
 pub type Answer = Result<Json<Value>, ApiError>;
 
 impl AppState {
-    /// Authenticates a request to `endpoint` and checks its parameters
-    /// (after the token, so an unknown caller learns nothing of them).
+    /// Authenticates a request to `endpoint`, checks that the token's role
+    /// may call it, and checks its parameters (after the token, so an
+    /// unknown caller learns nothing of them).
     pub fn begin(&self, endpoint: &Endpoint, incoming: &Incoming) -> Result<Call, ApiError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -168,6 +176,13 @@ impl AppState {
         let caller = self
             .auth
             .caller(incoming.authorization.as_deref(), tenant)?;
+        if caller.role < endpoint.role() {
+            return Err(ApiError::Forbidden(format!(
+                "this token may read only; {} {} needs an editor or admin token",
+                endpoint.method.as_str().to_uppercase(),
+                endpoint.path
+            )));
+        }
         let params = params?;
         let reader = Reader {
             store: Arc::clone(&self.store),
@@ -176,7 +191,11 @@ impl AppState {
             settle_s: self.settle_s,
             max_points: self.max_points,
         };
-        Ok(Call { params, reader })
+        Ok(Call {
+            params,
+            reader,
+            now_ms,
+        })
     }
 
     /// Runs a request's reads within the query timeout.
@@ -210,6 +229,13 @@ fn router(state: Arc<AppState>) -> Router {
         .route(client::ENDPOINT.path, get(client::handler))
         .route(probes::PROBES.path, get(probes::probes))
         .route(probes::RUNS.path, get(probes::runs))
+        .route(alerts::ALERTS.path, get(alerts::alerts))
+        .route(alerts::HISTORY.path, get(alerts::history))
+        .route(
+            silences::LIST.path,
+            get(silences::list).post(silences::create),
+        )
+        .route(silences::EXPIRE.path, delete(silences::expire))
         .fallback(|| async { ApiError::NotFound("no such path; see /api/v1/openapi.json".into()) })
         .layer(middleware::from_fn_with_state(Arc::clone(&state), count))
         .with_state(state)

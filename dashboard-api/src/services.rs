@@ -13,15 +13,17 @@ use axum::extract::State;
 use serde_json::json;
 use vigil_core::model::{Kind, Rollup};
 
-use crate::openapi::{Endpoint, FROM, TO};
+use crate::openapi::{Endpoint, FROM, Method, TO};
 use crate::query::Selection;
 use crate::server::{Answer, AppState, Incoming, range_json, seconds, stats_json};
 
 pub const ENDPOINT: Endpoint = Endpoint {
+    method: Method::Get,
     path: "/api/v1/services",
     summary: "Every service with spans in the range (default the last hour): requests, errors, error ratio, availability, p50/p90/p99",
     path_params: &[],
     params: &[FROM, TO],
+    body: None,
 };
 
 /// Span kinds that start a request in a service.

@@ -19,12 +19,13 @@ use vigil_core::model::{Kind, Rollup};
 use vigil_core::store::Matcher;
 
 use crate::error::ApiError;
-use crate::openapi::{Endpoint, Param};
+use crate::openapi::{Endpoint, Method, Param};
 use crate::query::Selection;
 use crate::reader::Reader;
 use crate::server::{Answer, AppState, Incoming};
 
 pub const ENDPOINT: Endpoint = Endpoint {
+    method: Method::Get,
     path: "/api/v1/slo",
     summary: "Service level objectives from the configuration: SLI, error budget left, burn rates over 5m, 1h, 6h and 3d",
     path_params: &[],
@@ -34,6 +35,7 @@ pub const ENDPOINT: Endpoint = Endpoint {
         required: false,
         description: "Only the objective with this name.",
     }],
+    body: None,
 };
 
 /// The burn-rate windows, by name and seconds.

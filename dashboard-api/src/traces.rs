@@ -10,18 +10,21 @@ use serde_json::{Map, Value, json};
 use vigil_core::store::{SpanQuery, SpanRecord};
 
 use crate::error::{ApiError, BadParameter};
-use crate::openapi::{CURSOR, Endpoint, FROM, LIMIT, Param, TO};
+use crate::openapi::{CURSOR, Endpoint, FROM, LIMIT, Method, Param, TO};
 use crate::server::{Answer, AppState, Call, Incoming};
 use vigil_core::signal::parse_filter;
 
 pub const TRACE: Endpoint = Endpoint {
+    method: Method::Get,
     path: "/api/v1/traces/{trace_id}",
     summary: "One trace: its spans as a tree, with durations, status and attributes",
     path_params: &[("trace_id", "32 hex digits")],
     params: &[],
+    body: None,
 };
 
 pub const SEARCH: Endpoint = Endpoint {
+    method: Method::Get,
     path: "/api/v1/traces",
     summary: "Spans by service, operation, minimum duration, error and attributes in a time range (default the last hour), newest first",
     path_params: &[],
@@ -67,6 +70,7 @@ pub const SEARCH: Endpoint = Endpoint {
         LIMIT,
         CURSOR,
     ],
+    body: None,
 };
 
 /// Deeper spans are listed without their children: a bound on the answer's
