@@ -1,12 +1,12 @@
 //! The alert lifecycle: inactive → pending → firing → resolved, one alert
 //! per rule and group, named by the fingerprint of its labels.
 //!
-//! A verdict that holds makes an alert pending, and firing once it has held
-//! for the rule's `for` (at once when `for` is 0); one that stops holding
-//! drops a pending alert and resolves a firing one. A rule that gives no
-//! verdict for an alert any more (its group went quiet, the rule was
-//! removed) stops holding too. Alerts are serialised as they are, so a
-//! restart resumes each where it was.
+//! A boundary's verdicts are the conditions that hold: a verdict makes an
+//! alert pending, and firing once it has held for the rule's `for` (at
+//! once when `for` is 0). An alert without a verdict at a boundary (its
+//! condition stopped holding, its group went quiet, its rule was removed)
+//! is dropped when pending and resolved when firing. Alerts are serialised
+//! as they are, so a restart resumes each where it was.
 
 use std::collections::BTreeMap;
 
@@ -120,7 +120,7 @@ impl Alerts {
     ) -> Vec<Transition> {
         let mut transitions = Vec::new();
         let mut held = std::collections::BTreeSet::new();
-        for verdict in verdicts.iter().filter(|v| v.active) {
+        for verdict in verdicts {
             let rule = &rules[verdict.rule];
             let labels = labels_of(rule, &verdict.labels);
             let fingerprint = fingerprint(&labels);
@@ -282,11 +282,10 @@ mod tests {
             .collect()
     }
 
-    fn verdict(active: bool, unit: &str, value: f64) -> Verdict {
+    fn verdict(unit: &str, value: f64) -> Verdict {
         Verdict {
             rule: 0,
             labels: vec![("vigil.unit".into(), unit.into())],
-            active,
             value: Some(value),
         }
     }
@@ -302,7 +301,7 @@ mod tests {
         );
         let mut alerts = Alerts::default();
         let t = 1_000_000;
-        let started = alerts.apply(&rules, &[verdict(true, "u1", 412.5)], t);
+        let started = alerts.apply(&rules, &[verdict("u1", 412.5)], t);
         assert_eq!(states(&started), vec![(None, Some(State::Pending))]);
         let alert = &started[0].alert;
         assert_eq!(
@@ -318,10 +317,10 @@ mod tests {
         assert_eq!(alert.fingerprint, fingerprint(&alert.labels));
         assert!(
             alerts
-                .apply(&rules, &[verdict(true, "u1", 420.0)], t + 10_000)
+                .apply(&rules, &[verdict("u1", 420.0)], t + 10_000)
                 .is_empty()
         );
-        let fired = alerts.apply(&rules, &[verdict(true, "u1", 430.0)], t + 20_000);
+        let fired = alerts.apply(&rules, &[verdict("u1", 430.0)], t + 20_000);
         assert_eq!(
             states(&fired),
             vec![(Some(State::Pending), Some(State::Firing))]
@@ -339,10 +338,10 @@ mod tests {
         );
         assert_eq!(resolved[0].alert.resolved_ms, Some(t + 30_000));
         // Resolved stays until removed; holding again starts a new alert.
-        let again = alerts.apply(&rules, &[verdict(true, "u1", 500.0)], t + 40_000);
+        let again = alerts.apply(&rules, &[verdict("u1", 500.0)], t + 40_000);
         assert_eq!(states(&again), vec![(None, Some(State::Pending))]);
         // A pending alert that stops holding is dropped.
-        let dropped = alerts.apply(&rules, &[verdict(false, "u1", 100.0)], t + 50_000);
+        let dropped = alerts.apply(&rules, &[], t + 50_000);
         assert_eq!(states(&dropped), vec![(Some(State::Pending), None)]);
         assert!(alerts.get(&alert.fingerprint).is_none());
     }
@@ -353,15 +352,7 @@ mod tests {
             "{name: errors, type: threshold, group_by: [vigil.unit], signal: error_ratio, op: '>', value: 0.1}",
         );
         let mut alerts = Alerts::default();
-        let fired = alerts.apply(
-            &rules,
-            &[
-                verdict(true, "u1", 0.5),
-                verdict(true, "u2", 0.2),
-                verdict(false, "u3", 0.0),
-            ],
-            5_000,
-        );
+        let fired = alerts.apply(&rules, &[verdict("u1", 0.5), verdict("u2", 0.2)], 5_000);
         assert_eq!(
             states(&fired),
             vec![(None, Some(State::Firing)), (None, Some(State::Firing))]

@@ -2,59 +2,210 @@
 //! the aggregators publish them, and each time a window boundary has
 //! passed (plus the evaluation delay) every rule gives a verdict per group.
 //!
-//! Each rule keeps, per group (the values of its `group_by` labels), what
-//! its check needs over its range: merged rollups per 10 s slot (threshold,
-//! anomaly), good and bad counts per slot (burn rate), when data was last
-//! seen (absence), and the values of past evaluations (anomaly). Which rules
-//! and group a series feeds is worked out once per series.
+//! Rules that select the same series, group them by the same labels and
+//! need the same kind of data share one feed, which keeps per group (the
+//! values of the `group_by` labels) what they need over their ranges:
+//! merged rollups per 10 s slot (threshold, anomaly), running totals of
+//! good and bad events per slot (burn rate), and when data was last seen
+//! (absence). Ten rules on one service's groups thus merge each row once,
+//! merge each window once per boundary, and read a burn rate over 6 h
+//! from two running totals. Which feeds and group a series reaches is
+//! worked out once per series.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use vigil_core::model::{Kind, Rollup, SeriesKey};
-use vigil_core::store::label_of;
+use vigil_core::store::{Matcher, label_of};
 use vigil_core::tenant::TenantId;
 
 use crate::rules::{Check, Direction, Method, Rule, STEP_S};
 
-/// What one rule says of one group at one boundary.
+/// What one rule says of one group at one boundary: its condition holds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
     /// The rule's index in the engine's rules.
     pub rule: usize,
     /// The group's labels, and for a burn-rate pair its `severity`.
     pub labels: Vec<(String, String)>,
-    pub active: bool,
     /// The value the condition was checked on (the burn rate over the long
-    /// window, the z-score, the relative deviation); `None` without data.
+    /// window, the z-score, the relative deviation, the seconds without
+    /// data).
     pub value: Option<f64>,
 }
 
 /// The values of a rule's `group_by` labels.
 type Group = Vec<String>;
 
+/// What a feed keeps of each slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Keep {
+    /// Merged rollups: threshold and anomaly rules.
+    Rollups,
+    /// Events and bad events (errors, or points above the latency whose
+    /// bits are given): burn-rate rules.
+    Counts(Option<u64>),
+    /// When data was last seen: absence rules.
+    Presence,
+}
+
+/// Which series a feed takes, how it groups them, and what it keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FeedKey {
+    tenant: TenantId,
+    kind: Kind,
+    service: Option<String>,
+    series: Option<String>,
+    matchers: Vec<Matcher>,
+    group_by: Vec<String>,
+    keep: Keep,
+}
+
+impl FeedKey {
+    fn of(rule: &Rule) -> Self {
+        let keep = match &rule.check {
+            Check::Threshold { .. } | Check::Anomaly { .. } => Keep::Rollups,
+            Check::BurnRate { latency_ms, .. } => Keep::Counts(latency_ms.map(f64::to_bits)),
+            Check::Absence => Keep::Presence,
+        };
+        FeedKey {
+            tenant: rule.tenant.clone(),
+            kind: rule.kind,
+            service: rule.service.clone(),
+            series: rule.series.clone(),
+            matchers: rule.matchers.clone(),
+            group_by: rule.group_by.clone(),
+            keep,
+        }
+    }
+
+    fn selects(&self, series: &SeriesKey) -> bool {
+        self.series.as_ref().is_none_or(|name| *name == series.name)
+            && self.matchers.iter().all(|m| m.matches(series))
+    }
+}
+
+/// How long a rule needs the slots of its feed: its longest window.
+fn slots_s(rule: &Rule) -> u64 {
+    match &rule.check {
+        Check::Threshold { window_s, .. } | Check::Anomaly { window_s, .. } => *window_s,
+        Check::BurnRate { windows, .. } => windows.iter().map(|w| w.long_s).max().unwrap_or(0),
+        Check::Absence => rule.for_s,
+    }
+}
+
+#[derive(Debug)]
+struct Feed {
+    key: FeedKey,
+    /// Slots older than this before the boundary are dropped.
+    slots_s: u64,
+    /// A group without data for this long is forgotten (never for
+    /// presence).
+    forget_s: u64,
+    tracks: HashMap<Group, Track>,
+}
+
 #[derive(Debug, Default)]
 struct Track {
     /// Merged rollups by slot start.
     rollups: BTreeMap<u64, Rollup>,
-    /// (events, bad events) by slot start: burn-rate rules.
-    counts: BTreeMap<u64, (u64, u64)>,
+    /// By slot start: the events and bad events of every slot kept up to
+    /// this one, on top of `counts_base`.
+    counts: VecDeque<(u64, u64, u64)>,
+    /// The totals of the slots dropped from `counts`.
+    counts_base: (u64, u64),
     /// End of the newest slot with data.
     last_seen_end: u64,
-    /// Values of past evaluations, by boundary: anomaly rules.
-    history: VecDeque<(u64, f64)>,
+    /// The merged rollups of the windows asked for at `merged_at`, by
+    /// window length.
+    merged: Vec<(u64, Rollup)>,
+    merged_at: u64,
+    /// Values of past evaluations, by rule: anomaly rules.
+    history: Vec<(usize, VecDeque<(u64, f64)>)>,
+}
+
+impl Track {
+    fn add_counts(&mut self, start_s: u64, events: u64, bad: u64) {
+        let at = self.counts.partition_point(|(s, _, _)| *s < start_s);
+        if self.counts.get(at).is_none_or(|(s, _, _)| *s != start_s) {
+            let (before_events, before_bad) = match at {
+                0 => self.counts_base,
+                _ => (self.counts[at - 1].1, self.counts[at - 1].2),
+            };
+            self.counts.insert(at, (start_s, before_events, before_bad));
+        }
+        for slot in self.counts.range_mut(at..) {
+            slot.1 += events;
+            slot.2 += bad;
+        }
+    }
+
+    /// Events and bad events of the slots starting in `[from, to)`.
+    fn counts_in(&self, from: u64, to: u64) -> (u64, u64) {
+        let through = |t: u64| match self.counts.partition_point(|(s, _, _)| *s < t) {
+            0 => self.counts_base,
+            n => (self.counts[n - 1].1, self.counts[n - 1].2),
+        };
+        let (after, before) = (through(to), through(from));
+        (after.0 - before.0, after.1 - before.1)
+    }
+
+    /// The merged rollup of the slots in `[boundary − window_s, boundary)`,
+    /// merged once per boundary for all the feed's rules.
+    fn merged(&mut self, boundary: u64, window_s: u64) -> &Rollup {
+        if self.merged_at != boundary {
+            self.merged.clear();
+            self.merged_at = boundary;
+        }
+        let at = match self.merged.iter().position(|(w, _)| *w == window_s) {
+            Some(at) => at,
+            None => {
+                let mut rollup = Rollup::default();
+                for (_, slot) in self.rollups.range(boundary - window_s..boundary) {
+                    rollup.merge(slot);
+                }
+                self.merged.push((window_s, rollup));
+                self.merged.len() - 1
+            }
+        };
+        &self.merged[at].1
+    }
+
+    fn history(&mut self, rule: usize) -> &mut VecDeque<(u64, f64)> {
+        let at = match self.history.iter().position(|(r, _)| *r == rule) {
+            Some(at) => at,
+            None => {
+                self.history.push((rule, VecDeque::new()));
+                self.history.len() - 1
+            }
+        };
+        &mut self.history[at].1
+    }
+
+    /// Drops what is older than `oldest`.
+    fn prune(&mut self, oldest: u64) {
+        self.rollups = self.rollups.split_off(&oldest);
+        while self.counts.front().is_some_and(|(s, _, _)| *s < oldest) {
+            if let Some((_, events, bad)) = self.counts.pop_front() {
+                self.counts_base = (events, bad);
+            }
+        }
+        self.merged.clear();
+    }
 }
 
 /// The rules and the state of their groups.
 #[derive(Debug)]
 pub struct Engine {
     rules: Vec<Arc<Rule>>,
-    /// Rules by (tenant, kind, service); `None`: rules of every service.
+    /// The feed of each rule.
+    feed_of: Vec<usize>,
+    feeds: Vec<Feed>,
+    /// Feeds by (tenant, kind, service); `None`: feeds of every service.
     index: HashMap<(TenantId, Kind, Option<String>), Vec<usize>>,
-    /// Which (rule, group) each series feeds, by series id.
+    /// Which (feed, group) each series reaches, by series id.
     routes: HashMap<u64, Arc<[(usize, Group)]>>,
-    tracks: Vec<HashMap<Group, Track>>,
-    /// The last boundary evaluated, unix seconds.
+    /// The last boundary evaluated.
     evaluated_through: u64,
 }
 
@@ -62,45 +213,72 @@ impl Engine {
     /// An engine for `rules` that evaluates boundaries after `now_s`; groups
     /// without `group_by` are watched for absence from `now_s` on.
     pub fn new(rules: Vec<Arc<Rule>>, now_s: u64) -> Self {
-        let mut index: HashMap<_, Vec<usize>> = HashMap::new();
-        for (i, rule) in rules.iter().enumerate() {
-            index
-                .entry((rule.tenant.clone(), rule.kind, rule.service.clone()))
-                .or_default()
-                .push(i);
-        }
         let boundary = now_s - now_s % STEP_S;
-        let tracks = rules
-            .iter()
-            .map(|rule| {
-                let mut groups = HashMap::new();
-                if rule.group_by.is_empty() {
-                    groups.insert(
-                        Vec::new(),
-                        Track {
-                            last_seen_end: boundary,
-                            ..Track::default()
-                        },
-                    );
+        let mut by_key: HashMap<FeedKey, usize> = HashMap::new();
+        let mut feeds: Vec<Feed> = Vec::new();
+        let mut feed_of = Vec::with_capacity(rules.len());
+        for rule in &rules {
+            let key = FeedKey::of(rule);
+            let at = *by_key.entry(key.clone()).or_insert_with(|| {
+                let mut tracks = HashMap::new();
+                if key.keep == Keep::Presence && key.group_by.is_empty() {
+                    let track = Track {
+                        last_seen_end: boundary,
+                        ..Track::default()
+                    };
+                    tracks.insert(Vec::new(), track);
                 }
-                groups
-            })
-            .collect();
+                feeds.push(Feed {
+                    key,
+                    slots_s: 0,
+                    forget_s: 0,
+                    tracks,
+                });
+                feeds.len() - 1
+            });
+            let feed = &mut feeds[at];
+            feed.slots_s = feed.slots_s.max(slots_s(rule));
+            feed.forget_s = feed.forget_s.max(rule.range_s()).max(3_600);
+            feed_of.push(at);
+        }
+        let mut index: HashMap<_, Vec<usize>> = HashMap::new();
+        for (at, feed) in feeds.iter().enumerate() {
+            let key = &feed.key;
+            index
+                .entry((key.tenant.clone(), key.kind, key.service.clone()))
+                .or_default()
+                .push(at);
+        }
         Engine {
             rules,
+            feed_of,
+            feeds,
             index,
             routes: HashMap::new(),
-            tracks,
             evaluated_through: boundary,
         }
     }
 
-    /// Takes over the groups of `old`'s rules that did not change (same
-    /// definition), so a reload loses no window.
+    /// Takes over what `old` kept for the same feeds, and the anomaly
+    /// history of its rules that did not change, so a reload loses no
+    /// window.
     pub fn adopt(&mut self, old: &mut Engine) {
-        for (i, rule) in self.rules.iter().enumerate() {
-            if let Some(j) = old.rules.iter().position(|r| r == rule) {
-                self.tracks[i] = std::mem::take(&mut old.tracks[j]);
+        let renumbered: HashMap<usize, usize> = old
+            .rules
+            .iter()
+            .enumerate()
+            .filter_map(|(j, rule)| Some((j, self.rules.iter().position(|r| r == rule)?)))
+            .collect();
+        for feed in &mut self.feeds {
+            let Some(previous) = old.feeds.iter_mut().find(|f| f.key == feed.key) else {
+                continue;
+            };
+            feed.tracks = std::mem::take(&mut previous.tracks);
+            for track in feed.tracks.values_mut() {
+                track.history = std::mem::take(&mut track.history)
+                    .into_iter()
+                    .filter_map(|(j, values)| Some((*renumbered.get(&j)?, values)))
+                    .collect();
             }
         }
     }
@@ -114,9 +292,9 @@ impl Engine {
         self.evaluated_through
     }
 
-    /// Groups tracked over all rules.
+    /// Groups tracked over all feeds.
     pub fn groups(&self) -> usize {
-        self.tracks.iter().map(HashMap::len).sum()
+        self.feeds.iter().map(|f| f.tracks.len()).sum()
     }
 
     fn routes_of(&mut self, series: &SeriesKey) -> Arc<[(usize, Group)]> {
@@ -126,17 +304,15 @@ impl Engine {
         let mut routes = Vec::new();
         for service in [Some(series.service.clone()), None] {
             let key = (series.tenant.clone(), series.kind, service);
-            for &i in self.index.get(&key).into_iter().flatten() {
-                let rule = &self.rules[i];
-                let selected = rule.series.as_ref().is_none_or(|name| *name == series.name)
-                    && rule.matchers.iter().all(|m| m.matches(series));
-                if selected {
-                    let group = rule
+            for &at in self.index.get(&key).into_iter().flatten() {
+                let feed = &self.feeds[at].key;
+                if feed.selects(series) {
+                    let group = feed
                         .group_by
                         .iter()
                         .map(|key| label_of(series, key).to_owned())
                         .collect();
-                    routes.push((i, group));
+                    routes.push((at, group));
                 }
             }
         }
@@ -153,28 +329,27 @@ impl Engine {
         if count == 0 {
             return;
         }
-        for (i, group) in self.routes_of(series).iter() {
-            let rule = &self.rules[*i];
-            let oldest = self
-                .evaluated_through
-                .saturating_sub(rule.range_s() + STEP_S);
+        for (at, group) in self.routes_of(series).iter() {
+            let feed = &mut self.feeds[*at];
+            let oldest = self.evaluated_through.saturating_sub(feed.slots_s + STEP_S);
             if start_s + width_s <= oldest {
                 continue;
             }
-            let track = self.tracks[*i].entry(group.clone()).or_default();
+            let track = match feed.tracks.get_mut(group) {
+                Some(track) => track,
+                None => feed.tracks.entry(group.clone()).or_default(),
+            };
             track.last_seen_end = track.last_seen_end.max(start_s + width_s);
-            match &rule.check {
-                Check::Absence => {}
-                Check::BurnRate { latency_ms, .. } => {
-                    let bad = match latency_ms {
-                        Some(threshold) => rollup.values.count_above(*threshold),
+            match feed.key.keep {
+                Keep::Presence => {}
+                Keep::Counts(latency) => {
+                    let bad = match latency {
+                        Some(bits) => rollup.values.count_above(f64::from_bits(bits)),
                         None => rollup.errors,
                     };
-                    let slot = track.counts.entry(start_s).or_default();
-                    slot.0 += count;
-                    slot.1 += bad;
+                    track.add_counts(start_s, count, bad);
                 }
-                Check::Threshold { .. } | Check::Anomaly { .. } => {
+                Keep::Rollups => {
                     track.rollups.entry(start_s).or_default().merge(rollup);
                 }
             }
@@ -196,36 +371,37 @@ impl Engine {
     fn evaluate(&mut self, boundary: u64) -> Vec<Verdict> {
         let mut verdicts = Vec::new();
         for (i, rule) in self.rules.iter().enumerate() {
-            let range_s = rule.range_s();
-            let tracks = &mut self.tracks[i];
-            for (group, track) in tracks.iter_mut() {
-                let labels: Vec<(String, String)> = rule
-                    .group_by
-                    .iter()
-                    .cloned()
-                    .zip(group.iter().cloned())
-                    .collect();
-                check(rule, boundary, track, |extra, active, value| {
-                    let mut labels = labels.clone();
+            let feed = &mut self.feeds[self.feed_of[i]];
+            for (group, track) in feed.tracks.iter_mut() {
+                check(rule, i, boundary, track, |extra, value| {
+                    let mut labels: Vec<(String, String)> = rule
+                        .group_by
+                        .iter()
+                        .cloned()
+                        .zip(group.iter().cloned())
+                        .collect();
                     labels.extend(extra);
                     verdicts.push(Verdict {
                         rule: i,
                         labels,
-                        active,
                         value,
                     });
                 });
-                let oldest = boundary.saturating_sub(range_s);
-                track.rollups = track.rollups.split_off(&oldest);
-                track.counts = track.counts.split_off(&oldest);
             }
-            // A group without data over its range (and, for anomalies, over
-            // the last hour) is forgotten; absence is watched for good.
-            if !matches!(rule.check, Check::Absence) {
-                tracks.retain(|_, track| {
+        }
+        for feed in &mut self.feeds {
+            let oldest = boundary.saturating_sub(feed.slots_s);
+            for track in feed.tracks.values_mut() {
+                track.prune(oldest);
+            }
+            // A group without data for long is forgotten; absence is
+            // watched for good.
+            if feed.key.keep != Keep::Presence {
+                let forget_s = feed.forget_s;
+                feed.tracks.retain(|_, track| {
                     !track.rollups.is_empty()
                         || !track.counts.is_empty()
-                        || track.last_seen_end + range_s.max(3_600) > boundary
+                        || track.last_seen_end + forget_s > boundary
                 });
             }
         }
@@ -233,22 +409,15 @@ impl Engine {
     }
 }
 
-/// The merged rollup of the slots in `[from, to)`.
-fn merged(track: &Track, from: u64, to: u64) -> Rollup {
-    let mut rollup = Rollup::default();
-    for (_, slot) in track.rollups.range(from..to) {
-        rollup.merge(slot);
-    }
-    rollup
-}
-
-/// Checks one group at `boundary`, calling `verdict(extra labels, active,
-/// value)` once per alert the rule can raise for it.
+/// Checks one group at `boundary` for rule `index`, calling
+/// `verdict(extra labels, value)` for each alert of it whose condition
+/// holds.
 fn check(
     rule: &Rule,
+    index: usize,
     boundary: u64,
     track: &mut Track,
-    mut verdict: impl FnMut(Vec<(String, String)>, bool, Option<f64>),
+    mut verdict: impl FnMut(Vec<(String, String)>, Option<f64>),
 ) {
     match &rule.check {
         Check::Threshold {
@@ -258,25 +427,25 @@ fn check(
             value: bound,
             min_count,
         } => {
-            let rollup = merged(track, boundary - window_s, boundary);
+            let rollup = track.merged(boundary, *window_s);
             let value = (rollup.values.count() >= *min_count)
-                .then(|| signal.value(&rollup, *window_s))
+                .then(|| signal.value(rollup, *window_s))
                 .flatten();
-            let active = value.is_some_and(|v| op.holds(v, *bound));
-            verdict(Vec::new(), active, value);
+            if let Some(value) = value.filter(|v| op.holds(*v, *bound)) {
+                verdict(Vec::new(), Some(value));
+            }
         }
         Check::Absence => {
             let silent_s = boundary.saturating_sub(track.last_seen_end);
-            verdict(Vec::new(), silent_s >= rule.for_s, Some(silent_s as f64));
+            if silent_s >= rule.for_s {
+                verdict(Vec::new(), Some(silent_s as f64));
+            }
         }
         Check::BurnRate {
             budget, windows, ..
         } => {
             let rate = |window_s: u64| {
-                let (events, bad) = track
-                    .counts
-                    .range(boundary - window_s..boundary)
-                    .fold((0, 0), |(e, b), (_, (events, bad))| (e + events, b + bad));
+                let (events, bad) = track.counts_in(boundary - window_s, boundary);
                 (events > 0).then(|| bad as f64 / events as f64 / budget)
             };
             for window in windows {
@@ -285,10 +454,10 @@ fn check(
                 // A rate computed at the factor exactly may come out a
                 // rounding error below it.
                 let factor = window.factor * (1.0 - 1e-9);
-                let active =
-                    long.is_some_and(|r| r >= factor) && short.is_some_and(|r| r >= factor);
-                let labels = vec![("severity".to_owned(), window.severity.clone())];
-                verdict(labels, active, long);
+                if long.is_some_and(|r| r >= factor) && short.is_some_and(|r| r >= factor) {
+                    let labels = vec![("severity".to_owned(), window.severity.clone())];
+                    verdict(labels, long);
+                }
             }
         }
         Check::Anomaly {
@@ -298,44 +467,41 @@ fn check(
             direction,
             min_count,
         } => {
-            let rollup = merged(track, boundary - window_s, boundary);
-            let value = (rollup.values.count() >= *min_count)
-                .then(|| signal.value(&rollup, *window_s))
-                .flatten();
-            let Some(value) = value else {
-                verdict(Vec::new(), false, None);
+            let rollup = track.merged(boundary, *window_s);
+            let Some(value) = (rollup.values.count() >= *min_count)
+                .then(|| signal.value(rollup, *window_s))
+                .flatten()
+            else {
                 return;
             };
+            let history = track.history(index);
             let deviation = match *method {
                 Method::ZScore { history_s, .. } => {
-                    while track
-                        .history
+                    while history
                         .front()
                         .is_some_and(|(at, _)| at + history_s < boundary)
                     {
-                        track.history.pop_front();
+                        history.pop_front();
                     }
-                    let past: Vec<f64> = track.history.iter().map(|(_, v)| *v).collect();
-                    track.history.push_back((boundary, value));
+                    let past: Vec<f64> = history.iter().map(|(_, v)| *v).collect();
+                    history.push_back((boundary, value));
                     robust_z(value, &past)
                 }
                 Method::Seasonal { period_s, .. } => {
                     // One value a minute is kept for the baseline.
-                    while track
-                        .history
+                    while history
                         .front()
                         .is_some_and(|(at, _)| at + period_s + 60 <= boundary)
                     {
-                        track.history.pop_front();
+                        history.pop_front();
                     }
                     let then = boundary - period_s;
-                    let baseline = track
-                        .history
+                    let baseline = history
                         .iter()
                         .find(|(at, _)| *at <= then && then < at + 60)
                         .map(|(_, v)| *v);
                     if boundary.is_multiple_of(60) {
-                        track.history.push_back((boundary, value));
+                        history.push_back((boundary, value));
                     }
                     baseline.map(|base| relative_deviation(value, base))
                 }
@@ -344,12 +510,14 @@ fn check(
                 Method::ZScore { threshold, .. } => *threshold,
                 Method::Seasonal { tolerance, .. } => *tolerance,
             };
-            let active = deviation.is_some_and(|d| match direction {
+            let holds = deviation.is_some_and(|d| match direction {
                 Direction::Up => d > limit,
                 Direction::Down => d < -limit,
                 Direction::Both => d.abs() > limit,
             });
-            verdict(Vec::new(), active, deviation);
+            if holds {
+                verdict(Vec::new(), deviation);
+            }
         }
     }
 }
@@ -454,7 +622,6 @@ mod tests {
             .flat_map(|(boundary, verdicts)| {
                 verdicts
                     .into_iter()
-                    .filter(|v| v.active)
                     .map(move |v| (boundary, v.labels, v.value))
             })
             .collect()
@@ -492,6 +659,51 @@ mod tests {
     }
 
     #[test]
+    fn running_totals_take_slots_in_any_order_and_drop_old_ones() {
+        let mut track = Track::default();
+        track.add_counts(T0 + 20, 5, 1);
+        track.add_counts(T0, 10, 2);
+        track.add_counts(T0 + 10, 20, 4);
+        track.add_counts(T0 + 20, 1, 1);
+        assert_eq!(track.counts_in(T0, T0 + 30), (36, 8));
+        assert_eq!(track.counts_in(T0 + 10, T0 + 30), (26, 6));
+        assert_eq!(track.counts_in(T0 + 20, T0 + 30), (6, 2));
+        assert_eq!(track.counts_in(T0 + 30, T0 + 40), (0, 0));
+        track.prune(T0 + 10);
+        assert_eq!(track.counts.len(), 2);
+        assert_eq!(track.counts_in(T0, T0 + 30), (26, 6), "the dropped slot");
+        track.add_counts(T0 + 40, 3, 0);
+        assert_eq!(track.counts_in(T0 + 20, T0 + 50), (9, 2));
+    }
+
+    #[test]
+    fn rules_on_the_same_series_share_a_feed_that_a_reload_keeps() {
+        let yaml = |bound: u32| {
+            format!(
+                "rules:\n  - {{name: slow, type: threshold, service: pay, group_by: [vigil.unit], signal: p99, window: 30s, op: '>', value: {bound}}}\n  - {{name: errors, type: threshold, service: pay, group_by: [vigil.unit], signal: error_ratio, window: 30s, op: '>', value: 0.5}}\n  - {{name: slo, type: burn_rate, service: pay, group_by: [vigil.unit], objective: 99}}\n"
+            )
+        };
+        let mut engine = Engine::new(rules(&yaml(300)), T0);
+        for unit in ["u1", "u2"] {
+            engine.ingest(&series("pay", unit), 10, T0, &rollup(10, 250.0, 0));
+        }
+        // Two feeds (rollups, counts) of two groups each, not three.
+        assert_eq!((engine.feeds.len(), engine.groups()), (2, 4));
+        assert!(fired(&mut engine, T0 + 10).is_empty());
+        let mut reloaded = Engine::new(rules(&yaml(200)), engine.evaluated_through());
+        reloaded.adopt(&mut engine);
+        assert_eq!(reloaded.groups(), 4);
+        // The 250 ms read before the reload, judged on the new bound.
+        let fired: Vec<(u64, Labels)> = fired(&mut reloaded, T0 + 20)
+            .into_iter()
+            .map(|(b, labels, _)| (b - T0, labels))
+            .collect();
+        let mut fired = fired;
+        fired.sort();
+        assert_eq!(fired, vec![(20, unit("u1")), (20, unit("u2"))]);
+    }
+
+    #[test]
     fn too_few_points_give_no_verdict() {
         let rules = rules(
             "rules:\n  - {name: errors, type: threshold, signal: error_ratio, op: '>', value: 0.1, min_count: 20}\n",
@@ -500,11 +712,11 @@ mod tests {
         engine.ingest(&series("pay", "u1"), 10, T0, &rollup(10, 1.0, 10));
         engine.ingest(&series("pay", "u1"), 10, T0 + 10, &rollup(20, 1.0, 3));
         let verdicts = engine.advance(T0 + 20);
-        let values: Vec<(bool, Option<f64>)> = verdicts
+        let values: Vec<(u64, Vec<Option<f64>>)> = verdicts
             .iter()
-            .map(|(_, v)| (v[0].active, v[0].value))
+            .map(|(b, v)| (b - T0, v.iter().map(|v| v.value).collect()))
             .collect();
-        assert_eq!(values, vec![(false, None), (true, Some(0.15))]);
+        assert_eq!(values, vec![(10, vec![]), (20, vec![Some(0.15)])]);
     }
 
     #[test]
@@ -591,7 +803,6 @@ mod tests {
             .flat_map(|(b, verdicts)| {
                 verdicts
                     .into_iter()
-                    .filter(|v| v.active)
                     .map(move |v| (b, v.rule, v.value.expect("a value")))
             })
             .collect();
@@ -620,7 +831,6 @@ mod tests {
             .flat_map(|(b, verdicts)| {
                 verdicts
                     .into_iter()
-                    .filter(|v| v.active)
                     .map(move |v| (b - T0, v.rule, v.labels))
             })
             .collect();

@@ -432,7 +432,6 @@ inhibit_rules:
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
-            active: true,
             value: Some(2.0),
         }
     }

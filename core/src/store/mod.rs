@@ -114,7 +114,7 @@ impl RollupQuery {
 /// One label matcher: the series' label `key` equals (or differs from)
 /// `value`. A series without the label has it as "". The keys
 /// `service.name` and `name` are the series' service and name.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Matcher {
     pub key: String,
     pub value: String,

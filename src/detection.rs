@@ -1,0 +1,233 @@
+//! `vigil bench detection`: how long from the demo payment service starting
+//! to fail to the alert's webhook arriving, through every component: the
+//! demo's OpenTelemetry SDK → collector → bus → aggregator → alerter →
+//! webhook, on the configured bus and store.
+//!
+//! One process runs them all with a webhook sink on loopback and a steady
+//! load of order creations. Each trial waits a random part of a 10 s
+//! window, makes half of the creations fail (`/admin/faults`), and times
+//! until the firing notification arrives; then it clears the fault and
+//! waits for the resolved notification before the next.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::extract::State;
+use axum::routing::post;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::time::{Instant, sleep};
+use vigil_aggregator::Aggregator;
+use vigil_alerter::Alerter;
+use vigil_collector::Collector;
+use vigil_core::config::{Config, Secret, TenantConfig};
+use vigil_core::shutdown::Shutdown;
+use vigil_core::tenant::TenantId;
+use vigil_synthetic::demo::{DemoOptions, DemoService};
+
+type Error = Box<dyn std::error::Error>;
+
+const TENANT: &str = "detection";
+const TOKEN: &str = "detection-bench-ingest-token";
+/// Order creations per second.
+const RATE: u64 = 50;
+/// The share of creations that fail during a trial.
+const ERROR_RATE: f64 = 0.5;
+/// How long a trial may wait for its firing or resolved notification.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+/// Notifications the sink received, with when.
+type Received = Arc<Mutex<Vec<(Instant, Value)>>>;
+
+/// The detection latency of each trial.
+pub async fn run(mut config: Config, trials: usize) -> Result<Vec<Duration>, Error> {
+    let shutdown = Shutdown::new();
+    let received: Received = Arc::default();
+    let sink = sink(Arc::clone(&received), shutdown.clone()).await?;
+    let folder = std::env::temp_dir().join(format!("vigil-detection-{}", std::process::id()));
+    std::fs::create_dir_all(&folder)?;
+    let rules = folder.join("rules.yaml");
+    std::fs::write(&rules, rule_file(sink))?;
+
+    let loopback = |address: SocketAddr| SocketAddr::from(([127, 0, 0, 1], address.port()));
+    let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.collector.grpc_listen = any_port;
+    config.collector.http_listen = any_port;
+    config.aggregator.metrics_listen = any_port;
+    config.alerter.metrics_listen = any_port;
+    config.collector.tenants = vec![TenantConfig {
+        id: TenantId::parse(TENANT)?,
+        tokens: vec![Secret::new(TOKEN)],
+    }];
+    // Groups of this run only: it reads nothing an earlier run left.
+    let run_id = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
+    config.aggregator.group = format!("vigil-detection-{run_id}");
+    config.alerter.group = format!("vigil-detection-alerter-{run_id}");
+    config.alerter.rules = vec![rules];
+
+    let bus = vigil_core::bus::connect(&config.bus)?;
+    let store = vigil_core::store::open(&config.store).await?;
+    let collector = Collector::start(&config, Arc::clone(&bus), shutdown.clone()).await?;
+    let aggregator = Aggregator::start(
+        &config,
+        Arc::clone(&bus),
+        Arc::clone(&store),
+        shutdown.clone(),
+    )
+    .await?;
+    let alerter = Alerter::start(&config, bus, store, shutdown.clone()).await?;
+    let demo = DemoService::start(
+        DemoOptions {
+            listen: any_port,
+            service_name: "payments".into(),
+            unit: "unit-a".into(),
+            version: "1.0.0".into(),
+            cohort: "stable".into(),
+            otlp_endpoint: Some(format!("http://{}", loopback(collector.http_address()))),
+            token: Some(TOKEN.into()),
+        },
+        shutdown.clone(),
+    )
+    .await?;
+    let demo_url = format!("http://{}", loopback(demo.address()));
+    let load = tokio::spawn(load(demo_url.clone(), shutdown.clone()));
+
+    let client = reqwest::Client::new();
+    let faults = format!("{demo_url}/admin/faults");
+    // The first windows: the alerter's consumer joins and the service's
+    // error ratio is known to be 0.
+    sleep(Duration::from_secs(20)).await;
+    let mut latencies = Vec::with_capacity(trials);
+    for trial in 0..trials {
+        let phase = Duration::from_millis(rand::random_range(0..10_000));
+        sleep(phase).await;
+        let seen = lock(&received).len();
+        client
+            .post(&faults)
+            .header("content-type", "application/json")
+            .body(json!({"route": "create", "error_rate": ERROR_RATE}).to_string())
+            .send()
+            .await?
+            .error_for_status()?;
+        let injected = Instant::now();
+        let fired = wait_for(&received, seen, "firing").await?;
+        let latency = fired - injected;
+        tracing::info!(trial, latency_s = latency.as_secs_f64(), "detected");
+        latencies.push(latency);
+        let seen = lock(&received).len();
+        client.delete(&faults).send().await?.error_for_status()?;
+        wait_for(&received, seen, "resolved").await?;
+    }
+
+    shutdown.trigger();
+    load.await?;
+    demo.wait().await;
+    alerter.wait().await;
+    aggregator.wait().await?;
+    collector.wait().await?;
+    std::fs::remove_dir_all(&folder)?;
+    Ok(latencies)
+}
+
+/// One rule: more than 5 % of a unit's payments spans failed over the last
+/// 10 s window; notified at once.
+fn rule_file(sink: SocketAddr) -> String {
+    format!(
+        r#"tenant: {TENANT}
+rules:
+  - name: payments-failing
+    type: threshold
+    service: payments
+    group_by: [vigil.unit]
+    signal: error_ratio
+    window: 10s
+    op: '>'
+    value: 0.05
+    min_count: 10
+    annotations:
+      summary: "{{{{value}}}} of payments requests fail in {{{{vigil.unit}}}}"
+receivers:
+  - name: sink
+    url: http://{sink}/hook
+route:
+  receiver: sink
+  group_wait: 0s
+  group_interval: 1s
+  repeat_interval: 1h
+"#
+    )
+}
+
+/// A webhook receiver on loopback that keeps what it is sent.
+async fn sink(received: Received, shutdown: Shutdown) -> Result<SocketAddr, Error> {
+    async fn hook(State(received): State<Received>, Json(body): Json<Value>) -> &'static str {
+        lock(&received).push((Instant::now(), body));
+        "ok"
+    }
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+    let address = listener.local_addr()?;
+    let router = axum::Router::new()
+        .route("/hook", post(hook))
+        .with_state(received);
+    tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.wait().await })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "the webhook sink stopped");
+        }
+    });
+    Ok(address)
+}
+
+/// Creates orders at [`RATE`] a second until `shutdown`; failures are what
+/// the trials inject.
+async fn load(demo_url: String, shutdown: Shutdown) {
+    let client = reqwest::Client::new();
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
+    let order = json!({"amount": 1250, "currency": "EUR"}).to_string();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.wait() => return,
+        }
+        let request = client
+            .post(format!("{demo_url}/orders"))
+            .header("content-type", "application/json")
+            .body(order.clone());
+        tokio::spawn(async move {
+            // A refused creation is the fault at work.
+            let _ = request.send().await;
+        });
+    }
+}
+
+/// When the first notification after the `seen` first ones with `status`
+/// arrived.
+async fn wait_for(received: &Received, seen: usize, status: &str) -> Result<Instant, Error> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let found = lock(received)
+            .iter()
+            .skip(seen)
+            .find(|(_, body)| body["status"] == status)
+            .map(|(at, _)| *at);
+        if let Some(at) = found {
+            return Ok(at);
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "no {status} notification within {} s; see the log",
+                PATIENCE.as_secs()
+            )
+            .into());
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn lock(received: &Received) -> std::sync::MutexGuard<'_, Vec<(Instant, Value)>> {
+    received.lock().unwrap_or_else(PoisonError::into_inner)
+}
