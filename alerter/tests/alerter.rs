@@ -252,6 +252,23 @@ async fn alert_fires_signed_survives_a_restart_and_resolves(backend: Backend) {
     )
     .await
     .unwrap();
+    // A rule file that does not load is refused with its file, line, rule
+    // and reason, and the rules running stay.
+    let running = alerter.metrics().rules.get();
+    let bad = s.folder.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "tenant: acme\nrules:\n  - {name: broken, type: threshold, signal: p42, op: '>', value: 1}\n",
+    )
+    .unwrap();
+    let refused = alerter.reload().await.unwrap_err();
+    assert!(
+        refused.starts_with(&format!("{}:3: rule broken: ", bad.display())),
+        "{refused}"
+    );
+    assert!(refused.contains("p42"), "{refused}");
+    assert_eq!(alerter.metrics().rules.get(), running);
+    std::fs::remove_file(&bad).unwrap();
     // The window after the one the alerter started in: the first it
     // evaluates from the bus alone.
     let window = now_s() - now_s() % 10;

@@ -45,12 +45,20 @@ pub fn parse<T: DeserializeOwned>(text: &str) -> Result<T, (usize, String)> {
 }
 
 /// The index (from 0) of the first line at or after `from` that reads
-/// `name: <wanted>` (as a list item or not, quoted or not): where a problem
-/// found after parsing is reported.
+/// `name: <wanted>` (as a list item or not, quoted or not, or first in a
+/// flow mapping `{name: <wanted>, …}`): where a problem found after
+/// parsing is reported.
 pub fn name_line(text: &str, wanted: &str, from: usize) -> Option<usize> {
     text.lines().enumerate().skip(from).find_map(|(i, line)| {
         let line = line.trim_start().trim_start_matches("- ").trim_start();
-        let value = line.strip_prefix("name:")?.trim();
+        let (line, flow) = match line.strip_prefix('{') {
+            Some(inside) => (inside.trim_start(), true),
+            None => (line, false),
+        };
+        let mut value = line.strip_prefix("name:")?.trim();
+        if flow {
+            value = value.split([',', '}']).next().unwrap_or("").trim();
+        }
         let value = value.trim_matches(|c| c == '"' || c == '\'');
         (value == wanted).then_some(i)
     })
@@ -78,4 +86,21 @@ pub fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
     }
     files.sort();
     files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_is_found_in_block_and_flow_style() {
+        let text =
+            "rules:\n  - name: a\n  - {name: b, type: x}\n  - { name: \"c\" }\n  - name: 'd'\n";
+        let lines: Vec<Option<usize>> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|name| name_line(text, name, 0))
+            .collect();
+        assert_eq!(lines, vec![Some(1), Some(2), Some(3), Some(4), None]);
+        assert_eq!(name_line(text, "a", 2), None);
+    }
 }
