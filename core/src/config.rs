@@ -73,6 +73,46 @@ pub struct Config {
     /// Rules, alerts, notifications and remediation.
     #[serde(default)]
     pub alerter: AlerterConfig,
+    /// How gray releases are judged (`GET /api/v1/releases/{service}/health`).
+    #[serde(default)]
+    pub canary: CanaryConfig,
+}
+
+/// How a canary is judged against its baseline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryConfig {
+    /// Events (requests, sessions, frames, runs) each cohort needs before a
+    /// signal is judged; fewer: inconclusive.
+    #[serde(default = "default_canary_min_samples")]
+    pub min_samples: u64,
+    /// A difference is significant when its p-value is below this.
+    #[serde(default = "default_canary_significance")]
+    pub significance: f64,
+    /// A significant difference fails the canary only when it is worse than
+    /// the baseline by more than this percentage of it.
+    #[serde(default = "default_canary_tolerance_percent")]
+    pub tolerance_percent: f64,
+}
+
+impl Default for CanaryConfig {
+    fn default() -> Self {
+        CanaryConfig {
+            min_samples: default_canary_min_samples(),
+            significance: default_canary_significance(),
+            tolerance_percent: default_canary_tolerance_percent(),
+        }
+    }
+}
+
+impl CanaryConfig {
+    pub fn criteria(&self) -> crate::canary::Criteria {
+        crate::canary::Criteria {
+            min_samples: self.min_samples,
+            significance: self.significance,
+            tolerance: self.tolerance_percent / 100.0,
+        }
+    }
 }
 
 /// The alerter: its rule files, how it reads the aggregators' windows, and
@@ -728,6 +768,15 @@ fn default_synthetic_metrics_listen() -> SocketAddr {
 fn default_alerter_metrics_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 9467))
 }
+fn default_canary_min_samples() -> u64 {
+    100
+}
+fn default_canary_significance() -> f64 {
+    0.05
+}
+fn default_canary_tolerance_percent() -> f64 {
+    10.0
+}
 fn default_alerter_group() -> String {
     "vigil-alerter".to_owned()
 }
@@ -908,7 +957,37 @@ impl Config {
         self.validate_api()?;
         self.validate_slos()?;
         self.validate_synthetic()?;
-        self.validate_alerter()
+        self.validate_alerter()?;
+        self.validate_canary()
+    }
+
+    fn validate_canary(&self) -> Result<(), ConfigError> {
+        let canary = &self.canary;
+        if canary.min_samples == 0 {
+            return Err(ConfigError::invalid(
+                "canary.min_samples",
+                "must be at least 1",
+            ));
+        }
+        if !(canary.significance > 0.0 && canary.significance <= 0.5) {
+            return Err(ConfigError::invalid(
+                "canary.significance",
+                format!(
+                    "must be above 0 and at most 0.5 (0.05 is usual), got {}",
+                    canary.significance
+                ),
+            ));
+        }
+        if !(0.0..=1000.0).contains(&canary.tolerance_percent) {
+            return Err(ConfigError::invalid(
+                "canary.tolerance_percent",
+                format!(
+                    "must be between 0 and 1000, got {}",
+                    canary.tolerance_percent
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn validate_alerter(&self) -> Result<(), ConfigError> {

@@ -3,6 +3,8 @@
 //! - [`distribution`]: the log-bucketed histogram behind every latency and value
 //!   distribution, mergeable and stored as key/count arrays;
 //! - [`bus`]: the message bus between components, on Kafka or in-process;
+//! - [`canary`]: canary against baseline, the statistical tests and the
+//!   verdict of a release;
 //! - [`config`]: the configuration file and its `VIGIL_*` overrides;
 //! - [`metrics_endpoint`]: `GET /metrics` and `GET /healthz` of a component
 //!   that serves nothing else;
@@ -19,6 +21,7 @@
 //! - [`yaml`]: YAML files (scenarios, rules) and errors that name the line.
 
 pub mod bus;
+pub mod canary;
 pub mod config;
 pub mod distribution;
 pub mod metrics_endpoint;

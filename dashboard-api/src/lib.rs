@@ -4,8 +4,9 @@
 //! the configured objectives — the same on SQLite and ClickHouse.
 //!
 //! - `services`, `query_path` (with the engine in `query`), `traces`,
-//!   `slo`, `client`, `probes`, `alerts`, `silences`: one module per path
-//!   (the last two over the alerter's state and history in the store);
+//!   `slo`, `client`, `probes`, `releases`, `alerts`, `silences`: one
+//!   module per path (the last two over the alerter's state and history in
+//!   the store);
 //! - `openapi`: the table of paths and parameters that both checks requests
 //!   and writes `/api/v1/openapi.json`;
 //! - `reader`: merged rollups from the widest closed windows, within limits.
@@ -22,6 +23,7 @@ mod probes;
 pub mod query;
 mod query_path;
 mod reader;
+mod releases;
 mod server;
 mod services;
 mod silences;

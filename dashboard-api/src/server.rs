@@ -17,7 +17,7 @@ use axum::routing::{delete, get};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use vigil_core::config::{Config, SloConfig};
+use vigil_core::config::{CanaryConfig, Config, SloConfig};
 use vigil_core::model::Rollup;
 use vigil_core::shutdown::Shutdown;
 use vigil_core::store::Store;
@@ -28,11 +28,11 @@ use crate::metrics::Metrics;
 use crate::openapi::{self, Endpoint};
 use crate::params::Params;
 use crate::reader::Reader;
-use crate::{alerts, client, probes, query_path, services, silences, slo, traces};
+use crate::{alerts, client, probes, query_path, releases, services, silences, slo, traces};
 use vigil_core::signal::Signal;
 
 /// Every `/api/v1` path, in the order the OpenAPI document lists them.
-const ENDPOINTS: [&Endpoint; 13] = [
+const ENDPOINTS: [&Endpoint; 14] = [
     &services::ENDPOINT,
     &query_path::ENDPOINT,
     &traces::TRACE,
@@ -41,6 +41,7 @@ const ENDPOINTS: [&Endpoint; 13] = [
     &client::ENDPOINT,
     &probes::PROBES,
     &probes::RUNS,
+    &releases::HEALTH,
     &alerts::ALERTS,
     &alerts::HISTORY,
     &silences::LIST,
@@ -87,6 +88,7 @@ impl Api {
             auth: Auth::new(&config.api),
             metrics: Metrics::default(),
             slos: config.slos.clone(),
+            canary: config.canary.clone(),
             timeout: Duration::from_millis(config.api.query_timeout_ms),
             max_points: config.api.max_points,
             settle_s: config.aggregator.allowed_lateness_s + flush_s + SETTLE_MARGIN_S,
@@ -124,6 +126,7 @@ pub struct AppState {
     auth: Auth,
     metrics: Metrics,
     pub slos: Vec<SloConfig>,
+    pub canary: CanaryConfig,
     timeout: Duration,
     max_points: usize,
     settle_s: u64,
@@ -229,6 +232,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route(client::ENDPOINT.path, get(client::handler))
         .route(probes::PROBES.path, get(probes::probes))
         .route(probes::RUNS.path, get(probes::runs))
+        .route(releases::HEALTH.path, get(releases::health))
         .route(alerts::ALERTS.path, get(alerts::alerts))
         .route(alerts::HISTORY.path, get(alerts::history))
         .route(

@@ -201,6 +201,24 @@ impl Distribution {
         negative + zero + positive
     }
 
+    /// The non-empty buckets from the smallest values up: each one's
+    /// representative value (within [`RELATIVE_ERROR`] of its values) and
+    /// count. Two distributions share their buckets, so equal
+    /// representatives are the same bucket.
+    pub fn ascending(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        let negative = self
+            .negative
+            .iter()
+            .rev()
+            .map(|(index, n)| (-representative(index), n));
+        let zero = (self.zero > 0).then_some((0.0, self.zero));
+        let positive = self
+            .positive
+            .iter()
+            .map(|(index, n)| (representative(index), n));
+        negative.chain(zero).chain(positive)
+    }
+
     /// The representative value of the bucket holding the `rank`-th smallest
     /// value (1-based, `rank ≤ count`).
     fn value_at_rank(&self, rank: u64) -> f64 {

@@ -1,0 +1,284 @@
+//! `GET /api/v1/releases/{service}/health?version=…`: is a gray release's
+//! canary worse than its baseline? For release managers.
+//!
+//! Server signals come from the service's server spans grouped by
+//! `service.version`, `vigil.unit` and `vigil.cohort`; client signals
+//! (mobile and web app releases) from the app's client series grouped by
+//! `app.version`, `vigil.unit` and `vigil.cohort`. The canary is the
+//! version asked for; the baseline the other versions (or `baseline=`) in
+//! the canary's units, over the same range. The tests and the verdict are
+//! `vigil_core::canary`'s, the same the alerter's `canary` rules use.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde_json::json;
+use vigil_core::canary::{self, Criteria, Judgement, Member, Outcome, Release};
+use vigil_core::model::{Kind, Rollup};
+
+use crate::error::{ApiError, BadParameter};
+use crate::openapi::{Endpoint, FROM, Method, Param, TO};
+use crate::query::Selection;
+use crate::reader::Reader;
+use crate::server::{Answer, AppState, Incoming, range_json, seconds};
+
+pub const HEALTH: Endpoint = Endpoint {
+    method: Method::Get,
+    path: "/api/v1/releases/{service}/health",
+    summary: "A release's canary against its baseline over the range (default the last hour): per signal (server error ratio, p50 and p99 latency; client crash rate, also by type, app-start p90, slow-frame rate) both values, the difference, the test, its p-value and pass, fail or inconclusive; then promote, hold or rollback with the reasons",
+    path_params: &[("service", "The service, or the app of client telemetry")],
+    params: &[
+        Param {
+            name: "version",
+            kind: "string",
+            required: true,
+            description: "The canary's version (service.version, or app.version for an app).",
+        },
+        Param {
+            name: "baseline",
+            kind: "string",
+            required: false,
+            description: "The baseline's version; default every other version in the canary's units (only the vigil.cohort=baseline ones when there are any).",
+        },
+        Param {
+            name: "unit",
+            kind: "string",
+            required: false,
+            description: "Judge one vigil.unit only.",
+        },
+        Param {
+            name: "min_samples",
+            kind: "integer",
+            required: false,
+            description: "Events each cohort needs before a signal is judged (default canary.min_samples).",
+        },
+        FROM,
+        TO,
+    ],
+    body: None,
+};
+
+const UNIT: &str = "vigil.unit";
+const COHORT: &str = "vigil.cohort";
+
+/// Rollups by (version, unit, cohort, extra labels).
+type Groups = Vec<(Vec<String>, Rollup)>;
+
+pub async fn health(
+    State(state): State<Arc<AppState>>,
+    Path(service): Path<String>,
+    incoming: Incoming,
+) -> Answer {
+    let call = state.begin(&HEALTH, &incoming)?;
+    let version = call
+        .params
+        .text("version")
+        .ok_or_else(|| BadParameter::new("version", "required: the canary's version"))?;
+    let baseline = call.params.text("baseline");
+    let unit = call.params.text("unit");
+    let mut criteria: Criteria = state.canary.criteria();
+    if let Some(min) = call.params.number("min_samples", 1, 1_000_000_000)? {
+        criteria.min_samples = min;
+    }
+    let (from_s, to_s) = seconds(call.params.range(3_600_000)?);
+    let release = Release {
+        version: &version,
+        baseline: baseline.as_deref(),
+        unit: unit.as_deref(),
+    };
+    let data = state
+        .within(read(&call.reader, &service, from_s, to_s))
+        .await?;
+    let mut judgements = Vec::new();
+    let mut baseline_versions = BTreeSet::new();
+    let mut units = BTreeSet::new();
+    let mut by_type = Vec::new();
+
+    let (canary_spans, baseline_spans) =
+        split(&release, &data.spans, &mut baseline_versions, &mut units);
+    if canary_spans.values.count() + baseline_spans.values.count() > 0 {
+        let requests = |r: &Rollup| (r.errors, r.values.count());
+        judgements.push(criteria.ratio(
+            "error_ratio",
+            requests(&canary_spans),
+            requests(&baseline_spans),
+        ));
+        for (signal, q) in [("latency_p50", 0.5), ("latency_p99", 0.99)] {
+            judgements.push(criteria.values(
+                signal,
+                q,
+                &canary_spans.values,
+                &baseline_spans.values,
+            ));
+        }
+    }
+
+    let sessions = split(&release, &data.sessions, &mut baseline_versions, &mut units);
+    let crashes = split(&release, &data.crashes, &mut baseline_versions, &mut units);
+    let (canary_sessions, baseline_sessions) = (total(&sessions.0), total(&sessions.1));
+    if canary_sessions + baseline_sessions > 0 {
+        judgements.push(criteria.ratio(
+            "crash_rate",
+            (crashes.0.values.count(), canary_sessions),
+            (crashes.1.values.count(), baseline_sessions),
+        ));
+        by_type = crash_types(
+            &criteria,
+            &release,
+            &data.crashes,
+            (canary_sessions, baseline_sessions),
+        );
+    }
+    let starts = split(&release, &data.starts, &mut baseline_versions, &mut units);
+    if starts.0.values.count() + starts.1.values.count() > 0 {
+        judgements.push(criteria.values("app_start_p90", 0.9, &starts.0.values, &starts.1.values));
+    }
+    let frames = split(&release, &data.frames, &mut baseline_versions, &mut units);
+    let slow = split(
+        &release,
+        &data.slow_frames,
+        &mut baseline_versions,
+        &mut units,
+    );
+    if total(&frames.0) + total(&frames.1) > 0 {
+        judgements.push(criteria.ratio(
+            "slow_frame_rate",
+            (total(&slow.0), total(&frames.0)),
+            (total(&slow.1), total(&frames.1)),
+        ));
+    }
+
+    // A crash type that rises significantly fails the release; one with
+    // too few crashes to judge does not hold it.
+    let failed_types = by_type
+        .iter()
+        .filter(|j| j.result == Outcome::Fail)
+        .cloned();
+    let judged: Vec<Judgement> = judgements.iter().cloned().chain(failed_types).collect();
+    let (verdict, reasons) = canary::verdict(&judged);
+    let mut answer = range_json(from_s, to_s);
+    answer["service"] = json!(service);
+    answer["version"] = json!(version);
+    answer["baseline_versions"] = json!(baseline_versions);
+    answer["units"] = json!(units);
+    answer["verdict"] = json!(verdict);
+    answer["reasons"] = json!(reasons);
+    answer["signals"] = json!(judgements);
+    answer["crash_rate_by_type"] = json!(by_type);
+    Ok(Json(answer))
+}
+
+/// What a release's signals are read from.
+struct Data {
+    spans: Groups,
+    sessions: Groups,
+    crashes: Groups,
+    starts: Groups,
+    frames: Groups,
+    slow_frames: Groups,
+}
+
+async fn read(reader: &Reader, service: &str, from_s: u64, to_s: u64) -> Result<Data, ApiError> {
+    let spans = Selection {
+        service: Some(service.to_owned()),
+        ..Selection::new(Kind::Span)
+    }
+    .matching("span.kind", "server")
+    .grouped_by(&["service.version", UNIT, COHORT]);
+    let client = |name: &str, extra: &[&str]| {
+        let mut group_by = vec!["app.version", UNIT, COHORT];
+        group_by.extend(extra);
+        Selection {
+            service: Some(service.to_owned()),
+            name: Some(name.to_owned()),
+            ..Selection::new(Kind::Client)
+        }
+        .grouped_by(&group_by)
+    };
+    Ok(Data {
+        spans: reader.totals(&spans, from_s, to_s).await?,
+        sessions: reader
+            .totals(&client("client.sessions", &[]), from_s, to_s)
+            .await?,
+        crashes: reader
+            .totals(&client("client.crashes", &["exception.type"]), from_s, to_s)
+            .await?,
+        starts: reader
+            .totals(&client("client.app_start", &[]), from_s, to_s)
+            .await?,
+        frames: reader
+            .totals(&client("client.frames", &[]), from_s, to_s)
+            .await?,
+        slow_frames: reader
+            .totals(&client("client.frames.slow", &[]), from_s, to_s)
+            .await?,
+    })
+}
+
+fn member(group: &[String]) -> Member<'_> {
+    let label = |i: usize| group.get(i).map_or("", String::as_str);
+    Member {
+        version: label(0),
+        unit: label(1),
+        cohort: label(2),
+    }
+}
+
+/// The canary's and the baseline's rollups merged, noting the baseline's
+/// versions and the units compared.
+fn split(
+    release: &Release<'_>,
+    groups: &Groups,
+    baseline_versions: &mut BTreeSet<String>,
+    units: &mut BTreeSet<String>,
+) -> (Rollup, Rollup) {
+    let members: Vec<(Member<'_>, &(Vec<String>, Rollup))> =
+        groups.iter().map(|row| (member(&row.0), row)).collect();
+    let (canary, baseline) = release.split(&members);
+    for (group, _) in &canary {
+        units.insert(member(group).unit.to_owned());
+    }
+    for (group, _) in &baseline {
+        baseline_versions.insert(member(group).version.to_owned());
+    }
+    (
+        canary::merge(canary.iter().map(|(_, r)| r)),
+        canary::merge(baseline.iter().map(|(_, r)| r)),
+    )
+}
+
+/// The sum of a rollup's values (session, frame counts) as a count.
+fn total(rollup: &Rollup) -> u64 {
+    rollup.values.sum().max(0.0).round() as u64
+}
+
+/// Crashes per session of each exception type.
+fn crash_types(
+    criteria: &Criteria,
+    release: &Release<'_>,
+    crashes: &Groups,
+    (canary_sessions, baseline_sessions): (u64, u64),
+) -> Vec<Judgement> {
+    let mut types: BTreeMap<&str, Groups> = BTreeMap::new();
+    for (group, rollup) in crashes {
+        let kind = group.get(3).map_or("", String::as_str);
+        types
+            .entry(kind)
+            .or_default()
+            .push((group.clone(), rollup.clone()));
+    }
+    types
+        .into_iter()
+        .map(|(kind, groups)| {
+            let (canary, baseline) =
+                split(release, &groups, &mut BTreeSet::new(), &mut BTreeSet::new());
+            criteria.ratio(
+                &format!("crash_rate{{exception.type={kind:?}}}"),
+                (canary.values.count(), canary_sessions),
+                (baseline.values.count(), baseline_sessions),
+            )
+        })
+        .collect()
+}
