@@ -12,9 +12,10 @@
 //! from two running totals. Which feeds and group a series reaches is
 //! worked out once per series.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
+use vigil_core::canary;
 use vigil_core::model::{Kind, Rollup, SeriesKey};
 use vigil_core::store::{Matcher, label_of};
 use vigil_core::tenant::TenantId;
@@ -64,7 +65,7 @@ struct FeedKey {
 impl FeedKey {
     fn of(rule: &Rule) -> Self {
         let keep = match &rule.check {
-            Check::Threshold { .. } | Check::Anomaly { .. } => Keep::Rollups,
+            Check::Threshold { .. } | Check::Anomaly { .. } | Check::Canary { .. } => Keep::Rollups,
             Check::BurnRate { latency_ms, .. } => Keep::Counts(latency_ms.map(f64::to_bits)),
             Check::Absence => Keep::Presence,
         };
@@ -74,7 +75,10 @@ impl FeedKey {
             service: rule.service.clone(),
             series: rule.series.clone(),
             matchers: rule.matchers.clone(),
-            group_by: rule.group_by.clone(),
+            group_by: match rule.check {
+                Check::Canary { .. } => canary::SPAN_GROUP.map(str::to_owned).to_vec(),
+                _ => rule.group_by.clone(),
+            },
             keep,
         }
     }
@@ -88,7 +92,9 @@ impl FeedKey {
 /// How long a rule needs the slots of its feed: its longest window.
 fn slots_s(rule: &Rule) -> u64 {
     match &rule.check {
-        Check::Threshold { window_s, .. } | Check::Anomaly { window_s, .. } => *window_s,
+        Check::Threshold { window_s, .. }
+        | Check::Anomaly { window_s, .. }
+        | Check::Canary { window_s, .. } => *window_s,
         Check::BurnRate { windows, .. } => windows.iter().map(|w| w.long_s).max().unwrap_or(0),
         Check::Absence => rule.for_s,
     }
@@ -169,6 +175,14 @@ impl Track {
             }
         };
         &self.merged[at].1
+    }
+
+    /// What [`Track::merged`] merged for `window_s` at this boundary.
+    fn cached(&self, window_s: u64) -> Option<&Rollup> {
+        self.merged
+            .iter()
+            .find(|(w, _)| *w == window_s)
+            .map(|(_, rollup)| rollup)
     }
 
     fn history(&mut self, rule: usize) -> &mut VecDeque<(u64, f64)> {
@@ -372,6 +386,10 @@ impl Engine {
         let mut verdicts = Vec::new();
         for (i, rule) in self.rules.iter().enumerate() {
             let feed = &mut self.feeds[self.feed_of[i]];
+            if let Check::Canary { window_s, criteria } = &rule.check {
+                releases(i, boundary, *window_s, criteria, feed, &mut verdicts);
+                continue;
+            }
             for (group, track) in feed.tracks.iter_mut() {
                 check(rule, i, boundary, track, |extra, value| {
                     let mut labels: Vec<(String, String)> = rule
@@ -406,6 +424,57 @@ impl Engine {
             }
         }
         verdicts
+    }
+}
+
+/// Judges each canary version (a version with `vigil.cohort=canary`) in a
+/// canary rule's feed against its baseline at `boundary`: a rollback
+/// verdict holds, labelled with the version and the first failed signal.
+fn releases(
+    rule: usize,
+    boundary: u64,
+    window_s: u64,
+    criteria: &canary::Criteria,
+    feed: &mut Feed,
+    verdicts: &mut Vec<Verdict>,
+) {
+    for track in feed.tracks.values_mut() {
+        track.merged(boundary, window_s);
+    }
+    let members: Vec<(canary::Member<'_>, &Rollup)> = feed
+        .tracks
+        .iter()
+        .filter_map(|(group, track)| Some((canary::Member::of(group), track.cached(window_s)?)))
+        .collect();
+    let versions: BTreeSet<&str> = members
+        .iter()
+        .filter(|(m, _)| m.cohort == "canary")
+        .map(|(m, _)| m.version)
+        .collect();
+    for version in versions {
+        let release = canary::Release {
+            version,
+            baseline: None,
+            unit: None,
+        };
+        let (canaries, baselines) = release.split(&members);
+        let judgements = criteria.spans(
+            &canary::merge(canaries.into_iter().copied()),
+            &canary::merge(baselines.into_iter().copied()),
+        );
+        let failed = judgements
+            .iter()
+            .find(|j| j.result == canary::Outcome::Fail);
+        if let Some(failed) = failed {
+            verdicts.push(Verdict {
+                rule,
+                labels: vec![
+                    ("service.version".to_owned(), version.to_owned()),
+                    ("signal".to_owned(), failed.signal.clone()),
+                ],
+                value: failed.p_value,
+            });
+        }
     }
 }
 
@@ -519,6 +588,8 @@ fn check(
                 verdict(Vec::new(), deviation);
             }
         }
+        // Judged over all the feed's groups at once, in `releases`.
+        Check::Canary { .. } => {}
     }
 }
 
@@ -701,6 +772,59 @@ mod tests {
         let mut fired = fired;
         fired.sort();
         assert_eq!(fired, vec![(20, unit("u1")), (20, unit("u2"))]);
+    }
+
+    #[test]
+    fn a_canary_rule_fires_for_the_version_worse_than_its_baseline() {
+        let rules = rules(
+            "rules:\n  - {name: canary, type: canary, service: pay, window: 30s, min_samples: 50}\n",
+        );
+        let mut engine = Engine::new(rules, T0);
+        let span = |version: &str, unit: &str, cohort: &str, kind: &str| {
+            SeriesKey::new(
+                TenantId::parse("acme").expect("tenant"),
+                Kind::Span,
+                "pay",
+                "POST /pay",
+                vec![
+                    ("service.version".into(), version.into()),
+                    ("vigil.unit".into(), unit.into()),
+                    ("vigil.cohort".into(), cohort.into()),
+                    ("span.kind".into(), kind.into()),
+                ],
+            )
+        };
+        for k in 0..3 {
+            let start = T0 + k * 10;
+            let mut add = |series: SeriesKey, errors: u64| {
+                engine.ingest(&series, 10, start, &rollup(100, 20.0, errors));
+            };
+            add(span("1.0", "u1", "stable", "server"), 1);
+            // Not the canaries' unit, and client spans: not compared.
+            add(span("1.0", "u2", "stable", "server"), 60);
+            add(span("2.0", "u1", "canary", "client"), 60);
+            add(span("2.0", "u1", "canary", "server"), 2);
+            add(span("2.1", "u1", "canary", "server"), 20);
+        }
+        let fired: Vec<(u64, Labels)> = fired(&mut engine, T0 + 30)
+            .into_iter()
+            .map(|(b, labels, p)| {
+                // The two-proportion test over the windows so far.
+                let n = (b - T0) / 10 * 100;
+                let expected = canary::two_proportion((n / 5, n), (n / 100, n));
+                assert_eq!(p, expected);
+                assert!(p.expect("a p-value") < 1e-5);
+                (b - T0, labels)
+            })
+            .collect();
+        let labels = vec![
+            ("service.version".to_owned(), "2.1".to_owned()),
+            ("signal".to_owned(), "error_ratio".to_owned()),
+        ];
+        assert_eq!(
+            fired,
+            vec![(10, labels.clone()), (20, labels.clone()), (30, labels)]
+        );
     }
 
     #[test]

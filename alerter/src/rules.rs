@@ -44,6 +44,14 @@
 //!     threshold: 3.5
 //!     direction: up               # up | down | both
 //!     min_count: 100
+//!   - name: pay-canary
+//!     type: canary                # each canary version (vigil.cohort=canary) of the
+//!     service: payments           # service's server spans against its baseline
+//!     window: 10m                 # (vigil_core::canary): fires on a rollback verdict,
+//!     min_samples: 100            # labelled service.version and the failed signal
+//!     significance: 0.05
+//!     tolerance: 0.1              # worse by more than 10 % of the baseline
+//!     actions: [rollback]
 //! receivers:
 //!   - name: oncall
 //!     url: http://hooks.example/alerts
@@ -82,6 +90,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
+use vigil_core::canary::Criteria;
 use vigil_core::model::Kind;
 use vigil_core::signal::{Signal, is_label_name, parse_filter};
 use vigil_core::store::Matcher;
@@ -173,6 +182,9 @@ pub enum Check {
         direction: Direction,
         min_count: u64,
     },
+    /// Each canary version's server spans over the last `window_s` judged
+    /// against its baseline (`vigil_core::canary`): holds on a rollback.
+    Canary { window_s: u64, criteria: Criteria },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,7 +247,7 @@ impl Rule {
     /// How far back the rule reads, in seconds.
     pub fn range_s(&self) -> u64 {
         match &self.check {
-            Check::Threshold { window_s, .. } => *window_s,
+            Check::Threshold { window_s, .. } | Check::Canary { window_s, .. } => *window_s,
             Check::Absence => self.for_s,
             Check::BurnRate { windows, .. } => {
                 windows.iter().map(|w| w.long_s).max().unwrap_or(STEP_S)
@@ -654,11 +666,55 @@ fn check_rule(
                 min_count: spec.min_count.unwrap_or(1),
             }
         }
+        RuleType::Canary => {
+            unused(&[
+                ("signal", spec.signal.is_some()),
+                ("op", spec.op.is_some()),
+                ("value", spec.value.is_some()),
+                ("objective", spec.objective.is_some()),
+                ("method", spec.method.is_some()),
+            ])?;
+            let defaults = vigil_core::config::CanaryConfig::default().criteria();
+            let criteria = Criteria {
+                min_samples: spec.min_samples.unwrap_or(defaults.min_samples).max(1),
+                significance: spec.significance.unwrap_or(defaults.significance),
+                tolerance: spec.tolerance.unwrap_or(defaults.tolerance),
+            };
+            if !(criteria.significance > 0.0 && criteria.significance <= 0.5) {
+                return Err("significance must be above 0 and at most 0.5 (0.05 is usual)".into());
+            }
+            if !(criteria.tolerance.is_finite() && criteria.tolerance >= 0.0) {
+                return Err(
+                    "tolerance must be a fraction of the baseline, 0 or more (0.1: 10 %)".into(),
+                );
+            }
+            Check::Canary {
+                window_s: spec
+                    .window
+                    .map_or(Ok(600), |w| step_multiple("window", w.0))?,
+                criteria,
+            }
+        }
     };
+    let kind = spec.kind.unwrap_or(Kind::Span);
+    let mut matchers = matchers;
+    if let Check::Canary { .. } = check {
+        if kind != Kind::Span {
+            return Err("a canary rule judges server spans: kind must be span (app releases: GET /api/v1/releases/{app}/health)".into());
+        }
+        if !spec.group_by.is_empty() {
+            return Err("group_by does not apply to a canary rule: it compares versions, units and cohorts itself".into());
+        }
+        matchers.push(Matcher {
+            key: "span.kind".into(),
+            value: "server".into(),
+            equal: true,
+        });
+    }
     let rule = Rule {
         name: spec.name,
         tenant,
-        kind: spec.kind.unwrap_or(Kind::Span),
+        kind,
         service: spec.service,
         series: spec.series,
         matchers,
@@ -907,6 +963,7 @@ enum RuleType {
     Absence,
     BurnRate,
     Anomaly,
+    Canary,
 }
 
 impl RuleType {
@@ -916,6 +973,7 @@ impl RuleType {
             RuleType::Absence => "absence",
             RuleType::BurnRate => "burn_rate",
             RuleType::Anomaly => "anomaly",
+            RuleType::Canary => "canary",
         }
     }
 }
@@ -969,6 +1027,10 @@ struct RuleSpec {
     tolerance: Option<f64>,
     #[serde(default)]
     direction: Option<String>,
+    #[serde(default)]
+    min_samples: Option<u64>,
+    #[serde(default)]
+    significance: Option<f64>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
     #[serde(default)]
@@ -1187,7 +1249,7 @@ actions:
         let cases: &[(&str, &str)] = &[
             (
                 "rules:\n  - name: a\n    type: treshold\n",
-                "rules/pay.yaml:3: rules[0].type: unknown variant `treshold`, expected one of `threshold`, `absence`, `burn_rate`, `anomaly`",
+                "rules/pay.yaml:3: rules[0].type: unknown variant `treshold`, expected one of `threshold`, `absence`, `burn_rate`, `anomaly`, `canary`",
             ),
             (
                 "rules:\n  - name: a\n    type: threshold\n    signal: p99\n    op: '>'\n    value: 1\n",
@@ -1208,6 +1270,18 @@ actions:
             (
                 "tenant: acme\nrules:\n  - name: a\n    type: absence\n    signal: p99\n    for: 1m\n",
                 "rules/pay.yaml:3: rule a: signal does not apply to a absence rule",
+            ),
+            (
+                "tenant: acme\nrules:\n  - name: a\n    type: canary\n    service: pay\n    group_by: [vigil.unit]\n",
+                "rules/pay.yaml:3: rule a: group_by does not apply to a canary rule: it compares versions, units and cohorts itself",
+            ),
+            (
+                "tenant: acme\nrules:\n  - {name: a, type: canary, kind: client, service: wallet}\n",
+                "rules/pay.yaml:3: rule a: a canary rule judges server spans: kind must be span (app releases: GET /api/v1/releases/{app}/health)",
+            ),
+            (
+                "tenant: acme\nrules:\n  - {name: a, type: canary, service: pay, significance: 0.9}\n",
+                "rules/pay.yaml:3: rule a: significance must be above 0 and at most 0.5 (0.05 is usual)",
             ),
             (
                 "tenant: acme\nrules:\n  - name: a\n    type: burn_rate\n    objective: 100\n",

@@ -95,6 +95,10 @@ pub struct Release<'a> {
     pub unit: Option<&'a str>,
 }
 
+/// The labels a release's span series are grouped by: version, unit and
+/// cohort, in [`Member`]'s order.
+pub const SPAN_GROUP: [&str; 3] = ["service.version", "vigil.unit", "vigil.cohort"];
+
 /// A group of a release's series: its version, `vigil.unit` and
 /// `vigil.cohort`.
 #[derive(Debug, Clone, Copy)]
@@ -102,6 +106,18 @@ pub struct Member<'a> {
     pub version: &'a str,
     pub unit: &'a str,
     pub cohort: &'a str,
+}
+
+impl<'a> Member<'a> {
+    /// The member of a group's label values in [`SPAN_GROUP`]'s order.
+    pub fn of(group: &'a [String]) -> Self {
+        let label = |i: usize| group.get(i).map_or("", String::as_str);
+        Member {
+            version: label(0),
+            unit: label(1),
+            cohort: label(2),
+        }
+    }
 }
 
 impl Release<'_> {
@@ -174,6 +190,17 @@ impl Criteria {
             (canary.count(), baseline.count()),
             p_value,
         )
+    }
+
+    /// The server signals of a service's spans: error ratio, p50 and p99
+    /// latency.
+    pub fn spans(&self, canary: &Rollup, baseline: &Rollup) -> Vec<Judgement> {
+        let requests = |r: &Rollup| (r.errors, r.values.count());
+        let mut judgements = vec![self.ratio("error_ratio", requests(canary), requests(baseline))];
+        for (signal, q) in [("latency_p50", 0.5), ("latency_p99", 0.99)] {
+            judgements.push(self.values(signal, q, &canary.values, &baseline.values));
+        }
+        judgements
     }
 
     fn judge(

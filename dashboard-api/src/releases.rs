@@ -99,20 +99,7 @@ pub async fn health(
     let (canary_spans, baseline_spans) =
         split(&release, &data.spans, &mut baseline_versions, &mut units);
     if canary_spans.values.count() + baseline_spans.values.count() > 0 {
-        let requests = |r: &Rollup| (r.errors, r.values.count());
-        judgements.push(criteria.ratio(
-            "error_ratio",
-            requests(&canary_spans),
-            requests(&baseline_spans),
-        ));
-        for (signal, q) in [("latency_p50", 0.5), ("latency_p99", 0.99)] {
-            judgements.push(criteria.values(
-                signal,
-                q,
-                &canary_spans.values,
-                &baseline_spans.values,
-            ));
-        }
+        judgements.extend(criteria.spans(&canary_spans, &baseline_spans));
     }
 
     let sessions = split(&release, &data.sessions, &mut baseline_versions, &mut units);
@@ -186,7 +173,7 @@ async fn read(reader: &Reader, service: &str, from_s: u64, to_s: u64) -> Result<
         ..Selection::new(Kind::Span)
     }
     .matching("span.kind", "server")
-    .grouped_by(&["service.version", UNIT, COHORT]);
+    .grouped_by(&canary::SPAN_GROUP);
     let client = |name: &str, extra: &[&str]| {
         let mut group_by = vec!["app.version", UNIT, COHORT];
         group_by.extend(extra);
@@ -217,15 +204,6 @@ async fn read(reader: &Reader, service: &str, from_s: u64, to_s: u64) -> Result<
     })
 }
 
-fn member(group: &[String]) -> Member<'_> {
-    let label = |i: usize| group.get(i).map_or("", String::as_str);
-    Member {
-        version: label(0),
-        unit: label(1),
-        cohort: label(2),
-    }
-}
-
 /// The canary's and the baseline's rollups merged, noting the baseline's
 /// versions and the units compared.
 fn split(
@@ -235,13 +213,13 @@ fn split(
     units: &mut BTreeSet<String>,
 ) -> (Rollup, Rollup) {
     let members: Vec<(Member<'_>, &(Vec<String>, Rollup))> =
-        groups.iter().map(|row| (member(&row.0), row)).collect();
+        groups.iter().map(|row| (Member::of(&row.0), row)).collect();
     let (canary, baseline) = release.split(&members);
     for (group, _) in &canary {
-        units.insert(member(group).unit.to_owned());
+        units.insert(Member::of(group).unit.to_owned());
     }
     for (group, _) in &baseline {
-        baseline_versions.insert(member(group).version.to_owned());
+        baseline_versions.insert(Member::of(group).version.to_owned());
     }
     (
         canary::merge(canary.iter().map(|(_, r)| r)),
