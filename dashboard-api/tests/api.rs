@@ -965,6 +965,7 @@ async fn limits_health_metrics_and_openapi(backend: Backend) {
             "/api/v1/probes",
             "/api/v1/probes/{name}/runs",
             "/api/v1/query",
+            "/api/v1/releases/{service}/health",
             "/api/v1/services",
             "/api/v1/silences",
             "/api/v1/silences/{id}",
