@@ -1,8 +1,11 @@
 //! `vigil`: one binary for every Vigil component. This file only parses the
 //! command line, sets up logging and the runtime, and calls into the crates;
-//! `detection` is the one benchmark that needs all of them.
+//! `up` (with `demo`) runs all of them in one process, and `detection` is
+//! the one benchmark that needs all of them.
 
+mod demo;
 mod detection;
+mod up;
 
 use std::error::Error;
 use std::path::PathBuf;
@@ -31,12 +34,29 @@ struct Cli {
     /// Log filter: a level (`info`) or per-target levels (`warn,vigil_collector=debug`).
     #[arg(long, env = "VIGIL_LOG", default_value = "info", global = true)]
     log: Targets,
+    /// What to run; `up` when none is given.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run every component in one process: collector, aggregator, alerter,
+    /// prober and API (the embedded bus and SQLite unless configured).
+    Up {
+        /// Also run the demo: the payment service in two units with a
+        /// canary, its probes, a mobile app's telemetry, example rules and
+        /// SLO, and a webhook sink that prints alerts.
+        #[arg(long)]
+        demo: bool,
+        /// Where data goes: the SQLite store, the demo's files.
+        #[arg(long, default_value = "vigil-data")]
+        data: PathBuf,
+        /// The demo's first payment instance listens here, the other two on
+        /// the next ports; 0: any free ports.
+        #[arg(long, default_value_t = 8081)]
+        demo_port: u16,
+    },
     /// Validate the configuration and print it with every default filled in.
     Config,
     /// Run the collector: OTLP over gRPC and HTTP onto the bus.
@@ -83,6 +103,34 @@ enum Demo {
         /// The ingest token its spans are exported with.
         #[arg(long, env = "VIGIL_DEMO_TOKEN")]
         token: Option<String>,
+    },
+    /// Inject a fault into the demo of a running `vigil up --demo`: the
+    /// instances it matches fail or slow down the requests of `route`.
+    Fault {
+        /// The `--data` folder of the running `vigil up --demo`.
+        #[arg(long, default_value = "vigil-data")]
+        data: PathBuf,
+        /// Only instances of this unit (unit-a, unit-b).
+        #[arg(long)]
+        unit: Option<String>,
+        /// Only instances of this version (1.0.0, 1.1.0).
+        #[arg(long)]
+        version: Option<String>,
+        /// Only instances of this cohort (stable, canary).
+        #[arg(long)]
+        cohort: Option<String>,
+        /// create, pay, query or refund; every route when unset.
+        #[arg(long)]
+        route: Option<String>,
+        /// The share of matching requests that fail, 0 to 1.
+        #[arg(long, default_value_t = 0.0)]
+        error_rate: f64,
+        /// Added to each matching request.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// Clear every fault instead.
+        #[arg(long)]
+        clear: bool,
     },
 }
 
@@ -187,7 +235,42 @@ fn main() -> ExitCode {
             return ExitCode::from(CONFIG_ERROR);
         }
     };
-    let outcome = match cli.command {
+    let command = cli.command.unwrap_or(Command::Up {
+        demo: false,
+        data: PathBuf::from("vigil-data"),
+        demo_port: 8081,
+    });
+    let outcome = match command {
+        Command::Up {
+            demo,
+            data,
+            demo_port,
+        } => {
+            let options = up::Options {
+                demo,
+                data,
+                demo_port,
+            };
+            serve(&cli.log, up::run(config, options))
+        }
+        Command::Demo(Demo::Fault {
+            data,
+            unit,
+            version,
+            cohort,
+            route,
+            error_rate,
+            latency_ms,
+            clear,
+        }) => {
+            let fault = (!clear).then(|| {
+                serde_json::json!({
+                    "unit": unit, "version": version, "cohort": cohort, "route": route,
+                    "error_rate": error_rate, "latency_ms": latency_ms,
+                })
+            });
+            serve(&cli.log, demo_fault(data, fault))
+        }
         Command::Config => {
             print!("{}", config.to_toml());
             Ok(())
@@ -439,6 +522,18 @@ async fn alerter(config: Config) -> Outcome {
         alerter.metrics_address()
     );
     alerter.wait().await;
+    Ok(())
+}
+
+#[allow(clippy::print_stdout, reason = "the CLI says what it did")]
+async fn demo_fault(data: PathBuf, fault: Option<serde_json::Value>) -> Outcome {
+    let what = match &fault {
+        Some(fault) => format!("fault {fault} sent to"),
+        None => "faults cleared on".to_owned(),
+    };
+    for instance in demo::fault(&data, fault).await? {
+        println!("{what} {instance}");
+    }
     Ok(())
 }
 

@@ -2,6 +2,10 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 fn vigil(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vigil"))
@@ -13,22 +17,55 @@ fn vigil(args: &[&str], env: &[(&str, &str)]) -> Output {
         .unwrap()
 }
 
-/// Starts a long-running subcommand; the child and the first line it
-/// prints (where it listens).
-fn spawn(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
+/// What a running child has printed so far, line by line.
+type Printed = Arc<Mutex<Vec<String>>>;
+
+/// Starts a long-running subcommand; the child and what it prints, read as
+/// it comes.
+fn spawn(args: &[&str], env: &[(&str, &str)]) -> (Child, Printed) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
         .args(args)
         .envs(env.iter().copied())
         .env_remove("VIGIL_CONFIG")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
+    let printed = Printed::default();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let lines = Arc::clone(&printed);
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            lines.lock().unwrap().push(line);
+        }
+    });
+    (child, printed)
+}
+
+/// The first printed line that `wanted` accepts, waiting up to `timeout`.
+fn line(printed: &Printed, wanted: impl Fn(&str) -> bool, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(line) = printed.lock().unwrap().iter().find(|l| wanted(l)) {
+            return line.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not printed within {timeout:?}: {:?}",
+            printed.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sends `signal` (`-TERM`, `-INT`, `-HUP`) to the child.
+fn signal(child: &Child, signal: &str) {
+    let sent = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
         .unwrap();
-    (child, line)
+    assert!(sent.success());
 }
 
 fn stdout(output: &Output) -> String {
@@ -81,7 +118,7 @@ fn an_invalid_config_exits_2_naming_the_key() {
 
 #[test]
 fn the_collector_serves_until_sigterm_then_exits_cleanly() {
-    let (mut child, line) = spawn(
+    let (mut child, printed) = spawn(
         &["collector"],
         &[
             ("VIGIL_COLLECTOR__GRPC_LISTEN", "127.0.0.1:0"),
@@ -89,6 +126,7 @@ fn the_collector_serves_until_sigterm_then_exits_cleanly() {
             ("VIGIL_COLLECTOR__ANONYMOUS_TENANT", "public"),
         ],
     );
+    let line = line(&printed, |_| true, Duration::from_secs(30));
     let http = line
         .trim()
         .rsplit_once("OTLP/HTTP on ")
@@ -103,11 +141,7 @@ fn the_collector_serves_until_sigterm_then_exits_cleanly() {
         .unwrap();
     assert_eq!(response.status(), 200);
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    signal(&child, "-TERM");
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "a clean shutdown exits 0");
 }
@@ -148,7 +182,8 @@ fn the_prober_reloads_on_sighup() {
     );
 
     std::fs::write(&scenario, format!("probes:\n{}", probe("a"))).unwrap();
-    let (mut child, line) = spawn(&["--config", &config_arg, "synthetic"], &[]);
+    let (mut child, printed) = spawn(&["--config", &config_arg, "synthetic"], &[]);
+    let line = line(&printed, |_| true, Duration::from_secs(30));
     let metrics = line
         .split_once("metrics on ")
         .and_then(|(_, rest)| rest.split_once(';'))
@@ -161,14 +196,7 @@ fn the_prober_reloads_on_sighup() {
     let scrape = || reqwest::blocking::get(&metrics).unwrap().text().unwrap();
 
     std::fs::write(&scenario, format!("probes:\n{}{}", probe("a"), probe("b"))).unwrap();
-    let signal = |name: &str| {
-        let sent = Command::new("kill")
-            .args([name, &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-    };
-    signal("-HUP");
+    signal(&child, "-HUP");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let text = scrape();
@@ -182,11 +210,136 @@ fn the_prober_reloads_on_sighup() {
         assert!(std::time::Instant::now() < deadline, "no reload: {text}");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    signal("-TERM");
+    signal(&child, "-TERM");
     assert_eq!(
         child.wait().unwrap().code(),
         Some(0),
         "a clean shutdown exits 0"
     );
     std::fs::remove_dir_all(&folder).unwrap();
+}
+
+/// `vigil up --demo`: every component and the demo in one process. The
+/// API shows the demo's service and probe runs; after `vigil demo fault`
+/// fails half of unit-b's requests, the alert fires for unit-b alone and
+/// the demo's webhook sink prints it; SIGINT stops it all, exiting 0.
+#[test]
+fn up_with_the_demo_shows_data_and_fires_an_alert_after_a_fault() {
+    let data = std::env::temp_dir().join(format!("vigil-cli-up-{}", std::process::id()));
+    let data_arg = data.display().to_string();
+    let any = "127.0.0.1:0";
+    let (mut child, printed) = spawn(
+        &["up", "--demo", "--data", &data_arg, "--demo-port", "0"],
+        &[
+            ("VIGIL_COLLECTOR__GRPC_LISTEN", any),
+            ("VIGIL_COLLECTOR__HTTP_LISTEN", any),
+            ("VIGIL_API__LISTEN", any),
+            ("VIGIL_AGGREGATOR__METRICS_LISTEN", any),
+            ("VIGIL_ALERTER__METRICS_LISTEN", any),
+            ("VIGIL_SYNTHETIC__METRICS_LISTEN", any),
+        ],
+    );
+    line(
+        &printed,
+        |l| l.starts_with("vigil is ready"),
+        Duration::from_secs(60),
+    );
+    let api = line(
+        &printed,
+        |l| l.trim_start().starts_with("api "),
+        Duration::ZERO,
+    );
+    let api = api
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no API address in {api:?}"))
+        .to_owned();
+    let get = |path: &str| -> Value {
+        let response = reqwest::blocking::Client::new()
+            .get(format!("{api}{path}"))
+            .header("authorization", "Bearer demo-api-token")
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        serde_json::from_str(&response.text().unwrap()).unwrap()
+    };
+    let until = |what: &str, found: &dyn Fn() -> Option<Value>| -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(value) = found() {
+                return value;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} did not appear within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    let payments = until("the payments service", &|| {
+        let body = get("/services");
+        let service = body["services"][0].clone();
+        (service["service"] == "payments" && service["requests"].as_u64() > Some(50))
+            .then_some(service)
+    });
+    assert_eq!(payments["errors"], 0, "{payments}");
+    let probe = until("runs of the pay-e2e probe from both units", &|| {
+        let body = get("/probes");
+        let probe = body["probes"][0].clone();
+        (probe["name"] == "pay-e2e" && probe["locations"].as_array().map(Vec::len) == Some(2))
+            .then_some(probe)
+    });
+    assert_eq!(probe["failed"], 0, "{probe}");
+
+    let fault = vigil(
+        &[
+            "demo",
+            "fault",
+            "--data",
+            &data_arg,
+            "--unit",
+            "unit-b",
+            "--error-rate",
+            "0.5",
+        ],
+        &[],
+    );
+    assert!(fault.status.success(), "{}", stderr(&fault));
+    assert_eq!(
+        stdout(&fault).lines().count(),
+        3,
+        "sent to the three instances"
+    );
+    let alerts = until("the payments-errors alert of unit-b", &|| {
+        let body = get("/alerts?state=firing&rule=payments-errors");
+        (!body["alerts"].as_array().unwrap().is_empty()).then_some(body)
+    });
+    let units: Vec<&str> = alerts["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["labels"]["vigil.unit"].as_str().unwrap())
+        .collect();
+    assert_eq!(units, vec!["unit-b"]);
+    line(
+        &printed,
+        |l| {
+            l.starts_with("[webhook /alerts] firing payments-errors: ")
+                && l.ends_with(" fail in unit-b")
+        },
+        Duration::from_secs(30),
+    );
+
+    signal(&child, "-INT");
+    assert_eq!(
+        child.wait().unwrap().code(),
+        Some(0),
+        "a clean shutdown exits 0"
+    );
+    line(
+        &printed,
+        |l| l.starts_with("vigil stopped"),
+        Duration::from_secs(5),
+    );
+    std::fs::remove_dir_all(&data).unwrap();
 }

@@ -1,0 +1,431 @@
+//! What `vigil up --demo` adds: the demo payment service in two units (a
+//! stable version in each, a canary in unit-a) under steady load, a probe
+//! of its payment flow from both units, generated telemetry of a mobile
+//! app in a gray release, example rules and an SLO, and a webhook sink that
+//! prints the alerts and remediation calls it receives. `vigil demo fault`
+//! injects faults into the running instances.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::Path as UrlPath;
+use axum::routing::post;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use vigil_core::config::{ApiToken, Config, Role, Secret, Sli, SloConfig, TenantConfig};
+use vigil_core::model::Kind;
+use vigil_core::shutdown::Shutdown;
+use vigil_core::tenant::TenantId;
+use vigil_synthetic::demo::{DemoOptions, DemoService};
+
+type Error = Box<dyn std::error::Error>;
+
+pub const TENANT: &str = "demo";
+/// The API token the walkthrough uses (an editor: it may make silences).
+pub const API_TOKEN: &str = "demo-api-token";
+/// What the demo's services, prober and app export with.
+const INGEST_TOKEN: &str = "demo-ingest-token";
+/// Where `vigil demo fault` finds the running instances.
+const INSTANCES_FILE: &str = "demo.json";
+
+/// One instance of the demo payment service.
+#[derive(Debug, Clone, Copy)]
+struct Instance {
+    unit: &'static str,
+    version: &'static str,
+    cohort: &'static str,
+}
+
+const INSTANCES: [Instance; 3] = [
+    Instance {
+        unit: "unit-a",
+        version: "1.0.0",
+        cohort: "stable",
+    },
+    Instance {
+        unit: "unit-b",
+        version: "1.0.0",
+        cohort: "stable",
+    },
+    Instance {
+        unit: "unit-a",
+        version: "1.1.0",
+        cohort: "canary",
+    },
+];
+
+/// The running instances, as `demo.json` keeps them.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Running {
+    pub instances: Vec<RunningInstance>,
+    pub sink: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RunningInstance {
+    pub url: String,
+    pub unit: String,
+    pub version: String,
+    pub cohort: String,
+}
+
+/// Sets the demo's tenant, tokens and objective in `config`.
+pub fn configure(config: &mut Config) -> Result<(), Error> {
+    let tenant = TenantId::parse(TENANT)?;
+    config.collector.tenants.push(TenantConfig {
+        id: tenant.clone(),
+        tokens: vec![Secret::new(INGEST_TOKEN)],
+    });
+    config.api.tokens.push(ApiToken {
+        token: Secret::new(API_TOKEN),
+        tenant: tenant.clone(),
+        role: Role::Editor,
+    });
+    config.synthetic.token = Some(Secret::new(INGEST_TOKEN));
+    config.slos.push(SloConfig {
+        name: "payments-availability".into(),
+        tenant,
+        description: "Payment requests that do not fail".into(),
+        kind: Kind::Span,
+        service: Some("payments".into()),
+        series: None,
+        labels: [("span.kind".to_owned(), "server".to_owned())].into(),
+        sli: Sli::Availability,
+        threshold_ms: None,
+        objective_percent: 99.5,
+        window_days: 7,
+    });
+    Ok(())
+}
+
+/// Starts the webhook sink, then writes the rule file that sends to it
+/// into `data`; the rule file's path.
+pub async fn sink_and_rules(
+    data: &Path,
+    shutdown: Shutdown,
+) -> Result<(SocketAddr, PathBuf), Error> {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+    let sink = listener.local_addr()?;
+    let router = axum::Router::new().route("/{*path}", post(print));
+    tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.wait().await })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "the demo's webhook sink stopped");
+        }
+    });
+    let rules = data.join("demo-rules.yaml");
+    std::fs::write(&rules, rule_file(sink))?;
+    Ok((sink, rules))
+}
+
+/// Prints what the alerter sends: one line per alert, or per action.
+#[allow(
+    clippy::print_stdout,
+    reason = "the demo's sink shows alerts on the console"
+)]
+async fn print(UrlPath(path): UrlPath<String>, body: String) -> &'static str {
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    match body["alerts"].as_array() {
+        Some(alerts) => {
+            for alert in alerts {
+                println!(
+                    "[webhook /{path}] {} {}: {}",
+                    alert["status"].as_str().unwrap_or("?"),
+                    alert["labels"]["alertname"].as_str().unwrap_or("?"),
+                    alert["annotations"]["summary"]
+                        .as_str()
+                        .map_or_else(|| alert["labels"].to_string(), str::to_owned)
+                );
+            }
+        }
+        None => println!("[webhook /{path}] {body}"),
+    }
+    "ok"
+}
+
+fn rule_file(sink: SocketAddr) -> String {
+    format!(
+        r#"tenant: {TENANT}
+rules:
+  - name: payments-errors
+    type: threshold
+    service: payments
+    filter: 'span.kind="server"'
+    group_by: [vigil.unit]
+    signal: error_ratio
+    window: 30s
+    op: '>'
+    value: 0.05
+    min_count: 20
+    labels: {{severity: page}}
+    annotations: {{summary: "{{{{value}}}} of payments requests fail in {{{{vigil.unit}}}}"}}
+  - name: payments-slow
+    type: threshold
+    service: payments
+    filter: 'span.kind="server"'
+    group_by: [vigil.unit]
+    signal: p99
+    window: 1m
+    op: '>'
+    value: 500
+    min_count: 20
+    labels: {{severity: ticket}}
+    annotations: {{summary: "payments p99 is {{{{value}}}} ms in {{{{vigil.unit}}}}"}}
+  - name: payments-slo
+    type: burn_rate
+    service: payments
+    filter: 'span.kind="server"'
+    objective: 99.5
+    annotations: {{summary: "payments burns its error budget {{{{value}}}} times too fast"}}
+  - name: pay-e2e-failing
+    type: threshold
+    kind: probe
+    series: pay-e2e
+    filter: 'vigil.probe.step=""'
+    group_by: [vigil.probe.location]
+    signal: availability
+    window: 1m
+    op: '<'
+    value: 0.9
+    annotations: {{summary: "the pay-e2e probe from {{{{vigil.probe.location}}}} succeeds {{{{value}}}} of the time"}}
+  - name: payments-canary
+    type: canary
+    service: payments
+    window: 5m
+    annotations: {{summary: "payments {{{{service.version}}}} is worse than its baseline on {{{{signal}}}}"}}
+    actions: [rollback]
+receivers:
+  - name: console
+    url: http://{sink}/alerts
+    secret: demo-webhook-secret
+route:
+  receiver: console
+  group_by: [alertname, vigil.unit]
+  group_wait: 0s
+  group_interval: 10s
+  repeat_interval: 1h
+inhibit_rules:
+  - source_matchers: ['alertname="pay-e2e-failing"']
+    target_matchers: ['alertname="payments-slow"']
+actions:
+  - name: rollback
+    url: http://{sink}/actions/rollback
+    body: {{service: payments, version: "{{{{service.version}}}}", signal: "{{{{signal}}}}"}}
+    cooldown: 10m
+"#
+    )
+}
+
+/// Starts the instances, their load, the app's telemetry and the probe's
+/// scenario file (returned), and writes `demo.json` into `data`.
+pub async fn start(
+    data: &Path,
+    collector: SocketAddr,
+    sink: SocketAddr,
+    port: u16,
+    shutdown: Shutdown,
+) -> Result<(Vec<DemoService>, PathBuf), Error> {
+    let collector = format!("http://{collector}");
+    let mut services = Vec::new();
+    let mut running = Vec::new();
+    for (i, instance) in INSTANCES.iter().enumerate() {
+        let port = if port == 0 { 0 } else { port + i as u16 };
+        let service = DemoService::start(
+            DemoOptions {
+                listen: SocketAddr::from(([127, 0, 0, 1], port)),
+                service_name: "payments".into(),
+                unit: instance.unit.into(),
+                version: instance.version.into(),
+                cohort: instance.cohort.into(),
+                otlp_endpoint: Some(collector.clone()),
+                token: Some(INGEST_TOKEN.into()),
+            },
+            shutdown.clone(),
+        )
+        .await?;
+        let url = format!("http://{}", service.address());
+        tokio::spawn(load(url.clone(), shutdown.clone()));
+        running.push(RunningInstance {
+            url,
+            unit: instance.unit.into(),
+            version: instance.version.into(),
+            cohort: instance.cohort.into(),
+        });
+        services.push(service);
+    }
+    tokio::spawn(app_telemetry(collector, shutdown));
+    let scenario = data.join("demo-probes.yaml");
+    std::fs::write(&scenario, scenario_file(&running))?;
+    let running = Running {
+        instances: running,
+        sink: format!("http://{sink}"),
+    };
+    std::fs::write(
+        data.join(INSTANCES_FILE),
+        serde_json::to_string_pretty(&running)?,
+    )?;
+    Ok((services, scenario))
+}
+
+/// The pay-e2e probe, from each unit against its stable instance.
+fn scenario_file(running: &[RunningInstance]) -> String {
+    let base = |unit: &str| {
+        running
+            .iter()
+            .find(|i| i.unit == unit && i.cohort == "stable")
+            .map_or("", |i| i.url.as_str())
+            .to_owned()
+    };
+    format!(
+        r#"locations:
+  unit-a: {{ vars: {{ base: "{}" }} }}
+  unit-b: {{ vars: {{ base: "{}" }} }}
+probes:
+  - name: pay-e2e
+    interval: 10s
+    timeout: 10s
+    steps:
+      - name: create-order
+        http: {{ method: POST, url: "{{{{base}}}}/orders", json: {{ amount: 1250, currency: EUR }} }}
+        expect: {{ status: 201 }}
+        extract: {{ order_id: $.id }}
+      - name: pay
+        http:
+          method: POST
+          url: "{{{{base}}}}/orders/{{{{order_id}}}}/pay"
+          headers: {{ idempotency-key: "{{{{run.idempotency_key}}}}" }}
+        expect: {{ status: 200, json: [{{ path: $.status, equals: paid }}] }}
+      - name: refund
+        http: {{ method: POST, url: "{{{{base}}}}/orders/{{{{order_id}}}}/refund" }}
+        expect: {{ status: 200 }}
+"#,
+        base("unit-a"),
+        base("unit-b")
+    )
+}
+
+/// Orders created and paid at ten a second until `shutdown`.
+async fn load(url: String, shutdown: Shutdown) {
+    let client = reqwest::Client::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let order = json!({"amount": 1250, "currency": "EUR"}).to_string();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.wait() => return,
+        }
+        let (client, url, order) = (client.clone(), url.clone(), order.clone());
+        tokio::spawn(async move {
+            // Failures are the faults at work; the traces show them.
+            let created = client
+                .post(format!("{url}/orders"))
+                .header("content-type", "application/json")
+                .body(order)
+                .send()
+                .await;
+            let Ok(created) = created else { return };
+            let Ok(text) = created.text().await else {
+                return;
+            };
+            let order: Value = serde_json::from_str(&text).unwrap_or_default();
+            if let Some(id) = order["id"].as_str() {
+                let _ = client.post(format!("{url}/orders/{id}/pay")).send().await;
+            }
+        });
+    }
+}
+
+/// The wallet-ios app in a gray release: 5.0 (stable, both units) and 5.1
+/// (canary, unit-a), a few sessions a second each; 5.1 crashes four times
+/// as often and starts a little slower.
+async fn app_telemetry(collector: String, shutdown: Shutdown) {
+    let client = reqwest::Client::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut n: u64 = 0;
+    let releases = [
+        ("5.0", "stable", "unit-a", 200, 800.0),
+        ("5.0", "stable", "unit-b", 200, 800.0),
+        ("5.1", "canary", "unit-a", 50, 860.0),
+    ];
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.wait() => return,
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let mut batches = Vec::new();
+        for (version, cohort, unit, sessions_per_crash, start_ms) in releases {
+            for _ in 0..3 {
+                n += 1;
+                let mut events = vec![
+                    json!({"timeUnixNano": now, "sessionStart": {}}),
+                    json!({"timeUnixNano": now, "appStart": {"kind": "cold", "durationMs": start_ms + (n % 7) as f64 * 20.0}}),
+                    json!({"timeUnixNano": now, "stutter": {"totalFrames": 600, "slowFrames": 6 + n % 3, "frozenFrames": 0}}),
+                ];
+                if n.is_multiple_of(sessions_per_crash) {
+                    events.push(json!({"timeUnixNano": now, "crash": {
+                        "foreground": true, "kind": "managed",
+                        "exceptionType": "java.lang.IllegalStateException",
+                        "stackFingerprint": "wallet-checkout-1"}}));
+                }
+                batches.push(json!({
+                    "context": {
+                        "appId": "wallet-ios", "appVersion": version, "osName": "ios",
+                        "osVersion": "18.1", "deviceModel": "iPhone16,2", "networkType": "wifi",
+                        "sessionIdHash": format!("{n:032x}"), "unit": unit, "cohort": cohort
+                    },
+                    "events": events,
+                }));
+            }
+        }
+        let sent = client
+            .post(format!("{collector}/v1/client"))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {INGEST_TOKEN}"))
+            .body(json!({ "batches": batches }).to_string())
+            .send()
+            .await;
+        if let Err(error) = sent {
+            tracing::warn!(%error, "the demo app's telemetry was not accepted");
+        }
+    }
+}
+
+/// `vigil demo fault`: sends `fault` (or, with `clear`, the end of every
+/// fault) to each running instance listed in `data/demo.json`; the
+/// instances apply what is aimed at them.
+pub async fn fault(data: &Path, fault: Option<Value>) -> Result<Vec<String>, Error> {
+    let file = data.join(INSTANCES_FILE);
+    let text = std::fs::read_to_string(&file).map_err(|e| {
+        format!(
+            "{}: {e}; is `vigil up --demo --data {}` running?",
+            file.display(),
+            data.display()
+        )
+    })?;
+    let running: Running = serde_json::from_str(&text)?;
+    let client = reqwest::Client::new();
+    let mut done = Vec::new();
+    for instance in &running.instances {
+        let url = format!("{}/admin/faults", instance.url);
+        let request = match &fault {
+            Some(fault) => client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(fault.to_string()),
+            None => client.delete(&url),
+        };
+        request.send().await?.error_for_status()?;
+        done.push(format!(
+            "{} ({} {} in {})",
+            instance.url, instance.version, instance.cohort, instance.unit
+        ));
+    }
+    Ok(done)
+}

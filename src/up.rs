@@ -1,0 +1,146 @@
+//! `vigil up`: the collector, aggregator, alerter, prober and API in one
+//! process, on the configured bus and store (the embedded bus and SQLite
+//! in `--data` unless the configuration says otherwise); `--demo` adds
+//! what `demo.rs` describes. Prints what runs where, then `ready`; SIGINT
+//! or SIGTERM stops every part and waits for each to flush.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use vigil_aggregator::Aggregator;
+use vigil_alerter::Alerter;
+use vigil_collector::Collector;
+use vigil_core::config::{Config, StoreKind};
+use vigil_core::shutdown::Shutdown;
+use vigil_dashboard_api::Api;
+use vigil_synthetic::Prober;
+
+use crate::demo;
+
+type Error = Box<dyn std::error::Error>;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub demo: bool,
+    /// Where the SQLite store (unless configured elsewhere) and the demo's
+    /// files go.
+    pub data: PathBuf,
+    /// The demo's first instance listens here, the others on the next
+    /// ports; 0: any free ports.
+    pub demo_port: u16,
+}
+
+/// A wildcard address as a client reaches it: on loopback.
+fn reachable(address: SocketAddr) -> SocketAddr {
+    if address.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], address.port()))
+    } else {
+        address
+    }
+}
+
+#[allow(clippy::print_stdout, reason = "the CLI says what runs where")]
+pub async fn run(mut config: Config, options: Options) -> Result<(), Error> {
+    let shutdown = Shutdown::on_signals()?;
+    std::fs::create_dir_all(&options.data)?;
+    if config.store.kind == StoreKind::Sqlite
+        && config.store.sqlite.path == Config::default().store.sqlite.path
+    {
+        config.store.sqlite.path = options.data.join("vigil.sqlite");
+    }
+    let mut sink = None;
+    if options.demo {
+        demo::configure(&mut config)?;
+        let (address, rules) = demo::sink_and_rules(&options.data, shutdown.clone()).await?;
+        config.alerter.rules.push(rules);
+        sink = Some(address);
+    }
+
+    let bus = vigil_core::bus::connect(&config.bus)?;
+    let store = vigil_core::store::open(&config.store).await?;
+    let collector = Collector::start(&config, Arc::clone(&bus), shutdown.clone()).await?;
+    let otlp = reachable(collector.http_address());
+    let aggregator = Aggregator::start(
+        &config,
+        Arc::clone(&bus),
+        Arc::clone(&store),
+        shutdown.clone(),
+    )
+    .await?;
+    let alerter = Alerter::start(&config, bus, Arc::clone(&store), shutdown.clone()).await?;
+    let api = Api::start(&config, store, shutdown.clone()).await?;
+    let mut services = Vec::new();
+    if let Some(sink) = sink {
+        let (started, scenario) = demo::start(
+            &options.data,
+            otlp,
+            sink,
+            options.demo_port,
+            shutdown.clone(),
+        )
+        .await?;
+        services = started;
+        config.synthetic.scenarios.push(scenario);
+    }
+    config.synthetic.otlp_endpoint = format!("http://{otlp}");
+    let prober = Prober::start(&config, shutdown.clone()).await?;
+
+    let api_url = format!("http://{}", reachable(api.address()));
+    println!(
+        "vigil: {:?} bus, {:?} store{}",
+        config.bus.kind,
+        config.store.kind,
+        match config.store.kind {
+            StoreKind::Sqlite => format!(" in {}", config.store.sqlite.path.display()),
+            StoreKind::ClickHouse => format!(" at {}", config.store.clickhouse.url),
+        }
+    );
+    println!(
+        "  collector   OTLP/gRPC {}  OTLP/HTTP http://{otlp}",
+        reachable(collector.grpc_address())
+    );
+    println!("  api         {api_url}/api/v1  (OpenAPI: {api_url}/api/v1/openapi.json)");
+    println!(
+        "  alerter     {} rules; metrics http://{}/metrics",
+        alerter.metrics().rules.get(),
+        reachable(alerter.metrics_address())
+    );
+    println!(
+        "  aggregator  metrics http://{}/metrics",
+        reachable(aggregator.metrics_address())
+    );
+    println!(
+        "  prober      {} probe locations; metrics http://{}/metrics",
+        prober.metrics().scheduled.get(),
+        reachable(prober.metrics_address())
+    );
+    if let Some(sink) = sink {
+        for service in &services {
+            println!("  demo        payments on http://{}", service.address());
+        }
+        println!("  demo        webhook sink http://{sink} (alerts are printed here)");
+        println!(
+            "  demo        API token {} (tenant {}): curl -H 'Authorization: Bearer {}' {api_url}/api/v1/services",
+            demo::API_TOKEN,
+            demo::TENANT,
+            demo::API_TOKEN
+        );
+        println!(
+            "  demo        faults: vigil demo fault --data {} --unit unit-b --error-rate 0.5",
+            options.data.display()
+        );
+    }
+    println!("vigil is ready; Ctrl-C stops it");
+
+    for service in services {
+        service.wait().await;
+    }
+    prober.wait().await;
+    api.wait().await?;
+    alerter.wait().await;
+    aggregator.wait().await?;
+    collector.wait().await?;
+    println!("vigil stopped; everything was flushed");
+    Ok(())
+}
