@@ -1051,6 +1051,45 @@ async fn away_from_midnight() {
     }
 }
 
+/// The collector, an aggregator and the API over one bus and store, with
+/// acme's ingest token: data in through OTLP, out through the API.
+struct Pipeline {
+    shutdown: Shutdown,
+    collector: vigil_collector::Collector,
+    aggregator: vigil_aggregator::Aggregator,
+    server: Server,
+}
+
+impl Pipeline {
+    async fn start(backend: Backend) -> Option<Pipeline> {
+        let config = testing::config(backend)?;
+        away_from_midnight().await;
+        let mut config = api_config(config);
+        config.collector.tenants = vec![vigil_core::config::TenantConfig {
+            id: tenant("acme"),
+            tokens: vec![Secret::new(INGEST)],
+        }];
+        let shutdown = Shutdown::new();
+        let bus = vigil_core::bus::connect(&config.bus).unwrap();
+        let store = store::open(&config.store).await.unwrap();
+        let collector =
+            vigil_collector::Collector::start(&config, Arc::clone(&bus), shutdown.clone())
+                .await
+                .unwrap();
+        let aggregator =
+            vigil_aggregator::Aggregator::start(&config, bus, Arc::clone(&store), shutdown.clone())
+                .await
+                .unwrap();
+        let server = Server::start(&config, store).await;
+        Some(Pipeline {
+            shutdown,
+            collector,
+            aggregator,
+            server,
+        })
+    }
+}
+
 /// The OpenTelemetry SDK exports spans and metrics through the collector,
 /// the bus and the aggregator into the store; the API answers exactly.
 async fn sdk_data_reads_back_exactly_through_every_component(backend: Backend) {
@@ -1066,26 +1105,15 @@ async fn sdk_data_reads_back_exactly_through_every_component(backend: Backend) {
     };
     use opentelemetry_sdk::trace::SdkTracerProvider;
 
-    let Some(config) = testing::config(backend) else {
+    let Some(Pipeline {
+        shutdown,
+        collector,
+        aggregator,
+        server,
+    }) = Pipeline::start(backend).await
+    else {
         return;
     };
-    away_from_midnight().await;
-    let mut config = api_config(config);
-    config.collector.tenants = vec![vigil_core::config::TenantConfig {
-        id: tenant("acme"),
-        tokens: vec![Secret::new(INGEST)],
-    }];
-    let shutdown = Shutdown::new();
-    let bus = vigil_core::bus::connect(&config.bus).unwrap();
-    let store = store::open(&config.store).await.unwrap();
-    let collector = vigil_collector::Collector::start(&config, Arc::clone(&bus), shutdown.clone())
-        .await
-        .unwrap();
-    let aggregator =
-        vigil_aggregator::Aggregator::start(&config, bus, Arc::clone(&store), shutdown.clone())
-            .await
-            .unwrap();
-    let server = Server::start(&config, store).await;
 
     // 200 server spans of checkout, 7 to 296 ms, every tenth failed; a
     // counter adding up to 300; a histogram of 1..=500 (exponential, delta).
@@ -1856,26 +1884,15 @@ async fn releases_are_judged_canary_against_baseline(backend: Backend) {
 async fn a_failing_canary_of_the_demo_service_is_rolled_back(backend: Backend) {
     use vigil_synthetic::demo::{DemoOptions, DemoService};
 
-    let Some(config) = testing::config(backend) else {
+    let Some(Pipeline {
+        shutdown,
+        collector,
+        aggregator,
+        server,
+    }) = Pipeline::start(backend).await
+    else {
         return;
     };
-    away_from_midnight().await;
-    let mut config = api_config(config);
-    config.collector.tenants = vec![vigil_core::config::TenantConfig {
-        id: tenant("acme"),
-        tokens: vec![Secret::new(INGEST)],
-    }];
-    let shutdown = Shutdown::new();
-    let bus = vigil_core::bus::connect(&config.bus).unwrap();
-    let store = store::open(&config.store).await.unwrap();
-    let collector = vigil_collector::Collector::start(&config, Arc::clone(&bus), shutdown.clone())
-        .await
-        .unwrap();
-    let aggregator =
-        vigil_aggregator::Aggregator::start(&config, bus, Arc::clone(&store), shutdown.clone())
-            .await
-            .unwrap();
-    let server = Server::start(&config, store).await;
     let instance = |version: &str, cohort: &str| DemoOptions {
         listen: ([127, 0, 0, 1], 0).into(),
         service_name: "payments".into(),
