@@ -343,3 +343,103 @@ fn up_with_the_demo_shows_data_and_fires_an_alert_after_a_fault() {
     );
     std::fs::remove_dir_all(&data).unwrap();
 }
+
+/// A YAML document as JSON.
+fn yaml(text: &str) -> Value {
+    vigil_core::yaml::parse(text).unwrap_or_else(|(line, e)| panic!("line {line}: {e}"))
+}
+
+/// That `args` names a subcommand `vigil` has, and that `env` sets
+/// configuration keys it knows, to values it accepts, over the example
+/// configuration the image carries.
+fn runs(what: &str, args: &[String], env: &[(String, String)]) {
+    let mut help: Vec<&str> = args.iter().map(String::as_str).collect();
+    help.push("--help");
+    let output = vigil(&help, &[]);
+    assert!(
+        output.status.success(),
+        "{what}: {args:?}: {}",
+        stderr(&output)
+    );
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let output = vigil(&["--config", "deploy/vigil.toml", "config"], &env);
+    assert!(output.status.success(), "{what}: {}", stderr(&output));
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `deploy/docker-compose.yml` and `deploy/kubernetes/vigil.yaml` parse,
+/// and each Vigil container runs a subcommand that exists with
+/// configuration keys that exist.
+#[test]
+fn the_deployment_files_name_real_subcommands_and_keys() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let compose = yaml(&std::fs::read_to_string(root.join("deploy/docker-compose.yml")).unwrap());
+    let mut components = Vec::new();
+    for (name, service) in compose["services"].as_object().unwrap() {
+        if service["image"] != "vigil:latest" {
+            continue;
+        }
+        let env: Vec<(String, String)> = service["environment"]
+            .as_object()
+            .map(|vars| {
+                vars.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        runs(name, &strings(&service["command"]), &env);
+        components.push(strings(&service["command"])[0].clone());
+    }
+    components.sort();
+    let all = [
+        "aggregator",
+        "alerter",
+        "api",
+        "collector",
+        "migrate",
+        "synthetic",
+    ];
+    assert_eq!(components, all, "docker-compose.yml");
+
+    let manifests = std::fs::read_to_string(root.join("deploy/kubernetes/vigil.yaml")).unwrap();
+    let documents: Vec<Value> = manifests.split("\n---\n").map(yaml).collect();
+    let shared: Vec<(String, String)> = documents
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "vigil-env")
+        .and_then(|d| d["data"].as_object())
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect();
+    let mut components = Vec::new();
+    for document in &documents {
+        let Some(containers) = document["spec"]["template"]["spec"]["containers"].as_array() else {
+            continue;
+        };
+        let container = &containers[0];
+        assert_eq!(container["envFrom"][0]["configMapRef"]["name"], "vigil-env");
+        let mut env = shared.clone();
+        for var in container["env"].as_array().into_iter().flatten() {
+            env.push((
+                var["name"].as_str().unwrap().to_owned(),
+                var["value"].as_str().unwrap().to_owned(),
+            ));
+        }
+        let args = strings(&container["args"]);
+        runs(document["metadata"]["name"].as_str().unwrap(), &args, &env);
+        components.push(args[0].clone());
+    }
+    components.sort();
+    assert_eq!(components, all, "kubernetes/vigil.yaml");
+}
