@@ -219,16 +219,14 @@ fn the_prober_reloads_on_sighup() {
     std::fs::remove_dir_all(&folder).unwrap();
 }
 
-/// `vigil up --demo`: every component and the demo in one process. The
-/// API shows the demo's service and probe runs; after `vigil demo fault`
-/// fails half of unit-b's requests, the alert fires for unit-b alone and
-/// the demo's webhook sink prints it; SIGINT stops it all, exiting 0.
-#[test]
-fn up_with_the_demo_shows_data_and_fires_an_alert_after_a_fault() {
-    let data = std::env::temp_dir().join(format!("vigil-cli-up-{}", std::process::id()));
+/// `vigil up --demo` on free ports with its data in a folder of its own,
+/// once ready: the child, what it prints, the folder and the API's
+/// `/api/v1` URL.
+fn up_demo(name: &str) -> (Child, Printed, std::path::PathBuf, String) {
+    let data = std::env::temp_dir().join(format!("vigil-cli-{name}-{}", std::process::id()));
     let data_arg = data.display().to_string();
     let any = "127.0.0.1:0";
-    let (mut child, printed) = spawn(
+    let (child, printed) = spawn(
         &["up", "--demo", "--data", &data_arg, "--demo-port", "0"],
         &[
             ("VIGIL_COLLECTOR__GRPC_LISTEN", any),
@@ -254,6 +252,17 @@ fn up_with_the_demo_shows_data_and_fires_an_alert_after_a_fault() {
         .nth(1)
         .unwrap_or_else(|| panic!("no API address in {api:?}"))
         .to_owned();
+    (child, printed, data, api)
+}
+
+/// `vigil up --demo`: every component and the demo in one process. The
+/// API shows the demo's service and probe runs; after `vigil demo fault`
+/// fails half of unit-b's requests, the alert fires for unit-b alone and
+/// the demo's webhook sink prints it; SIGINT stops it all, exiting 0.
+#[test]
+fn up_with_the_demo_shows_data_and_fires_an_alert_after_a_fault() {
+    let (mut child, printed, data, api) = up_demo("alert");
+    let data_arg = data.display().to_string();
     let get = |path: &str| -> Value {
         let response = reqwest::blocking::Client::new()
             .get(format!("{api}{path}"))
@@ -442,4 +451,138 @@ fn the_deployment_files_name_real_subcommands_and_keys() {
     }
     components.sort();
     assert_eq!(components, all, "kubernetes/vigil.yaml");
+}
+
+/// The README's walkthrough, line by line, against a running
+/// `vigil up --demo`: every line succeeds and answers what the README says.
+#[test]
+fn the_readme_walkthrough_answers() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let block = readme
+        .split_once("<!-- walkthrough -->\n```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```\n<!-- /walkthrough -->"))
+        .map(|(block, _)| block)
+        .expect("the README's walkthrough block");
+    let (mut child, printed, data, api) = up_demo("readme");
+    let base = api.trim_end_matches("/api/v1").to_owned();
+    // The reader takes a moment to switch terminals: the first probe runs
+    // are in by then.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let runs = reqwest::blocking::Client::new()
+            .get(format!("{api}/probes/pay-e2e/runs"))
+            .header("authorization", "Bearer demo-api-token")
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        if runs.contains("trace_id") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no probe run: {runs}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let fault = format!(
+        "{} demo fault --data {}",
+        env!("CARGO_BIN_EXE_vigil"),
+        data.display()
+    );
+    let lines: Vec<String> = block
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            l.replace("http://127.0.0.1:8080", &base)
+                .replace("cargo run --release -- demo fault", &fault)
+        })
+        .collect();
+    // Each line, then its exit status on a line of its own.
+    let script: String = lines
+        .iter()
+        .map(|l| format!("{l}\necho\necho \"@@@ $?\"\n"))
+        .collect();
+    let output = Command::new("timeout")
+        .args(["120", "bash", "-c", &script])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    let mut answers: Vec<(String, String)> = Vec::new();
+    let mut current = String::new();
+    for out in text.lines() {
+        match out.strip_prefix("@@@ ") {
+            Some(status) => answers.push((status.to_owned(), std::mem::take(&mut current))),
+            None if out.is_empty() => {}
+            None => {
+                current.push_str(out);
+                current.push('\n');
+            }
+        }
+    }
+    assert_eq!(
+        answers.len(),
+        lines.len(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for ((status, answer), line) in answers.iter().zip(&lines) {
+        assert_eq!(status, "0", "{line}: {answer}");
+    }
+    let json = |i: usize| -> Value {
+        serde_json::from_str(&answers[i].1)
+            .unwrap_or_else(|e| panic!("{}: {e}: {}", lines[i], answers[i].1))
+    };
+    assert_eq!(json(1)["services"][0]["service"], "payments");
+    let query = json(2);
+    let units: Vec<&str> = query["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["labels"]["vigil.unit"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(units, ["unit-a", "unit-b"], "p99 per unit: {query}");
+    assert!(!json(3)["runs"].as_array().unwrap().is_empty());
+    assert_eq!(answers[4].1, "", "TRACE is set quietly");
+    let trace = json(5);
+    assert!(
+        trace["span_count"].as_u64() >= Some(4),
+        "the run and its three steps: {trace}"
+    );
+    let release = json(6);
+    assert!(
+        ["promote", "hold", "rollback"].contains(&release["verdict"].as_str().unwrap()),
+        "{release}"
+    );
+    assert_eq!(release["signals"][0]["signal"], "error_ratio");
+    let app = json(7);
+    let signals: Vec<&str> = app["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["signal"].as_str().unwrap())
+        .collect();
+    assert_eq!(signals, ["crash_rate", "app_start_p90", "slow_frame_rate"]);
+    assert_eq!(
+        answers[8].1.lines().count(),
+        3,
+        "the fault sent to three instances"
+    );
+    let alerts = json(10);
+    assert_eq!(
+        alerts["alerts"][0]["labels"]["vigil.unit"], "unit-b",
+        "{alerts}"
+    );
+    assert_eq!(
+        answers[11].1.lines().count(),
+        3,
+        "faults cleared on three instances"
+    );
+
+    line(
+        &printed,
+        |l| l.starts_with("[webhook /alerts] firing payments-errors"),
+        Duration::from_secs(10),
+    );
+    signal(&child, "-INT");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    std::fs::remove_dir_all(&data).unwrap();
 }
