@@ -457,11 +457,9 @@ fn releases(
             baseline: None,
             unit: None,
         };
-        let (canaries, baselines) = release.split(&members);
-        let judgements = criteria.spans(
-            &canary::merge(canaries.into_iter().copied()),
-            &canary::merge(baselines.into_iter().copied()),
-        );
+        let cohorts = release.cohorts(members.iter().map(|(m, _)| *m));
+        let (canaries, baselines) = cohorts.merge(members.iter().copied());
+        let judgements = criteria.spans(&canaries, &baselines);
         let failed = judgements
             .iter()
             .find(|j| j.result == canary::Outcome::Fail);

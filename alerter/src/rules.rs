@@ -676,18 +676,13 @@ fn check_rule(
             ])?;
             let defaults = vigil_core::config::CanaryConfig::default().criteria();
             let criteria = Criteria {
-                min_samples: spec.min_samples.unwrap_or(defaults.min_samples).max(1),
+                min_samples: spec.min_samples.unwrap_or(defaults.min_samples),
                 significance: spec.significance.unwrap_or(defaults.significance),
                 tolerance: spec.tolerance.unwrap_or(defaults.tolerance),
             };
-            if !(criteria.significance > 0.0 && criteria.significance <= 0.5) {
-                return Err("significance must be above 0 and at most 0.5 (0.05 is usual)".into());
-            }
-            if !(criteria.tolerance.is_finite() && criteria.tolerance >= 0.0) {
-                return Err(
-                    "tolerance must be a fraction of the baseline, 0 or more (0.1: 10 %)".into(),
-                );
-            }
+            criteria
+                .check()
+                .map_err(|(field, reason)| format!("{field} {reason}"))?;
             Check::Canary {
                 window_s: spec
                     .window

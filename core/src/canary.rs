@@ -120,45 +120,107 @@ impl<'a> Member<'a> {
     }
 }
 
-impl Release<'_> {
-    /// Splits `groups` into the canary's and the baseline's.
-    pub fn split<'g, T>(&self, groups: &'g [(Member<'_>, T)]) -> (Vec<&'g T>, Vec<&'g T>) {
-        let in_unit = |m: &Member<'_>| self.unit.is_none_or(|unit| m.unit == unit);
-        let canary: Vec<&(Member<'_>, T)> = groups
+impl<'a> Release<'a> {
+    /// The release resolved against every group of its data: the canary's
+    /// units and whether a baseline runs beside it are decided once, so
+    /// each signal (each series, each crash type) splits alike.
+    pub fn cohorts<'m>(self, members: impl IntoIterator<Item = Member<'m>>) -> Cohorts<'a> {
+        let members: Vec<Member<'m>> = members.into_iter().collect();
+        let mut cohorts = Cohorts {
+            release: self,
+            units: members
+                .iter()
+                .filter(|m| m.version == self.version && self.in_unit(m))
+                .map(|m| m.unit.to_owned())
+                .collect(),
+            beside: false,
+        };
+        cohorts.beside = members
             .iter()
-            .filter(|(m, _)| m.version == self.version && in_unit(m))
-            .collect();
-        let units: BTreeSet<&str> = canary.iter().map(|(m, _)| m.unit).collect();
-        let others: Vec<&(Member<'_>, T)> = groups
-            .iter()
-            .filter(|(m, _)| {
-                m.version != self.version
-                    && m.cohort != "canary"
-                    && self.baseline.is_none_or(|b| m.version == b)
-                    && in_unit(m)
-                    && (units.is_empty() || units.contains(m.unit))
-            })
-            .collect();
-        let deployed_beside = others.iter().any(|(m, _)| m.cohort == "baseline");
-        let baseline = others
-            .into_iter()
-            .filter(|(m, _)| !deployed_beside || m.cohort == "baseline")
-            .map(|(_, t)| t)
-            .collect();
-        (canary.into_iter().map(|(_, t)| t).collect(), baseline)
+            .any(|m| cohorts.is_baseline_candidate(m) && m.cohort == "baseline");
+        cohorts
+    }
+
+    fn in_unit(&self, member: &Member<'_>) -> bool {
+        self.unit.is_none_or(|unit| member.unit == unit)
     }
 }
 
-/// The rollups merged.
-pub fn merge<'a>(rollups: impl IntoIterator<Item = &'a Rollup>) -> Rollup {
-    let mut merged = Rollup::default();
-    for rollup in rollups {
-        merged.merge(rollup);
+/// A release resolved against its data (see [`Release::cohorts`]).
+#[derive(Debug, Clone)]
+pub struct Cohorts<'a> {
+    release: Release<'a>,
+    /// The units the canary runs in; the baseline is read there only.
+    pub units: BTreeSet<String>,
+    /// A `vigil.cohort=baseline` group exists: only those are the baseline.
+    beside: bool,
+}
+
+/// Which side of the comparison a group is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Canary,
+    Baseline,
+}
+
+impl Cohorts<'_> {
+    fn is_baseline_candidate(&self, m: &Member<'_>) -> bool {
+        let release = &self.release;
+        m.version != release.version
+            && m.cohort != "canary"
+            && release.baseline.is_none_or(|b| m.version == b)
+            && release.in_unit(m)
+            && (self.units.is_empty() || self.units.contains(m.unit))
     }
-    merged
+
+    /// The side of a group; `None`: neither.
+    pub fn side(&self, m: &Member<'_>) -> Option<Side> {
+        if m.version == self.release.version {
+            self.release.in_unit(m).then_some(Side::Canary)
+        } else {
+            (self.is_baseline_candidate(m) && (!self.beside || m.cohort == "baseline"))
+                .then_some(Side::Baseline)
+        }
+    }
+
+    /// The canary's and the baseline's rollups of `groups`, merged.
+    pub fn merge<'g>(
+        &self,
+        groups: impl IntoIterator<Item = (Member<'g>, &'g Rollup)>,
+    ) -> (Rollup, Rollup) {
+        let (mut canary, mut baseline) = (Rollup::default(), Rollup::default());
+        for (member, rollup) in groups {
+            match self.side(&member) {
+                Some(Side::Canary) => canary.merge(rollup),
+                Some(Side::Baseline) => baseline.merge(rollup),
+                None => {}
+            }
+        }
+        (canary, baseline)
+    }
 }
 
 impl Criteria {
+    /// Why these criteria cannot judge: the field and the reason.
+    pub fn check(&self) -> Result<(), (&'static str, &'static str)> {
+        if self.min_samples == 0 {
+            return Err(("min_samples", "must be at least 1"));
+        }
+        if !(self.significance > 0.0 && self.significance <= 0.5) {
+            return Err((
+                "significance",
+                "must be above 0 and at most 0.5 (0.05 is usual)",
+            ));
+        }
+        if !(0.0..=10.0).contains(&self.tolerance) {
+            return Err((
+                "tolerance",
+                "must be between 0 and 10 times the baseline (0.1: 10 %)",
+            ));
+        }
+        Ok(())
+    }
+
     /// A ratio of bad events: `(bad, events)` of each cohort.
     pub fn ratio(&self, signal: &str, canary: (u64, u64), baseline: (u64, u64)) -> Judgement {
         let rate = |(bad, n): (u64, u64)| (n > 0).then(|| bad as f64 / n as f64);
@@ -489,14 +551,38 @@ mod tests {
             baseline: None,
             unit: None,
         };
-        assert_eq!(release.split(&groups), (vec![&1], vec![&2, &4]));
+        let sides = |cohorts: &Cohorts<'_>, groups: &[(Member<'_>, i32)]| {
+            let on = |side| {
+                groups
+                    .iter()
+                    .filter(|(m, _)| cohorts.side(m) == Some(side))
+                    .map(|(_, n)| *n)
+                    .collect::<Vec<i32>>()
+            };
+            (on(Side::Canary), on(Side::Baseline))
+        };
+        let split = |release: Release<'_>, groups: &[(Member<'_>, i32)]| {
+            sides(&release.cohorts(groups.iter().map(|(m, _)| *m)), groups)
+        };
+        assert_eq!(split(release, &groups), (vec![1], vec![2, 4]));
         let pinned = Release {
             baseline: Some("1.0"),
             ..release
         };
-        assert_eq!(pinned.split(&groups), (vec![&1], vec![&2]));
+        assert_eq!(split(pinned, &groups), (vec![1], vec![2]));
         let mut beside = groups.clone();
         beside.push((member("1.0", "u1", "baseline"), 5));
-        assert_eq!(release.split(&beside), (vec![&1], vec![&5]));
+        assert_eq!(split(release, &beside), (vec![1], vec![5]));
+
+        // Resolved once over all the data, a series the canary has no
+        // group in (a crash type it never had) splits in the same units
+        // and cohorts: unit u2's stable group stays out.
+        let cohorts = release.cohorts(groups.iter().map(|(m, _)| *m));
+        let one_type = [
+            (member("1.0", "u1", "stable"), 7),
+            (member("1.0", "u2", "stable"), 8),
+        ];
+        assert_eq!(sides(&cohorts, &one_type), (vec![], vec![7]));
+        assert_eq!(cohorts.units, BTreeSet::from(["u1".to_owned()]));
     }
 }

@@ -963,31 +963,17 @@ impl Config {
 
     fn validate_canary(&self) -> Result<(), ConfigError> {
         let canary = &self.canary;
-        if canary.min_samples == 0 {
-            return Err(ConfigError::invalid(
-                "canary.min_samples",
-                "must be at least 1",
-            ));
-        }
-        if !(canary.significance > 0.0 && canary.significance <= 0.5) {
-            return Err(ConfigError::invalid(
-                "canary.significance",
-                format!(
-                    "must be above 0 and at most 0.5 (0.05 is usual), got {}",
-                    canary.significance
+        canary.criteria().check().map_err(|(field, reason)| {
+            let (key, value) = match field {
+                "min_samples" => ("canary.min_samples", canary.min_samples.to_string()),
+                "significance" => ("canary.significance", canary.significance.to_string()),
+                _ => (
+                    "canary.tolerance_percent",
+                    format!("{} %", canary.tolerance_percent),
                 ),
-            ));
-        }
-        if !(0.0..=1000.0).contains(&canary.tolerance_percent) {
-            return Err(ConfigError::invalid(
-                "canary.tolerance_percent",
-                format!(
-                    "must be between 0 and 1000, got {}",
-                    canary.tolerance_percent
-                ),
-            ));
-        }
-        Ok(())
+            };
+            ConfigError::invalid(key, format!("{reason}, got {value}"))
+        })
     }
 
     fn validate_alerter(&self) -> Result<(), ConfigError> {

@@ -9,13 +9,13 @@
 //! the canary's units, over the same range. The tests and the verdict are
 //! `vigil_core::canary`'s, the same the alerter's `canary` rules use.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
 use serde_json::json;
-use vigil_core::canary::{self, Criteria, Judgement, Member, Outcome, Release};
+use vigil_core::canary::{self, Cohorts, Criteria, Judgement, Member, Outcome, Release, Side};
 use vigil_core::model::{Kind, Rollup};
 
 use crate::error::{ApiError, BadParameter};
@@ -91,44 +91,38 @@ pub async fn health(
     let data = state
         .within(read(&call.reader, &service, from_s, to_s))
         .await?;
+    let cohorts = release.cohorts(data.groups().map(|(group, _)| Member::of(group)));
+    let baseline_versions: BTreeSet<&str> = data
+        .groups()
+        .map(|(group, _)| Member::of(group))
+        .filter(|m| cohorts.side(m) == Some(Side::Baseline))
+        .map(|m| m.version)
+        .collect();
+    let split = |groups: &Groups| cohorts.merge(groups.iter().map(|(g, r)| (Member::of(g), r)));
     let mut judgements = Vec::new();
-    let mut baseline_versions = BTreeSet::new();
-    let mut units = BTreeSet::new();
     let mut by_type = Vec::new();
 
-    let (canary_spans, baseline_spans) =
-        split(&release, &data.spans, &mut baseline_versions, &mut units);
+    let (canary_spans, baseline_spans) = split(&data.spans);
     if canary_spans.values.count() + baseline_spans.values.count() > 0 {
         judgements.extend(criteria.spans(&canary_spans, &baseline_spans));
     }
-
-    let sessions = split(&release, &data.sessions, &mut baseline_versions, &mut units);
-    let crashes = split(&release, &data.crashes, &mut baseline_versions, &mut units);
-    let (canary_sessions, baseline_sessions) = (total(&sessions.0), total(&sessions.1));
-    if canary_sessions + baseline_sessions > 0 {
+    let sessions = split(&data.sessions);
+    let crashes = split(&data.crashes);
+    let sessions = (total(&sessions.0), total(&sessions.1));
+    if sessions.0 + sessions.1 > 0 {
         judgements.push(criteria.ratio(
             "crash_rate",
-            (crashes.0.values.count(), canary_sessions),
-            (crashes.1.values.count(), baseline_sessions),
+            (crashes.0.values.count(), sessions.0),
+            (crashes.1.values.count(), sessions.1),
         ));
-        by_type = crash_types(
-            &criteria,
-            &release,
-            &data.crashes,
-            (canary_sessions, baseline_sessions),
-        );
+        by_type = crash_types(&criteria, &cohorts, &data.crashes, sessions);
     }
-    let starts = split(&release, &data.starts, &mut baseline_versions, &mut units);
+    let starts = split(&data.starts);
     if starts.0.values.count() + starts.1.values.count() > 0 {
         judgements.push(criteria.values("app_start_p90", 0.9, &starts.0.values, &starts.1.values));
     }
-    let frames = split(&release, &data.frames, &mut baseline_versions, &mut units);
-    let slow = split(
-        &release,
-        &data.slow_frames,
-        &mut baseline_versions,
-        &mut units,
-    );
+    let frames = split(&data.frames);
+    let slow = split(&data.slow_frames);
     if total(&frames.0) + total(&frames.1) > 0 {
         judgements.push(criteria.ratio(
             "slow_frame_rate",
@@ -149,7 +143,7 @@ pub async fn health(
     answer["service"] = json!(service);
     answer["version"] = json!(version);
     answer["baseline_versions"] = json!(baseline_versions);
-    answer["units"] = json!(units);
+    answer["units"] = json!(cohorts.units);
     answer["verdict"] = json!(verdict);
     answer["reasons"] = json!(reasons);
     answer["signals"] = json!(judgements);
@@ -165,6 +159,22 @@ struct Data {
     starts: Groups,
     frames: Groups,
     slow_frames: Groups,
+}
+
+impl Data {
+    /// Every group read, of every signal.
+    fn groups(&self) -> impl Iterator<Item = &(Vec<String>, Rollup)> {
+        [
+            &self.spans,
+            &self.sessions,
+            &self.crashes,
+            &self.starts,
+            &self.frames,
+            &self.slow_frames,
+        ]
+        .into_iter()
+        .flatten()
+    }
 }
 
 async fn read(reader: &Reader, service: &str, from_s: u64, to_s: u64) -> Result<Data, ApiError> {
@@ -204,29 +214,6 @@ async fn read(reader: &Reader, service: &str, from_s: u64, to_s: u64) -> Result<
     })
 }
 
-/// The canary's and the baseline's rollups merged, noting the baseline's
-/// versions and the units compared.
-fn split(
-    release: &Release<'_>,
-    groups: &Groups,
-    baseline_versions: &mut BTreeSet<String>,
-    units: &mut BTreeSet<String>,
-) -> (Rollup, Rollup) {
-    let members: Vec<(Member<'_>, &(Vec<String>, Rollup))> =
-        groups.iter().map(|row| (Member::of(&row.0), row)).collect();
-    let (canary, baseline) = release.split(&members);
-    for (group, _) in &canary {
-        units.insert(Member::of(group).unit.to_owned());
-    }
-    for (group, _) in &baseline {
-        baseline_versions.insert(Member::of(group).version.to_owned());
-    }
-    (
-        canary::merge(canary.iter().map(|(_, r)| r)),
-        canary::merge(baseline.iter().map(|(_, r)| r)),
-    )
-}
-
 /// The sum of a rollup's values (session, frame counts) as a count.
 fn total(rollup: &Rollup) -> u64 {
     rollup.values.sum().max(0.0).round() as u64
@@ -235,27 +222,25 @@ fn total(rollup: &Rollup) -> u64 {
 /// Crashes per session of each exception type.
 fn crash_types(
     criteria: &Criteria,
-    release: &Release<'_>,
+    cohorts: &Cohorts<'_>,
     crashes: &Groups,
-    (canary_sessions, baseline_sessions): (u64, u64),
+    sessions: (u64, u64),
 ) -> Vec<Judgement> {
-    let mut types: BTreeMap<&str, Groups> = BTreeMap::new();
-    for (group, rollup) in crashes {
-        let kind = group.get(3).map_or("", String::as_str);
-        types
-            .entry(kind)
-            .or_default()
-            .push((group.clone(), rollup.clone()));
-    }
-    types
+    let kind = |group: &[String]| group.get(3).map_or("", String::as_str).to_owned();
+    let kinds: BTreeSet<String> = crashes.iter().map(|(group, _)| kind(group)).collect();
+    kinds
         .into_iter()
-        .map(|(kind, groups)| {
-            let (canary, baseline) =
-                split(release, &groups, &mut BTreeSet::new(), &mut BTreeSet::new());
+        .map(|k| {
+            let (canary, baseline) = cohorts.merge(
+                crashes
+                    .iter()
+                    .filter(|(group, _)| kind(group) == k)
+                    .map(|(g, r)| (Member::of(g), r)),
+            );
             criteria.ratio(
-                &format!("crash_rate{{exception.type={kind:?}}}"),
-                (canary.values.count(), canary_sessions),
-                (baseline.values.count(), baseline_sessions),
+                &format!("crash_rate{{exception.type={k:?}}}"),
+                (canary.values.count(), sessions.0),
+                (baseline.values.count(), sessions.1),
             )
         })
         .collect()

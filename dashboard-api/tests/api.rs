@@ -1700,6 +1700,22 @@ async fn write_releases(store: &dyn Store) {
             }
         }
     }
+    // A crash type of unit-b only, where the canary does not run: not in
+    // the baseline of any crash type.
+    let labels = [
+        ("app.version", "5.0"),
+        ("vigil.unit", "unit-b"),
+        ("vigil.cohort", "stable"),
+        ("exception.type", "OutOfMemoryError"),
+    ];
+    let key = series(
+        "acme",
+        Kind::Client,
+        "wallet-ios",
+        "client.crashes",
+        &labels,
+    );
+    rows.extend(rows_at(&key, t, &rollup(vec![1.0; 50], 0)));
     store
         .write(&Flush {
             source: "test".into(),
@@ -1849,7 +1865,19 @@ async fn releases_are_judged_canary_against_baseline(backend: Backend) {
                 "crash_rate{exception.type=\"NullPointerException\"}".to_owned(),
                 "pass".to_owned()
             ),
+            (
+                "crash_rate{exception.type=\"OutOfMemoryError\"}".to_owned(),
+                "pass".to_owned()
+            ),
         ]
+    );
+    assert_eq!(
+        (
+            body["crash_rate_by_type"][2]["canary"].clone(),
+            body["crash_rate_by_type"][2]["baseline"].clone()
+        ),
+        (json!(0.0), json!(0.0)),
+        "unit-b's crashes are outside the canary's units"
     );
     let reasons: Vec<&str> = body["reasons"]
         .as_array()
