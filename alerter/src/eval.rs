@@ -122,10 +122,9 @@ struct Track {
     counts_base: (u64, u64),
     /// End of the newest slot with data.
     last_seen_end: u64,
-    /// The merged rollups of the windows asked for at `merged_at`, by
-    /// window length.
+    /// The merged rollups of the windows asked for at the boundary being
+    /// evaluated, by window length; emptied when the boundary is done.
     merged: Vec<(u64, Rollup)>,
-    merged_at: u64,
     /// Values of past evaluations, by rule: anomaly rules.
     history: Vec<(usize, VecDeque<(u64, f64)>)>,
 }
@@ -159,10 +158,6 @@ impl Track {
     /// The merged rollup of the slots in `[boundary − window_s, boundary)`,
     /// merged once per boundary for all the feed's rules.
     fn merged(&mut self, boundary: u64, window_s: u64) -> &Rollup {
-        if self.merged_at != boundary {
-            self.merged.clear();
-            self.merged_at = boundary;
-        }
         let at = match self.merged.iter().position(|(w, _)| *w == window_s) {
             Some(at) => at,
             None => {
@@ -196,7 +191,8 @@ impl Track {
         &mut self.history[at].1
     }
 
-    /// Drops what is older than `oldest`.
+    /// Drops what is older than `oldest`, and the windows merged for the
+    /// boundary just evaluated.
     fn prune(&mut self, oldest: u64) {
         self.rollups = self.rollups.split_off(&oldest);
         while self.counts.front().is_some_and(|(s, _, _)| *s < oldest) {
