@@ -106,20 +106,30 @@ pub async fn sink_and_rules(
     data: &Path,
     shutdown: Shutdown,
 ) -> Result<(SocketAddr, PathBuf), Error> {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
-    let sink = listener.local_addr()?;
     let router = axum::Router::new().route("/{*path}", post(print));
+    let sink = serve_locally(router, "the demo's webhook sink", shutdown).await?;
+    let rules = data.join("demo-rules.yaml");
+    std::fs::write(&rules, rule_file(sink))?;
+    Ok((sink, rules))
+}
+
+/// Serves `router` on a free loopback port until `shutdown`; its address.
+pub async fn serve_locally(
+    router: axum::Router,
+    what: &'static str,
+    shutdown: Shutdown,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+    let address = listener.local_addr()?;
     tokio::spawn(async move {
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move { shutdown.wait().await })
             .await;
         if let Err(error) = served {
-            tracing::error!(%error, "the demo's webhook sink stopped");
+            tracing::error!(%error, "{what} stopped");
         }
     });
-    let rules = data.join("demo-rules.yaml");
-    std::fs::write(&rules, rule_file(sink))?;
-    Ok((sink, rules))
+    Ok(address)
 }
 
 /// Prints what the alerter sends: one line per alert, or per action.
@@ -248,7 +258,7 @@ pub async fn start(
         )
         .await?;
         let url = format!("http://{}", service.address());
-        tokio::spawn(load(url.clone(), shutdown.clone()));
+        tokio::spawn(load(url.clone(), 10, shutdown.clone()));
         running.push(RunningInstance {
             url,
             unit: instance.unit.into(),
@@ -308,10 +318,11 @@ probes:
     )
 }
 
-/// Orders created and paid at ten a second until `shutdown`.
-async fn load(url: String, shutdown: Shutdown) {
+/// Orders created at `per_second`, and paid, on the instance at `url` until
+/// `shutdown`.
+pub async fn load(url: String, per_second: u64, shutdown: Shutdown) {
     let client = reqwest::Client::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / per_second));
     let order = json!({"amount": 1250, "currency": "EUR"}).to_string();
     loop {
         tokio::select! {

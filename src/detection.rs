@@ -4,7 +4,7 @@
 //! webhook, on the configured bus and store.
 //!
 //! One process runs them all with a webhook sink on loopback and a steady
-//! load of order creations. Each trial waits a random part of a 10 s
+//! load of orders created and paid. Each trial waits a random part of a 10 s
 //! window, makes half of the creations fail (`/admin/faults`), and times
 //! until the firing notification arrives; then it clears the fault and
 //! waits for the resolved notification before the next.
@@ -17,21 +17,20 @@ use axum::Json;
 use axum::extract::State;
 use axum::routing::post;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio::time::{Instant, sleep};
-use vigil_aggregator::Aggregator;
-use vigil_alerter::Alerter;
-use vigil_collector::Collector;
 use vigil_core::config::{Config, Secret, TenantConfig};
 use vigil_core::shutdown::Shutdown;
 use vigil_core::tenant::TenantId;
 use vigil_synthetic::demo::{DemoOptions, DemoService};
 
+use crate::demo;
+use crate::up::Pipeline;
+
 type Error = Box<dyn std::error::Error>;
 
 const TENANT: &str = "detection";
 const TOKEN: &str = "detection-bench-ingest-token";
-/// Order creations per second.
+/// Orders created (and paid) per second.
 const RATE: u64 = 50;
 /// The share of creations that fail during a trial.
 const ERROR_RATE: f64 = 0.5;
@@ -45,13 +44,15 @@ type Received = Arc<Mutex<Vec<(Instant, Value)>>>;
 pub async fn run(mut config: Config, trials: usize) -> Result<Vec<Duration>, Error> {
     let shutdown = Shutdown::new();
     let received: Received = Arc::default();
-    let sink = sink(Arc::clone(&received), shutdown.clone()).await?;
+    let router = axum::Router::new()
+        .route("/hook", post(hook))
+        .with_state(Arc::clone(&received));
+    let sink = demo::serve_locally(router, "the webhook sink", shutdown.clone()).await?;
     let folder = std::env::temp_dir().join(format!("vigil-detection-{}", std::process::id()));
     std::fs::create_dir_all(&folder)?;
     let rules = folder.join("rules.yaml");
     std::fs::write(&rules, rule_file(sink))?;
 
-    let loopback = |address: SocketAddr| SocketAddr::from(([127, 0, 0, 1], address.port()));
     let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
     config.collector.grpc_listen = any_port;
     config.collector.http_listen = any_port;
@@ -67,17 +68,7 @@ pub async fn run(mut config: Config, trials: usize) -> Result<Vec<Duration>, Err
     config.alerter.group = format!("vigil-detection-alerter-{run_id}");
     config.alerter.rules = vec![rules];
 
-    let bus = vigil_core::bus::connect(&config.bus)?;
-    let store = vigil_core::store::open(&config.store).await?;
-    let collector = Collector::start(&config, Arc::clone(&bus), shutdown.clone()).await?;
-    let aggregator = Aggregator::start(
-        &config,
-        Arc::clone(&bus),
-        Arc::clone(&store),
-        shutdown.clone(),
-    )
-    .await?;
-    let alerter = Alerter::start(&config, bus, store, shutdown.clone()).await?;
+    let pipeline = Pipeline::start(&config, &shutdown).await?;
     let demo = DemoService::start(
         DemoOptions {
             listen: any_port,
@@ -85,14 +76,14 @@ pub async fn run(mut config: Config, trials: usize) -> Result<Vec<Duration>, Err
             unit: "unit-a".into(),
             version: "1.0.0".into(),
             cohort: "stable".into(),
-            otlp_endpoint: Some(format!("http://{}", loopback(collector.http_address()))),
+            otlp_endpoint: Some(format!("http://{}", pipeline.otlp())),
             token: Some(TOKEN.into()),
         },
         shutdown.clone(),
     )
     .await?;
-    let demo_url = format!("http://{}", loopback(demo.address()));
-    let load = tokio::spawn(load(demo_url.clone(), shutdown.clone()));
+    let demo_url = format!("http://{}", demo.address());
+    let load = tokio::spawn(demo::load(demo_url.clone(), RATE, shutdown.clone()));
 
     let client = reqwest::Client::new();
     let faults = format!("{demo_url}/admin/faults");
@@ -124,9 +115,7 @@ pub async fn run(mut config: Config, trials: usize) -> Result<Vec<Duration>, Err
     shutdown.trigger();
     load.await?;
     demo.wait().await;
-    alerter.wait().await;
-    aggregator.wait().await?;
-    collector.wait().await?;
+    pipeline.wait().await?;
     std::fs::remove_dir_all(&folder)?;
     Ok(latencies)
 }
@@ -160,48 +149,10 @@ route:
     )
 }
 
-/// A webhook receiver on loopback that keeps what it is sent.
-async fn sink(received: Received, shutdown: Shutdown) -> Result<SocketAddr, Error> {
-    async fn hook(State(received): State<Received>, Json(body): Json<Value>) -> &'static str {
-        lock(&received).push((Instant::now(), body));
-        "ok"
-    }
-    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
-    let address = listener.local_addr()?;
-    let router = axum::Router::new()
-        .route("/hook", post(hook))
-        .with_state(received);
-    tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { shutdown.wait().await })
-            .await;
-        if let Err(error) = served {
-            tracing::error!(%error, "the webhook sink stopped");
-        }
-    });
-    Ok(address)
-}
-
-/// Creates orders at [`RATE`] a second until `shutdown`; failures are what
-/// the trials inject.
-async fn load(demo_url: String, shutdown: Shutdown) {
-    let client = reqwest::Client::new();
-    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
-    let order = json!({"amount": 1250, "currency": "EUR"}).to_string();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = shutdown.wait() => return,
-        }
-        let request = client
-            .post(format!("{demo_url}/orders"))
-            .header("content-type", "application/json")
-            .body(order.clone());
-        tokio::spawn(async move {
-            // A refused creation is the fault at work.
-            let _ = request.send().await;
-        });
-    }
+/// The webhook sink's one path: keeps what it is sent, with when.
+async fn hook(State(received): State<Received>, Json(body): Json<Value>) -> &'static str {
+    lock(&received).push((Instant::now(), body));
+    "ok"
 }
 
 /// When the first notification after the `seen` first ones with `status`

@@ -13,6 +13,7 @@ use vigil_alerter::Alerter;
 use vigil_collector::Collector;
 use vigil_core::config::{Config, StoreKind};
 use vigil_core::shutdown::Shutdown;
+use vigil_core::store::Store;
 use vigil_dashboard_api::Api;
 use vigil_synthetic::Prober;
 
@@ -29,6 +30,51 @@ pub struct Options {
     /// The demo's first instance listens here, the others on the next
     /// ports; 0: any free ports.
     pub demo_port: u16,
+}
+
+/// The collector, an aggregator and the alerter on one bus and store: what
+/// every way of running Vigil in one process starts.
+pub struct Pipeline {
+    pub collector: Collector,
+    pub aggregator: Aggregator,
+    pub alerter: Alerter,
+    pub store: Arc<dyn Store>,
+}
+
+impl Pipeline {
+    pub async fn start(config: &Config, shutdown: &Shutdown) -> Result<Pipeline, Error> {
+        let bus = vigil_core::bus::connect(&config.bus)?;
+        let store = vigil_core::store::open(&config.store).await?;
+        let collector = Collector::start(config, Arc::clone(&bus), shutdown.clone()).await?;
+        let aggregator = Aggregator::start(
+            config,
+            Arc::clone(&bus),
+            Arc::clone(&store),
+            shutdown.clone(),
+        )
+        .await?;
+        let alerter = Alerter::start(config, bus, Arc::clone(&store), shutdown.clone()).await?;
+        Ok(Pipeline {
+            collector,
+            aggregator,
+            alerter,
+            store,
+        })
+    }
+
+    /// The collector's OTLP/HTTP address as a client reaches it.
+    pub fn otlp(&self) -> SocketAddr {
+        reachable(self.collector.http_address())
+    }
+
+    /// Returns once every part has stopped (after the shutdown) and
+    /// flushed.
+    pub async fn wait(self) -> Result<(), Error> {
+        self.alerter.wait().await;
+        self.aggregator.wait().await?;
+        self.collector.wait().await?;
+        Ok(())
+    }
 }
 
 /// A wildcard address as a client reaches it: on loopback.
@@ -57,19 +103,9 @@ pub async fn run(mut config: Config, options: Options) -> Result<(), Error> {
         sink = Some(address);
     }
 
-    let bus = vigil_core::bus::connect(&config.bus)?;
-    let store = vigil_core::store::open(&config.store).await?;
-    let collector = Collector::start(&config, Arc::clone(&bus), shutdown.clone()).await?;
-    let otlp = reachable(collector.http_address());
-    let aggregator = Aggregator::start(
-        &config,
-        Arc::clone(&bus),
-        Arc::clone(&store),
-        shutdown.clone(),
-    )
-    .await?;
-    let alerter = Alerter::start(&config, bus, Arc::clone(&store), shutdown.clone()).await?;
-    let api = Api::start(&config, store, shutdown.clone()).await?;
+    let pipeline = Pipeline::start(&config, &shutdown).await?;
+    let otlp = pipeline.otlp();
+    let api = Api::start(&config, Arc::clone(&pipeline.store), shutdown.clone()).await?;
     let mut services = Vec::new();
     if let Some(sink) = sink {
         let (started, scenario) = demo::start(
@@ -98,17 +134,17 @@ pub async fn run(mut config: Config, options: Options) -> Result<(), Error> {
     );
     println!(
         "  collector   OTLP/gRPC {}  OTLP/HTTP http://{otlp}",
-        reachable(collector.grpc_address())
+        reachable(pipeline.collector.grpc_address())
     );
     println!("  api         {api_url}/api/v1  (OpenAPI: {api_url}/api/v1/openapi.json)");
     println!(
         "  alerter     {} rules; metrics http://{}/metrics",
-        alerter.metrics().rules.get(),
-        reachable(alerter.metrics_address())
+        pipeline.alerter.metrics().rules.get(),
+        reachable(pipeline.alerter.metrics_address())
     );
     println!(
         "  aggregator  metrics http://{}/metrics",
-        reachable(aggregator.metrics_address())
+        reachable(pipeline.aggregator.metrics_address())
     );
     println!(
         "  prober      {} probe locations; metrics http://{}/metrics",
@@ -138,9 +174,7 @@ pub async fn run(mut config: Config, options: Options) -> Result<(), Error> {
     }
     prober.wait().await;
     api.wait().await?;
-    alerter.wait().await;
-    aggregator.wait().await?;
-    collector.wait().await?;
+    pipeline.wait().await?;
     println!("vigil stopped; everything was flushed");
     Ok(())
 }
