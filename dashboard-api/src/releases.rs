@@ -194,23 +194,31 @@ async fn read(reader: &Reader, service: &str, from_s: u64, to_s: u64) -> Result<
         }
         .grouped_by(&group_by)
     };
+    let (sessions, crashes, starts) = (
+        client("client.sessions", &[]),
+        client("client.crashes", &["exception.type"]),
+        client("client.app_start", &[]),
+    );
+    let (frames, slow_frames) = (
+        client("client.frames", &[]),
+        client("client.frames.slow", &[]),
+    );
+    // Six independent reads, at once.
+    let (spans, sessions, crashes, starts, frames, slow_frames) = tokio::try_join!(
+        reader.totals(&spans, from_s, to_s),
+        reader.totals(&sessions, from_s, to_s),
+        reader.totals(&crashes, from_s, to_s),
+        reader.totals(&starts, from_s, to_s),
+        reader.totals(&frames, from_s, to_s),
+        reader.totals(&slow_frames, from_s, to_s),
+    )?;
     Ok(Data {
-        spans: reader.totals(&spans, from_s, to_s).await?,
-        sessions: reader
-            .totals(&client("client.sessions", &[]), from_s, to_s)
-            .await?,
-        crashes: reader
-            .totals(&client("client.crashes", &["exception.type"]), from_s, to_s)
-            .await?,
-        starts: reader
-            .totals(&client("client.app_start", &[]), from_s, to_s)
-            .await?,
-        frames: reader
-            .totals(&client("client.frames", &[]), from_s, to_s)
-            .await?,
-        slow_frames: reader
-            .totals(&client("client.frames.slow", &[]), from_s, to_s)
-            .await?,
+        spans,
+        sessions,
+        crashes,
+        starts,
+        frames,
+        slow_frames,
     })
 }
 

@@ -113,6 +113,17 @@ impl Server {
         )
     }
 
+    /// `POST /api/v1/silences` of `silence` with `token`.
+    async fn post_silence(&self, token: &str, silence: Value) -> (u16, Value) {
+        self.send(
+            reqwest::Method::POST,
+            token,
+            "/api/v1/silences",
+            Some(silence),
+        )
+        .await
+    }
+
     /// The body of `GET path` as acme, which must answer 200.
     async fn ok(&self, path: &str) -> Value {
         let (status, body) = self.get(Some(ACME), path).await;
@@ -1459,9 +1470,7 @@ async fn alerts_history_and_silences(backend: Backend) {
     let unit_u1 = json!([{"name": "vigil.unit", "value": "u1"}]);
     let good =
         json!({"matchers": unit_u1, "ends_at": "now+1h", "created_by": "sre", "comment": "deploy"});
-    let (status, body) = server
-        .send(Method::POST, ACME, "/api/v1/silences", Some(good.clone()))
-        .await;
+    let (status, body) = server.post_silence(ACME, good.clone()).await;
     assert_eq!(
         (status, body["error"]["code"].clone()),
         (403, json!("forbidden")),
@@ -1498,18 +1507,14 @@ async fn alerts_history_and_silences(backend: Backend) {
             "recurring.duration",
         ),
     ] {
-        let (status, body) = server
-            .send(Method::POST, EDITOR, "/api/v1/silences", Some(bad.clone()))
-            .await;
+        let (status, body) = server.post_silence(EDITOR, bad.clone()).await;
         assert_eq!(
             (status, body["error"]["parameter"].clone()),
             (400, json!(field)),
             "{bad}: {body}"
         );
     }
-    let (status, active) = server
-        .send(Method::POST, EDITOR, "/api/v1/silences", Some(good))
-        .await;
+    let (status, active) = server.post_silence(EDITOR, good).await;
     assert_eq!(status, 200, "{active}");
     let id = active["id"].as_str().unwrap().to_owned();
     assert_eq!((id.len(), &id[14..15]), (36, "4"), "a UUID v4: {id}");
@@ -1529,14 +1534,7 @@ async fn alerts_history_and_silences(backend: Backend) {
     let cron = format!("{} {} * * *", later % 60, later / 60 % 24);
     let nightly = json!({"matchers": [{"name": "service.name", "value": "pay"}], "ends_at": "now+7d",
                          "recurring": {"cron": cron, "duration": "90m"}, "created_by": "sre", "comment": "nightly"});
-    let (status, recurring) = server
-        .send(
-            Method::POST,
-            EDITOR,
-            "/api/v1/silences",
-            Some(nightly.clone()),
-        )
-        .await;
+    let (status, recurring) = server.post_silence(EDITOR, nightly.clone()).await;
     assert_eq!(
         (status, recurring["status"].clone()),
         (200, json!("pending")),
@@ -1577,22 +1575,13 @@ async fn alerts_history_and_silences(backend: Backend) {
     let mut changed = nightly.clone();
     changed["id"] = json!(recurring_id);
     changed["comment"] = json!("nightly, moved");
-    let (status, body) = server
-        .send(
-            Method::POST,
-            EDITOR,
-            "/api/v1/silences",
-            Some(changed.clone()),
-        )
-        .await;
+    let (status, body) = server.post_silence(EDITOR, changed.clone()).await;
     assert_eq!(
         (status, body["comment"].clone()),
         (200, json!("nightly, moved"))
     );
     changed["id"] = json!("no-such-silence");
-    let (status, _) = server
-        .send(Method::POST, EDITOR, "/api/v1/silences", Some(changed))
-        .await;
+    let (status, _) = server.post_silence(EDITOR, changed).await;
     assert_eq!(status, 404);
     let body = server.ok("/api/v1/silences").await;
     assert_eq!(ids(&body), vec![id.clone(), recurring_id.clone()]);
