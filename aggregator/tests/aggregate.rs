@@ -444,6 +444,35 @@ async fn a_restart_neither_loses_nor_double_counts(backend: Backend) {
     aggregator.wait().await.expect("stops cleanly");
 }
 
+/// `vigil up` started again over the same data: a new embedded bus, the
+/// store with the earlier process's checkpoints. Nothing the new process
+/// publishes is taken for already counted.
+#[tokio::test]
+async fn a_new_embedded_bus_over_the_same_store_loses_nothing() {
+    let Some(mut setup) = setup(Backend::Embedded).await else {
+        return;
+    };
+    let topics = setup.config.bus.topics();
+    let now = now_s();
+    let (aggregator, shutdown) = setup.start().await;
+    setup
+        .publish(&topics.traces, vec![spans(1, 5, 1, now)])
+        .await;
+    setup.settled(Kind::Span, "POST /pay", 10, now, 5).await;
+    shutdown.trigger();
+    aggregator.wait().await.expect("stops cleanly");
+
+    setup.bus = bus::connect(&setup.config.bus).expect("a new bus");
+    let (aggregator, shutdown) = setup.start().await;
+    setup
+        .publish(&topics.traces, vec![spans(100, 3, 0, now)])
+        .await;
+    let spans = setup.settled(Kind::Span, "POST /pay", 10, now, 8).await;
+    assert_rollup(&spans, 8, 15.0 + 6.0, 1);
+    shutdown.trigger();
+    aggregator.wait().await.expect("stops cleanly");
+}
+
 /// A wallet app's session: started, a cold start of `start_ms`, stutter with
 /// 3 of 10 frames slow, and `crashes` crashes of one fingerprint.
 fn client_batch(time_s: u64, start_ms: f64, crashes: usize) -> ClientBatch {

@@ -8,12 +8,18 @@
 //! group reads keeps everything, so it fills and pushes back: in `vigil up`
 //! every topic has its reader. Data not yet consumed is lost if the process
 //! dies; this is the single-process deployment's trade-off.
+//!
+//! The store outlives the bus: an aggregator's checkpoint names offsets of
+//! the bus of an earlier process. So a bus numbers its messages from the
+//! time it was created, in nanoseconds since the epoch, and every offset
+//! of a later bus is above every offset of an earlier one: a checkpoint
+//! left by an earlier process never points past this one's messages.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -38,6 +44,8 @@ struct Shared {
     freed: Notify,
     max_bytes_per_topic: u64,
     publish_timeout: Duration,
+    /// The offset of every partition's first message.
+    first_offset: i64,
 }
 
 #[derive(Debug, Default)]
@@ -54,7 +62,7 @@ struct Topic {
     held_bytes: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Partition {
     /// Offset of `messages[0]`.
     start: i64,
@@ -134,6 +142,9 @@ impl EmbeddedBus {
                 freed: Notify::new(),
                 max_bytes_per_topic: config.max_bytes_per_topic,
                 publish_timeout,
+                first_offset: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
             }),
         }
     }
@@ -168,7 +179,12 @@ impl Bus for EmbeddedBus {
             .topics
             .entry(topic.to_owned())
             .or_insert_with(|| Topic {
-                partitions: (0..partitions).map(|_| Partition::default()).collect(),
+                partitions: (0..partitions)
+                    .map(|_| Partition {
+                        start: self.shared.first_offset,
+                        messages: VecDeque::new(),
+                    })
+                    .collect(),
                 groups: HashMap::new(),
                 held_bytes: 0,
             });
@@ -432,9 +448,27 @@ mod tests {
         waiting.await.unwrap().unwrap();
         let second = consumer.poll(10, Duration::from_secs(1)).await.unwrap();
         assert_eq!(
-            (second[0].offset, &second[0].payload[..]),
+            (second[0].offset - first[0].offset, &second[0].payload[..]),
             (1, &b"abcdefgh"[..])
         );
+    }
+
+    #[tokio::test]
+    async fn a_later_bus_numbers_its_messages_above_an_earlier_one() {
+        let mut last = Vec::new();
+        for _ in 0..2 {
+            let bus = bus(1 << 20, 1_000);
+            bus.create_topic("t", 1).await.unwrap();
+            bus.publish("t", vec![record("a"), record("b")])
+                .await
+                .unwrap();
+            let mut consumer = bus.subscribe("t", "g").await.unwrap();
+            let messages = consumer.poll(10, Duration::from_secs(1)).await.unwrap();
+            let offsets: Vec<i64> = messages.iter().map(|m| m.offset).collect();
+            assert_eq!(offsets[1] - offsets[0], 1);
+            last.push(offsets);
+        }
+        assert!(last[1][0] > last[0][1], "{last:?}");
     }
 
     #[tokio::test]
