@@ -5,7 +5,7 @@
 //!
 //! One process runs them all with a webhook sink on loopback and a steady
 //! load of orders created and paid. Each trial waits a random part of a 10 s
-//! window, makes half of the creations fail (`/admin/faults`), and times
+//! window, makes half of the requests fail (`/admin/faults`), and times
 //! until the firing notification arrives; then it clears the fault and
 //! waits for the resolved notification before the next.
 
@@ -32,7 +32,8 @@ const TENANT: &str = "detection";
 const TOKEN: &str = "detection-bench-ingest-token";
 /// Orders created (and paid) per second.
 const RATE: u64 = 50;
-/// The share of creations that fail during a trial.
+/// The share of requests (creations and payments) that fail during a
+/// trial.
 const ERROR_RATE: f64 = 0.5;
 /// How long a trial may wait for its firing or resolved notification.
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -98,7 +99,7 @@ pub async fn run(mut config: Config, trials: usize) -> Result<Vec<Duration>, Err
         client
             .post(&faults)
             .header("content-type", "application/json")
-            .body(json!({"route": "create", "error_rate": ERROR_RATE}).to_string())
+            .body(json!({"error_rate": ERROR_RATE}).to_string())
             .send()
             .await?
             .error_for_status()?;

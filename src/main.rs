@@ -486,7 +486,7 @@ async fn bench_alerter(options: vigil_alerter::bench::BenchOptions) -> Outcome {
 #[allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
 async fn bench_detection(config: Config, trials: usize) -> Outcome {
     println!(
-        "detection: {trials} faults (half of the demo's order creations fail), {:?} bus, {:?} store; about {} s",
+        "detection: {trials} faults (half of the demo's requests fail), {:?} bus, {:?} store; about {} s",
         config.bus.kind,
         config.store.kind,
         20 + trials * 30
