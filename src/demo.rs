@@ -14,10 +14,10 @@ use axum::routing::post;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use vigil_core::config::{ApiToken, Config, Role, Secret, Sli, SloConfig, TenantConfig};
-use vigil_core::model::Kind;
-use vigil_core::shutdown::Shutdown;
-use vigil_core::tenant::TenantId;
+use vigil_config::{ApiToken, Config, Role, Secret, Sli, SloConfig, TenantConfig};
+use vigil_domain::model::Kind;
+use vigil_domain::shutdown::Shutdown;
+use vigil_domain::tenant::TenantId;
 use vigil_synthetic::demo::{DemoOptions, DemoService};
 
 type Error = Box<dyn std::error::Error>;

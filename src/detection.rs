@@ -18,9 +18,9 @@ use axum::extract::State;
 use axum::routing::post;
 use serde_json::{Value, json};
 use tokio::time::{Instant, sleep};
-use vigil_core::config::{Config, Secret, TenantConfig};
-use vigil_core::shutdown::Shutdown;
-use vigil_core::tenant::TenantId;
+use vigil_config::{Config, Secret, TenantConfig};
+use vigil_domain::shutdown::Shutdown;
+use vigil_domain::tenant::TenantId;
 use vigil_synthetic::demo::{DemoOptions, DemoService};
 
 use crate::demo;

@@ -17,9 +17,9 @@ use vigil_aggregator::Aggregator;
 use vigil_alerter::Alerter;
 use vigil_collector::Collector;
 use vigil_collector::bench::BenchOptions;
-use vigil_core::config::Config;
-use vigil_core::shutdown::Shutdown;
+use vigil_config::Config;
 use vigil_dashboard_api::Api;
+use vigil_domain::shutdown::Shutdown;
 use vigil_synthetic::Prober;
 use vigil_synthetic::demo::{DemoOptions, DemoService};
 
@@ -392,7 +392,7 @@ fn serve(log: &Targets, component: impl Future<Output = Outcome>) -> Outcome {
 #[allow(clippy::print_stdout, reason = "the CLI says where it listens")]
 async fn collector(config: Config) -> Outcome {
     let shutdown = Shutdown::on_signals()?;
-    let bus = vigil_core::bus::connect(&config.bus)?;
+    let bus = vigil_bus::connect(&config.bus)?;
     let collector = Collector::start(&config, bus, shutdown).await?;
     println!(
         "vigil collector: OTLP/gRPC on {}, OTLP/HTTP on {}",
@@ -406,8 +406,8 @@ async fn collector(config: Config) -> Outcome {
 #[allow(clippy::print_stdout, reason = "the CLI says what it reads and writes")]
 async fn aggregator(config: Config) -> Outcome {
     let shutdown = Shutdown::on_signals()?;
-    let bus = vigil_core::bus::connect(&config.bus)?;
-    let store = vigil_core::store::open(&config.store).await?;
+    let bus = vigil_bus::connect(&config.bus)?;
+    let store = vigil_store::open(&config.store).await?;
     let aggregator = Aggregator::start(&config, bus, store, shutdown).await?;
     println!(
         "vigil aggregator: group {} on {:?} bus into the {:?} store; metrics on http://{}/metrics",
@@ -423,7 +423,7 @@ async fn aggregator(config: Config) -> Outcome {
 #[allow(clippy::print_stdout, reason = "the CLI says where it listens")]
 async fn api(config: Config) -> Outcome {
     let shutdown = Shutdown::on_signals()?;
-    let store = vigil_core::store::open(&config.store).await?;
+    let store = vigil_store::open(&config.store).await?;
     let api = Api::start(&config, store, shutdown).await?;
     println!(
         "vigil api: on http://{}/api/v1 over the {:?} store",
@@ -451,7 +451,7 @@ async fn synthetic(config: Config) -> Outcome {
 #[allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
 async fn bench_alerter(options: vigil_alerter::bench::BenchOptions) -> Outcome {
     let figures = tokio::task::spawn_blocking(move || vigil_alerter::bench::run(options)).await??;
-    let quantiles = |d: &vigil_core::distribution::Distribution| {
+    let quantiles = |d: &vigil_domain::distribution::Distribution| {
         let q = |q: f64| d.quantile(q).unwrap_or(0.0);
         format!(
             "p50 {:.0} / p99 {:.0} / max {:.0} ms",
@@ -512,8 +512,8 @@ async fn bench_detection(config: Config, trials: usize) -> Outcome {
 #[allow(clippy::print_stdout, reason = "the CLI says what it runs")]
 async fn alerter(config: Config) -> Outcome {
     let shutdown = Shutdown::on_signals()?;
-    let bus = vigil_core::bus::connect(&config.bus)?;
-    let store = vigil_core::store::open(&config.store).await?;
+    let bus = vigil_bus::connect(&config.bus)?;
+    let store = vigil_store::open(&config.store).await?;
     let alerter = Alerter::start(&config, bus, store, shutdown).await?;
     println!(
         "vigil alerter: {} rules on the {:?} bus's rollups; metrics on http://{}/metrics; SIGHUP reloads the rules",
@@ -583,7 +583,7 @@ async fn bench_synthetic(config: Config, options: vigil_synthetic::bench::BenchO
 
 #[allow(clippy::print_stdout, reason = "the CLI says what it did")]
 async fn migrate(config: Config) -> Outcome {
-    let store = vigil_core::store::connect(&config.store)?;
+    let store = vigil_store::connect(&config.store)?;
     let applied = store.migrate().await?;
     println!(
         "vigil migrate: {:?} store is up to date; migrations applied now: {applied:?}",
@@ -598,7 +598,7 @@ async fn bench_api(
     shape: vigil_dashboard_api::bench::Shape,
     requests: usize,
 ) -> Outcome {
-    let store = vigil_core::store::open(&config.store).await?;
+    let store = vigil_store::open(&config.store).await?;
     if shape.series > 0 {
         let loaded = vigil_dashboard_api::bench::load(store.as_ref(), shape).await?;
         println!(
@@ -627,7 +627,7 @@ async fn bench_api(
 
 #[allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
 async fn bench_aggregator(config: Config, rows: usize, rate: u64, seconds: u64) -> Outcome {
-    let store = vigil_core::store::open(&config.store).await?;
+    let store = vigil_store::open(&config.store).await?;
     println!(
         "rollup rows into the {:?} store, one atomic flush (rows + checkpoint) at a time:",
         config.store.kind

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use vigil_aggregator::Aggregator;
 use vigil_alerter::Alerter;
 use vigil_collector::Collector;
-use vigil_core::config::{Config, StoreKind};
-use vigil_core::shutdown::Shutdown;
-use vigil_core::store::Store;
+use vigil_config::{Config, StoreKind};
 use vigil_dashboard_api::Api;
+use vigil_domain::shutdown::Shutdown;
+use vigil_store::Store;
 use vigil_synthetic::Prober;
 
 use crate::demo;
@@ -43,8 +43,8 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub async fn start(config: &Config, shutdown: &Shutdown) -> Result<Pipeline, Error> {
-        let bus = vigil_core::bus::connect(&config.bus)?;
-        let store = vigil_core::store::open(&config.store).await?;
+        let bus = vigil_bus::connect(&config.bus)?;
+        let store = vigil_store::open(&config.store).await?;
         let collector = Collector::start(config, Arc::clone(&bus), shutdown.clone()).await?;
         let aggregator = Aggregator::start(
             config,

@@ -355,7 +355,7 @@ fn up_with_the_demo_shows_data_and_fires_an_alert_after_a_fault() {
 
 /// A YAML document as JSON.
 fn yaml(text: &str) -> Value {
-    vigil_core::yaml::parse(text).unwrap_or_else(|(line, e)| panic!("line {line}: {e}"))
+    vigil_domain::yaml::parse(text).unwrap_or_else(|(line, e)| panic!("line {line}: {e}"))
 }
 
 /// That `args` names a subcommand `vigil` has, and that `env` sets

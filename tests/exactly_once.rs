@@ -17,13 +17,13 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message as _;
-use vigil_core::bus::{self, Record};
-use vigil_core::config::Config;
-use vigil_core::distribution::Distribution;
-use vigil_core::model::{Kind, Rollup};
-use vigil_core::store::{self, RollupQuery, Store};
-use vigil_core::tenant::TenantId;
-use vigil_core::testing::{self, Backend};
+use vigil_bus::{self as bus, Record};
+use vigil_config::Config;
+use vigil_domain::distribution::Distribution;
+use vigil_domain::model::{Kind, Rollup};
+use vigil_domain::tenant::TenantId;
+use vigil_store::{self as store, RollupQuery, Store};
+use vigil_testing::{self as testing, Backend};
 
 const NS: u64 = 1_000_000_000;
 /// Messages of each signal in the stream.

@@ -18,12 +18,13 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message as _;
-use vigil_core::bus::{self, Record};
-use vigil_core::config::Config;
-use vigil_core::model::{Kind, Rollup, SeriesKey};
-use vigil_core::shutdown::Shutdown;
-use vigil_core::store::{self, Checkpoint, Flush, RollupQuery, RollupRow, Store, StoreError};
-use vigil_core::tenant::TenantId;
+use vigil_bus::{self as bus, Record};
+use vigil_config::Config;
+use vigil_domain::model::{Checkpoint, RollupRow};
+use vigil_domain::model::{Kind, Rollup, SeriesKey};
+use vigil_domain::shutdown::Shutdown;
+use vigil_domain::tenant::TenantId;
+use vigil_store::{self as store, Flush, RollupQuery, Store, StoreError};
 
 use crate::Aggregator;
 

@@ -20,10 +20,10 @@
 //! the sum of `client.frames.slow` over the sum of `client.frames`. Crash
 //! events themselves are kept raw, with their stack fingerprint.
 
-use vigil_core::model::{Kind, SeriesKey};
-use vigil_core::store::{EventKind, EventRecord};
-use vigil_core::tenant::TenantId;
+use vigil_domain::model::{Kind, SeriesKey};
+use vigil_domain::tenant::TenantId;
 use vigil_proto::client::v1::{ClientContext, ClientEvent, Crash, ExportClientRequest};
+use vigil_store::{EventKind, EventRecord};
 
 use crate::points::{Amount, DecodeError, Observation, decode, seconds};
 

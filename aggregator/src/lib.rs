@@ -28,11 +28,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
-use vigil_core::bus::{Bus, BusError};
-use vigil_core::config::Config;
-use vigil_core::metrics_endpoint;
-use vigil_core::shutdown::Shutdown;
-use vigil_core::store::Store;
+use vigil_bus::{Bus, BusError};
+use vigil_config::Config;
+use vigil_domain::metrics_endpoint;
+use vigil_domain::shutdown::Shutdown;
+use vigil_store::Store;
 
 pub use metrics::Metrics;
 use pipeline::{Pipeline, Signal};

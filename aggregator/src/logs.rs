@@ -5,9 +5,9 @@
 //! events, with their trace and span ids.
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use vigil_core::model::{Kind, SeriesKey, hex};
-use vigil_core::store::{EventKind, EventRecord};
-use vigil_core::tenant::TenantId;
+use vigil_domain::model::{Kind, SeriesKey, hex};
+use vigil_domain::tenant::TenantId;
+use vigil_store::{EventKind, EventRecord};
 
 use crate::points::{Amount, DecodeError, Observation, decode, resource_labels, seconds, text};
 

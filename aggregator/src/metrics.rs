@@ -5,7 +5,7 @@
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use vigil_core::metrics_endpoint;
+use vigil_domain::metrics_endpoint;
 
 /// The self-metrics, shared by every pipeline of one aggregator.
 #[derive(Debug)]

@@ -13,8 +13,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use vigil_core::model::{Rollup, SeriesKey};
-use vigil_core::store::{Checkpoint, RollupRow, StoredRollup};
+use vigil_domain::model::{Checkpoint, RollupRow};
+use vigil_domain::model::{Rollup, SeriesKey};
+use vigil_store::StoredRollup;
 
 use crate::cumulative::Cumulative;
 use crate::points::{Amount, Mode, Observation};
@@ -110,7 +111,7 @@ impl Partition {
     pub fn observe(
         &mut self,
         observation: Observation,
-    ) -> Result<(), vigil_core::distribution::DistributionError> {
+    ) -> Result<(), vigil_domain::distribution::DistributionError> {
         let id = observation.series.id();
         let start_s = observation.time_s - observation.time_s % FINEST_S;
         match &observation.amount {

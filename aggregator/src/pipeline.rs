@@ -20,13 +20,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
-use vigil_core::bus::{Bus, Consumer, Message, Position, Record, Topics, rollups};
-use vigil_core::config::AggregatorConfig;
-use vigil_core::model::Fnv;
-use vigil_core::shutdown::Shutdown;
-use vigil_core::store::{
-    CatalogueEntry, EventRecord, Flush, RollupQuery, SpanRecord, Store, StoreError,
-};
+use vigil_bus::{Bus, Consumer, Message, Position, Record, Topics, rollups};
+use vigil_config::AggregatorConfig;
+use vigil_domain::model::Fnv;
+use vigil_domain::shutdown::Shutdown;
+use vigil_store::{CatalogueEntry, EventRecord, Flush, RollupQuery, SpanRecord, Store, StoreError};
 
 use crate::metrics::Metrics;
 use crate::partition::Partition;

@@ -16,12 +16,12 @@ use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, DataPointFlags, metric, number_data_point,
 };
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
-use vigil_core::distribution::{
+use vigil_domain::distribution::{
     Distribution, DistributionError, ExplicitHistogram, ExponentialHistogram,
 };
-use vigil_core::model::{Kind, Rollup, SeriesKey, hex};
-use vigil_core::store::SpanRecord;
-use vigil_core::tenant::TenantId;
+use vigil_domain::model::{Kind, Rollup, SeriesKey, hex};
+use vigil_domain::tenant::TenantId;
+use vigil_store::SpanRecord;
 
 use crate::cumulative::{Cumulative, Exponential, Value};
 

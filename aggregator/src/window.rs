@@ -2,8 +2,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use vigil_core::distribution::DistributionError;
-use vigil_core::model::Rollup;
+use vigil_domain::distribution::DistributionError;
+use vigil_domain::model::Rollup;
 
 /// The window widths Vigil keeps, in seconds: each level is fed by the
 /// closed windows of the one before, so a point is recorded once.

@@ -19,20 +19,20 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message as _;
 use vigil_aggregator::Aggregator;
-use vigil_core::bus::{self, Bus, Record, rollups};
-use vigil_core::config::Config;
-use vigil_core::distribution::{Distribution, RELATIVE_ERROR};
-use vigil_core::model::{Kind, Rollup};
-use vigil_core::on_both_backends;
-use vigil_core::shutdown::Shutdown;
-use vigil_core::store::{self, EventKind, EventQuery, RollupQuery, Store};
-use vigil_core::tenant::TenantId;
-use vigil_core::testing::{self, Backend, Proxy};
+use vigil_bus::{self as bus, Bus, Record, rollups};
+use vigil_config::Config;
+use vigil_domain::distribution::{Distribution, RELATIVE_ERROR};
+use vigil_domain::model::{Kind, Rollup};
+use vigil_domain::shutdown::Shutdown;
+use vigil_domain::tenant::TenantId;
 use vigil_proto::bus::v1::DeadLetter;
 use vigil_proto::client::v1::{
     AppStart, ClientBatch, ClientContext, ClientEvent, Crash, ExportClientRequest, SessionStart,
     Stutter,
 };
+use vigil_store::{self as store, EventKind, EventQuery, RollupQuery, Store};
+use vigil_testing::on_both_backends;
+use vigil_testing::{self as testing, Backend, Proxy};
 
 const NS: u64 = 1_000_000_000;
 const TRACE: [u8; 16] = [7; 16];

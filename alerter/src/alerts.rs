@@ -10,52 +10,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-use vigil_core::model::Fnv;
-use vigil_core::template::Vars;
-use vigil_core::tenant::TenantId;
+use vigil_domain::template::Vars;
+
+pub use vigil_domain::alert::{Alert, State, fingerprint};
 
 use crate::eval::Verdict;
 use crate::rules::Rule;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    Pending,
-    Firing,
-    Resolved,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Pending => "pending",
-            State::Firing => "firing",
-            State::Resolved => "resolved",
-        }
-    }
-}
-
-/// One alert.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Alert {
-    pub fingerprint: String,
-    pub tenant: TenantId,
-    pub rule: String,
-    /// `alertname` (the rule's name), `tenant`, the group's labels and the
-    /// rule's.
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-    pub state: State,
-    /// When the condition started to hold, unix ms.
-    pub active_since_ms: u64,
-    /// When it fired, unix ms.
-    pub fired_ms: Option<u64>,
-    /// When it resolved, unix ms.
-    pub resolved_ms: Option<u64>,
-    /// The value of the last evaluation that held.
-    pub value: Option<f64>,
-}
 
 /// A change of an alert's state; `from: None` is a new alert, `to: None` a
 /// pending alert dropped.
@@ -64,18 +24,6 @@ pub struct Transition {
     pub alert: Alert,
     pub from: Option<State>,
     pub to: Option<State>,
-}
-
-/// The labels' fingerprint: FNV-1a over the sorted pairs, 16 hex digits.
-pub fn fingerprint(labels: &BTreeMap<String, String>) -> String {
-    let mut hash = Fnv::default();
-    for (key, value) in labels {
-        hash.write(key.as_bytes());
-        hash.write(&[0xff]);
-        hash.write(value.as_bytes());
-        hash.write(&[0xff]);
-    }
-    format!("{:016x}", hash.finish())
 }
 
 /// The alerts of every rule, by fingerprint.

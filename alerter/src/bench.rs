@@ -13,9 +13,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use vigil_core::distribution::Distribution;
-use vigil_core::model::{Kind, Rollup, SeriesKey};
-use vigil_core::tenant::TenantId;
+use vigil_domain::distribution::Distribution;
+use vigil_domain::model::{Kind, Rollup, SeriesKey};
+use vigil_domain::tenant::TenantId;
 
 use crate::eval::Engine;
 use crate::rules;

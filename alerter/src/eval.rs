@@ -15,10 +15,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
-use vigil_core::canary;
-use vigil_core::model::{Kind, Rollup, SeriesKey};
-use vigil_core::store::{Matcher, label_of};
-use vigil_core::tenant::TenantId;
+use vigil_domain::canary;
+use vigil_domain::model::{Kind, Rollup, SeriesKey};
+use vigil_domain::signal::{Matcher, label_of};
+use vigil_domain::tenant::TenantId;
 
 use crate::rules::{Check, Direction, Method, Rule, STEP_S};
 

@@ -26,7 +26,6 @@ pub mod eval;
 mod metrics;
 pub mod notify;
 pub mod rules;
-pub mod silence;
 pub mod webhook;
 
 use std::collections::{BTreeMap, HashMap};
@@ -37,12 +36,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use vigil_core::bus::{self, Bus, BusError, Consumer, Topics, positions_after, rollups};
-use vigil_core::config::{AlerterConfig, Config};
-use vigil_core::shutdown::{self, Shutdown};
-use vigil_core::store::{HistoryEntry, RollupQuery, StateRecord, Store, StoreError};
-use vigil_core::tenant::TenantId;
-use vigil_core::{metrics_endpoint, yaml};
+use vigil_bus::{self as bus, Bus, BusError, Consumer, Topics, positions_after, rollups};
+use vigil_config::{AlerterConfig, Config};
+use vigil_domain::alert::Collection;
+use vigil_domain::shutdown::{self, Shutdown};
+use vigil_domain::signal::Matcher;
+use vigil_domain::silence::Silence;
+use vigil_domain::tenant::TenantId;
+use vigil_domain::{metrics_endpoint, yaml};
+use vigil_store::{HistoryEntry, RollupQuery, StateRecord, Store, StoreError};
 
 pub use metrics::Metrics;
 pub use rules::RulesError;
@@ -51,12 +53,7 @@ use alerts::{Alert, Alerts, State, Transition};
 use eval::Engine;
 use notify::{Dispatcher, GroupState, Notification};
 use rules::{Rule, Ruleset};
-use silence::{LabelMatcher, Silence};
 
-/// The store collection alerts are kept in.
-pub const ALERTS: &str = "alert";
-/// The store collection of remediation cooldowns.
-const COOLDOWNS: &str = "action";
 /// How often the loop evaluates, sends and reads silences.
 const TICK: Duration = Duration::from_secs(1);
 const SILENCE_REFRESH: Duration = Duration::from_secs(2);
@@ -118,9 +115,9 @@ impl Alerter {
         // is missed.
         let consumer = bus.subscribe(&topics.rollups, &settings.group).await?;
         let now_ms = now_ms();
-        let saved_alerts = read_state::<Alert>(&*store, ALERTS).await?;
-        let saved_groups = read_state::<GroupState>(&*store, notify::COLLECTION).await?;
-        let cooldowns = read_state::<u64>(&*store, COOLDOWNS).await?;
+        let saved_alerts = read_state::<Alert>(&*store, Collection::Alert).await?;
+        let saved_groups = read_state::<GroupState>(&*store, Collection::Notification).await?;
+        let cooldowns = read_state::<u64>(&*store, Collection::Action).await?;
         let rules: Vec<Arc<Rule>> = ruleset.rules.iter().cloned().map(Arc::new).collect();
         let mut engine = Engine::new(rules, now_ms / 1_000);
         let rebuilt_through = engine.evaluated_through();
@@ -208,7 +205,7 @@ fn now_ms() -> u64 {
 /// read are logged and left out.
 async fn read_state<T: serde::de::DeserializeOwned>(
     store: &dyn Store,
-    collection: &str,
+    collection: Collection,
 ) -> Result<Vec<(String, T)>, StoreError> {
     let records = store.state(collection).await?;
     Ok(records
@@ -216,7 +213,7 @@ async fn read_state<T: serde::de::DeserializeOwned>(
         .filter_map(|record| match serde_json::from_str(&record.body) {
             Ok(value) => Some((record.key, value)),
             Err(error) => {
-                tracing::warn!(%error, collection, key = %record.key, "unreadable state left out");
+                tracing::warn!(%error, collection = collection.as_str(), key = %record.key, "unreadable state left out");
                 None
             }
         })
@@ -230,7 +227,7 @@ async fn rebuild(
     store: &dyn Store,
     through_s: u64,
 ) -> Result<usize, StoreError> {
-    let mut selections: BTreeMap<(TenantId, vigil_core::model::Kind, Option<String>), u64> =
+    let mut selections: BTreeMap<(TenantId, vigil_domain::model::Kind, Option<String>), u64> =
         BTreeMap::new();
     for rule in engine.rules() {
         let range = selections
@@ -411,19 +408,33 @@ impl Control {
         let mut records: Vec<StateRecord> = tick
             .changed
             .iter()
-            .map(|group| state_record(notify::COLLECTION, &group.tenant, &group.key, group, now_ms))
+            .map(|group| {
+                state_record(
+                    Collection::Notification,
+                    &group.tenant,
+                    &group.key,
+                    group,
+                    now_ms,
+                )
+            })
             .collect();
         for (tenant, key) in &tick.removed {
             records.push(StateRecord {
                 deleted: true,
-                ..state_record(notify::COLLECTION, tenant, key, &(), now_ms)
+                ..state_record(Collection::Notification, tenant, key, &(), now_ms)
             });
         }
         for fingerprint in &tick.done {
             if let Some(alert) = self.alerts.remove_resolved(fingerprint) {
                 records.push(StateRecord {
                     deleted: true,
-                    ..state_record(ALERTS, &alert.tenant, fingerprint, &alert, now_ms)
+                    ..state_record(
+                        Collection::Alert,
+                        &alert.tenant,
+                        fingerprint,
+                        &alert,
+                        now_ms,
+                    )
                 });
             }
         }
@@ -457,7 +468,7 @@ impl Control {
         {
             return;
         }
-        match self.store.state(silence::COLLECTION).await {
+        match self.store.state(Collection::Silence).await {
             Ok(records) => {
                 self.silences_read = Some(Instant::now());
                 self.silences = records
@@ -465,11 +476,9 @@ impl Control {
                     .filter_map(|record| {
                         let mut silence: Silence = serde_json::from_str(&record.body).ok()?;
                         // A silence mutes its own tenant's alerts only.
-                        silence.matchers.push(LabelMatcher {
-                            name: "tenant".into(),
-                            value: record.tenant.as_str().to_owned(),
-                            is_equal: true,
-                        });
+                        silence
+                            .matchers
+                            .push(Matcher::equal("tenant", record.tenant.as_str()));
                         Some(silence)
                     })
                     .collect();
@@ -489,10 +498,22 @@ impl Control {
             let alert = &transition.alert;
             self.metrics.transition(transition.to);
             records.push(match transition.to {
-                Some(_) => state_record(ALERTS, &alert.tenant, &alert.fingerprint, alert, now_ms),
+                Some(_) => state_record(
+                    Collection::Alert,
+                    &alert.tenant,
+                    &alert.fingerprint,
+                    alert,
+                    now_ms,
+                ),
                 None => StateRecord {
                     deleted: true,
-                    ..state_record(ALERTS, &alert.tenant, &alert.fingerprint, alert, now_ms)
+                    ..state_record(
+                        Collection::Alert,
+                        &alert.tenant,
+                        &alert.fingerprint,
+                        alert,
+                        now_ms,
+                    )
                 },
             });
             history.push(HistoryEntry {
@@ -580,7 +601,7 @@ impl Control {
                         entry["body"] = body.clone();
                         self.cooldowns.insert(key.clone(), now_ms);
                         records.push(state_record(
-                            COOLDOWNS,
+                            Collection::Action,
                             &alert.tenant,
                             &key,
                             &now_ms,
@@ -726,14 +747,14 @@ async fn append(store: &dyn Store, metrics: &Metrics, entries: Vec<HistoryEntry>
 }
 
 fn state_record<T: serde::Serialize>(
-    collection: &str,
+    collection: Collection,
     tenant: &TenantId,
     key: &str,
     value: &T,
     now_ms: u64,
 ) -> StateRecord {
     StateRecord {
-        collection: collection.to_owned(),
+        collection,
         tenant: tenant.clone(),
         key: key.to_owned(),
         version: now_ms,

@@ -6,7 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use vigil_core::metrics_endpoint;
+use vigil_domain::metrics_endpoint;
 
 use crate::alerts::State;
 

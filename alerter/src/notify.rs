@@ -15,15 +15,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use vigil_core::tenant::TenantId;
-use vigil_core::time::rfc3339;
+use vigil_domain::tenant::TenantId;
+use vigil_domain::time::rfc3339;
 
 use crate::alerts::{Alert, Alerts, State};
 use crate::rules::{Inhibition, Route, Ruleset};
-use crate::silence::Silence;
-
-/// The store collection group states are kept in.
-pub const COLLECTION: &str = "notification";
+use vigil_domain::signal::Matcher;
+use vigil_domain::silence::Silence;
 
 /// What a group last told its receiver, kept across restarts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -138,11 +136,8 @@ impl Dispatcher {
     }
 
     fn is_inhibited(&self, alert: &Alert, alerts: &Alerts) -> bool {
-        let matches_all = |matchers: &[vigil_core::store::Matcher],
-                           labels: &BTreeMap<String, String>| {
-            matchers
-                .iter()
-                .all(|m| (labels.get(&m.key).map_or("", String::as_str) == m.value) == m.equal)
+        let matches_all = |matchers: &[Matcher], labels: &BTreeMap<String, String>| {
+            matchers.iter().all(|m| m.matches(labels))
         };
         self.inhibitions.iter().any(|rule| {
             matches_all(&rule.target, &alert.labels)
@@ -354,10 +349,7 @@ fn matching_routes<'a>(
 ) {
     let before = found.len();
     for (i, child) in route.routes.iter().enumerate() {
-        let matches = child
-            .matchers
-            .iter()
-            .all(|m| (labels.get(&m.key).map_or("", String::as_str) == m.value) == m.equal);
+        let matches = child.matchers.iter().all(|m| m.matches(labels));
         if matches {
             matching_routes(child, &format!("{path}.{i}"), labels, found);
             if !child.continue_matching {
@@ -384,7 +376,7 @@ mod tests {
     use super::*;
     use crate::eval::Verdict;
     use crate::rules;
-    use crate::silence::LabelMatcher;
+    use vigil_domain::signal::Matcher;
 
     const SET: &str = r#"
 tenant: acme
@@ -549,11 +541,7 @@ inhibit_rules:
         );
         let silence = Silence {
             id: "s".into(),
-            matchers: vec![LabelMatcher {
-                name: "vigil.unit".into(),
-                value: "u2".into(),
-                is_equal: true,
-            }],
+            matchers: vec![Matcher::equal("vigil.unit", "u2")],
             starts_at_ms: 0,
             ends_at_ms: t + 3_600_000,
             recurring: None,

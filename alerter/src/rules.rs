@@ -47,7 +47,7 @@
 //!   - name: pay-canary
 //!     type: canary                # each canary version (vigil.cohort=canary) of the
 //!     service: payments           # service's server spans against its baseline
-//!     window: 10m                 # (vigil_core::canary): fires on a rollback verdict,
+//!     window: 10m                 # (vigil_domain::canary): fires on a rollback verdict,
 //!     min_samples: 100            # labelled service.version and the failed signal
 //!     significance: 0.05
 //!     tolerance: 0.1              # worse by more than 10 % of the baseline
@@ -90,14 +90,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
-use vigil_core::canary::Criteria;
-use vigil_core::model::Kind;
-use vigil_core::signal::{Signal, is_label_name, parse_filter};
-use vigil_core::store::Matcher;
-use vigil_core::template::{JsonTemplate, Template};
-use vigil_core::tenant::TenantId;
-use vigil_core::time::DurationSpec;
-use vigil_core::yaml;
+use vigil_domain::canary::Criteria;
+use vigil_domain::model::Kind;
+use vigil_domain::signal::Matcher;
+use vigil_domain::signal::{Signal, is_label_name, parse_filter};
+use vigil_domain::template::{JsonTemplate, Template};
+use vigil_domain::tenant::TenantId;
+use vigil_domain::time::DurationSpec;
+use vigil_domain::yaml;
 
 /// The finest window the aggregators publish: rule windows are multiples.
 pub const STEP_S: u64 = 10;
@@ -183,7 +183,7 @@ pub enum Check {
         min_count: u64,
     },
     /// Each canary version's server spans over the last `window_s` judged
-    /// against its baseline (`vigil_core::canary`): holds on a rollback.
+    /// against its baseline (`vigil_domain::canary`): holds on a rollback.
     Canary { window_s: u64, criteria: Criteria },
 }
 
@@ -674,7 +674,7 @@ fn check_rule(
                 ("objective", spec.objective.is_some()),
                 ("method", spec.method.is_some()),
             ])?;
-            let defaults = vigil_core::config::CanaryConfig::default().criteria();
+            let defaults = vigil_config::CanaryConfig::default().criteria();
             let criteria = Criteria {
                 min_samples: spec.min_samples.unwrap_or(defaults.min_samples),
                 significance: spec.significance.unwrap_or(defaults.significance),
@@ -700,11 +700,7 @@ fn check_rule(
         if !spec.group_by.is_empty() {
             return Err("group_by does not apply to a canary rule: it compares versions, units and cohorts itself".into());
         }
-        matchers.push(Matcher {
-            key: "span.kind".into(),
-            value: "server".into(),
-            equal: true,
-        });
+        matchers.push(Matcher::equal("span.kind", "server"));
     }
     let rule = Rule {
         name: spec.name,

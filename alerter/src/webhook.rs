@@ -11,7 +11,7 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use rand::Rng;
 use sha2::Sha256;
-use vigil_core::model::hex;
+use vigil_domain::model::hex;
 
 /// The header that carries the body's signature.
 pub const SIGNATURE_HEADER: &str = "x-vigil-signature";

@@ -15,15 +15,17 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use vigil_alerter::Alerter;
-use vigil_core::bus::{Bus, rollups};
-use vigil_core::config::Config;
-use vigil_core::model::{Kind, Rollup, SeriesKey};
-use vigil_core::on_both_backends;
-use vigil_core::shutdown::Shutdown;
-use vigil_core::store::{Checkpoint, HistoryQuery, RollupRow, Store};
-use vigil_core::tenant::TenantId;
-use vigil_core::testing::{self, Backend};
-use vigil_core::time::rfc3339;
+use vigil_bus::{Bus, rollups};
+use vigil_config::Config;
+use vigil_domain::alert::Collection;
+use vigil_domain::model::{Checkpoint, RollupRow};
+use vigil_domain::model::{Kind, Rollup, SeriesKey};
+use vigil_domain::shutdown::Shutdown;
+use vigil_domain::tenant::TenantId;
+use vigil_domain::time::rfc3339;
+use vigil_store::{HistoryQuery, Store};
+use vigil_testing::on_both_backends;
+use vigil_testing::{self as testing, Backend};
 
 const SECRET: &str = "hook-secret-0123";
 
@@ -227,8 +229,8 @@ async fn setup(backend: Backend, base: &str) -> Option<Setup> {
     config.alerter.group = testing::unique_name("vigil_test_alerter");
     config.alerter.evaluation_delay_ms = 500;
     config.alerter.metrics_listen = ([127, 0, 0, 1], 0).into();
-    let bus = vigil_core::bus::connect(&config.bus).unwrap();
-    let store = vigil_core::store::open(&config.store).await.unwrap();
+    let bus = vigil_bus::connect(&config.bus).unwrap();
+    let store = vigil_store::open(&config.store).await.unwrap();
     Some(Setup {
         config,
         bus,
@@ -431,7 +433,7 @@ async fn alert_fires_signed_survives_a_restart_and_resolves(backend: Backend) {
     assert_eq!(actions.len(), 1);
     assert_eq!(actions[0]["outcome"], "sent");
     assert_eq!(actions[0]["attempts"], 3);
-    assert!(s.store.state("alert").await.unwrap().is_empty());
+    assert!(s.store.state(Collection::Alert).await.unwrap().is_empty());
     second.trigger();
     alerter.wait().await;
     stop.trigger();

@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
-use vigil_core::config::CollectorConfig;
-use vigil_core::tenant::TenantId;
+use vigil_config::CollectorConfig;
+use vigil_domain::tenant::TenantId;
 
 use crate::error::IngestError;
 
@@ -61,7 +61,7 @@ impl Auth {
 
 #[cfg(test)]
 mod tests {
-    use vigil_core::config::{Secret, TenantConfig};
+    use vigil_config::{Secret, TenantConfig};
 
     use super::*;
 

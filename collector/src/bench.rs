@@ -23,8 +23,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use tonic::transport::Channel;
-use vigil_core::config::{BusKind, Config};
-use vigil_core::tenant::TenantId;
+use vigil_config::{BusKind, Config};
+use vigil_domain::tenant::TenantId;
 
 use crate::signal::string_attribute;
 

@@ -2,7 +2,7 @@
 //! authentication, limits, validation and `partial_success` as OTLP, one bus
 //! message per batch, keyed `{tenant}/{app_id}`.
 
-use vigil_core::bus::Topics;
+use vigil_bus::Topics;
 use vigil_proto::client::v1::{
     ClientBatch, ClientContext, ClientEvent, ExportClientRequest, ExportClientResponse,
 };

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use tonic::Code;
 use tonic_types::{ErrorDetails, StatusExt};
-use vigil_core::bus::BusError;
+use vigil_bus::BusError;
 
 /// How long a client should wait before retrying when the bus is full.
 const RETRY_AFTER: Duration = Duration::from_secs(1);

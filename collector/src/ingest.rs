@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use vigil_core::bus::{Bus, Record, Topics, message_key};
-use vigil_core::config::CollectorConfig;
-use vigil_core::tenant::TenantId;
+use vigil_bus::{Bus, Record, Topics, message_key};
+use vigil_config::CollectorConfig;
+use vigil_domain::tenant::TenantId;
 
 use crate::auth::Auth;
 use crate::error::IngestError;

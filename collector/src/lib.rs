@@ -8,7 +8,7 @@
 //! token naming the tenant.
 //! Out: one bus message per resource (an OTLP `Export*ServiceRequest` holding
 //! that resource only, keyed `{tenant}/{service}`), on the topics of
-//! [`vigil_core::bus::Topics`]. A request is answered OK only once the bus has
+//! [`vigil_bus::Topics`]. A request is answered OK only once the bus has
 //! stored every message of it; invalid items are dropped from it, counted and
 //! explained in `partial_success`, and the rest is stored. `GET /metrics` on
 //! the HTTP port serves the collector's own metrics.

@@ -8,8 +8,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use vigil_core::config::LimitsConfig;
-use vigil_core::tenant::TenantId;
+use vigil_config::LimitsConfig;
+use vigil_domain::tenant::TenantId;
 
 use crate::validate::{Item, Rejection};
 

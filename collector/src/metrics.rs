@@ -10,9 +10,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use vigil_core::bus::BusError;
-use vigil_core::metrics_endpoint;
-use vigil_core::tenant::TenantId;
+use vigil_bus::BusError;
+use vigil_domain::metrics_endpoint;
+use vigil_domain::tenant::TenantId;
 
 use crate::validate::Rejections;
 

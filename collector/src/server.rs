@@ -7,9 +7,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use tower::util::MapResponseLayer;
-use vigil_core::bus::{Bus, BusError};
-use vigil_core::config::Config;
-use vigil_core::shutdown::Shutdown;
+use vigil_bus::{Bus, BusError};
+use vigil_config::Config;
+use vigil_domain::shutdown::Shutdown;
 
 use crate::ingest::Ingest;
 use crate::{grpc, http};

@@ -20,7 +20,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use vigil_core::bus::Topics;
+use vigil_bus::Topics;
 
 use crate::limits::{Admission, attributes_hash};
 use crate::validate::{Item, Rejection, Rejections, Rules, finite, span_id, trace_id};

@@ -6,7 +6,7 @@ use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use vigil_core::config::CollectorConfig;
+use vigil_config::CollectorConfig;
 
 /// How many rejection messages a response quotes; the count covers them all.
 const QUOTED_REJECTIONS: usize = 5;

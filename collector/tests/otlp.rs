@@ -39,12 +39,12 @@ use opentelemetry_sdk::metrics::{Aggregation, Instrument, SdkMeterProvider, Stre
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use prost::Message as _;
 use tokio::time::Instant;
+use vigil_bus::{Bus, EmbeddedBus, KafkaBus, Message};
 use vigil_collector::Collector;
-use vigil_core::bus::{Bus, EmbeddedBus, KafkaBus, Message};
-use vigil_core::config::{Config, EmbeddedBusConfig, Secret, TenantConfig};
-use vigil_core::shutdown::Shutdown;
-use vigil_core::tenant::TenantId;
-use vigil_core::testing::{Backend, kafka_config, read_until, unique_name};
+use vigil_config::{Config, EmbeddedBusConfig, Secret, TenantConfig};
+use vigil_domain::shutdown::Shutdown;
+use vigil_domain::tenant::TenantId;
+use vigil_testing::{Backend, kafka_config, read_until, unique_name};
 
 const TOKEN: &str = "acme-token-0123456789";
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -1010,7 +1010,7 @@ async fn a_full_bus_answers_resource_exhausted_with_retry_info_and_429() {
     // Once the reader makes room, the client's retry lands.
     let taken = reader.poll(10, Duration::from_secs(1)).await.unwrap();
     reader
-        .commit(&vigil_core::bus::positions_after(&taken))
+        .commit(&vigil_bus::positions_after(&taken))
         .await
         .unwrap();
     client
@@ -1029,7 +1029,7 @@ async fn a_full_bus_answers_resource_exhausted_with_retry_info_and_429() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_that_stops_answering_gives_unavailable_and_the_retry_lands() {
-    let Some(broker) = vigil_core::testing::Broker::start() else {
+    let Some(broker) = vigil_testing::Broker::start() else {
         return;
     };
     let bus = KafkaBus::new(&broker.config(), Duration::from_secs(2)).unwrap();
@@ -1679,7 +1679,7 @@ async fn requests_over_the_size_limit_are_refused_whole() {
     harness.stop().await;
 }
 
-vigil_core::on_both_backends!(
+vigil_testing::on_both_backends!(
     spans_over_grpc,
     spans_over_http_protobuf,
     spans_over_http_json,

@@ -3,17 +3,16 @@
 //! and `GET /api/v1/alerts/history` (transitions, notifications and
 //! remediations, newest first).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use vigil_alerter::alerts::{Alert, State as AlertState};
-use vigil_alerter::silence::{self, Silence};
-use vigil_core::signal::parse_filter;
-use vigil_core::store::{HistoryQuery, Matcher};
+use vigil_domain::alert::{Alert, Collection, State as AlertState};
+use vigil_domain::signal::parse_filter;
+use vigil_domain::silence::Silence;
+use vigil_store::HistoryQuery;
 
 use crate::error::{ApiError, BadParameter};
 use crate::openapi::{Endpoint, FROM, LIMIT, Method, Param, TO};
@@ -98,8 +97,8 @@ pub async fn alerts(State(state): State<Arc<AppState>>, incoming: Incoming) -> A
     let rule = call.params.get("rule");
     let (alerts, silences) = state
         .within(async {
-            let alerts: Vec<Alert> = read(&call.reader, vigil_alerter::ALERTS).await?;
-            let silences: Vec<Silence> = read(&call.reader, silence::COLLECTION).await?;
+            let alerts: Vec<Alert> = read(&call.reader, Collection::Alert).await?;
+            let silences: Vec<Silence> = read(&call.reader, Collection::Silence).await?;
             Ok((alerts, silences))
         })
         .await?;
@@ -108,7 +107,7 @@ pub async fn alerts(State(state): State<Arc<AppState>>, incoming: Incoming) -> A
         .into_iter()
         .filter(|alert| wanted.is_none_or(|state| alert.state == state))
         .filter(|alert| rule.is_none_or(|rule| alert.rule == rule))
-        .filter(|alert| filter.iter().all(|m| label_matches(m, &alert.labels)))
+        .filter(|alert| filter.iter().all(|m| m.matches(&alert.labels)))
         .collect();
     alerts.sort_by(|a, b| {
         (order(a.state), &a.rule, &a.fingerprint).cmp(&(order(b.state), &b.rule, &b.fingerprint))
@@ -173,7 +172,7 @@ pub async fn history(State(state): State<Arc<AppState>>, incoming: Incoming) -> 
 /// cannot read (written by a newer alerter) are skipped and logged.
 pub async fn read<T: DeserializeOwned>(
     reader: &Reader,
-    collection: &str,
+    collection: Collection,
 ) -> Result<Vec<T>, ApiError> {
     let records = reader.store.state(collection).await?;
     Ok(records
@@ -182,15 +181,11 @@ pub async fn read<T: DeserializeOwned>(
         .filter_map(|record| match serde_json::from_str(&record.body) {
             Ok(value) => Some(value),
             Err(error) => {
-                tracing::warn!(collection, key = record.key, %error, "unreadable state record skipped");
+                tracing::warn!(collection = collection.as_str(), key = record.key, %error, "unreadable state record skipped");
                 None
             }
         })
         .collect())
-}
-
-fn label_matches(matcher: &Matcher, labels: &BTreeMap<String, String>) -> bool {
-    (labels.get(&matcher.key).map_or("", String::as_str) == matcher.value) == matcher.equal
 }
 
 /// Firing first, then pending, then resolved.

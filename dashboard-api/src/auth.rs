@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use vigil_core::config::{ApiConfig, Role};
-use vigil_core::tenant::TenantId;
+use vigil_config::{ApiConfig, Role};
+use vigil_domain::tenant::TenantId;
 
 use crate::error::{ApiError, BadParameter};
 
@@ -78,7 +78,7 @@ impl Auth {
 
 #[cfg(test)]
 mod tests {
-    use vigil_core::config::{ApiToken, Secret};
+    use vigil_config::{ApiToken, Secret};
 
     use super::*;
 

@@ -11,11 +11,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use vigil_core::config::{ApiToken, Config, Role, Secret};
-use vigil_core::model::{Kind, Rollup, SeriesKey};
-use vigil_core::shutdown::Shutdown;
-use vigil_core::store::{Flush, RollupRow, Store};
-use vigil_core::tenant::TenantId;
+use vigil_config::{ApiToken, Config, Role, Secret};
+use vigil_domain::model::RollupRow;
+use vigil_domain::model::{Kind, Rollup, SeriesKey};
+use vigil_domain::shutdown::Shutdown;
+use vigil_domain::tenant::TenantId;
+use vigil_store::{Flush, Store};
 
 use crate::Api;
 

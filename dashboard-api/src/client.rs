@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use serde_json::{Map, Value, json};
-use vigil_core::model::{Kind, Rollup};
+use vigil_domain::model::{Kind, Rollup};
 
 use crate::error::ApiError;
 use crate::openapi::{Endpoint, FROM, Method, Param, TO};

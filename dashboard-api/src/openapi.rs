@@ -2,7 +2,7 @@
 //! request's parameters and writes `GET /api/v1/openapi.json`.
 
 use serde_json::{Map, Value, json};
-use vigil_core::config::Role;
+use vigil_config::Role;
 
 /// One query-string parameter.
 #[derive(Debug)]

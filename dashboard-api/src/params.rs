@@ -5,7 +5,7 @@
 //! second), unix milliseconds, `now`, `now-<duration>` or `now+<duration>`. Durations are
 //! milliseconds, or a number with a unit: `ms`, `s`, `m`, `h`, `d`.
 
-use vigil_core::time::{days_from_civil, parse_duration_ms};
+use vigil_domain::time::{days_from_civil, parse_duration_ms};
 
 use crate::error::BadParameter;
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
-use vigil_core::model::{Kind, Rollup};
+use vigil_domain::model::{Kind, Rollup};
 
 use crate::openapi::{CURSOR, Endpoint, FROM, LIMIT, Method, Param, TO};
 use crate::query::Selection;

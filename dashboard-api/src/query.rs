@@ -12,9 +12,10 @@
 
 use std::collections::BTreeMap;
 
-use vigil_core::model::{Kind, Rollup};
-use vigil_core::signal::Signal;
-use vigil_core::store::{Matcher, WIDTHS};
+use vigil_domain::model::{Kind, Rollup};
+use vigil_domain::signal::Matcher;
+use vigil_domain::signal::Signal;
+use vigil_store::WIDTHS;
 
 use crate::error::BadParameter;
 
@@ -46,11 +47,7 @@ impl Selection {
 
     /// Only series whose label `key` is `value`.
     pub fn matching(mut self, key: &str, value: &str) -> Self {
-        self.matchers.push(Matcher {
-            key: key.to_owned(),
-            value: value.to_owned(),
-            equal: true,
-        });
+        self.matchers.push(Matcher::equal(key, value));
         self
     }
 
@@ -210,7 +207,7 @@ pub fn cover(from_s: u64, to_s: u64, widths: &[u32], closed_until: u64) -> Vec<S
 
 #[cfg(test)]
 mod tests {
-    use vigil_core::distribution::RELATIVE_ERROR;
+    use vigil_domain::distribution::RELATIVE_ERROR;
 
     use super::*;
 

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use serde_json::{Map, Value, json};
-use vigil_core::model::Kind;
+use vigil_domain::model::Kind;
 
 use crate::error::BadParameter;
 use crate::openapi::{Endpoint, FROM, Method, Param, TO};
-use vigil_core::signal::{Signal, is_label_name, parse_filter};
+use vigil_domain::signal::{Signal, is_label_name, parse_filter};
 
 use crate::query::{Query, Selection};
 use crate::server::{Answer, AppState, Incoming, seconds};

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use vigil_core::model::Rollup;
-use vigil_core::store::{Aggregation, Store};
-use vigil_core::tenant::TenantId;
+use vigil_domain::model::Rollup;
+use vigil_domain::tenant::TenantId;
+use vigil_store::{Aggregation, Store};
 
 use crate::error::ApiError;
 use crate::query::{Merged, Selection, cover, widths};

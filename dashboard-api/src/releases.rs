@@ -7,7 +7,7 @@
 //! `app.version`, `vigil.unit` and `vigil.cohort`. The canary is the
 //! version asked for; the baseline the other versions (or `baseline=`) in
 //! the canary's units, over the same range. The tests and the verdict are
-//! `vigil_core::canary`'s, the same the alerter's `canary` rules use.
+//! `vigil_domain::canary`'s, the same the alerter's `canary` rules use.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -15,8 +15,8 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use serde_json::json;
-use vigil_core::canary::{self, Cohorts, Criteria, Judgement, Member, Outcome, Release, Side};
-use vigil_core::model::{Kind, Rollup};
+use vigil_domain::canary::{self, Cohorts, Criteria, Judgement, Member, Outcome, Release, Side};
+use vigil_domain::model::{Kind, Rollup};
 
 use crate::error::{ApiError, BadParameter};
 use crate::openapi::{Endpoint, FROM, Method, Param, TO};

@@ -17,10 +17,10 @@ use axum::routing::{delete, get};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use vigil_core::config::{CanaryConfig, Config, SloConfig};
-use vigil_core::model::Rollup;
-use vigil_core::shutdown::Shutdown;
-use vigil_core::store::Store;
+use vigil_config::{CanaryConfig, Config, SloConfig};
+use vigil_domain::model::Rollup;
+use vigil_domain::shutdown::Shutdown;
+use vigil_store::Store;
 
 use crate::auth::Auth;
 use crate::error::ApiError;
@@ -29,7 +29,7 @@ use crate::openapi::{self, Endpoint};
 use crate::params::Params;
 use crate::reader::Reader;
 use crate::{alerts, client, probes, query_path, releases, services, silences, slo, traces};
-use vigil_core::signal::Signal;
+use vigil_domain::signal::Signal;
 
 /// Every `/api/v1` path, in the order the OpenAPI document lists them.
 const ENDPOINTS: [&Endpoint; 14] = [

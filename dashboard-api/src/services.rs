@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use serde_json::json;
-use vigil_core::model::{Kind, Rollup};
+use vigil_domain::model::{Kind, Rollup};
 
 use crate::openapi::{Endpoint, FROM, Method, TO};
 use crate::query::Selection;

@@ -22,9 +22,11 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use vigil_alerter::silence::{self, LabelMatcher, Recurring, Silence};
-use vigil_core::store::StateRecord;
-use vigil_core::time::{Cron, DurationSpec};
+use vigil_domain::alert::Collection;
+use vigil_domain::signal::Matcher;
+use vigil_domain::silence::{self, Recurring, Silence};
+use vigil_domain::time::{Cron, DurationSpec};
+use vigil_store::StateRecord;
 
 use crate::alerts::read;
 use crate::error::{ApiError, BadParameter};
@@ -71,7 +73,7 @@ pub const EXPIRE: Endpoint = Endpoint {
 struct SilenceRequest {
     #[serde(default)]
     id: Option<String>,
-    matchers: Vec<LabelMatcher>,
+    matchers: Vec<Matcher>,
     #[serde(default)]
     starts_at: Option<Value>,
     ends_at: Value,
@@ -103,7 +105,7 @@ pub async fn list(State(state): State<Arc<AppState>>, incoming: Incoming) -> Ans
         })
         .transpose()?;
     let silences: Vec<Silence> = state
-        .within(read(&call.reader, silence::COLLECTION))
+        .within(read(&call.reader, Collection::Silence))
         .await?;
     let now_ms = call.now_ms;
     let mut silences: Vec<(&'static str, Silence)> = silences
@@ -212,7 +214,7 @@ async fn existing(
     id: &str,
 ) -> Result<Option<StateRecord>, ApiError> {
     let records = state
-        .within(async { Ok(reader.store.state(silence::COLLECTION).await?) })
+        .within(async { Ok(reader.store.state(Collection::Silence).await?) })
         .await?;
     Ok(records
         .into_iter()
@@ -229,7 +231,7 @@ async fn save(
     now_ms: u64,
 ) -> Result<(), ApiError> {
     let record = StateRecord {
-        collection: silence::COLLECTION.to_owned(),
+        collection: Collection::Silence,
         tenant: reader.tenant.clone(),
         key: silence.id.clone(),
         version: previous.map_or(now_ms, |p| now_ms.max(p.version + 1)),

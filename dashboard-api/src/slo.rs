@@ -14,9 +14,9 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use serde_json::{Map, Value, json};
-use vigil_core::config::{Sli, SloConfig};
-use vigil_core::model::{Kind, Rollup};
-use vigil_core::store::Matcher;
+use vigil_config::{Sli, SloConfig};
+use vigil_domain::model::{Kind, Rollup};
+use vigil_domain::signal::Matcher;
 
 use crate::error::ApiError;
 use crate::openapi::{Endpoint, Method, Param};
@@ -71,11 +71,7 @@ async fn events(reader: &Reader, slo: &SloConfig, seconds: u64) -> Result<(u64, 
     selection.matchers = slo
         .labels
         .iter()
-        .map(|(key, value)| Matcher {
-            key: key.clone(),
-            value: value.clone(),
-            equal: true,
-        })
+        .map(|(key, value)| Matcher::equal(key, value))
         .collect();
     if slo.kind == Kind::Probe {
         // The runs, not their steps.

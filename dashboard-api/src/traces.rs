@@ -7,12 +7,12 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use serde_json::{Map, Value, json};
-use vigil_core::store::{SpanQuery, SpanRecord};
+use vigil_store::{SpanQuery, SpanRecord};
 
 use crate::error::{ApiError, BadParameter};
 use crate::openapi::{CURSOR, Endpoint, FROM, LIMIT, Method, Param, TO};
 use crate::server::{Answer, AppState, Call, Incoming};
-use vigil_core::signal::parse_filter;
+use vigil_domain::signal::parse_filter;
 
 pub const TRACE: Endpoint = Endpoint {
     method: Method::Get,
@@ -194,17 +194,17 @@ pub async fn search(State(state): State<Arc<AppState>>, incoming: Incoming) -> A
     for matcher in parse_filter(params.get("attributes").unwrap_or(""))
         .map_err(|e| BadParameter::new("attributes", e))?
     {
-        if !matcher.equal {
+        if !matcher.is_equal {
             return Err(BadParameter::new(
                 "attributes",
                 format!(
                     "{}: only key=\"value\" matchers are supported here",
-                    matcher.key
+                    matcher.name
                 ),
             )
             .into());
         }
-        query.attributes.push((matcher.key, matcher.value));
+        query.attributes.push((matcher.name, matcher.value));
     }
     let spans = state
         .within(async { Ok(call.reader.store.search_spans(&query).await?) })

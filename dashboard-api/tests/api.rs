@@ -8,17 +8,16 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use vigil_alerter::alerts::{Alert, State as AlertState, fingerprint};
-use vigil_core::config::{ApiToken, Config, Role, Secret, Sli, SloConfig, StoreKind};
-use vigil_core::model::{Kind, Rollup, SeriesKey};
-use vigil_core::on_both_backends;
-use vigil_core::shutdown::Shutdown;
-use vigil_core::store::{
-    self, Flush, HistoryEntry, RollupRow, SpanRecord, StateRecord, Store, WIDTHS,
-};
-use vigil_core::tenant::TenantId;
-use vigil_core::testing::{self, Backend};
+use vigil_config::{ApiToken, Config, Role, Secret, Sli, SloConfig, StoreKind};
 use vigil_dashboard_api::Api;
+use vigil_domain::alert::{Alert, Collection, State as AlertState, fingerprint};
+use vigil_domain::model::RollupRow;
+use vigil_domain::model::{Kind, Rollup, SeriesKey};
+use vigil_domain::shutdown::Shutdown;
+use vigil_domain::tenant::TenantId;
+use vigil_store::{self as store, Flush, HistoryEntry, SpanRecord, StateRecord, Store, WIDTHS};
+use vigil_testing::on_both_backends;
+use vigil_testing::{self as testing, Backend};
 
 const ACME: &str = "acme-viewer-token-0123";
 const EVIL: &str = "evil-viewer-token-0123";
@@ -1076,12 +1075,12 @@ impl Pipeline {
         let config = testing::config(backend)?;
         away_from_midnight().await;
         let mut config = api_config(config);
-        config.collector.tenants = vec![vigil_core::config::TenantConfig {
+        config.collector.tenants = vec![vigil_config::TenantConfig {
             id: tenant("acme"),
             tokens: vec![Secret::new(INGEST)],
         }];
         let shutdown = Shutdown::new();
-        let bus = vigil_core::bus::connect(&config.bus).unwrap();
+        let bus = vigil_bus::connect(&config.bus).unwrap();
         let store = store::open(&config.store).await.unwrap();
         let collector =
             vigil_collector::Collector::start(&config, Arc::clone(&bus), shutdown.clone())
@@ -1342,7 +1341,7 @@ async fn alerts_history_and_silences(backend: Backend) {
     let records: Vec<StateRecord> = [&firing, &pending, &theirs]
         .iter()
         .map(|alert| StateRecord {
-            collection: vigil_alerter::ALERTS.into(),
+            collection: Collection::Alert,
             tenant: alert.tenant.clone(),
             key: alert.fingerprint.clone(),
             version: 1,

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::routing::post;
 use tokio::net::TcpListener;
-use vigil_core::config::Config;
-use vigil_core::shutdown::Shutdown;
+use vigil_config::Config;
+use vigil_domain::shutdown::Shutdown;
 
 use crate::Prober;
 use crate::demo::{DemoOptions, DemoService};

@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use vigil_core::shutdown::Shutdown;
+use vigil_domain::shutdown::Shutdown;
 
 /// Orders kept; the oldest are forgotten beyond this.
 const MAX_ORDERS: usize = 100_000;

@@ -17,7 +17,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use vigil_core::config::SyntheticConfig;
+use vigil_config::SyntheticConfig;
 
 use crate::metrics::Metrics;
 use crate::run::text;

@@ -28,9 +28,9 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use vigil_core::config::{Config, SyntheticConfig};
-use vigil_core::shutdown::Shutdown;
-use vigil_core::{metrics_endpoint, shutdown, yaml};
+use vigil_config::{Config, SyntheticConfig};
+use vigil_domain::shutdown::Shutdown;
+use vigil_domain::{metrics_endpoint, shutdown, yaml};
 
 pub use metrics::Metrics;
 pub use scenario::ScenarioError;

@@ -15,11 +15,11 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 use serde_json::Value;
-use vigil_core::model::hex;
+use vigil_domain::model::hex;
 
 use crate::grpc::Clients;
 use crate::scenario::{Action, Body, Check, GRPC_CODES, HttpRequest, Location, Probe, Step};
-use vigil_core::template::{JsonTemplate, Missing, Vars};
+use vigil_domain::template::{JsonTemplate, Missing, Vars};
 
 /// The most of a response body read for assertions.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;

@@ -46,11 +46,11 @@ use std::time::Duration;
 use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor};
 use serde::Deserialize;
 use serde_json::Value;
-use vigil_core::time::{Cron, DurationSpec};
-use vigil_core::yaml;
+use vigil_domain::time::{Cron, DurationSpec};
+use vigil_domain::yaml;
 
 use crate::json_path::JsonPath;
-use vigil_core::template::{JsonTemplate, SECRET, Template, Vars, is_name};
+use vigil_domain::template::{JsonTemplate, SECRET, Template, Vars, is_name};
 
 /// The variables every run has, besides its probe's and location's.
 pub const BUILTINS: [&str; 4] = [

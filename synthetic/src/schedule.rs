@@ -169,7 +169,7 @@ mod tests {
 
     #[test]
     fn cron_times_land_on_the_wall_clock_minute() {
-        let every_5 = Schedule::Cron(vigil_core::time::Cron::parse("*/5 * * * *").unwrap());
+        let every_5 = Schedule::Cron(vigil_domain::time::Cron::parse("*/5 * * * *").unwrap());
         let now = Instant::now();
         let wall = SystemTime::now();
         let next = next_time(&every_5, now, now).unwrap();

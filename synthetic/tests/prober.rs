@@ -14,16 +14,17 @@ use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 use serde_json::json;
-use vigil_core::bus::{Bus, Consumer};
-use vigil_core::config::{Config, Secret, TenantConfig};
-use vigil_core::model::Kind;
-use vigil_core::on_both_backends;
-use vigil_core::shutdown::Shutdown;
-use vigil_core::store::{self, Aggregation, Matcher, Store};
-use vigil_core::tenant::TenantId;
-use vigil_core::testing::{self, Backend};
+use vigil_bus::{Bus, Consumer};
+use vigil_config::{Config, Secret, TenantConfig};
+use vigil_domain::model::Kind;
+use vigil_domain::shutdown::Shutdown;
+use vigil_domain::signal::Matcher;
+use vigil_domain::tenant::TenantId;
+use vigil_store::{self as store, Aggregation, Store};
 use vigil_synthetic::Prober;
 use vigil_synthetic::demo::{DemoOptions, DemoService};
+use vigil_testing::on_both_backends;
+use vigil_testing::{self as testing, Backend};
 
 const INGEST: &str = "acme-ingest-token-0123";
 
@@ -52,7 +53,7 @@ impl Stack {
             tokens: vec![Secret::new(INGEST)],
         }];
         let shutdown = Shutdown::new();
-        let bus = vigil_core::bus::connect(&config.bus).unwrap();
+        let bus = vigil_bus::connect(&config.bus).unwrap();
         for topic in config.bus.topics().all() {
             bus.create_topic(topic, config.bus.partitions)
                 .await
@@ -123,7 +124,7 @@ struct Spans {
 }
 
 impl Spans {
-    fn decode(messages: &[vigil_core::bus::Message]) -> Spans {
+    fn decode(messages: &[vigil_bus::Message]) -> Spans {
         let mut spans = Spans::default();
         for message in messages {
             let request = ExportTraceServiceRequest::decode(message.payload.as_ref()).unwrap();
@@ -500,11 +501,7 @@ async fn stored_runs(store: &dyn Store, from_s: u64) -> BTreeMap<String, (u64, u
         step_s: 10,
         service: Some("vigil-synthetic".to_owned()),
         name: Some("pay-e2e".to_owned()),
-        matchers: vec![Matcher {
-            key: "vigil.probe.step".to_owned(),
-            value: String::new(),
-            equal: true,
-        }],
+        matchers: vec![Matcher::equal("vigil.probe.step", "")],
         group_by: vec!["vigil.probe.location".to_owned()],
         limit: 10_000,
     };

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use vigil_core::distribution::Distribution;
+use vigil_domain::distribution::Distribution;
 
 use super::*;
 

@@ -1,0 +1,86 @@
+//! The alert contract between the alerter, which writes alerts, silences'
+//! effects and notification groups to the store, and the API, which reads
+//! them and writes silences: the stored shapes and the store collections
+//! they are kept in.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Fnv;
+use crate::tenant::TenantId;
+
+/// A store collection of keyed state (see the store's state records).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Collection {
+    /// [`Alert`]s, by fingerprint.
+    Alert,
+    /// [`Silence`](crate::silence::Silence)s, by id.
+    Silence,
+    /// The alerter's notification groups, by group key.
+    Notification,
+    /// When each remediation action last ran, for its cooldown.
+    Action,
+}
+
+impl Collection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Collection::Alert => "alert",
+            Collection::Silence => "silence",
+            Collection::Notification => "notification",
+            Collection::Action => "action",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Pending,
+    Firing,
+    Resolved,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Firing => "firing",
+            State::Resolved => "resolved",
+        }
+    }
+}
+
+/// One alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub fingerprint: String,
+    pub tenant: TenantId,
+    pub rule: String,
+    /// `alertname` (the rule's name), `tenant`, the group's labels and the
+    /// rule's.
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub state: State,
+    /// When the condition started to hold, unix ms.
+    pub active_since_ms: u64,
+    /// When it fired, unix ms.
+    pub fired_ms: Option<u64>,
+    /// When it resolved, unix ms.
+    pub resolved_ms: Option<u64>,
+    /// The value of the last evaluation that held.
+    pub value: Option<f64>,
+}
+
+/// The labels' fingerprint: FNV-1a over the sorted pairs, 16 hex digits.
+pub fn fingerprint(labels: &BTreeMap<String, String>) -> String {
+    let mut hash = Fnv::default();
+    for (key, value) in labels {
+        hash.write(key.as_bytes());
+        hash.write(&[0xff]);
+        hash.write(value.as_bytes());
+        hash.write(&[0xff]);
+    }
+    format!("{:016x}", hash.finish())
+}

@@ -1,0 +1,99 @@
+//! Log records and crashes in ClickHouse.
+
+use super::{ClickHouseStore, classify, day_u32};
+use crate::codec::corrupt;
+use crate::{EventKind, EventQuery, EventRecord, EventStore, StoreError};
+use async_trait::async_trait;
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+use vigil_domain::tenant::TenantId;
+
+#[derive(Row, Serialize, Deserialize)]
+struct EventRow {
+    tenant: String,
+    kind: String,
+    id: u64,
+    time_ns: u64,
+    service: String,
+    name: String,
+    body: String,
+    trace_id: String,
+    span_id: String,
+    fingerprint: String,
+    attribute_keys: Vec<String>,
+    attribute_values: Vec<String>,
+    day: u32,
+}
+
+#[async_trait]
+impl EventStore for ClickHouseStore {
+    async fn write_events(&self, events: &[EventRecord]) -> Result<(), StoreError> {
+        let rows = events.iter().map(|event| {
+            let (attribute_keys, attribute_values) = event.attributes.iter().cloned().unzip();
+            EventRow {
+                tenant: event.tenant.as_str().to_owned(),
+                kind: event.kind.as_str().to_owned(),
+                id: event.id,
+                time_ns: event.time_ns,
+                service: event.service.clone(),
+                name: event.name.clone(),
+                body: event.body.clone(),
+                trace_id: event.trace_id.clone(),
+                span_id: event.span_id.clone(),
+                fingerprint: event.fingerprint.clone(),
+                attribute_keys,
+                attribute_values,
+                day: day_u32(event.time_ns / 1_000_000_000),
+            }
+        });
+        self.insert_all("events", rows.collect()).await
+    }
+
+    async fn events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
+        let rows: Vec<EventRow> = self
+            .client
+            .query(
+                "SELECT ?fields FROM events
+                 WHERE tenant = ? AND kind = ? AND time_ns >= ? AND time_ns < ?
+                    AND (? = 0 OR service = ?) AND (? = 0 OR trace_id = ?)
+                    AND (? = 0 OR fingerprint = ?)
+                 ORDER BY time_ns DESC, id LIMIT 1 BY id LIMIT ?",
+            )
+            .bind(query.tenant.as_str())
+            .bind(query.kind.as_str())
+            .bind(query.from_ns)
+            .bind(query.to_ns)
+            .bind(u8::from(query.service.is_some()))
+            .bind(query.service.as_deref().unwrap_or(""))
+            .bind(u8::from(query.trace_id.is_some()))
+            .bind(query.trace_id.as_deref().unwrap_or(""))
+            .bind(u8::from(query.fingerprint.is_some()))
+            .bind(query.fingerprint.as_deref().unwrap_or(""))
+            .bind(u64::try_from(query.limit).unwrap_or(u64::MAX))
+            .fetch_all()
+            .await
+            .map_err(classify)?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(EventRecord {
+                    tenant: TenantId::parse(&row.tenant).map_err(|e| corrupt("tenant", e))?,
+                    kind: EventKind::parse(&row.kind)
+                        .ok_or_else(|| corrupt("event kind", &row.kind))?,
+                    id: row.id,
+                    time_ns: row.time_ns,
+                    service: row.service,
+                    name: row.name,
+                    body: row.body,
+                    trace_id: row.trace_id,
+                    span_id: row.span_id,
+                    fingerprint: row.fingerprint,
+                    attributes: row
+                        .attribute_keys
+                        .into_iter()
+                        .zip(row.attribute_values)
+                        .collect(),
+                })
+            })
+            .collect()
+    }
+}

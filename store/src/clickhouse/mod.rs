@@ -1,0 +1,290 @@
+//! The ClickHouse store, over HTTP with RowBinary (the `clickhouse` crate with
+//! schema validation off, which ClickHouse 18.16 needs). The schema keeps to
+//! what 18.16 and current servers share: MergeTree families, arrays, `sumMap`,
+//! UInt64 times, and partitions by day for retention.
+//!
+//! Atomicity: one INSERT into one partition, in one block, is written as one
+//! part or not at all. A flush is one INSERT into `rollups`, all of its rows
+//! (its checkpoint rows included) carry the flush's day as partition key, and
+//! the block size is raised above the largest flush, so a flush is atomic.
+//! Checkpoints are rows of `rollups` with `kind = 'checkpoint'` for that reason.
+
+mod events;
+mod rollups;
+mod spans;
+mod state;
+
+use crate::{Store, StoreError, day_of};
+use async_trait::async_trait;
+use clickhouse::{Client, Row, RowOwned, RowWrite};
+use serde::Deserialize;
+use vigil_config::StoreConfig;
+
+/// The `kind` of checkpoint rows, which no series has.
+const CHECKPOINT_KIND: &str = "checkpoint";
+
+/// Rows one INSERT block may hold: above any flush (`aggregator.max_flush_rows`
+/// is at most one million), so a flush is one block.
+const MAX_INSERT_BLOCK_ROWS: &str = "2000000";
+
+/// Schema versions, applied in order and recorded in `vigil_migrations`.
+const MIGRATIONS: &[(u32, &str, &[&str])] = &[
+    (
+    1,
+    "rollups, spans, series",
+    &[
+        "CREATE TABLE IF NOT EXISTS rollups (
+            tenant String, kind String, service String, name String,
+            label_keys Array(String), label_values Array(String), series UInt64,
+            width UInt32, start UInt64,
+            count UInt64, sum Float64, min Float64, max Float64, errors UInt64,
+            bucket_keys Array(Int32), bucket_counts Array(UInt64), correction UInt8,
+            source String, bus_partition Int32, seq UInt64, next_offset Int64,
+            replay_from Int64, watermark UInt64, day UInt32
+        ) ENGINE = MergeTree PARTITION BY day
+        ORDER BY (tenant, kind, service, name, width, start, series)",
+        "CREATE TABLE IF NOT EXISTS spans (
+            tenant String, trace_id String, span_id String, parent_span_id String,
+            service String, name String, kind String, start_ns UInt64, duration_ns UInt64,
+            status_code UInt8, status_message String,
+            attribute_keys Array(String), attribute_values Array(String), day UInt32
+        ) ENGINE = ReplacingMergeTree PARTITION BY day ORDER BY (tenant, trace_id, span_id)",
+        "CREATE TABLE IF NOT EXISTS series (
+            tenant String, kind String, service String, name String,
+            label_keys Array(String), label_values Array(String), series UInt64,
+            first_seen UInt64, last_seen UInt64
+        ) ENGINE = ReplacingMergeTree ORDER BY (tenant, kind, service, name, series, first_seen, last_seen)",
+    ],
+    ),
+    (
+        2,
+        "events",
+        &["CREATE TABLE IF NOT EXISTS events (
+            tenant String, kind String, id UInt64, time_ns UInt64, service String, name String,
+            body String, trace_id String, span_id String, fingerprint String,
+            attribute_keys Array(String), attribute_values Array(String), day UInt32
+        ) ENGINE = ReplacingMergeTree PARTITION BY day ORDER BY (tenant, kind, time_ns, id)"],
+    ),
+    (
+        3,
+        "rollups ordered by width, service and time",
+        // Queries read one width over a time range, of one service or of
+        // all. With the name before the width, a range of one width was
+        // spread over every name's block of every width.
+        // `rollups` holds every row after each statement, so a rerun after
+        // a failure anywhere drops the leftovers and starts over.
+        &[
+            "DROP TABLE IF EXISTS rollups_v2",
+            "DROP TABLE IF EXISTS rollups_v3",
+            "CREATE TABLE rollups_v3 AS rollups ENGINE = MergeTree PARTITION BY day
+                ORDER BY (tenant, kind, width, service, start, name, series)",
+            "INSERT INTO rollups_v3 SELECT * FROM rollups",
+            "RENAME TABLE rollups TO rollups_v2, rollups_v3 TO rollups",
+            "DROP TABLE rollups_v2",
+        ],
+    ),
+    (
+        4,
+        "alerter state and history",
+        &[
+            // The greatest version of a key is kept; reads use FINAL.
+            "CREATE TABLE IF NOT EXISTS state (
+                collection String, tenant String, key String, version UInt64,
+                body String, deleted UInt8
+            ) ENGINE = ReplacingMergeTree(version) ORDER BY (collection, tenant, key)",
+            "CREATE TABLE IF NOT EXISTS history (
+                tenant String, time_ms UInt64, kind String, rule String, subject String,
+                body String, day UInt32
+            ) ENGINE = MergeTree PARTITION BY day ORDER BY (tenant, time_ms)",
+        ],
+    ),
+];
+
+/// The ClickHouse store.
+#[derive(Clone)]
+pub struct ClickHouseStore {
+    /// Without a database: for creating it.
+    server: Client,
+    client: Client,
+    database: String,
+    span_retention_days: u64,
+    event_retention_days: u64,
+    rollup_retention_days: u64,
+}
+
+impl std::fmt::Debug for ClickHouseStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseStore")
+            .field("database", &self.database)
+            .finish_non_exhaustive()
+    }
+}
+
+/// ClickHouse error codes that the same call may get past later: too many
+/// parts, memory, timeouts, a table being altered. Anything else (bad data,
+/// bad SQL, unknown tables) is not retried. Network errors always are.
+const RETRYABLE_CODES: &[&str] = &[
+    "Code: 159",
+    "Code: 160",
+    "Code: 202",
+    "Code: 209",
+    "Code: 210",
+    "Code: 241",
+    "Code: 242",
+    "Code: 252",
+    "Code: 473",
+];
+
+fn classify(error: clickhouse::error::Error) -> StoreError {
+    let reason = error.to_string();
+    let retryable = match &error {
+        clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut => true,
+        clickhouse::error::Error::BadResponse(text) => {
+            RETRYABLE_CODES.iter().any(|code| text.contains(code))
+        }
+        _ => false,
+    };
+    if retryable {
+        StoreError::Unavailable { reason }
+    } else {
+        StoreError::Fatal { reason }
+    }
+}
+
+#[derive(Row, Deserialize)]
+struct PartitionIn {
+    table: String,
+    day: u32,
+}
+
+/// A day number as ClickHouse stores it (days since the epoch fit in u32).
+fn day_u32(time_s: u64) -> u32 {
+    u32::try_from(day_of(time_s)).unwrap_or(u32::MAX)
+}
+
+impl ClickHouseStore {
+    /// A store on the configured server; nothing is contacted until used.
+    pub fn new(config: &StoreConfig) -> Self {
+        let settings = &config.clickhouse;
+        let server = Client::default()
+            .with_url(&settings.url)
+            .with_user(&settings.user)
+            .with_password(settings.password.expose())
+            .with_validation(false);
+        ClickHouseStore {
+            client: server.clone().with_database(&settings.database),
+            server,
+            database: settings.database.clone(),
+            span_retention_days: u64::from(config.span_retention_days),
+            event_retention_days: u64::from(config.event_retention_days),
+            rollup_retention_days: u64::from(config.rollup_retention_days),
+        }
+    }
+
+    async fn insert_all<T: RowOwned + RowWrite>(
+        &self,
+        table: &str,
+        rows: Vec<T>,
+    ) -> Result<(), StoreError> {
+        let mut insert = self
+            .client
+            .insert::<T>(table)
+            .await
+            .map_err(classify)?
+            .with_setting("max_insert_block_size", MAX_INSERT_BLOCK_ROWS);
+        for row in rows {
+            insert.write(&row).await.map_err(classify)?;
+        }
+        insert.end().await.map_err(classify)
+    }
+}
+
+#[async_trait]
+impl Store for ClickHouseStore {
+    async fn migrate(&self) -> Result<Vec<u32>, StoreError> {
+        self.server
+            .query(&format!("CREATE DATABASE IF NOT EXISTS {}", self.database))
+            .execute()
+            .await
+            .map_err(classify)?;
+        self.client
+            .query(
+                "CREATE TABLE IF NOT EXISTS vigil_migrations (
+                    version UInt32, name String, applied_at DateTime
+                ) ENGINE = MergeTree ORDER BY version",
+            )
+            .execute()
+            .await
+            .map_err(classify)?;
+        let done: Vec<u32> = self
+            .client
+            .query("SELECT version FROM vigil_migrations")
+            .fetch_all()
+            .await
+            .map_err(classify)?;
+        let mut applied = Vec::new();
+        for &(version, name, statements) in MIGRATIONS {
+            if done.contains(&version) {
+                continue;
+            }
+            for statement in statements {
+                self.client
+                    .query(statement)
+                    .execute()
+                    .await
+                    .map_err(classify)?;
+            }
+            self.client
+                .query("INSERT INTO vigil_migrations SELECT ?, ?, now()")
+                .bind(version)
+                .bind(name)
+                .execute()
+                .await
+                .map_err(classify)?;
+            applied.push(version);
+        }
+        Ok(applied)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.client
+            .query("SELECT 1")
+            .fetch_one::<u8>()
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
+
+    async fn enforce_retention(&self, now_s: u64) -> Result<(), StoreError> {
+        let today = day_of(now_s);
+        let partitions: Vec<PartitionIn> = self
+            .client
+            .query(
+                "SELECT DISTINCT table, toUInt32(partition) FROM system.parts
+                 WHERE database = ? AND active
+                    AND table IN ('spans', 'events', 'rollups', 'history')",
+            )
+            .bind(&self.database)
+            .fetch_all()
+            .await
+            .map_err(classify)?;
+        for partition in partitions {
+            let retention = match partition.table.as_str() {
+                "spans" => self.span_retention_days,
+                "events" | "history" => self.event_retention_days,
+                _ => self.rollup_retention_days,
+            };
+            if u64::from(partition.day) + retention < today {
+                self.client
+                    .query(&format!(
+                        "ALTER TABLE {} DROP PARTITION {}",
+                        partition.table, partition.day
+                    ))
+                    .execute()
+                    .await
+                    .map_err(classify)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,290 @@
+//! The embedded store: one SQLite file in WAL mode. Calls run on tokio's
+//! blocking threads, one at a time over one connection; a flush is one
+//! transaction, so it is written whole or not at all.
+
+mod events;
+mod rollups;
+mod spans;
+mod state;
+
+use crate::codec::corrupt;
+use crate::{SpanRecord, Store, StoreError, day_of};
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use vigil_config::StoreConfig;
+use vigil_domain::tenant::TenantId;
+
+/// Schema versions, applied in order and recorded in `vigil_migrations`.
+const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (
+        1,
+        "rollups, checkpoints, spans, series",
+        "CREATE TABLE rollups (
+        tenant TEXT NOT NULL, kind TEXT NOT NULL, service TEXT NOT NULL, name TEXT NOT NULL,
+        labels TEXT NOT NULL, series INTEGER NOT NULL,
+        width INTEGER NOT NULL, start INTEGER NOT NULL,
+        count INTEGER NOT NULL, sum REAL NOT NULL, min REAL NOT NULL, max REAL NOT NULL,
+        errors INTEGER NOT NULL, buckets BLOB NOT NULL, correction INTEGER NOT NULL,
+        source TEXT NOT NULL, bus_partition INTEGER NOT NULL, day INTEGER NOT NULL
+    );
+    CREATE INDEX rollups_by_series ON rollups (tenant, kind, service, name, width, start);
+    CREATE INDEX rollups_by_source ON rollups (source, bus_partition, width, start);
+    CREATE INDEX rollups_by_day ON rollups (day);
+    CREATE TABLE checkpoints (
+        source TEXT NOT NULL, bus_partition INTEGER NOT NULL, seq INTEGER NOT NULL,
+        next_offset INTEGER NOT NULL, replay_from INTEGER NOT NULL, watermark INTEGER NOT NULL,
+        PRIMARY KEY (source, bus_partition)
+    );
+    CREATE TABLE spans (
+        tenant TEXT NOT NULL, trace_id TEXT NOT NULL, span_id TEXT NOT NULL,
+        parent_span_id TEXT NOT NULL, service TEXT NOT NULL, name TEXT NOT NULL,
+        kind TEXT NOT NULL, start_ns INTEGER NOT NULL, duration_ns INTEGER NOT NULL,
+        status_code INTEGER NOT NULL, status_message TEXT NOT NULL, attributes TEXT NOT NULL,
+        day INTEGER NOT NULL,
+        PRIMARY KEY (tenant, trace_id, span_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX spans_by_service ON spans (tenant, service, start_ns);
+    CREATE INDEX spans_by_day ON spans (day);
+    CREATE TABLE series (
+        series INTEGER PRIMARY KEY, tenant TEXT NOT NULL, kind TEXT NOT NULL,
+        service TEXT NOT NULL, name TEXT NOT NULL, labels TEXT NOT NULL,
+        first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL
+    );
+    CREATE INDEX series_by_tenant ON series (tenant, kind, service, name);",
+    ),
+    (
+        2,
+        "events, spans by time",
+        "CREATE TABLE events (
+            tenant TEXT NOT NULL, kind TEXT NOT NULL, id INTEGER NOT NULL,
+            time_ns INTEGER NOT NULL, service TEXT NOT NULL, name TEXT NOT NULL,
+            body TEXT NOT NULL, trace_id TEXT NOT NULL, span_id TEXT NOT NULL,
+            fingerprint TEXT NOT NULL, attributes TEXT NOT NULL, day INTEGER NOT NULL,
+            PRIMARY KEY (tenant, kind, id)
+        ) WITHOUT ROWID;
+        CREATE INDEX events_by_time ON events (tenant, kind, time_ns);
+        CREATE INDEX events_by_day ON events (day);
+        CREATE INDEX spans_by_time ON spans (tenant, start_ns);",
+    ),
+    (
+        3,
+        "rollups by service and by time",
+        // Queries select a width and a time range, for one service or for all:
+        // with the name before the width, the old index read every width and
+        // every day of a service.
+        "DROP INDEX rollups_by_series;
+        CREATE INDEX rollups_by_service ON rollups (tenant, kind, service, width, start);
+        CREATE INDEX rollups_by_time ON rollups (tenant, kind, width, start);",
+    ),
+    (
+        4,
+        "alerter state and history",
+        "CREATE TABLE state (
+            collection TEXT NOT NULL, tenant TEXT NOT NULL, key TEXT NOT NULL,
+            version INTEGER NOT NULL, body TEXT NOT NULL, deleted INTEGER NOT NULL,
+            PRIMARY KEY (collection, tenant, key)
+        ) WITHOUT ROWID;
+        CREATE TABLE history (
+            tenant TEXT NOT NULL, time_ms INTEGER NOT NULL, kind TEXT NOT NULL,
+            rule TEXT NOT NULL, subject TEXT NOT NULL, body TEXT NOT NULL, day INTEGER NOT NULL
+        );
+        CREATE INDEX history_by_time ON history (tenant, time_ms);
+        CREATE INDEX history_by_day ON history (day);",
+    ),
+];
+
+/// How much of the file is memory-mapped (address space, not memory).
+const MMAP_BYTES: i64 = 64 << 30;
+
+/// The embedded store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    connection: Arc<Mutex<Connection>>,
+    span_retention_days: u64,
+    event_retention_days: u64,
+    rollup_retention_days: u64,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+fn fatal(error: rusqlite::Error) -> StoreError {
+    match error {
+        rusqlite::Error::SqliteFailure(code, _)
+            if matches!(
+                code.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            StoreError::Unavailable {
+                reason: error.to_string(),
+            }
+        }
+        _ => StoreError::Fatal {
+            reason: error.to_string(),
+        },
+    }
+}
+
+/// SQLite integers are signed; ids and counters are stored bit for bit.
+fn to_sql(value: u64) -> i64 {
+    value as i64
+}
+
+fn from_sql(value: i64) -> u64 {
+    value as u64
+}
+
+/// A time bound, kept within what a signed column compares correctly.
+fn bound_to_sql(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The columns [`span_from_row`] reads, in order.
+const SPAN_COLUMNS: &str = "trace_id, span_id, parent_span_id, service, name, kind, start_ns, \
+    duration_ns, status_code, status_message, attributes";
+
+fn span_from_row(tenant: &TenantId, row: &rusqlite::Row<'_>) -> Result<SpanRecord, StoreError> {
+    let attributes: String = row.get(10).map_err(fatal)?;
+    Ok(SpanRecord {
+        tenant: tenant.clone(),
+        trace_id: row.get(0).map_err(fatal)?,
+        span_id: row.get(1).map_err(fatal)?,
+        parent_span_id: row.get(2).map_err(fatal)?,
+        service: row.get(3).map_err(fatal)?,
+        name: row.get(4).map_err(fatal)?,
+        kind: row.get(5).map_err(fatal)?,
+        start_ns: from_sql(row.get(6).map_err(fatal)?),
+        duration_ns: from_sql(row.get(7).map_err(fatal)?),
+        status_code: row.get(8).map_err(fatal)?,
+        status_message: row.get(9).map_err(fatal)?,
+        attributes: serde_json::from_str(&attributes).map_err(|e| corrupt("span attributes", e))?,
+    })
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the file the configuration names, and its folder.
+    pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        let path = &config.sqlite.path;
+        if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(folder).map_err(|e| StoreError::Fatal {
+                reason: format!("cannot create {}: {e}", folder.display()),
+            })?;
+        }
+        Self::with_connection(Connection::open(path).map_err(fatal)?, config, path)
+    }
+
+    fn with_connection(
+        connection: Connection,
+        config: &StoreConfig,
+        path: &Path,
+    ) -> Result<Self, StoreError> {
+        connection
+            .pragma_update(None, "journal_mode", "WAL")
+            .and_then(|()| connection.pragma_update(None, "synchronous", "NORMAL"))
+            // Reads of one service's windows land on pages all over the file:
+            // mapped, they cost no system call each.
+            .and_then(|()| connection.pragma_update(None, "mmap_size", MMAP_BYTES))
+            .and_then(|()| connection.busy_timeout(std::time::Duration::from_secs(5)))
+            .map_err(|e| StoreError::Fatal {
+                reason: format!("cannot set up {}: {e}", path.display()),
+            })?;
+        Ok(SqliteStore {
+            connection: Arc::new(Mutex::new(connection)),
+            span_retention_days: u64::from(config.span_retention_days),
+            event_retention_days: u64::from(config.event_retention_days),
+            rollup_retention_days: u64::from(config.rollup_retention_days),
+        })
+    }
+
+    /// Runs `job` with the connection on a blocking thread.
+    async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let connection = Arc::clone(&self.connection);
+        tokio::task::spawn_blocking(move || {
+            let mut connection = connection.lock().unwrap_or_else(PoisonError::into_inner);
+            job(&mut connection)
+        })
+        .await
+        .map_err(|e| StoreError::Fatal {
+            reason: format!("store task failed: {e}"),
+        })?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> Result<Vec<u32>, StoreError> {
+        self.run(|connection| {
+            let tx = connection.transaction().map_err(fatal)?;
+            tx.execute_batch(
+                "CREATE TABLE IF NOT EXISTS vigil_migrations (
+                    version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+            )
+            .map_err(fatal)?;
+            let mut applied = Vec::new();
+            for &(version, name, sql) in MIGRATIONS {
+                let done: Option<i64> = tx
+                    .query_row(
+                        "SELECT version FROM vigil_migrations WHERE version = ?1",
+                        [version],
+                        |row| row.get(0),
+                    )
+                    .optional()
+                    .map_err(fatal)?;
+                if done.is_some() {
+                    continue;
+                }
+                tx.execute_batch(sql).map_err(fatal)?;
+                tx.execute(
+                    "INSERT INTO vigil_migrations (version, name, applied_at) VALUES (?1, ?2, unixepoch())",
+                    params![version, name],
+                )
+                .map_err(fatal)?;
+                applied.push(version);
+            }
+            tx.commit().map_err(fatal)?;
+            Ok(applied)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|connection| {
+            connection
+                .query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(fatal)
+        })
+        .await
+    }
+
+    async fn enforce_retention(&self, now_s: u64) -> Result<(), StoreError> {
+        let today = day_of(now_s);
+        let spans_before = to_sql(today.saturating_sub(self.span_retention_days));
+        let events_before = to_sql(today.saturating_sub(self.event_retention_days));
+        let rollups_before = to_sql(today.saturating_sub(self.rollup_retention_days));
+        self.run(move |connection| {
+            connection
+                .execute("DELETE FROM spans WHERE day < ?1", [spans_before])
+                .and_then(|_| {
+                    connection.execute("DELETE FROM events WHERE day < ?1", [events_before])
+                })
+                .and_then(|_| {
+                    connection.execute("DELETE FROM history WHERE day < ?1", [events_before])
+                })
+                .and_then(|_| {
+                    connection.execute("DELETE FROM rollups WHERE day < ?1", [rollups_before])
+                })
+                .map(drop)
+                .map_err(fatal)
+        })
+        .await
+    }
+}

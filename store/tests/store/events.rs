@@ -1,0 +1,96 @@
+//! Log records and crashes: kept once, found by every filter.
+
+use vigil_store::{EventKind, EventQuery, EventRecord};
+use vigil_testing::{Backend, on_both_backends};
+
+use crate::{NOW, open, tenant};
+
+pub fn event(
+    kind: EventKind,
+    id: u64,
+    time_s: u64,
+    service: &str,
+    fingerprint: &str,
+) -> EventRecord {
+    EventRecord {
+        tenant: tenant("acme"),
+        kind,
+        id,
+        time_ns: time_s * 1_000_000_000 + id,
+        service: service.into(),
+        name: "SIGSEGV".into(),
+        body: format!("event {id} with 'quotes' and \\ backslashes"),
+        trace_id: if kind == EventKind::Log {
+            "0af7651916cd43dd8448eb211c80319c".into()
+        } else {
+            String::new()
+        },
+        span_id: String::new(),
+        fingerprint: fingerprint.into(),
+        attributes: vec![("app.version".into(), "2.1.0".into())],
+    }
+}
+
+async fn events_are_kept_once_and_found_by_every_filter(backend: Backend) {
+    let Some(store) = open(backend).await else {
+        return;
+    };
+    let crashes: Vec<EventRecord> = (0..5)
+        .map(|i| {
+            let app = if i < 3 { "wallet" } else { "shop" };
+            let fingerprint = if i % 2 == 0 { "f00d" } else { "beef" };
+            event(EventKind::Crash, i, NOW + i, app, fingerprint)
+        })
+        .collect();
+    let log = event(EventKind::Log, 0, NOW, "pay", "");
+    store.write_events(&crashes).await.expect("writes");
+    store
+        .write_events(&[crashes[1].clone(), log.clone()])
+        .await
+        .expect("writes again");
+
+    let from = NOW * 1_000_000_000;
+    let to = (NOW + 60) * 1_000_000_000;
+    let all = EventQuery::new(tenant("acme"), EventKind::Crash, from, to);
+    let found = store.events(&all).await.expect("reads");
+    // Newest first, each once, exactly as written.
+    let expected: Vec<EventRecord> = crashes.iter().rev().cloned().collect();
+    assert_eq!(found, expected);
+
+    let mut wallet = all.clone();
+    wallet.service = Some("wallet".into());
+    wallet.fingerprint = Some("f00d".into());
+    let ids: Vec<u64> = store
+        .events(&wallet)
+        .await
+        .expect("reads")
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, vec![2, 0]);
+
+    let mut window = all.clone();
+    window.from_ns = (NOW + 1) * 1_000_000_000;
+    window.to_ns = (NOW + 3) * 1_000_000_000;
+    window.limit = 1;
+    let ids: Vec<u64> = store
+        .events(&window)
+        .await
+        .expect("reads")
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, vec![2]);
+
+    let mut injected = all.clone();
+    injected.service = Some("wallet' OR '1'='1".into());
+    assert!(store.events(&injected).await.expect("reads").is_empty());
+
+    let mut logs = EventQuery::new(tenant("acme"), EventKind::Log, from, u64::MAX);
+    logs.trace_id = Some(log.trace_id.clone());
+    assert_eq!(store.events(&logs).await.expect("reads"), vec![log]);
+    let other = EventQuery::new(tenant("evil"), EventKind::Crash, 0, u64::MAX);
+    assert!(store.events(&other).await.expect("reads").is_empty());
+}
+
+on_both_backends!(events_are_kept_once_and_found_by_every_filter,);

@@ -1,0 +1,357 @@
+//! Rollups, the catalogue and checkpoints: exactly-once flushes, merges, filters, groups.
+
+use std::sync::Arc;
+
+use vigil_domain::distribution::Distribution;
+use vigil_domain::model::{Checkpoint, Kind, Rollup, RollupRow, SeriesKey};
+use vigil_domain::signal::Matcher;
+use vigil_store::{Aggregated, Aggregation, CatalogueEntry, Flush, RollupQuery, StoredRollup};
+use vigil_testing::{Backend, on_both_backends};
+
+use crate::{NOW, open, tenant};
+
+pub fn series(tenant_name: &str, service: &str, name: &str, unit: &str) -> Arc<SeriesKey> {
+    Arc::new(SeriesKey::new(
+        tenant(tenant_name),
+        Kind::Span,
+        service,
+        name,
+        vec![
+            ("vigil.unit".into(), unit.into()),
+            (
+                "http.route".into(),
+                "/pay?x='; DROP TABLE rollups; --".into(),
+            ),
+        ],
+    ))
+}
+
+pub fn rollup(values: &[f64], errors: u64) -> Rollup {
+    let mut rollup = Rollup::default();
+    for &value in values {
+        rollup.record(value, false).expect("finite");
+    }
+    rollup.errors = errors;
+    rollup
+}
+
+pub fn row(series: &Arc<SeriesKey>, width_s: u32, start_s: u64, rollup: Rollup) -> RollupRow {
+    RollupRow {
+        series: Arc::clone(series),
+        partition: 3,
+        width_s,
+        start_s,
+        rollup,
+        correction: false,
+    }
+}
+
+pub fn checkpoint(seq: u64, next_offset: i64) -> Checkpoint {
+    Checkpoint {
+        seq,
+        partition: 3,
+        next_offset,
+        replay_from: next_offset - 5,
+        watermark_s: NOW + seq,
+    }
+}
+
+pub fn flush(checkpoints: Vec<Checkpoint>, rows: Vec<RollupRow>) -> Flush {
+    Flush {
+        source: "vigil.otlp.traces".into(),
+        time_s: NOW,
+        checkpoints,
+        rows,
+    }
+}
+
+async fn partial_and_correction_rows_merge_into_one_window(backend: Backend) {
+    let Some(store) = open(backend).await else {
+        return;
+    };
+    let pay = series("acme", "pay", "POST /pay", "u1");
+    let other_unit = series("acme", "pay", "POST /pay", "u2");
+    let start = NOW - 40;
+    store
+        .write(&flush(
+            vec![checkpoint(1, 100)],
+            vec![
+                row(&pay, 10, start, rollup(&[1.0, 2.0, 3.0], 1)),
+                row(&other_unit, 10, start, rollup(&[50.0], 0)),
+            ],
+        ))
+        .await
+        .expect("first flush");
+    let mut late = row(&pay, 10, start, rollup(&[0.5, 400.0], 2));
+    late.correction = true;
+    store
+        .write(&flush(
+            vec![checkpoint(2, 180)],
+            vec![late, row(&pay, 10, start + 10, rollup(&[7.0], 0))],
+        ))
+        .await
+        .expect("second flush");
+
+    let mut query = RollupQuery::new(10, start, start + 10);
+    query.tenant = Some(tenant("acme"));
+    let rows = store.rollups(&query).await.expect("reads");
+    assert_eq!(rows.len(), 2, "one row per series and window: {rows:?}");
+    let merged = rows
+        .iter()
+        .find(|r| r.series == *pay)
+        .expect("the u1 series");
+    let mut expected = Distribution::new();
+    for value in [1.0, 2.0, 3.0, 0.5, 400.0] {
+        expected.record(value).expect("finite");
+    }
+    assert_eq!(merged.start_s, start);
+    assert_eq!(merged.rollup.values.count(), 5);
+    assert_eq!(merged.rollup.values.sum(), 406.5);
+    assert_eq!(merged.rollup.values.min(), Some(0.5));
+    assert_eq!(merged.rollup.values.max(), Some(400.0));
+    assert_eq!(merged.rollup.errors, 3);
+    assert_eq!(merged.rollup.values.to_buckets(), expected.to_buckets());
+    assert_eq!(
+        merged.series.label("http.route"),
+        Some("/pay?x='; DROP TABLE rollups; --")
+    );
+
+    let checkpoint = store
+        .checkpoint("vigil.otlp.traces", 3)
+        .await
+        .expect("reads the checkpoint");
+    assert_eq!(checkpoint, Some(self::checkpoint(2, 180)));
+    assert_eq!(
+        store
+            .checkpoint("vigil.otlp.traces", 4)
+            .await
+            .expect("reads"),
+        None
+    );
+    assert_eq!(store.checkpoint("other", 3).await.expect("reads"), None);
+}
+
+async fn queries_select_by_every_filter(backend: Backend) {
+    let Some(store) = open(backend).await else {
+        return;
+    };
+    let start = NOW - 100;
+    let acme = series("acme", "pay", "POST /pay", "u1");
+    let evil = series("evil", "pay", "POST /pay", "u1");
+    let refund = series("acme", "pay", "POST /refund", "u1");
+    let shop = series("acme", "shop", "GET /", "u1");
+    store
+        .write(&flush(
+            vec![checkpoint(1, 10)],
+            vec![
+                row(&acme, 10, start, rollup(&[1.0], 0)),
+                row(&evil, 10, start, rollup(&[2.0], 0)),
+                row(&refund, 10, start, rollup(&[3.0], 0)),
+                row(&shop, 10, start, rollup(&[4.0], 0)),
+                row(&acme, 60, start - 40, rollup(&[5.0], 0)),
+            ],
+        ))
+        .await
+        .expect("writes");
+    let sums = |rows: Vec<StoredRollup>| -> Vec<f64> {
+        rows.iter().map(|r| r.rollup.values.sum()).collect()
+    };
+    let base = RollupQuery::new(10, start, start + 1);
+    assert_eq!(sums(store.rollups(&base).await.expect("reads")).len(), 4);
+    let mut q = base.clone();
+    q.tenant = Some(tenant("evil"));
+    assert_eq!(sums(store.rollups(&q).await.expect("reads")), vec![2.0]);
+    let mut q = base.clone();
+    q.tenant = Some(tenant("acme"));
+    q.service = Some("pay".into());
+    q.name = Some("POST /refund".into());
+    assert_eq!(sums(store.rollups(&q).await.expect("reads")), vec![3.0]);
+    let mut q = base.clone();
+    q.kind = Some(Kind::Metric);
+    assert!(store.rollups(&q).await.expect("reads").is_empty());
+    let mut q = base.clone();
+    q.service = Some("pay' OR '1'='1".into());
+    assert!(store.rollups(&q).await.expect("reads").is_empty());
+    let mut q = base.clone();
+    q.source = Some(("vigil.otlp.traces".into(), 3));
+    assert_eq!(store.rollups(&q).await.expect("reads").len(), 4);
+    q.source = Some(("vigil.otlp.traces".into(), 2));
+    assert!(store.rollups(&q).await.expect("reads").is_empty());
+    let minute = RollupQuery::new(60, start - 40, start);
+    assert_eq!(
+        sums(store.rollups(&minute).await.expect("reads")),
+        vec![5.0]
+    );
+}
+
+async fn rollups_merge_by_group_and_step(backend: Backend) {
+    let Some(store) = open(backend).await else {
+        return;
+    };
+    let start = NOW - NOW % 60 - 120;
+    let u1 = series("acme", "pay", "POST /pay", "u1");
+    let u2 = series("acme", "pay", "POST /pay", "u2");
+    let refund = series("acme", "pay", "POST /refund", "u1");
+    let other_service = series("acme", "ledger", "POST /pay", "u1");
+    let other_tenant = series("evil", "pay", "POST /pay", "u1");
+    let mut late = row(&u1, 10, start + 10, rollup(&[1000.0], 1));
+    late.correction = true;
+    store
+        .write(&flush(
+            vec![checkpoint(1, 100)],
+            vec![
+                row(&u1, 10, start, rollup(&[1.0, 2.0], 0)),
+                row(&u1, 10, start + 50, rollup(&[3.0], 1)),
+                late,
+                row(&u1, 10, start + 60, rollup(&[4.0, 5.0, 6.0], 0)),
+                row(&u2, 10, start + 20, rollup(&[100.0, 200.0], 2)),
+                row(&refund, 10, start + 70, rollup(&[7.0], 0)),
+                row(&other_service, 10, start, rollup(&[9.0], 0)),
+                row(&other_tenant, 10, start, rollup(&[9.0], 0)),
+                row(&u1, 60, start, rollup(&[8.0], 0)),
+            ],
+        ))
+        .await
+        .expect("writes");
+    let base = Aggregation {
+        tenant: tenant("acme"),
+        kind: Kind::Span,
+        width_s: 10,
+        from_s: start,
+        to_s: start + 120,
+        step_s: 60,
+        service: Some("pay".into()),
+        name: None,
+        matchers: Vec::new(),
+        group_by: vec!["vigil.unit".into()],
+        limit: 100,
+    };
+    let summary = |rows: Vec<Aggregated>| -> Vec<(Vec<String>, u64, u64, u64, f64)> {
+        rows.into_iter()
+            .map(|a| {
+                let values = &a.rollup.values;
+                let max = values.max().unwrap_or(f64::NAN);
+                (a.group, a.start_s, values.count(), a.rollup.errors, max)
+            })
+            .collect()
+    };
+    let by_unit = store.aggregate(&base).await.expect("aggregates");
+    let p50 = by_unit[0].rollup.values.quantile(0.5).expect("values");
+    assert!((p50 - 2.0).abs() <= 2.0 * 0.0055, "merged p50 {p50}");
+    assert_eq!(
+        summary(by_unit),
+        vec![
+            (vec!["u1".into()], start, 4, 2, 1000.0),
+            (vec!["u1".into()], start + 60, 4, 0, 7.0),
+            (vec!["u2".into()], start, 2, 2, 200.0),
+        ]
+    );
+
+    let mut query = base.clone();
+    query.group_by = vec!["name".into(), "service.name".into()];
+    query.service = None;
+    query.step_s = 120;
+    query.matchers = vec![
+        Matcher {
+            name: "vigil.unit".into(),
+            value: "u2".into(),
+            is_equal: false,
+        },
+        Matcher::equal("http.route", "/pay?x='; DROP TABLE rollups; --"),
+    ];
+    assert_eq!(
+        summary(store.aggregate(&query).await.expect("aggregates")),
+        vec![
+            (vec!["POST /pay".into(), "ledger".into()], start, 1, 0, 9.0),
+            (vec!["POST /pay".into(), "pay".into()], start, 7, 2, 1000.0),
+            (vec!["POST /refund".into(), "pay".into()], start, 1, 0, 7.0),
+        ]
+    );
+    query.matchers[1].value = "' OR 1=1 --".into();
+    assert!(
+        store
+            .aggregate(&query)
+            .await
+            .expect("aggregates")
+            .is_empty()
+    );
+
+    let mut query = base.clone();
+    query.group_by = Vec::new();
+    query.name = Some("POST /refund".into());
+    assert_eq!(
+        summary(store.aggregate(&query).await.expect("aggregates")),
+        vec![(Vec::new(), start + 60, 1, 0, 7.0)]
+    );
+    query.name = None;
+    query.width_s = 60;
+    assert_eq!(
+        summary(store.aggregate(&query).await.expect("aggregates")),
+        vec![(Vec::new(), start, 1, 0, 8.0)],
+        "one width at a time"
+    );
+
+    let mut query = base.clone();
+    query.limit = 2;
+    assert_eq!(store.aggregate(&query).await.expect("aggregates").len(), 2);
+    query.tenant = tenant("nobody");
+    assert!(
+        store
+            .aggregate(&query)
+            .await
+            .expect("aggregates")
+            .is_empty()
+    );
+}
+
+async fn the_catalogue_widens_first_and_last_seen(backend: Backend) {
+    let Some(store) = open(backend).await else {
+        return;
+    };
+    let pay = series("acme", "pay", "POST /pay", "u1");
+    let shop = series("acme", "shop", "GET /", "u1");
+    let entry = |series: &Arc<SeriesKey>, first, last| CatalogueEntry {
+        series: (**series).clone(),
+        first_seen_s: first,
+        last_seen_s: last,
+    };
+    store
+        .record_series(&[entry(&pay, 100, 200), entry(&shop, 50, 60)])
+        .await
+        .expect("records");
+    store
+        .record_series(&[entry(&pay, 150, 300)])
+        .await
+        .expect("records");
+    let all = store
+        .series(&tenant("acme"), None, None)
+        .await
+        .expect("reads");
+    assert_eq!(all, vec![entry(&pay, 100, 300), entry(&shop, 50, 60)]);
+    let pay_only = store
+        .series(&tenant("acme"), Some(Kind::Span), Some("pay"))
+        .await
+        .expect("reads");
+    assert_eq!(pay_only, vec![entry(&pay, 100, 300)]);
+    assert!(
+        store
+            .series(&tenant("acme"), Some(Kind::Metric), None)
+            .await
+            .expect("reads")
+            .is_empty()
+    );
+    assert!(
+        store
+            .series(&tenant("evil"), None, None)
+            .await
+            .expect("reads")
+            .is_empty()
+    );
+}
+
+on_both_backends!(
+    partial_and_correction_rows_merge_into_one_window,
+    queries_select_by_every_filter,
+    rollups_merge_by_group_and_step,
+    the_catalogue_widens_first_and_last_seen,
+);

@@ -1,0 +1,300 @@
+//! Helpers for tests that talk to the real services `scripts/services.sh`
+//! starts. On CI (`CI=true`) a service that cannot be reached fails the test;
+//! elsewhere the test is skipped with a message saying how to start it.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use vigil_bus::{Consumer, Message};
+use vigil_config::{BusKind, Config, KafkaBusConfig, StoreConfig, StoreKind};
+
+/// How long a test waits for messages before it fails.
+const READ_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Polls `consumer` until `done` holds for what came, failing the test after a
+/// minute; then polls once more, so that a message too many shows up as well.
+pub async fn read_until(
+    consumer: &mut dyn Consumer,
+    done: impl Fn(&[Message]) -> bool,
+) -> Vec<Message> {
+    let deadline = tokio::time::Instant::now() + READ_DEADLINE;
+    let mut messages = Vec::new();
+    while !done(&messages) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} messages arrived",
+            messages.len()
+        );
+        let batch = consumer.poll(500, Duration::from_millis(100)).await;
+        messages.extend(batch.expect("polling the bus failed"));
+    }
+    let extra = consumer.poll(500, Duration::from_millis(300)).await;
+    messages.extend(extra.expect("polling the bus failed"));
+    messages
+}
+
+/// Which deployment a test of both runs on; see
+/// [`on_both_backends!`](crate::on_both_backends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The in-process bus and the SQLite store.
+    Embedded,
+    /// Kafka and ClickHouse.
+    Kafka,
+}
+
+/// Runs each named `async fn test(backend: Backend)` of the calling module as
+/// two tests, `embedded::test` and `kafka::test`, so that what one bus or
+/// store promises is checked on both.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::Backend::Embedded).await;
+                }
+            )*
+        }
+        mod kafka {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::Backend::Kafka).await;
+                }
+            )*
+        }
+    };
+}
+
+/// The Kafka bus settings for tests: the broker at `VIGIL_TEST_KAFKA`
+/// (default `127.0.0.1:9092`), one record per batch for tansu (see
+/// [`KafkaBusConfig::max_batch_records`]). `None` means skip (never on CI,
+/// where it panics instead).
+pub fn kafka_config() -> Option<KafkaBusConfig> {
+    Some(KafkaBusConfig {
+        brokers: service("Kafka", "VIGIL_TEST_KAFKA", "127.0.0.1:9092")?,
+        max_batch_records: 1,
+        ..KafkaBusConfig::default()
+    })
+}
+
+/// A configuration of a test's own on `backend`: its own topics (two
+/// partitions each), consumer group and store, collector ports picked freely.
+/// `None` means skip (never on CI, where it panics instead).
+pub fn config(backend: Backend) -> Option<Config> {
+    let mut config = Config::default();
+    config.bus.topic_prefix = format!("{}.", unique_name("vigil_test"));
+    config.bus.partitions = 2;
+    if backend == Backend::Kafka {
+        config.bus.kind = BusKind::Kafka;
+        config.bus.kafka = kafka_config()?;
+    }
+    config.store = store_config(backend)?;
+    config.aggregator.group = unique_name("vigil_test_group");
+    config.collector.grpc_listen = ([127, 0, 0, 1], 0).into();
+    config.collector.http_listen = ([127, 0, 0, 1], 0).into();
+    config.aggregator.metrics_listen = ([127, 0, 0, 1], 0).into();
+    Some(config)
+}
+
+/// A store of a test's own: a new SQLite file, or a new ClickHouse database
+/// on the server at `VIGIL_TEST_CLICKHOUSE` (default `127.0.0.1:8123`).
+/// `None` means skip (never on CI, where it panics instead).
+pub fn store_config(backend: Backend) -> Option<StoreConfig> {
+    let mut config = StoreConfig::default();
+    match backend {
+        Backend::Embedded => {
+            config.sqlite.path = std::env::temp_dir()
+                .join(unique_name("vigil_test"))
+                .join("vigil.sqlite");
+        }
+        Backend::Kafka => {
+            config.kind = StoreKind::ClickHouse;
+            let address = service("ClickHouse", "VIGIL_TEST_CLICKHOUSE", "127.0.0.1:8123")?;
+            config.clickhouse.url = format!("http://{address}");
+            config.clickhouse.database = unique_name("vigil_test");
+        }
+    }
+    Some(config)
+}
+
+fn service(name: &str, var: &str, default: &str) -> Option<String> {
+    let address = std::env::var(var).unwrap_or_else(|_| default.to_owned());
+    let reachable = address
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .is_some_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok());
+    if reachable {
+        return Some(address);
+    }
+    let message = format!(
+        "{name} is not reachable at {address} (set {var} to change it); start it with scripts/services.sh"
+    );
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{message}. On CI a test that needs {name} fails rather than skips."
+    );
+    #[allow(clippy::print_stderr, reason = "a skipped test must say so loudly")]
+    {
+        eprintln!("SKIPPED: {message}");
+    }
+    None
+}
+
+/// A name no other test run uses, for topics, groups and databases.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}_{}_{millis}_{n}", std::process::id())
+}
+
+/// A Kafka-protocol broker of a test's own (tansu, memory storage, a free
+/// port), for tests that make the broker fail. Stopped when dropped.
+pub struct Broker {
+    child: std::process::Child,
+    address: String,
+}
+
+impl Broker {
+    /// Starts tansu, as installed by scripts/services.sh. `None` means skip
+    /// (never on CI, where it panics instead).
+    pub fn start() -> Option<Broker> {
+        let cargo_home = std::env::var("CARGO_HOME")
+            .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
+        let binary = std::path::Path::new(&cargo_home).join("bin/tansu");
+        if !binary.exists() {
+            service("tansu", "VIGIL_TEST_TANSU", "tansu-not-installed:0")?;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|address| address.port())
+            .ok()?;
+        let address = format!("127.0.0.1:{port}");
+        let url = format!("tcp://{address}");
+        let child = std::process::Command::new(binary)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let broker = Broker { child, address };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(&broker.address).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "tansu did not start on {}",
+                broker.address
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(broker)
+    }
+
+    /// The bus settings that reach this broker.
+    pub fn config(&self) -> KafkaBusConfig {
+        KafkaBusConfig {
+            brokers: self.address.clone(),
+            max_batch_records: 1,
+            ..KafkaBusConfig::default()
+        }
+    }
+
+    /// Freezes the broker (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused broker go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "kill {signal} failed");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.resume();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP proxy in front of a service, which a test can cut off and restore
+/// to play an outage: while cut, open connections are dropped and new ones
+/// closed at once. Stops when dropped.
+pub struct Proxy {
+    address: std::net::SocketAddr,
+    up: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Listens on a free local port and forwards to `target` (`host:port`).
+    pub async fn start(target: &str) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let address = listener.local_addr().expect("a local address");
+        let (up, watch) = tokio::sync::watch::channel(true);
+        let target = target.to_owned();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !*watch.borrow() {
+                    continue;
+                }
+                let mut watch = watch.clone();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = watch.wait_for(|up| !up) => {}
+                    }
+                });
+            }
+        });
+        Proxy { address, up, task }
+    }
+
+    /// `host:port` to connect to instead of the service.
+    pub fn address(&self) -> String {
+        self.address.to_string()
+    }
+
+    /// Drops every connection and refuses new ones until [`Proxy::restore`].
+    pub fn cut(&self) {
+        self.up.send_replace(false);
+    }
+
+    pub fn restore(&self) {
+        self.up.send_replace(true);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
