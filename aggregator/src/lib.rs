@@ -12,9 +12,7 @@
 //! - `cumulative.rs`: cumulative sums and histograms to deltas;
 //! - `partition.rs`: one bus partition's state and checkpoint;
 //! - `pipeline.rs`: the consumer loop of one topic;
-//! - [`bench`]: `vigil bench aggregator`.
 
-pub mod bench;
 mod client;
 mod cumulative;
 mod logs;

@@ -21,7 +21,6 @@
 //! committed offsets on; windows the store gave are not counted again.
 
 pub mod alerts;
-pub mod bench;
 pub mod eval;
 mod metrics;
 pub mod notify;

@@ -14,7 +14,6 @@
 //! the HTTP port serves the collector's own metrics.
 
 mod auth;
-pub mod bench;
 mod client;
 mod error;
 mod grpc;

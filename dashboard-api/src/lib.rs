@@ -13,7 +13,6 @@
 
 mod alerts;
 mod auth;
-pub mod bench;
 mod client;
 mod error;
 mod metrics;

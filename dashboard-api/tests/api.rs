@@ -1898,7 +1898,7 @@ async fn releases_are_judged_canary_against_baseline(backend: Backend) {
 /// collector, the bus and the aggregator, the release is rolled back on
 /// its error ratio.
 async fn a_failing_canary_of_the_demo_service_is_rolled_back(backend: Backend) {
-    use vigil_synthetic::demo::{DemoOptions, DemoService};
+    use vigil_demo::{DemoOptions, DemoService};
 
     let Some(Pipeline {
         shutdown,

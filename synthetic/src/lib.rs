@@ -1,4 +1,4 @@
-//! The synthetic prober and the demo payment service it probes.
+//! The synthetic prober: scheduled multi-step transactions, reported as traces.
 //!
 //! In: scenario files (YAML, [`scenario`]) of probes, each a multi-step
 //! transaction over HTTP or gRPC, run on a schedule from several locations.
@@ -11,8 +11,6 @@
 //! that fails leaves the running probes as they were. A probe whose
 //! definition did not change keeps its schedule across a reload.
 
-pub mod bench;
-pub mod demo;
 mod export;
 mod grpc;
 pub mod json_path;

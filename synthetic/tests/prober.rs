@@ -16,13 +16,13 @@ use prost::Message as _;
 use serde_json::json;
 use vigil_bus::{Bus, Consumer};
 use vigil_config::{Config, Secret, TenantConfig};
+use vigil_demo::{DemoOptions, DemoService};
 use vigil_domain::model::Kind;
 use vigil_domain::shutdown::Shutdown;
 use vigil_domain::signal::Matcher;
 use vigil_domain::tenant::TenantId;
 use vigil_store::{self as store, Aggregation, Store};
 use vigil_synthetic::Prober;
-use vigil_synthetic::demo::{DemoOptions, DemoService};
 use vigil_testing::on_both_backends;
 use vigil_testing::{self as testing, Backend};
 

@@ -19,14 +19,20 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use tokio::time::{Instant, sleep};
 use vigil_config::{Config, Secret, TenantConfig};
+use vigil_demo::{self as demo, DemoOptions, DemoService};
 use vigil_domain::shutdown::Shutdown;
 use vigil_domain::tenant::TenantId;
-use vigil_synthetic::demo::{DemoOptions, DemoService};
-
-use crate::demo;
-use crate::up::Pipeline;
+use vigil_up::Pipeline;
 
 type Error = Box<dyn std::error::Error>;
+
+/// `vigil bench detection`.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Options {
+    /// Faults injected and timed, one after the other (each ~30 s).
+    #[arg(long, default_value_t = 20)]
+    pub trials: usize,
+}
 
 const TENANT: &str = "detection";
 const TOKEN: &str = "detection-bench-ingest-token";

@@ -26,7 +26,21 @@ use vigil_domain::shutdown::Shutdown;
 use vigil_domain::tenant::TenantId;
 use vigil_store::{self as store, Flush, RollupQuery, Store, StoreError};
 
-use crate::Aggregator;
+use vigil_aggregator::Aggregator;
+
+/// `vigil bench aggregator`.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Options {
+    /// Rows written for each flush size.
+    #[arg(long, default_value_t = 500_000)]
+    pub rows: usize,
+    /// Data points per second of the lag load.
+    #[arg(long, default_value_t = 100_000)]
+    pub rate: u64,
+    /// Seconds of lag load; 0 skips the lag measurement.
+    #[arg(long, default_value_t = 30)]
+    pub seconds: u64,
+}
 
 /// One measured flush size.
 #[derive(Debug, Clone)]

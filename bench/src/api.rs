@@ -18,15 +18,33 @@ use vigil_domain::shutdown::Shutdown;
 use vigil_domain::tenant::TenantId;
 use vigil_store::{Flush, Store};
 
-use crate::Api;
+use vigil_dashboard_api::Api;
 
 /// The shape of the loaded data.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, clap::Args)]
 pub struct Shape {
+    /// Span series to load (0 measures what the store already holds).
+    #[arg(long, default_value_t = 10_000)]
     pub series: usize,
+    /// Services the series are spread over (20 operations, 5 units).
+    #[arg(long, default_value_t = 100)]
     pub services: usize,
+    /// Days of 1 h rollups; 1 min rollups cover the last 25 hours.
+    #[arg(long, default_value_t = 7)]
     pub days: u64,
+    /// Hours of 10 s rollups.
+    #[arg(long, default_value_t = 2)]
     pub raw_hours: u64,
+}
+
+/// `vigil bench api`: the data loaded and the requests timed.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Options {
+    #[command(flatten)]
+    pub shape: Shape,
+    /// Requests timed per path.
+    #[arg(long, default_value_t = 200)]
+    pub requests: usize,
 }
 
 /// What was loaded.

@@ -18,13 +18,19 @@ use tokio::net::TcpListener;
 use vigil_config::Config;
 use vigil_domain::shutdown::Shutdown;
 
-use crate::Prober;
-use crate::demo::{DemoOptions, DemoService};
+use vigil_demo::{DemoOptions, DemoService};
+use vigil_synthetic::Prober;
 
-#[derive(Debug, Clone, Copy)]
-pub struct BenchOptions {
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Options {
+    /// Copies of the four-step payment probe.
+    #[arg(long, default_value_t = 100)]
     pub probes: usize,
+    /// Milliseconds between runs of each probe.
+    #[arg(long, default_value_t = 200)]
     pub interval_ms: u64,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 20)]
     pub seconds: u64,
 }
 
@@ -79,10 +85,7 @@ const SCENARIO: &str = r#"
 
 /// Runs the benchmark with the prober settings of `config` (its
 /// scenarios, endpoint and listen address are replaced).
-pub async fn run(
-    config: &Config,
-    options: BenchOptions,
-) -> Result<Figures, Box<dyn std::error::Error>> {
+pub async fn run(config: &Config, options: Options) -> Result<Figures, Box<dyn std::error::Error>> {
     let shutdown = Shutdown::new();
     let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
     let target = DemoService::start(

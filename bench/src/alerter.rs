@@ -17,14 +17,17 @@ use vigil_domain::distribution::Distribution;
 use vigil_domain::model::{Kind, Rollup, SeriesKey};
 use vigil_domain::tenant::TenantId;
 
-use crate::eval::Engine;
-use crate::rules;
+use vigil_alerter::eval::Engine;
+use vigil_alerter::rules;
 
-#[derive(Debug, Clone, Copy)]
-pub struct BenchOptions {
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Options {
+    #[arg(long, default_value_t = 10_000)]
     pub rules: usize,
+    #[arg(long, default_value_t = 100_000)]
     pub series: usize,
-    /// Windows measured after the warm-up.
+    /// Windows measured, after an hour of windows as warm-up.
+    #[arg(long, default_value_t = 30)]
     pub windows: usize,
 }
 
@@ -71,7 +74,7 @@ fn rule_file(services: usize) -> String {
 }
 
 /// Runs the benchmark.
-pub fn run(options: BenchOptions) -> Result<Figures, rules::RulesError> {
+pub fn run(options: Options) -> Result<Figures, rules::RulesError> {
     let services = (options.rules / 10).max(1);
     let files = vec![(PathBuf::from("bench.yaml"), rule_file(services))];
     let set = rules::parse(&files, &|_| None)?;

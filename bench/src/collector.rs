@@ -16,6 +16,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::{
     Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, number_data_point,
@@ -26,17 +27,29 @@ use tonic::transport::Channel;
 use vigil_config::{BusKind, Config};
 use vigil_domain::tenant::TenantId;
 
-use crate::signal::string_attribute;
-
 /// What to run.
-#[derive(Debug, Clone)]
-pub struct BenchOptions {
-    /// Seconds of load per signal.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// Seconds of load for each signal.
+    #[arg(long, default_value_t = 10)]
     pub seconds: u64,
     /// Concurrent gRPC connections.
+    #[arg(long, default_value_t = 8)]
     pub connections: usize,
     /// Data points or spans per request.
+    #[arg(long, default_value_t = 1000)]
     pub batch: usize,
+}
+
+/// A string attribute.
+fn string_attribute(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_owned())),
+        }),
+        ..Default::default()
+    }
 }
 
 /// The figures of one signal.
@@ -87,7 +100,7 @@ pub enum BenchError {
 pub async fn run(
     exe: &Path,
     config: &Config,
-    options: &BenchOptions,
+    options: &Options,
 ) -> Result<BenchReport, BenchError> {
     let collector = ChildCollector::start(exe, config)?;
     let endpoint = format!("http://{}", collector.grpc_address);
@@ -130,7 +143,7 @@ pub async fn run(
 /// and the collector's CPU time meanwhile.
 async fn measure<Client, Export, Sent>(
     collector: &ChildCollector,
-    options: &BenchOptions,
+    options: &Options,
     items_per_request: u64,
     clients: Vec<Client>,
     export: Export,

@@ -3,7 +3,10 @@
 //! of its payment flow from both units, generated telemetry of a mobile
 //! app in a gray release, example rules and an SLO, and a webhook sink that
 //! prints the alerts and remediation calls it receives. `vigil demo fault`
-//! injects faults into the running instances.
+//! injects faults into the running instances. [`service`] is the demo
+//! payment service itself.
+
+pub mod service;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,12 +16,12 @@ use axum::extract::Path as UrlPath;
 use axum::routing::post;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+pub use service::{DemoOptions, DemoService};
 use tokio::net::TcpListener;
 use vigil_config::{ApiToken, Config, Role, Secret, Sli, SloConfig, TenantConfig};
 use vigil_domain::model::Kind;
 use vigil_domain::shutdown::Shutdown;
 use vigil_domain::tenant::TenantId;
-use vigil_synthetic::demo::{DemoOptions, DemoService};
 
 type Error = Box<dyn std::error::Error>;
 

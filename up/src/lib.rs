@@ -1,7 +1,7 @@
 //! `vigil up`: the collector, aggregator, alerter, prober and API in one
 //! process, on the configured bus and store (the embedded bus and SQLite
 //! in `--data` unless the configuration says otherwise); `--demo` adds
-//! what `demo.rs` describes. Prints what runs where, then `ready`; SIGINT
+//! what `vigil-demo` describes. Prints what runs where, then `ready`; SIGINT
 //! or SIGTERM stops every part and waits for each to flush.
 
 use std::net::SocketAddr;
@@ -17,7 +17,7 @@ use vigil_domain::shutdown::Shutdown;
 use vigil_store::Store;
 use vigil_synthetic::Prober;
 
-use crate::demo;
+use vigil_demo as demo;
 
 type Error = Box<dyn std::error::Error>;
 

@@ -1,0 +1,244 @@
+//! `vigil bench …`: every figure Vigil reports about itself, one module per
+//! component measured, each with its options as a `clap::Args` struct.
+//!
+//! - [`collector`]: throughput, CPU and memory of one collector process;
+//! - [`aggregator`]: store writes per second, and lag to a queryable rollup;
+//! - [`alerter`]: one window's rows and rule evaluation on one core;
+//! - [`prober`]: probe steps per second and schedule lateness;
+//! - [`api`]: dashboard API latency over a loaded store;
+//! - [`detection`]: fault to firing webhook, through every component.
+//!
+//! Benchmarks print their figures; nothing here runs in production.
+
+#![allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
+
+pub mod aggregator;
+pub mod alerter;
+pub mod api;
+pub mod collector;
+pub mod detection;
+pub mod prober;
+
+use vigil_config::Config;
+use vigil_domain::distribution::Distribution;
+
+type Error = Box<dyn std::error::Error>;
+
+/// What to measure.
+#[derive(Debug, clap::Subcommand)]
+pub enum Bench {
+    /// Time for one core to take a 10 s window's rows and evaluate every
+    /// rule at its boundary (rules of four types over span series).
+    Alerter(alerter::Options),
+    /// Throughput, CPU and memory of one collector process writing to Kafka
+    /// (`bus.kafka` of the configuration), driven over loopback.
+    Collector(collector::Options),
+    /// Rollup rows per second written to the configured store (`store` of
+    /// the configuration), in flushes of 10k, 50k and 100k rows; then the
+    /// lag from bus acknowledgement to a queryable 10 s rollup under load,
+    /// through an aggregator on the configured bus and store.
+    Aggregator(aggregator::Options),
+    /// Time from the demo payment service starting to fail to the alert's
+    /// webhook arriving, through collector, bus, aggregator and alerter on
+    /// the configured bus and store.
+    Detection(detection::Options),
+    /// Probe steps per second one prober runs against a local demo
+    /// payment service, and how late runs start against their schedule.
+    Synthetic(prober::Options),
+    /// Dashboard API latency over the configured store loaded with span
+    /// rollups: one service's p99 over 24 h at a 1 min step, and the
+    /// services list.
+    Api(api::Options),
+}
+
+/// Runs one benchmark on the configuration's bus and store and prints its
+/// figures.
+pub async fn run(config: Config, bench: Bench) -> Result<(), Error> {
+    match bench {
+        Bench::Alerter(options) => run_alerter(options).await,
+        Bench::Collector(options) => run_collector(config, options).await,
+        Bench::Aggregator(options) => run_aggregator(config, options).await,
+        Bench::Detection(options) => run_detection(config, options).await,
+        Bench::Synthetic(options) => run_prober(config, options).await,
+        Bench::Api(options) => run_api(config, options).await,
+    }
+}
+
+async fn run_alerter(options: alerter::Options) -> Result<(), Error> {
+    let figures = tokio::task::spawn_blocking(move || alerter::run(options)).await??;
+    let quantiles = |d: &Distribution| {
+        let q = |q: f64| d.quantile(q).unwrap_or(0.0);
+        format!(
+            "p50 {:.0} / p99 {:.0} / max {:.0} ms",
+            q(0.5),
+            q(0.99),
+            q(1.0)
+        )
+    };
+    println!(
+        "alerter: {} rules over {} series ({} groups in the feeds rules share), {} windows after an hour of warm-up, one thread",
+        figures.rules,
+        figures.series,
+        figures.groups,
+        figures.total_ms.count()
+    );
+    println!(
+        "  taking a window's rows   {}",
+        quantiles(&figures.ingest_ms)
+    );
+    println!(
+        "  evaluating the boundary  {}",
+        quantiles(&figures.evaluate_ms)
+    );
+    println!(
+        "  per window               {}",
+        quantiles(&figures.total_ms)
+    );
+    println!("  active verdicts          {}", figures.active_verdicts);
+    Ok(())
+}
+
+async fn run_detection(config: Config, options: detection::Options) -> Result<(), Error> {
+    let trials = options.trials;
+    println!(
+        "detection: {trials} faults (half of the demo's requests fail), {:?} bus, {:?} store; about {} s",
+        config.bus.kind,
+        config.store.kind,
+        20 + trials * 30
+    );
+    let mut latencies = detection::run(config, trials).await?;
+    latencies.sort();
+    // Nearest rank: of 20 trials, p99 is the slowest.
+    let q = |q: f64| {
+        let rank = ((q * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len());
+        latencies.get(rank - 1).map_or(0.0, |d| d.as_secs_f64())
+    };
+    println!(
+        "  fault to firing webhook: p50 {:.1} s, p90 {:.1} s, p99 {:.1} s, max {:.1} s (min {:.1} s)",
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(1.0),
+        q(0.0)
+    );
+    Ok(())
+}
+
+async fn run_prober(config: Config, options: prober::Options) -> Result<(), Error> {
+    let figures = prober::run(&config, options).await?;
+    println!(
+        "{} probes of 4 steps every {} ms ({:.0} steps/s offered) for {:.1} s:",
+        options.probes,
+        options.interval_ms,
+        options.probes as f64 * 4_000.0 / options.interval_ms as f64,
+        figures.seconds
+    );
+    println!(
+        "  steps run: {} ({:.0} steps/s), failed: {}",
+        figures.steps,
+        figures.steps_per_second(),
+        figures.failed_steps
+    );
+    println!(
+        "  schedule lateness: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        figures.lateness_p50_ms, figures.lateness_p99_ms, figures.lateness_max_ms
+    );
+    println!(
+        "  CPU: {:.2} cores (prober, target and span sink in one process)",
+        figures.cores
+    );
+    Ok(())
+}
+
+async fn run_api(config: Config, options: api::Options) -> Result<(), Error> {
+    let shape = options.shape;
+    let store = vigil_store::open(&config.store).await?;
+    if shape.series > 0 {
+        let loaded = api::load(store.as_ref(), shape).await?;
+        println!(
+            "loaded {} rollup rows into the {:?} store in {:.0} s: {} span series over {} services; 1 h windows over {} days, 1 min over 25 h, 10 s over {} h",
+            loaded.rows,
+            config.store.kind,
+            loaded.took.as_secs_f64(),
+            shape.series,
+            shape.services,
+            shape.days,
+            shape.raw_hours
+        );
+    }
+    for figure in api::measure(&config, store, options.requests).await? {
+        println!(
+            "  {:<45} {} requests: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            figure.what,
+            figure.requests,
+            figure.p50.as_secs_f64() * 1e3,
+            figure.p99.as_secs_f64() * 1e3,
+            figure.max.as_secs_f64() * 1e3
+        );
+    }
+    Ok(())
+}
+
+async fn run_aggregator(config: Config, options: aggregator::Options) -> Result<(), Error> {
+    let aggregator::Options {
+        rows,
+        rate,
+        seconds,
+    } = options;
+    let store = vigil_store::open(&config.store).await?;
+    println!(
+        "rollup rows into the {:?} store, one atomic flush (rows + checkpoint) at a time:",
+        config.store.kind
+    );
+    for figure in aggregator::store_writes(store.as_ref(), rows).await? {
+        println!(
+            "  {:>7} rows per flush: {:>10.0} rows/s   ({} flushes, slowest {:.0} ms)",
+            figure.rows_per_flush,
+            figure.rows_per_second,
+            figure.flushes,
+            figure.max_flush.as_secs_f64() * 1e3
+        );
+    }
+    if seconds > 0 {
+        println!(
+            "lag from bus acknowledgement to a queryable 10 s rollup, {rate} points/s for {seconds} s, {:?} bus, {:?} store:",
+            config.bus.kind, config.store.kind
+        );
+        let lag = aggregator::lag(config, rate, seconds).await?;
+        println!(
+            "  {} points acknowledged ({:.0} points/s); {} markers: p50 {:.2} s, p99 {:.2} s, max {:.2} s",
+            lag.points,
+            lag.points_per_second,
+            lag.markers,
+            lag.p50.as_secs_f64(),
+            lag.p99.as_secs_f64(),
+            lag.max.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+async fn run_collector(config: Config, options: collector::Options) -> Result<(), Error> {
+    let exe = std::env::current_exe()?;
+    println!(
+        "collector into Kafka at {} (acks=all): {} connections, {} items per request, {} s per signal",
+        config.bus.kafka.brokers, options.connections, options.batch, options.seconds
+    );
+    let report = collector::run(&exe, &config, &options).await?;
+    for (name, figures) in [
+        ("metric data points", &report.metrics),
+        ("spans", &report.spans),
+    ] {
+        println!(
+            "  {name:<18} {:>10.0}/s   {:>10.0}/s per collector core   {:>6.2} CPU-s per million",
+            figures.per_second(),
+            figures.per_core_second(),
+            figures.cpu_seconds_per_million()
+        );
+    }
+    println!(
+        "  peak RSS           {:>10.1} MiB",
+        report.peak_rss_bytes as f64 / (1024.0 * 1024.0)
+    );
+    Ok(())
+}
