@@ -8,18 +8,18 @@
 //!
 //! - [`window`]: event-time tumbling windows with allowed lateness;
 //! - `points.rs`: which series a span or data point belongs to;
-//! - `logs.rs`, `client.rs`: the same for log records and client telemetry;
+//! - `logs.rs`, `client_telemetry.rs`: the same for log records and client telemetry;
 //! - `cumulative.rs`: cumulative sums and histograms to deltas;
 //! - `partition.rs`: one bus partition's state and checkpoint;
-//! - `pipeline.rs`: the consumer loop of one topic;
+//! - `stream.rs`: the consumer loop of one topic (one [`Stream`](stream::Stream) of data);
 
-mod client;
+mod client_telemetry;
 mod cumulative;
 mod logs;
 mod metrics;
 mod partition;
-mod pipeline;
 mod points;
+mod stream;
 pub mod window;
 
 use std::sync::Arc;
@@ -33,7 +33,7 @@ use vigil_domain::shutdown::Shutdown;
 use vigil_store::Store;
 
 pub use metrics::Metrics;
-use pipeline::{Pipeline, Signal};
+use stream::{Stream, StreamLoop};
 
 /// How long to wait before starting a pipeline over after a failure.
 const RESTART_BACKOFF: Duration = Duration::from_secs(1);
@@ -89,12 +89,12 @@ impl Aggregator {
                 })?;
         let mut tasks = vec![server];
         for signal in [
-            Signal::Metrics,
-            Signal::Traces,
-            Signal::Logs,
-            Signal::Client,
+            Stream::Metrics,
+            Stream::Traces,
+            Stream::Logs,
+            Stream::Client,
         ] {
-            let pipeline = Pipeline::new(
+            let pipeline = StreamLoop::new(
                 signal,
                 config.aggregator.clone(),
                 Arc::clone(&store),
@@ -141,7 +141,7 @@ impl Aggregator {
 
 /// Runs a pipeline until shutdown, starting it over (new consumer, state from
 /// the store) whenever it fails.
-async fn consume(mut pipeline: Pipeline, bus: Arc<dyn Bus>, group: String, shutdown: Shutdown) {
+async fn consume(mut pipeline: StreamLoop, bus: Arc<dyn Bus>, group: String, shutdown: Shutdown) {
     while !shutdown.is_triggered() {
         let outcome = match bus.subscribe(&pipeline.source, &group).await {
             Ok(mut consumer) => pipeline

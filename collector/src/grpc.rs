@@ -33,13 +33,13 @@ use vigil_proto::client::v1::{ExportClientRequest, ExportClientResponse};
 
 use crate::error::IngestError;
 use crate::ingest::Ingest;
-use crate::signal::Signal;
+use crate::otlp::ExportRequest;
 
 #[derive(Clone)]
 struct Otlp(Arc<Ingest>);
 
 impl Otlp {
-    async fn export<S: Signal>(
+    async fn export<S: ExportRequest>(
         &self,
         request: Request<S>,
     ) -> Result<Response<S::Response>, Status> {

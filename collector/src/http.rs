@@ -22,8 +22,8 @@ use vigil_proto::prometheus::WriteRequest;
 use crate::error::IngestError;
 use crate::ingest::Ingest;
 use crate::json;
+use crate::otlp::ExportRequest;
 use crate::remote_write;
-use crate::signal::Signal;
 use crate::validate::Rejections;
 
 const PROTOBUF: &str = "application/x-protobuf";
@@ -72,7 +72,7 @@ impl Encoding {
         }
     }
 
-    fn decode<S: Signal>(self, body: &[u8]) -> Result<S, IngestError> {
+    fn decode<S: ExportRequest>(self, body: &[u8]) -> Result<S, IngestError> {
         match self {
             Encoding::Protobuf => S::decode(body)
                 .map_err(|e| IngestError::InvalidArgument(format!("malformed protobuf: {e}"))),
@@ -89,7 +89,7 @@ impl Encoding {
     }
 }
 
-async fn export<S: Signal>(
+async fn export<S: ExportRequest>(
     State(ingest): State<Arc<Ingest>>,
     headers: HeaderMap,
     body: Body,

@@ -13,7 +13,7 @@ use crate::auth::Auth;
 use crate::error::IngestError;
 use crate::limits::{Admission, RateLimiter, SeriesLimiter};
 use crate::metrics::Metrics;
-use crate::signal::Signal;
+use crate::otlp::ExportRequest;
 use crate::validate::{Rejections, Rules};
 
 pub(crate) struct Ingest {
@@ -45,7 +45,7 @@ impl Ingest {
     }
 
     /// Stores the valid items of `request` for `tenant` and says which were not.
-    pub(crate) async fn export<S: Signal>(
+    pub(crate) async fn export<S: ExportRequest>(
         &self,
         tenant: &TenantId,
         request: S,
@@ -56,7 +56,7 @@ impl Ingest {
 
     /// As [`Ingest::export`], for a request that lost items already on its
     /// way in (while translated from another format), `rejections` says which.
-    pub(crate) async fn export_after<S: Signal>(
+    pub(crate) async fn export_after<S: ExportRequest>(
         &self,
         tenant: &TenantId,
         mut request: S,

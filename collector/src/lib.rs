@@ -14,7 +14,7 @@
 //! the HTTP port serves the collector's own metrics.
 
 mod auth;
-mod client;
+mod client_telemetry;
 mod error;
 mod grpc;
 mod http;
@@ -22,9 +22,9 @@ mod ingest;
 mod json;
 mod limits;
 mod metrics;
+mod otlp;
 mod remote_write;
 mod server;
-mod signal;
 mod validate;
 
 pub use server::{Collector, CollectorError};

@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use vigil_proto::prometheus::metric_metadata::MetricType;
 use vigil_proto::prometheus::{TimeSeries, WriteRequest};
 
-use crate::signal::string_attribute;
+use crate::otlp::string_attribute;
 use crate::validate::{Rejection, Rejections};
 
 /// Prometheus marks a series that ended with this NaN; it carries no value.

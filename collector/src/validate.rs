@@ -253,7 +253,7 @@ pub(crate) fn finite(what: Item<'_>, field: &str, value: f64) -> Result<(), Reje
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signal::string_attribute;
+    use crate::otlp::string_attribute;
 
     const SPAN: Item<'static> = Item {
         kind: "span",

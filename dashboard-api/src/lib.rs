@@ -13,7 +13,7 @@
 
 mod alerts;
 mod auth;
-mod client;
+mod client_telemetry;
 mod error;
 mod metrics;
 mod openapi;

@@ -28,7 +28,9 @@ use crate::metrics::Metrics;
 use crate::openapi::{self, Endpoint};
 use crate::params::Params;
 use crate::reader::Reader;
-use crate::{alerts, client, probes, query_path, releases, services, silences, slo, traces};
+use crate::{
+    alerts, client_telemetry, probes, query_path, releases, services, silences, slo, traces,
+};
 use vigil_domain::signal::Signal;
 
 /// Every `/api/v1` path, in the order the OpenAPI document lists them.
@@ -38,7 +40,7 @@ const ENDPOINTS: [&Endpoint; 14] = [
     &traces::TRACE,
     &traces::SEARCH,
     &slo::ENDPOINT,
-    &client::ENDPOINT,
+    &client_telemetry::ENDPOINT,
     &probes::PROBES,
     &probes::RUNS,
     &releases::HEALTH,
@@ -229,7 +231,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route(traces::TRACE.path, get(traces::trace))
         .route(traces::SEARCH.path, get(traces::search))
         .route(slo::ENDPOINT.path, get(slo::handler))
-        .route(client::ENDPOINT.path, get(client::handler))
+        .route(
+            client_telemetry::ENDPOINT.path,
+            get(client_telemetry::handler),
+        )
         .route(probes::PROBES.path, get(probes::probes))
         .route(probes::RUNS.path, get(probes::runs))
         .route(releases::HEALTH.path, get(releases::health))

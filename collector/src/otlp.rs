@@ -29,7 +29,7 @@ use crate::validate::{Item, Rejection, Rejections, Rules, finite, span_id, trace
 const UNKNOWN_SERVICE: &str = "unknown_service";
 
 /// One OTLP signal: its request, its response, and how its items are checked.
-pub(crate) trait Signal:
+pub(crate) trait ExportRequest:
     prost::Message + Default + serde::de::DeserializeOwned + Send + 'static
 {
     type Response: prost::Message + serde::Serialize + Send + 'static;
@@ -97,7 +97,7 @@ pub(crate) fn retain_valid<T>(
     });
 }
 
-impl Signal for ExportTraceServiceRequest {
+impl ExportRequest for ExportTraceServiceRequest {
     type Response = ExportTraceServiceResponse;
     const NAME: &'static str = "traces";
     const ITEMS: &'static str = "spans";
@@ -173,7 +173,7 @@ fn check_span(rules: &Rules, what: Item<'_>, span: &Span) -> Result<(), Rejectio
     rules.attributes(what, &span.attributes)
 }
 
-impl Signal for ExportMetricsServiceRequest {
+impl ExportRequest for ExportMetricsServiceRequest {
     type Response = ExportMetricsServiceResponse;
     const NAME: &'static str = "metrics";
     const ITEMS: &'static str = "data points";
@@ -455,7 +455,7 @@ fn check_summary(rules: &Rules, what: Item<'_>, point: &SummaryDataPoint) -> Res
     rules.attributes(what, &point.attributes)
 }
 
-impl Signal for ExportLogsServiceRequest {
+impl ExportRequest for ExportLogsServiceRequest {
     type Response = ExportLogsServiceResponse;
     const NAME: &'static str = "logs";
     const ITEMS: &'static str = "log records";

@@ -29,7 +29,7 @@ use vigil_store::{CatalogueEntry, EventRecord, Flush, RollupQuery, SpanRecord, S
 use crate::metrics::Metrics;
 use crate::partition::Partition;
 use crate::points::{self, Mode, Observation};
-use crate::{client, logs};
+use crate::{client_telemetry, logs};
 
 /// Messages taken per poll.
 const POLL_MAX: usize = 2_000;
@@ -47,30 +47,30 @@ const CATALOGUE_REFRESH_S: u64 = 3_600;
 
 /// What a topic carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
+pub enum Stream {
     Metrics,
     Traces,
     Logs,
     Client,
 }
 
-impl Signal {
+impl Stream {
     pub fn as_str(self) -> &'static str {
         match self {
-            Signal::Metrics => "metrics",
-            Signal::Traces => "traces",
-            Signal::Logs => "logs",
-            Signal::Client => "client",
+            Stream::Metrics => "metrics",
+            Stream::Traces => "traces",
+            Stream::Logs => "logs",
+            Stream::Client => "client",
         }
     }
 
     /// The topic that carries it.
     pub fn topic(self, topics: &Topics) -> &str {
         match self {
-            Signal::Metrics => &topics.metrics,
-            Signal::Traces => &topics.traces,
-            Signal::Logs => &topics.logs,
-            Signal::Client => &topics.client,
+            Stream::Metrics => &topics.metrics,
+            Stream::Traces => &topics.traces,
+            Stream::Logs => &topics.logs,
+            Stream::Client => &topics.client,
         }
     }
 }
@@ -82,9 +82,9 @@ fn now_s() -> u64 {
 }
 
 /// A topic's pipeline.
-pub struct Pipeline {
+pub struct StreamLoop {
     pub source: String,
-    pub signal: Signal,
+    pub signal: Stream,
     pub config: AggregatorConfig,
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn Bus>,
@@ -97,17 +97,17 @@ pub struct Pipeline {
     catalogue: HashMap<u64, (u64, u64, Option<u64>)>,
 }
 
-impl Pipeline {
+impl StreamLoop {
     /// The pipeline of `signal`'s topic.
     pub fn new(
-        signal: Signal,
+        signal: Stream,
         config: AggregatorConfig,
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
         topics: Topics,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Pipeline {
+        StreamLoop {
             source: signal.topic(&topics).to_owned(),
             signal,
             config,
@@ -428,7 +428,7 @@ struct Decoded {
 fn decode(
     message: &Message,
     source: &str,
-    signal: Signal,
+    signal: Stream,
     mode: Mode,
     partition: &mut Partition,
     config: &AggregatorConfig,
@@ -444,7 +444,7 @@ fn decode(
         hash.finish()
     };
     match (signal, mode) {
-        (Signal::Metrics, _) => {
+        (Stream::Metrics, _) => {
             let (observations, refused) = points::metrics(
                 &tenant,
                 &message.payload,
@@ -459,7 +459,7 @@ fn decode(
             })
         }
         (_, Mode::Replay) => Ok(Decoded::default()),
-        (Signal::Traces, Mode::Count) => {
+        (Stream::Traces, Mode::Count) => {
             let spans = points::spans(&tenant, &message.payload, &config.span_dimensions)?;
             Ok(Decoded {
                 observations: spans.observations,
@@ -467,7 +467,7 @@ fn decode(
                 ..Decoded::default()
             })
         }
-        (Signal::Logs, Mode::Count) => {
+        (Stream::Logs, Mode::Count) => {
             let logs = logs::logs(&tenant, &message.payload, event_id)?;
             Ok(Decoded {
                 observations: logs.observations,
@@ -475,8 +475,8 @@ fn decode(
                 ..Decoded::default()
             })
         }
-        (Signal::Client, Mode::Count) => {
-            let client = client::client(&tenant, &message.payload, event_id)?;
+        (Stream::Client, Mode::Count) => {
+            let client = client_telemetry::client(&tenant, &message.payload, event_id)?;
             Ok(Decoded {
                 observations: client.observations,
                 events: client.crashes,

@@ -8,12 +8,12 @@ use vigil_proto::client::v1::{
 };
 
 use crate::limits::Admission;
-use crate::signal::{Signal, retain_valid};
+use crate::otlp::{ExportRequest, retain_valid};
 use crate::validate::{Item, Rejection, Rejections, Rules, finite};
 
 const COHORTS: [&str; 4] = ["", "canary", "baseline", "stable"];
 
-impl Signal for ExportClientRequest {
+impl ExportRequest for ExportClientRequest {
     type Response = ExportClientResponse;
     const NAME: &'static str = "client";
     const ITEMS: &'static str = "events";

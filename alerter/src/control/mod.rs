@@ -1,0 +1,312 @@
+//! The alerter's one loop: it takes the published rows, evaluates each
+//! boundary, moves alerts along and sends what is due. Its remediation
+//! actions are in [`remediation`], what it keeps in the store in [`state`].
+
+mod remediation;
+mod state;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::sync::mpsc;
+use vigil_bus::{self as bus, Consumer, positions_after, rollups};
+use vigil_config::AlerterConfig;
+use vigil_domain::alert::Collection;
+use vigil_domain::shutdown::{self, Shutdown};
+use vigil_domain::signal::Matcher;
+use vigil_domain::silence::Silence;
+use vigil_domain::yaml;
+use vigil_store::{HistoryEntry, StateRecord, Store};
+
+use crate::alerts::{Alerts, State};
+use crate::eval::Engine;
+use crate::notify::{Dispatcher, Notification};
+use crate::rules::{self, Rule, Ruleset};
+use crate::{ASSIGNMENT_WAIT, Metrics, Reply, SILENCE_REFRESH, TICK, now_ms, webhook};
+
+use state::{append, state_record};
+pub(crate) use state::{read_state, rebuild};
+
+pub(crate) struct Control {
+    pub(crate) settings: AlerterConfig,
+    pub(crate) seen: yaml::Fingerprint,
+    pub(crate) ruleset: Ruleset,
+    pub(crate) engine: Engine,
+    /// Windows before this came from the store.
+    pub(crate) rebuilt_through: u64,
+    pub(crate) alerts: Alerts,
+    pub(crate) dispatcher: Dispatcher,
+    pub(crate) silences: Vec<Silence>,
+    pub(crate) silences_read: Option<Instant>,
+    /// When an action last fired, by `action/rule/fingerprint`.
+    pub(crate) cooldowns: HashMap<String, u64>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) client: reqwest::Client,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl Control {
+    pub(crate) async fn serve(
+        &mut self,
+        mut consumer: Box<dyn Consumer>,
+        mut requests: mpsc::Receiver<Reply>,
+        shutdown: Shutdown,
+    ) {
+        let mut hangups = shutdown::hangups();
+        let watch_every = Duration::from_millis(self.settings.watch_interval_ms);
+        let mut watched = Instant::now();
+        let mut ticked = Instant::now();
+        let mut handle = true;
+        // Until the consumer holds partitions (a Kafka group may take seconds
+        // to assign them after a restart) a boundary would be judged
+        // without its data; the evaluation waits, up to a limit.
+        let started = Instant::now();
+        let mut assigned = false;
+        while !shutdown.is_triggered() {
+            match consumer.poll(2_000, Duration::from_millis(200)).await {
+                Ok(messages) => {
+                    for message in &messages {
+                        self.take(message);
+                    }
+                    if !messages.is_empty()
+                        && let Err(error) = consumer.commit(&positions_after(&messages)).await
+                    {
+                        tracing::warn!(%error, "committing rollups offsets failed");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "polling the rollups topic failed");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+            let mut reply = None;
+            if handle {
+                match requests.try_recv() {
+                    Ok(request) => reply = Some(request),
+                    Err(mpsc::error::TryRecvError::Disconnected) => handle = false,
+                    Err(mpsc::error::TryRecvError::Empty) => {}
+                }
+            }
+            let hangup = hangups.try_recv().is_ok();
+            let changed = !watch_every.is_zero()
+                && watched.elapsed() >= watch_every
+                && yaml::fingerprint(&self.settings.rules) != self.seen;
+            if watched.elapsed() >= watch_every {
+                watched = Instant::now();
+            }
+            if reply.is_some() || hangup || changed {
+                let outcome = self.reload();
+                if let Some(reply) = reply {
+                    let _ = reply.send(outcome);
+                }
+            }
+            assigned = assigned || !consumer.assignment().is_empty();
+            if ticked.elapsed() >= TICK && (assigned || started.elapsed() >= ASSIGNMENT_WAIT) {
+                ticked = Instant::now();
+                self.tick(now_ms()).await;
+            }
+        }
+    }
+
+    /// Takes one published batch.
+    fn take(&mut self, message: &bus::Message) {
+        match rollups::decode(&message.payload) {
+            Ok(batch) => {
+                for row in &batch.rows {
+                    // Rows of windows the store gave back were counted.
+                    if row.width_s == 10 && row.start_s >= self.rebuilt_through {
+                        self.engine
+                            .ingest(&row.series, 10, row.start_s, &row.rollup);
+                        self.metrics.rows.inc();
+                    }
+                }
+            }
+            Err(error) => {
+                self.metrics.unreadable.inc();
+                tracing::warn!(%error, offset = message.offset, "unreadable rollup batch skipped");
+            }
+        }
+    }
+
+    fn reload(&mut self) -> Result<usize, String> {
+        self.seen = yaml::fingerprint(&self.settings.rules);
+        match rules::load(&self.settings.rules) {
+            Ok(ruleset) => {
+                self.metrics.reload(true);
+                let count = ruleset.rules.len();
+                let rules: Vec<Arc<Rule>> = ruleset.rules.iter().cloned().map(Arc::new).collect();
+                // Rules that did not change keep their groups' data: the
+                // new engine gets the windows the old one still has.
+                let mut engine = Engine::new(rules, self.engine.evaluated_through());
+                engine.adopt(&mut self.engine);
+                self.engine = engine;
+                let dispatcher = std::mem::take(&mut self.dispatcher);
+                self.dispatcher = dispatcher.reload(&ruleset);
+                self.ruleset = ruleset;
+                self.metrics.rules.set(count as i64);
+                tracing::info!(rules = count, "rules reloaded");
+                Ok(count)
+            }
+            Err(error) => {
+                self.metrics.reload(false);
+                tracing::error!(%error, "rules reload refused; the running rules are kept");
+                Err(error.to_string())
+            }
+        }
+    }
+
+    async fn tick(&mut self, now_ms: u64) {
+        let due_s = now_ms.saturating_sub(self.settings.evaluation_delay_ms) / 1_000;
+        let started = Instant::now();
+        let rounds = self.engine.advance(due_s);
+        if !rounds.is_empty() {
+            self.metrics
+                .evaluation_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        let mut transitions = Vec::new();
+        for (boundary, verdicts) in rounds {
+            transitions.extend(
+                self.alerts
+                    .apply(self.engine.rules(), &verdicts, boundary * 1_000),
+            );
+        }
+        self.refresh_silences().await;
+        if !transitions.is_empty() {
+            self.record(&transitions, now_ms).await;
+            self.remediate(&transitions, now_ms).await;
+        }
+        let tick = self.dispatcher.tick(&self.alerts, &self.silences, now_ms);
+        let mut records: Vec<StateRecord> = tick
+            .changed
+            .iter()
+            .map(|group| {
+                state_record(
+                    Collection::Notification,
+                    &group.tenant,
+                    &group.key,
+                    group,
+                    now_ms,
+                )
+            })
+            .collect();
+        for (tenant, key) in &tick.removed {
+            records.push(StateRecord {
+                deleted: true,
+                ..state_record(Collection::Notification, tenant, key, &(), now_ms)
+            });
+        }
+        for fingerprint in &tick.done {
+            if let Some(alert) = self.alerts.remove_resolved(fingerprint) {
+                records.push(StateRecord {
+                    deleted: true,
+                    ..state_record(
+                        Collection::Alert,
+                        &alert.tenant,
+                        fingerprint,
+                        &alert,
+                        now_ms,
+                    )
+                });
+            }
+        }
+        self.put(&records).await;
+        for notification in tick.notifications {
+            self.notify(notification);
+        }
+        let firing = self
+            .alerts
+            .iter()
+            .filter(|a| a.state == State::Firing)
+            .count();
+        self.metrics.firing.set(firing as i64);
+        self.metrics.groups.set(self.engine.groups() as i64);
+    }
+
+    async fn refresh_silences(&mut self) {
+        if self
+            .silences_read
+            .is_some_and(|at| at.elapsed() < SILENCE_REFRESH)
+        {
+            return;
+        }
+        match self.store.state(Collection::Silence).await {
+            Ok(records) => {
+                self.silences_read = Some(Instant::now());
+                self.silences = records
+                    .into_iter()
+                    .filter_map(|record| {
+                        let mut silence: Silence = serde_json::from_str(&record.body).ok()?;
+                        // A silence mutes its own tenant's alerts only.
+                        silence
+                            .matchers
+                            .push(Matcher::equal("tenant", record.tenant.as_str()));
+                        Some(silence)
+                    })
+                    .collect();
+            }
+            Err(error) => {
+                self.metrics.store_failures.inc();
+                tracing::warn!(%error, "reading silences failed; the last ones read stay");
+            }
+        }
+    }
+
+    /// Sends one notification on its own task and records how it went.
+    fn notify(&self, notification: Notification) {
+        let Some(receiver) = self.ruleset.receivers.get(&notification.receiver) else {
+            return;
+        };
+        let call = webhook::Call {
+            url: receiver.url.clone(),
+            method: reqwest::Method::POST,
+            body: notification.payload.to_string().into_bytes(),
+            headers: receiver.headers.clone(),
+            secret: receiver.secret.clone(),
+            idempotency_key: notification.idempotency_key.clone(),
+            timeout: receiver.timeout,
+            max_attempts: receiver.max_attempts,
+        };
+        let (client, store, metrics) = (
+            self.client.clone(),
+            Arc::clone(&self.store),
+            Arc::clone(&self.metrics),
+        );
+        tokio::spawn(async move {
+            let outcome = webhook::send(&client, &call).await;
+            let ok = outcome.error.is_none();
+            metrics.notification(ok);
+            if !ok {
+                tracing::warn!(
+                    receiver = %notification.receiver, group = %notification.group_key,
+                    error = ?outcome.error, attempts = outcome.attempts, "notification failed"
+                );
+            }
+            let rule = notification.payload["commonLabels"]["alertname"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            let entry = HistoryEntry {
+                tenant: notification.tenant.clone(),
+                time_ms: now_ms(),
+                kind: "notification".into(),
+                rule,
+                subject: notification.group_key.clone(),
+                body: json!({
+                    "receiver": notification.receiver,
+                    "idempotencyKey": notification.idempotency_key,
+                    "status": notification.payload["status"],
+                    "alerts": notification.alerts.iter().map(|(fp, s)| json!({"fingerprint": fp, "status": s.as_str()})).collect::<Vec<_>>(),
+                    "outcome": if ok { "sent" } else { "failed" },
+                    "attempts": outcome.attempts,
+                    "httpStatus": outcome.status,
+                    "error": outcome.error,
+                })
+                .to_string(),
+            };
+            append(&*store, &metrics, vec![entry]).await;
+        });
+    }
+}
