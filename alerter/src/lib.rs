@@ -37,12 +37,12 @@ use tokio::task::JoinHandle;
 use vigil_bus::{Bus, BusError, Topics};
 use vigil_config::Config;
 use vigil_domain::alert::Collection;
+use vigil_domain::metrics_endpoint;
 use vigil_domain::shutdown::Shutdown;
-use vigil_domain::{metrics_endpoint, yaml};
+use vigil_domain::yaml::{self, FileError};
 use vigil_store::{Store, StoreError};
 
 pub use metrics::Metrics;
-pub use rules::RulesError;
 
 use alerts::{Alert, Alerts};
 use control::{Control, read_state, rebuild};
@@ -61,7 +61,7 @@ const REBUILD_MAX_S: u64 = 6 * 3_600;
 #[derive(Debug, thiserror::Error)]
 pub enum AlerterError {
     #[error("invalid rules: {0}")]
-    Rules(#[from] RulesError),
+    Rules(#[from] FileError),
     #[error(transparent)]
     Bus(#[from] BusError),
     #[error(transparent)]

@@ -16,6 +16,7 @@ use std::time::Instant;
 use vigil_domain::distribution::Distribution;
 use vigil_domain::model::{Kind, Rollup, SeriesKey};
 use vigil_domain::tenant::TenantId;
+use vigil_domain::yaml::FileError;
 
 use vigil_alerter::eval::Engine;
 use vigil_alerter::rules;
@@ -74,7 +75,7 @@ fn rule_file(services: usize) -> String {
 }
 
 /// Runs the benchmark.
-pub fn run(options: Options) -> Result<Figures, rules::RulesError> {
+pub fn run(options: Options) -> Result<Figures, FileError> {
     let services = (options.rules / 10).max(1);
     let files = vec![(PathBuf::from("bench.yaml"), rule_file(services))];
     let set = rules::parse(&files, &|_| None)?;

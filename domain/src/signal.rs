@@ -152,6 +152,34 @@ pub fn parse_filter(text: &str) -> Result<Vec<Matcher>, String> {
     Ok(matchers)
 }
 
+/// What makes an event good for an objective (an SLO, a burn-rate rule).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sli {
+    /// It did not fail.
+    #[default]
+    Availability,
+    /// It took at most the threshold.
+    Latency,
+}
+
+impl Sli {
+    /// The latency threshold of an objective on this SLI, checked: a
+    /// latency SLI needs a finite threshold above 0 ms, an availability SLI
+    /// has none. The one check of the configuration's SLOs and the
+    /// alerter's burn-rate rules.
+    pub fn threshold(self, threshold_ms: Option<f64>) -> Result<Option<f64>, &'static str> {
+        match (self, threshold_ms) {
+            (Sli::Latency, Some(ms)) if ms.is_finite() && ms > 0.0 => Ok(Some(ms)),
+            (Sli::Latency, _) => Err("a latency objective needs threshold_ms above 0"),
+            (Sli::Availability, Some(_)) => {
+                Err("only a latency objective has threshold_ms; remove it or set sli to latency")
+            }
+            (Sli::Availability, None) => Ok(None),
+        }
+    }
+}
+
 /// One label matcher: the label `name` equals `value` (`is_equal`, the
 /// default) or differs from it; a missing label reads as "". The one matcher
 /// of query filters, rules, silences and inhibitions, for series and alerts

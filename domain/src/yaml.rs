@@ -6,6 +6,23 @@ use std::time::SystemTime;
 
 use serde::de::DeserializeOwned;
 
+/// Why a YAML file a user wrote (rules, scenarios) could not be loaded:
+/// it could not be read, or it says something invalid at a line.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{}: cannot read: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}:{line}: {message}", file.display())]
+    Invalid {
+        file: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
 /// The files `paths` name: files as given, folders as their `*.yaml` and
 /// `*.yml` files in name order. A folder that cannot be read is returned
 /// with the error.

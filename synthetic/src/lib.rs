@@ -28,10 +28,10 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use vigil_config::{Config, SyntheticConfig};
 use vigil_domain::shutdown::Shutdown;
-use vigil_domain::{metrics_endpoint, shutdown, yaml};
+use vigil_domain::yaml::{self, FileError};
+use vigil_domain::{metrics_endpoint, shutdown};
 
 pub use metrics::Metrics;
-pub use scenario::ScenarioError;
 
 use export::Exporter;
 use run::Runner;
@@ -41,7 +41,7 @@ use schedule::{Shared, Slot};
 #[derive(Debug, thiserror::Error)]
 pub enum ProberError {
     #[error("invalid scenario: {0}")]
-    Scenario(#[from] ScenarioError),
+    Scenario(#[from] FileError),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: SocketAddr,

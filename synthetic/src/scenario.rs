@@ -47,7 +47,7 @@ use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor};
 use serde::Deserialize;
 use serde_json::Value;
 use vigil_domain::time::{Cron, DurationSpec};
-use vigil_domain::yaml;
+use vigil_domain::yaml::{self, FileError};
 
 use crate::json_path::JsonPath;
 use vigil_domain::template::{JsonTemplate, SECRET, Template, Vars, is_name};
@@ -69,22 +69,6 @@ const MAX_STEPS: usize = 100;
 const MAX_RETRIES: u32 = 10;
 /// A step's timeout when it sets none (or the probe's, if shorter).
 const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A scenario that cannot run: where and why.
-#[derive(Debug, thiserror::Error)]
-pub enum ScenarioError {
-    #[error("{}: cannot read: {source}", file.display())]
-    Read {
-        file: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{}:{line}: {message}", file.display())]
-    Invalid {
-        file: PathBuf,
-        line: usize,
-        message: String,
-    },
-}
 
 /// A probe, checked and ready to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -213,20 +197,19 @@ pub const GRPC_CODES: [&str; 17] = [
 /// Reads every probe of `paths` (files, or folders of `*.yaml` / `*.yml`
 /// files), with secrets from this process's environment. Probe names are
 /// unique over all files.
-pub fn load(paths: &[PathBuf]) -> Result<Vec<Probe>, ScenarioError> {
-    let files =
-        yaml::files(paths).map_err(|(file, source)| ScenarioError::Read { file, source })?;
+pub fn load(paths: &[PathBuf]) -> Result<Vec<Probe>, FileError> {
+    let files = yaml::files(paths).map_err(|(file, source)| FileError::Read { file, source })?;
     let mut probes: Vec<Probe> = Vec::new();
     let mut seen: BTreeMap<String, (PathBuf, usize)> = BTreeMap::new();
     for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|source| ScenarioError::Read {
+        let text = std::fs::read_to_string(&file).map_err(|source| FileError::Read {
             file: file.clone(),
             source,
         })?;
         for probe in parse(&file, &text, &|name| std::env::var(name).ok())? {
             let line = line_of(&text, &probe.name, None);
             if let Some((other, other_line)) = seen.get(&probe.name) {
-                return Err(ScenarioError::Invalid {
+                return Err(FileError::Invalid {
                     file,
                     line,
                     message: format!(
@@ -248,8 +231,8 @@ pub fn parse(
     file: &Path,
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Vec<Probe>, ScenarioError> {
-    let invalid = |line: usize, message: String| ScenarioError::Invalid {
+) -> Result<Vec<Probe>, FileError> {
+    let invalid = |line: usize, message: String| FileError::Invalid {
         file: file.to_owned(),
         line,
         message,

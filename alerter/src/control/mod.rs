@@ -25,7 +25,6 @@ use crate::eval::Engine;
 use crate::notify::{Dispatcher, Notification};
 use crate::rules::{self, Rule, Ruleset};
 use crate::{ASSIGNMENT_WAIT, Metrics, Reply, SILENCE_REFRESH, TICK, now_ms, webhook};
-
 use state::{append, state_record};
 pub(crate) use state::{read_state, rebuild};
 

@@ -7,11 +7,10 @@ use serde_json::json;
 use vigil_domain::alert::Collection;
 use vigil_store::HistoryEntry;
 
-use crate::alerts::{self, State, Transition};
-use crate::{now_ms, webhook};
-
 use super::Control;
 use super::state::{append, state_record};
+use crate::alerts::{self, State, Transition};
+use crate::{now_ms, webhook};
 
 impl Control {
     /// Fires the actions of alerts that started firing and are not

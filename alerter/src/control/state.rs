@@ -9,11 +9,10 @@ use vigil_domain::alert::Collection;
 use vigil_domain::tenant::TenantId;
 use vigil_store::{HistoryEntry, RollupQuery, StateRecord, Store, StoreError};
 
+use super::Control;
 use crate::alerts::{State, Transition};
 use crate::eval::Engine;
 use crate::{Metrics, REBUILD_MAX_S};
-
-use super::Control;
 
 /// Every record of a collection, as (tenant, key, body); bodies that do not
 /// read are logged and left out.

@@ -1,12 +1,13 @@
 //! Log records and crashes in ClickHouse.
 
-use super::{ClickHouseStore, classify, day_u32};
-use crate::codec::corrupt;
-use crate::{EventKind, EventQuery, EventRecord, EventStore, StoreError};
 use async_trait::async_trait;
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use vigil_domain::tenant::TenantId;
+
+use super::{ClickHouseStore, classify, day_u32};
+use crate::codec::corrupt;
+use crate::{EventKind, EventQuery, EventRecord, EventStore, StoreError};
 
 #[derive(Row, Serialize, Deserialize)]
 struct EventRow {

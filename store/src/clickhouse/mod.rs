@@ -14,11 +14,12 @@ mod rollups;
 mod spans;
 mod state;
 
-use crate::{Store, StoreError, day_of};
 use async_trait::async_trait;
 use clickhouse::{Client, Row, RowOwned, RowWrite};
 use serde::Deserialize;
 use vigil_config::StoreConfig;
+
+use crate::{Store, StoreError, day_of};
 
 /// The `kind` of checkpoint rows, which no series has.
 const CHECKPOINT_KIND: &str = "checkpoint";

@@ -1,17 +1,18 @@
 //! Rollups, the catalogue and checkpoints in ClickHouse.
 
-use super::{CHECKPOINT_KIND, ClickHouseStore, classify, day_u32};
-use crate::codec::{Stats, label_arrays, merge_rows, series_from};
-use crate::{
-    Aggregated, Aggregation, CatalogueEntry, Flush, RollupQuery, RollupStore, StoreError,
-    StoredRollup, day_of,
-};
 use async_trait::async_trait;
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use vigil_domain::model::Checkpoint;
 use vigil_domain::model::Kind;
 use vigil_domain::tenant::TenantId;
+
+use super::{CHECKPOINT_KIND, ClickHouseStore, classify, day_u32};
+use crate::codec::{Stats, label_arrays, merge_rows, series_from};
+use crate::{
+    Aggregated, Aggregation, CatalogueEntry, Flush, RollupQuery, RollupStore, StoreError,
+    StoredRollup, day_of,
+};
 
 #[derive(Row, Serialize, Default)]
 struct RollupOut {

@@ -1,12 +1,13 @@
 //! Raw spans in ClickHouse.
 
-use super::{ClickHouseStore, classify, day_u32};
-use crate::codec::corrupt;
-use crate::{SpanQuery, SpanRecord, StoreError, TraceStore};
 use async_trait::async_trait;
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use vigil_domain::tenant::TenantId;
+
+use super::{ClickHouseStore, classify, day_u32};
+use crate::codec::corrupt;
+use crate::{SpanQuery, SpanRecord, StoreError, TraceStore};
 
 #[derive(Row, Serialize, Deserialize)]
 struct SpanRow {

@@ -1,13 +1,14 @@
 //! The alerter's state and history in ClickHouse.
 
-use super::{ClickHouseStore, classify, day_u32};
-use crate::codec::corrupt;
-use crate::{HistoryEntry, HistoryQuery, StateRecord, StateStore, StoreError};
 use async_trait::async_trait;
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use vigil_domain::alert::Collection;
 use vigil_domain::tenant::TenantId;
+
+use super::{ClickHouseStore, classify, day_u32};
+use crate::codec::corrupt;
+use crate::{HistoryEntry, HistoryQuery, StateRecord, StateStore, StoreError};
 
 #[derive(Row, Serialize, Deserialize)]
 struct StateRow {

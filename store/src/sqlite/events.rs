@@ -1,10 +1,11 @@
 //! Log records and crashes in SQLite.
 
+use async_trait::async_trait;
+use rusqlite::params;
+
 use super::{SqliteStore, bound_to_sql, fatal, from_sql, to_sql};
 use crate::codec::corrupt;
 use crate::{EventQuery, EventRecord, EventStore, StoreError, day_of};
-use async_trait::async_trait;
-use rusqlite::params;
 
 #[async_trait]
 impl EventStore for SqliteStore {

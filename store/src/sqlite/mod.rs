@@ -7,14 +7,16 @@ mod rollups;
 mod spans;
 mod state;
 
-use crate::codec::corrupt;
-use crate::{SpanRecord, Store, StoreError, day_of};
-use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
 use vigil_config::StoreConfig;
 use vigil_domain::tenant::TenantId;
+
+use crate::codec::corrupt;
+use crate::{SpanRecord, Store, StoreError, day_of};
 
 /// Schema versions, applied in order and recorded in `vigil_migrations`.
 const MIGRATIONS: &[(u32, &str, &str)] = &[

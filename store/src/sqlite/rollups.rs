@@ -1,20 +1,22 @@
 //! Rollups, the catalogue and checkpoints in SQLite.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use async_trait::async_trait;
+use rusqlite::types::Value;
+use rusqlite::{OptionalExtension, params, params_from_iter};
+use vigil_domain::model::Checkpoint;
+use vigil_domain::model::{Kind, SeriesKey};
+use vigil_domain::signal::label_of;
+use vigil_domain::tenant::TenantId;
+
 use super::{SqliteStore, bound_to_sql, fatal, from_sql, to_sql};
 use crate::codec::{Stats, blob_buckets, buckets_blob, corrupt, extend_buckets, merge_rows};
 use crate::{
     Aggregated, Aggregation, CatalogueEntry, Flush, RollupQuery, RollupStore, StoreError,
     StoredRollup, day_of,
 };
-use async_trait::async_trait;
-use rusqlite::types::Value;
-use rusqlite::{OptionalExtension, params, params_from_iter};
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
-use vigil_domain::model::Checkpoint;
-use vigil_domain::model::{Kind, SeriesKey};
-use vigil_domain::signal::label_of;
-use vigil_domain::tenant::TenantId;
 
 fn labels_json(series: &SeriesKey) -> String {
     serde_json::to_string(series.labels()).unwrap_or_default()

@@ -1,10 +1,11 @@
 //! Raw spans in SQLite.
 
-use super::{SPAN_COLUMNS, SqliteStore, bound_to_sql, fatal, span_from_row, to_sql};
-use crate::{SpanQuery, SpanRecord, StoreError, TraceStore, day_of};
 use async_trait::async_trait;
 use rusqlite::params;
 use vigil_domain::tenant::TenantId;
+
+use super::{SPAN_COLUMNS, SqliteStore, bound_to_sql, fatal, span_from_row, to_sql};
+use crate::{SpanQuery, SpanRecord, StoreError, TraceStore, day_of};
 
 #[async_trait]
 impl TraceStore for SqliteStore {

@@ -1,12 +1,13 @@
 //! The alerter's state and history in SQLite.
 
-use super::{SqliteStore, bound_to_sql, fatal, from_sql, to_sql};
-use crate::codec::corrupt;
-use crate::{HistoryEntry, HistoryQuery, StateRecord, StateStore, StoreError, day_of};
 use async_trait::async_trait;
 use rusqlite::params;
 use vigil_domain::alert::Collection;
 use vigil_domain::tenant::TenantId;
+
+use super::{SqliteStore, bound_to_sql, fatal, from_sql, to_sql};
+use crate::codec::corrupt;
+use crate::{HistoryEntry, HistoryQuery, StateRecord, StateStore, StoreError, day_of};
 
 #[async_trait]
 impl StateStore for SqliteStore {

@@ -1,0 +1,442 @@
+//! Rule files: what to watch (rules), where to say it (receivers and the
+//! route tree), what to keep quiet (inhibition rules) and what to do
+//! (remediation actions). One or more YAML files, each holding any of:
+//!
+//! ```yaml
+//! tenant: acme                    # the rules' tenant, unless a rule names one
+//! rules:
+//!   - name: pay-latency
+//!     type: threshold             # threshold | absence | burn_rate | anomaly
+//!     kind: span                  # span | metric | client | probe (default span)
+//!     service: payments
+//!     series: "POST /orders/{id}/pay"   # the series name (span name, metric, probe)
+//!     filter: 'span.kind="server"'      # label matchers, as in GET /api/v1/query
+//!     group_by: [vigil.unit]      # one alert per value
+//!     signal: p99                 # any signal of GET /api/v1/query
+//!     window: 1m                  # the signal over the last minute (10 s steps)
+//!     op: ">"                     # > >= < <=
+//!     value: 300
+//!     min_count: 10               # fewer points: no verdict (the condition is false)
+//!     for: 30s                    # pending this long before firing
+//!     labels: {severity: page}
+//!     annotations: {summary: "p99 {{value}} ms in {{vigil.unit}}"}
+//!     actions: [rollback]
+//!   - name: pay-probe-silent
+//!     type: absence               # no data for `for`
+//!     kind: probe
+//!     series: pay-e2e
+//!     group_by: [vigil.probe.location]
+//!     for: 2m
+//!   - name: pay-slo
+//!     type: burn_rate             # multi-window, multi-burn-rate
+//!     service: payments
+//!     objective: 99.9             # percent of good events
+//!     sli: availability           # or latency, with threshold_ms
+//!     windows:                    # default: the two below
+//!       - {long: 1h, short: 5m, factor: 14.4, severity: page}
+//!       - {long: 6h, short: 30m, factor: 6, severity: ticket}
+//!   - name: pay-errors-unusual
+//!     type: anomaly
+//!     signal: error_ratio
+//!     window: 1m
+//!     method: zscore              # robust z-score over `history`; or seasonal
+//!     history: 1h                 # seasonal: period: 1d or 1w, tolerance: 0.5
+//!     threshold: 3.5
+//!     direction: up               # up | down | both
+//!     min_count: 100
+//!   - name: pay-canary
+//!     type: canary                # each canary version (vigil.cohort=canary) of the
+//!     service: payments           # service's server spans against its baseline
+//!     window: 10m                 # (vigil_domain::canary): fires on a rollback verdict,
+//!     min_samples: 100            # labelled service.version and the failed signal
+//!     significance: 0.05
+//!     tolerance: 0.1              # worse by more than 10 % of the baseline
+//!     actions: [rollback]
+//! receivers:
+//!   - name: oncall
+//!     url: http://hooks.example/alerts
+//!     secret_env: ONCALL_HOOK_SECRET  # HMAC-SHA256 key, from the environment
+//!                                     # (or `secret:` in the file)
+//!     timeout: 5s
+//!     max_attempts: 5
+//! route:
+//!   receiver: oncall
+//!   group_by: [alertname, vigil.unit]
+//!   group_wait: 30s
+//!   group_interval: 5m
+//!   repeat_interval: 4h
+//!   routes:                        # children: the first that matches takes it
+//!     - matchers: ['severity="ticket"']
+//!       receiver: tickets
+//!       continue: false
+//! inhibit_rules:
+//!   - source_matchers: ['alertname="unit-down"']
+//!     target_matchers: ['severity="page"']
+//!     equal: [vigil.unit]
+//! actions:
+//!   - name: rollback
+//!     url: http://deployer.example/rollback
+//!     body: {service: "{{service}}", unit: "{{vigil.unit}}"}
+//!     cooldown: 10m
+//!     dry_run: false
+//! ```
+//!
+//! Every problem is reported with the file, the line and the reason; a set
+//! of files that does not load leaves the running rules in place.
+
+mod checks;
+mod routing;
+mod spec;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use vigil_domain::canary::Criteria;
+use vigil_domain::model::Kind;
+use vigil_domain::signal::Matcher;
+use vigil_domain::signal::Signal;
+use vigil_domain::template::{JsonTemplate, Template};
+use vigil_domain::tenant::TenantId;
+use vigil_domain::yaml::{self, FileError};
+
+use checks::{check_action, check_rule};
+use routing::{check_inhibition, check_receiver, check_receivers_exist, check_route};
+use spec::FileSpec;
+
+/// The finest window the aggregators publish: rule windows are multiples.
+pub const STEP_S: u64 = 10;
+/// The longest range a rule may look back over (a seasonal baseline of a
+/// week plus its window).
+pub const MAX_RANGE_S: u64 = 8 * 86_400;
+
+/// Everything the rule files say.
+#[derive(Debug, Clone, Default)]
+pub struct Ruleset {
+    pub rules: Vec<Rule>,
+    pub receivers: BTreeMap<String, Receiver>,
+    /// The root of the route tree; without one, alerts are kept and shown
+    /// but nobody is notified.
+    pub route: Option<Route>,
+    pub inhibitions: Vec<Inhibition>,
+    pub actions: BTreeMap<String, Action>,
+}
+
+/// One rule: which series, how they are grouped, and what makes an alert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub name: String,
+    pub tenant: TenantId,
+    pub kind: Kind,
+    pub service: Option<String>,
+    pub series: Option<String>,
+    pub matchers: Vec<Matcher>,
+    pub group_by: Vec<String>,
+    pub check: Check,
+    /// How long the condition must hold before the alert fires (for
+    /// absence: how long without data).
+    pub for_s: u64,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, Template>,
+    pub actions: Vec<String>,
+}
+
+/// What a rule checks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Check {
+    /// The signal over the last `window_s` compared with a value.
+    Threshold {
+        signal: Signal,
+        window_s: u64,
+        op: Op,
+        value: f64,
+        min_count: u64,
+    },
+    /// No data for the rule's `for_s`.
+    Absence,
+    /// The error budget burns at least `factor` times as fast as the
+    /// objective allows over both windows of a pair.
+    BurnRate {
+        latency_ms: Option<f64>,
+        /// The error budget: the fraction of events that may be bad, from
+        /// `(100 − objective %) / 100`.
+        budget: f64,
+        windows: Vec<BurnWindow>,
+    },
+    /// The signal over the last `window_s` far from what is usual.
+    Anomaly {
+        signal: Signal,
+        window_s: u64,
+        method: Method,
+        direction: Direction,
+        min_count: u64,
+    },
+    /// Each canary version's server spans over the last `window_s` judged
+    /// against its baseline (`vigil_domain::canary`): holds on a rollback.
+    Canary { window_s: u64, criteria: Criteria },
+}
+
+/// A threshold's comparison, written `>`, `>=`, `<` or `<=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Op {
+    #[serde(rename = ">")]
+    Above,
+    #[serde(rename = ">=")]
+    AtLeast,
+    #[serde(rename = "<")]
+    Below,
+    #[serde(rename = "<=")]
+    AtMost,
+}
+
+impl Op {
+    pub fn holds(self, value: f64, bound: f64) -> bool {
+        match self {
+            Op::Above => value > bound,
+            Op::AtLeast => value >= bound,
+            Op::Below => value < bound,
+            Op::AtMost => value <= bound,
+        }
+    }
+}
+
+/// One pair of a multi-window burn-rate rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BurnWindow {
+    pub long_s: u64,
+    pub short_s: u64,
+    pub factor: f64,
+    /// The `severity` label of its alerts.
+    pub severity: String,
+}
+
+/// How an anomaly rule knows what is usual.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Method {
+    /// |value − median| / (1.4826 · MAD) over the values of the last
+    /// `history_s` (one per evaluation) exceeds `threshold`.
+    ZScore { history_s: u64, threshold: f64 },
+    /// The value differs from the one `period_s` earlier by more than
+    /// `tolerance` of it.
+    Seasonal { period_s: u64, tolerance: f64 },
+}
+
+/// Which way an anomaly counts: `up`, `down` or `both`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    #[default]
+    Up,
+    Down,
+    Both,
+}
+
+impl Rule {
+    /// How long the condition must hold before the alert fires: `for`,
+    /// except for absence, whose `for` is already the time without data.
+    pub fn pending_s(&self) -> u64 {
+        match self.check {
+            Check::Absence => 0,
+            _ => self.for_s,
+        }
+    }
+
+    /// How far back the rule reads, in seconds.
+    pub fn range_s(&self) -> u64 {
+        match &self.check {
+            Check::Threshold { window_s, .. } | Check::Canary { window_s, .. } => *window_s,
+            Check::Absence => self.for_s,
+            Check::BurnRate { windows, .. } => {
+                windows.iter().map(|w| w.long_s).max().unwrap_or(STEP_S)
+            }
+            Check::Anomaly {
+                window_s, method, ..
+            } => match method {
+                Method::ZScore { .. } => *window_s,
+                Method::Seasonal { period_s, .. } => period_s + window_s,
+            },
+        }
+    }
+}
+
+/// A webhook that receives notifications.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Receiver {
+    pub name: String,
+    pub url: String,
+    /// Signs each body (HMAC-SHA256); none: unsigned.
+    pub secret: Option<String>,
+    pub timeout: Duration,
+    /// Attempts per notification, the first included.
+    pub max_attempts: u32,
+    pub headers: Vec<(String, String)>,
+}
+
+/// A node of the route tree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub receiver: String,
+    pub matchers: Vec<Matcher>,
+    pub group_by: Vec<String>,
+    pub group_wait_s: u64,
+    pub group_interval_s: u64,
+    pub repeat_interval_s: u64,
+    /// After matching, the siblings after it are tried too.
+    pub continue_matching: bool,
+    pub routes: Vec<Route>,
+}
+
+/// Alerts matching `target` are muted while an alert matching `source`
+/// fires with the same values of the `equal` labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inhibition {
+    pub source: Vec<Matcher>,
+    pub target: Vec<Matcher>,
+    pub equal: Vec<String>,
+}
+
+/// A remediation webhook a rule fires once per firing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Action {
+    pub name: String,
+    pub url: Template,
+    pub method: String,
+    pub body: JsonTemplate,
+    pub headers: Vec<(String, String)>,
+    pub secret: Option<String>,
+    pub timeout: Duration,
+    pub max_attempts: u32,
+    /// After firing for an alert, the action waits this long before firing
+    /// for the same rule and group again.
+    pub cooldown_s: u64,
+    pub dry_run: bool,
+}
+
+/// Reads every rule file of `paths` (files, or folders of `*.yaml` /
+/// `*.yml`), with secrets from this process's environment.
+pub fn load(paths: &[PathBuf]) -> Result<Ruleset, FileError> {
+    let files = yaml::files(paths).map_err(|(file, source)| FileError::Read { file, source })?;
+    let mut texts = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|source| FileError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        texts.push((file, text));
+    }
+    parse(&texts, &|name| std::env::var(name).ok())
+}
+
+/// The ruleset of the given files' texts; `env` reads secrets.
+pub fn parse(
+    files: &[(PathBuf, String)],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Ruleset, FileError> {
+    let mut set = Ruleset::default();
+    let mut specs = Vec::new();
+    // Where each name was defined, to report duplicates.
+    let mut rule_names: BTreeMap<String, (PathBuf, usize)> = BTreeMap::new();
+    let mut route_file: Option<(PathBuf, usize)> = None;
+    for (file, text) in files {
+        let invalid = |line: usize, message: String| FileError::Invalid {
+            file: file.clone(),
+            line,
+            message,
+        };
+        let spec: FileSpec = yaml::parse(text).map_err(|(line, message)| invalid(line, message))?;
+        let line_of = |name: &str| yaml::name_line(text, name, 0).map_or(1, |i| i + 1);
+        let file_tenant = spec
+            .tenant
+            .as_deref()
+            .map(TenantId::parse)
+            .transpose()
+            .map_err(|e| invalid(1, format!("tenant: {e}")))?;
+        for receiver in spec.receivers {
+            let name = receiver.name.clone();
+            let line = line_of(&name);
+            let checked = check_receiver(receiver, env)
+                .map_err(|message| invalid(line, format!("receiver {name}: {message}")))?;
+            if set.receivers.insert(name.clone(), checked).is_some() {
+                return Err(invalid(
+                    line,
+                    format!("receiver {name}: another receiver has the name"),
+                ));
+            }
+        }
+        for action in spec.actions {
+            let name = action.name.clone();
+            let line = line_of(&name);
+            let checked = check_action(action, env)
+                .map_err(|message| invalid(line, format!("action {name}: {message}")))?;
+            if set.actions.insert(name.clone(), checked).is_some() {
+                return Err(invalid(
+                    line,
+                    format!("action {name}: another action has the name"),
+                ));
+            }
+        }
+        if let Some(route) = spec.route {
+            let line = text
+                .lines()
+                .position(|l| l.starts_with("route:"))
+                .map_or(1, |i| i + 1);
+            if let Some((other, other_line)) = &route_file {
+                return Err(invalid(
+                    line,
+                    format!(
+                        "route: there is one route tree, and {}:{other_line} has it",
+                        other.display()
+                    ),
+                ));
+            }
+            route_file = Some((file.clone(), line));
+            set.route = Some(check_route(route, None).map_err(|m| invalid(line, m))?);
+        }
+        for inhibition in spec.inhibit_rules {
+            set.inhibitions
+                .push(check_inhibition(inhibition).map_err(|m| invalid(1, m))?);
+        }
+        // Rules are in file order: each name is looked for after the last.
+        let mut from = 0;
+        for rule in spec.rules {
+            let index = yaml::name_line(text, &rule.name, from);
+            from = index.map_or(from, |i| i + 1);
+            let line = index.map_or(1, |i| i + 1);
+            if let Some((other, other_line)) = rule_names.get(&rule.name) {
+                return Err(invalid(
+                    line,
+                    format!(
+                        "rule {}: the name is taken by {}:{other_line}",
+                        rule.name,
+                        other.display()
+                    ),
+                ));
+            }
+            rule_names.insert(rule.name.clone(), (file.clone(), line));
+            specs.push((file.clone(), line, file_tenant.clone(), rule));
+        }
+    }
+    // Rules name actions and routes name receivers of any file.
+    for (file, line, tenant, spec) in specs {
+        let name = spec.name.clone();
+        let rule =
+            check_rule(spec, tenant, &set.actions).map_err(|message| FileError::Invalid {
+                file: file.clone(),
+                line,
+                message: format!("rule {name}: {message}"),
+            })?;
+        set.rules.push(rule);
+    }
+    if let Some(route) = &set.route {
+        let (file, line) = route_file.unwrap_or_default();
+        check_receivers_exist(route, &set.receivers).map_err(|message| FileError::Invalid {
+            file,
+            line,
+            message,
+        })?;
+    }
+    Ok(set)
+}

@@ -1,0 +1,213 @@
+//! The rule files: what loads and every refusal, with file, line and reason.
+
+use super::*;
+
+fn env(name: &str) -> Option<String> {
+    (name == "HOOK_SECRET").then(|| "s3cret".to_owned())
+}
+
+fn error(text: &str) -> String {
+    let files = vec![(PathBuf::from("rules/pay.yaml"), text.to_owned())];
+    parse(&files, &env).expect_err("refused").to_string()
+}
+
+const GOOD: &str = r#"
+tenant: acme
+rules:
+  - name: pay-latency
+    type: threshold
+    service: payments
+    filter: 'span.kind="server"'
+    group_by: [vigil.unit]
+    signal: p99
+    window: 1m
+    op: ">"
+    value: 300
+    for: 30s
+    labels: {severity: page}
+    annotations: {summary: "p99 {{value}} ms in {{vigil.unit}}"}
+    actions: [rollback]
+  - name: pay-slo
+    type: burn_rate
+    service: payments
+    objective: 99.9
+  - name: probe-silent
+    type: absence
+    kind: probe
+    series: pay-e2e
+    for: 2m
+  - name: errors-unusual
+    type: anomaly
+    signal: error_ratio
+    window: 1m
+    method: seasonal
+    period: 1w
+receivers:
+  - name: oncall
+    url: http://127.0.0.1:9/hook
+    secret_env: HOOK_SECRET
+route:
+  receiver: oncall
+  group_wait: 0s
+  routes:
+    - matchers: ['severity="ticket"']
+      group_interval: 1m
+actions:
+  - name: rollback
+    url: http://127.0.0.1:9/rollback/{{service}}
+    body: {unit: "{{vigil.unit}}"}
+    cooldown: 10m
+"#;
+
+#[test]
+fn a_rule_file_reads_into_checked_rules() {
+    let files = vec![(PathBuf::from("pay.yaml"), GOOD.to_owned())];
+    let set = parse(&files, &env).expect("loads");
+    assert_eq!(set.rules.len(), 4);
+    let latency = &set.rules[0];
+    assert_eq!(latency.tenant.as_str(), "acme");
+    assert_eq!(latency.for_s, 30);
+    assert_eq!(
+        latency.check,
+        Check::Threshold {
+            signal: Signal::Quantile(0.99),
+            window_s: 60,
+            op: Op::Above,
+            value: 300.0,
+            min_count: 1,
+        }
+    );
+    assert_eq!(latency.range_s(), 60);
+    let Check::BurnRate {
+        budget, windows, ..
+    } = &set.rules[1].check
+    else {
+        panic!("a burn-rate rule");
+    };
+    assert!((budget - 0.001).abs() < 1e-12);
+    assert_eq!(
+        windows
+            .iter()
+            .map(|w| (w.long_s, w.short_s, w.factor, w.severity.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(3_600, 300, 14.4, "page"), (21_600, 1_800, 6.0, "ticket")]
+    );
+    assert_eq!(set.rules[1].range_s(), 21_600);
+    assert_eq!(set.rules[2].check, Check::Absence);
+    assert_eq!(set.rules[3].range_s(), 7 * 86_400 + 60);
+    assert_eq!(set.receivers["oncall"].secret.as_deref(), Some("s3cret"));
+    let route = set.route.expect("a route");
+    assert_eq!((route.group_wait_s, route.group_interval_s), (0, 300));
+    // A child inherits what it does not set.
+    let child = &route.routes[0];
+    assert_eq!(child.receiver, "oncall");
+    assert_eq!(
+        (
+            child.group_wait_s,
+            child.group_interval_s,
+            child.repeat_interval_s
+        ),
+        (0, 60, 14_400)
+    );
+    assert_eq!(set.actions["rollback"].cooldown_s, 600);
+}
+
+#[test]
+fn bad_rules_name_the_file_line_and_reason() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "rules:\n  - name: a\n    type: treshold\n",
+            "rules/pay.yaml:3: rules[0].type: unknown variant `treshold`, expected one of `threshold`, `absence`, `burn_rate`, `anomaly`, `canary`",
+        ),
+        (
+            "rules:\n  - name: a\n    type: threshold\n    signal: p99\n    op: '>'\n    value: 1\n",
+            "rules/pay.yaml:2: rule a: no tenant: set `tenant:` on the rule or at the top of the file",
+        ),
+        (
+            "tenant: acme\nrules:\n  - name: a\n    type: threshold\n    signal: p98\n    op: '>'\n    value: 1\n",
+            "rules/pay.yaml:3: rule a: signal: unknown signal \"p98\"; one of count, sum, rate, mean, min, max, error_ratio, availability, p50, p90, p95, p99, p999",
+        ),
+        (
+            "tenant: acme\nrules:\n  - name: a\n    type: threshold\n    signal: p99\n    op: '>'\n    value: 1\n    window: 15s\n",
+            "rules/pay.yaml:3: rule a: window must be a positive multiple of 10s, got 15000 ms",
+        ),
+        (
+            "tenant: acme\nrules:\n  - name: a\n    type: threshold\n    signal: p99\n    op: '=>'\n    value: 1\n",
+            "rules/pay.yaml:6: rules[0].op: unknown variant `=>`, expected one of `>`, `>=`, `<`, `<=`",
+        ),
+        (
+            "tenant: acme\nrules:\n  - name: a\n    type: absence\n    signal: p99\n    for: 1m\n",
+            "rules/pay.yaml:3: rule a: signal does not apply to a absence rule",
+        ),
+        (
+            "tenant: acme\nrules:\n  - name: a\n    type: canary\n    service: pay\n    group_by: [vigil.unit]\n",
+            "rules/pay.yaml:3: rule a: group_by does not apply to a canary rule: it compares versions, units and cohorts itself",
+        ),
+        (
+            "tenant: acme\nrules:\n  - {name: a, type: canary, kind: client, service: wallet}\n",
+            "rules/pay.yaml:3: rule a: a canary rule judges server spans: kind must be span (app releases: GET /api/v1/releases/{app}/health)",
+        ),
+        (
+            "tenant: acme\nrules:\n  - {name: a, type: canary, service: pay, significance: 0.9}\n",
+            "rules/pay.yaml:3: rule a: significance must be above 0 and at most 0.5 (0.05 is usual)",
+        ),
+        (
+            "tenant: acme\nrules:\n  - name: a\n    type: burn_rate\n    objective: 100\n",
+            "rules/pay.yaml:3: rule a: objective must be a percent between 0 and 100 (exclusive), got 100",
+        ),
+        (
+            "tenant: acme\nrules:\n  - name: a\n    type: burn_rate\n    objective: 99\n    windows: [{long: 5m, short: 1h, factor: 2, severity: page}]\n",
+            "rules/pay.yaml:3: rule a: windows[0].short must be shorter than long",
+        ),
+        (
+            "tenant: acme\nrules:\n  - name: a\n    type: threshold\n    signal: p99\n    op: '>'\n    value: 1\n    actions: [rollback]\n",
+            "rules/pay.yaml:3: rule a: actions: no action is named \"rollback\" (defined: none)",
+        ),
+        (
+            "tenant: acme\nrules:\n  - name: a\n    type: threshold\n    signal: p99\n    op: '>'\n    value: 1\n    filter: unit=u1\n",
+            "rules/pay.yaml:3: rule a: filter: the value of unit must be double-quoted",
+        ),
+        (
+            "tenant: acme\nrules:\n  - name: a\n    type: absence\n    for: 1m\n  - name: a\n    type: absence\n    for: 1m\n",
+            "rules/pay.yaml:6: rule a: the name is taken by rules/pay.yaml:3",
+        ),
+        (
+            "receivers:\n  - name: hook\n    url: http://x/\n    secret_env: NOT_SET\n",
+            "rules/pay.yaml:2: receiver hook: secret_env: the environment variable NOT_SET is not set",
+        ),
+        (
+            "receivers:\n  - name: hook\n    url: http://x/\nroute:\n  receiver: pager\n",
+            "rules/pay.yaml:4: route: no receiver is named \"pager\" (defined: hook)",
+        ),
+        (
+            "actions:\n  - name: roll\n    url: ftp://x/\n",
+            "rules/pay.yaml:2: action roll: url must start with http:// or https://, got \"ftp://x/\"",
+        ),
+        (
+            "tenant: acme\nrules:\n  - name: a\n    type: anomaly\n    signal: p99\n    method: seasonal\n    period: 2d\n",
+            "rules/pay.yaml:3: rule a: period: \"2d\" is not 1d or 1w",
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(&error(text), expected, "{text}");
+    }
+}
+
+#[test]
+fn rule_names_are_unique_over_files() {
+    let rule = "tenant: acme\nrules:\n  - name: a\n    type: absence\n    for: 1m\n";
+    let files = vec![
+        (PathBuf::from("one.yaml"), rule.to_owned()),
+        (PathBuf::from("two.yaml"), format!("\n{rule}")),
+    ];
+    let error = parse(&files, &env).expect_err("refused").to_string();
+    assert_eq!(error, "two.yaml:4: rule a: the name is taken by one.yaml:3");
+}
+
+#[test]
+fn a_rule_file_that_is_not_in_the_folder_is_named() {
+    let error = load(&[PathBuf::from("/nonexistent/rules.yaml")])
+        .expect_err("refused")
+        .to_string();
+    assert!(error.starts_with("/nonexistent/rules.yaml: "), "{error}");
+}

@@ -1,0 +1,91 @@
+//! `[alerter]`: rule files, the rollups consumer group, when windows are
+//! evaluated.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ConfigError, check_range, default_watch_interval_ms};
+
+/// The alerter: its rule files, how it reads the aggregators' windows, and
+/// what it says about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlerterConfig {
+    /// Rule files (YAML: rules, receivers, routes, inhibitions, actions), or
+    /// folders whose `*.yaml` and `*.yml` files are read.
+    #[serde(default)]
+    pub rules: Vec<PathBuf>,
+    /// The consumer group on the rollups topic.
+    #[serde(default = "default_alerter_group")]
+    pub group: String,
+    /// How long after a 10 s window ends it is evaluated: time for the
+    /// aggregators' last flush of it to arrive.
+    #[serde(default = "default_evaluation_delay_ms")]
+    pub evaluation_delay_ms: u64,
+    /// How often the rule files are checked for changes; 0: only on SIGHUP.
+    #[serde(default = "default_watch_interval_ms")]
+    pub watch_interval_ms: u64,
+    /// The dashboard's address, for links in notifications (`externalURL`,
+    /// `generatorURL`); empty: none.
+    #[serde(default)]
+    pub external_url: String,
+    /// Remediation actions are logged and recorded but not sent.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Where `GET /metrics` (Prometheus text) and `GET /healthz` are served;
+    /// port 0 picks any free port.
+    #[serde(default = "default_alerter_metrics_listen")]
+    pub metrics_listen: SocketAddr,
+}
+
+impl Default for AlerterConfig {
+    fn default() -> Self {
+        AlerterConfig {
+            rules: Vec::new(),
+            group: default_alerter_group(),
+            evaluation_delay_ms: default_evaluation_delay_ms(),
+            watch_interval_ms: default_watch_interval_ms(),
+            external_url: String::new(),
+            dry_run: false,
+            metrics_listen: default_alerter_metrics_listen(),
+        }
+    }
+}
+
+fn default_alerter_group() -> String {
+    "vigil-alerter".to_owned()
+}
+
+fn default_evaluation_delay_ms() -> u64 {
+    2_000
+}
+
+fn default_alerter_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9467))
+}
+
+impl AlerterConfig {
+    /// Checks what types alone cannot.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let alerter = self;
+        if alerter.group.is_empty() {
+            return Err(ConfigError::invalid("alerter.group", "must not be empty"));
+        }
+        check_range(
+            "alerter.evaluation_delay_ms",
+            alerter.evaluation_delay_ms,
+            ..=60_000,
+            " (a minute)",
+        )?;
+        let url = &alerter.external_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError::invalid(
+                "alerter.external_url",
+                format!("must be empty or an http:// or https:// URL, got {url:?}"),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,266 @@
+//! `[bus]`: the embedded bus or Kafka, partitions and topics.
+
+use serde::{Deserialize, Serialize};
+use vigil_domain::topics::Topics;
+
+use crate::{ConfigError, check_range};
+
+/// Which bus carries messages between components, and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusConfig {
+    /// `embedded` (in-process, one process) or `kafka`.
+    #[serde(default)]
+    pub kind: BusKind,
+    /// Partitions of each topic Vigil creates; the most consumers of one
+    /// group that can share a topic.
+    #[serde(default = "default_partitions")]
+    pub partitions: u32,
+    /// How long a publish may wait for room and for the acknowledgement before
+    /// it fails with a retryable error.
+    #[serde(default = "default_publish_timeout_ms")]
+    pub publish_timeout_ms: u64,
+    /// Prefix of every topic name, so several Vigil installations (or tests)
+    /// can share one Kafka cluster.
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    #[serde(default)]
+    pub embedded: EmbeddedBusConfig,
+    #[serde(default)]
+    pub kafka: KafkaBusConfig,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            kind: BusKind::default(),
+            partitions: default_partitions(),
+            publish_timeout_ms: default_publish_timeout_ms(),
+            topic_prefix: default_topic_prefix(),
+            embedded: EmbeddedBusConfig::default(),
+            kafka: KafkaBusConfig::default(),
+        }
+    }
+}
+
+impl BusConfig {
+    /// The names of Vigil's topics under this configuration's prefix.
+    pub fn topics(&self) -> Topics {
+        Topics::with_prefix(&self.topic_prefix)
+    }
+}
+
+/// The bus implementations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BusKind {
+    #[default]
+    Embedded,
+    Kafka,
+}
+
+/// The in-process bus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedBusConfig {
+    /// Bytes a topic may hold that some consumer group has not committed yet;
+    /// past that, publishers wait and then get a retryable "full" error.
+    #[serde(default = "default_max_bytes_per_topic")]
+    pub max_bytes_per_topic: u64,
+}
+
+impl Default for EmbeddedBusConfig {
+    fn default() -> Self {
+        EmbeddedBusConfig {
+            max_bytes_per_topic: default_max_bytes_per_topic(),
+        }
+    }
+}
+
+/// The Kafka bus (any Kafka-protocol broker).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaBusConfig {
+    /// Bootstrap brokers, `host:port[,host:port…]`.
+    #[serde(default = "default_brokers")]
+    pub brokers: String,
+    /// Replication factor of the topics Vigil creates.
+    #[serde(default = "default_replication_factor")]
+    pub replication_factor: u32,
+    /// Client id reported to the brokers.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// Compression of produced batches: `none`, `gzip`, `snappy` or `lz4`.
+    #[serde(default)]
+    pub compression: Compression,
+    /// How long the producer waits to fill a batch (librdkafka `linger.ms`).
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u64,
+    /// Messages the producer may hold unacknowledged before publishers wait
+    /// (librdkafka `queue.buffering.max.messages`).
+    #[serde(default = "default_max_queued_messages")]
+    pub max_queued_messages: u32,
+    /// Most records in one produced batch (librdkafka `batch.num.messages`).
+    /// Set it to 1 for tansu 0.6, whose storage serves a fetch only from the
+    /// start of a batch: a consumer resuming inside a batch would stall there.
+    #[serde(default = "default_max_batch_records")]
+    pub max_batch_records: u32,
+}
+
+impl Default for KafkaBusConfig {
+    fn default() -> Self {
+        KafkaBusConfig {
+            brokers: default_brokers(),
+            replication_factor: default_replication_factor(),
+            client_id: default_client_id(),
+            compression: Compression::default(),
+            linger_ms: default_linger_ms(),
+            max_queued_messages: default_max_queued_messages(),
+            max_batch_records: default_max_batch_records(),
+        }
+    }
+}
+
+/// Compression codecs every Kafka-protocol broker and librdkafka build support.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    #[default]
+    Lz4,
+}
+
+impl Compression {
+    /// The librdkafka name of the codec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+        }
+    }
+}
+
+fn default_topic_prefix() -> String {
+    "vigil.".to_owned()
+}
+
+fn default_partitions() -> u32 {
+    8
+}
+
+fn default_publish_timeout_ms() -> u64 {
+    5_000
+}
+
+fn default_max_bytes_per_topic() -> u64 {
+    256 * 1024 * 1024
+}
+
+fn default_brokers() -> String {
+    "127.0.0.1:9092".to_owned()
+}
+
+fn default_replication_factor() -> u32 {
+    1
+}
+
+fn default_client_id() -> String {
+    "vigil".to_owned()
+}
+
+fn default_linger_ms() -> u64 {
+    5
+}
+
+fn default_max_queued_messages() -> u32 {
+    100_000
+}
+
+fn default_max_batch_records() -> u32 {
+    10_000
+}
+
+impl BusConfig {
+    /// Checks what types alone cannot.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let bus = self;
+        check_range("bus.partitions", bus.partitions, 1..=1024, "")?;
+        check_range(
+            "bus.publish_timeout_ms",
+            bus.publish_timeout_ms,
+            1..=600_000,
+            " (10 minutes)",
+        )?;
+        check_range(
+            "bus.embedded.max_bytes_per_topic",
+            bus.embedded.max_bytes_per_topic,
+            1024 * 1024..,
+            " (1 MiB)",
+        )?;
+        if !Topics::is_valid_prefix(&bus.topic_prefix) {
+            return Err(ConfigError::invalid(
+                "bus.topic_prefix",
+                format!(
+                    "may hold only ASCII letters, digits, '.', '_' and '-' (at most 200), got {:?}",
+                    bus.topic_prefix
+                ),
+            ));
+        }
+        if bus.kind == BusKind::Kafka {
+            self.kafka.validate(self.publish_timeout_ms)?;
+        }
+        Ok(())
+    }
+}
+
+impl KafkaBusConfig {
+    pub(crate) fn validate(&self, publish_timeout_ms: u64) -> Result<(), ConfigError> {
+        let kafka = self;
+        let brokers: Vec<&str> = kafka.brokers.split(',').map(str::trim).collect();
+        if let Some(bad) = brokers.iter().find(|b| !is_host_port(b)) {
+            return Err(ConfigError::invalid(
+                "bus.kafka.brokers",
+                format!("expected host:port[,host:port…] when bus.kind = \"kafka\", got {bad:?}"),
+            ));
+        }
+        check_range(
+            "bus.kafka.replication_factor",
+            kafka.replication_factor,
+            1..=32,
+            "",
+        )?;
+        if kafka.linger_ms >= publish_timeout_ms {
+            return Err(ConfigError::invalid(
+                "bus.kafka.linger_ms",
+                format!(
+                    "must be less than bus.publish_timeout_ms ({}), got {}",
+                    publish_timeout_ms, kafka.linger_ms
+                ),
+            ));
+        }
+        check_range(
+            "bus.kafka.max_queued_messages",
+            kafka.max_queued_messages,
+            1..,
+            "",
+        )?;
+        check_range(
+            "bus.kafka.max_batch_records",
+            kafka.max_batch_records,
+            1..=1_000_000,
+            "",
+        )?;
+        Ok(())
+    }
+}
+
+fn is_host_port(address: &str) -> bool {
+    match address.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
+}

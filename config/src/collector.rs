@@ -1,0 +1,199 @@
+//! `[collector]`: listeners, tenants and their tokens, limits.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use vigil_domain::tenant::TenantId;
+
+use crate::{ConfigError, Secret, check_range};
+
+/// The collector: where it listens, how much it takes, and who may send.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// OTLP/gRPC (and `vigil.client.v1`) address; port 0 picks a free port.
+    #[serde(default = "default_grpc_listen")]
+    pub grpc_listen: SocketAddr,
+    /// OTLP/HTTP address (also client telemetry, remote-write, `/metrics`).
+    #[serde(default = "default_http_listen")]
+    pub http_listen: SocketAddr,
+    /// Largest request, after decompression.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Items whose time is older than this are rejected: keep it at most the
+    /// store's retention.
+    #[serde(default = "default_max_age_days")]
+    pub max_age_days: u32,
+    /// Items whose time is further than this in the future are rejected.
+    #[serde(default = "default_max_future_seconds")]
+    pub max_future_seconds: u64,
+    /// Tenant that requests without a token go to. Unset (the default): a
+    /// request without a token is refused. A wrong token is always refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous_tenant: Option<TenantId>,
+    /// Who may send: each tenant and the bearer tokens that stand for it.
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        CollectorConfig {
+            grpc_listen: default_grpc_listen(),
+            http_listen: default_http_listen(),
+            max_message_bytes: default_max_message_bytes(),
+            max_age_days: default_max_age_days(),
+            max_future_seconds: default_max_future_seconds(),
+            anonymous_tenant: None,
+            tenants: Vec::new(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+/// One tenant and its ingest tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub id: TenantId,
+    pub tokens: Vec<Secret>,
+}
+
+/// Limits on what one item (span, data point, log record) may carry. An item
+/// over a limit is rejected and counted in the response's `partial_success`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Attributes on one item.
+    #[serde(default = "default_max_attributes")]
+    pub max_attributes: usize,
+    /// Bytes of one attribute's string value.
+    #[serde(default = "default_max_attribute_value_bytes")]
+    pub max_attribute_value_bytes: usize,
+    /// Items (spans, data points, log records) a tenant may send per second,
+    /// on average; items over it are rejected.
+    #[serde(default = "default_tenant_items_per_second")]
+    pub tenant_items_per_second: u64,
+    /// Items a tenant may send at once above its rate.
+    #[serde(default = "default_tenant_burst_items")]
+    pub tenant_burst_items: u64,
+    /// New series one metric may gain per minute (per tenant): a series is
+    /// the resource, the metric and the point's attributes. Known series
+    /// always pass; one unseen for an hour is new again.
+    #[serde(default = "default_max_new_series_per_metric_per_minute")]
+    pub max_new_series_per_metric_per_minute: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_attributes: default_max_attributes(),
+            max_attribute_value_bytes: default_max_attribute_value_bytes(),
+            tenant_items_per_second: default_tenant_items_per_second(),
+            tenant_burst_items: default_tenant_burst_items(),
+            max_new_series_per_metric_per_minute: default_max_new_series_per_metric_per_minute(),
+        }
+    }
+}
+
+fn default_grpc_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 4317))
+}
+
+fn default_http_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 4318))
+}
+
+fn default_max_message_bytes() -> usize {
+    16 * 1024 * 1024
+}
+
+fn default_max_age_days() -> u32 {
+    30
+}
+
+fn default_max_future_seconds() -> u64 {
+    3600
+}
+
+fn default_max_attributes() -> usize {
+    128
+}
+
+fn default_max_attribute_value_bytes() -> usize {
+    4096
+}
+
+fn default_tenant_items_per_second() -> u64 {
+    500_000
+}
+
+fn default_tenant_burst_items() -> u64 {
+    1_000_000
+}
+
+fn default_max_new_series_per_metric_per_minute() -> u32 {
+    10_000
+}
+
+impl CollectorConfig {
+    /// Checks what types alone cannot.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let collector = self;
+        check_range(
+            "collector.max_message_bytes",
+            collector.max_message_bytes,
+            1024..=256 * 1024 * 1024,
+            " (256 MiB)",
+        )?;
+        check_range("collector.max_age_days", collector.max_age_days, 1.., "")?;
+        let limits = &collector.limits;
+        check_range(
+            "collector.limits.tenant_items_per_second",
+            limits.tenant_items_per_second,
+            1..,
+            "",
+        )?;
+        check_range(
+            "collector.limits.tenant_burst_items",
+            limits.tenant_burst_items,
+            1..,
+            "",
+        )?;
+        check_range(
+            "collector.limits.max_new_series_per_metric_per_minute",
+            limits.max_new_series_per_metric_per_minute,
+            1..,
+            "",
+        )?;
+        let mut seen = std::collections::HashSet::new();
+        for (i, tenant) in collector.tenants.iter().enumerate() {
+            if tenant.tokens.is_empty() {
+                return Err(ConfigError::invalid(
+                    &format!("collector.tenants[{i}].tokens"),
+                    format!("tenant {} needs at least one token", tenant.id),
+                ));
+            }
+            for token in &tenant.tokens {
+                if token.expose().len() < 16 {
+                    return Err(ConfigError::invalid(
+                        &format!("collector.tenants[{i}].tokens"),
+                        format!(
+                            "tokens of tenant {} must be at least 16 characters",
+                            tenant.id
+                        ),
+                    ));
+                }
+                if !seen.insert(token.expose()) {
+                    return Err(ConfigError::invalid(
+                        &format!("collector.tenants[{i}].tokens"),
+                        "a token may stand for one tenant only; this one is listed twice",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
