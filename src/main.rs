@@ -13,10 +13,10 @@ use vigil_aggregator::Aggregator;
 use vigil_alerter::Alerter;
 use vigil_collector::Collector;
 use vigil_config::Config;
-use vigil_dashboard_api::Api;
+use vigil_api::Api;
 use vigil_demo::{DemoOptions, DemoService};
 use vigil_domain::shutdown::Shutdown;
-use vigil_synthetic::Prober;
+use vigil_synthetic::Synthetic;
 
 /// Vigil: availability monitoring for a whole payment ecosystem.
 #[derive(Debug, Parser)]
@@ -290,7 +290,7 @@ async fn api(config: Config) -> Outcome {
 #[allow(clippy::print_stdout, reason = "the CLI says what it runs")]
 async fn synthetic(config: Config) -> Outcome {
     let shutdown = Shutdown::on_signals()?;
-    let prober = Prober::start(&config, shutdown).await?;
+    let prober = Synthetic::start(&config, shutdown).await?;
     println!(
         "vigil synthetic: {} scheduled probe locations, runs exported to {}; metrics on http://{}/metrics; SIGHUP reloads the scenarios",
         prober.metrics().scheduled.get(),

@@ -18,7 +18,7 @@ use vigil_domain::shutdown::Shutdown;
 use vigil_domain::tenant::TenantId;
 use vigil_store::{Flush, Store};
 
-use vigil_dashboard_api::Api;
+use vigil_api::Api;
 
 /// The shape of the loaded data.
 #[derive(Debug, Clone, Copy, clap::Args)]

@@ -19,7 +19,7 @@ use vigil_config::Config;
 use vigil_domain::shutdown::Shutdown;
 
 use vigil_demo::{DemoOptions, DemoService};
-use vigil_synthetic::Prober;
+use vigil_synthetic::Synthetic;
 
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct Options {
@@ -133,7 +133,7 @@ pub async fn run(config: &Config, options: Options) -> Result<Figures, Box<dyn s
 
     // The prober stops first, so that no run meets a stopped target.
     let stop_prober = Shutdown::new();
-    let prober = Prober::start(&config, stop_prober.clone()).await?;
+    let prober = Synthetic::start(&config, stop_prober.clone()).await?;
     // A second to settle, then measure.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let metrics = prober.metrics();

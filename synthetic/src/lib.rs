@@ -50,7 +50,7 @@ pub enum ProberError {
 }
 
 /// A running prober.
-pub struct Prober {
+pub struct Synthetic {
     metrics: Arc<Metrics>,
     metrics_address: SocketAddr,
     reloads: mpsc::Sender<oneshot::Sender<Result<usize, String>>>,
@@ -59,11 +59,11 @@ pub struct Prober {
 
 type Reply = oneshot::Sender<Result<usize, String>>;
 
-impl Prober {
+impl Synthetic {
     /// Reads the scenarios of `config.synthetic` (refusing to start on an
     /// invalid one) and starts every probe at every location this process
-    /// acts for. It runs until `shutdown`; [`Prober::wait`] for that.
-    pub async fn start(config: &Config, shutdown: Shutdown) -> Result<Prober, ProberError> {
+    /// acts for. It runs until `shutdown`; [`Synthetic::wait`] for that.
+    pub async fn start(config: &Config, shutdown: Shutdown) -> Result<Synthetic, ProberError> {
         let settings = config.synthetic.clone();
         // Taken before the files are read: a change while they are is seen.
         let seen = yaml::fingerprint(&settings.scenarios);
@@ -95,7 +95,7 @@ impl Prober {
         tracing::info!(scheduled, "prober started");
         let (reloads, requests) = mpsc::channel(4);
         let control = tokio::spawn(control.serve(requests, shutdown));
-        Ok(Prober {
+        Ok(Synthetic {
             metrics,
             metrics_address,
             reloads,

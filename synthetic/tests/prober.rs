@@ -22,7 +22,7 @@ use vigil_domain::shutdown::Shutdown;
 use vigil_domain::signal::Matcher;
 use vigil_domain::tenant::TenantId;
 use vigil_store::{self as store, Aggregation, Store};
-use vigil_synthetic::Prober;
+use vigil_synthetic::Synthetic;
 use vigil_testing::on_both_backends;
 use vigil_testing::{self as testing, Backend};
 
@@ -287,7 +287,7 @@ async fn probes_of_the_demo_service_reach_the_bus_and_the_store(backend: Backend
     );
     let started_s = now_s();
     let stop_prober = Shutdown::new();
-    let prober = Prober::start(&stack.config, stop_prober.clone())
+    let prober = Synthetic::start(&stack.config, stop_prober.clone())
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
@@ -570,7 +570,7 @@ probes:
     .replace("@TOKEN@", INGEST);
     stack.write_scenario(&scenario);
     let stop_prober = Shutdown::new();
-    let prober = Prober::start(&stack.config, stop_prober.clone())
+    let prober = Synthetic::start(&stack.config, stop_prober.clone())
         .await
         .unwrap();
     let spans = stack
@@ -663,7 +663,7 @@ async fn reloads_keep_the_running_probes_and_runs_never_overlap() {
     .replace("@DEMO@", &demo.address().to_string());
     let file = stack.write_scenario(&format!("probes:{slow}"));
     let stop_prober = Shutdown::new();
-    let prober = Prober::start(&stack.config, stop_prober.clone())
+    let prober = Synthetic::start(&stack.config, stop_prober.clone())
         .await
         .unwrap();
     let metrics = Arc::clone(prober.metrics());

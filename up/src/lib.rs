@@ -12,10 +12,10 @@ use vigil_aggregator::Aggregator;
 use vigil_alerter::Alerter;
 use vigil_collector::Collector;
 use vigil_config::{Config, StoreKind};
-use vigil_dashboard_api::Api;
+use vigil_api::Api;
 use vigil_domain::shutdown::Shutdown;
 use vigil_store::Store;
-use vigil_synthetic::Prober;
+use vigil_synthetic::Synthetic;
 
 use vigil_demo as demo;
 
@@ -120,7 +120,7 @@ pub async fn run(mut config: Config, options: Options) -> Result<(), Error> {
         config.synthetic.scenarios.push(scenario);
     }
     config.synthetic.otlp_endpoint = format!("http://{otlp}");
-    let prober = Prober::start(&config, shutdown.clone()).await?;
+    let prober = Synthetic::start(&config, shutdown.clone()).await?;
 
     let api_url = format!("http://{}", reachable(api.address()));
     println!(

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use vigil_config::{ApiToken, Config, Role, Secret, Sli, SloConfig, StoreKind};
-use vigil_dashboard_api::Api;
+use vigil_api::Api;
 use vigil_domain::alert::{Alert, Collection, State as AlertState, fingerprint};
 use vigil_domain::model::RollupRow;
 use vigil_domain::model::{Kind, Rollup, SeriesKey};
