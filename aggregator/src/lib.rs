@@ -30,7 +30,7 @@ use vigil_bus::{Bus, BusError};
 use vigil_config::Config;
 use vigil_domain::metrics_endpoint;
 use vigil_domain::shutdown::Shutdown;
-use vigil_store::Store;
+use vigil_store::IngestStore;
 
 pub use metrics::Metrics;
 use stream::{Stream, StreamLoop};
@@ -65,7 +65,7 @@ impl Aggregator {
     pub async fn start(
         config: &Config,
         bus: Arc<dyn Bus>,
-        store: Arc<dyn Store>,
+        store: Arc<dyn IngestStore>,
         shutdown: Shutdown,
     ) -> Result<Aggregator, AggregatorError> {
         let topics = config.bus.topics();

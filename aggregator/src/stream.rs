@@ -24,7 +24,9 @@ use vigil_bus::{Bus, Consumer, Message, Position, Record, Topics, rollups};
 use vigil_config::AggregatorConfig;
 use vigil_domain::model::Fnv;
 use vigil_domain::shutdown::Shutdown;
-use vigil_store::{CatalogueEntry, EventRecord, Flush, RollupQuery, SpanRecord, Store, StoreError};
+use vigil_store::{
+    CatalogueEntry, EventRecord, Flush, IngestStore, RollupQuery, SpanRecord, StoreError,
+};
 
 use crate::metrics::Metrics;
 use crate::partition::Partition;
@@ -86,7 +88,7 @@ pub struct StreamLoop {
     pub source: String,
     pub signal: Stream,
     pub config: AggregatorConfig,
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn IngestStore>,
     pub bus: Arc<dyn Bus>,
     pub topics: Topics,
     pub metrics: Arc<Metrics>,
@@ -102,7 +104,7 @@ impl StreamLoop {
     pub fn new(
         signal: Stream,
         config: AggregatorConfig,
-        store: Arc<dyn Store>,
+        store: Arc<dyn IngestStore>,
         bus: Arc<dyn Bus>,
         topics: Topics,
         metrics: Arc<Metrics>,

@@ -188,7 +188,7 @@ impl Setup {
         let aggregator = Aggregator::start(
             &self.config,
             Arc::clone(&self.bus),
-            Arc::clone(&self.store),
+            self.store.clone(),
             shutdown.clone(),
         )
         .await

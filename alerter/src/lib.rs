@@ -40,7 +40,7 @@ use vigil_domain::alert::Collection;
 use vigil_domain::metrics_endpoint;
 use vigil_domain::shutdown::Shutdown;
 use vigil_domain::yaml::{self, FileError};
-use vigil_store::{Store, StoreError};
+use vigil_store::{AlertStore, StoreError};
 
 pub use metrics::Metrics;
 
@@ -88,7 +88,7 @@ impl Alerter {
     pub async fn start(
         config: &Config,
         bus: Arc<dyn Bus>,
-        store: Arc<dyn Store>,
+        store: Arc<dyn AlertStore>,
         shutdown: Shutdown,
     ) -> Result<Alerter, AlerterError> {
         let settings = config.alerter.clone();

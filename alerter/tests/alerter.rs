@@ -249,7 +249,7 @@ async fn alert_fires_signed_survives_a_restart_and_resolves(backend: Backend) {
     let alerter = Alerter::start(
         &s.config,
         Arc::clone(&s.bus),
-        Arc::clone(&s.store),
+        s.store.clone(),
         first.clone(),
     )
     .await
@@ -353,7 +353,7 @@ async fn alert_fires_signed_survives_a_restart_and_resolves(backend: Backend) {
     let alerter = Alerter::start(
         &s.config,
         Arc::clone(&s.bus),
-        Arc::clone(&s.store),
+        s.store.clone(),
         second.clone(),
     )
     .await

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use vigil_config::{ApiToken, Config, Role, Secret, Sli, SloConfig, StoreKind};
 use vigil_api::Api;
+use vigil_config::{ApiToken, Config, Role, Secret, Sli, SloConfig, StoreKind};
 use vigil_domain::alert::{Alert, Collection, State as AlertState, fingerprint};
 use vigil_domain::model::RollupRow;
 use vigil_domain::model::{Kind, Rollup, SeriesKey};
@@ -1087,7 +1087,7 @@ impl Pipeline {
                 .await
                 .unwrap();
         let aggregator =
-            vigil_aggregator::Aggregator::start(&config, bus, Arc::clone(&store), shutdown.clone())
+            vigil_aggregator::Aggregator::start(&config, bus, store.clone(), shutdown.clone())
                 .await
                 .unwrap();
         let server = Server::start(&config, store).await;

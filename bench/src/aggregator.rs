@@ -24,7 +24,7 @@ use vigil_domain::model::{Checkpoint, RollupRow};
 use vigil_domain::model::{Kind, Rollup, SeriesKey};
 use vigil_domain::shutdown::Shutdown;
 use vigil_domain::tenant::TenantId;
-use vigil_store::{self as store, Flush, RollupQuery, Store, StoreError};
+use vigil_store::{self as store, Flush, RollupQuery, RollupStore, StoreError};
 
 use vigil_aggregator::Aggregator;
 
@@ -54,7 +54,7 @@ pub struct WriteFigure {
 
 /// Writes `total_rows` rows for each flush size and reports the rates.
 pub async fn store_writes(
-    store: &dyn Store,
+    store: &dyn RollupStore,
     total_rows: usize,
 ) -> Result<Vec<WriteFigure>, StoreError> {
     let tenant = TenantId::parse("bench").map_err(|e| StoreError::Fatal {
@@ -221,13 +221,8 @@ pub async fn lag(
     let bus = bus::connect(&config.bus)?;
     let store = store::open(&config.store).await?;
     let shutdown = Shutdown::new();
-    let aggregator = Aggregator::start(
-        &config,
-        Arc::clone(&bus),
-        Arc::clone(&store),
-        shutdown.clone(),
-    )
-    .await?;
+    let aggregator =
+        Aggregator::start(&config, Arc::clone(&bus), store.clone(), shutdown.clone()).await?;
     let topic = config.bus.topics().metrics;
     let tenant = TenantId::parse("bench")?;
 

@@ -16,7 +16,7 @@ use vigil_domain::model::RollupRow;
 use vigil_domain::model::{Kind, Rollup, SeriesKey};
 use vigil_domain::shutdown::Shutdown;
 use vigil_domain::tenant::TenantId;
-use vigil_store::{Flush, Store};
+use vigil_store::{Flush, RollupStore, Store};
 
 use vigil_api::Api;
 
@@ -77,7 +77,7 @@ fn now_s() -> u64 {
 }
 
 /// Writes the rollups of `shape` into `store`.
-pub async fn load(store: &dyn Store, shape: Shape) -> Result<Loaded, Box<dyn std::error::Error>> {
+pub async fn load(store: &dyn RollupStore, shape: Shape) -> Result<Loaded, Box<dyn std::error::Error>> {
     let tenant = TenantId::parse("bench")?;
     let series: Vec<Arc<SeriesKey>> = (0..shape.series)
         .map(|i| {

@@ -4,7 +4,8 @@
 //! it uses: [`RollupStore`] (rollups, the catalogue, checkpoints),
 //! [`TraceStore`] (raw spans), [`EventStore`] (logs and crashes) and
 //! [`StateStore`] (the alerter's state and history). [`Store`] is all four
-//! plus the schema and retention. Two implementations, each one file per
+//! plus the schema and retention; [`IngestStore`] and [`AlertStore`] are what
+//! the aggregator and the alerter use. Two implementations, each one file per
 //! concern, share them and one conformance suite (`store/tests/store/`):
 //!
 //! - [`SqliteStore`]: one embedded SQLite file (WAL mode), for `vigil up`;
@@ -61,10 +62,24 @@ impl StoreError {
     }
 }
 
+/// What an aggregator writes and reads back: rollups with their checkpoints
+/// and catalogue, raw spans, raw events.
+pub trait IngestStore: RollupStore + TraceStore + EventStore {}
+
+impl<T: RollupStore + TraceStore + EventStore + ?Sized> IngestStore for T {}
+
+/// What the alerter reads and keeps: rollups (to rebuild its windows) and
+/// its state with history.
+pub trait AlertStore: RollupStore + StateStore {}
+
+impl<T: RollupStore + StateStore + ?Sized> AlertStore for T {}
+
 /// A whole store: every concern, plus its schema and retention. See the
-/// module documentation for the guarantees.
+/// module documentation for the guarantees. A component takes the narrowest
+/// of these traits that serves it ([`IngestStore`], [`AlertStore`], or one
+/// concern's trait); an `Arc<dyn Store>` coerces to any of them.
 #[async_trait]
-pub trait Store: RollupStore + TraceStore + EventStore + StateStore {
+pub trait Store: IngestStore + AlertStore {
     /// Creates or upgrades the schema; each migration is applied once and
     /// recorded. Returns the versions it applied now.
     async fn migrate(&self) -> Result<Vec<u32>, StoreError>;

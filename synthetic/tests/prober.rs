@@ -273,7 +273,7 @@ async fn probes_of_the_demo_service_reach_the_bus_and_the_store(backend: Backend
     let aggregator = vigil_aggregator::Aggregator::start(
         &stack.config,
         Arc::clone(&stack.bus),
-        Arc::clone(&store),
+        store.clone(),
         stack.shutdown.clone(),
     )
     .await

@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use vigil_aggregator::Aggregator;
 use vigil_alerter::Alerter;
+use vigil_api::Api;
 use vigil_collector::Collector;
 use vigil_config::{Config, StoreKind};
-use vigil_api::Api;
 use vigil_domain::shutdown::Shutdown;
 use vigil_store::Store;
 use vigil_synthetic::Synthetic;
@@ -46,14 +46,9 @@ impl Pipeline {
         let bus = vigil_bus::connect(&config.bus)?;
         let store = vigil_store::open(&config.store).await?;
         let collector = Collector::start(config, Arc::clone(&bus), shutdown.clone()).await?;
-        let aggregator = Aggregator::start(
-            config,
-            Arc::clone(&bus),
-            Arc::clone(&store),
-            shutdown.clone(),
-        )
-        .await?;
-        let alerter = Alerter::start(config, bus, Arc::clone(&store), shutdown.clone()).await?;
+        let aggregator =
+            Aggregator::start(config, Arc::clone(&bus), store.clone(), shutdown.clone()).await?;
+        let alerter = Alerter::start(config, bus, store.clone(), shutdown.clone()).await?;
         Ok(Pipeline {
             collector,
             aggregator,

@@ -18,7 +18,7 @@ use vigil_domain::shutdown::{self, Shutdown};
 use vigil_domain::signal::Matcher;
 use vigil_domain::silence::Silence;
 use vigil_domain::yaml;
-use vigil_store::{HistoryEntry, StateRecord, Store};
+use vigil_store::{AlertStore, HistoryEntry, StateRecord};
 
 use crate::alerts::{Alerts, State};
 use crate::eval::Engine;
@@ -41,7 +41,7 @@ pub(crate) struct Control {
     pub(crate) silences_read: Option<Instant>,
     /// When an action last fired, by `action/rule/fingerprint`.
     pub(crate) cooldowns: HashMap<String, u64>,
-    pub(crate) store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn AlertStore>,
     pub(crate) client: reqwest::Client,
     pub(crate) metrics: Arc<Metrics>,
 }

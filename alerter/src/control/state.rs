@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 use vigil_domain::alert::Collection;
 use vigil_domain::tenant::TenantId;
-use vigil_store::{HistoryEntry, RollupQuery, StateRecord, Store, StoreError};
+use vigil_store::{HistoryEntry, RollupQuery, RollupStore, StateRecord, StateStore, StoreError};
 
 use super::Control;
 use crate::alerts::{State, Transition};
@@ -17,7 +17,7 @@ use crate::{Metrics, REBUILD_MAX_S};
 /// Every record of a collection, as (tenant, key, body); bodies that do not
 /// read are logged and left out.
 pub(crate) async fn read_state<T: serde::de::DeserializeOwned>(
-    store: &dyn Store,
+    store: &dyn StateStore,
     collection: Collection,
 ) -> Result<Vec<(String, T)>, StoreError> {
     let records = store.state(collection).await?;
@@ -37,7 +37,7 @@ pub(crate) async fn read_state<T: serde::de::DeserializeOwned>(
 /// (up to [`REBUILD_MAX_S`]) before `through_s`; returns the rows read.
 pub(crate) async fn rebuild(
     engine: &mut Engine,
-    store: &dyn Store,
+    store: &dyn RollupStore,
     through_s: u64,
 ) -> Result<usize, StoreError> {
     let mut selections: BTreeMap<(TenantId, vigil_domain::model::Kind, Option<String>), u64> =
@@ -126,7 +126,7 @@ impl Control {
     }
 }
 
-pub(super) async fn append(store: &dyn Store, metrics: &Metrics, entries: Vec<HistoryEntry>) {
+pub(super) async fn append(store: &dyn StateStore, metrics: &Metrics, entries: Vec<HistoryEntry>) {
     if entries.is_empty() {
         return;
     }
