@@ -77,7 +77,10 @@ fn now_s() -> u64 {
 }
 
 /// Writes the rollups of `shape` into `store`.
-pub async fn load(store: &dyn RollupStore, shape: Shape) -> Result<Loaded, Box<dyn std::error::Error>> {
+pub async fn load(
+    store: &dyn RollupStore,
+    shape: Shape,
+) -> Result<Loaded, Box<dyn std::error::Error>> {
     let tenant = TenantId::parse("bench")?;
     let series: Vec<Arc<SeriesKey>> = (0..shape.series)
         .map(|i| {

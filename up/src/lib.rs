@@ -11,6 +11,7 @@ use std::sync::Arc;
 use vigil_aggregator::Aggregator;
 use vigil_alerter::Alerter;
 use vigil_api::Api;
+use vigil_bus::Bus;
 use vigil_collector::Collector;
 use vigil_config::{Config, StoreKind};
 use vigil_domain::shutdown::Shutdown;
@@ -35,6 +36,7 @@ pub struct Options {
 /// The collector, an aggregator and the alerter on one bus and store: what
 /// every way of running Vigil in one process starts.
 pub struct Pipeline {
+    pub bus: Arc<dyn Bus>,
     pub collector: Collector,
     pub aggregator: Aggregator,
     pub alerter: Alerter,
@@ -48,8 +50,10 @@ impl Pipeline {
         let collector = Collector::start(config, Arc::clone(&bus), shutdown.clone()).await?;
         let aggregator =
             Aggregator::start(config, Arc::clone(&bus), store.clone(), shutdown.clone()).await?;
-        let alerter = Alerter::start(config, bus, store.clone(), shutdown.clone()).await?;
+        let alerter =
+            Alerter::start(config, Arc::clone(&bus), store.clone(), shutdown.clone()).await?;
         Ok(Pipeline {
+            bus,
             collector,
             aggregator,
             alerter,

@@ -5,116 +5,31 @@
 //! with their reason, and the runs' availability and latency in the store.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 use serde_json::json;
-use vigil_bus::{Bus, Consumer};
-use vigil_config::{Config, Secret, TenantConfig};
-use vigil_demo::{DemoOptions, DemoService};
+use vigil_demo::DemoService;
 use vigil_domain::model::Kind;
 use vigil_domain::shutdown::Shutdown;
 use vigil_domain::signal::Matcher;
-use vigil_domain::tenant::TenantId;
-use vigil_store::{self as store, Aggregation, Store};
+use vigil_store::{Aggregation, Store};
 use vigil_synthetic::Synthetic;
-use vigil_testing::on_both_backends;
-use vigil_testing::{self as testing, Backend};
+use vigil_testing::{self as testing, Backend, on_both_backends};
 
-const INGEST: &str = "acme-ingest-token-0123";
+use crate::harness::{INGEST, Stack, acme, now_s};
 
-fn acme() -> TenantId {
-    TenantId::parse("acme").unwrap()
-}
-
-/// A collector of tenant acme on `backend`'s bus, and a consumer of its
-/// traces topic of the test's own.
-struct Stack {
-    config: Config,
-    bus: Arc<dyn Bus>,
-    collector: vigil_collector::Collector,
-    shutdown: Shutdown,
-    /// Stops the demo services alone (their spans flush as they stop).
-    demos: Shutdown,
-    traces: Box<dyn Consumer>,
-    folder: PathBuf,
-}
-
-impl Stack {
-    async fn start(backend: Backend) -> Option<Stack> {
-        let mut config = testing::config(backend)?;
-        config.collector.tenants = vec![TenantConfig {
-            id: acme(),
-            tokens: vec![Secret::new(INGEST)],
-        }];
-        let shutdown = Shutdown::new();
-        let bus = vigil_bus::connect(&config.bus).unwrap();
-        for topic in config.bus.topics().all() {
-            bus.create_topic(topic, config.bus.partitions)
-                .await
-                .unwrap();
-        }
-        let traces = bus
-            .subscribe(&config.bus.topics().traces, &testing::unique_name("reader"))
-            .await
-            .unwrap();
-        let collector =
-            vigil_collector::Collector::start(&config, Arc::clone(&bus), shutdown.clone())
-                .await
-                .unwrap();
-        let folder = std::env::temp_dir().join(testing::unique_name("vigil_probes"));
-        std::fs::create_dir_all(&folder).unwrap();
-        config.synthetic.otlp_endpoint = format!("http://{}", collector.http_address());
-        config.synthetic.token = Some(Secret::new(INGEST));
-        config.synthetic.metrics_listen = ([127, 0, 0, 1], 0).into();
-        config.synthetic.watch_interval_ms = 0;
-        config.synthetic.scenarios = vec![folder.join("scenario.yaml")];
-        Some(Stack {
-            config,
-            bus,
-            collector,
-            shutdown,
-            demos: Shutdown::new(),
-            traces,
-            folder,
-        })
-    }
-
-    fn write_scenario(&self, text: &str) -> PathBuf {
-        let file = self.folder.join("scenario.yaml");
-        std::fs::write(&file, text).unwrap();
-        file
-    }
-
-    /// A demo payment service of `unit` exporting to the collector.
-    async fn demo(&self, unit: &str) -> DemoService {
-        let options = DemoOptions {
-            listen: ([127, 0, 0, 1], 0).into(),
-            service_name: "payments".to_owned(),
-            unit: unit.to_owned(),
-            version: "1.4.0".to_owned(),
-            cohort: "stable".to_owned(),
-            otlp_endpoint: Some(format!("http://{}", self.collector.http_address())),
-            token: Some(INGEST.to_owned()),
-        };
-        DemoService::start(options, self.demos.clone())
-            .await
-            .unwrap()
-    }
-
-    /// Spans read from the traces topic until `done` holds, by service.
-    async fn read_spans(&mut self, done: impl Fn(&Spans) -> bool) -> Spans {
-        let messages = testing::read_until(self.traces.as_mut(), |messages| {
-            done(&Spans::decode(messages))
-        })
-        .await;
-        Spans::decode(&messages)
-    }
+/// Spans read from the traces topic until `done` holds, by service.
+async fn read_spans(stack: &mut Stack, done: impl Fn(&Spans) -> bool) -> Spans {
+    let messages = testing::read_until(stack.traces.as_mut(), |messages| {
+        done(&Spans::decode(messages))
+    })
+    .await;
+    Spans::decode(&messages)
 }
 
 /// Spans as read from the bus, with their service's resource attributes.
@@ -269,17 +184,9 @@ async fn probes_of_the_demo_service_reach_the_bus_and_the_store(backend: Backend
     let Some(mut stack) = Stack::start(backend).await else {
         return;
     };
-    let store = store::open(&stack.config.store).await.unwrap();
-    let aggregator = vigil_aggregator::Aggregator::start(
-        &stack.config,
-        Arc::clone(&stack.bus),
-        store.clone(),
-        stack.shutdown.clone(),
-    )
-    .await
-    .unwrap();
-    let unit_a = stack.demo("unit-a").await;
-    let unit_b = stack.demo("unit-b").await;
+    let store = stack.pipeline.store.clone();
+    let unit_a = stack.demo("unit-a", "1.4.0", "stable").await;
+    let unit_b = stack.demo("unit-b", "1.4.0", "stable").await;
     stack.write_scenario(
         &PAYMENT
             .replace("{unit-a}", &unit_a.address().to_string())
@@ -324,11 +231,10 @@ async fn probes_of_the_demo_service_reach_the_bus_and_the_store(backend: Backend
             .sum()
     };
     let served = |spans: &Spans| spans.of("payments").iter().filter(|s| s.kind == 2).count() as i64;
-    let spans = stack
-        .read_spans(|spans| {
-            spans.of("vigil-synthetic").len() as u64 == exported && served(spans) == requests(spans)
-        })
-        .await;
+    let spans = read_spans(&mut stack, |spans| {
+        spans.of("vigil-synthetic").len() as u64 == exported && served(spans) == requests(spans)
+    })
+    .await;
     let probe_spans = spans.of("vigil-synthetic");
     assert_eq!(probe_spans.len() as u64, exported);
     let runs = runs(&probe_spans);
@@ -477,15 +383,7 @@ async fn probes_of_the_demo_service_reach_the_bus_and_the_store(backend: Backend
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    stack.shutdown.trigger();
-    aggregator.wait().await.unwrap();
-}
-
-fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    stack.stop().await;
 }
 
 /// Probe runs (root spans) in the store per location: count, failures and
@@ -565,7 +463,10 @@ probes:
           method: vigil.client.v1.ClientService/Export
         expect: { code: OK }
 "#
-    .replace("@GRPC@", &stack.collector.grpc_address().to_string())
+    .replace(
+        "@GRPC@",
+        &stack.pipeline.collector.grpc_address().to_string(),
+    )
     .replace("@NOW@", &now_ns.to_string())
     .replace("@TOKEN@", INGEST);
     stack.write_scenario(&scenario);
@@ -573,9 +474,7 @@ probes:
     let prober = Synthetic::start(&stack.config, stop_prober.clone())
         .await
         .unwrap();
-    let spans = stack
-        .read_spans(|spans| spans.of("vigil-synthetic").len() == 4)
-        .await;
+    let spans = read_spans(&mut stack, |spans| spans.of("vigil-synthetic").len() == 4).await;
     stop_prober.trigger();
     prober.wait().await;
     let probe_spans = spans.of("vigil-synthetic");
@@ -605,12 +504,7 @@ probes:
         format!("step unexpected: {unexpected}")
     );
     // The valid event went on to the bus; the old one did not.
-    let mut client = stack
-        .bus
-        .subscribe(&stack.config.bus.topics().client, "reader")
-        .await
-        .unwrap();
-    let messages = testing::read_until(client.as_mut(), |m| !m.is_empty()).await;
+    let messages = testing::read_until(stack.client.as_mut(), |m| !m.is_empty()).await;
     let request =
         vigil_proto::client::v1::ExportClientRequest::decode(messages[0].payload.as_ref()).unwrap();
     assert_eq!(messages.len(), 1);
@@ -632,7 +526,7 @@ async fn reloads_keep_the_running_probes_and_runs_never_overlap() {
     stack.config.synthetic.watch_interval_ms = 100;
     // This process acts for two of slow's three locations.
     stack.config.synthetic.locations = vec!["l1".into(), "l3".into(), "default".into()];
-    let demo = stack.demo("unit-a").await;
+    let demo = stack.demo("unit-a", "1.4.0", "stable").await;
     add_fault(&demo, json!({"route": "create", "latency_ms": 300})).await;
     let slow = r#"
   - name: slow
@@ -715,9 +609,10 @@ async fn reloads_keep_the_running_probes_and_runs_never_overlap() {
     assert!(missed > 0);
 
     let exported = metrics.exported_spans.get();
-    let spans = stack
-        .read_spans(|spans| spans.of("vigil-synthetic").len() as u64 == exported)
-        .await;
+    let spans = read_spans(&mut stack, |spans| {
+        spans.of("vigil-synthetic").len() as u64 == exported
+    })
+    .await;
     let probe_spans = spans.of("vigil-synthetic");
     let all = runs(&probe_spans);
     let name = |run: &Run| text(&run.root.attributes, "vigil.probe.name").unwrap();

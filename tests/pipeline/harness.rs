@@ -1,0 +1,211 @@
+//! The one harness of the tests that start a pipeline: a configuration for
+//! one backend (tenant acme with an ingest token, API tokens, the prober
+//! exporting to the collector), the pipeline of `vigil up` on it
+//! (collector, aggregator and alerter on one bus and store), and on demand
+//! an API over its store, demo payment services exporting to its collector
+//! and scenario files. Readers of the traces and client topics join before
+//! any data flows: the embedded bus keeps a message only for the groups that
+//! exist when every one of them has committed past it.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use vigil_api::Api;
+use vigil_bus::Consumer;
+use vigil_config::{ApiToken, Config, Role, Secret, TenantConfig};
+use vigil_demo::{DemoOptions, DemoService};
+use vigil_domain::shutdown::Shutdown;
+use vigil_domain::tenant::TenantId;
+use vigil_testing::{self as testing, Backend};
+use vigil_up::Pipeline;
+
+/// Acme's ingest token.
+pub const INGEST: &str = "acme-ingest-token-0123";
+/// Acme's API token (viewer).
+pub const ACME: &str = "acme-viewer-token-0123";
+
+pub fn acme() -> TenantId {
+    TenantId::parse("acme").unwrap()
+}
+
+pub fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Waits while the UTC day is about to turn, so a one-day step holds the
+/// whole test.
+async fn away_from_midnight() {
+    let into_day = now_s() % 86_400;
+    if into_day > 86_400 - 120 {
+        tokio::time::sleep(Duration::from_secs(86_400 - into_day + 1)).await;
+    }
+}
+
+pub struct Stack {
+    pub config: Config,
+    pub pipeline: Pipeline,
+    /// Stops the pipeline and the API.
+    pub shutdown: Shutdown,
+    /// Stops the demo services alone (their spans flush as they stop).
+    pub demos: Shutdown,
+    /// Where scenario files go.
+    pub folder: PathBuf,
+    /// Reads the traces topic from its first message.
+    pub traces: Box<dyn Consumer>,
+    /// Reads the client telemetry topic from its first message.
+    pub client: Box<dyn Consumer>,
+}
+
+impl Stack {
+    /// The pipeline on `backend`, or `None` where its services cannot be
+    /// reached off CI.
+    pub async fn start(backend: Backend) -> Option<Stack> {
+        let mut config = testing::config(backend)?;
+        away_from_midnight().await;
+        config.collector.tenants = vec![TenantConfig {
+            id: acme(),
+            tokens: vec![Secret::new(INGEST)],
+        }];
+        config.api.listen = ([127, 0, 0, 1], 0).into();
+        config.aggregator.metrics_listen = ([127, 0, 0, 1], 0).into();
+        config.alerter.metrics_listen = ([127, 0, 0, 1], 0).into();
+        config.api.tokens = vec![ApiToken {
+            token: Secret::new(ACME),
+            tenant: acme(),
+            role: Role::Viewer,
+        }];
+        let shutdown = Shutdown::new();
+        let pipeline = Pipeline::start(&config, &shutdown).await.unwrap();
+        let topics = config.bus.topics();
+        let reader = |topic: String| {
+            let bus = std::sync::Arc::clone(&pipeline.bus);
+            async move {
+                bus.subscribe(&topic, &testing::unique_name("reader"))
+                    .await
+                    .unwrap()
+            }
+        };
+        let traces = reader(topics.traces).await;
+        let client = reader(topics.client).await;
+        let folder = std::env::temp_dir().join(testing::unique_name("vigil_probes"));
+        std::fs::create_dir_all(&folder).unwrap();
+        config.synthetic.otlp_endpoint = format!("http://{}", pipeline.otlp());
+        config.synthetic.token = Some(Secret::new(INGEST));
+        config.synthetic.metrics_listen = ([127, 0, 0, 1], 0).into();
+        config.synthetic.watch_interval_ms = 0;
+        config.synthetic.scenarios = vec![folder.join("scenario.yaml")];
+        Some(Stack {
+            config,
+            pipeline,
+            shutdown,
+            demos: Shutdown::new(),
+            folder,
+            traces,
+            client,
+        })
+    }
+
+    /// The collector's OTLP/HTTP endpoint.
+    pub fn otlp_endpoint(&self) -> String {
+        format!("http://{}", self.pipeline.otlp())
+    }
+
+    /// The dashboard API over the pipeline's store, on a free port.
+    pub async fn api(&self) -> ApiClient {
+        let api = Api::start(
+            &self.config,
+            self.pipeline.store.clone(),
+            self.shutdown.clone(),
+        )
+        .await
+        .unwrap();
+        ApiClient {
+            api,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// A demo payment service of `unit` exporting to the collector.
+    pub async fn demo(&self, unit: &str, version: &str, cohort: &str) -> DemoService {
+        let options = DemoOptions {
+            listen: ([127, 0, 0, 1], 0).into(),
+            service_name: "payments".to_owned(),
+            unit: unit.to_owned(),
+            version: version.to_owned(),
+            cohort: cohort.to_owned(),
+            otlp_endpoint: Some(self.otlp_endpoint()),
+            token: Some(INGEST.to_owned()),
+        };
+        DemoService::start(options, self.demos.clone())
+            .await
+            .unwrap()
+    }
+
+    pub fn write_scenario(&self, text: &str) -> PathBuf {
+        let file = self.folder.join("scenario.yaml");
+        std::fs::write(&file, text).unwrap();
+        file
+    }
+
+    /// Stops the demo services and the pipeline, which flushes.
+    pub async fn stop(self) {
+        self.demos.trigger();
+        self.shutdown.trigger();
+        self.pipeline.wait().await.unwrap();
+    }
+}
+
+/// The dashboard API of a [`Stack`], read as acme.
+pub struct ApiClient {
+    api: Api,
+    client: reqwest::Client,
+}
+
+impl ApiClient {
+    /// The body of `GET path` as acme, which must answer 200.
+    pub async fn ok(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(format!("http://{}{path}", self.api.address()))
+            .header("authorization", format!("Bearer {ACME}"))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    }
+
+    pub async fn wait(self) {
+        self.api.wait().await.unwrap();
+    }
+}
+
+pub fn number(value: &Value) -> f64 {
+    value
+        .as_f64()
+        .unwrap_or_else(|| panic!("not a number: {value}"))
+}
+
+/// `value`, a JSON number, is `exact` within `relative` error.
+pub fn assert_within(value: &Value, exact: f64, relative: f64) {
+    let value = number(value);
+    assert!(
+        (value - exact).abs() <= exact.abs() * relative,
+        "{value} is not within {relative} of {exact}"
+    );
+}
+
+/// The nearest-rank quantile of `values`, as the API defines it.
+pub fn exact_quantile(values: &[f64], q: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}

@@ -1,0 +1,14 @@
+//! End-to-end tests that cross components, in one test binary: each starts
+//! the pipeline of `vigil up` through the one harness ([`harness::Stack`])
+//! on both deployments, sends data the way users do (the OpenTelemetry SDK,
+//! the demo payment service, the prober) and checks what comes out exactly.
+//!
+//! - [`sdk`]: the SDK's spans and metrics read back through the API;
+//! - [`releases`]: a failing canary of the demo service is rolled back;
+//! - [`probes`]: the prober's runs and the demo's spans, on the bus and in
+//!   the store.
+
+mod harness;
+mod probes;
+mod releases;
+mod sdk;
