@@ -1,0 +1,728 @@
+//! Bad input, limits and auth, on the embedded bus (these rules are the
+//! collector's, whatever bus is behind it): invalid items rejected and
+//! counted with the rest stored, tokens, malformed bodies, a full or silent
+//! bus, rates, new series and sizes.
+
+use super::*;
+
+#[tokio::test]
+async fn invalid_spans_are_rejected_and_counted_and_the_rest_stored() {
+    let harness = Harness::start(Backend::Embedded).await.unwrap();
+    let now = now_ns();
+    let too_many: Vec<KeyValue> = (0..129).map(|i| attribute(&format!("k{i}"), "v")).collect();
+    let request = trace_request(vec![
+        (
+            "checkout",
+            vec![
+                span(
+                    "good",
+                    vec![1; 16],
+                    now - 1000,
+                    now,
+                    vec![attribute("a", "b")],
+                ),
+                span("short id", vec![1; 15], now - 1000, now, vec![]),
+                span(
+                    "ancient",
+                    vec![1; 16],
+                    now - 31 * DAY_NS,
+                    now - 31 * DAY_NS,
+                    vec![],
+                ),
+                span("crowded", vec![1; 16], now - 1000, now, too_many),
+                span("backwards", vec![1; 16], now, now - 1000, vec![]),
+            ],
+        ),
+        (
+            "ledger",
+            vec![span("zero id", vec![0; 16], now - 1000, now, vec![])],
+        ),
+    ]);
+    let partial = export_spans(&harness, request).await.unwrap();
+    assert_eq!(partial.rejected_spans, 5);
+    let message = partial.error_message;
+    assert!(message.starts_with("5 spans rejected: "), "{message}");
+    for expected in [
+        "span \"short id\": trace_id must be 16 bytes, not all zero; got 15 bytes",
+        "span \"ancient\": start_time_unix_nano",
+        "is older than the retention",
+        "span \"crowded\": 129 attributes, more than the limit of 128",
+        "span \"backwards\": end_time_unix_nano is before start_time_unix_nano",
+        "span \"zero id\": trace_id must be 16 bytes, not all zero; got 16 bytes",
+    ] {
+        assert!(message.contains(expected), "{expected:?} not in {message}");
+    }
+
+    let topic = harness.config.bus.topics().traces;
+    let messages = harness.read(&topic, |m| !m.is_empty()).await;
+    assert_eq!(
+        messages.len(),
+        1,
+        "the ledger resource had nothing valid left"
+    );
+    assert_eq!(messages[0].key, "acme/checkout");
+    let stored = ExportTraceServiceRequest::decode(&messages[0].payload[..]).unwrap();
+    let names: Vec<&str> = stored.resource_spans[0].scope_spans[0]
+        .spans
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["good"]);
+
+    let metrics = harness.scrape().await;
+    let traces = r#"signal="traces",tenant="acme""#;
+    for (series, expected) in [
+        (
+            format!("vigil_collector_items_received_total{{{traces}}}"),
+            6.0,
+        ),
+        (
+            format!("vigil_collector_items_accepted_total{{{traces}}}"),
+            1.0,
+        ),
+        (
+            format!(r#"vigil_collector_items_rejected_total{{{traces},reason="invalid_id"}}"#),
+            2.0,
+        ),
+        (
+            format!(r#"vigil_collector_items_rejected_total{{{traces},reason="too_old"}}"#),
+            1.0,
+        ),
+        (
+            format!(
+                r#"vigil_collector_items_rejected_total{{{traces},reason="too_many_attributes"}}"#
+            ),
+            1.0,
+        ),
+        (
+            format!(
+                r#"vigil_collector_items_rejected_total{{{traces},reason="ends_before_start"}}"#
+            ),
+            1.0,
+        ),
+        (
+            r#"vigil_collector_requests_total{protocol="grpc",signal="traces",code="OK"}"#
+                .to_owned(),
+            1.0,
+        ),
+        ("vigil_collector_in_flight_requests".to_owned(), 0.0),
+    ] {
+        assert_eq!(
+            sample(&metrics, &series),
+            Some(expected),
+            "{series}\n{metrics}"
+        );
+    }
+    harness.stop().await;
+}
+
+fn metric(name: &str, data: Data) -> Metric {
+    Metric {
+        name: name.to_owned(),
+        data: Some(data),
+        ..Default::default()
+    }
+}
+
+fn gauge_point(time: u64, value: f64) -> NumberDataPoint {
+    NumberDataPoint {
+        time_unix_nano: time,
+        value: Some(number_data_point::Value::AsDouble(value)),
+        ..Default::default()
+    }
+}
+
+fn histogram_point(time: u64, count: u64, bucket_counts: Vec<u64>) -> HistogramDataPoint {
+    HistogramDataPoint {
+        time_unix_nano: time,
+        count,
+        sum: Some(10.0),
+        bucket_counts,
+        explicit_bounds: vec![1.0, 5.0],
+        ..Default::default()
+    }
+}
+
+fn metrics_request(metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: otlp_resource("ledger"),
+            scope_metrics: vec![ScopeMetrics {
+                metrics,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+#[tokio::test]
+async fn invalid_data_points_are_rejected_and_counted_and_the_rest_stored() {
+    let harness = Harness::start(Backend::Embedded).await.unwrap();
+    let now = now_ns();
+    let request = metrics_request(vec![
+        metric(
+            "temperature",
+            Data::Gauge(Gauge {
+                data_points: vec![
+                    gauge_point(now, 21.5),
+                    gauge_point(now, f64::NAN),
+                    gauge_point(now, f64::INFINITY),
+                    gauge_point(now + 2 * 3_600 * 1_000_000_000, 20.0),
+                ],
+            }),
+        ),
+        metric(
+            "requests",
+            Data::Sum(Sum {
+                data_points: vec![gauge_point(now, 4.0), gauge_point(now, -1.0)],
+                is_monotonic: true,
+                aggregation_temporality: otlp_metrics::AggregationTemporality::Delta as i32,
+            }),
+        ),
+        metric(
+            "latency",
+            Data::Histogram(Histogram {
+                data_points: vec![
+                    histogram_point(now, 6, vec![1, 2, 3]),
+                    histogram_point(now, 7, vec![1, 2, 3]),
+                ],
+                aggregation_temporality: otlp_metrics::AggregationTemporality::Delta as i32,
+            }),
+        ),
+        metric(
+            "",
+            Data::Gauge(Gauge {
+                data_points: vec![gauge_point(now, 1.0)],
+            }),
+        ),
+    ]);
+    let response = reqwest::Client::new()
+        .post(harness.http_url("/v1/metrics"))
+        .header("content-type", "application/x-protobuf")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(request.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/x-protobuf");
+    let body = response.bytes().await.unwrap();
+    let partial =
+        opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse::decode(
+            &body[..],
+        )
+        .unwrap()
+        .partial_success
+        .unwrap();
+    assert_eq!(partial.rejected_data_points, 6);
+    assert_eq!(
+        partial.error_message,
+        "6 data points rejected: metric \"temperature\": value is NaN, not a finite number; \
+         metric \"temperature\": value is inf, not a finite number; metric \"temperature\": \
+         time_unix_nano "
+            .to_owned()
+            + &(now + 2 * 3_600 * 1_000_000_000).to_string()
+            + " is too far in the future; metric \"requests\": a monotonic sum cannot be \
+               negative, got -1; metric \"latency\": count is 7 but the buckets hold 6; and 1 more"
+    );
+
+    let topic = harness.config.bus.topics().metrics;
+    let messages = harness.read(&topic, |m| !m.is_empty()).await;
+    let metrics = metrics_by_name(&messages);
+    assert_eq!(
+        metrics.keys().collect::<Vec<_>>(),
+        ["latency", "requests", "temperature"]
+    );
+    match &metrics["temperature"].data {
+        Some(Data::Gauge(g)) => assert_eq!(g.data_points, vec![gauge_point(now, 21.5)]),
+        other => panic!("{other:?}"),
+    }
+    match &metrics["requests"].data {
+        Some(Data::Sum(s)) => assert_eq!(s.data_points, vec![gauge_point(now, 4.0)]),
+        other => panic!("{other:?}"),
+    }
+    match &metrics["latency"].data {
+        Some(Data::Histogram(h)) => {
+            assert_eq!(h.data_points, vec![histogram_point(now, 6, vec![1, 2, 3])]);
+        }
+        other => panic!("{other:?}"),
+    }
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn missing_and_unknown_tokens_are_unauthenticated() {
+    let harness = Harness::start(Backend::Embedded).await.unwrap();
+    let mut client = MetricsServiceClient::connect(harness.grpc_url())
+        .await
+        .unwrap();
+    for token in [None, Some("not-a-known-token-0000")] {
+        let request = with_token(metrics_request(vec![]), token);
+        let status = client.export(request).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    }
+    let response = reqwest::Client::new()
+        .post(harness.http_url("/v1/traces"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let body: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "code": 16,
+            "message": "missing credentials: send the header `authorization: Bearer <token>`"
+        })
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_and_unsupported_http_bodies_get_clear_errors() {
+    let harness = Harness::start(Backend::Embedded).await.unwrap();
+    let client = reqwest::Client::new();
+    let post = |content_type: &str, encoding: Option<&str>, body: Vec<u8>| {
+        let mut request = client
+            .post(harness.http_url("/v1/traces"))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(encoding) = encoding {
+            request = request.header("content-encoding", encoding);
+        }
+        request.send()
+    };
+    let status_of = |body: &[u8]| tonic_types::Status::decode(body).unwrap();
+
+    let response = post("application/x-protobuf", None, vec![0x0a, 0xff, 0xff])
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let status = status_of(&response.bytes().await.unwrap());
+    assert_eq!(status.code, tonic::Code::InvalidArgument as i32);
+    assert!(
+        status.message.starts_with("malformed protobuf: "),
+        "{}",
+        status.message
+    );
+
+    let response = post("application/json", None, b"{\"resourceSpans\": [".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("malformed JSON: "),
+        "{body}"
+    );
+
+    let response = post("text/plain", None, b"hello".to_vec()).await.unwrap();
+    assert_eq!(response.status(), 415);
+
+    let response = post("application/json", Some("br"), b"{}".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 415);
+
+    // A gzip body that inflates past the 16 MiB limit is refused whole.
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut encoder, &vec![b' '; 17 * 1024 * 1024]).unwrap();
+    let bomb = encoder.finish().unwrap();
+    let response = post("application/json", Some("gzip"), bomb).await.unwrap();
+    assert_eq!(response.status(), 413);
+
+    // A well-formed gzip JSON body is taken.
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut encoder, b"{\"resourceSpans\": []}").unwrap();
+    let response = post("application/json", Some("gzip"), encoder.finish().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({ "partialSuccess": null }),
+        "nothing rejected"
+    );
+    harness.stop().await;
+}
+
+/// A message whose field 1 is a number where OTLP requests have a list of
+/// resources: valid protobuf framing, invalid OTLP.
+#[derive(Clone, PartialEq, prost::Message)]
+struct WrongWireType {
+    #[prost(uint64, tag = "1")]
+    resource_spans: u64,
+}
+
+#[tokio::test]
+async fn malformed_grpc_requests_are_invalid_argument() {
+    let harness = Harness::start(Backend::Embedded).await.unwrap();
+    let channel = tonic::transport::Endpoint::new(harness.grpc_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = tonic::client::Grpc::new(channel);
+    client.ready().await.unwrap();
+    let codec: tonic_prost::ProstCodec<WrongWireType, ExportTraceServiceResponse> =
+        tonic_prost::ProstCodec::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    );
+    let request = with_token(WrongWireType { resource_spans: 7 }, Some(TOKEN));
+    let status = client.unary(request, path, codec).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status
+            .message()
+            .starts_with("failed to decode Protobuf message"),
+        "{}",
+        status.message()
+    );
+    harness.stop().await;
+}
+
+fn one_span_request(name: &str) -> ExportTraceServiceRequest {
+    let now = now_ns();
+    let pad = vec![attribute("pad", &"x".repeat(600))];
+    trace_request(vec![(
+        "checkout",
+        vec![span(name, vec![3; 16], now - 1000, now, pad)],
+    )])
+}
+
+/// A trace request with one resource per `(service, spans)`.
+fn trace_request(resources: Vec<(&str, Vec<Span>)>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: resources
+            .into_iter()
+            .map(|(service, spans)| ResourceSpans {
+                resource: otlp_resource(service),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+/// Exports over OTLP/gRPC with the tenant's token; the partial success, if any.
+async fn export_spans(
+    harness: &Harness,
+    request: ExportTraceServiceRequest,
+) -> Option<ExportTracePartialSuccess> {
+    let mut client = TraceServiceClient::connect(harness.grpc_url())
+        .await
+        .unwrap();
+    let response = client
+        .export(with_token(request, Some(TOKEN)))
+        .await
+        .unwrap();
+    response.into_inner().partial_success
+}
+
+fn span_names(messages: &[Message]) -> Vec<String> {
+    decode::<ExportTraceServiceRequest>(messages)
+        .into_iter()
+        .flat_map(|r| r.resource_spans)
+        .flat_map(|r| r.scope_spans)
+        .flat_map(|s| s.spans)
+        .map(|s| s.name)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_full_bus_answers_resource_exhausted_with_retry_info_and_429() {
+    // Room for one request of about 700 bytes that nobody consumes yet.
+    let bus = EmbeddedBus::new(
+        &EmbeddedBusConfig {
+            max_bytes_per_topic: 1_000,
+        },
+        Duration::from_millis(200),
+    );
+    let harness = Harness::start_on(Arc::new(bus)).await;
+    let topic = harness.config.bus.topics().traces;
+    let mut reader = harness.bus.subscribe(&topic, "reader").await.unwrap();
+    let mut client = TraceServiceClient::connect(harness.grpc_url())
+        .await
+        .unwrap();
+    client
+        .export(with_token(one_span_request("first"), Some(TOKEN)))
+        .await
+        .unwrap();
+
+    let status = client
+        .export(with_token(one_span_request("second"), Some(TOKEN)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    use tonic_types::StatusExt as _;
+    let retry = status
+        .get_details_retry_info()
+        .expect("RetryInfo, so exporters retry");
+    assert_eq!(retry.retry_delay, Some(Duration::from_secs(1)));
+
+    let response = reqwest::Client::new()
+        .post(harness.http_url("/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(one_span_request("second").encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "1");
+
+    // Once the reader makes room, the client's retry lands.
+    let taken = reader.poll(10, Duration::from_secs(1)).await.unwrap();
+    reader
+        .commit(&vigil_bus::positions_after(&taken))
+        .await
+        .unwrap();
+    client
+        .export(with_token(one_span_request("second"), Some(TOKEN)))
+        .await
+        .unwrap();
+    let rest = reader.poll(10, Duration::from_secs(1)).await.unwrap();
+    let all: Vec<Message> = taken.into_iter().chain(rest).collect();
+    assert_eq!(
+        span_names(&all),
+        ["first", "second"],
+        "refused requests left nothing behind"
+    );
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_stops_answering_gives_unavailable_and_the_retry_lands() {
+    let Some(broker) = vigil_testing::Broker::start() else {
+        return;
+    };
+    let bus = KafkaBus::new(&broker.config(), Duration::from_secs(2)).unwrap();
+    let harness = Harness::start_on(Arc::new(bus)).await;
+    let mut client = TraceServiceClient::connect(harness.grpc_url())
+        .await
+        .unwrap();
+    client
+        .export(with_token(one_span_request("before"), Some(TOKEN)))
+        .await
+        .unwrap();
+
+    broker.pause();
+    let status = client
+        .export(with_token(one_span_request("during"), Some(TOKEN)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    let response = reqwest::Client::new()
+        .post(harness.http_url("/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(one_span_request("during").encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+
+    broker.resume();
+    // The exporter's retry, as OTLP clients do on UNAVAILABLE.
+    let deadline = Instant::now() + DEADLINE;
+    while let Err(status) = client
+        .export(with_token(one_span_request("during"), Some(TOKEN)))
+        .await
+    {
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(Instant::now() < deadline, "the retry never landed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    client
+        .export(with_token(one_span_request("after"), Some(TOKEN)))
+        .await
+        .unwrap();
+
+    let topic = harness.config.bus.topics().traces;
+    let messages = harness
+        .read(&topic, |m| span_names(m).iter().any(|n| n == "after"))
+        .await;
+    let names = span_names(&messages);
+    let count = |name: &str| names.iter().filter(|n| *n == name).count();
+    assert_eq!((count("before"), count("after")), (1, 1), "{names:?}");
+    // Acknowledged once; the refused attempts may have reached the broker
+    // too (at-least-once, as with any OTLP retry), never more often than tried.
+    assert!((1..=3).contains(&count("during")), "{names:?}");
+    harness.stop().await;
+}
+
+fn embedded_bus() -> Arc<dyn Bus> {
+    Arc::new(EmbeddedBus::new(
+        &EmbeddedBusConfig::default(),
+        Duration::from_secs(5),
+    ))
+}
+
+#[tokio::test]
+async fn items_over_the_tenant_rate_are_rejected_and_counted() {
+    let harness = Harness::start_configured(embedded_bus(), |config| {
+        config.collector.limits.tenant_items_per_second = 5;
+        config.collector.limits.tenant_burst_items = 10;
+    })
+    .await;
+    let now = now_ns();
+    let spans = (0..15)
+        .map(|i| span(&format!("s{i}"), vec![1; 16], now - 1000, now, vec![]))
+        .collect();
+    let request = trace_request(vec![("checkout", spans)]);
+    let partial = export_spans(&harness, request).await.unwrap();
+    assert_eq!(partial.rejected_spans, 5);
+    assert!(
+        partial.error_message.starts_with(
+            "5 spans rejected: span \"s10\": tenant acme is over its limit of 5 items/s"
+        ),
+        "{}",
+        partial.error_message
+    );
+    let topic = harness.config.bus.topics().traces;
+    let messages = harness.read(&topic, |m| !m.is_empty()).await;
+    let expected: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
+    assert_eq!(span_names(&messages), expected);
+    let metrics = harness.scrape().await;
+    let series = r#"vigil_collector_items_rejected_total{signal="traces",tenant="acme",reason="rate_limited"}"#;
+    assert_eq!(sample(&metrics, series), Some(5.0));
+    harness.stop().await;
+}
+
+fn gauge_with_hosts(name: &str, hosts: &[&str]) -> Metric {
+    let now = now_ns();
+    let data_points = hosts
+        .iter()
+        .map(|host| NumberDataPoint {
+            attributes: vec![attribute("host", host)],
+            ..gauge_point(now, 1.0)
+        })
+        .collect();
+    metric(name, Data::Gauge(Gauge { data_points }))
+}
+
+fn hosts_stored(messages: &[Message], name: &str) -> Vec<String> {
+    decode::<ExportMetricsServiceRequest>(messages)
+        .into_iter()
+        .flat_map(|r| r.resource_metrics)
+        .flat_map(|r| r.scope_metrics)
+        .flat_map(|s| s.metrics)
+        .filter(|m| m.name == name)
+        .flat_map(|m| match m.data {
+            Some(Data::Gauge(g)) => g.data_points,
+            other => panic!("{other:?}"),
+        })
+        .map(|p| string_attribute(&p.attributes, "host").unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn new_series_over_the_limit_are_rejected_and_known_ones_pass() {
+    let harness = Harness::start_configured(embedded_bus(), |config| {
+        config.collector.limits.max_new_series_per_metric_per_minute = 3;
+    })
+    .await;
+    let mut client = MetricsServiceClient::connect(harness.grpc_url())
+        .await
+        .unwrap();
+    let mut export = async |metrics| {
+        let request = with_token(metrics_request(metrics), Some(TOKEN));
+        client
+            .export(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .partial_success
+    };
+    let first = export(vec![
+        gauge_with_hosts("cpu", &["h0", "h1", "h2", "h3", "h4"]),
+        gauge_with_hosts("memory", &["h0", "h1", "h2"]),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(first.rejected_data_points, 2);
+    assert!(
+        first.error_message.starts_with(
+            "2 data points rejected: metric \"cpu\": more than 3 new series this minute"
+        ),
+        "{}",
+        first.error_message
+    );
+    let second = export(vec![gauge_with_hosts("cpu", &["h0", "h5"])])
+        .await
+        .unwrap();
+    assert_eq!(
+        second.rejected_data_points, 1,
+        "h0 is known, h5 is a fourth new series"
+    );
+
+    let topic = harness.config.bus.topics().metrics;
+    let messages = harness.read(&topic, |m| m.len() >= 2).await;
+    assert_eq!(hosts_stored(&messages, "cpu"), ["h0", "h1", "h2", "h0"]);
+    assert_eq!(hosts_stored(&messages, "memory"), ["h0", "h1", "h2"]);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn requests_over_the_size_limit_are_refused_whole() {
+    let harness = Harness::start_configured(embedded_bus(), |config| {
+        config.collector.max_message_bytes = 4096;
+    })
+    .await;
+    let big = one_span_request(&"x".repeat(5000));
+    let mut client = TraceServiceClient::connect(harness.grpc_url())
+        .await
+        .unwrap();
+    let status = client
+        .export(with_token(big.clone(), Some(TOKEN)))
+        .await
+        .unwrap_err();
+    use tonic_types::StatusExt as _;
+    // RESOURCE_EXHAUSTED without RetryInfo: OTLP exporters do not resend it.
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.get_details_retry_info().is_none());
+    assert!(
+        status.message().contains("the limit is: 4096 bytes"),
+        "{}",
+        status.message()
+    );
+
+    let response = reqwest::Client::new()
+        .post(harness.http_url("/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(big.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert!(response.headers().get("retry-after").is_none());
+    let status = tonic_types::Status::decode(&response.bytes().await.unwrap()[..]).unwrap();
+    assert_eq!(
+        status.message,
+        "the body is more than 4096 bytes (collector.max_message_bytes); send smaller batches"
+    );
+    let topic = harness.config.bus.topics().traces;
+    let mut reader = harness.bus.subscribe(&topic, "reader").await.unwrap();
+    assert!(
+        reader
+            .poll(10, Duration::from_millis(300))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    harness.stop().await;
+}

@@ -1,0 +1,198 @@
+//! Prometheus remote-write: the same numbers arrive as OTLP metrics; what
+//! cannot be stored is refused and the rest kept.
+
+use super::*;
+
+/// A series as labels and (value, timestamp in ms) samples.
+type Series<'a> = (Vec<(&'a str, &'a str)>, Vec<(f64, i64)>);
+
+fn remote_write_request(series: Vec<Series<'_>>) -> Vec<u8> {
+    use vigil_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
+    let write = WriteRequest {
+        timeseries: series
+            .into_iter()
+            .map(|(labels, samples)| TimeSeries {
+                labels: labels
+                    .into_iter()
+                    .map(|(name, value)| Label {
+                        name: name.to_owned(),
+                        value: value.to_owned(),
+                    })
+                    .collect(),
+                samples: samples
+                    .into_iter()
+                    .map(|(value, timestamp)| Sample { value, timestamp })
+                    .collect(),
+                histograms: Vec::new(),
+            })
+            .collect(),
+        metadata: Vec::new(),
+    };
+    snap::raw::Encoder::new()
+        .compress_vec(&write.encode_to_vec())
+        .unwrap()
+}
+
+async fn post_remote_write(harness: &Harness, body: Vec<u8>, encoding: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(harness.http_url("/api/v1/write"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/x-protobuf")
+        .header("content-encoding", encoding)
+        .header("x-prometheus-remote-write-version", "0.1.0")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn remote_write_arrives_as_the_same_numbers(backend: Backend) {
+    let Some(harness) = Harness::start(backend).await else {
+        return;
+    };
+    let ms = (now_ns() / 1_000_000) as i64;
+    let body = remote_write_request(vec![
+        (
+            vec![
+                ("__name__", "payments_total"),
+                ("code", "200"),
+                ("instance", "pay-1:9090"),
+                ("job", "payments"),
+            ],
+            vec![(41.0, ms - 15_000), (45.0, ms)],
+        ),
+        (
+            vec![
+                ("__name__", "queue_depth"),
+                ("instance", "pay-1:9090"),
+                ("job", "payments"),
+            ],
+            vec![(7.25, ms)],
+        ),
+    ]);
+    let response = post_remote_write(&harness, body, "snappy").await;
+    assert_eq!(response.status(), 204);
+
+    let topic = harness.config.bus.topics().metrics;
+    let messages = harness.read(&topic, |m| !m.is_empty()).await;
+    assert!(messages.iter().all(|m| m.key == "acme/payments"));
+    let requests = decode::<ExportMetricsServiceRequest>(&messages);
+    let resource = requests[0].resource_metrics[0].resource.as_ref().unwrap();
+    assert_eq!(
+        string_attribute(&resource.attributes, "service.instance.id").as_deref(),
+        Some("pay-1:9090")
+    );
+    let metrics = metrics_by_name(&messages);
+    match &metrics["payments_total"].data {
+        Some(Data::Sum(sum)) => {
+            assert!(sum.is_monotonic);
+            let points: Vec<(u64, Option<number_data_point::Value>, Option<String>)> = sum
+                .data_points
+                .iter()
+                .map(|p| {
+                    (
+                        p.time_unix_nano,
+                        p.value,
+                        string_attribute(&p.attributes, "code"),
+                    )
+                })
+                .collect();
+            let at = |ms: i64| ms as u64 * 1_000_000;
+            assert_eq!(
+                points,
+                [
+                    (
+                        at(ms - 15_000),
+                        Some(number_data_point::Value::AsDouble(41.0)),
+                        Some("200".to_owned())
+                    ),
+                    (
+                        at(ms),
+                        Some(number_data_point::Value::AsDouble(45.0)),
+                        Some("200".to_owned())
+                    ),
+                ]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    match &metrics["queue_depth"].data {
+        Some(Data::Gauge(gauge)) => {
+            assert_eq!(gauge.data_points.len(), 1);
+            assert_eq!(
+                gauge.data_points[0].value,
+                Some(number_data_point::Value::AsDouble(7.25))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn remote_write_refuses_what_it_cannot_store_and_keeps_the_rest() {
+    let harness = Harness::start(Backend::Embedded).await.unwrap();
+    let ms = (now_ns() / 1_000_000) as i64;
+    let stale = f64::from_bits(0x7ff0_0000_0000_0002);
+    let body = remote_write_request(vec![
+        (
+            vec![("__name__", "up"), ("job", "api")],
+            vec![(1.0, ms), (stale, ms + 1)],
+        ),
+        (
+            vec![("__name__", "temperature"), ("job", "api")],
+            vec![(f64::INFINITY, ms), (20.0, ms)],
+        ),
+    ]);
+    let response = post_remote_write(&harness, body.clone(), "snappy").await;
+    assert_eq!(response.status(), 400);
+    let text = response.text().await.unwrap();
+    assert!(
+        text.contains("metric \"temperature\": value is inf, not a finite number"),
+        "{text}"
+    );
+    let topic = harness.config.bus.topics().metrics;
+    let messages = harness.read(&topic, |m| !m.is_empty()).await;
+    let metrics = metrics_by_name(&messages);
+    let points = |name: &str| match &metrics[name].data {
+        Some(Data::Gauge(g)) => g.data_points.len(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        (points("up"), points("temperature")),
+        (1, 1),
+        "the valid samples are stored"
+    );
+
+    // Only staleness markers rejected: that is no error.
+    let only_stale = remote_write_request(vec![(
+        vec![("__name__", "up"), ("job", "api")],
+        vec![(stale, ms)],
+    )]);
+    assert_eq!(
+        post_remote_write(&harness, only_stale, "snappy")
+            .await
+            .status(),
+        204
+    );
+    // Not snappy-compressed, or not snappy at all.
+    assert_eq!(
+        post_remote_write(&harness, body, "gzip").await.status(),
+        415
+    );
+    let response = post_remote_write(&harness, b"not snappy".to_vec(), "snappy").await;
+    assert_eq!(response.status(), 400);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("malformed snappy body")
+    );
+    let metrics = harness.scrape().await;
+    let series = r#"vigil_collector_items_rejected_total{signal="metrics",tenant="acme",reason="stale_marker"}"#;
+    assert_eq!(sample(&metrics, series), Some(2.0));
+    harness.stop().await;
+}
+
+vigil_testing::on_both_backends!(remote_write_arrives_as_the_same_numbers,);
