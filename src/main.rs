@@ -6,6 +6,8 @@
 use std::error::Error;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::filter::Targets;
@@ -16,6 +18,7 @@ use vigil_collector::Collector;
 use vigil_config::Config;
 use vigil_demo::{DemoOptions, DemoService};
 use vigil_domain::shutdown::Shutdown;
+use vigil_store::Retention;
 use vigil_synthetic::Synthetic;
 
 /// Vigil: availability monitoring for a whole payment ecosystem.
@@ -261,6 +264,11 @@ async fn aggregator(config: Config) -> Outcome {
     let shutdown = Shutdown::on_signals()?;
     let bus = vigil_bus::connect(&config.bus)?;
     let store = vigil_store::open(&config.store).await?;
+    let retention = Retention::start(
+        Arc::clone(&store),
+        Duration::from_secs(config.store.retention_interval_s),
+        shutdown.clone(),
+    );
     let aggregator = Aggregator::start(&config, bus, store, shutdown).await?;
     println!(
         "vigil aggregator: group {} on {:?} bus into the {:?} store; metrics on http://{}/metrics",
@@ -270,6 +278,7 @@ async fn aggregator(config: Config) -> Outcome {
         aggregator.metrics_address()
     );
     aggregator.wait().await?;
+    retention.wait().await;
     Ok(())
 }
 

@@ -22,6 +22,10 @@ pub struct StoreConfig {
     /// Days rollups are kept (by the day they were written).
     #[serde(default = "default_rollup_retention_days")]
     pub rollup_retention_days: u32,
+    /// How often the process that owns the store (`vigil up`, each
+    /// `vigil aggregator`) drops what is past its retention, in seconds.
+    #[serde(default = "default_retention_interval_s")]
+    pub retention_interval_s: u64,
     #[serde(default)]
     pub sqlite: SqliteStoreConfig,
     #[serde(default)]
@@ -35,6 +39,7 @@ impl Default for StoreConfig {
             span_retention_days: default_span_retention_days(),
             event_retention_days: default_event_retention_days(),
             rollup_retention_days: default_rollup_retention_days(),
+            retention_interval_s: default_retention_interval_s(),
             sqlite: SqliteStoreConfig::default(),
             clickhouse: ClickHouseStoreConfig::default(),
         }
@@ -117,6 +122,10 @@ fn default_clickhouse_database() -> String {
     "vigil".to_owned()
 }
 
+fn default_retention_interval_s() -> u64 {
+    3_600
+}
+
 fn default_clickhouse_user() -> String {
     "default".to_owned()
 }
@@ -136,6 +145,12 @@ impl StoreConfig {
         ] {
             check_range(key, days, 1..=3650, " days")?;
         }
+        check_range(
+            "store.retention_interval_s",
+            store.retention_interval_s,
+            1..=86_400,
+            " (a day)",
+        )?;
         let database = &store.clickhouse.database;
         let plain = !database.is_empty()
             && database.len() <= 64

@@ -20,6 +20,7 @@
 mod clickhouse;
 mod codec;
 mod events;
+mod retention;
 mod rollups;
 mod spans;
 mod sqlite;
@@ -31,6 +32,7 @@ use async_trait::async_trait;
 
 pub use clickhouse::ClickHouseStore;
 pub use events::{EventKind, EventQuery, EventRecord, EventStore};
+pub use retention::Retention;
 pub use rollups::{
     Aggregated, Aggregation, CatalogueEntry, Flush, RollupQuery, RollupStore, StoredRollup,
 };

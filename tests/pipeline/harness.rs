@@ -64,7 +64,16 @@ impl Stack {
     /// The pipeline on `backend`, or `None` where its services cannot be
     /// reached off CI.
     pub async fn start(backend: Backend) -> Option<Stack> {
+        Stack::start_with(backend, |_| {}).await
+    }
+
+    /// The same, with `configure` applied to the configuration first.
+    pub async fn start_with(
+        backend: Backend,
+        configure: impl FnOnce(&mut Config),
+    ) -> Option<Stack> {
         let mut config = testing::config(backend)?;
+        configure(&mut config);
         away_from_midnight().await;
         config.collector.tenants = vec![TenantConfig {
             id: acme(),

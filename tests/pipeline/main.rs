@@ -11,4 +11,5 @@
 mod harness;
 mod probes;
 mod releases;
+mod retention;
 mod sdk;

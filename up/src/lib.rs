@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use vigil_aggregator::Aggregator;
 use vigil_alerter::Alerter;
@@ -15,7 +16,7 @@ use vigil_bus::Bus;
 use vigil_collector::Collector;
 use vigil_config::{Config, StoreKind};
 use vigil_domain::shutdown::Shutdown;
-use vigil_store::Store;
+use vigil_store::{Retention, Store};
 use vigil_synthetic::Synthetic;
 
 use vigil_demo as demo;
@@ -33,14 +34,16 @@ pub struct Options {
     pub demo_port: u16,
 }
 
-/// The collector, an aggregator and the alerter on one bus and store: what
-/// every way of running Vigil in one process starts.
+/// The collector, an aggregator and the alerter on one bus and store, and
+/// the store's retention schedule: what every way of running Vigil in one
+/// process starts.
 pub struct Pipeline {
     pub bus: Arc<dyn Bus>,
     pub collector: Collector,
     pub aggregator: Aggregator,
     pub alerter: Alerter,
     pub store: Arc<dyn Store>,
+    retention: Retention,
 }
 
 impl Pipeline {
@@ -52,7 +55,13 @@ impl Pipeline {
             Aggregator::start(config, Arc::clone(&bus), store.clone(), shutdown.clone()).await?;
         let alerter =
             Alerter::start(config, Arc::clone(&bus), store.clone(), shutdown.clone()).await?;
+        let retention = Retention::start(
+            Arc::clone(&store),
+            Duration::from_secs(config.store.retention_interval_s),
+            shutdown.clone(),
+        );
         Ok(Pipeline {
+            retention,
             bus,
             collector,
             aggregator,
@@ -72,6 +81,7 @@ impl Pipeline {
         self.alerter.wait().await;
         self.aggregator.wait().await?;
         self.collector.wait().await?;
+        self.retention.wait().await;
         Ok(())
     }
 }

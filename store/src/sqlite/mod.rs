@@ -100,6 +100,13 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
 /// How much of the file is memory-mapped (address space, not memory).
 const MMAP_BYTES: i64 = 64 << 30;
 
+/// `PRAGMA auto_vacuum` of a file whose free pages can be returned a slice
+/// at a time.
+const INCREMENTAL_VACUUM: i64 = 2;
+
+/// Pages returned to the file system per slice (16 MiB of 4 KiB pages).
+const RECLAIM_PAGES: u32 = 4_096;
+
 /// The embedded store.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -186,8 +193,11 @@ impl SqliteStore {
         config: &StoreConfig,
         path: &Path,
     ) -> Result<Self, StoreError> {
+        // Takes effect in a new file only (before its first table), which
+        // is what lets retention give freed pages back.
         connection
-            .pragma_update(None, "journal_mode", "WAL")
+            .pragma_update(None, "auto_vacuum", "INCREMENTAL")
+            .and_then(|()| connection.pragma_update(None, "journal_mode", "WAL"))
             .and_then(|()| connection.pragma_update(None, "synchronous", "NORMAL"))
             // Reads of one service's windows land on pages all over the file:
             // mapped, they cost no system call each.
@@ -202,6 +212,36 @@ impl SqliteStore {
             event_retention_days: u64::from(config.event_retention_days),
             rollup_retention_days: u64::from(config.rollup_retention_days),
         })
+    }
+
+    /// Returns the pages deletes freed to the file system, a slice at a
+    /// time so that writes go on in between. Only a file created with
+    /// incremental auto-vacuum (every file this store creates) can; an
+    /// older file keeps its free pages for new rows.
+    async fn reclaim(&self) -> Result<(), StoreError> {
+        let mut left = i64::MAX;
+        loop {
+            let now_left = self
+                .run(|connection| {
+                    let mode: i64 = connection
+                        .query_row("PRAGMA auto_vacuum", [], |row| row.get(0))
+                        .map_err(fatal)?;
+                    if mode != INCREMENTAL_VACUUM {
+                        return Ok(0);
+                    }
+                    connection
+                        .execute_batch(&format!("PRAGMA incremental_vacuum({RECLAIM_PAGES})"))
+                        .map_err(fatal)?;
+                    connection
+                        .query_row("PRAGMA freelist_count", [], |row| row.get(0))
+                        .map_err(fatal)
+                })
+                .await?;
+            if now_left == 0 || now_left >= left {
+                return Ok(());
+            }
+            left = now_left;
+        }
     }
 
     /// Runs `job` with the connection on a blocking thread.
@@ -269,24 +309,35 @@ impl Store for SqliteStore {
 
     async fn enforce_retention(&self, now_s: u64) -> Result<(), StoreError> {
         let today = day_of(now_s);
-        let spans_before = to_sql(today.saturating_sub(self.span_retention_days));
-        let events_before = to_sql(today.saturating_sub(self.event_retention_days));
-        let rollups_before = to_sql(today.saturating_sub(self.rollup_retention_days));
-        self.run(move |connection| {
-            connection
-                .execute("DELETE FROM spans WHERE day < ?1", [spans_before])
-                .and_then(|_| {
-                    connection.execute("DELETE FROM events WHERE day < ?1", [events_before])
+        for (table, days) in [
+            ("spans", self.span_retention_days),
+            ("events", self.event_retention_days),
+            ("history", self.event_retention_days),
+            ("rollups", self.rollup_retention_days),
+        ] {
+            let before = to_sql(today.saturating_sub(days));
+            // A day per statement, oldest first: writers wait for one day's
+            // delete at most, never for the whole backlog.
+            while self
+                .run(move |connection| {
+                    let oldest: Option<i64> = connection
+                        .query_row(
+                            &format!("SELECT MIN(day) FROM {table} WHERE day < ?1"),
+                            [before],
+                            |row| row.get(0),
+                        )
+                        .map_err(fatal)?;
+                    let Some(day) = oldest else {
+                        return Ok(false);
+                    };
+                    connection
+                        .execute(&format!("DELETE FROM {table} WHERE day = ?1"), [day])
+                        .map_err(fatal)?;
+                    Ok(true)
                 })
-                .and_then(|_| {
-                    connection.execute("DELETE FROM history WHERE day < ?1", [events_before])
-                })
-                .and_then(|_| {
-                    connection.execute("DELETE FROM rollups WHERE day < ?1", [rollups_before])
-                })
-                .map(drop)
-                .map_err(fatal)
-        })
-        .await
+                .await?
+            {}
+        }
+        self.reclaim().await
     }
 }

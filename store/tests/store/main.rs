@@ -93,3 +93,70 @@ async fn retention_drops_whole_old_days(backend: Backend) {
 }
 
 on_both_backends!(migrations_are_applied_once, retention_drops_whole_old_days);
+
+/// Pages of a SQLite file as another connection sees them: (in use, free).
+fn pages(path: &std::path::Path) -> (i64, i64) {
+    let connection = rusqlite::Connection::open(path).expect("opens");
+    let count = |pragma: &str| {
+        connection
+            .query_row(&format!("PRAGMA {pragma}"), [], |row| row.get::<_, i64>(0))
+            .expect("reads")
+    };
+    (count("page_count"), count("freelist_count"))
+}
+
+/// Retention on SQLite gives the space of what it dropped back: 4,000 old
+/// spans of 2 KiB (8 MiB) go, the file's pages shrink by at least that much
+/// and none are left free; the recent span stays.
+#[tokio::test]
+async fn sqlite_retention_returns_the_space_it_frees() {
+    let config = store_config(Backend::Embedded).expect("SQLite is always there");
+    let store = vigil_store::open(&config).await.expect("the store opens");
+    let old_day = NOW - 10 * DAY;
+    let padding = "x".repeat(2_048);
+    let old: Vec<_> = (0..4_000u64)
+        .map(|i| {
+            let mut span = span(
+                "0af7651916cd43dd8448eb211c80319c",
+                &format!("{i:016x}"),
+                "",
+                old_day * 1_000_000_000 + i,
+            );
+            span.attributes.push(("padding".into(), padding.clone()));
+            span
+        })
+        .collect();
+    for chunk in old.chunks(500) {
+        store.write_spans(chunk).await.expect("writes");
+    }
+    let recent = span(
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "00f067aa0ba902b7",
+        "",
+        NOW * 1_000_000_000,
+    );
+    store
+        .write_spans(std::slice::from_ref(&recent))
+        .await
+        .expect("writes");
+    let (before, _) = pages(&config.sqlite.path);
+
+    store.enforce_retention(NOW).await.expect("enforces");
+    let (after, free) = pages(&config.sqlite.path);
+    let page_size = 4_096;
+    assert!(
+        before - after >= 4_000 * 2_048 / page_size,
+        "{before} pages before, {after} after"
+    );
+    assert_eq!(free, 0);
+    let kept = store
+        .trace(&tenant("acme"), "4bf92f3577b34da6a3ce929d0e0e4736")
+        .await
+        .expect("reads");
+    assert_eq!(kept, vec![recent]);
+    let gone = store
+        .trace(&tenant("acme"), "0af7651916cd43dd8448eb211c80319c")
+        .await
+        .expect("reads");
+    assert!(gone.is_empty());
+}
