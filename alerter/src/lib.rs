@@ -45,7 +45,7 @@ use vigil_store::{AlertStore, StoreError};
 pub use metrics::Metrics;
 
 use alerts::{Alert, Alerts};
-use control::{Control, read_state, rebuild};
+use control::{Control, Outbox, Pending, read_state, rebuild};
 use eval::Engine;
 use notify::{Dispatcher, GroupState};
 use rules::Rule;
@@ -114,6 +114,7 @@ impl Alerter {
         let saved_alerts = read_state::<Alert>(&*store, Collection::Alert).await?;
         let saved_groups = read_state::<GroupState>(&*store, Collection::Notification).await?;
         let cooldowns = read_state::<u64>(&*store, Collection::Action).await?;
+        let outbox = read_state::<Pending>(&*store, Collection::Outbox).await?;
         let rules: Vec<Arc<Rule>> = ruleset.rules.iter().cloned().map(Arc::new).collect();
         let mut engine = Engine::new(rules, now_ms / 1_000);
         let rebuilt_through = engine.evaluated_through();
@@ -122,6 +123,7 @@ impl Alerter {
             rules = ruleset.rules.len(),
             alerts = saved_alerts.len(),
             groups = saved_groups.len(),
+            undelivered = outbox.len(),
             restored,
             "alerter started"
         );
@@ -146,6 +148,7 @@ impl Alerter {
             store,
             client,
             metrics: Arc::clone(&metrics),
+            outbox: Outbox::restore(outbox.into_iter().map(|(_, pending)| pending)),
         };
         control
             .metrics

@@ -35,6 +35,8 @@ pub struct Metrics {
     reloads: Family<Outcome, Counter>,
     transitions: Family<To, Counter>,
     notifications: Family<Outcome, Counter>,
+    /// Notifications not yet accepted by their receiver.
+    pub outbox: Gauge,
     actions: Family<Outcome, Counter>,
 }
 
@@ -58,6 +60,7 @@ impl Metrics {
             reloads: Family::default(),
             transitions: Family::default(),
             notifications: Family::default(),
+            outbox: Gauge::default(),
             actions: Family::default(),
             registry: Registry::default(),
         };
@@ -100,6 +103,11 @@ impl Metrics {
             metrics.notifications.clone(),
         );
         registry.register(
+            "outbox",
+            "Notifications waiting for their receiver to accept them",
+            metrics.outbox.clone(),
+        );
+        registry.register(
             "actions",
             "Remediation actions by outcome",
             metrics.actions.clone(),
@@ -120,8 +128,9 @@ impl Metrics {
         self.transitions.get_or_create(&To { to }).inc();
     }
 
-    pub fn notification(&self, ok: bool) {
-        let outcome = if ok { "sent" } else { "failed" };
+    /// One round of attempts of a notification: `sent`, `failed` (it
+    /// stays in the outbox) or `expired` (dropped after its maximum age).
+    pub fn notification(&self, outcome: &'static str) {
         self.notifications.get_or_create(&Outcome { outcome }).inc();
     }
 

@@ -40,7 +40,7 @@ pub struct GroupState {
 }
 
 /// One webhook call to make.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notification {
     pub tenant: TenantId,
     pub receiver: String,

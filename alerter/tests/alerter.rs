@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -37,11 +38,15 @@ struct Received {
     body: Value,
     /// Which attempt of its idempotency key it was, from 1.
     attempt: usize,
+    /// Answered 200.
+    accepted: bool,
 }
 
 #[derive(Default)]
 struct Receiver {
     received: Mutex<Vec<Received>>,
+    /// While set, every request is answered 503.
+    down: AtomicBool,
 }
 
 impl Receiver {
@@ -51,7 +56,7 @@ impl Receiver {
             .lock()
             .unwrap()
             .iter()
-            .filter(|r| r.path == path && r.attempt == 3)
+            .filter(|r| r.path == path && r.accepted)
             .cloned()
             .collect()
     }
@@ -92,16 +97,18 @@ async fn take(
         .filter(|r| r.idempotency_key == idempotency_key)
         .count()
         + 1;
+    let accepted = attempt > 2 && !receiver.down.load(Ordering::SeqCst);
     received.push(Received {
         path: uri.path().to_owned(),
         idempotency_key,
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
         attempt,
+        accepted,
     });
-    if attempt <= 2 {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
+    if accepted {
         StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     }
 }
 
@@ -440,4 +447,191 @@ async fn alert_fires_signed_survives_a_restart_and_resolves(backend: Backend) {
     let _ = std::fs::remove_dir_all(&s.folder);
 }
 
-on_both_backends!(alert_fires_signed_survives_a_restart_and_resolves);
+/// The notifications of the receiver `/hook`: (idempotency key, outcome,
+/// attempts) of each history entry, oldest first.
+async fn notification_history(store: &dyn Store) -> Vec<(String, String, u64)> {
+    let query = HistoryQuery {
+        tenant: TenantId::parse("acme").unwrap(),
+        from_ms: 0,
+        to_ms: u64::MAX >> 1,
+        rule: Some("pay-errors".into()),
+        subject: None,
+        limit: 1_000,
+    };
+    let mut entries = store.history(&query).await.unwrap();
+    entries.reverse();
+    entries
+        .iter()
+        .filter(|e| e.kind == "notification")
+        .map(|e| {
+            let body: Value = serde_json::from_str(&e.body).unwrap();
+            (
+                body["idempotencyKey"].as_str().unwrap().to_owned(),
+                body["outcome"].as_str().unwrap().to_owned(),
+                body["attempts"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The receiver is down while the alert fires: the page stays in the
+/// outbox through failed rounds and a restart of the alerter, and once the
+/// receiver is back it is accepted exactly once, with the idempotency key
+/// of its first attempt; the history says how it went.
+async fn a_page_waits_in_the_outbox_through_a_restart_and_arrives_once(backend: Backend) {
+    let stop = Shutdown::new();
+    let (receiver, base) = receiver(stop.clone()).await;
+    receiver.down.store(true, Ordering::SeqCst);
+    let Some(mut s) = setup(backend, &base).await else {
+        return;
+    };
+    s.config.alerter.notification_retry_max_ms = 500;
+    std::fs::write(
+        s.folder.join("rules.yaml"),
+        rules(&base).replace("timeout: 2s", "timeout: 2s\n    max_attempts: 2"),
+    )
+    .unwrap();
+    let first = Shutdown::new();
+    let alerter = Alerter::start(
+        &s.config,
+        Arc::clone(&s.bus),
+        s.store.clone(),
+        first.clone(),
+    )
+    .await
+    .unwrap();
+    let window = now_s() - now_s() % 10;
+    publish(&*s.bus, &s.config, 1, &[row("u1", window, 60, 20)]).await;
+    // Two failed rounds (four attempts) with one key.
+    let key = wait_for("two failed rounds", Duration::from_secs(40), || {
+        let hook: Vec<Received> = receiver
+            .all()
+            .into_iter()
+            .filter(|r| r.path == "/hook")
+            .collect();
+        (hook.len() >= 4).then(|| hook[0].idempotency_key.clone())
+    })
+    .await;
+    let outbox = s.store.state(Collection::Outbox).await.unwrap();
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0].key, key);
+    first.trigger();
+    alerter.wait().await;
+
+    receiver.down.store(false, Ordering::SeqCst);
+    let second = Shutdown::new();
+    let alerter = Alerter::start(
+        &s.config,
+        Arc::clone(&s.bus),
+        s.store.clone(),
+        second.clone(),
+    )
+    .await
+    .unwrap();
+    let accepted = wait_for(
+        "the page after the restart",
+        Duration::from_secs(30),
+        || receiver.accepted("/hook").first().cloned(),
+    )
+    .await;
+    assert_eq!(accepted.idempotency_key, key);
+    // Nothing more comes: one key, accepted once.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let hook: Vec<Received> = receiver
+        .all()
+        .into_iter()
+        .filter(|r| r.path == "/hook")
+        .collect();
+    assert!(hook.iter().all(|r| r.idempotency_key == key));
+    assert_eq!(hook.iter().filter(|r| r.accepted).count(), 1);
+    assert!(hook.last().unwrap().accepted);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s.store.state(Collection::Outbox).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the outbox was not emptied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let history = notification_history(&*s.store).await;
+    let (last, failed) = history.split_last().unwrap();
+    assert_eq!((last.0.as_str(), last.1.as_str()), (key.as_str(), "sent"));
+    assert!(!failed.is_empty(), "{history:?}");
+    assert!(
+        failed
+            .iter()
+            .all(|(k, outcome, _)| *k == key && outcome == "failed")
+    );
+    // The attempts of the round the first alerter never saw end are not
+    // counted; every other one is.
+    assert!(last.2 >= 3 && last.2 <= hook.len() as u64, "{history:?}");
+    second.trigger();
+    alerter.wait().await;
+    stop.trigger();
+    let _ = std::fs::remove_dir_all(&s.folder);
+}
+
+/// A receiver that never comes back: the page is dropped from the outbox
+/// once `alerter.notification_max_age_s` has passed, and that is recorded
+/// and counted; no attempt follows.
+async fn a_page_nobody_accepts_expires_and_is_counted(backend: Backend) {
+    let stop = Shutdown::new();
+    let (receiver, base) = receiver(stop.clone()).await;
+    receiver.down.store(true, Ordering::SeqCst);
+    let Some(mut s) = setup(backend, &base).await else {
+        return;
+    };
+    s.config.alerter.notification_retry_max_ms = 500;
+    s.config.alerter.notification_max_age_s = 2;
+    std::fs::write(
+        s.folder.join("rules.yaml"),
+        rules(&base).replace("timeout: 2s", "timeout: 2s\n    max_attempts: 1"),
+    )
+    .unwrap();
+    let first = Shutdown::new();
+    let alerter = Alerter::start(
+        &s.config,
+        Arc::clone(&s.bus),
+        s.store.clone(),
+        first.clone(),
+    )
+    .await
+    .unwrap();
+    let window = now_s() - now_s() % 10;
+    publish(&*s.bus, &s.config, 1, &[row("u1", window, 60, 20)]).await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let history = loop {
+        let history = notification_history(&*s.store).await;
+        if history.iter().any(|(_, outcome, _)| outcome == "expired") {
+            break history;
+        }
+        assert!(Instant::now() < deadline, "never expired: {history:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (last, failed) = history.split_last().unwrap();
+    assert_eq!(last.1, "expired");
+    assert!(
+        failed
+            .iter()
+            .all(|(k, outcome, _)| *k == last.0 && outcome == "failed")
+    );
+    assert!(s.store.state(Collection::Outbox).await.unwrap().is_empty());
+    let rendered = alerter.metrics().render();
+    assert!(
+        rendered.contains("vigil_alerter_notifications_total{outcome=\"expired\"} 1\n"),
+        "{rendered}"
+    );
+    let attempts = receiver.all().iter().filter(|r| r.path == "/hook").count();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        receiver.all().iter().filter(|r| r.path == "/hook").count(),
+        attempts
+    );
+    first.trigger();
+    alerter.wait().await;
+    stop.trigger();
+    let _ = std::fs::remove_dir_all(&s.folder);
+}
+
+on_both_backends!(
+    a_page_waits_in_the_outbox_through_a_restart_and_arrives_once,
+    a_page_nobody_accepts_expires_and_is_counted,
+    alert_fires_signed_survives_a_restart_and_resolves
+);

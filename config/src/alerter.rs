@@ -38,6 +38,14 @@ pub struct AlerterConfig {
     /// port 0 picks any free port.
     #[serde(default = "default_alerter_metrics_listen")]
     pub metrics_listen: SocketAddr,
+    /// How long an undelivered notification is tried again (across
+    /// restarts) before it is dropped, recorded and counted, in seconds.
+    #[serde(default = "default_notification_max_age_s")]
+    pub notification_max_age_s: u64,
+    /// The longest wait between two rounds of attempts of an undelivered
+    /// notification; the waits double from 1 s up to this, in ms.
+    #[serde(default = "default_notification_retry_max_ms")]
+    pub notification_retry_max_ms: u64,
 }
 
 impl Default for AlerterConfig {
@@ -50,8 +58,18 @@ impl Default for AlerterConfig {
             external_url: String::new(),
             dry_run: false,
             metrics_listen: default_alerter_metrics_listen(),
+            notification_max_age_s: default_notification_max_age_s(),
+            notification_retry_max_ms: default_notification_retry_max_ms(),
         }
     }
+}
+
+fn default_notification_max_age_s() -> u64 {
+    86_400
+}
+
+fn default_notification_retry_max_ms() -> u64 {
+    300_000
 }
 
 fn default_alerter_group() -> String {
@@ -78,6 +96,18 @@ impl AlerterConfig {
             alerter.evaluation_delay_ms,
             ..=60_000,
             " (a minute)",
+        )?;
+        check_range(
+            "alerter.notification_max_age_s",
+            alerter.notification_max_age_s,
+            1..=30 * 86_400,
+            " (30 days)",
+        )?;
+        check_range(
+            "alerter.notification_retry_max_ms",
+            alerter.notification_retry_max_ms,
+            100..=3_600_000,
+            " (an hour)",
         )?;
         let url = &alerter.external_url;
         if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {

@@ -21,6 +21,8 @@ pub enum Collection {
     Notification,
     /// When each remediation action last ran, for its cooldown.
     Action,
+    /// Notifications not yet accepted by their receiver, by idempotency key.
+    Outbox,
 }
 
 impl Collection {
@@ -30,6 +32,7 @@ impl Collection {
             Collection::Silence => "silence",
             Collection::Notification => "notification",
             Collection::Action => "action",
+            Collection::Outbox => "outbox",
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The alerter's one loop: it takes the published rows, evaluates each
-//! boundary, moves alerts along and sends what is due. Its remediation
+//! boundary, moves alerts along and sends what is due. Notifications go
+//! through the [`outbox`] until their receiver accepts them; remediation
 //! actions are in [`remediation`], what it keeps in the store in [`state`].
 
+mod outbox;
 mod remediation;
 mod state;
 
@@ -9,7 +11,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use tokio::sync::mpsc;
 use vigil_bus::{self as bus, Consumer, positions_after, rollups};
 use vigil_config::AlerterConfig;
@@ -18,14 +19,15 @@ use vigil_domain::shutdown::{self, Shutdown};
 use vigil_domain::signal::Matcher;
 use vigil_domain::silence::Silence;
 use vigil_domain::yaml;
-use vigil_store::{AlertStore, HistoryEntry, StateRecord};
+use vigil_store::{AlertStore, StateRecord};
 
 use crate::alerts::{Alerts, State};
 use crate::eval::Engine;
-use crate::notify::{Dispatcher, Notification};
+use crate::notify::Dispatcher;
 use crate::rules::{self, Rule, Ruleset};
-use crate::{ASSIGNMENT_WAIT, Metrics, Reply, SILENCE_REFRESH, TICK, now_ms, webhook};
-use state::{append, state_record};
+use crate::{ASSIGNMENT_WAIT, Metrics, Reply, SILENCE_REFRESH, TICK, now_ms};
+pub(crate) use outbox::{Outbox, Pending};
+use state::state_record;
 pub(crate) use state::{read_state, rebuild};
 
 pub(crate) struct Control {
@@ -44,6 +46,7 @@ pub(crate) struct Control {
     pub(crate) store: Arc<dyn AlertStore>,
     pub(crate) client: reqwest::Client,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) outbox: Outbox,
 }
 
 impl Control {
@@ -211,10 +214,13 @@ impl Control {
                 });
             }
         }
-        self.put(&records).await;
+        // The group states that made notifications due and the
+        // notifications themselves are written together.
         for notification in tick.notifications {
-            self.notify(notification);
+            records.push(self.outbox.add(notification, now_ms));
         }
+        self.put(&records).await;
+        self.deliver(now_ms).await;
         let firing = self
             .alerts
             .iter()
@@ -251,61 +257,5 @@ impl Control {
                 tracing::warn!(%error, "reading silences failed; the last ones read stay");
             }
         }
-    }
-
-    /// Sends one notification on its own task and records how it went.
-    fn notify(&self, notification: Notification) {
-        let Some(receiver) = self.ruleset.receivers.get(&notification.receiver) else {
-            return;
-        };
-        let call = webhook::Call {
-            url: receiver.url.clone(),
-            method: reqwest::Method::POST,
-            body: notification.payload.to_string().into_bytes(),
-            headers: receiver.headers.clone(),
-            secret: receiver.secret.clone(),
-            idempotency_key: notification.idempotency_key.clone(),
-            timeout: receiver.timeout,
-            max_attempts: receiver.max_attempts,
-        };
-        let (client, store, metrics) = (
-            self.client.clone(),
-            Arc::clone(&self.store),
-            Arc::clone(&self.metrics),
-        );
-        tokio::spawn(async move {
-            let outcome = webhook::send(&client, &call).await;
-            let ok = outcome.error.is_none();
-            metrics.notification(ok);
-            if !ok {
-                tracing::warn!(
-                    receiver = %notification.receiver, group = %notification.group_key,
-                    error = ?outcome.error, attempts = outcome.attempts, "notification failed"
-                );
-            }
-            let rule = notification.payload["commonLabels"]["alertname"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned();
-            let entry = HistoryEntry {
-                tenant: notification.tenant.clone(),
-                time_ms: now_ms(),
-                kind: "notification".into(),
-                rule,
-                subject: notification.group_key.clone(),
-                body: json!({
-                    "receiver": notification.receiver,
-                    "idempotencyKey": notification.idempotency_key,
-                    "status": notification.payload["status"],
-                    "alerts": notification.alerts.iter().map(|(fp, s)| json!({"fingerprint": fp, "status": s.as_str()})).collect::<Vec<_>>(),
-                    "outcome": if ok { "sent" } else { "failed" },
-                    "attempts": outcome.attempts,
-                    "httpStatus": outcome.status,
-                    "error": outcome.error,
-                })
-                .to_string(),
-            };
-            append(&*store, &metrics, vec![entry]).await;
-        });
     }
 }
