@@ -110,6 +110,7 @@ impl Control {
                 self.tick(now_ms()).await;
             }
         }
+        self.drain_outbox().await;
     }
 
     /// Takes one published batch.

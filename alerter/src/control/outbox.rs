@@ -8,6 +8,7 @@
 //! receiver that is down for an hour still gets every page, once per key.
 
 use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
 
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
@@ -106,10 +107,32 @@ fn backoff_ms(rounds: u32, max_ms: u64) -> u64 {
     wait - jitter + rand::rng().random_range(0..=2 * jitter)
 }
 
+/// How long a stopping alerter waits for the rounds under way.
+const DRAIN_WAIT: Duration = Duration::from_secs(10);
+
 impl Control {
     /// Settles the rounds that ended, then starts a round for every
     /// pending notification that is due and not under way.
     pub(super) async fn deliver(&mut self, now_ms: u64) {
+        self.settle(now_ms).await;
+        self.start_due(now_ms);
+    }
+
+    /// At a stop: waits, for [`DRAIN_WAIT`] at most, for the rounds under
+    /// way and records how they went, so that a page its receiver accepted
+    /// is not sent again after the restart. (A round cut short by a crash
+    /// is sent again, with the same idempotency key.)
+    pub(super) async fn drain_outbox(&mut self) {
+        let deadline = std::time::Instant::now() + DRAIN_WAIT;
+        while !self.outbox.in_flight.is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.settle(crate::now_ms()).await;
+        }
+    }
+
+    /// Records the rounds that ended: accepted or expired pages leave the
+    /// outbox, the others wait for their next round.
+    async fn settle(&mut self, now_ms: u64) {
         let mut records = Vec::new();
         let mut history = Vec::new();
         while let Ok(done) = self.outbox.done_rx.try_recv() {
@@ -155,6 +178,12 @@ impl Control {
         }
         self.put(&records).await;
         append(&*self.store, &self.metrics, history).await;
+        self.metrics.outbox.set(self.outbox.len() as i64);
+    }
+
+    /// Starts a round for every pending notification that is due and not
+    /// under way.
+    fn start_due(&mut self, now_ms: u64) {
         let due: Vec<Pending> = self
             .outbox
             .pending
@@ -171,7 +200,6 @@ impl Control {
         for pending in due {
             self.start_round(pending);
         }
-        self.metrics.outbox.set(self.outbox.len() as i64);
     }
 
     /// One round of attempts on its own task; its outcome comes back to
