@@ -474,21 +474,35 @@ async fn notification_history(store: &dyn Store) -> Vec<(String, String, u64)> {
         .collect()
 }
 
-/// The receiver is down while the alert fires: the page stays in the
-/// outbox through failed rounds and a restart of the alerter, and once the
-/// receiver is back it is accepted exactly once, with the idempotency key
-/// of its first attempt; the history says how it went.
-async fn a_page_waits_in_the_outbox_through_a_restart_and_arrives_once(backend: Backend) {
+/// An alerter whose receiver is down (answers 503) when pay-errors fires.
+struct Failing {
+    stop: Shutdown,
+    receiver: Arc<Receiver>,
+    s: Setup,
+    first: Shutdown,
+    alerter: Alerter,
+}
+
+/// Starts the receiver down, the alerter with `max_attempts` per round,
+/// rounds at most 500 ms apart and `max_age_s` if given, and makes
+/// pay-errors fire in u1.
+async fn start_failing(
+    backend: Backend,
+    max_attempts: u32,
+    max_age_s: Option<u64>,
+) -> Option<Failing> {
     let stop = Shutdown::new();
     let (receiver, base) = receiver(stop.clone()).await;
     receiver.down.store(true, Ordering::SeqCst);
-    let Some(mut s) = setup(backend, &base).await else {
-        return;
-    };
+    let mut s = setup(backend, &base).await?;
     s.config.alerter.notification_retry_max_ms = 500;
+    if let Some(max_age_s) = max_age_s {
+        s.config.alerter.notification_max_age_s = max_age_s;
+    }
+    let limited = format!("timeout: 2s\n    max_attempts: {max_attempts}");
     std::fs::write(
         s.folder.join("rules.yaml"),
-        rules(&base).replace("timeout: 2s", "timeout: 2s\n    max_attempts: 2"),
+        rules(&base).replace("timeout: 2s", &limited),
     )
     .unwrap();
     let first = Shutdown::new();
@@ -502,6 +516,30 @@ async fn a_page_waits_in_the_outbox_through_a_restart_and_arrives_once(backend: 
     .unwrap();
     let window = now_s() - now_s() % 10;
     publish(&*s.bus, &s.config, 1, &[row("u1", window, 60, 20)]).await;
+    Some(Failing {
+        stop,
+        receiver,
+        s,
+        first,
+        alerter,
+    })
+}
+
+/// The receiver is down while the alert fires: the page stays in the
+/// outbox through failed rounds and a restart of the alerter, and once the
+/// receiver is back it is accepted exactly once, with the idempotency key
+/// of its first attempt; the history says how it went.
+async fn a_page_waits_in_the_outbox_through_a_restart_and_arrives_once(backend: Backend) {
+    let Some(Failing {
+        stop,
+        receiver,
+        s,
+        first,
+        alerter,
+    }) = start_failing(backend, 2, None).await
+    else {
+        return;
+    };
     // Two failed rounds (four attempts) with one key.
     let key = wait_for("two failed rounds", Duration::from_secs(40), || {
         let hook: Vec<Received> = receiver
@@ -572,30 +610,16 @@ async fn a_page_waits_in_the_outbox_through_a_restart_and_arrives_once(backend: 
 /// once `alerter.notification_max_age_s` has passed, and that is recorded
 /// and counted; no attempt follows.
 async fn a_page_nobody_accepts_expires_and_is_counted(backend: Backend) {
-    let stop = Shutdown::new();
-    let (receiver, base) = receiver(stop.clone()).await;
-    receiver.down.store(true, Ordering::SeqCst);
-    let Some(mut s) = setup(backend, &base).await else {
+    let Some(Failing {
+        stop,
+        receiver,
+        s,
+        first,
+        alerter,
+    }) = start_failing(backend, 1, Some(2)).await
+    else {
         return;
     };
-    s.config.alerter.notification_retry_max_ms = 500;
-    s.config.alerter.notification_max_age_s = 2;
-    std::fs::write(
-        s.folder.join("rules.yaml"),
-        rules(&base).replace("timeout: 2s", "timeout: 2s\n    max_attempts: 1"),
-    )
-    .unwrap();
-    let first = Shutdown::new();
-    let alerter = Alerter::start(
-        &s.config,
-        Arc::clone(&s.bus),
-        s.store.clone(),
-        first.clone(),
-    )
-    .await
-    .unwrap();
-    let window = now_s() - now_s() % 10;
-    publish(&*s.bus, &s.config, 1, &[row("u1", window, 60, 20)]).await;
     let deadline = Instant::now() + Duration::from_secs(40);
     let history = loop {
         let history = notification_history(&*s.store).await;
