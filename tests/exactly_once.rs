@@ -5,7 +5,7 @@
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -23,20 +23,13 @@ use vigil_domain::distribution::Distribution;
 use vigil_domain::model::{Kind, Rollup};
 use vigil_domain::tenant::TenantId;
 use vigil_store::{self as store, RollupQuery, Store};
-use vigil_testing::{self as testing, Backend};
+use vigil_testing::{self as testing, Backend, now_s};
 
 const NS: u64 = 1_000_000_000;
 /// Messages of each signal in the stream.
 const MESSAGES: u64 = 500;
 const SPANS_PER_MESSAGE: u64 = 10;
 const SERVICES: [&str; 3] = ["pay", "refund", "query"];
-
-fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs()
-}
 
 fn resource(service: &str) -> Option<Resource> {
     Some(Resource {

@@ -4,7 +4,7 @@
 //! ClickHouse.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -31,18 +31,10 @@ use vigil_proto::client::v1::{
     Stutter,
 };
 use vigil_store::{self as store, EventKind, EventQuery, RollupQuery, Store};
-use vigil_testing::on_both_backends;
-use vigil_testing::{self as testing, Backend, Proxy};
+use vigil_testing::{self as testing, Backend, Proxy, now_s, on_both_backends};
 
 const NS: u64 = 1_000_000_000;
 const TRACE: [u8; 16] = [7; 16];
-
-fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs()
-}
 
 fn text(key: &str, value: &str) -> KeyValue {
     KeyValue {

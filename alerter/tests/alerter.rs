@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -25,8 +25,7 @@ use vigil_domain::shutdown::Shutdown;
 use vigil_domain::tenant::TenantId;
 use vigil_domain::time::rfc3339;
 use vigil_store::{HistoryQuery, Store};
-use vigil_testing::on_both_backends;
-use vigil_testing::{self as testing, Backend};
+use vigil_testing::{self as testing, Backend, now_s, on_both_backends};
 
 const SECRET: &str = "hook-secret-0123";
 
@@ -164,13 +163,6 @@ actions:
     cooldown: 10m
 "#
     )
-}
-
-fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 /// A 10 s row of service pay in `unit`: `n` requests, `errors` failed.

@@ -145,6 +145,38 @@ fn service(name: &str, var: &str, default: &str) -> Option<String> {
     None
 }
 
+/// Unix seconds now.
+pub fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Waits while the UTC day is about to turn, so that a one-day step holds
+/// a whole test.
+pub async fn away_from_midnight() {
+    let into_day = now_s() % 86_400;
+    if into_day > 86_400 - 120 {
+        tokio::time::sleep(Duration::from_secs(86_400 - into_day + 1)).await;
+    }
+}
+
+/// A JSON number of an answer, which must be one.
+pub fn number(value: &serde_json::Value) -> f64 {
+    value
+        .as_f64()
+        .unwrap_or_else(|| panic!("not a number: {value}"))
+}
+
+/// `value`, a JSON number, is `exact` within the `relative` error.
+pub fn assert_within(value: &serde_json::Value, exact: f64, relative: f64) {
+    let value = number(value);
+    assert!(
+        (value - exact).abs() <= exact.abs() * relative,
+        "{value} is not within {relative} of {exact}"
+    );
+}
+
 /// A name no other test run uses, for topics, groups and databases.
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);

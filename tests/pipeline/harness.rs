@@ -8,7 +8,6 @@
 //! exist when every one of them has committed past it.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use vigil_api::Api;
@@ -17,7 +16,8 @@ use vigil_config::{ApiToken, Config, Role, Secret, TenantConfig};
 use vigil_demo::{DemoOptions, DemoService};
 use vigil_domain::shutdown::Shutdown;
 use vigil_domain::tenant::TenantId;
-use vigil_testing::{self as testing, Backend};
+use vigil_testing::{self as testing, Backend, away_from_midnight};
+pub use vigil_testing::{assert_within, now_s, number};
 use vigil_up::Pipeline;
 
 /// Acme's ingest token.
@@ -27,22 +27,6 @@ pub const ACME: &str = "acme-viewer-token-0123";
 
 pub fn acme() -> TenantId {
     TenantId::parse("acme").unwrap()
-}
-
-pub fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// Waits while the UTC day is about to turn, so a one-day step holds the
-/// whole test.
-async fn away_from_midnight() {
-    let into_day = now_s() % 86_400;
-    if into_day > 86_400 - 120 {
-        tokio::time::sleep(Duration::from_secs(86_400 - into_day + 1)).await;
-    }
 }
 
 pub struct Stack {
@@ -194,21 +178,6 @@ impl ApiClient {
     pub async fn wait(self) {
         self.api.wait().await.unwrap();
     }
-}
-
-pub fn number(value: &Value) -> f64 {
-    value
-        .as_f64()
-        .unwrap_or_else(|| panic!("not a number: {value}"))
-}
-
-/// `value`, a JSON number, is `exact` within `relative` error.
-pub fn assert_within(value: &Value, exact: f64, relative: f64) {
-    let value = number(value);
-    assert!(
-        (value - exact).abs() <= exact.abs() * relative,
-        "{value} is not within {relative} of {exact}"
-    );
 }
 
 /// The nearest-rank quantile of `values`, as the API defines it.

@@ -11,7 +11,6 @@ mod traces;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use vigil_api::Api;
@@ -22,19 +21,14 @@ use vigil_domain::model::{Kind, Rollup, SeriesKey};
 use vigil_domain::shutdown::Shutdown;
 use vigil_domain::tenant::TenantId;
 use vigil_store::{self as store, Flush, HistoryEntry, SpanRecord, StateRecord, Store, WIDTHS};
-use vigil_testing::{self as testing, Backend, on_both_backends};
+use vigil_testing::{
+    self as testing, Backend, assert_within, away_from_midnight, now_s, number, on_both_backends,
+};
 
 const ACME: &str = "acme-viewer-token-0123";
 const EVIL: &str = "evil-viewer-token-0123";
 const ADMIN: &str = "ops-admin-token-012345";
 const EDITOR: &str = "acme-editor-token-0123";
-
-fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 fn tenant(name: &str) -> TenantId {
     TenantId::parse(name).unwrap()
@@ -425,35 +419,12 @@ fn slos() -> Vec<SloConfig> {
     ]
 }
 
-fn number(value: &Value) -> f64 {
-    value
-        .as_f64()
-        .unwrap_or_else(|| panic!("not a number: {value}"))
-}
-
-fn assert_within(value: &Value, exact: f64, relative: f64) {
-    let value = number(value);
-    assert!(
-        (value - exact).abs() <= exact.abs() * relative,
-        "{value} is not within {relative} of {exact}"
-    );
-}
-
 async fn start_with_known_data(backend: Backend) -> Option<(Server, u64)> {
     let mut config = api_config(testing::config(backend)?);
     config.slos = slos();
     let store = store::open(&config.store).await.unwrap();
     let t = write_known_data(store.as_ref()).await;
     Some((Server::start(&config, store).await, t))
-}
-
-/// Waits while the UTC day is about to turn, so a one-day step holds the
-/// whole test.
-async fn away_from_midnight() {
-    let into_day = now_s() % 86_400;
-    if into_day > 86_400 - 120 {
-        tokio::time::sleep(std::time::Duration::from_secs(86_400 - into_day + 1)).await;
-    }
 }
 
 fn urlencode(text: &str) -> String {
