@@ -219,6 +219,20 @@ struct Setup {
     folder: PathBuf,
 }
 
+impl Setup {
+    /// An alerter on the setup's bus and store, stopped by `shutdown`.
+    async fn alerter(&self, shutdown: Shutdown) -> Alerter {
+        Alerter::start(
+            &self.config,
+            Arc::clone(&self.bus),
+            self.store.clone(),
+            shutdown,
+        )
+        .await
+        .unwrap()
+    }
+}
+
 async fn setup(backend: Backend, base: &str) -> Option<Setup> {
     let mut config = testing::config(backend)?;
     let folder = std::env::temp_dir().join(testing::unique_name("vigil_alerter"));
@@ -245,14 +259,7 @@ async fn alert_fires_signed_survives_a_restart_and_resolves(backend: Backend) {
         return;
     };
     let first = Shutdown::new();
-    let alerter = Alerter::start(
-        &s.config,
-        Arc::clone(&s.bus),
-        s.store.clone(),
-        first.clone(),
-    )
-    .await
-    .unwrap();
+    let alerter = s.alerter(first.clone()).await;
     // A rule file that does not load is refused with its file, line, rule
     // and reason, and the rules running stay.
     let running = alerter.metrics().rules.get();
@@ -349,14 +356,7 @@ async fn alert_fires_signed_survives_a_restart_and_resolves(backend: Backend) {
     first.trigger();
     alerter.wait().await;
     let second = Shutdown::new();
-    let alerter = Alerter::start(
-        &s.config,
-        Arc::clone(&s.bus),
-        s.store.clone(),
-        second.clone(),
-    )
-    .await
-    .unwrap();
+    let alerter = s.alerter(second.clone()).await;
     let next = now_s() - now_s() % 10;
     publish(&*s.bus, &s.config, 3, &[row("u1", next, 50, 25)]).await;
     let evaluated = next + 10;
@@ -498,14 +498,7 @@ async fn start_failing(
     )
     .unwrap();
     let first = Shutdown::new();
-    let alerter = Alerter::start(
-        &s.config,
-        Arc::clone(&s.bus),
-        s.store.clone(),
-        first.clone(),
-    )
-    .await
-    .unwrap();
+    let alerter = s.alerter(first.clone()).await;
     let window = now_s() - now_s() % 10;
     publish(&*s.bus, &s.config, 1, &[row("u1", window, 60, 20)]).await;
     Some(Failing {
@@ -550,14 +543,7 @@ async fn a_page_waits_in_the_outbox_through_a_restart_and_arrives_once(backend: 
 
     receiver.down.store(false, Ordering::SeqCst);
     let second = Shutdown::new();
-    let alerter = Alerter::start(
-        &s.config,
-        Arc::clone(&s.bus),
-        s.store.clone(),
-        second.clone(),
-    )
-    .await
-    .unwrap();
+    let alerter = s.alerter(second.clone()).await;
     let accepted = wait_for(
         "the page after the restart",
         Duration::from_secs(30),
