@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+
 use opentelemetry_proto::tonic::metrics::v1::{
     Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
 };
@@ -27,6 +27,8 @@ use vigil_domain::tenant::TenantId;
 use vigil_store::{self as store, Flush, RollupQuery, RollupStore, StoreError};
 
 use vigil_aggregator::Aggregator;
+
+use crate::string_attribute;
 
 /// `vigil bench aggregator`.
 #[derive(Debug, Clone, Copy, clap::Args)]
@@ -152,16 +154,6 @@ const SERVICES: usize = 8;
 /// How often the store is asked whether the markers arrived.
 const LOOK_EVERY: Duration = Duration::from_millis(50);
 
-fn text(key: &str, value: String) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value)),
-        }),
-        ..Default::default()
-    }
-}
-
 /// One message of gauge points of `service`, at `time_ns`: `points` series
 /// of `bench.load`, then, if given, the marker series `bench.lag`.
 fn load_message(service: usize, points: usize, time_ns: u64, marker: Option<u64>) -> Vec<u8> {
@@ -173,7 +165,7 @@ fn load_message(service: usize, points: usize, time_ns: u64, marker: Option<u64>
         ..Default::default()
     };
     let point = |label: &str, value: u64| NumberDataPoint {
-        attributes: vec![text(label, value.to_string())],
+        attributes: vec![string_attribute(label, &value.to_string())],
         time_unix_nano: time_ns,
         value: Some(number_data_point::Value::AsDouble(value as f64)),
         ..Default::default()
@@ -186,7 +178,10 @@ fn load_message(service: usize, points: usize, time_ns: u64, marker: Option<u64>
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource: Some(Resource {
-                attributes: vec![text("service.name", format!("bench-{service}"))],
+                attributes: vec![string_attribute(
+                    "service.name",
+                    &format!("bench-{service}"),
+                )],
                 ..Default::default()
             }),
             scope_metrics: vec![ScopeMetrics {

@@ -19,6 +19,7 @@ pub mod collector;
 pub mod detection;
 pub mod prober;
 
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use vigil_config::Config;
 use vigil_domain::distribution::Distribution;
 
@@ -49,6 +50,17 @@ pub enum Bench {
     /// rollups: one service's p99 over 24 h at a 1 min step, and the
     /// services list.
     Api(api::Options),
+}
+
+/// An OTLP attribute with a string value, for the generated load.
+fn string_attribute(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_owned())),
+        }),
+        ..Default::default()
+    }
 }
 
 /// Runs one benchmark on the configuration's bus and store and prints its
