@@ -17,10 +17,21 @@ use vigil_domain::model::hex;
 pub const SIGNATURE_HEADER: &str = "x-vigil-signature";
 /// The header that carries the idempotency key.
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
-/// The first wait between attempts; it doubles, with up to half of it added
-/// at random.
+/// The first wait between attempts of a call; it doubles up to the most.
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// The wait after the `n`th failed try (from 1) of something retried:
+/// `first` doubling up to `max`, with up to half of it added at random so
+/// that retries of many callers do not fall in step. Attempts of one call
+/// and rounds of a notification in the outbox wait alike.
+pub(crate) fn backoff(first: Duration, n: u32, max: Duration) -> Duration {
+    let wait = first
+        .saturating_mul(1 << n.saturating_sub(1).min(20))
+        .min(max);
+    let jitter_ms = rand::rng().random_range(0..=wait.as_millis() as u64 / 2);
+    wait + Duration::from_millis(jitter_ms)
+}
 
 /// One call to make.
 #[derive(Debug, Clone)]
@@ -62,7 +73,6 @@ fn retryable(status: reqwest::StatusCode) -> bool {
 
 /// Makes `call`, retrying as the module says.
 pub async fn send(client: &reqwest::Client, call: &Call) -> Outcome {
-    let mut backoff = BACKOFF_FIRST;
     let mut outcome = Outcome {
         attempts: 0,
         status: None,
@@ -105,9 +115,7 @@ pub async fn send(client: &reqwest::Client, call: &Call) -> Outcome {
         if !retry || outcome.attempts >= call.max_attempts {
             return outcome;
         }
-        let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 2);
-        tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        tokio::time::sleep(backoff(BACKOFF_FIRST, outcome.attempts, BACKOFF_MAX)).await;
     }
 }
 

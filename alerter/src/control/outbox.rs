@@ -10,7 +10,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -97,15 +96,8 @@ fn record(pending: &Pending, now_ms: u64) -> StateRecord {
     )
 }
 
-/// The wait after `rounds` failed rounds: 1 s doubling, at most `max_ms`,
-/// give or take a fifth so that receivers are not hit in step.
-fn backoff_ms(rounds: u32, max_ms: u64) -> u64 {
-    let wait = 1_000u64
-        .saturating_mul(1 << rounds.saturating_sub(1).min(20))
-        .min(max_ms);
-    let jitter = wait / 5;
-    wait - jitter + rand::rng().random_range(0..=2 * jitter)
-}
+/// The wait before the first round after a failed one.
+const ROUND_BACKOFF_FIRST: Duration = Duration::from_secs(1);
 
 /// How long a stopping alerter waits for the rounds under way.
 const DRAIN_WAIT: Duration = Duration::from_secs(10);
@@ -170,8 +162,12 @@ impl Control {
                 });
             } else {
                 pending.rounds += 1;
-                pending.next_attempt_ms =
-                    now_ms + backoff_ms(pending.rounds, self.settings.notification_retry_max_ms);
+                let wait = webhook::backoff(
+                    ROUND_BACKOFF_FIRST,
+                    pending.rounds,
+                    Duration::from_millis(self.settings.notification_retry_max_ms),
+                );
+                pending.next_attempt_ms = now_ms + wait.as_millis() as u64;
                 records.push(record(&pending, now_ms));
                 self.outbox.pending.insert(done.key, pending);
             }
