@@ -7,7 +7,6 @@ use std::error::Error;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::filter::Targets;
@@ -264,11 +263,7 @@ async fn aggregator(config: Config) -> Outcome {
     let shutdown = Shutdown::on_signals()?;
     let bus = vigil_bus::connect(&config.bus)?;
     let store = vigil_store::open(&config.store).await?;
-    let retention = Retention::start(
-        Arc::clone(&store),
-        Duration::from_secs(config.store.retention_interval_s),
-        shutdown.clone(),
-    );
+    let retention = Retention::start(Arc::clone(&store), &config.store, shutdown.clone());
     let aggregator = Aggregator::start(&config, bus, store, shutdown).await?;
     println!(
         "vigil aggregator: group {} on {:?} bus into the {:?} store; metrics on http://{}/metrics",

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use vigil_config::StoreConfig;
 use vigil_domain::shutdown::Shutdown;
 
 use crate::Store;
@@ -14,11 +16,15 @@ use crate::Store;
 /// The running schedule.
 pub struct Retention {
     task: JoinHandle<()>,
+    runs: watch::Receiver<u64>,
 }
 
 impl Retention {
-    /// Enforces retention now and every `interval` until `shutdown`.
-    pub fn start(store: Arc<dyn Store>, interval: Duration, shutdown: Shutdown) -> Retention {
+    /// Enforces the retention of `config` now and every
+    /// `config.retention_interval_s` until `shutdown`.
+    pub fn start(store: Arc<dyn Store>, config: &StoreConfig, shutdown: Shutdown) -> Retention {
+        let interval = Duration::from_secs(config.retention_interval_s);
+        let (ran, runs) = watch::channel(0);
         let task = tokio::spawn(async move {
             while !shutdown.is_triggered() {
                 let now_s = SystemTime::now()
@@ -33,13 +39,21 @@ impl Retention {
                     // The next run tries again; nothing is lost by waiting.
                     Err(error) => tracing::warn!(%error, "enforcing retention failed"),
                 }
+                ran.send_modify(|runs| *runs += 1);
                 tokio::select! {
                     () = tokio::time::sleep(interval) => {}
                     () = shutdown.wait() => {}
                 }
             }
         });
-        Retention { task }
+        Retention { task, runs }
+    }
+
+    /// Returns once `n` runs have ended since the start (successful or
+    /// not), or the schedule stopped.
+    pub async fn ran(&self, n: u64) {
+        let mut runs = self.runs.clone();
+        let _ = runs.wait_for(|&done| done >= n).await;
     }
 
     /// Returns once the schedule stopped (after the shutdown).

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use vigil_domain::alert::Collection;
 use vigil_domain::model::{Checkpoint, Kind, Rollup, RollupRow, SeriesKey};
-use vigil_store::{Flush, HistoryEntry, HistoryQuery, RollupQuery, SpanRecord, StateRecord};
+use vigil_store::{Flush, HistoryEntry, HistoryQuery, RollupQuery, SpanRecord, StateRecord, Store};
 use vigil_testing::{Backend, on_both_backends};
 
 use crate::harness::{Stack, acme, now_s};
@@ -64,24 +64,52 @@ fn history(time_s: u64) -> HistoryEntry {
     }
 }
 
+/// What is stored of each kind written at `time_s`: (spans, history
+/// entries, rollups).
+async fn stored(store: &dyn Store, time_s: u64, trace: &str) -> (usize, usize, usize) {
+    let history = HistoryQuery {
+        tenant: acme(),
+        from_ms: 0,
+        to_ms: u64::MAX >> 1,
+        rule: None,
+        subject: Some(format!("at-{time_s}")),
+        limit: 10,
+    };
+    let mut rollups = RollupQuery::new(10, time_s - time_s % 10, time_s + 10);
+    rollups.source = Some(("retention-test".into(), 0));
+    (
+        store.trace(&acme(), trace).await.unwrap().len(),
+        store.history(&history).await.unwrap().len(),
+        store.rollups(&rollups).await.unwrap().len(),
+    )
+}
+
 async fn old_data_is_dropped_on_schedule(backend: Backend) {
-    // Retention every second; spans kept 7 days, history 14, rollups 400.
+    // Retention every 3 s; spans kept 7 days, history 14, rollups 400.
     let Some(stack) = Stack::start_with(backend, |config| {
-        config.store.retention_interval_s = 1;
+        config.store.retention_interval_s = 3;
     })
     .await
     else {
         return;
     };
+    let retention = &stack.pipeline.retention;
+    // After the run at start, and before the next: old and new data.
+    tokio::time::timeout(Duration::from_secs(30), retention.ran(1))
+        .await
+        .expect("the run at start ended");
     let store = stack.pipeline.store.clone();
     let now = now_s();
-    let (old_spans, old_events, old_rollups) = (now - 8 * DAY, now - 15 * DAY, now - 401 * DAY);
+    // One day of each kind past its retention.
+    let old = now - 8 * DAY;
+    let old_history = now - 15 * DAY;
+    let old_rollup = now - 401 * DAY;
     store
-        .write_spans(&[span(OLD_TRACE, old_spans), span(NEW_TRACE, now)])
+        .write_spans(&[span(OLD_TRACE, old), span(NEW_TRACE, now)])
         .await
         .unwrap();
     store
-        .append_history(&[history(old_events), history(now)])
+        .append_history(&[history(old_history), history(now)])
         .await
         .unwrap();
     let series = Arc::new(SeriesKey::new(
@@ -91,7 +119,7 @@ async fn old_data_is_dropped_on_schedule(backend: Backend) {
         "POST /pay",
         vec![],
     ));
-    store.write(&flush(&series, old_rollups)).await.unwrap();
+    store.write(&flush(&series, old_rollup)).await.unwrap();
     store.write(&flush(&series, now)).await.unwrap();
     // A state record is never dropped by age.
     let state = StateRecord {
@@ -103,53 +131,21 @@ async fn old_data_is_dropped_on_schedule(backend: Backend) {
         deleted: false,
     };
     store.put_state(std::slice::from_ref(&state)).await.unwrap();
-
-    let rollups = |from_s: u64| {
-        let mut query = RollupQuery::new(10, from_s - from_s % 10, from_s + 10);
-        query.source = Some(("retention-test".into(), 0));
-        query
+    let old_kept = |store| async move {
+        (
+            stored(store, old, OLD_TRACE).await.0,
+            stored(store, old_history, OLD_TRACE).await.1,
+            stored(store, old_rollup, OLD_TRACE).await.2,
+        )
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let old = (
-            store.trace(&acme(), OLD_TRACE).await.unwrap().len(),
-            store
-                .history(&HistoryQuery {
-                    tenant: acme(),
-                    from_ms: 0,
-                    to_ms: (now + 1) * 1_000,
-                    rule: None,
-                    subject: Some(format!("at-{old_events}")),
-                    limit: 10,
-                })
-                .await
-                .unwrap()
-                .len(),
-            store.rollups(&rollups(old_rollups)).await.unwrap().len(),
-        );
-        if old == (0, 0, 0) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "still there after 30 s (spans, history, rollups): {old:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert_eq!(store.trace(&acme(), NEW_TRACE).await.unwrap().len(), 1);
-    assert_eq!(store.rollups(&rollups(now)).await.unwrap().len(), 1);
-    let recent = store
-        .history(&HistoryQuery {
-            tenant: acme(),
-            from_ms: 0,
-            to_ms: (now + 1) * 1_000,
-            rule: None,
-            subject: Some(format!("at-{now}")),
-            limit: 10,
-        })
+    assert_eq!(old_kept(&*store).await, (1, 1, 1));
+
+    // The next run drops exactly the old ones.
+    tokio::time::timeout(Duration::from_secs(30), retention.ran(2))
         .await
-        .unwrap();
-    assert_eq!(recent.len(), 1);
+        .expect("the scheduled run ended");
+    assert_eq!(old_kept(&*store).await, (0, 0, 0));
+    assert_eq!(stored(&*store, now, NEW_TRACE).await, (1, 1, 1));
     assert_eq!(store.state(Collection::Silence).await.unwrap(), vec![state]);
     stack.stop().await;
 }

@@ -7,7 +7,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use vigil_aggregator::Aggregator;
 use vigil_alerter::Alerter;
@@ -43,7 +42,7 @@ pub struct Pipeline {
     pub aggregator: Aggregator,
     pub alerter: Alerter,
     pub store: Arc<dyn Store>,
-    retention: Retention,
+    pub retention: Retention,
 }
 
 impl Pipeline {
@@ -55,11 +54,7 @@ impl Pipeline {
             Aggregator::start(config, Arc::clone(&bus), store.clone(), shutdown.clone()).await?;
         let alerter =
             Alerter::start(config, Arc::clone(&bus), store.clone(), shutdown.clone()).await?;
-        let retention = Retention::start(
-            Arc::clone(&store),
-            Duration::from_secs(config.store.retention_interval_s),
-            shutdown.clone(),
-        );
+        let retention = Retention::start(Arc::clone(&store), &config.store, shutdown.clone());
         Ok(Pipeline {
             retention,
             bus,

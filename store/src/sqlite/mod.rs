@@ -219,16 +219,20 @@ impl SqliteStore {
     /// incremental auto-vacuum (every file this store creates) can; an
     /// older file keeps its free pages for new rows.
     async fn reclaim(&self) -> Result<(), StoreError> {
+        let mode: i64 = self
+            .run(|connection| {
+                connection
+                    .query_row("PRAGMA auto_vacuum", [], |row| row.get(0))
+                    .map_err(fatal)
+            })
+            .await?;
+        if mode != INCREMENTAL_VACUUM {
+            return Ok(());
+        }
         let mut left = i64::MAX;
         loop {
-            let now_left = self
+            let now_left: i64 = self
                 .run(|connection| {
-                    let mode: i64 = connection
-                        .query_row("PRAGMA auto_vacuum", [], |row| row.get(0))
-                        .map_err(fatal)?;
-                    if mode != INCREMENTAL_VACUUM {
-                        return Ok(0);
-                    }
                     connection
                         .execute_batch(&format!("PRAGMA incremental_vacuum({RECLAIM_PAGES})"))
                         .map_err(fatal)?;
