@@ -10,11 +10,16 @@
 //!   a reset: the whole value is new;
 //! - the same point exported twice adds nothing.
 //!
-//! The state of a series is its last point, so it can be rebuilt by replaying
-//! the bus from [`Cumulative::replay_from`]. A series unseen (in event time)
-//! for the staleness is forgotten.
+//! The state of a series is its last point. Every flush writes the points
+//! that changed with the partition's checkpoint ([`Cumulative::changed`]),
+//! and a partition resuming reads them back ([`Cumulative::restore`]), so
+//! a restart on any bus goes on from them and never counts a series' whole
+//! value again. A series unseen (in event time) for the staleness is
+//! forgotten.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+use vigil_domain::model::CumulativeState;
 
 /// The value of a cumulative point.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +57,8 @@ struct Last {
 #[derive(Debug, Default)]
 pub struct Cumulative {
     series: HashMap<u64, Last>,
+    /// Series with a new last point since [`Cumulative::changed`].
+    changed: HashSet<u64>,
 }
 
 impl Cumulative {
@@ -73,6 +80,7 @@ impl Cumulative {
             value,
         };
         let previous = self.series.insert(series, current.clone());
+        self.changed.insert(series);
         let delta = match previous {
             None if start_ns == 0 => None,
             None => Some(current.value),
@@ -85,16 +93,167 @@ impl Cumulative {
     /// Forgets series whose last point is older than `horizon_ns`.
     pub fn forget_before(&mut self, horizon_ns: u64) {
         self.series.retain(|_, last| last.time_ns >= horizon_ns);
+        let series = &self.series;
+        self.changed.retain(|id| series.contains_key(id));
     }
 
-    /// The first bus offset to replay so that every remembered series gets
-    /// its last point back; `next_offset` when nothing is remembered.
-    pub fn replay_from(&self, next_offset: i64) -> i64 {
-        self.series
-            .values()
-            .map(|last| last.offset)
-            .min()
-            .map_or(next_offset, |oldest| oldest.min(next_offset))
+    /// The last points that changed since the previous call, to store with
+    /// the flush of `partition`.
+    pub fn changed(&mut self, partition: i32) -> Vec<CumulativeState> {
+        self.changed
+            .drain()
+            .filter_map(|id| {
+                let last = self.series.get(&id)?;
+                Some(CumulativeState {
+                    partition,
+                    series: id,
+                    offset: last.offset,
+                    time_ns: last.time_ns,
+                    state: encode(last.start_ns, &last.value),
+                })
+            })
+            .collect()
+    }
+
+    /// The state stored by earlier flushes. A state that does not decode
+    /// (never written by this version) is skipped: its series' next point
+    /// becomes its base, as for a series without a start time.
+    pub fn restore(states: Vec<CumulativeState>) -> Self {
+        let mut series = HashMap::with_capacity(states.len());
+        for stored in states {
+            match decode(&stored.state) {
+                Some((start_ns, value)) => {
+                    series.insert(
+                        stored.series,
+                        Last {
+                            start_ns,
+                            time_ns: stored.time_ns,
+                            offset: stored.offset,
+                            value,
+                        },
+                    );
+                }
+                None => tracing::warn!(
+                    series = stored.series,
+                    "the stored state of a cumulative series is unreadable; it starts over"
+                ),
+            }
+        }
+        Cumulative {
+            series,
+            changed: HashSet::new(),
+        }
+    }
+}
+
+/// A series' state as bytes: its start time and last value, little-endian,
+/// the value tagged 0 (sum), 1 (explicit histogram) or 2 (exponential).
+fn encode(start_ns: u64, value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32);
+    out.extend_from_slice(&start_ns.to_le_bytes());
+    let counts = |out: &mut Vec<u8>, counts: &[u64]| {
+        out.extend_from_slice(&(counts.len() as u32).to_le_bytes());
+        counts
+            .iter()
+            .for_each(|n| out.extend_from_slice(&n.to_le_bytes()));
+    };
+    match value {
+        Value::Sum(sum) => {
+            out.push(0);
+            out.extend_from_slice(&sum.to_le_bytes());
+        }
+        Value::Explicit {
+            bounds,
+            counts: n,
+            sum,
+        } => {
+            out.push(1);
+            out.extend_from_slice(&(bounds.len() as u32).to_le_bytes());
+            bounds
+                .iter()
+                .for_each(|b| out.extend_from_slice(&b.to_le_bytes()));
+            counts(&mut out, n);
+            out.extend_from_slice(&sum.to_le_bytes());
+        }
+        Value::Exponential(e) => {
+            out.push(2);
+            out.extend_from_slice(&e.scale.to_le_bytes());
+            out.extend_from_slice(&e.zero_count.to_le_bytes());
+            out.extend_from_slice(&e.positive_offset.to_le_bytes());
+            counts(&mut out, &e.positive);
+            out.extend_from_slice(&e.negative_offset.to_le_bytes());
+            counts(&mut out, &e.negative);
+            out.extend_from_slice(&e.sum.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// Reads what [`encode`] wrote; `None` if the bytes are not such a state.
+fn decode(bytes: &[u8]) -> Option<(u64, Value)> {
+    let mut reader = Reader(bytes);
+    let start_ns = reader.u64()?;
+    let value = match reader.byte()? {
+        0 => Value::Sum(reader.f64()?),
+        1 => {
+            let bounds = (0..reader.len()?)
+                .map(|_| reader.f64())
+                .collect::<Option<_>>()?;
+            let counts = reader.counts()?;
+            Value::Explicit {
+                bounds,
+                counts,
+                sum: reader.f64()?,
+            }
+        }
+        2 => Value::Exponential(Exponential {
+            scale: reader.i32()?,
+            zero_count: reader.u64()?,
+            positive_offset: reader.i32()?,
+            positive: reader.counts()?,
+            negative_offset: reader.i32()?,
+            negative: reader.counts()?,
+            sum: reader.f64()?,
+        }),
+        _ => return None,
+    };
+    reader.0.is_empty().then_some((start_ns, value))
+}
+
+/// Reads little-endian fields off the front of a byte slice.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*head)
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        Some(self.take::<1>()?[0])
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        self.take().map(u64::from_le_bytes)
+    }
+
+    fn i32(&mut self) -> Option<i32> {
+        self.take().map(i32::from_le_bytes)
+    }
+
+    fn f64(&mut self) -> Option<f64> {
+        self.take().map(f64::from_le_bytes)
+    }
+
+    /// A length, at most what the remaining bytes can hold at 8 each.
+    fn len(&mut self) -> Option<usize> {
+        let len = self.take().map(u32::from_le_bytes)? as usize;
+        (len <= self.0.len() / 8).then_some(len)
+    }
+
+    fn counts(&mut self) -> Option<Vec<u64>> {
+        (0..self.len()?).map(|_| self.u64()).collect()
     }
 }
 
@@ -306,15 +465,72 @@ mod tests {
     }
 
     #[test]
-    fn replay_starts_at_the_oldest_remembered_point() {
+    fn a_restored_state_goes_on_where_the_stored_one_stopped() {
+        let mut c = Cumulative::default();
+        let histogram = Value::Explicit {
+            bounds: vec![1.0, 10.0],
+            counts: vec![1, 2, 3],
+            sum: 30.5,
+        };
+        let exponential = Value::Exponential(Exponential {
+            scale: 3,
+            zero_count: 2,
+            positive_offset: -4,
+            positive: vec![1, 0, 7],
+            negative_offset: 2,
+            negative: vec![5],
+            sum: -1.25,
+        });
+        c.delta(1, 9, 1_000, 10, sum(40.0));
+        c.delta(2, 9, 2_000, 11, histogram.clone());
+        c.delta(3, 9, 3_000, 12, exponential.clone());
+        let mut stored = c.changed(4);
+        assert!(c.changed(4).is_empty(), "nothing changed since");
+        stored.sort_by_key(|s| s.series);
+        let offsets: Vec<(i32, u64, i64, u64)> = stored
+            .iter()
+            .map(|s| (s.partition, s.series, s.offset, s.time_ns))
+            .collect();
+        assert_eq!(
+            offsets,
+            vec![(4, 1, 10, 1_000), (4, 2, 11, 2_000), (4, 3, 12, 3_000)]
+        );
+        assert_eq!(decode(&stored[1].state), Some((9, histogram)));
+        assert_eq!(decode(&stored[2].state), Some((9, exponential)));
+
+        let mut restored = Cumulative::restore(stored);
+        // The same point again adds nothing; the next adds its increase only.
+        assert_eq!(restored.delta(1, 9, 1_000, 20, sum(40.0)), Some(sum(0.0)));
+        assert_eq!(restored.delta(1, 9, 4_000, 21, sum(43.0)), Some(sum(3.0)));
+        assert_eq!(restored.changed(4).len(), 1);
+    }
+
+    #[test]
+    fn unreadable_states_are_skipped() {
+        let good = encode(9, &sum(1.0));
+        assert_eq!(decode(&good[..good.len() - 1]), None);
+        assert_eq!(decode(&[good.as_slice(), &[0]].concat()), None);
+        let mut huge = 9u64.to_le_bytes().to_vec();
+        huge.push(1);
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(decode(&huge), None, "a length past the bytes left");
+        let restored = Cumulative::restore(vec![CumulativeState {
+            partition: 0,
+            series: 1,
+            offset: 0,
+            time_ns: 0,
+            state: huge,
+        }]);
+        assert!(restored.series.is_empty());
+    }
+
+    #[test]
+    fn forgotten_series_are_not_stored() {
         let mut c = Cumulative::default();
         c.delta(1, 9, 1_000, 10, sum(1.0));
         c.delta(2, 9, 5_000, 12, sum(1.0));
-        c.delta(1, 9, 6_000, 14, sum(2.0));
-        assert_eq!(c.replay_from(20), 12);
-        c.forget_before(5_500);
-        assert_eq!(c.replay_from(20), 14);
-        c.forget_before(10_000);
-        assert_eq!(c.replay_from(20), 20);
+        c.forget_before(2_000);
+        let stored = c.changed(0);
+        assert_eq!(stored.iter().map(|s| s.series).collect::<Vec<_>>(), [2]);
     }
 }

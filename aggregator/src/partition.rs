@@ -3,26 +3,35 @@
 //! exactly-once: its rows and its checkpoint leave together in one flush.
 //!
 //! Every flush writes the 10 s windows' points gathered since the previous
-//! flush (partial rows: rollups add up) and the 1 min and 1 h windows that
-//! closed, with the partition's offsets. After a restart the partition goes
-//! on from the checkpoint: open windows are rebuilt from the 10 s rows the
-//! store holds, messages from `replay_from` to `next_offset` rebuild the
-//! cumulative series without being counted, and counting resumes at
-//! `next_offset`. So a crash anywhere neither loses nor double-counts.
+//! flush (partial rows: rollups add up), the 1 min and 1 h windows that
+//! closed, and the cumulative series' changed last points, with the
+//! partition's offsets. After a restart the partition goes on from the
+//! checkpoint: open windows are rebuilt from the 10 s rows the store holds,
+//! the cumulative series from their stored last points, and counting
+//! resumes at `next_offset`. So a crash anywhere neither loses nor
+//! double-counts.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use vigil_domain::model::{Checkpoint, RollupRow};
+use vigil_domain::model::{Checkpoint, CumulativeState, RollupRow};
 use vigil_domain::model::{Rollup, SeriesKey};
 use vigil_store::StoredRollup;
 
 use crate::cumulative::Cumulative;
-use crate::points::{Amount, Mode, Observation};
+use crate::points::{Amount, Observation};
 use crate::window::{Arrival, Windows};
 
 /// Width of the windows written as they fill.
 const FINEST_S: u64 = 10;
+
+/// What one flush of a partition writes.
+#[derive(Debug)]
+pub struct Written {
+    pub rows: Vec<RollupRow>,
+    pub checkpoint: Checkpoint,
+    pub cumulative: Vec<CumulativeState>,
+}
 
 /// One partition's state.
 #[derive(Debug)]
@@ -36,8 +45,6 @@ pub struct Partition {
     seq: u64,
     /// The next offset to take; earlier ones are done with.
     next_offset: i64,
-    /// Offsets before this were counted before the restart.
-    counted_before: i64,
     /// Offsets taken since the last flush.
     dirty: bool,
 }
@@ -45,24 +52,26 @@ pub struct Partition {
 impl Partition {
     /// A partition resuming from `checkpoint` (or, without one, from the
     /// start of the topic with windows closed up to `now_s`), with the 10 s
-    /// rows the store holds for its open windows.
+    /// rows the store holds for its open windows and the stored state of its
+    /// cumulative series.
     pub fn resume(
         id: i32,
         lateness_s: u64,
         checkpoint: Option<Checkpoint>,
         stored: Vec<StoredRollup>,
+        cumulative: Vec<CumulativeState>,
         now_s: u64,
     ) -> Self {
         let mut windows = Windows::new(lateness_s);
         let mut series = HashMap::new();
-        let (seq, next_offset, counted_before) = match checkpoint {
+        let (seq, next_offset) = match checkpoint {
             Some(c) => {
                 windows.resume_at(c.watermark_s);
-                (c.seq, c.replay_from, c.next_offset)
+                (c.seq, c.next_offset)
             }
             None => {
                 windows.resume_at(now_s);
-                (0, 0, 0)
+                (0, 0)
             }
         };
         for row in stored {
@@ -75,10 +84,9 @@ impl Partition {
             windows,
             series,
             pending: HashMap::new(),
-            cumulative: Cumulative::default(),
+            cumulative: Cumulative::restore(cumulative),
             seq,
             next_offset,
-            counted_before,
             dirty: false,
         }
     }
@@ -90,21 +98,15 @@ impl Partition {
         oldest_open - oldest_open % 3600
     }
 
-    /// What the message at `offset` is for: `None` if it was taken before
-    /// (or precedes the replay), [`Mode::Replay`] if it only rebuilds
-    /// cumulative state, [`Mode::Count`] if it is counted. Taking it moves the
-    /// partition past it.
-    pub fn take(&mut self, offset: i64) -> Option<Mode> {
+    /// Whether the message at `offset` is new (not counted before the
+    /// checkpoint or already); taking it moves the partition past it.
+    pub fn take(&mut self, offset: i64) -> bool {
         if offset < self.next_offset {
-            return None;
+            return false;
         }
         self.next_offset = offset + 1;
         self.dirty = true;
-        Some(if offset < self.counted_before {
-            Mode::Replay
-        } else {
-            Mode::Count
-        })
+        true
     }
 
     /// Counts one observation. A value that is not a number is refused.
@@ -151,10 +153,10 @@ impl Partition {
     }
 
     /// Closes the windows due by `now_s` and takes everything to write: the
-    /// rows and the checkpoint. `None` when nothing changed since the last
-    /// flush. Closed 10 s windows are not written again: their points left
-    /// as partial rows.
-    pub fn flush(&mut self, now_s: u64, staleness_s: u64) -> Option<(Vec<RollupRow>, Checkpoint)> {
+    /// rows, the checkpoint and the cumulative series' changed state. `None`
+    /// when nothing changed since the last flush. Closed 10 s windows are
+    /// not written again: their points left as partial rows.
+    pub fn flush(&mut self, now_s: u64, staleness_s: u64) -> Option<Written> {
         let closed = self.windows.close(now_s);
         if !self.dirty && self.pending.is_empty() && closed.is_empty() {
             return None;
@@ -180,11 +182,14 @@ impl Partition {
         let checkpoint = Checkpoint {
             seq: self.seq,
             partition: self.id,
-            next_offset: self.next_offset.max(self.counted_before),
-            replay_from: self.cumulative.replay_from(self.next_offset),
+            next_offset: self.next_offset,
             watermark_s,
         };
-        Some((rows, checkpoint))
+        Some(Written {
+            rows,
+            checkpoint,
+            cumulative: self.cumulative.changed(self.id),
+        })
     }
 
     fn row(

@@ -63,14 +63,6 @@ pub enum DecodeError {
     },
 }
 
-/// What the observations of a message are for: counting them, or only
-/// rebuilding cumulative state during a replay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Count,
-    Replay,
-}
-
 /// Decodes a payload as `M`, named `what` in the error.
 pub fn decode<M: prost::Message + Default>(
     payload: &[u8],
@@ -230,21 +222,19 @@ fn span_kind(kind: i32) -> &'static str {
 }
 
 /// Reads an `ExportMetricsServiceRequest`. Cumulative points go through
-/// `cumulative`; in [`Mode::Replay`] only that happens and nothing is
-/// returned. Points whose values cannot be recorded (not finite, broken
+/// `cumulative`. Points whose values cannot be recorded (not finite, broken
 /// histograms) are counted in the second value and skipped.
 pub fn metrics(
     tenant: &TenantId,
     payload: &[u8],
     offset: i64,
     cumulative: &mut Cumulative,
-    mode: Mode,
 ) -> Result<(Vec<Observation>, u64), DecodeError> {
     let request: ExportMetricsServiceRequest = decode(payload, "OTLP ExportMetricsServiceRequest")?;
     let mut out = Vec::new();
     let mut refused = 0;
     let mut push = |series: SeriesKey, time_ns: u64, amount: Option<Amount>| {
-        if let (Mode::Count, Some(amount)) = (mode, amount) {
+        if let Some(amount) = amount {
             out.push(Observation {
                 series,
                 time_s: seconds(time_ns),

@@ -8,7 +8,7 @@
 //! dead-letter topic with the reason, and its partition goes on.
 //!
 //! The store, not the consumer group, says where a partition resumes (see
-//! `partition.rs`); the group's committed offset is `replay_from`, so that a
+//! `partition.rs`); the group's committed offset is the checkpoint's, so that a
 //! new member starts close to where it must. A partition taken away in a
 //! rebalance is dropped without a flush: its new owner resumes from the
 //! store. While the store refuses a flush nothing is polled; after
@@ -30,7 +30,7 @@ use vigil_store::{
 
 use crate::metrics::Metrics;
 use crate::partition::Partition;
-use crate::points::{self, Mode, Observation};
+use crate::points::{self, Observation};
 use crate::{client_telemetry, logs};
 
 /// Messages taken per poll.
@@ -178,15 +178,14 @@ impl StreamLoop {
         let Some(partition) = self.partitions.get_mut(&message.partition) else {
             return Ok(());
         };
-        let Some(mode) = partition.take(message.offset) else {
+        if !partition.take(message.offset) {
             return Ok(());
-        };
+        }
         self.metrics.messages.inc();
         let observations = match decode(
             &message,
             &self.source,
             self.signal,
-            mode,
             partition,
             &self.config,
         ) {
@@ -202,12 +201,10 @@ impl StreamLoop {
                     %error, source = %self.source, partition = message.partition,
                     offset = message.offset, "a message cannot be decoded; sent to the dead-letter topic"
                 );
-                if mode == Mode::Count {
-                    let letter = rollups::dead_letter(&self.source, &message, &error.to_string());
-                    let topic = self.topics.dead_letter.clone();
-                    if self.publish(&topic, vec![letter]).await {
-                        self.metrics.dead_letters.inc();
-                    }
+                let letter = rollups::dead_letter(&self.source, &message, &error.to_string());
+                let topic = self.topics.dead_letter.clone();
+                if self.publish(&topic, vec![letter]).await {
+                    self.metrics.dead_letters.inc();
                 }
                 return Ok(());
             }
@@ -234,7 +231,7 @@ impl StreamLoop {
     async fn resume(&self, id: i32) -> Result<Partition, StoreError> {
         let checkpoint = self.store.checkpoint(&self.source, id).await?;
         let lateness_s = self.config.allowed_lateness_s;
-        let stored = match checkpoint {
+        let (stored, cumulative) = match checkpoint {
             Some(c) => {
                 let mut query = RollupQuery::new(
                     10,
@@ -242,19 +239,30 @@ impl StreamLoop {
                     u64::MAX >> 1,
                 );
                 query.source = Some((self.source.clone(), id));
-                self.store.rollups(&query).await?
+                let stored = self.store.rollups(&query).await?;
+                let cumulative = if self.signal == Stream::Metrics {
+                    let staleness_s = self.config.cumulative_max_staleness_s;
+                    let since_ns = c.watermark_s.saturating_sub(staleness_s) * 1_000_000_000;
+                    self.store
+                        .cumulative(&self.source, id, c.next_offset, since_ns)
+                        .await?
+                } else {
+                    Vec::new()
+                };
+                (stored, cumulative)
             }
-            None => Vec::new(),
+            None => (Vec::new(), Vec::new()),
         };
         tracing::info!(
             source = %self.source, partition = id, ?checkpoint, restored = stored.len(),
-            "resuming partition"
+            cumulative = cumulative.len(), "resuming partition"
         );
         Ok(Partition::resume(
             id,
             lateness_s,
             checkpoint,
             stored,
+            cumulative,
             now_s(),
         ))
     }
@@ -269,15 +277,21 @@ impl StreamLoop {
             time_s: now,
             checkpoints: Vec::new(),
             rows: Vec::new(),
+            cumulative: Vec::new(),
         };
         let mut batches = Vec::new();
         for partition in self.partitions.values_mut() {
-            if let Some((rows, checkpoint)) = partition.flush(now, staleness_s) {
-                if self.config.publish_rollups && !rows.is_empty() {
-                    batches.extend(rollups::encode(&self.source, &checkpoint, &rows));
+            if let Some(written) = partition.flush(now, staleness_s) {
+                if self.config.publish_rollups && !written.rows.is_empty() {
+                    batches.extend(rollups::encode(
+                        &self.source,
+                        &written.checkpoint,
+                        &written.rows,
+                    ));
                 }
-                flush.rows.extend(rows);
-                flush.checkpoints.push(checkpoint);
+                flush.rows.extend(written.rows);
+                flush.checkpoints.push(written.checkpoint);
+                flush.cumulative.extend(written.cumulative);
             }
         }
         if flush.checkpoints.is_empty() {
@@ -317,7 +331,7 @@ impl StreamLoop {
             .iter()
             .map(|c| Position {
                 partition: c.partition,
-                next_offset: c.replay_from,
+                next_offset: c.next_offset,
             })
             .collect();
         if let Err(error) = consumer.commit(&positions).await {
@@ -425,13 +439,11 @@ struct Decoded {
     refused: u64,
 }
 
-/// Reads one message. In [`Mode::Replay`] only cumulative metrics matter:
-/// every other signal returns nothing.
+/// Reads one message.
 fn decode(
     message: &Message,
     source: &str,
     signal: Stream,
-    mode: Mode,
     partition: &mut Partition,
     config: &AggregatorConfig,
 ) -> Result<Decoded, points::DecodeError> {
@@ -445,14 +457,13 @@ fn decode(
         hash.write(&(index as u64).to_le_bytes());
         hash.finish()
     };
-    match (signal, mode) {
-        (Stream::Metrics, _) => {
+    match signal {
+        Stream::Metrics => {
             let (observations, refused) = points::metrics(
                 &tenant,
                 &message.payload,
                 message.offset,
                 &mut partition.cumulative,
-                mode,
             )?;
             Ok(Decoded {
                 observations,
@@ -460,8 +471,7 @@ fn decode(
                 ..Decoded::default()
             })
         }
-        (_, Mode::Replay) => Ok(Decoded::default()),
-        (Stream::Traces, Mode::Count) => {
+        Stream::Traces => {
             let spans = points::spans(&tenant, &message.payload, &config.span_dimensions)?;
             Ok(Decoded {
                 observations: spans.observations,
@@ -469,7 +479,7 @@ fn decode(
                 ..Decoded::default()
             })
         }
-        (Stream::Logs, Mode::Count) => {
+        Stream::Logs => {
             let logs = logs::logs(&tenant, &message.payload, event_id)?;
             Ok(Decoded {
                 observations: logs.observations,
@@ -477,7 +487,7 @@ fn decode(
                 ..Decoded::default()
             })
         }
-        (Stream::Client, Mode::Count) => {
+        Stream::Client => {
             let client = client_telemetry::client(&tenant, &message.payload, event_id)?;
             Ok(Decoded {
                 observations: client.observations,

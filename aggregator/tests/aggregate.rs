@@ -436,9 +436,11 @@ async fn a_restart_neither_loses_nor_double_counts(backend: Backend) {
     aggregator.wait().await.expect("stops cleanly");
 }
 
-/// `vigil up` started again over the same data: a new embedded bus, the
-/// store with the earlier process's checkpoints. Nothing the new process
-/// publishes is taken for already counted.
+/// `vigil up` started again over the same data: a new embedded bus on the
+/// same log, then on a new log (its directory lost, or the store written
+/// by a version whose bus lived in memory), the store with the earlier
+/// processes' checkpoints. Nothing the new process publishes is taken for
+/// already counted, nothing counted is counted again.
 #[tokio::test]
 async fn a_new_embedded_bus_over_the_same_store_loses_nothing() {
     let Some(mut setup) = setup(Backend::Embedded).await else {
@@ -446,23 +448,62 @@ async fn a_new_embedded_bus_over_the_same_store_loses_nothing() {
     };
     let topics = setup.config.bus.topics();
     let now = now_s();
+    // A running SDK's counter, exported cumulatively before and after each restart.
+    let counter = |value| {
+        metrics(vec![sum(
+            "requests_total",
+            AggregationTemporality::Cumulative,
+            vec![number(now - 600, now, value)],
+        )])
+    };
     let (aggregator, shutdown) = setup.start().await;
+    setup.publish(&topics.metrics, vec![counter(10.0)]).await;
     setup
         .publish(&topics.traces, vec![spans(1, 5, 1, now)])
         .await;
     setup.settled(Kind::Span, "POST /pay", 10, now, 5).await;
+    setup
+        .settled(Kind::Metric, "requests_total", 10, now, 1)
+        .await;
     shutdown.trigger();
     aggregator.wait().await.expect("stops cleanly");
 
-    setup.bus = bus::connect(&setup.config.bus).expect("a new bus");
-    let (aggregator, shutdown) = setup.start().await;
-    setup
-        .publish(&topics.traces, vec![spans(100, 3, 0, now)])
-        .await;
-    let spans = setup.settled(Kind::Span, "POST /pay", 10, now, 8).await;
-    assert_rollup(&spans, 8, 15.0 + 6.0, 1);
-    shutdown.trigger();
-    aggregator.wait().await.expect("stops cleanly");
+    let fresh_log = vigil_testing::embedded_bus_config();
+    for (restart, log) in [setup.config.bus.embedded.clone(), fresh_log]
+        .into_iter()
+        .enumerate()
+    {
+        // The earlier process is gone, and so is its hold on the log.
+        let Setup {
+            mut config,
+            bus: earlier,
+            store,
+        } = setup;
+        drop(earlier);
+        config.bus.embedded = log;
+        let bus = bus::connect(&config.bus).expect("a new bus");
+        setup = Setup { config, bus, store };
+        let (aggregator, shutdown) = setup.start().await;
+        let total = 10.0 + 5.0 * (restart + 1) as f64;
+        setup.publish(&topics.metrics, vec![counter(total)]).await;
+        setup
+            .publish(
+                &topics.traces,
+                vec![spans(100 + 10 * restart as u64, 3, 0, now)],
+            )
+            .await;
+        let requests = setup
+            .settled(Kind::Metric, "requests_total", 10, now, restart as u64 + 2)
+            .await;
+        assert_rollup(&requests, restart as u64 + 2, total, 0);
+        let expected = 5 + 3 * (restart as u64 + 1);
+        let spans = setup
+            .settled(Kind::Span, "POST /pay", 10, now, expected)
+            .await;
+        assert_rollup(&spans, expected, 15.0 + 6.0 * (restart + 1) as f64, 1);
+        shutdown.trigger();
+        aggregator.wait().await.expect("stops cleanly");
+    }
 }
 
 /// A wallet app's session: started, a cold start of `start_ms`, stutter with

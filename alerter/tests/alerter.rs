@@ -192,7 +192,6 @@ async fn publish(bus: &dyn Bus, config: &Config, seq: u64, rows: &[RollupRow]) {
         seq,
         partition: 0,
         next_offset: seq as i64,
-        replay_from: seq as i64,
         watermark_s: now_s(),
     };
     let records = rollups::encode("vigil.otlp.traces", &checkpoint, rows);

@@ -114,10 +114,10 @@ pub async fn store_writes(
                     seq,
                     partition: 0,
                     next_offset: i64::try_from(flush_index).unwrap_or(0),
-                    replay_from: 0,
                     watermark_s: now,
                 }],
                 rows,
+                cumulative: Vec::new(),
             };
             let one = Instant::now();
             store.write(&flush).await?;

@@ -163,6 +163,7 @@ fn flush(rows: Vec<RollupRow>, now: u64) -> Flush {
         time_s: now,
         checkpoints: Vec::new(),
         rows,
+        cumulative: Vec::new(),
     }
 }
 

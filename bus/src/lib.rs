@@ -139,7 +139,7 @@ pub trait Consumer: Send {
 pub fn connect(config: &BusConfig) -> Result<Arc<dyn Bus>, BusError> {
     let publish_timeout = Duration::from_millis(config.publish_timeout_ms);
     Ok(match config.kind {
-        BusKind::Embedded => Arc::new(EmbeddedBus::new(&config.embedded, publish_timeout)),
+        BusKind::Embedded => Arc::new(EmbeddedBus::new(&config.embedded, publish_timeout)?),
         BusKind::Kafka => Arc::new(KafkaBus::new(&config.kafka, publish_timeout)?),
     })
 }

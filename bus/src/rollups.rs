@@ -190,7 +190,6 @@ mod tests {
             seq: 7,
             partition: 3,
             next_offset: 100,
-            replay_from: 90,
             watermark_s: 2_000,
         };
         let rows: Vec<RollupRow> = (0..20_000).map(row).collect();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use vigil_bus::{Bus, BusError, Consumer, EmbeddedBus, KafkaBus, Message, Record, positions_after};
 use vigil_config::EmbeddedBusConfig;
-use vigil_testing::{Backend, kafka_config, read_until, unique_name};
+use vigil_testing::{Backend, embedded_bus_config, kafka_config, read_until, unique_name};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -23,16 +23,19 @@ enum Size {
 /// A bus of the backend, or `None` when Kafka is unreachable off CI.
 fn bus(backend: Backend, size: Size) -> Option<Arc<dyn Bus>> {
     Some(match (backend, size) {
-        (Backend::Embedded, Size::Roomy) => Arc::new(EmbeddedBus::new(
-            &EmbeddedBusConfig::default(),
-            Duration::from_secs(5),
-        )),
-        (Backend::Embedded, Size::Tiny) => Arc::new(EmbeddedBus::new(
-            &EmbeddedBusConfig {
-                max_bytes_per_topic: 10 * 1_010,
-            },
-            Duration::from_millis(300),
-        )),
+        (Backend::Embedded, Size::Roomy) => {
+            Arc::new(EmbeddedBus::new(&embedded_bus_config(), Duration::from_secs(5)).unwrap())
+        }
+        (Backend::Embedded, Size::Tiny) => Arc::new(
+            EmbeddedBus::new(
+                &EmbeddedBusConfig {
+                    max_bytes_per_topic: 10 * 1_010,
+                    ..embedded_bus_config()
+                },
+                Duration::from_millis(300),
+            )
+            .unwrap(),
+        ),
         (Backend::Kafka, size) => {
             let mut config = kafka_config()?;
             if let Size::Tiny = size {

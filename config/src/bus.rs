@@ -1,5 +1,7 @@
 //! `[bus]`: the embedded bus or Kafka, partitions and topics.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 use vigil_domain::topics::Topics;
 
@@ -67,14 +69,47 @@ pub struct EmbeddedBusConfig {
     /// past that, publishers wait and then get a retryable "full" error.
     #[serde(default = "default_max_bytes_per_topic")]
     pub max_bytes_per_topic: u64,
+    /// The directory of the log on disk. Without one the bus lives in
+    /// memory only and loses what it holds with the process; `vigil up`
+    /// puts it under `--data` (`<data>/bus`).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// When a publish is acknowledged: `always` (once the log is on disk:
+    /// every publish waits for the next fsync, which many share), `interval`
+    /// (the log is fsynced every `fsync_interval_ms`, and a publish waits for
+    /// the next one), or `off` (once written to the operating system: it
+    /// survives the process being killed, not a power cut).
+    #[serde(default)]
+    pub fsync: Fsync,
+    #[serde(default = "default_fsync_interval_ms")]
+    pub fsync_interval_ms: u64,
+    /// A partition's log is cut into files of about this size; a file goes
+    /// once every consumer group has committed past its last record.
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
 }
 
 impl Default for EmbeddedBusConfig {
     fn default() -> Self {
         EmbeddedBusConfig {
             max_bytes_per_topic: default_max_bytes_per_topic(),
+            path: None,
+            fsync: Fsync::default(),
+            fsync_interval_ms: default_fsync_interval_ms(),
+            segment_bytes: default_segment_bytes(),
         }
     }
+}
+
+/// When the embedded bus's log reaches the disk, before publishers hear
+/// that their records are stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fsync {
+    #[default]
+    Always,
+    Interval,
+    Off,
 }
 
 /// The Kafka bus (any Kafka-protocol broker).
@@ -160,6 +195,14 @@ fn default_max_bytes_per_topic() -> u64 {
     256 * 1024 * 1024
 }
 
+fn default_fsync_interval_ms() -> u64 {
+    10
+}
+
+fn default_segment_bytes() -> u64 {
+    16 * 1024 * 1024
+}
+
 fn default_brokers() -> String {
     "127.0.0.1:9092".to_owned()
 }
@@ -200,6 +243,18 @@ impl BusConfig {
             bus.embedded.max_bytes_per_topic,
             1024 * 1024..,
             " (1 MiB)",
+        )?;
+        check_range(
+            "bus.embedded.fsync_interval_ms",
+            bus.embedded.fsync_interval_ms,
+            1..=10_000,
+            " (10 s)",
+        )?;
+        check_range(
+            "bus.embedded.segment_bytes",
+            bus.embedded.segment_bytes,
+            64 * 1024..=1024 * 1024 * 1024,
+            " (64 KiB to 1 GiB)",
         )?;
         if !Topics::is_valid_prefix(&bus.topic_prefix) {
             return Err(ConfigError::invalid(

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 pub use aggregator::AggregatorConfig;
 pub use alerter::AlerterConfig;
 pub use api::{ApiConfig, ApiToken, Role};
-pub use bus::{BusConfig, BusKind, Compression, EmbeddedBusConfig, KafkaBusConfig};
+pub use bus::{BusConfig, BusKind, Compression, EmbeddedBusConfig, Fsync, KafkaBusConfig};
 pub use canary::CanaryConfig;
 pub use collector::{CollectorConfig, LimitsConfig, TenantConfig};
 pub use slo::{Sli, SloConfig};

@@ -192,12 +192,23 @@ pub struct Checkpoint {
     pub partition: i32,
     /// Every message before this offset is in the store.
     pub next_offset: i64,
-    /// Messages from here to `next_offset` rebuild per-series state
-    /// (cumulative counters) without being counted again.
-    pub replay_from: i64,
     /// Windows that ended (plus the allowed lateness) by this time, in unix
     /// seconds, had closed.
     pub watermark_s: u64,
+}
+
+/// The last point of a cumulative series as of the bus message at `offset`
+/// (in `state`, encoded by the aggregator), written by the flush that took
+/// that message, so that a partition resuming from its checkpoint goes on
+/// from it instead of counting the series' whole value again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CumulativeState {
+    pub partition: i32,
+    pub series: u64,
+    pub offset: i64,
+    /// The point's time, unix nanoseconds.
+    pub time_ns: u64,
+    pub state: Vec<u8>,
 }
 
 /// One row to write: a rollup of a series over a window.

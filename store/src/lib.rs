@@ -45,6 +45,11 @@ use vigil_config::{StoreConfig, StoreKind};
 /// and 1 h windows written when they close.
 pub const WIDTHS: [u32; 3] = [10, 60, 3600];
 
+/// Days the state of a cumulative series is kept after the flush that wrote
+/// it: a series unseen longer than `aggregator.cumulative_max_staleness_s`
+/// (a day at most) is forgotten anyway.
+pub const CUMULATIVE_RETENTION_DAYS: u64 = 1;
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

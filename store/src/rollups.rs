@@ -3,7 +3,7 @@
 //! (API, alerter) reads.
 
 use async_trait::async_trait;
-use vigil_domain::model::{Checkpoint, Kind, Rollup, RollupRow, SeriesKey};
+use vigil_domain::model::{Checkpoint, CumulativeState, Kind, Rollup, RollupRow, SeriesKey};
 use vigil_domain::signal::Matcher;
 use vigil_domain::tenant::TenantId;
 
@@ -18,6 +18,9 @@ pub struct Flush {
     pub time_s: u64,
     pub checkpoints: Vec<Checkpoint>,
     pub rows: Vec<RollupRow>,
+    /// The cumulative series whose last point changed since the previous
+    /// flush of their partitions.
+    pub cumulative: Vec<CumulativeState>,
 }
 
 /// A series and window with every stored row of it merged.
@@ -114,6 +117,17 @@ pub trait RollupStore: Send + Sync {
         source: &str,
         partition: i32,
     ) -> Result<Option<Checkpoint>, StoreError>;
+
+    /// The last state of every cumulative series of `source`'s `partition`
+    /// as of a message before `before_offset` (the checkpoint's next
+    /// offset), when that point's time is at or after `since_ns`.
+    async fn cumulative(
+        &self,
+        source: &str,
+        partition: i32,
+        before_offset: i64,
+        since_ns: u64,
+    ) -> Result<Vec<CumulativeState>, StoreError>;
 
     /// The rollups the query selects, one per series and window, ordered by
     /// window start.

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use vigil_bus::{Consumer, Message};
-use vigil_config::{BusKind, Config, KafkaBusConfig, StoreConfig, StoreKind};
+use vigil_config::{BusKind, Config, EmbeddedBusConfig, KafkaBusConfig, StoreConfig, StoreKind};
 
 /// How long a test waits for messages before it fails.
 const READ_DEADLINE: Duration = Duration::from_secs(60);
@@ -92,12 +92,22 @@ pub fn config(backend: Backend) -> Option<Config> {
         config.bus.kind = BusKind::Kafka;
         config.bus.kafka = kafka_config()?;
     }
+    config.bus.embedded = embedded_bus_config();
     config.store = store_config(backend)?;
     config.aggregator.group = unique_name("vigil_test_group");
     config.collector.grpc_listen = ([127, 0, 0, 1], 0).into();
     config.collector.http_listen = ([127, 0, 0, 1], 0).into();
     config.aggregator.metrics_listen = ([127, 0, 0, 1], 0).into();
     Some(config)
+}
+
+/// The embedded bus with a log of the test's own on disk, as `vigil up`
+/// runs it.
+pub fn embedded_bus_config() -> EmbeddedBusConfig {
+    EmbeddedBusConfig {
+        path: Some(std::env::temp_dir().join(unique_name("vigil_test_bus"))),
+        ..EmbeddedBusConfig::default()
+    }
 }
 
 /// A store of a test's own: a new SQLite file, or a new ClickHouse database

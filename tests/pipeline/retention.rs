@@ -50,6 +50,7 @@ fn flush(series: &Arc<SeriesKey>, time_s: u64) -> Flush {
             rollup,
             correction: false,
         }],
+        cumulative: Vec::new(),
     }
 }
 

@@ -13,7 +13,7 @@ use vigil_alerter::Alerter;
 use vigil_api::Api;
 use vigil_bus::Bus;
 use vigil_collector::Collector;
-use vigil_config::{Config, StoreKind};
+use vigil_config::{BusKind, Config, StoreKind};
 use vigil_domain::shutdown::Shutdown;
 use vigil_store::{Retention, Store};
 use vigil_synthetic::Synthetic;
@@ -99,6 +99,9 @@ pub async fn run(mut config: Config, options: Options) -> Result<(), Error> {
     {
         config.store.sqlite.path = options.data.join("vigil.sqlite");
     }
+    if config.bus.embedded.path.is_none() {
+        config.bus.embedded.path = Some(options.data.join("bus"));
+    }
     let mut sink = None;
     if options.demo {
         demo::configure(&mut config)?;
@@ -128,8 +131,12 @@ pub async fn run(mut config: Config, options: Options) -> Result<(), Error> {
 
     let api_url = format!("http://{}", reachable(api.address()));
     println!(
-        "vigil: {:?} bus, {:?} store{}",
+        "vigil: {:?} bus{}, {:?} store{}",
         config.bus.kind,
+        match (&config.bus.kind, &config.bus.embedded.path) {
+            (BusKind::Embedded, Some(path)) => format!(" in {}", path.display()),
+            _ => String::new(),
+        },
         config.store.kind,
         match config.store.kind {
             StoreKind::Sqlite => format!(" in {}", config.store.sqlite.path.display()),

@@ -340,6 +340,7 @@ async fn write_known_data(store: &dyn Store) -> u64 {
             time_s: now,
             checkpoints: Vec::new(),
             rows,
+            cumulative: Vec::new(),
         })
         .await
         .unwrap();

@@ -307,6 +307,7 @@ async fn limits_health_metrics_and_openapi(backend: Backend) {
             time_s: now_s(),
             checkpoints: Vec::new(),
             rows,
+            cumulative: Vec::new(),
         })
         .await
         .unwrap();

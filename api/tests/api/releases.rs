@@ -97,6 +97,7 @@ async fn write_releases(store: &dyn Store) {
             time_s: now_s(),
             checkpoints: Vec::new(),
             rows,
+            cumulative: Vec::new(),
         })
         .await
         .unwrap();

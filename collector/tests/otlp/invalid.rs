@@ -447,9 +447,11 @@ async fn a_full_bus_answers_resource_exhausted_with_retry_info_and_429() {
     let bus = EmbeddedBus::new(
         &EmbeddedBusConfig {
             max_bytes_per_topic: 1_000,
+            ..embedded_bus_config()
         },
         Duration::from_millis(200),
-    );
+    )
+    .unwrap();
     let harness = Harness::start_on(Arc::new(bus)).await;
     let topic = harness.config.bus.topics().traces;
     let mut reader = harness.bus.subscribe(&topic, "reader").await.unwrap();
@@ -565,10 +567,7 @@ async fn a_broker_that_stops_answering_gives_unavailable_and_the_retry_lands() {
 }
 
 fn embedded_bus() -> Arc<dyn Bus> {
-    Arc::new(EmbeddedBus::new(
-        &EmbeddedBusConfig::default(),
-        Duration::from_secs(5),
-    ))
+    Arc::new(EmbeddedBus::new(&embedded_bus_config(), Duration::from_secs(5)).unwrap())
 }
 
 #[tokio::test]

@@ -50,7 +50,7 @@ use vigil_collector::Collector;
 use vigil_config::{Config, EmbeddedBusConfig, Secret, TenantConfig};
 use vigil_domain::shutdown::Shutdown;
 use vigil_domain::tenant::TenantId;
-use vigil_testing::{Backend, kafka_config, read_until, unique_name};
+use vigil_testing::{Backend, embedded_bus_config, kafka_config, read_until, unique_name};
 
 const TOKEN: &str = "acme-token-0123456789";
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -68,7 +68,9 @@ impl Harness {
     async fn start(backend: Backend) -> Option<Harness> {
         let timeout = Duration::from_secs(5);
         let bus: Arc<dyn Bus> = match backend {
-            Backend::Embedded => Arc::new(EmbeddedBus::new(&EmbeddedBusConfig::default(), timeout)),
+            Backend::Embedded => {
+                Arc::new(EmbeddedBus::new(&embedded_bus_config(), timeout).unwrap())
+            }
             Backend::Kafka => Arc::new(KafkaBus::new(&kafka_config()?, timeout).unwrap()),
         };
         Some(Harness::start_on(bus).await)

@@ -19,7 +19,7 @@ use clickhouse::{Client, Row, RowOwned, RowWrite};
 use serde::Deserialize;
 use vigil_config::StoreConfig;
 
-use crate::{Store, StoreError, day_of};
+use crate::{CUMULATIVE_RETENTION_DAYS, Store, StoreError, day_of};
 
 /// The `kind` of checkpoint rows, which no series has.
 const CHECKPOINT_KIND: &str = "checkpoint";
@@ -98,6 +98,20 @@ const MIGRATIONS: &[(u32, &str, &[&str])] = &[
                 body String, day UInt32
             ) ENGINE = MergeTree PARTITION BY day ORDER BY (tenant, time_ms)",
         ],
+    ),
+    (
+        5,
+        "cumulative series state",
+        // Written just before the flush it belongs to, so not atomically
+        // with it: a reader takes the latest state before the checkpoint's
+        // next offset. A row past it, left by a flush that failed after it,
+        // describes the same messages as the retried flush's and is used
+        // only once a checkpoint covers it. Plain MergeTree: a merge must
+        // not drop the valid state for such a row.
+        &["CREATE TABLE IF NOT EXISTS cumulative (
+            source String, bus_partition Int32, series UInt64, offset Int64,
+            time_ns UInt64, state Array(UInt8), day UInt32
+        ) ENGINE = MergeTree PARTITION BY day ORDER BY (source, bus_partition, series, offset)"],
     ),
 ];
 
@@ -263,7 +277,7 @@ impl Store for ClickHouseStore {
             .query(
                 "SELECT DISTINCT table, toUInt32(partition) FROM system.parts
                  WHERE database = ? AND active
-                    AND table IN ('spans', 'events', 'rollups', 'history')",
+                    AND table IN ('spans', 'events', 'rollups', 'history', 'cumulative')",
             )
             .bind(&self.database)
             .fetch_all()
@@ -273,6 +287,7 @@ impl Store for ClickHouseStore {
             let retention = match partition.table.as_str() {
                 "spans" => self.span_retention_days,
                 "events" | "history" => self.event_retention_days,
+                "cumulative" => CUMULATIVE_RETENTION_DAYS,
                 _ => self.rollup_retention_days,
             };
             if u64::from(partition.day) + retention < today {

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
-use vigil_domain::model::Checkpoint;
 use vigil_domain::model::Kind;
+use vigil_domain::model::{Checkpoint, CumulativeState};
 use vigil_domain::tenant::TenantId;
 
 use super::{CHECKPOINT_KIND, ClickHouseStore, classify, day_u32};
@@ -95,8 +95,26 @@ fn label_sql(key: &str) -> (&'static str, Option<Bound>) {
 struct CheckpointIn {
     seq: u64,
     next_offset: i64,
-    replay_from: i64,
     watermark: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct CumulativeIn {
+    series: u64,
+    last_offset: i64,
+    last_time_ns: u64,
+    last_state: Vec<u8>,
+}
+
+#[derive(Row, Serialize)]
+struct CumulativeRow {
+    source: String,
+    bus_partition: i32,
+    series: u64,
+    offset: i64,
+    time_ns: u64,
+    state: Vec<u8>,
+    day: u32,
 }
 
 #[derive(Row, Serialize, Deserialize)]
@@ -150,11 +168,25 @@ impl RollupStore for ClickHouseStore {
             bus_partition: c.partition,
             seq: c.seq,
             next_offset: c.next_offset,
-            replay_from: c.replay_from,
+            // Kept for tables of earlier versions: nothing is replayed since
+            // cumulative state is stored.
+            replay_from: c.next_offset,
             watermark: c.watermark_s,
             day,
             ..RollupOut::default()
         });
+        if !flush.cumulative.is_empty() {
+            let states = flush.cumulative.iter().map(|c| CumulativeRow {
+                source: source.to_owned(),
+                bus_partition: c.partition,
+                series: c.series,
+                offset: c.offset,
+                time_ns: c.time_ns,
+                state: c.state.clone(),
+                day,
+            });
+            self.insert_all("cumulative", states.collect()).await?;
+        }
         self.insert_all("rollups", checkpoints.chain(rows).collect())
             .await
     }
@@ -185,7 +217,7 @@ impl RollupStore for ClickHouseStore {
         let row: Option<CheckpointIn> = self
             .client
             .query(
-                "SELECT seq, next_offset, replay_from, watermark FROM rollups
+                "SELECT seq, next_offset, watermark FROM rollups
                  WHERE tenant = '' AND kind = ? AND source = ? AND bus_partition = ?
                  ORDER BY seq DESC LIMIT 1",
             )
@@ -199,9 +231,43 @@ impl RollupStore for ClickHouseStore {
             seq: row.seq,
             partition,
             next_offset: row.next_offset,
-            replay_from: row.replay_from,
             watermark_s: row.watermark,
         }))
+    }
+
+    async fn cumulative(
+        &self,
+        source: &str,
+        partition: i32,
+        before_offset: i64,
+        since_ns: u64,
+    ) -> Result<Vec<CumulativeState>, StoreError> {
+        let rows: Vec<CumulativeIn> = self
+            .client
+            .query(
+                "SELECT series, max(offset) AS last_offset,
+                    argMax(time_ns, offset) AS last_time_ns, argMax(state, offset) AS last_state
+                 FROM cumulative
+                 WHERE source = ? AND bus_partition = ? AND offset < ?
+                 GROUP BY series HAVING last_time_ns >= ?",
+            )
+            .bind(source)
+            .bind(partition)
+            .bind(before_offset)
+            .bind(since_ns)
+            .fetch_all()
+            .await
+            .map_err(classify)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| CumulativeState {
+                partition,
+                series: row.series,
+                offset: row.last_offset,
+                time_ns: row.last_time_ns,
+                state: row.last_state,
+            })
+            .collect())
     }
 
     async fn rollups(&self, query: &RollupQuery) -> Result<Vec<StoredRollup>, StoreError> {

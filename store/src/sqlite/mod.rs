@@ -16,7 +16,7 @@ use vigil_config::StoreConfig;
 use vigil_domain::tenant::TenantId;
 
 use crate::codec::corrupt;
-use crate::{SpanRecord, Store, StoreError, day_of};
+use crate::{CUMULATIVE_RETENTION_DAYS, SpanRecord, Store, StoreError, day_of};
 
 /// Schema versions, applied in order and recorded in `vigil_migrations`.
 const MIGRATIONS: &[(u32, &str, &str)] = &[
@@ -94,6 +94,18 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         );
         CREATE INDEX history_by_time ON history (tenant, time_ms);
         CREATE INDEX history_by_day ON history (day);",
+    ),
+    (
+        5,
+        "cumulative series state",
+        // The latest state per series, replaced in each flush's transaction.
+        "CREATE TABLE cumulative (
+            source TEXT NOT NULL, bus_partition INTEGER NOT NULL, series INTEGER NOT NULL,
+            offset INTEGER NOT NULL, time_ns INTEGER NOT NULL, state BLOB NOT NULL,
+            day INTEGER NOT NULL,
+            PRIMARY KEY (source, bus_partition, series)
+        ) WITHOUT ROWID;
+        CREATE INDEX cumulative_by_day ON cumulative (day);",
     ),
 ];
 
@@ -318,6 +330,7 @@ impl Store for SqliteStore {
             ("events", self.event_retention_days),
             ("history", self.event_retention_days),
             ("rollups", self.rollup_retention_days),
+            ("cumulative", CUMULATIVE_RETENTION_DAYS),
         ] {
             let before = to_sql(today.saturating_sub(days));
             // A day per statement, oldest first: writers wait for one day's

@@ -6,7 +6,7 @@ use std::collections::hash_map::Entry;
 use async_trait::async_trait;
 use rusqlite::types::Value;
 use rusqlite::{OptionalExtension, params, params_from_iter};
-use vigil_domain::model::Checkpoint;
+use vigil_domain::model::{Checkpoint, CumulativeState};
 use vigil_domain::model::{Kind, SeriesKey};
 use vigil_domain::signal::label_of;
 use vigil_domain::tenant::TenantId;
@@ -86,14 +86,36 @@ impl RollupStore for SqliteStore {
                     )
                     .map_err(fatal)?;
                 for c in &flush.checkpoints {
+                    // `replay_from` is kept for files of earlier versions:
+                    // nothing is replayed since cumulative state is stored.
                     checkpoint
                         .execute(params![
                             flush.source,
                             c.partition,
                             to_sql(c.seq),
                             c.next_offset,
-                            c.replay_from,
+                            c.next_offset,
                             to_sql(c.watermark_s),
+                        ])
+                        .map_err(fatal)?;
+                }
+                let mut cumulative = tx
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO cumulative
+                            (source, bus_partition, series, offset, time_ns, state, day)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )
+                    .map_err(fatal)?;
+                for c in &flush.cumulative {
+                    cumulative
+                        .execute(params![
+                            flush.source,
+                            c.partition,
+                            to_sql(c.series),
+                            c.offset,
+                            to_sql(c.time_ns),
+                            c.state,
+                            day,
                         ])
                         .map_err(fatal)?;
                 }
@@ -148,7 +170,7 @@ impl RollupStore for SqliteStore {
         self.run(move |connection| {
             connection
                 .query_row(
-                    "SELECT seq, next_offset, replay_from, watermark FROM checkpoints
+                    "SELECT seq, next_offset, watermark FROM checkpoints
                      WHERE source = ?1 AND bus_partition = ?2",
                     params![source, partition],
                     |row| {
@@ -156,13 +178,46 @@ impl RollupStore for SqliteStore {
                             seq: from_sql(row.get(0)?),
                             partition,
                             next_offset: row.get(1)?,
-                            replay_from: row.get(2)?,
-                            watermark_s: from_sql(row.get(3)?),
+                            watermark_s: from_sql(row.get(2)?),
                         })
                     },
                 )
                 .optional()
                 .map_err(fatal)
+        })
+        .await
+    }
+
+    async fn cumulative(
+        &self,
+        source: &str,
+        partition: i32,
+        before_offset: i64,
+        since_ns: u64,
+    ) -> Result<Vec<CumulativeState>, StoreError> {
+        let source = source.to_owned();
+        self.run(move |connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT series, offset, time_ns, state FROM cumulative
+                     WHERE source = ?1 AND bus_partition = ?2 AND offset < ?3 AND time_ns >= ?4",
+                )
+                .map_err(fatal)?;
+            let rows = statement
+                .query_map(
+                    params![source, partition, before_offset, to_sql(since_ns)],
+                    |row| {
+                        Ok(CumulativeState {
+                            partition,
+                            series: from_sql(row.get(0)?),
+                            offset: row.get(1)?,
+                            time_ns: from_sql(row.get(2)?),
+                            state: row.get(3)?,
+                        })
+                    },
+                )
+                .map_err(fatal)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(fatal)
         })
         .await
     }
