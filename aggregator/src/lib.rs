@@ -56,12 +56,15 @@ pub enum AggregatorError {
 pub struct Aggregator {
     metrics: Arc<Metrics>,
     metrics_address: std::net::SocketAddr,
-    tasks: Vec<JoinHandle<()>>,
+    server: JoinHandle<()>,
+    /// Each says whether it took everything the bus held when it stopped.
+    pipelines: Vec<JoinHandle<bool>>,
 }
 
 impl Aggregator {
-    /// Creates the topics it reads and starts one pipeline per topic. They
-    /// flush and stop when `shutdown` is set off; [`Aggregator::wait`] for that.
+    /// Creates the topics it reads and starts one pipeline per topic. When
+    /// `shutdown` is set off they take what the bus holds (for a while),
+    /// flush and stop; [`Aggregator::wait`] for that.
     pub async fn start(
         config: &Config,
         bus: Arc<dyn Bus>,
@@ -87,7 +90,7 @@ impl Aggregator {
                     address: listen,
                     source,
                 })?;
-        let mut tasks = vec![server];
+        let mut pipelines = Vec::new();
         for signal in [
             Stream::Metrics,
             Stream::Traces,
@@ -105,7 +108,7 @@ impl Aggregator {
             // One group per topic: a rebalance of one topic (a member died)
             // never holds up the other.
             let group = format!("{}.{}", config.aggregator.group, signal.as_str());
-            tasks.push(tokio::spawn(consume(
+            pipelines.push(tokio::spawn(consume(
                 pipeline,
                 Arc::clone(&bus),
                 group,
@@ -115,7 +118,8 @@ impl Aggregator {
         Ok(Aggregator {
             metrics,
             metrics_address,
-            tasks,
+            server,
+            pipelines,
         })
     }
 
@@ -129,19 +133,27 @@ impl Aggregator {
         self.metrics_address
     }
 
-    /// Returns once every pipeline has flushed and stopped.
-    pub async fn wait(self) -> Result<(), AggregatorError> {
-        for task in self.tasks {
-            task.await
-                .map_err(|e| AggregatorError::Task(e.to_string()))?;
+    /// Returns once every pipeline has flushed and stopped: whether each
+    /// took everything the bus held first.
+    pub async fn wait(self) -> Result<bool, AggregatorError> {
+        let failed = |e: tokio::task::JoinError| AggregatorError::Task(e.to_string());
+        let mut drained = true;
+        for pipeline in self.pipelines {
+            drained &= pipeline.await.map_err(failed)?;
         }
-        Ok(())
+        self.server.await.map_err(failed)?;
+        Ok(drained)
     }
 }
 
 /// Runs a pipeline until shutdown, starting it over (new consumer, state from
-/// the store) whenever it fails.
-async fn consume(mut pipeline: StreamLoop, bus: Arc<dyn Bus>, group: String, shutdown: Shutdown) {
+/// the store) whenever it fails; whether it took everything the bus held.
+async fn consume(
+    mut pipeline: StreamLoop,
+    bus: Arc<dyn Bus>,
+    group: String,
+    shutdown: Shutdown,
+) -> bool {
     while !shutdown.is_triggered() {
         let outcome = match bus.subscribe(&pipeline.source, &group).await {
             Ok(mut consumer) => pipeline
@@ -151,7 +163,7 @@ async fn consume(mut pipeline: StreamLoop, bus: Arc<dyn Bus>, group: String, shu
             Err(error) => Err(error.to_string()),
         };
         match outcome {
-            Ok(()) => return,
+            Ok(drained) => return drained,
             Err(error) => {
                 pipeline.forget();
                 tracing::error!(%error, source = %pipeline.source, "aggregator pipeline failed; starting over from the store");
@@ -159,4 +171,6 @@ async fn consume(mut pipeline: StreamLoop, bus: Arc<dyn Bus>, group: String, shu
             }
         }
     }
+    // Stopped while starting over: what the bus holds waits for the next start.
+    false
 }

@@ -44,6 +44,11 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 const FLUSH_GIVE_UP: Duration = Duration::from_secs(30);
 /// How long a publish to the rollups or dead-letter topic is retried.
 const PUBLISH_GIVE_UP: Duration = Duration::from_secs(10);
+/// How long a stopping pipeline keeps taking what the bus holds before its
+/// last flush.
+const DRAIN_MAX: Duration = Duration::from_secs(10);
+/// A poll this short that brings nothing ends the drain.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
 /// How often a series' "last seen" is written to the catalogue.
 const CATALOGUE_REFRESH_S: u64 = 3_600;
 
@@ -132,14 +137,16 @@ impl StreamLoop {
         self.catalogue.clear();
     }
 
-    /// Consumes until `shutdown`, flushing at every interval and at the end.
-    /// Returns an error when a flush kept failing: the caller starts a new
-    /// pipeline (and consumer) from the store.
+    /// Consumes until `shutdown`, flushing at every interval; then takes
+    /// what the bus still holds (for up to [`DRAIN_MAX`]) and flushes it.
+    /// Returns whether that drain reached the end of the bus, or an error
+    /// when a flush kept failing: the caller starts a new pipeline (and
+    /// consumer) from the store.
     pub async fn run(
         &mut self,
         consumer: &mut dyn Consumer,
         shutdown: &Shutdown,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let interval = Duration::from_millis(self.config.flush_interval_ms);
         let mut next_flush = Instant::now() + interval;
         while !shutdown.is_triggered() {
@@ -154,20 +161,54 @@ impl StreamLoop {
                     Vec::new()
                 }
             };
-            let assigned = consumer.assignment();
-            self.partitions.retain(|id, _| assigned.contains(id));
-            for message in batch {
-                if assigned.contains(&message.partition) {
-                    self.take(message).await?;
-                }
-            }
-            let pending: usize = self.partitions.values().map(Partition::pending_rows).sum();
-            if Instant::now() >= next_flush || pending >= self.config.max_flush_rows {
+            self.take_all(batch, consumer).await?;
+            if Instant::now() >= next_flush {
                 self.flush(consumer).await?;
                 next_flush = Instant::now() + interval;
             }
         }
-        self.flush(consumer).await
+        let deadline = Instant::now() + DRAIN_MAX;
+        let drained = loop {
+            let batch = match consumer.poll(POLL_MAX, DRAIN_POLL).await {
+                Ok(batch) if batch.is_empty() => break true,
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::warn!(%error, source = %self.source, "polling the bus failed while stopping");
+                    break false;
+                }
+            };
+            self.take_all(batch, consumer).await?;
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    source = %self.source,
+                    "stopping with messages left in the bus; the next start takes them"
+                );
+                break false;
+            }
+        };
+        self.flush(consumer).await?;
+        Ok(drained)
+    }
+
+    /// Takes a polled batch (the messages of partitions still assigned), and
+    /// flushes early once the rows pending reach the flush's limit.
+    async fn take_all(
+        &mut self,
+        batch: Vec<Message>,
+        consumer: &mut dyn Consumer,
+    ) -> Result<(), StoreError> {
+        let assigned = consumer.assignment();
+        self.partitions.retain(|id, _| assigned.contains(id));
+        for message in batch {
+            if assigned.contains(&message.partition) {
+                self.take(message).await?;
+            }
+        }
+        let pending: usize = self.partitions.values().map(Partition::pending_rows).sum();
+        if pending >= self.config.max_flush_rows {
+            self.flush(consumer).await?;
+        }
+        Ok(())
     }
 
     async fn take(&mut self, message: Message) -> Result<(), StoreError> {

@@ -92,7 +92,7 @@ impl Alerter {
         shutdown: Shutdown,
     ) -> Result<Alerter, AlerterError> {
         let settings = config.alerter.clone();
-        let seen = yaml::fingerprint(&settings.rules);
+        let watch = yaml::Watch::new(&settings.rules);
         let ruleset = rules::load(&settings.rules)?;
         let metrics = Arc::new(Metrics::new());
         let render = Arc::clone(&metrics);
@@ -144,7 +144,7 @@ impl Alerter {
             silences_read: None,
             cooldowns: cooldowns.into_iter().collect(),
             settings,
-            seen,
+            watch,
             store,
             client,
             metrics: Arc::clone(&metrics),

@@ -105,6 +105,47 @@ pub fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
     files
 }
 
+/// Files watched for a change that has settled: one whose fingerprint
+/// differs from the files' as last read, and stayed the same between two
+/// looks. So a file written in steps (truncated, then written) is read once,
+/// whole, not once per step.
+#[derive(Debug)]
+pub struct Watch {
+    paths: Vec<PathBuf>,
+    seen: Fingerprint,
+    changing: Option<Fingerprint>,
+}
+
+impl Watch {
+    /// Watches `paths`, as read now.
+    pub fn new(paths: &[PathBuf]) -> Self {
+        Watch {
+            paths: paths.to_vec(),
+            seen: fingerprint(paths),
+            changing: None,
+        }
+    }
+
+    /// Marks the files as read (call it just before reading them).
+    pub fn read(&mut self) {
+        self.seen = fingerprint(&self.paths);
+        self.changing = None;
+    }
+
+    /// Whether the files changed since they were read, and have settled
+    /// since the previous look.
+    pub fn settled_change(&mut self) -> bool {
+        let now = fingerprint(&self.paths);
+        if now == self.seen {
+            self.changing = None;
+            return false;
+        }
+        let settled = self.changing.as_ref() == Some(&now);
+        self.changing = Some(now);
+        settled
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +160,23 @@ mod tests {
             .collect();
         assert_eq!(lines, vec![Some(1), Some(2), Some(3), Some(4), None]);
         assert_eq!(name_line(text, "a", 2), None);
+    }
+
+    #[test]
+    fn a_change_is_reported_once_it_has_settled() {
+        let dir = std::env::temp_dir().join(format!("vigil-watch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("rules.yaml");
+        std::fs::write(&file, "a").unwrap();
+        let mut watch = Watch::new(std::slice::from_ref(&file));
+        assert!(!watch.settled_change());
+        std::fs::write(&file, "").unwrap();
+        assert!(!watch.settled_change(), "a first step of a write");
+        std::fs::write(&file, "bbb").unwrap();
+        assert!(!watch.settled_change(), "still changing");
+        assert!(watch.settled_change(), "settled");
+        watch.read();
+        assert!(!watch.settled_change(), "read since");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -66,7 +66,7 @@ impl Synthetic {
     pub async fn start(config: &Config, shutdown: Shutdown) -> Result<Synthetic, ProberError> {
         let settings = config.synthetic.clone();
         // Taken before the files are read: a change while they are is seen.
-        let seen = yaml::fingerprint(&settings.scenarios);
+        let watch = yaml::Watch::new(&settings.scenarios);
         let probes = scenario::load(&settings.scenarios)?;
         let metrics = Arc::new(Metrics::new());
         let render = Arc::clone(&metrics);
@@ -87,7 +87,7 @@ impl Synthetic {
         });
         let mut control = Control {
             settings,
-            seen,
+            watch,
             shared,
             running: HashMap::new(),
         };
@@ -140,7 +140,7 @@ impl Synthetic {
 struct Control {
     settings: SyntheticConfig,
     /// The scenario files as of their last reading.
-    seen: yaml::Fingerprint,
+    watch: yaml::Watch,
     shared: Arc<Shared>,
     running: HashMap<String, Running>,
 }
@@ -169,13 +169,13 @@ impl Control {
                 },
                 Some(()) = hangups.recv() => None,
                 _ = tick.tick(), if !watch_every.is_zero() => {
-                    if yaml::fingerprint(&self.settings.scenarios) == self.seen {
+                    if !self.watch.settled_change() {
                         continue;
                     }
                     None
                 }
             };
-            self.seen = yaml::fingerprint(&self.settings.scenarios);
+            self.watch.read();
             let outcome = match scenario::load(&self.settings.scenarios) {
                 Ok(probes) => {
                     self.shared.metrics.reload(true);

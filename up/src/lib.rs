@@ -36,6 +36,10 @@ pub struct Options {
 /// The collector, an aggregator and the alerter on one bus and store, and
 /// the store's retention schedule: what every way of running Vigil in one
 /// process starts.
+///
+/// They stop in order: the collector first (no new data is acknowledged,
+/// requests in flight finish), then the aggregator takes what the bus holds
+/// and flushes it, and the alerter saves its state.
 pub struct Pipeline {
     pub bus: Arc<dyn Bus>,
     pub collector: Collector,
@@ -43,6 +47,8 @@ pub struct Pipeline {
     pub alerter: Alerter,
     pub store: Arc<dyn Store>,
     pub retention: Retention,
+    /// Stops the aggregator and the alerter once the collector has stopped.
+    after_collector: Shutdown,
 }
 
 impl Pipeline {
@@ -50,12 +56,24 @@ impl Pipeline {
         let bus = vigil_bus::connect(&config.bus)?;
         let store = vigil_store::open(&config.store).await?;
         let collector = Collector::start(config, Arc::clone(&bus), shutdown.clone()).await?;
-        let aggregator =
-            Aggregator::start(config, Arc::clone(&bus), store.clone(), shutdown.clone()).await?;
-        let alerter =
-            Alerter::start(config, Arc::clone(&bus), store.clone(), shutdown.clone()).await?;
+        let after_collector = Shutdown::new();
+        let aggregator = Aggregator::start(
+            config,
+            Arc::clone(&bus),
+            store.clone(),
+            after_collector.clone(),
+        )
+        .await?;
+        let alerter = Alerter::start(
+            config,
+            Arc::clone(&bus),
+            store.clone(),
+            after_collector.clone(),
+        )
+        .await?;
         let retention = Retention::start(Arc::clone(&store), &config.store, shutdown.clone());
         Ok(Pipeline {
+            after_collector,
             retention,
             bus,
             collector,
@@ -71,13 +89,15 @@ impl Pipeline {
     }
 
     /// Returns once every part has stopped (after the shutdown) and
-    /// flushed.
-    pub async fn wait(self) -> Result<(), Error> {
+    /// flushed: whether the aggregator took everything the bus held.
+    pub async fn wait(self) -> Result<bool, Error> {
+        let stopped = self.collector.wait().await;
+        self.after_collector.trigger();
+        let drained = self.aggregator.wait().await?;
         self.alerter.wait().await;
-        self.aggregator.wait().await?;
-        self.collector.wait().await?;
         self.retention.wait().await;
-        Ok(())
+        stopped?;
+        Ok(drained)
     }
 }
 
@@ -185,7 +205,10 @@ pub async fn run(mut config: Config, options: Options) -> Result<(), Error> {
     }
     prober.wait().await;
     api.wait().await?;
-    pipeline.wait().await?;
-    println!("vigil stopped; everything was flushed");
+    if pipeline.wait().await? {
+        println!("vigil stopped; everything was flushed");
+    } else {
+        println!("vigil stopped; what the bus still holds is in its log for the next start");
+    }
     Ok(())
 }

@@ -32,7 +32,7 @@ pub(crate) use state::{read_state, rebuild};
 
 pub(crate) struct Control {
     pub(crate) settings: AlerterConfig,
-    pub(crate) seen: yaml::Fingerprint,
+    pub(crate) watch: yaml::Watch,
     pub(crate) ruleset: Ruleset,
     pub(crate) engine: Engine,
     /// Windows before this came from the store.
@@ -94,7 +94,7 @@ impl Control {
             let hangup = hangups.try_recv().is_ok();
             let changed = !watch_every.is_zero()
                 && watched.elapsed() >= watch_every
-                && yaml::fingerprint(&self.settings.rules) != self.seen;
+                && self.watch.settled_change();
             if watched.elapsed() >= watch_every {
                 watched = Instant::now();
             }
@@ -134,7 +134,7 @@ impl Control {
     }
 
     fn reload(&mut self) -> Result<usize, String> {
-        self.seen = yaml::fingerprint(&self.settings.rules);
+        self.watch.read();
         match rules::load(&self.settings.rules) {
             Ok(ruleset) => {
                 self.metrics.reload(true);

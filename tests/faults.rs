@@ -1,0 +1,413 @@
+//! Faults `vigil up` must survive: killed with SIGKILL at random moments
+//! and stopped with SIGTERM while a client keeps sending, it keeps every
+//! span and counter increase it acknowledged and counts none twice.
+//!
+//! The client is an OTLP/HTTP exporter that retries until it is answered
+//! 200, as the OpenTelemetry SDKs do. A request cut off after it was sent
+//! (the process died before answering) may have been stored: its retry is
+//! then a second copy, which raw spans keep once (by id) and rollups count
+//! twice, as with any at-least-once OTLP pipeline. So span rollups are
+//! checked between what was acknowledged and that plus such cut-off
+//! requests, and the raw spans and the cumulative counter (idempotent by
+//! nature) exactly.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric,
+    number_data_point,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message as _;
+use vigil_config::StoreConfig;
+use vigil_domain::model::Kind;
+use vigil_domain::tenant::TenantId;
+use vigil_store::RollupQuery;
+
+const SPANS_PER_BATCH: u64 = 10;
+/// What each batch adds to the cumulative counter.
+const STEP: f64 = 5.0;
+const KILLS: usize = 10;
+/// Every third stop is a SIGTERM.
+const TERM_EVERY: usize = 3;
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A small deterministic generator for the kill times, seeded from the clock
+/// and printed, so a failing run can be told apart.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// A running `vigil up` and what it printed.
+struct Up {
+    child: Child,
+    printed: Arc<Mutex<Vec<String>>>,
+}
+
+impl Up {
+    fn start(data: &Path) -> (Up, String) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(["--config"])
+            .arg(data.join("vigil.toml"))
+            .args(["up", "--data"])
+            .arg(data)
+            .env_remove("VIGIL_CONFIG")
+            .env("VIGIL_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let printed = Arc::new(Mutex::new(Vec::new()));
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let lines = Arc::clone(&printed);
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let up = Up { child, printed };
+        up.line("vigil is ready");
+        let otlp = up
+            .line("OTLP/HTTP http://")
+            .split("OTLP/HTTP ")
+            .nth(1)
+            .unwrap()
+            .trim()
+            .to_owned();
+        (up, otlp)
+    }
+
+    /// The first printed line holding `text`, waiting up to a minute.
+    fn line(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(line) = self
+                .printed
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(text))
+            {
+                return line.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not printed: {text:?} in {:?}",
+                self.printed.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM: an orderly stop that must say everything was flushed.
+    fn terminate(mut self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status}");
+        self.line("vigil stopped; everything was flushed");
+    }
+}
+
+/// What the client was told.
+#[derive(Default)]
+struct Sent {
+    /// Batches answered 200.
+    acknowledged: u64,
+    /// Requests cut off after they were sent: they may be stored twice.
+    cut_off: u64,
+    /// The counter's value in the last acknowledged export.
+    counter: f64,
+}
+
+fn attribute(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_owned())),
+        }),
+        ..KeyValue::default()
+    }
+}
+
+fn resource() -> Option<Resource> {
+    Some(Resource {
+        attributes: vec![attribute("service.name", "faults")],
+        ..Resource::default()
+    })
+}
+
+fn trace_id(batch: u64) -> [u8; 16] {
+    let mut id = [0xfa; 16];
+    id[8..].copy_from_slice(&(batch + 1).to_be_bytes());
+    id
+}
+
+fn spans(batch: u64) -> Vec<u8> {
+    let end = now_ns();
+    let spans = (0..SPANS_PER_BATCH)
+        .map(|i| Span {
+            trace_id: trace_id(batch).to_vec(),
+            span_id: (batch * SPANS_PER_BATCH + i + 1).to_be_bytes().to_vec(),
+            name: "POST /pay".to_owned(),
+            kind: 2,
+            start_time_unix_nano: end - 1_000_000 * (i + 1),
+            end_time_unix_nano: end,
+            ..Span::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: resource(),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..ScopeSpans::default()
+            }],
+            ..ResourceSpans::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+fn counter(start_ns: u64, value: f64) -> Vec<u8> {
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: resource(),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "payments_total".to_owned(),
+                    data: Some(metric::Data::Sum(Sum {
+                        data_points: vec![NumberDataPoint {
+                            start_time_unix_nano: start_ns,
+                            time_unix_nano: now_ns(),
+                            value: Some(number_data_point::Value::AsDouble(value)),
+                            ..NumberDataPoint::default()
+                        }],
+                        aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                        is_monotonic: true,
+                    })),
+                    ..Metric::default()
+                }],
+                ..ScopeMetrics::default()
+            }],
+            ..ResourceMetrics::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// Posts until answered 200 by whichever process listens at `otlp` (it
+/// changes across restarts); counts the requests cut off after sending.
+fn deliver(
+    http: &reqwest::blocking::Client,
+    otlp: &Mutex<Option<String>>,
+    path: &str,
+    body: &[u8],
+    sent: &Mutex<Sent>,
+) {
+    loop {
+        let Some(address) = otlp.lock().unwrap().clone() else {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        // Connection refused while no process listens: retried.
+        let answer = http
+            .post(format!("{address}{path}"))
+            .header("content-type", "application/x-protobuf")
+            .body(body.to_vec())
+            .send();
+        match answer {
+            Ok(response) if response.status() == 200 => return,
+            Ok(response) => {
+                // 503 (the bus could not take it) or 429: stored, or not.
+                assert!(
+                    matches!(response.status().as_u16(), 429 | 503),
+                    "{}",
+                    response.status()
+                );
+                sent.lock().unwrap().cut_off += 1;
+            }
+            Err(error) if error.is_connect() => {}
+            Err(error) if error.is_builder() => panic!("{error}"),
+            Err(_) => sent.lock().unwrap().cut_off += 1,
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn config(data: &Path) {
+    std::fs::create_dir_all(data).unwrap();
+    std::fs::write(
+        data.join("vigil.toml"),
+        r#"
+[collector]
+grpc_listen = "127.0.0.1:0"
+http_listen = "127.0.0.1:0"
+anonymous_tenant = "acme"
+
+[aggregator]
+metrics_listen = "127.0.0.1:0"
+
+[api]
+listen = "127.0.0.1:0"
+
+[synthetic]
+metrics_listen = "127.0.0.1:0"
+
+[alerter]
+metrics_listen = "127.0.0.1:0"
+"#,
+    )
+    .unwrap();
+}
+
+/// What the store holds: (raw spans of each acknowledged batch's trace,
+/// span count in the 10 s rollups, counter total in the rollups).
+async fn stored(data: &Path, batches: u64, since_s: u64) -> (Vec<usize>, u64, f64) {
+    let mut config = StoreConfig::default();
+    config.sqlite.path = data.join("vigil.sqlite");
+    let store = vigil_store::open(&config).await.unwrap();
+    let acme = TenantId::parse("acme").unwrap();
+    let mut per_trace = Vec::new();
+    for batch in 0..batches {
+        let id: String = trace_id(batch).iter().map(|b| format!("{b:02x}")).collect();
+        per_trace.push(store.trace(&acme, &id).await.unwrap().len());
+    }
+    let total = |kind| {
+        let store = &store;
+        let acme = acme.clone();
+        async move {
+            let mut query = RollupQuery::new(10, since_s - 20, since_s + 3_600);
+            query.tenant = Some(acme);
+            query.kind = Some(kind);
+            store.rollups(&query).await.unwrap()
+        }
+    };
+    let span_count = total(Kind::Span)
+        .await
+        .iter()
+        .map(|r| r.rollup.values.count())
+        .sum();
+    let counter = total(Kind::Metric)
+        .await
+        .iter()
+        .map(|r| r.rollup.values.sum())
+        .sum();
+    (per_trace, span_count, counter)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acknowledged_data_survives_sigkill_and_sigterm_exactly() {
+    let data: PathBuf =
+        std::env::temp_dir().join(format!("vigil-faults-{}-{}", std::process::id(), now_ns()));
+    config(&data);
+    let seed = now_ns() | 1;
+    let mut random = Xorshift(seed);
+    let since_s = now_ns() / 1_000_000_000;
+    let start_ns = now_ns() - 60_000_000_000;
+
+    let otlp: Arc<Mutex<Option<String>>> = Arc::default();
+    let sent: Arc<Mutex<Sent>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let (otlp, sent, stop) = (Arc::clone(&otlp), Arc::clone(&sent), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let http = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap();
+            let mut batch = 0;
+            while !stop.load(Ordering::Relaxed) {
+                deliver(&http, &otlp, "/v1/traces", &spans(batch), &sent);
+                let value = STEP * (batch + 1) as f64;
+                deliver(
+                    &http,
+                    &otlp,
+                    "/v1/metrics",
+                    &counter(start_ns, value),
+                    &sent,
+                );
+                let mut sent = sent.lock().unwrap();
+                sent.acknowledged = batch + 1;
+                sent.counter = value;
+                batch += 1;
+            }
+        })
+    };
+
+    let mut kills = 0;
+    let mut terms = 0;
+    for cycle in 0.. {
+        let (up, address) = Up::start(&data);
+        *otlp.lock().unwrap() = Some(address);
+        // Stopped while the client sends, mid-request more often than not.
+        std::thread::sleep(Duration::from_millis(300 + random.below(1_200)));
+        if kills == KILLS {
+            stop.store(true, Ordering::Relaxed);
+            client.join().unwrap();
+            up.terminate();
+            break;
+        }
+        if cycle % TERM_EVERY == TERM_EVERY - 1 {
+            up.terminate();
+            terms += 1;
+        } else {
+            up.kill();
+            kills += 1;
+        }
+    }
+
+    let sent = std::mem::take(&mut *sent.lock().unwrap());
+    let (per_trace, span_count, counter) = stored(&data, sent.acknowledged, since_s).await;
+    let context = format!(
+        "seed {seed}: {kills} SIGKILLs, {terms} SIGTERMs, {} batches acknowledged, {} requests cut off",
+        sent.acknowledged, sent.cut_off
+    );
+    assert!(sent.acknowledged > 20, "{context}");
+    let incomplete: Vec<(usize, &usize)> = per_trace
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n as u64 != SPANS_PER_BATCH)
+        .collect();
+    assert!(
+        incomplete.is_empty(),
+        "{context}: batches without their {SPANS_PER_BATCH} raw spans: {incomplete:?}"
+    );
+    let acknowledged_spans = sent.acknowledged * SPANS_PER_BATCH;
+    assert!(
+        (acknowledged_spans..=acknowledged_spans + sent.cut_off * SPANS_PER_BATCH)
+            .contains(&span_count),
+        "{context}: {span_count} spans counted in the rollups for {acknowledged_spans} acknowledged"
+    );
+    assert_eq!(counter, sent.counter, "{context}: the counter's total");
+    std::fs::remove_dir_all(&data).unwrap();
+}
