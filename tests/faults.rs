@@ -143,8 +143,11 @@ impl Up {
 struct Sent {
     /// Batches answered 200.
     acknowledged: u64,
-    /// Requests cut off after they were sent: they may be stored twice.
+    /// Requests cut off after they were sent, or answered 429 or 503: they
+    /// may be stored twice.
     cut_off: u64,
+    /// Requests answered 429 or 503.
+    refused: u64,
     /// The counter's value in the last acknowledged export.
     counter: f64,
 }
@@ -254,7 +257,9 @@ fn deliver(
                     "{}",
                     response.status()
                 );
-                sent.lock().unwrap().cut_off += 1;
+                let mut sent = sent.lock().unwrap();
+                sent.cut_off += 1;
+                sent.refused += 1;
             }
             Err(error) if error.is_connect() => {}
             Err(error) if error.is_builder() => panic!("{error}"),
@@ -325,71 +330,72 @@ async fn stored(data: &Path, batches: u64, since_s: u64) -> (Vec<usize>, u64, f6
     (per_trace, span_count, counter)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn acknowledged_data_survives_sigkill_and_sigterm_exactly() {
-    let data: PathBuf =
-        std::env::temp_dir().join(format!("vigil-faults-{}-{}", std::process::id(), now_ns()));
-    config(&data);
-    let seed = now_ns() | 1;
-    let mut random = Xorshift(seed);
-    let since_s = now_ns() / 1_000_000_000;
-    let start_ns = now_ns() - 60_000_000_000;
+/// An OTLP/HTTP client sending batches of spans and a cumulative counter,
+/// each batch retried until acknowledged, to whatever `otlp` names.
+struct Client {
+    otlp: Arc<Mutex<Option<String>>>,
+    sent: Arc<Mutex<Sent>>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
 
-    let otlp: Arc<Mutex<Option<String>>> = Arc::default();
-    let sent: Arc<Mutex<Sent>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let client = {
-        let (otlp, sent, stop) = (Arc::clone(&otlp), Arc::clone(&sent), Arc::clone(&stop));
-        std::thread::spawn(move || {
-            let http = reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap();
-            let mut batch = 0;
-            while !stop.load(Ordering::Relaxed) {
-                deliver(&http, &otlp, "/v1/traces", &spans(batch), &sent);
-                let value = STEP * (batch + 1) as f64;
-                deliver(
-                    &http,
-                    &otlp,
-                    "/v1/metrics",
-                    &counter(start_ns, value),
-                    &sent,
-                );
-                let mut sent = sent.lock().unwrap();
-                sent.acknowledged = batch + 1;
-                sent.counter = value;
-                batch += 1;
-            }
-        })
-    };
-
-    let mut kills = 0;
-    let mut terms = 0;
-    for cycle in 0.. {
-        let (up, address) = Up::start(&data);
-        *otlp.lock().unwrap() = Some(address);
-        // Stopped while the client sends, mid-request more often than not.
-        std::thread::sleep(Duration::from_millis(300 + random.below(1_200)));
-        if kills == KILLS {
-            stop.store(true, Ordering::Relaxed);
-            client.join().unwrap();
-            up.terminate();
-            break;
-        }
-        if cycle % TERM_EVERY == TERM_EVERY - 1 {
-            up.terminate();
-            terms += 1;
-        } else {
-            up.kill();
-            kills += 1;
+impl Client {
+    fn start() -> Client {
+        let start_ns = now_ns() - 60_000_000_000;
+        let otlp: Arc<Mutex<Option<String>>> = Arc::default();
+        let sent: Arc<Mutex<Sent>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (otlp, sent, stop) = (Arc::clone(&otlp), Arc::clone(&sent), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let http = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .unwrap();
+                let mut batch = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    deliver(&http, &otlp, "/v1/traces", &spans(batch), &sent);
+                    let value = STEP * (batch + 1) as f64;
+                    deliver(
+                        &http,
+                        &otlp,
+                        "/v1/metrics",
+                        &counter(start_ns, value),
+                        &sent,
+                    );
+                    let mut sent = sent.lock().unwrap();
+                    sent.acknowledged = batch + 1;
+                    sent.counter = value;
+                    batch += 1;
+                }
+            })
+        };
+        Client {
+            otlp,
+            sent,
+            stop,
+            thread,
         }
     }
 
-    let sent = std::mem::take(&mut *sent.lock().unwrap());
-    let (per_trace, span_count, counter) = stored(&data, sent.acknowledged, since_s).await;
+    fn send_to(&self, address: String) {
+        *self.otlp.lock().unwrap() = Some(address);
+    }
+
+    /// Stops after the batch being sent is acknowledged; what it was told.
+    fn stop(self) -> Sent {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap();
+        std::mem::take(&mut *self.sent.lock().unwrap())
+    }
+}
+
+/// Checks that the store in `data` holds exactly what the client was told
+/// was acknowledged (see the module documentation for the span rollups).
+async fn check(data: &Path, sent: &Sent, since_s: u64, context: &str) {
+    let (per_trace, span_count, counter) = stored(data, sent.acknowledged, since_s).await;
     let context = format!(
-        "seed {seed}: {kills} SIGKILLs, {terms} SIGTERMs, {} batches acknowledged, {} requests cut off",
+        "{context}, {} batches acknowledged, {} requests cut off or refused",
         sent.acknowledged, sent.cut_off
     );
     assert!(sent.acknowledged > 20, "{context}");
@@ -409,5 +415,127 @@ async fn acknowledged_data_survives_sigkill_and_sigterm_exactly() {
         "{context}: {span_count} spans counted in the rollups for {acknowledged_spans} acknowledged"
     );
     assert_eq!(counter, sent.counter, "{context}: the counter's total");
+}
+
+fn scratch(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "vigil-faults-{name}-{}-{}",
+        std::process::id(),
+        now_ns()
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acknowledged_data_survives_sigkill_and_sigterm_exactly() {
+    let data = scratch("kills");
+    config(&data);
+    let seed = now_ns() | 1;
+    let mut random = Xorshift(seed);
+    let since_s = now_ns() / 1_000_000_000;
+    let client = Client::start();
+
+    let mut kills = 0;
+    let mut terms = 0;
+    let sent = loop {
+        let (up, address) = Up::start(&data);
+        client.send_to(address);
+        // Stopped while the client sends, mid-request more often than not.
+        std::thread::sleep(Duration::from_millis(300 + random.below(1_200)));
+        if kills == KILLS {
+            let sent = client.stop();
+            up.terminate();
+            break sent;
+        }
+        if (kills + terms) % TERM_EVERY == TERM_EVERY - 1 {
+            up.terminate();
+            terms += 1;
+        } else {
+            up.kill();
+            kills += 1;
+        }
+    };
+    let context = format!("seed {seed}: {kills} SIGKILLs, {terms} SIGTERMs");
+    check(&data, &sent, since_s, &context).await;
     std::fs::remove_dir_all(&data).unwrap();
+}
+
+/// A small file system of the test's own, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// `None` where mounting is not allowed, off CI (where it fails).
+    fn mount(path: &Path, mib: u64) -> Option<Tmpfs> {
+        std::fs::create_dir_all(path).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(path)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            mounted || std::env::var("CI").as_deref() != Ok("true"),
+            "cannot mount a tmpfs at {} (the test needs root); on CI it fails rather than skips",
+            path.display()
+        );
+        mounted.then(|| Tmpfs(path.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Fills the file system under `dir` to the last byte.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write as _;
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    while file.write_all(&block).is_ok() {}
+    let small = [0u8; 512];
+    while file.write_all(&small).is_ok() {}
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_refuses_with_retry_loses_nothing_and_recovers() {
+    let data = scratch("full");
+    let Some(disk) = Tmpfs::mount(&data, 48) else {
+        return;
+    };
+    config(&data);
+    let since_s = now_ns() / 1_000_000_000;
+    let (up, address) = Up::start(&data);
+    let client = Client::start();
+    client.send_to(address);
+    std::thread::sleep(Duration::from_millis(1_000));
+
+    let filler = fill(&data);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.sent.lock().unwrap().refused < 20 {
+        assert!(Instant::now() < deadline, "a full disk was never refused");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stalled = client.sent.lock().unwrap().acknowledged;
+    std::thread::sleep(Duration::from_millis(2_000));
+    let while_full = client.sent.lock().unwrap().acknowledged;
+    assert!(
+        while_full <= stalled + 1,
+        "acknowledged while the disk was full: {stalled} then {while_full}"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.sent.lock().unwrap().acknowledged < while_full + 20 {
+        assert!(Instant::now() < deadline, "ingest did not resume");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent = client.stop();
+    up.terminate();
+    let context = format!("{} refused while the disk was full", sent.refused);
+    check(&data, &sent, since_s, &context).await;
+    drop(disk);
 }

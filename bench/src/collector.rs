@@ -92,7 +92,19 @@ pub async fn run(
     config: &Config,
     options: &Options,
 ) -> Result<BenchReport, BenchError> {
-    let collector = ChildCollector::start(exe, config)?;
+    let mut config = config.clone();
+    config.bus.kind = BusKind::Kafka;
+    let collector = ChildCollector::start(exe, &config, &["collector"])?;
+    let report = load(&collector, options).await;
+    collector.stop();
+    report
+}
+
+/// Sends metrics, then spans, to the OTLP/gRPC listener of `collector`.
+pub(crate) async fn load(
+    collector: &ChildCollector,
+    options: &Options,
+) -> Result<BenchReport, BenchError> {
     let endpoint = format!("http://{}", collector.grpc_address);
 
     let batch = options.batch as u64;
@@ -106,7 +118,7 @@ pub async fn run(
         let request = request.clone();
         async move { client.export(request).await.map(drop) }
     };
-    let metrics = measure(&collector, options, batch, clients, export).await?;
+    let metrics = measure(collector, options, batch, clients, export).await?;
 
     let request = spans_request(options.batch);
     let mut clients = Vec::new();
@@ -117,10 +129,9 @@ pub async fn run(
         let request = request.clone();
         async move { client.export(request).await.map(drop) }
     };
-    let spans = measure(&collector, options, batch, clients, export).await?;
+    let spans = measure(collector, options, batch, clients, export).await?;
 
     let peak_rss_bytes = collector.peak_rss_bytes()?;
-    collector.stop();
     Ok(BenchReport {
         metrics,
         spans,
@@ -175,22 +186,29 @@ where
     })
 }
 
-struct ChildCollector {
+/// A `vigil` process serving OTLP (`vigil collector` or `vigil up`), whose
+/// CPU time and memory are measured.
+pub(crate) struct ChildCollector {
     child: Child,
     grpc_address: String,
     config_path: std::path::PathBuf,
 }
 
 impl ChildCollector {
-    fn start(exe: &Path, base: &Config) -> Result<Self, BenchError> {
+    /// Runs `exe` with `args` (the subcommand) on `base`, with its listeners
+    /// on free ports and one tenant without limits.
+    pub(crate) fn start(exe: &Path, base: &Config, args: &[&str]) -> Result<Self, BenchError> {
         let mut config = base.clone();
         let run = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
-        config.bus.kind = BusKind::Kafka;
         config.bus.topic_prefix = format!("bench.{}.{run}.", std::process::id());
         config.collector.grpc_listen = ([127, 0, 0, 1], 0).into();
         config.collector.http_listen = ([127, 0, 0, 1], 0).into();
+        config.aggregator.metrics_listen = ([127, 0, 0, 1], 0).into();
+        config.alerter.metrics_listen = ([127, 0, 0, 1], 0).into();
+        config.synthetic.metrics_listen = ([127, 0, 0, 1], 0).into();
+        config.api.listen = ([127, 0, 0, 1], 0).into();
         config.collector.anonymous_tenant = TenantId::parse("bench").ok();
         config.collector.tenants.clear();
         config.collector.limits.tenant_items_per_second = u64::MAX / 4;
@@ -203,24 +221,34 @@ impl ChildCollector {
         let mut child = Command::new(exe)
             .arg("--config")
             .arg(&config_path)
-            .arg("collector")
+            .args(args)
             .env("VIGIL_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| BenchError::Start(format!("cannot run {}: {e}", exe.display())))?;
-        let mut line = String::new();
-        if let Some(stdout) = child.stdout.take() {
-            BufReader::new(stdout)
-                .read_line(&mut line)
-                .map_err(|e| BenchError::Start(e.to_string()))?;
-        }
-        let grpc_address = line
-            .split("OTLP/gRPC on ")
-            .nth(1)
-            .and_then(|rest| rest.split(',').next())
-            .map(str::to_owned)
-            .ok_or_else(|| BenchError::Start(format!("unexpected first line {line:?}")))?;
+        // `vigil collector` prints "OTLP/gRPC on <address>, …" first,
+        // `vigil up` a line "  collector   OTLP/gRPC <address>  …" among others.
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| BenchError::Start("no standard output".to_owned()))?;
+        // Read to the end, so that no later line meets a closed pipe.
+        let (address, printed) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let found = line.split("OTLP/gRPC ").nth(1).and_then(|rest| {
+                    let address = rest.trim_start_matches("on ").split([',', ' ']).next()?;
+                    Some(address.to_owned())
+                });
+                if let Some(found) = found {
+                    let _ = address.send(found);
+                }
+            }
+        });
+        let grpc_address = printed
+            .recv_timeout(Duration::from_secs(60))
+            .map_err(|_| BenchError::Start("the OTLP/gRPC address was not printed".to_owned()))?;
         Ok(ChildCollector {
             child,
             grpc_address,
@@ -263,7 +291,7 @@ impl ChildCollector {
             .ok_or_else(|| BenchError::Proc(format!("no VmHWM in {path}")))
     }
 
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();

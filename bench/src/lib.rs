@@ -2,6 +2,8 @@
 //! component measured, each with its options as a `clap::Args` struct.
 //!
 //! - [`collector`]: throughput, CPU and memory of one collector process;
+//! - [`bus`]: `vigil up` ingest with the durable bus per fsync policy, and
+//!   the bus log's recovery time;
 //! - [`aggregator`]: store writes per second, and lag to a queryable rollup;
 //! - [`alerter`]: one window's rows and rule evaluation on one core;
 //! - [`prober`]: probe steps per second and schedule lateness;
@@ -15,6 +17,7 @@
 pub mod aggregator;
 pub mod alerter;
 pub mod api;
+pub mod bus;
 pub mod collector;
 pub mod detection;
 pub mod prober;
@@ -34,6 +37,9 @@ pub enum Bench {
     /// Throughput, CPU and memory of one collector process writing to Kafka
     /// (`bus.kafka` of the configuration), driven over loopback.
     Collector(collector::Options),
+    /// Ingest through `vigil up` (embedded bus, SQLite) with each fsync
+    /// policy of the bus log, and the time to recover a log after a crash.
+    Bus(bus::Options),
     /// Rollup rows per second written to the configured store (`store` of
     /// the configuration), in flushes of 10k, 50k and 100k rows; then the
     /// lag from bus acknowledgement to a queryable 10 s rollup under load,
@@ -69,6 +75,7 @@ pub async fn run(config: Config, bench: Bench) -> Result<(), Error> {
     match bench {
         Bench::Alerter(options) => run_alerter(options).await,
         Bench::Collector(options) => run_collector(config, options).await,
+        Bench::Bus(options) => run_bus(config, options).await,
         Bench::Aggregator(options) => run_aggregator(config, options).await,
         Bench::Detection(options) => run_detection(config, options).await,
         Bench::Synthetic(options) => run_prober(config, options).await,
@@ -227,6 +234,35 @@ async fn run_aggregator(config: Config, options: aggregator::Options) -> Result<
             lag.max.as_secs_f64()
         );
     }
+    Ok(())
+}
+
+async fn run_bus(config: Config, options: bus::Options) -> Result<(), Error> {
+    let exe = std::env::current_exe()?;
+    let load = &options.load;
+    println!(
+        "vigil up (embedded bus, SQLite): {} connections, {} items per request, {} s per signal",
+        load.connections, load.batch, load.seconds
+    );
+    let figures = bus::run(&exe, &config, &options).await?;
+    for (fsync, report) in &figures.ingest {
+        for (name, figures) in [("metric points", &report.metrics), ("spans", &report.spans)] {
+            println!(
+                "  fsync {:<8} {name:<13} {:>9.0}/s   {:>9.0}/s per core   {:>6.2} CPU-s per million",
+                format!("{fsync:?}").to_lowercase(),
+                figures.per_second(),
+                figures.per_core_second(),
+                figures.cpu_seconds_per_million()
+            );
+        }
+    }
+    let recovery = &figures.recovery;
+    println!(
+        "  recovery: {} MiB ({} records) readable again {:.2} s after the bus was dropped unconsumed",
+        recovery.bytes >> 20,
+        recovery.records,
+        recovery.seconds
+    );
     Ok(())
 }
 

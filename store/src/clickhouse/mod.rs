@@ -146,6 +146,8 @@ const RETRYABLE_CODES: &[&str] = &[
     "Code: 210",
     "Code: 241",
     "Code: 242",
+    // NOT_ENOUGH_SPACE: writes go on once the disk has room again.
+    "Code: 243",
     "Code: 252",
     "Code: 473",
 ];
