@@ -347,6 +347,10 @@ impl StreamLoop {
             if !(error.is_retryable() && backoff.wait("flush", &error).await) {
                 return Err(error);
             }
+            if self.landed(&flush).await {
+                tracing::info!(source = %self.source, "a flush whose answer was lost had been written");
+                break;
+            }
         }
         self.metrics
             .flush_seconds
@@ -380,6 +384,25 @@ impl StreamLoop {
             tracing::warn!(%error, "committing group offsets failed");
         }
         Ok(())
+    }
+
+    /// Whether the store holds every checkpoint of `flush` already: a write
+    /// whose answer was lost (a connection cut after the store took it)
+    /// landed whole, since a flush's rows and checkpoints are written as one
+    /// (one transaction, one ClickHouse insert block), and is not written
+    /// again.
+    async fn landed(&self, flush: &Flush) -> bool {
+        for written in &flush.checkpoints {
+            match self
+                .store
+                .checkpoint(&flush.source, written.partition)
+                .await
+            {
+                Ok(Some(stored)) if stored.seq >= written.seq => {}
+                _ => return false,
+            }
+        }
+        true
     }
 
     /// Publishes `records`, retrying while the bus is unavailable; whether

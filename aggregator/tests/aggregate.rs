@@ -899,6 +899,46 @@ async fn an_unreachable_clickhouse_delays_but_loses_nothing() {
     aggregator.wait().await.expect("stops cleanly");
 }
 
+/// ClickHouse takes a flush and its answer is lost: the aggregator's retry
+/// finds the flush's checkpoint in the store and writes nothing twice.
+#[tokio::test]
+async fn a_flush_whose_answer_was_lost_is_not_written_twice() {
+    let Some(setup) = setup(Backend::Kafka).await else {
+        return;
+    };
+    let topics = setup.config.bus.topics();
+    let clickhouse = setup.config.store.clickhouse.url.replace("http://", "");
+    let proxy = Proxy::start(&clickhouse).await;
+    let mut proxied = setup.config.store.clone();
+    proxied.clickhouse.url = format!("http://{}", proxy.address());
+    let shutdown = Shutdown::new();
+    let aggregator = Aggregator::start(
+        &setup.config,
+        Arc::clone(&setup.bus),
+        store::connect(&proxied).expect("store"),
+        shutdown.clone(),
+    )
+    .await
+    .expect("aggregator starts");
+    let now = now_s();
+    setup
+        .publish(&topics.traces, vec![spans(1, 10, 1, now)])
+        .await;
+    setup.settled(Kind::Span, "POST /pay", 10, now, 10).await;
+
+    proxy.drop_answer_to(&["INSERT", "rollups"]);
+    setup
+        .publish(&topics.traces, vec![spans(11, 20, 2, now)])
+        .await;
+    let total = setup.settled(Kind::Span, "POST /pay", 10, now, 30).await;
+    assert!(proxy.dropped_answer(), "the insert's answer was dropped");
+    assert!(aggregator.metrics().failed_flushes.get() > 0);
+    let sum: f64 = (1..=10).chain(1..=20).map(f64::from).sum();
+    assert_rollup(&total, 30, sum, 3);
+    shutdown.trigger();
+    aggregator.wait().await.expect("stops cleanly");
+}
+
 /// Distribution::quantile of what the store merged equals the one of the
 /// same values recorded directly.
 async fn stored_distributions_equal_recorded_ones(backend: Backend) {

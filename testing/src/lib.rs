@@ -3,6 +3,7 @@
 //! elsewhere the test is skipped with a message saying how to start it.
 
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -287,6 +288,8 @@ impl Drop for Broker {
 pub struct Proxy {
     address: std::net::SocketAddr,
     up: tokio::sync::watch::Sender<bool>,
+    /// Words a request must hold for its answer to be dropped, once.
+    drop_answer: Arc<std::sync::Mutex<Option<Vec<String>>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -299,25 +302,45 @@ impl Proxy {
         let address = listener.local_addr().expect("a local address");
         let (up, watch) = tokio::sync::watch::channel(true);
         let target = target.to_owned();
+        let drop_answer: Arc<std::sync::Mutex<Option<Vec<String>>>> = Arc::default();
+        let armed = Arc::clone(&drop_answer);
         let task = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
                 if !*watch.borrow() {
                     continue;
                 }
                 let mut watch = watch.clone();
                 let target = target.clone();
+                let armed = Arc::clone(&armed);
                 tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                    let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
                         return;
                     };
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        () = forward(client, server, &armed) => {}
                         _ = watch.wait_for(|up| !up) => {}
                     }
                 });
             }
         });
-        Proxy { address, up, task }
+        Proxy {
+            address,
+            up,
+            drop_answer,
+            task,
+        }
+    }
+
+    /// Drops the answer to the next request holding every one of `words`
+    /// (the service did the work, the client hears nothing and its
+    /// connection closes), once.
+    pub fn drop_answer_to(&self, words: &[&str]) {
+        *self.drop_answer.lock().unwrap() = Some(words.iter().map(|w| (*w).to_owned()).collect());
+    }
+
+    /// Whether the armed answer was dropped.
+    pub fn dropped_answer(&self) -> bool {
+        self.drop_answer.lock().unwrap().is_none()
     }
 
     /// `host:port` to connect to instead of the service.
@@ -332,6 +355,63 @@ impl Proxy {
 
     pub fn restore(&self) {
         self.up.send_replace(true);
+    }
+}
+
+/// Copies bytes both ways; when a request holds the armed words, the
+/// answer to it is swallowed and both connections close.
+async fn forward(
+    client: tokio::net::TcpStream,
+    server: tokio::net::TcpStream,
+    armed: &std::sync::Mutex<Option<Vec<String>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let request: Arc<std::sync::Mutex<Vec<u8>>> = Arc::default();
+    let seen = Arc::clone(&request);
+    let up = async move {
+        let mut buffer = vec![0u8; 64 * 1024];
+        while let Ok(n) = client_read.read(&mut buffer).await {
+            if n == 0 || server_write.write_all(&buffer[..n]).await.is_err() {
+                break;
+            }
+            let mut seen = seen.lock().unwrap();
+            // The start of each request is what names it.
+            if seen.len() < 64 * 1024 {
+                seen.extend_from_slice(&buffer[..n]);
+            }
+        }
+    };
+    let down = async move {
+        let mut buffer = vec![0u8; 64 * 1024];
+        while let Ok(n) = server_read.read(&mut buffer).await {
+            if n == 0 {
+                break;
+            }
+            let sent = std::mem::take(&mut *request.lock().unwrap());
+            let swallowed = {
+                let text = String::from_utf8_lossy(&sent);
+                let mut armed = armed.lock().unwrap();
+                let hit = armed
+                    .as_ref()
+                    .is_some_and(|words| words.iter().all(|w| text.contains(w.as_str())));
+                if hit {
+                    *armed = None;
+                }
+                hit
+            };
+            if swallowed {
+                return;
+            }
+            if client_write.write_all(&buffer[..n]).await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        () = up => {}
+        () = down => {}
     }
 }
 
