@@ -164,8 +164,20 @@ where
             tokio::spawn(async move {
                 let mut sent = 0u64;
                 while Instant::now() < deadline {
-                    export(client.clone()).await?;
-                    sent += 1;
+                    match export(client.clone()).await {
+                        Ok(()) => sent += 1,
+                        // Pushed back (the bus is full while the aggregator
+                        // catches up): a client waits and tries again.
+                        Err(status)
+                            if matches!(
+                                status.code(),
+                                tonic::Code::ResourceExhausted | tonic::Code::Unavailable
+                            ) =>
+                        {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        Err(status) => return Err(status),
+                    }
                 }
                 Ok::<_, tonic::Status>(sent)
             })
