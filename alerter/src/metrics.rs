@@ -37,6 +37,8 @@ pub struct Metrics {
     notifications: Family<Outcome, Counter>,
     /// Notifications not yet accepted by their receiver.
     pub outbox: Gauge,
+    /// 1 while this alerter holds the lease (judges and notifies), 0 on standby.
+    pub leader: Gauge,
     actions: Family<Outcome, Counter>,
 }
 
@@ -61,6 +63,7 @@ impl Metrics {
             transitions: Family::default(),
             notifications: Family::default(),
             outbox: Gauge::default(),
+            leader: Gauge::default(),
             actions: Family::default(),
             registry: Registry::default(),
         };
@@ -106,6 +109,11 @@ impl Metrics {
             "outbox",
             "Notifications waiting for their receiver to accept them",
             metrics.outbox.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this alerter holds the lease and judges, 0 on standby",
+            metrics.leader.clone(),
         );
         registry.register(
             "actions",

@@ -631,7 +631,80 @@ async fn a_page_nobody_accepts_expires_and_is_counted(backend: Backend) {
     let _ = std::fs::remove_dir_all(&s.folder);
 }
 
+/// Two alerters on one store and bus: one leads, the other stands by. The
+/// leader dies (aborted: nothing saved, its lease left to run out); the
+/// standby leads within 15 s and pages the next firing, once.
+async fn a_standby_takes_over_within_15_s_of_the_leaders_death(backend: Backend) {
+    let stop = Shutdown::new();
+    let (receiver, base) = receiver(stop.clone()).await;
+    let Some(s) = setup(backend, &base).await else {
+        return;
+    };
+    let leader = s.alerter(Shutdown::new()).await;
+    wait_for("the first alerter to lead", Duration::from_secs(10), || {
+        (leader.metrics().leader.get() == 1).then_some(())
+    })
+    .await;
+    let standby_stop = Shutdown::new();
+    let standby = s.alerter(standby_stop.clone()).await;
+    // Past a renewal of both: the standby still stands by.
+    tokio::time::sleep(Duration::from_millis(s.config.alerter.lease_ms / 2)).await;
+    assert_eq!(
+        (
+            leader.metrics().leader.get(),
+            standby.metrics().leader.get()
+        ),
+        (1, 0)
+    );
+
+    let died = Instant::now();
+    leader.abort();
+    wait_for("the standby to lead", Duration::from_secs(15), || {
+        (standby.metrics().leader.get() == 1).then_some(())
+    })
+    .await;
+    let took_over = died.elapsed();
+    assert!(took_over <= Duration::from_secs(15), "{took_over:?}");
+
+    let window = now_s() - now_s() % 10 + 10;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let firing = loop {
+        // Published until it is judged: the standby's first windows are
+        // those after it began.
+        publish(
+            &*s.bus,
+            &s.config,
+            window,
+            &[row("u1", now_s() - now_s() % 10, 60, 20)],
+        )
+        .await;
+        if let Some(firing) = receiver.accepted("/hook").first().cloned() {
+            break firing;
+        }
+        assert!(Instant::now() < deadline, "no page after the takeover");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let hook: Vec<Received> = receiver
+        .all()
+        .into_iter()
+        .filter(|r| r.path == "/hook")
+        .collect();
+    // The receiver answers the first two attempts of a key 503.
+    assert!(
+        hook.iter()
+            .all(|r| r.idempotency_key == firing.idempotency_key),
+        "one page: {hook:?}"
+    );
+    assert_eq!(hook.iter().filter(|r| r.accepted).count(), 1, "{hook:?}");
+    standby_stop.trigger();
+    standby.wait().await;
+    stop.trigger();
+    let _ = std::fs::remove_dir_all(&s.folder);
+}
+
 on_both_backends!(
+    a_standby_takes_over_within_15_s_of_the_leaders_death,
     a_page_waits_in_the_outbox_through_a_restart_and_arrives_once,
     a_page_nobody_accepts_expires_and_is_counted,
     alert_fires_signed_survives_a_restart_and_resolves

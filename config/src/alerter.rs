@@ -46,6 +46,11 @@ pub struct AlerterConfig {
     /// notification; the waits double from 1 s up to this, in ms.
     #[serde(default = "default_notification_retry_max_ms")]
     pub notification_retry_max_ms: u64,
+    /// One alerter at a time judges and notifies: it holds a lease in the
+    /// store for this long and renews it every third of it; a standby takes
+    /// over once the lease of a dead one has run out, in ms.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
 }
 
 impl Default for AlerterConfig {
@@ -60,6 +65,7 @@ impl Default for AlerterConfig {
             metrics_listen: default_alerter_metrics_listen(),
             notification_max_age_s: default_notification_max_age_s(),
             notification_retry_max_ms: default_notification_retry_max_ms(),
+            lease_ms: default_lease_ms(),
         }
     }
 }
@@ -70,6 +76,10 @@ fn default_notification_max_age_s() -> u64 {
 
 fn default_notification_retry_max_ms() -> u64 {
     300_000
+}
+
+fn default_lease_ms() -> u64 {
+    8_000
 }
 
 fn default_alerter_group() -> String {
@@ -108,6 +118,12 @@ impl AlerterConfig {
             alerter.notification_retry_max_ms,
             100..=3_600_000,
             " (an hour)",
+        )?;
+        check_range(
+            "alerter.lease_ms",
+            alerter.lease_ms,
+            1_000..=600_000,
+            " (10 minutes)",
         )?;
         let url = &alerter.external_url;
         if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {

@@ -66,4 +66,21 @@ pub trait StateStore: Send + Sync {
 
     /// The history the query selects, newest first.
     async fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError>;
+
+    /// Takes or renews lease `name` for `holder` until `now_ms + ttl_ms`,
+    /// unless another holder's lease runs past `now_ms`; whether `holder`
+    /// holds it after the call. One holder at a time: on SQLite by a
+    /// transaction; on ClickHouse, which cannot compare and set, a holder
+    /// that takes the lease over reads it back after writing, once any
+    /// rival's write would show (see `clickhouse/state.rs`).
+    async fn lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Ends `holder`'s lease `name` at once, if it holds it.
+    async fn release(&self, name: &str, holder: &str) -> Result<(), StoreError>;
 }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use vigil_bus::{self as bus, Consumer, positions_after, rollups};
 use vigil_config::AlerterConfig;
 use vigil_domain::alert::Collection;
@@ -50,11 +50,14 @@ pub(crate) struct Control {
 }
 
 impl Control {
+    /// Runs the loop while this alerter leads (holds the lease) and until
+    /// `shutdown`; on shutdown, waits for the notifications in flight.
     pub(crate) async fn serve(
         &mut self,
         mut consumer: Box<dyn Consumer>,
-        mut requests: mpsc::Receiver<Reply>,
-        shutdown: Shutdown,
+        requests: &mut mpsc::Receiver<Reply>,
+        shutdown: &Shutdown,
+        leading: &watch::Receiver<bool>,
     ) {
         let mut hangups = shutdown::hangups();
         let watch_every = Duration::from_millis(self.settings.watch_interval_ms);
@@ -66,7 +69,7 @@ impl Control {
         // without its data; the evaluation waits, up to a limit.
         let started = Instant::now();
         let mut assigned = false;
-        while !shutdown.is_triggered() {
+        while !shutdown.is_triggered() && *leading.borrow() {
             match consumer.poll(2_000, Duration::from_millis(200)).await {
                 Ok(messages) => {
                     for message in &messages {
@@ -110,7 +113,9 @@ impl Control {
                 self.tick(now_ms()).await;
             }
         }
-        self.drain_outbox().await;
+        if shutdown.is_triggered() {
+            self.drain_outbox().await;
+        }
     }
 
     /// Takes one published batch.

@@ -113,6 +113,13 @@ const MIGRATIONS: &[(u32, &str, &[&str])] = &[
             time_ns UInt64, state Array(UInt8), day UInt32
         ) ENGINE = MergeTree PARTITION BY day ORDER BY (source, bus_partition, series, offset)"],
     ),
+    (
+        6,
+        "leases",
+        &["CREATE TABLE IF NOT EXISTS leases (
+            name String, holder String, expires_ms UInt64, version UInt64
+        ) ENGINE = ReplacingMergeTree(version) ORDER BY name"],
+    ),
 ];
 
 /// The ClickHouse store.

@@ -115,4 +115,90 @@ impl StateStore for ClickHouseStore {
             })
             .collect())
     }
+
+    /// ClickHouse has no compare-and-set: a holder writes its claim with a
+    /// version (the time, then its name's hash to break ties), and the
+    /// greatest version is the lease. One taking the lease over (from
+    /// nobody, or from a holder whose lease ran out) reads it back after
+    /// [`LEASE_SETTLE`], when a rival that saw the same expired lease has
+    /// written its claim too; only the greatest claim goes on. A holder
+    /// renewing reads back at once: it finds out it lost at its next
+    /// renewal at the latest.
+    async fn lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let current = self.lease_now(name).await?;
+        let renewing = current.as_ref().is_some_and(|c| c.holder == holder);
+        if current
+            .as_ref()
+            .is_some_and(|c| !renewing && c.expires_ms > now_ms)
+        {
+            return Ok(false);
+        }
+        let mut hash = vigil_domain::model::Fnv::default();
+        hash.write(holder.as_bytes());
+        let version = now_ms
+            .saturating_mul(1 << 16)
+            .saturating_add(hash.finish() & 0xffff);
+        let claim = LeaseRow {
+            name: name.to_owned(),
+            holder: holder.to_owned(),
+            expires_ms: now_ms + ttl_ms,
+            version: version.max(current.map_or(0, |c| c.version + 1)),
+        };
+        self.insert_all("leases", vec![claim]).await?;
+        if !renewing {
+            tokio::time::sleep(LEASE_SETTLE).await;
+        }
+        Ok(self
+            .lease_now(name)
+            .await?
+            .is_some_and(|c| c.holder == holder))
+    }
+
+    async fn release(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let Some(current) = self.lease_now(name).await? else {
+            return Ok(());
+        };
+        if current.holder != holder {
+            return Ok(());
+        }
+        let ended = LeaseRow {
+            expires_ms: 0,
+            version: current.version + 1,
+            ..current
+        };
+        self.insert_all("leases", vec![ended]).await
+    }
+}
+
+/// How long a holder taking a lease over waits before reading it back: far
+/// longer than a rival's read and write of its own claim.
+const LEASE_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+#[derive(Row, Serialize, Deserialize)]
+struct LeaseRow {
+    name: String,
+    holder: String,
+    expires_ms: u64,
+    version: u64,
+}
+
+impl ClickHouseStore {
+    /// The greatest claim of lease `name`.
+    async fn lease_now(&self, name: &str) -> Result<Option<LeaseRow>, StoreError> {
+        self.client
+            .query(
+                "SELECT name, holder, expires_ms, version FROM leases
+                 WHERE name = ? ORDER BY version DESC LIMIT 1",
+            )
+            .bind(name)
+            .fetch_optional()
+            .await
+            .map_err(classify)
+    }
 }

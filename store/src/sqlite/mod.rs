@@ -107,6 +107,13 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         ) WITHOUT ROWID;
         CREATE INDEX cumulative_by_day ON cumulative (day);",
     ),
+    (
+        6,
+        "leases",
+        "CREATE TABLE leases (
+            name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_ms INTEGER NOT NULL
+        ) WITHOUT ROWID;",
+    ),
 ];
 
 /// How much of the file is memory-mapped (address space, not memory).

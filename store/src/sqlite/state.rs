@@ -136,4 +136,49 @@ impl StateStore for SqliteStore {
         })
         .await
     }
+
+    async fn lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.run(move |connection| {
+            let tx = connection.transaction().map_err(fatal)?;
+            tx.execute(
+                "INSERT INTO leases (name, holder, expires_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET
+                    holder = excluded.holder, expires_ms = excluded.expires_ms
+                 WHERE leases.holder = excluded.holder OR leases.expires_ms <= ?4",
+                params![name, holder, to_sql(now_ms + ttl_ms), to_sql(now_ms)],
+            )
+            .map_err(fatal)?;
+            let held: String = tx
+                .query_row(
+                    "SELECT holder FROM leases WHERE name = ?1",
+                    [&name],
+                    |row| row.get(0),
+                )
+                .map_err(fatal)?;
+            tx.commit().map_err(fatal)?;
+            Ok(held == holder)
+        })
+        .await
+    }
+
+    async fn release(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.run(move |connection| {
+            connection
+                .execute(
+                    "UPDATE leases SET expires_ms = 0 WHERE name = ?1 AND holder = ?2",
+                    params![name, holder],
+                )
+                .map_err(fatal)?;
+            Ok(())
+        })
+        .await
+    }
 }

@@ -118,7 +118,43 @@ async fn history_is_read_newest_first_by_rule_and_subject(backend: Backend) {
     assert_eq!(times(newest.expect("reads")), vec![20]);
 }
 
+/// One holder at a time; a lease that ran out or was released goes to the
+/// next who asks.
+async fn a_lease_has_one_holder_until_it_runs_out(backend: Backend) {
+    let Some(store) = open(backend).await else {
+        return;
+    };
+    let t = NOW * 1_000;
+    let lease = |holder: &'static str, at: u64| {
+        let store = &store;
+        async move {
+            store
+                .lease("alerter", holder, at, 10_000)
+                .await
+                .expect("lease")
+        }
+    };
+    assert!(lease("a", t).await, "a free lease is taken");
+    assert!(!lease("b", t + 1_000).await, "held by a");
+    assert!(lease("a", t + 5_000).await, "renewed until t + 15 s");
+    assert!(!lease("b", t + 14_000).await, "still held by a");
+    assert!(lease("b", t + 15_000).await, "run out: taken over");
+    assert!(!lease("a", t + 16_000).await, "a lost it");
+    store.release("alerter", "a").await.expect("release");
+    assert!(!lease("a", t + 17_000).await, "only the holder releases");
+    store.release("alerter", "b").await.expect("release");
+    assert!(lease("a", t + 18_000).await, "released: taken at once");
+    assert!(
+        store
+            .lease("another", "b", t + 18_000, 10_000)
+            .await
+            .expect("lease"),
+        "leases are by name"
+    );
+}
+
 on_both_backends!(
+    a_lease_has_one_holder_until_it_runs_out,
     state_keeps_the_newest_version_of_each_key,
     history_is_read_newest_first_by_rule_and_subject,
 );
