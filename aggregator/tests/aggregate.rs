@@ -227,6 +227,26 @@ impl Setup {
     }
 }
 
+impl Setup {
+    /// An aggregator reaching the setup's ClickHouse through a proxy.
+    async fn start_behind_proxy(&self) -> (Proxy, Aggregator, Shutdown) {
+        let clickhouse = self.config.store.clickhouse.url.replace("http://", "");
+        let proxy = Proxy::start(&clickhouse).await;
+        let mut proxied = self.config.store.clone();
+        proxied.clickhouse.url = format!("http://{}", proxy.address());
+        let shutdown = Shutdown::new();
+        let aggregator = Aggregator::start(
+            &self.config,
+            Arc::clone(&self.bus),
+            store::connect(&proxied).expect("store"),
+            shutdown.clone(),
+        )
+        .await
+        .expect("aggregator starts");
+        (proxy, aggregator, shutdown)
+    }
+}
+
 fn assert_rollup(rollup: &Rollup, count: u64, sum: f64, errors: u64) {
     assert_eq!(rollup.values.count(), count, "count");
     assert!(
@@ -855,19 +875,7 @@ async fn an_unreachable_clickhouse_delays_but_loses_nothing() {
         return;
     };
     let topics = setup.config.bus.topics();
-    let clickhouse = setup.config.store.clickhouse.url.replace("http://", "");
-    let proxy = Proxy::start(&clickhouse).await;
-    let mut proxied = setup.config.store.clone();
-    proxied.clickhouse.url = format!("http://{}", proxy.address());
-    let shutdown = Shutdown::new();
-    let aggregator = Aggregator::start(
-        &setup.config,
-        Arc::clone(&setup.bus),
-        store::connect(&proxied).expect("store"),
-        shutdown.clone(),
-    )
-    .await
-    .expect("aggregator starts");
+    let (proxy, aggregator, shutdown) = setup.start_behind_proxy().await;
     let now = now_s();
 
     setup
@@ -907,19 +915,7 @@ async fn a_flush_whose_answer_was_lost_is_not_written_twice() {
         return;
     };
     let topics = setup.config.bus.topics();
-    let clickhouse = setup.config.store.clickhouse.url.replace("http://", "");
-    let proxy = Proxy::start(&clickhouse).await;
-    let mut proxied = setup.config.store.clone();
-    proxied.clickhouse.url = format!("http://{}", proxy.address());
-    let shutdown = Shutdown::new();
-    let aggregator = Aggregator::start(
-        &setup.config,
-        Arc::clone(&setup.bus),
-        store::connect(&proxied).expect("store"),
-        shutdown.clone(),
-    )
-    .await
-    .expect("aggregator starts");
+    let (proxy, aggregator, shutdown) = setup.start_behind_proxy().await;
     let now = now_s();
     setup
         .publish(&topics.traces, vec![spans(1, 10, 1, now)])

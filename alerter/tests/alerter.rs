@@ -63,6 +63,11 @@ impl Receiver {
     fn all(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
     }
+
+    /// Every request on `path`, answered or refused, in order.
+    fn on(&self, path: &str) -> Vec<Received> {
+        self.all().into_iter().filter(|r| r.path == path).collect()
+    }
 }
 
 async fn take(
@@ -526,11 +531,7 @@ async fn a_page_waits_in_the_outbox_through_a_restart_and_arrives_once(backend: 
     };
     // Two failed rounds (four attempts) with one key.
     let key = wait_for("two failed rounds", Duration::from_secs(40), || {
-        let hook: Vec<Received> = receiver
-            .all()
-            .into_iter()
-            .filter(|r| r.path == "/hook")
-            .collect();
+        let hook = receiver.on("/hook");
         (hook.len() >= 4).then(|| hook[0].idempotency_key.clone())
     })
     .await;
@@ -552,11 +553,7 @@ async fn a_page_waits_in_the_outbox_through_a_restart_and_arrives_once(backend: 
     assert_eq!(accepted.idempotency_key, key);
     // Nothing more comes: one key, accepted once.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let hook: Vec<Received> = receiver
-        .all()
-        .into_iter()
-        .filter(|r| r.path == "/hook")
-        .collect();
+    let hook = receiver.on("/hook");
     assert!(hook.iter().all(|r| r.idempotency_key == key));
     assert_eq!(hook.iter().filter(|r| r.accepted).count(), 1);
     assert!(hook.last().unwrap().accepted);
@@ -619,12 +616,9 @@ async fn a_page_nobody_accepts_expires_and_is_counted(backend: Backend) {
         rendered.contains("vigil_alerter_notifications_total{outcome=\"expired\"} 1\n"),
         "{rendered}"
     );
-    let attempts = receiver.all().iter().filter(|r| r.path == "/hook").count();
+    let attempts = receiver.on("/hook").len();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        receiver.all().iter().filter(|r| r.path == "/hook").count(),
-        attempts
-    );
+    assert_eq!(receiver.on("/hook").len(), attempts);
     first.trigger();
     alerter.wait().await;
     stop.trigger();
@@ -685,11 +679,7 @@ async fn a_standby_takes_over_within_15_s_of_the_leaders_death(backend: Backend)
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let hook: Vec<Received> = receiver
-        .all()
-        .into_iter()
-        .filter(|r| r.path == "/hook")
-        .collect();
+    let hook = receiver.on("/hook");
     // The receiver answers the first two attempts of a key 503.
     assert!(
         hook.iter()
