@@ -8,7 +8,10 @@
 //!   point only becomes the base);
 //! - a changed start time, or a value (any bucket) below the previous one, is
 //!   a reset: the whole value is new;
-//! - the same point exported twice adds nothing.
+//! - the same point exported twice adds nothing;
+//! - two exponential histograms whose buckets lie further apart than
+//!   [`MAX_OTLP_BUCKETS`] (a hostile or broken exporter) are a reset too, so
+//!   no difference allocates more than that.
 //!
 //! The state of a series is its last point. Every flush writes the points
 //! that changed with the partition's checkpoint ([`Cumulative::changed`]),
@@ -19,6 +22,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use vigil_domain::distribution::MAX_OTLP_BUCKETS;
 use vigil_domain::model::CumulativeState;
 
 /// The value of a cumulative point.
@@ -368,7 +372,8 @@ fn downscale(histogram: &Exponential, scale: i32) -> Exponential {
 }
 
 /// `after − before` for bucket arrays that may start at different offsets;
-/// `None` if any bucket went down.
+/// `None` if any bucket went down, or if together they span more than
+/// [`MAX_OTLP_BUCKETS`].
 fn subtract_at(before: (i32, &[u64]), after: (i32, &[u64])) -> Option<(i32, Vec<u64>)> {
     let at = |(offset, counts): (i32, &[u64]), index: i64| -> u64 {
         usize::try_from(index - i64::from(offset))
@@ -385,6 +390,9 @@ fn subtract_at(before: (i32, &[u64]), after: (i32, &[u64])) -> Option<(i32, Vec<
     });
     if low >= high {
         return Some((0, Vec::new()));
+    }
+    if high - low > MAX_OTLP_BUCKETS as i64 {
+        return None;
     }
     let counts = (low..high)
         .map(|index| at(after, index).checked_sub(at(before, index)))
@@ -462,6 +470,32 @@ mod tests {
             x.zero_count = 0;
         }
         assert_eq!(delta, Some(expected));
+    }
+
+    /// Regression: offsets 1000 then −2³¹ made the difference allocate
+    /// 2³¹ counts (16 GiB) and ended the process.
+    #[test]
+    fn histograms_too_far_apart_are_a_reset_not_an_allocation() {
+        let mut c = Cumulative::default();
+        let at = |offset, positive: Vec<u64>, sum| {
+            Value::Exponential(Exponential {
+                scale: 20,
+                zero_count: 0,
+                positive_offset: offset,
+                positive,
+                negative_offset: 0,
+                negative: vec![],
+                sum,
+            })
+        };
+        c.delta(1, 9, 1, 0, at(1_000, vec![1, 2], 1.0));
+        let far = at(i32::MIN, vec![5], 2.0);
+        assert_eq!(c.delta(1, 9, 2, 1, far.clone()), Some(far), "a reset");
+        // Near buckets still subtract.
+        assert_eq!(
+            c.delta(1, 9, 3, 2, at(i32::MIN, vec![5, 1], 3.0)),
+            Some(at(i32::MIN, vec![0, 1], 1.0))
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use vigil_bus::Topics;
+use vigil_domain::distribution::{MAX_OTLP_BUCKETS, exponential_range_is_valid};
 
 use crate::limits::{Admission, attributes_hash};
 use crate::validate::{Item, Rejection, Rejections, Rules, finite, span_id, trace_id};
@@ -397,6 +398,15 @@ fn check_histogram(
                 ),
             ));
         }
+        if point.bucket_counts.len() > MAX_OTLP_BUCKETS {
+            return Err(Rejection::new(
+                "bad_buckets",
+                format!(
+                    "{what}: {} buckets, more than {MAX_OTLP_BUCKETS}",
+                    point.bucket_counts.len()
+                ),
+            ));
+        }
         let bounds = &point.explicit_bounds;
         if bounds.iter().any(|b| !b.is_finite()) || bounds.windows(2).any(|w| w[0] >= w[1]) {
             return Err(Rejection::new(
@@ -427,6 +437,27 @@ fn check_exponential(
             "bad_buckets",
             format!("{what}: scale {} is outside -10..=20", point.scale),
         ));
+    }
+    for (side, buckets) in [("positive", &point.positive), ("negative", &point.negative)] {
+        let Some(buckets) = buckets else {
+            continue;
+        };
+        let len = buckets.bucket_counts.len();
+        if len > MAX_OTLP_BUCKETS {
+            return Err(Rejection::new(
+                "bad_buckets",
+                format!("{what}: {len} {side} buckets, more than {MAX_OTLP_BUCKETS}"),
+            ));
+        }
+        if !exponential_range_is_valid(point.scale, buckets.offset, len) {
+            return Err(Rejection::new(
+                "bad_buckets",
+                format!(
+                    "{what}: {len} {side} buckets from offset {} stand for values beyond the finite range at scale {}",
+                    buckets.offset, point.scale
+                ),
+            ));
+        }
     }
     let total = [&point.positive, &point.negative]
         .into_iter()

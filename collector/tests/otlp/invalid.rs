@@ -251,6 +251,74 @@ async fn invalid_data_points_are_rejected_and_counted_and_the_rest_stored() {
     harness.stop().await;
 }
 
+/// Exponential histograms whose buckets stand for values past the finite
+/// range, or that have too many buckets, are rejected at the door: such a
+/// pair of cumulative points (offset 1000, then −2³¹) once made the
+/// aggregator allocate 16 GiB and ended `vigil up`.
+#[tokio::test]
+async fn exponential_histograms_out_of_range_are_rejected() {
+    use otlp_metrics::exponential_histogram_data_point::Buckets;
+    let harness = Harness::start(Backend::Embedded).await.unwrap();
+    let now = now_ns();
+    let point = |offset: i32, counts: Vec<u64>| otlp_metrics::ExponentialHistogramDataPoint {
+        start_time_unix_nano: now - 1_000_000_000,
+        time_unix_nano: now,
+        count: counts.iter().sum(),
+        scale: 20,
+        positive: Some(Buckets {
+            offset,
+            bucket_counts: counts,
+        }),
+        ..Default::default()
+    };
+    let request = metrics_request(vec![metric(
+        "latency",
+        Data::ExponentialHistogram(otlp_metrics::ExponentialHistogram {
+            data_points: vec![
+                point(1_000, vec![1, 2]),
+                point(i32::MIN, vec![1]),
+                point(0, vec![1; 16_385]),
+            ],
+            aggregation_temporality: otlp_metrics::AggregationTemporality::Cumulative as i32,
+        }),
+    )]);
+    let response = reqwest::Client::new()
+        .post(harness.http_url("/v1/metrics"))
+        .header("content-type", "application/x-protobuf")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(request.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.bytes().await.unwrap();
+    let partial =
+        opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse::decode(
+            &body[..],
+        )
+        .unwrap()
+        .partial_success
+        .unwrap();
+    assert_eq!(
+        (partial.rejected_data_points, partial.error_message.as_str()),
+        (
+            2,
+            "2 data points rejected: metric \"latency\": 1 positive buckets from offset \
+             -2147483648 stand for values beyond the finite range at scale 20; metric \
+             \"latency\": 16385 positive buckets, more than 16384"
+        )
+    );
+    let topic = harness.config.bus.topics().metrics;
+    let messages = harness.read(&topic, |m| !m.is_empty()).await;
+    match &metrics_by_name(&messages)["latency"].data {
+        Some(Data::ExponentialHistogram(h)) => {
+            assert_eq!(h.data_points, vec![point(1_000, vec![1, 2])]);
+        }
+        other => panic!("{other:?}"),
+    }
+    harness.stop().await;
+}
+
 #[tokio::test]
 async fn missing_and_unknown_tokens_are_unauthenticated() {
     let harness = Harness::start(Backend::Embedded).await.unwrap();

@@ -157,6 +157,24 @@ impl Distribution {
     }
 }
 
+/// The most buckets one side of an OTLP exponential histogram (or one
+/// explicit histogram) may span: OpenTelemetry SDKs default to 160, so this
+/// leaves room for any honest exporter while bounding what one point, or the
+/// difference of two cumulative points, may allocate (128 KiB of counts).
+pub const MAX_OTLP_BUCKETS: usize = 16_384;
+
+/// Whether `len` buckets from `offset` at `scale` all stand for finite
+/// values (the mapping is monotonic: the ends decide).
+pub fn exponential_range_is_valid(scale: i32, offset: i32, len: usize) -> bool {
+    if len == 0 {
+        return true;
+    }
+    let last = i64::from(offset) + len as i64 - 1;
+    (MIN_OTLP_SCALE..=MAX_OTLP_SCALE).contains(&scale)
+        && to_our_index(scale, i64::from(offset)).is_some()
+        && to_our_index(scale, last).is_some()
+}
+
 /// Our bucket index for bucket `index` of an exponential histogram at `scale`,
 /// `None` when it lies outside the range of f64 values.
 fn to_our_index(scale: i32, index: i64) -> Option<i32> {

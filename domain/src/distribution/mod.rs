@@ -18,7 +18,9 @@ mod import;
 mod mapping;
 
 use buckets::Buckets;
-pub use import::{ExplicitHistogram, ExponentialHistogram};
+pub use import::{
+    ExplicitHistogram, ExponentialHistogram, MAX_OTLP_BUCKETS, exponential_range_is_valid,
+};
 use mapping::{Bucket, index_of, representative};
 pub use mapping::{RELATIVE_ERROR, SCALE};
 
