@@ -95,19 +95,20 @@ async fn export<S: ExportRequest>(
     body: Body,
 ) -> Response {
     let limit = ingest.max_message_bytes();
-    let body = read_body(body, limit).await;
+    // The token first: a request with a wrong one is not read.
+    let tenant = ingest.auth.tenant(authorization(&headers));
+    let body = match &tenant {
+        Ok(_) => read_body(body, limit).await,
+        Err(_) => Ok(Bytes::new()),
+    };
     let timer = ingest
         .metrics
         .request("http", S::NAME, body.as_ref().map_or(0, Bytes::len));
     let requested = Encoding::of(&headers);
     let outcome = async {
         let encoding = requested.clone()?;
-        let body = body?;
-        let authorization = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let tenant = ingest.auth.tenant(authorization)?;
-        let body = decompress(&headers, body, limit)?;
+        let tenant = tenant?;
+        let body = decompress(&headers, body?, limit)?;
         let request = encoding.decode::<S>(&body)?;
         ingest.export(&tenant, request).await
     }
@@ -136,15 +137,21 @@ async fn export<S: ExportRequest>(
 async fn remote_write(
     State(ingest): State<Arc<Ingest>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    let timer = ingest.metrics.request("http", "remote_write", body.len());
+    let limit = ingest.max_message_bytes();
+    // The token first: a request with a wrong one is not read.
+    let tenant = ingest.auth.tenant(authorization(&headers));
+    let body = match &tenant {
+        Ok(_) => read_body(body, limit).await,
+        Err(_) => Ok(Bytes::new()),
+    };
+    let timer = ingest
+        .metrics
+        .request("http", "remote_write", body.as_ref().map_or(0, Bytes::len));
     let outcome = async {
-        let authorization = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let tenant = ingest.auth.tenant(authorization)?;
-        let write = decode_remote_write(&headers, &body, ingest.max_message_bytes())?;
+        let tenant = tenant?;
+        let write = decode_remote_write(&headers, &body?, limit)?;
         let mut rejections = Rejections::default();
         let request = remote_write::to_otlp(write, &mut rejections);
         let stale = rejections
@@ -206,6 +213,13 @@ async fn metrics(State(ingest): State<Arc<Ingest>>) -> Response {
         ingest.metrics.render(),
     )
         .into_response()
+}
+
+/// The `authorization` header, when it is text.
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
 }
 
 /// The request body, refused when longer than `limit` bytes.

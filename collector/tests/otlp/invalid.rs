@@ -446,7 +446,10 @@ async fn malformed_grpc_requests_are_invalid_argument() {
         "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
     );
     let request = with_token(WrongWireType { resource_spans: 7 }, Some(TOKEN));
-    let status = client.unary(request, path, codec).await.unwrap_err();
+    let status = client
+        .unary(request, path.clone(), codec.clone())
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert!(
         status
@@ -455,6 +458,42 @@ async fn malformed_grpc_requests_are_invalid_argument() {
         "{}",
         status.message()
     );
+    // With a wrong token the same body is never decoded: the token is
+    // checked from the headers first.
+    let request = with_token(
+        WrongWireType { resource_spans: 7 },
+        Some("not-a-known-token-0000"),
+    );
+    client.ready().await.unwrap();
+    let status = client.unary(request, path, codec).await.unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (tonic::Code::Unauthenticated, "unknown token")
+    );
+    harness.stop().await;
+}
+
+/// A body over the size limit with a wrong token is refused for the token,
+/// unread, on OTLP/HTTP and on remote-write (which had no limit before).
+#[tokio::test]
+async fn a_wrong_token_is_refused_before_the_body_is_read() {
+    let harness = Harness::start(Backend::Embedded).await.unwrap();
+    let client = reqwest::Client::new();
+    let over = vec![0u8; harness.config.collector.max_message_bytes + 1];
+    for path in ["/v1/traces", "/api/v1/write"] {
+        for (token, expected) in [("not-a-known-token-0000", 401), (TOKEN, 413)] {
+            let response = client
+                .post(harness.http_url(path))
+                .header("content-type", "application/x-protobuf")
+                .header("content-encoding", "snappy")
+                .header("authorization", format!("Bearer {token}"))
+                .body(over.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), expected, "{path} with {token}");
+        }
+    }
     harness.stop().await;
 }
 
