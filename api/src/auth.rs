@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use vigil_config::{ApiConfig, Role};
+use vigil_config::{ApiConfig, Role, TokenDigest};
 use vigil_domain::tenant::TenantId;
 
 use crate::error::{ApiError, BadParameter};
@@ -18,7 +18,8 @@ pub struct Caller {
 /// Tokens and what they stand for.
 #[derive(Debug)]
 pub struct Auth {
-    tokens: HashMap<String, Caller>,
+    /// By the token's digest, so that a lookup's timing says nothing of a token.
+    tokens: HashMap<TokenDigest, Caller>,
 }
 
 impl Auth {
@@ -31,7 +32,7 @@ impl Auth {
                     tenant: t.tenant.clone(),
                     role: t.role,
                 };
-                (t.token.expose().to_owned(), caller)
+                (t.token.digest(), caller)
             })
             .collect();
         Auth { tokens }
@@ -56,7 +57,7 @@ impl Auth {
             ))?;
         let mut caller = self
             .tokens
-            .get(token)
+            .get(&TokenDigest::of(token))
             .cloned()
             .ok_or(ApiError::Unauthenticated("unknown token"))?;
         if let Some(wanted) = tenant {

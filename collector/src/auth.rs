@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use vigil_config::CollectorConfig;
+use vigil_config::{CollectorConfig, TokenDigest};
 use vigil_domain::tenant::TenantId;
 
 use crate::error::IngestError;
@@ -10,7 +10,8 @@ use crate::error::IngestError;
 /// Tokens and the tenants they stand for.
 #[derive(Debug)]
 pub(crate) struct Auth {
-    tokens: HashMap<String, TenantId>,
+    /// By the token's digest, so that a lookup's timing says nothing of a token.
+    tokens: HashMap<TokenDigest, TenantId>,
     anonymous: Option<TenantId>,
 }
 
@@ -19,11 +20,7 @@ impl Auth {
         let tokens = config
             .tenants
             .iter()
-            .flat_map(|t| {
-                t.tokens
-                    .iter()
-                    .map(|token| (token.expose().to_owned(), t.id.clone()))
-            })
+            .flat_map(|t| t.tokens.iter().map(|token| (token.digest(), t.id.clone())))
             .collect();
         Auth {
             tokens,
@@ -53,7 +50,7 @@ impl Auth {
                 )
             })?;
         self.tokens
-            .get(token)
+            .get(&TokenDigest::of(token))
             .cloned()
             .ok_or_else(|| IngestError::Unauthenticated("unknown token".to_owned()))
     }

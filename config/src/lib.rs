@@ -115,6 +115,23 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// The SHA-256 of the secret, to look a presented token up by: equal
+    /// digests compare in time that tells nothing of the secret's bytes.
+    pub fn digest(&self) -> TokenDigest {
+        TokenDigest::of(&self.0)
+    }
+}
+
+/// The SHA-256 of a bearer token: what token tables are keyed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenDigest([u8; 32]);
+
+impl TokenDigest {
+    pub fn of(token: &str) -> Self {
+        use sha2::Digest as _;
+        TokenDigest(sha2::Sha256::digest(token.as_bytes()).into())
+    }
 }
 
 impl std::fmt::Debug for Secret {
