@@ -242,9 +242,7 @@ impl Parts {
             restored,
             "alerter leads"
         );
-        let client = reqwest::Client::builder()
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+        let client = webhook::client();
         let control = Control {
             dispatcher: Dispatcher::new(
                 &ruleset,

@@ -71,6 +71,16 @@ fn retryable(status: reqwest::StatusCode) -> bool {
         || status == reqwest::StatusCode::REQUEST_TIMEOUT
 }
 
+/// The client webhooks are sent with. Redirects are not followed: a
+/// receiver that answers 3xx has not accepted the call, and a page or an
+/// action never goes to a host its rule did not name.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
 /// Makes `call`, retrying as the module says.
 pub async fn send(client: &reqwest::Client, call: &Call) -> Outcome {
     let mut outcome = Outcome {
@@ -122,6 +132,52 @@ pub async fn send(client: &reqwest::Client, call: &Call) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A receiver answering 307 to another host: the call is not accepted
+    /// and the other host hears nothing.
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU64, Ordering};
+
+        let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let elsewhere_address = elsewhere.local_addr().unwrap();
+        let hits = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&hits);
+        tokio::spawn(async move {
+            let app = axum::Router::new().fallback(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async { "ok" }
+            });
+            axum::serve(elsewhere, app).await.unwrap();
+        });
+        let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let receiver_address = receiver.local_addr().unwrap();
+        tokio::spawn(async move {
+            let to = format!("http://{elsewhere_address}/steal");
+            let app = axum::Router::new().fallback(move || {
+                let to = to.clone();
+                async move { axum::response::Redirect::temporary(&to) }
+            });
+            axum::serve(receiver, app).await.unwrap();
+        });
+        let call = Call {
+            method: reqwest::Method::POST,
+            url: format!("http://{receiver_address}/hook"),
+            body: b"{}".to_vec(),
+            headers: Vec::new(),
+            secret: None,
+            idempotency_key: "k".to_owned(),
+            timeout: Duration::from_secs(2),
+            max_attempts: 1,
+        };
+        let outcome = send(&client(), &call).await;
+        assert_eq!(
+            (outcome.status, outcome.error.as_deref()),
+            (Some(307), Some("answered 307 Temporary Redirect"))
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+    }
 
     #[test]
     fn signatures_are_hmac_sha256() {
