@@ -158,6 +158,7 @@ impl ExportRequest for ExportTraceServiceRequest {
 }
 
 fn check_span(rules: &Rules, what: Item<'_>, span: &Span) -> Result<(), Rejection> {
+    rules.name(what, &span.name)?;
     trace_id(what, &span.trace_id)?;
     span_id(what, "span_id", &span.span_id)?;
     if !span.parent_span_id.is_empty() {
@@ -171,7 +172,17 @@ fn check_span(rules: &Rules, what: Item<'_>, span: &Span) -> Result<(), Rejectio
             format!("{what}: end_time_unix_nano is before start_time_unix_nano"),
         ));
     }
-    rules.attributes(what, &span.attributes)
+    rules.attributes(what, &span.attributes)?;
+    rules.count(what, "events", span.events.len(), rules.max_span_events)?;
+    rules.count(what, "links", span.links.len(), rules.max_span_links)?;
+    for event in &span.events {
+        rules.name(what, &event.name)?;
+        rules.attributes(what, &event.attributes)?;
+    }
+    for link in &span.links {
+        rules.attributes(what, &link.attributes)?;
+    }
+    Ok(())
 }
 
 impl ExportRequest for ExportMetricsServiceRequest {
@@ -277,6 +288,11 @@ impl MetricGate<'_, '_> {
         let name = metric.name.as_str();
         let what = Item::new("metric", name);
         let rules = self.rules;
+        if let Err(rejection) = rules.name(what, name) {
+            rejections.add(rejection, data_points(metric).max(1) as u64);
+            metric.data = None;
+            return;
+        }
         match &mut metric.data {
             None => rejections.add(
                 Rejection::new(
@@ -562,5 +578,6 @@ fn check_log(rules: &Rules, what: Item<'_>, record: &LogRecord) -> Result<(), Re
     if !record.span_id.is_empty() {
         span_id(what, "span_id", &record.span_id)?;
     }
+    rules.body(what, record.body.as_ref())?;
     rules.attributes(what, &record.attributes)
 }

@@ -109,6 +109,10 @@ pub(crate) struct Rules {
     latest_ns: u64,
     max_attributes: usize,
     max_value_bytes: usize,
+    max_name_bytes: usize,
+    pub(crate) max_span_events: usize,
+    pub(crate) max_span_links: usize,
+    max_log_body_bytes: usize,
 }
 
 impl Rules {
@@ -123,7 +127,58 @@ impl Rules {
             latest_ns: now_ns.saturating_add(config.max_future_seconds * 1_000_000_000),
             max_attributes: config.limits.max_attributes,
             max_value_bytes: config.limits.max_attribute_value_bytes,
+            max_name_bytes: config.limits.max_name_bytes,
+            max_span_events: config.limits.max_span_events,
+            max_span_links: config.limits.max_span_links,
+            max_log_body_bytes: config.limits.max_log_body_bytes,
         }
+    }
+
+    /// A name (of a span, metric or event) must fit the name limit.
+    pub(crate) fn name(&self, what: Item<'_>, name: &str) -> Result<(), Rejection> {
+        if name.len() > self.max_name_bytes {
+            return Err(Rejection::new(
+                "name_too_long",
+                format!(
+                    "{what}: the name has {} bytes, more than the limit of {}",
+                    name.len(),
+                    self.max_name_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// At most `limit` of `field` on one item.
+    pub(crate) fn count(
+        &self,
+        what: Item<'_>,
+        field: &str,
+        count: usize,
+        limit: usize,
+    ) -> Result<(), Rejection> {
+        if count > limit {
+            return Err(Rejection::new(
+                "too_many_elements",
+                format!("{what}: {count} {field}, more than the limit of {limit}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A log body's longest string must fit the body limit.
+    pub(crate) fn body(&self, what: Item<'_>, body: Option<&AnyValue>) -> Result<(), Rejection> {
+        let longest = body.map_or(0, longest_value);
+        if longest > self.max_log_body_bytes {
+            return Err(Rejection::new(
+                "body_too_long",
+                format!(
+                    "{what}: the body has {longest} bytes, more than the limit of {}",
+                    self.max_log_body_bytes
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// A time must be set, not older than the retention, and not too far ahead.
@@ -181,6 +236,16 @@ impl Rules {
             ));
         }
         for attribute in attributes {
+            if attribute.key.len() > self.max_name_bytes {
+                return Err(Rejection::new(
+                    "name_too_long",
+                    format!(
+                        "{what}: an attribute key has {} bytes, more than the limit of {}",
+                        attribute.key.len(),
+                        self.max_name_bytes
+                    ),
+                ));
+            }
             let longest = attribute.value.as_ref().map_or(0, longest_value);
             if longest > self.max_value_bytes {
                 return Err(Rejection::new(
@@ -280,6 +345,24 @@ mod tests {
     fn rules() -> Rules {
         let now = UNIX_EPOCH + Duration::from_secs(1_000_000_000);
         Rules::new(&CollectorConfig::default(), now)
+    }
+
+    #[test]
+    fn log_bodies_must_fit_their_limit() {
+        let rules = rules();
+        let what = Item::new("log record", "");
+        let text = |n: usize| AnyValue {
+            value: Some(any_value::Value::StringValue("x".repeat(n))),
+        };
+        assert_eq!(rules.body(what, Some(&text(65_536))), Ok(()));
+        assert_eq!(rules.body(what, None), Ok(()));
+        assert_eq!(
+            rules.body(what, Some(&text(65_537))),
+            Err(Rejection::new(
+                "body_too_long",
+                "log record: the body has 65537 bytes, more than the limit of 65536"
+            ))
+        );
     }
 
     #[test]

@@ -72,6 +72,18 @@ pub struct LimitsConfig {
     /// Bytes of one attribute's string value.
     #[serde(default = "default_max_attribute_value_bytes")]
     pub max_attribute_value_bytes: usize,
+    /// Bytes of a span, metric or event name, and of an attribute key.
+    #[serde(default = "default_max_name_bytes")]
+    pub max_name_bytes: usize,
+    /// Events on one span, and links on one span (OpenTelemetry SDKs
+    /// default to 128 of each).
+    #[serde(default = "default_max_span_events")]
+    pub max_span_events: usize,
+    #[serde(default = "default_max_span_events")]
+    pub max_span_links: usize,
+    /// Bytes of a log record's body (the longest string in it).
+    #[serde(default = "default_max_log_body_bytes")]
+    pub max_log_body_bytes: usize,
     /// Items (spans, data points, log records) a tenant may send per second,
     /// on average; items over it are rejected.
     #[serde(default = "default_tenant_items_per_second")]
@@ -91,6 +103,10 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_attributes: default_max_attributes(),
             max_attribute_value_bytes: default_max_attribute_value_bytes(),
+            max_name_bytes: default_max_name_bytes(),
+            max_span_events: default_max_span_events(),
+            max_span_links: default_max_span_events(),
+            max_log_body_bytes: default_max_log_body_bytes(),
             tenant_items_per_second: default_tenant_items_per_second(),
             tenant_burst_items: default_tenant_burst_items(),
             max_new_series_per_metric_per_minute: default_max_new_series_per_metric_per_minute(),
@@ -124,6 +140,18 @@ fn default_max_attributes() -> usize {
 
 fn default_max_attribute_value_bytes() -> usize {
     4096
+}
+
+fn default_max_name_bytes() -> usize {
+    1_024
+}
+
+fn default_max_span_events() -> usize {
+    128
+}
+
+fn default_max_log_body_bytes() -> usize {
+    65_536
 }
 
 fn default_tenant_items_per_second() -> u64 {
@@ -162,6 +190,14 @@ impl CollectorConfig {
             1..,
             "",
         )?;
+        for (key, value) in [
+            ("max_name_bytes", limits.max_name_bytes),
+            ("max_span_events", limits.max_span_events),
+            ("max_span_links", limits.max_span_links),
+            ("max_log_body_bytes", limits.max_log_body_bytes),
+        ] {
+            check_range(&format!("collector.limits.{key}"), value, 1.., "")?;
+        }
         check_range(
             "collector.limits.max_new_series_per_metric_per_minute",
             limits.max_new_series_per_metric_per_minute,

@@ -497,6 +497,58 @@ async fn a_wrong_token_is_refused_before_the_body_is_read() {
     harness.stop().await;
 }
 
+/// Names, attribute keys, events and links per span over their limits are
+/// rejected, each with its reason; the valid span goes on.
+#[tokio::test]
+async fn spans_over_the_size_limits_are_rejected() {
+    use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+    let harness = Harness::start(Backend::Embedded).await.unwrap();
+    let now = now_ns();
+    let ok = |name: &str| span(name, vec![3; 16], now - 1_000, now, Vec::new());
+    let event = Event {
+        time_unix_nano: now,
+        name: "retry".to_owned(),
+        ..Default::default()
+    };
+    let spans = vec![
+        ok("kept"),
+        ok(&"n".repeat(1_025)),
+        span(
+            "long key",
+            vec![3; 16],
+            now - 1_000,
+            now,
+            vec![attribute(&"k".repeat(1_025), "v")],
+        ),
+        Span {
+            events: vec![event; 129],
+            ..ok("events")
+        },
+        Span {
+            links: vec![Link::default(); 129],
+            ..ok("links")
+        },
+    ];
+    let partial = export_spans(&harness, trace_request(vec![("checkout", spans)]))
+        .await
+        .unwrap();
+    assert_eq!(partial.rejected_spans, 4);
+    assert_eq!(
+        partial.error_message,
+        format!(
+            "4 spans rejected: span {:?}: the name has 1025 bytes, more than the limit of 1024; \
+             span \"long key\": an attribute key has 1025 bytes, more than the limit of 1024; \
+             span \"events\": 129 events, more than the limit of 128; \
+             span \"links\": 129 links, more than the limit of 128",
+            "n".repeat(1_025)
+        )
+    );
+    let topic = harness.config.bus.topics().traces;
+    let messages = harness.read(&topic, |m| !m.is_empty()).await;
+    assert_eq!(span_names(&messages), ["kept"]);
+    harness.stop().await;
+}
+
 fn one_span_request(name: &str) -> ExportTraceServiceRequest {
     let now = now_ns();
     let pad = vec![attribute("pad", &"x".repeat(600))];
