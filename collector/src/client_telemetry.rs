@@ -7,6 +7,7 @@ use vigil_proto::client::v1::{
     ClientBatch, ClientContext, ClientEvent, ExportClientRequest, ExportClientResponse,
 };
 
+use crate::budget::Root;
 use crate::limits::Admission;
 use crate::otlp::{ExportRequest, retain_valid};
 use crate::validate::{Item, Rejection, Rejections, Rules, finite};
@@ -16,6 +17,7 @@ const COHORTS: [&str; 4] = ["", "canary", "baseline", "stable"];
 impl ExportRequest for ExportClientRequest {
     type Response = ExportClientResponse;
     const NAME: &'static str = "client";
+    const BUDGET: Option<Root> = None;
     const ITEMS: &'static str = "events";
 
     fn topic(topics: &Topics) -> &str {

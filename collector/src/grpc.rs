@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Response as HttpResponse};
+use axum::middleware::Next;
 use http_body::Frame;
 use http_body_util::BodyExt;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
@@ -33,7 +36,9 @@ use vigil_domain::tenant::TenantId;
 use vigil_proto::client::v1::client_service_server::{ClientService, ClientServiceServer};
 use vigil_proto::client::v1::{ExportClientRequest, ExportClientResponse};
 
+use crate::budget::{self, Root};
 use crate::error::IngestError;
+use crate::http;
 use crate::ingest::Ingest;
 use crate::otlp::ExportRequest;
 
@@ -130,6 +135,95 @@ fn authenticate(
                 Err(error.into())
             }
         }
+    }
+}
+
+/// Reads a gRPC request's message before tonic does (when its token is
+/// good: one with a wrong token goes on unread to be refused), estimates
+/// its decoded size and holds that much of the budget until the answer (see
+/// `budget.rs`), or refuses it when it does not fit. The message goes on
+/// uncompressed, so it is inflated once.
+pub(crate) async fn budget(
+    State(ingest): State<Arc<Ingest>>,
+    request: axum::extract::Request,
+    next: Next,
+) -> axum::response::Response {
+    if ingest
+        .auth
+        .tenant(http::authorization(request.headers()))
+        .is_err()
+    {
+        return next.run(request).await;
+    }
+    let path = request.uri().path();
+    let root = [
+        ("/opentelemetry.proto.collector.trace.", Root::Traces),
+        ("/opentelemetry.proto.collector.metrics.", Root::Metrics),
+        ("/opentelemetry.proto.collector.logs.", Root::Logs),
+    ]
+    .into_iter()
+    .find_map(|(prefix, root)| path.starts_with(prefix).then_some(root));
+    let (parts, body) = request.into_parts();
+    let limit = ingest.max_message_bytes();
+    let taken = async {
+        let framed = axum::body::to_bytes(body, limit.saturating_add(5))
+            .await
+            .map_err(|_| {
+                IngestError::TooLarge(format!(
+                    "the message is more than {limit} bytes (collector.max_message_bytes)"
+                ))
+            })?;
+        let message = unframe(&framed, limit)?;
+        let reserved = ingest.budget.reserve(budget::estimate(root, &message))?;
+        Ok::<_, IngestError>((message, reserved))
+    }
+    .await;
+    match taken {
+        Ok((message, reserved)) => {
+            let mut framed = Vec::with_capacity(message.len() + 5);
+            framed.push(0);
+            framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+            framed.extend_from_slice(&message);
+            let body = axum::body::Body::from(framed);
+            let response = next
+                .run(axum::extract::Request::from_parts(parts, body))
+                .await;
+            drop(reserved);
+            response
+        }
+        Err(error) => {
+            let signal = root.map_or("client", |root| match root {
+                Root::Traces => "traces",
+                Root::Metrics => "metrics",
+                Root::Logs => "logs",
+            });
+            ingest
+                .metrics
+                .request("grpc", signal, 0)
+                .finish(error.code_name());
+            Status::from(error).into_http()
+        }
+    }
+}
+
+/// The message of a unary gRPC request body (a flag, a big-endian length,
+/// the message), gunzipped when it says it is compressed.
+fn unframe(framed: &Bytes, limit: usize) -> Result<Bytes, IngestError> {
+    let malformed = || IngestError::InvalidArgument("malformed gRPC message frame".to_owned());
+    let prefix: [u8; 5] = framed
+        .get(..5)
+        .and_then(|p| p.try_into().ok())
+        .ok_or_else(malformed)?;
+    let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+    let end = 5usize
+        .checked_add(len)
+        .filter(|&end| end <= framed.len())
+        .ok_or_else(malformed)?;
+    let message = framed.slice(5..end);
+    match prefix[0] {
+        0 => Ok(message),
+        1 => http::gunzip(&message, limit),
+        _ => Err(malformed()),
     }
 }
 

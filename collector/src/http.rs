@@ -19,6 +19,7 @@ use prost::Message;
 use vigil_proto::client::v1::ExportClientRequest;
 use vigil_proto::prometheus::WriteRequest;
 
+use crate::budget::{self, Budget, Reserved};
 use crate::error::IngestError;
 use crate::ingest::Ingest;
 use crate::json;
@@ -109,6 +110,12 @@ async fn export<S: ExportRequest>(
         let encoding = requested.clone()?;
         let tenant = tenant?;
         let body = decompress(&headers, body?, limit)?;
+        let root = match encoding {
+            Encoding::Protobuf => S::BUDGET,
+            Encoding::Json => None,
+        };
+        // Held until the request is answered.
+        let _reserved = ingest.budget.reserve(budget::estimate(root, &body))?;
         let request = encoding.decode::<S>(&body)?;
         ingest.export(&tenant, request).await
     }
@@ -151,7 +158,7 @@ async fn remote_write(
         .request("http", "remote_write", body.as_ref().map_or(0, Bytes::len));
     let outcome = async {
         let tenant = tenant?;
-        let write = decode_remote_write(&headers, &body?, limit)?;
+        let (write, _reserved) = decode_remote_write(&headers, &body?, limit, &ingest.budget)?;
         let mut rejections = Rejections::default();
         let request = remote_write::to_otlp(write, &mut rejections);
         let stale = rejections
@@ -178,11 +185,14 @@ async fn remote_write(
     }
 }
 
+/// Decodes a remote-write body, once its decoded size is taken from
+/// `budget` (held until the returned reservation is dropped).
 fn decode_remote_write(
     headers: &HeaderMap,
     body: &[u8],
     limit: usize,
-) -> Result<WriteRequest, IngestError> {
+    budget: &Budget,
+) -> Result<(WriteRequest, Reserved), IngestError> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -202,8 +212,11 @@ fn decode_remote_write(
     let decompressed = snap::raw::Decoder::new()
         .decompress_vec(body)
         .map_err(|e| IngestError::InvalidArgument(format!("malformed snappy body: {e}")))?;
-    WriteRequest::decode(&decompressed[..])
-        .map_err(|e| IngestError::InvalidArgument(format!("malformed remote-write protobuf: {e}")))
+    let reserved = budget.reserve(budget::estimate(None, &decompressed))?;
+    let write = WriteRequest::decode(&decompressed[..]).map_err(|e| {
+        IngestError::InvalidArgument(format!("malformed remote-write protobuf: {e}"))
+    })?;
+    Ok((write, reserved))
 }
 
 async fn metrics(State(ingest): State<Arc<Ingest>>) -> Response {
@@ -215,8 +228,23 @@ async fn metrics(State(ingest): State<Arc<Ingest>>) -> Response {
         .into_response()
 }
 
+/// `body` gunzipped, refused past `limit` bytes (read no further than that).
+pub(crate) fn gunzip(body: &[u8], limit: usize) -> Result<Bytes, IngestError> {
+    let mut decompressed = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut decompressed)
+        .map_err(|e| IngestError::InvalidArgument(format!("malformed gzip body: {e}")))?;
+    if decompressed.len() > limit {
+        return Err(IngestError::TooLarge(format!(
+            "the body is more than {limit} bytes once decompressed"
+        )));
+    }
+    Ok(Bytes::from(decompressed))
+}
+
 /// The `authorization` header, when it is text.
-fn authorization(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn authorization(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -240,19 +268,7 @@ fn decompress(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, I
         .unwrap_or("identity");
     match encoding {
         "identity" => Ok(body),
-        "gzip" => {
-            let mut decompressed = Vec::new();
-            flate2::read::GzDecoder::new(&body[..])
-                .take(limit as u64 + 1)
-                .read_to_end(&mut decompressed)
-                .map_err(|e| IngestError::InvalidArgument(format!("malformed gzip body: {e}")))?;
-            if decompressed.len() > limit {
-                return Err(IngestError::TooLarge(format!(
-                    "the body is more than {limit} bytes once decompressed"
-                )));
-            }
-            Ok(Bytes::from(decompressed))
-        }
+        "gzip" => gunzip(&body, limit),
         other => Err(IngestError::UnsupportedMediaType(format!(
             "content-encoding {other:?} is not supported; send gzip or none"
         ))),

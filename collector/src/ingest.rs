@@ -10,6 +10,7 @@ use vigil_config::CollectorConfig;
 use vigil_domain::tenant::TenantId;
 
 use crate::auth::Auth;
+use crate::budget::Budget;
 use crate::error::IngestError;
 use crate::limits::{Admission, RateLimiter, SeriesLimiter};
 use crate::metrics::Metrics;
@@ -18,6 +19,7 @@ use crate::validate::{Rejections, Rules};
 
 pub(crate) struct Ingest {
     pub(crate) auth: Auth,
+    pub(crate) budget: Budget,
     pub(crate) metrics: Metrics,
     config: CollectorConfig,
     rate: RateLimiter,
@@ -30,6 +32,7 @@ impl Ingest {
     pub(crate) fn new(config: &CollectorConfig, bus: Arc<dyn Bus>, topics: Topics) -> Self {
         Ingest {
             auth: Auth::new(config),
+            budget: Budget::new(config.max_decoded_bytes_in_flight),
             metrics: Metrics::new(),
             config: config.clone(),
             rate: RateLimiter::new(&config.limits),

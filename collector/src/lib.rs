@@ -14,6 +14,7 @@
 //! the HTTP port serves the collector's own metrics.
 
 mod auth;
+mod budget;
 mod client_telemetry;
 mod error;
 mod grpc;

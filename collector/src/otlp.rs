@@ -23,6 +23,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use vigil_bus::Topics;
 use vigil_domain::distribution::{MAX_OTLP_BUCKETS, exponential_range_is_valid};
 
+use crate::budget::Root;
 use crate::limits::{Admission, attributes_hash};
 use crate::validate::{Item, Rejection, Rejections, Rules, finite, span_id, trace_id};
 
@@ -40,6 +41,10 @@ pub(crate) trait ExportRequest:
 
     /// What the items are called in messages: "spans", "data points", …
     const ITEMS: &'static str;
+
+    /// How the decoded size of its protobuf bytes is estimated (`None`: as
+    /// a multiple of them).
+    const BUDGET: Option<Root>;
 
     fn topic(topics: &Topics) -> &str;
 
@@ -101,6 +106,7 @@ pub(crate) fn retain_valid<T>(
 impl ExportRequest for ExportTraceServiceRequest {
     type Response = ExportTraceServiceResponse;
     const NAME: &'static str = "traces";
+    const BUDGET: Option<Root> = Some(Root::Traces);
     const ITEMS: &'static str = "spans";
 
     fn topic(topics: &Topics) -> &str {
@@ -188,6 +194,7 @@ fn check_span(rules: &Rules, what: Item<'_>, span: &Span) -> Result<(), Rejectio
 impl ExportRequest for ExportMetricsServiceRequest {
     type Response = ExportMetricsServiceResponse;
     const NAME: &'static str = "metrics";
+    const BUDGET: Option<Root> = Some(Root::Metrics);
     const ITEMS: &'static str = "data points";
 
     fn topic(topics: &Topics) -> &str {
@@ -505,6 +512,7 @@ fn check_summary(rules: &Rules, what: Item<'_>, point: &SummaryDataPoint) -> Res
 impl ExportRequest for ExportLogsServiceRequest {
     type Response = ExportLogsServiceResponse;
     const NAME: &'static str = "logs";
+    const BUDGET: Option<Root> = Some(Root::Logs);
     const ITEMS: &'static str = "log records";
 
     fn topic(topics: &Topics) -> &str {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tower::util::MapResponseLayer;
 use vigil_bus::{Bus, BusError};
@@ -61,7 +62,9 @@ impl Collector {
         let (grpc_listener, grpc_address) = bind(collector.grpc_listen).await?;
         let (http_listener, http_address) = bind(collector.http_listen).await?;
 
-        let grpc_routes = grpc::routes(Arc::clone(&ingest));
+        let grpc_routes = Routes::from(grpc::routes(Arc::clone(&ingest)).into_axum_router().layer(
+            axum::middleware::from_fn_with_state(Arc::clone(&ingest), grpc::budget),
+        ));
         let grpc_shutdown = shutdown.clone();
         let grpc = tokio::spawn(async move {
             tonic::transport::Server::builder()

@@ -20,6 +20,11 @@ pub struct CollectorConfig {
     /// Largest request, after decompression.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+    /// Memory that decoding the requests in flight may take at once, as
+    /// estimated before decoding; a request that would not fit is refused
+    /// (see `collector/src/budget.rs`).
+    #[serde(default = "default_max_decoded_bytes_in_flight")]
+    pub max_decoded_bytes_in_flight: usize,
     /// Items whose time is older than this are rejected: keep it at most the
     /// store's retention.
     #[serde(default = "default_max_age_days")]
@@ -44,6 +49,7 @@ impl Default for CollectorConfig {
             grpc_listen: default_grpc_listen(),
             http_listen: default_http_listen(),
             max_message_bytes: default_max_message_bytes(),
+            max_decoded_bytes_in_flight: default_max_decoded_bytes_in_flight(),
             max_age_days: default_max_age_days(),
             max_future_seconds: default_max_future_seconds(),
             anonymous_tenant: None,
@@ -122,6 +128,10 @@ fn default_http_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 4318))
 }
 
+fn default_max_decoded_bytes_in_flight() -> usize {
+    512 * 1024 * 1024
+}
+
 fn default_max_message_bytes() -> usize {
     16 * 1024 * 1024
 }
@@ -175,6 +185,12 @@ impl CollectorConfig {
             collector.max_message_bytes,
             1024..=256 * 1024 * 1024,
             " (256 MiB)",
+        )?;
+        check_range(
+            "collector.max_decoded_bytes_in_flight",
+            collector.max_decoded_bytes_in_flight,
+            16 * 1024 * 1024..,
+            " (16 MiB)",
         )?;
         check_range("collector.max_age_days", collector.max_age_days, 1.., "")?;
         let limits = &collector.limits;

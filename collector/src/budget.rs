@@ -1,0 +1,365 @@
+//! Memory for decoding, bounded whatever is sent: before a request is
+//! decoded its decoded size is estimated from its bytes, and the estimate is
+//! taken from a budget shared by every request in flight
+//! (`collector.max_decoded_bytes_in_flight`) until the request is answered.
+//!
+//! Protobuf costs little to send and much to decode: an empty span is 2
+//! bytes on the wire and a few hundred in memory, so 16 MiB of them (a few
+//! KB once gzipped) decode to gigabytes. The estimate walks the wire format
+//! of the OTLP requests without allocating and counts every message it
+//! holds (resources, spans, events, links, data points, attributes, values
+//! at any depth) at the size of its Rust struct, plus the bytes themselves.
+//! A request whose estimate exceeds the whole budget is refused for good
+//! (RESOURCE_EXHAUSTED without retry: it would never fit); one that finds
+//! the budget taken by others is refused with retry information.
+
+use std::mem::size_of;
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
+};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::metrics::v1::{
+    Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram,
+    HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary,
+    SummaryDataPoint, exponential_histogram_data_point::Buckets,
+    summary_data_point::ValueAtQuantile,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::error::IngestError;
+
+/// The budget's unit: permits are KiB.
+const UNIT: usize = 1024;
+/// Deeper nesting than this is not walked (prost refuses it anyway).
+const MAX_DEPTH: usize = 64;
+
+/// The bytes decoding may hold at once.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    permits: Arc<Semaphore>,
+    total_bytes: usize,
+}
+
+/// What a request holds of the budget until it is dropped.
+#[derive(Debug)]
+pub(crate) struct Reserved {
+    _permits: OwnedSemaphorePermit,
+}
+
+impl Budget {
+    pub(crate) fn new(total_bytes: usize) -> Self {
+        let units = (total_bytes / UNIT).clamp(1, Semaphore::MAX_PERMITS);
+        Budget {
+            permits: Arc::new(Semaphore::new(units)),
+            total_bytes,
+        }
+    }
+
+    /// Takes `bytes` of the budget, or says why not.
+    pub(crate) fn reserve(&self, bytes: usize) -> Result<Reserved, IngestError> {
+        if bytes > self.total_bytes {
+            return Err(IngestError::TooLarge(format!(
+                "the request would take about {} MiB once decoded, more than the {} MiB \
+                 the collector decodes at once (collector.max_decoded_bytes_in_flight); \
+                 send fewer items per request",
+                bytes >> 20,
+                self.total_bytes >> 20
+            )));
+        }
+        let units = u32::try_from(bytes.div_ceil(UNIT).max(1)).unwrap_or(u32::MAX);
+        Arc::clone(&self.permits)
+            .try_acquire_many_owned(units)
+            .map(|permits| Reserved { _permits: permits })
+            .map_err(|_| {
+                IngestError::Exhausted(
+                    "the collector is decoding as much as it may at once; retry shortly".to_owned(),
+                )
+            })
+    }
+}
+
+/// The requests whose decoded size is estimated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Root {
+    Traces,
+    Metrics,
+    Logs,
+}
+
+/// A message type of the OTLP requests: its decoded size and which of its
+/// fields hold messages of which type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Request(Root),
+    ResourceSpans,
+    ScopeSpans,
+    Span,
+    Event,
+    Link,
+    Status,
+    ResourceMetrics,
+    ScopeMetrics,
+    Metric,
+    Gauge,
+    Sum,
+    Histogram,
+    ExponentialHistogram,
+    Summary,
+    NumberDataPoint,
+    HistogramDataPoint,
+    ExponentialHistogramDataPoint,
+    Buckets,
+    SummaryDataPoint,
+    ValueAtQuantile,
+    Exemplar,
+    ResourceLogs,
+    ScopeLogs,
+    LogRecord,
+    Resource,
+    Scope,
+    KeyValue,
+    AnyValue,
+    ArrayValue,
+    KeyValueList,
+}
+
+impl Kind {
+    fn size(self) -> usize {
+        match self {
+            Kind::Request(_) => 0,
+            Kind::ResourceSpans => size_of::<ResourceSpans>(),
+            Kind::ScopeSpans => size_of::<ScopeSpans>(),
+            Kind::Span => size_of::<Span>(),
+            Kind::Event => size_of::<Event>(),
+            Kind::Link => size_of::<Link>(),
+            Kind::Status => size_of::<Status>(),
+            Kind::ResourceMetrics => size_of::<ResourceMetrics>(),
+            Kind::ScopeMetrics => size_of::<ScopeMetrics>(),
+            Kind::Metric => size_of::<Metric>(),
+            Kind::Gauge => size_of::<Gauge>(),
+            Kind::Sum => size_of::<Sum>(),
+            Kind::Histogram => size_of::<Histogram>(),
+            Kind::ExponentialHistogram => size_of::<ExponentialHistogram>(),
+            Kind::Summary => size_of::<Summary>(),
+            Kind::NumberDataPoint => size_of::<NumberDataPoint>(),
+            Kind::HistogramDataPoint => size_of::<HistogramDataPoint>(),
+            Kind::ExponentialHistogramDataPoint => size_of::<ExponentialHistogramDataPoint>(),
+            Kind::Buckets => size_of::<Buckets>(),
+            Kind::SummaryDataPoint => size_of::<SummaryDataPoint>(),
+            Kind::ValueAtQuantile => size_of::<ValueAtQuantile>(),
+            Kind::Exemplar => size_of::<Exemplar>(),
+            Kind::ResourceLogs => size_of::<ResourceLogs>(),
+            Kind::ScopeLogs => size_of::<ScopeLogs>(),
+            Kind::LogRecord => size_of::<LogRecord>(),
+            Kind::Resource => size_of::<Resource>(),
+            Kind::Scope => size_of::<InstrumentationScope>(),
+            Kind::KeyValue => size_of::<KeyValue>(),
+            Kind::AnyValue => size_of::<AnyValue>(),
+            Kind::ArrayValue => size_of::<ArrayValue>(),
+            Kind::KeyValueList => size_of::<KeyValueList>(),
+        }
+    }
+
+    /// The type of message field `field`, per the OTLP protos.
+    fn child(self, field: u64) -> Option<Kind> {
+        Some(match (self, field) {
+            (Kind::Request(Root::Traces), 1) => Kind::ResourceSpans,
+            (Kind::Request(Root::Metrics), 1) => Kind::ResourceMetrics,
+            (Kind::Request(Root::Logs), 1) => Kind::ResourceLogs,
+            (Kind::ResourceSpans | Kind::ResourceMetrics | Kind::ResourceLogs, 1) => Kind::Resource,
+            (Kind::ResourceSpans, 2) => Kind::ScopeSpans,
+            (Kind::ResourceMetrics, 2) => Kind::ScopeMetrics,
+            (Kind::ResourceLogs, 2) => Kind::ScopeLogs,
+            (Kind::ScopeSpans | Kind::ScopeMetrics | Kind::ScopeLogs, 1) => Kind::Scope,
+            (Kind::ScopeSpans, 2) => Kind::Span,
+            (Kind::ScopeMetrics, 2) => Kind::Metric,
+            (Kind::ScopeLogs, 2) => Kind::LogRecord,
+            (Kind::Span, 9) | (Kind::Event, 3) | (Kind::Link, 5) => Kind::KeyValue,
+            (Kind::Span, 11) => Kind::Event,
+            (Kind::Span, 13) => Kind::Link,
+            (Kind::Span, 15) => Kind::Status,
+            (Kind::Metric, 5) => Kind::Gauge,
+            (Kind::Metric, 7) => Kind::Sum,
+            (Kind::Metric, 9) => Kind::Histogram,
+            (Kind::Metric, 10) => Kind::ExponentialHistogram,
+            (Kind::Metric, 11) => Kind::Summary,
+            (Kind::Metric, 12) => Kind::KeyValue,
+            (Kind::Gauge | Kind::Sum, 1) => Kind::NumberDataPoint,
+            (Kind::Histogram, 1) => Kind::HistogramDataPoint,
+            (Kind::ExponentialHistogram, 1) => Kind::ExponentialHistogramDataPoint,
+            (Kind::Summary, 1) => Kind::SummaryDataPoint,
+            (Kind::NumberDataPoint | Kind::SummaryDataPoint | Kind::Exemplar, 7)
+            | (Kind::HistogramDataPoint, 9)
+            | (Kind::ExponentialHistogramDataPoint, 1) => Kind::KeyValue,
+            (Kind::NumberDataPoint, 5)
+            | (Kind::HistogramDataPoint, 8)
+            | (Kind::ExponentialHistogramDataPoint, 11) => Kind::Exemplar,
+            (Kind::ExponentialHistogramDataPoint, 8 | 9) => Kind::Buckets,
+            (Kind::SummaryDataPoint, 6) => Kind::ValueAtQuantile,
+            (Kind::LogRecord, 5) | (Kind::KeyValue, 2) | (Kind::ArrayValue, 1) => Kind::AnyValue,
+            (Kind::LogRecord, 6)
+            | (Kind::Resource | Kind::Scope, 1 | 3)
+            | (Kind::KeyValueList, 1) => Kind::KeyValue,
+            (Kind::AnyValue, 5) => Kind::ArrayValue,
+            (Kind::AnyValue, 6) => Kind::KeyValueList,
+            _ => return None,
+        })
+    }
+}
+
+/// Reads a varint at `*at`, moving past it.
+fn varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *bytes.get(*at)?;
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// The decoded size of the messages in `bytes`, a message of `kind`, or
+/// `None` when the bytes are not protobuf (decoding will say why).
+fn messages(bytes: &[u8], kind: Kind, depth: usize) -> Option<usize> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    let mut total = 0usize;
+    let mut at = 0;
+    while at < bytes.len() {
+        let tag = varint(bytes, &mut at)?;
+        match tag & 7 {
+            0 => {
+                varint(bytes, &mut at)?;
+            }
+            1 => at += 8,
+            5 => at += 4,
+            2 => {
+                let len = usize::try_from(varint(bytes, &mut at)?).ok()?;
+                let end = at.checked_add(len).filter(|&end| end <= bytes.len())?;
+                if let Some(child) = kind.child(tag >> 3) {
+                    total = total.saturating_add(child.size()).saturating_add(messages(
+                        &bytes[at..end],
+                        child,
+                        depth + 1,
+                    )?);
+                }
+                at = end;
+            }
+            _ => return None,
+        }
+    }
+    (at == bytes.len()).then_some(total)
+}
+
+/// The estimated decoded size of a request from its protobuf bytes: the
+/// bytes, plus every message at the size of its struct. Bytes that are not
+/// protobuf count as themselves: decoding refuses them at once. A request
+/// not walked (`None`: client telemetry, remote-write, JSON) counts as
+/// [`UNWALKED_FACTOR`] times its bytes.
+pub(crate) fn estimate(root: Option<Root>, bytes: &[u8]) -> usize {
+    let Some(root) = root else {
+        return bytes.len().saturating_mul(UNWALKED_FACTOR);
+    };
+    let structs = messages(bytes, Kind::Request(root), 0).unwrap_or(0);
+    bytes.len().saturating_add(structs)
+}
+
+/// How many times its bytes a request that is not walked is taken to need.
+pub(crate) const UNWALKED_FACTOR: usize = 8;
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message as _;
+
+    use super::*;
+
+    fn empty_spans(n: usize) -> Vec<u8> {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span::default(); n],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn empty_spans_are_counted_at_their_decoded_size() {
+        let bytes = empty_spans(1_000);
+        assert_eq!(bytes.len(), 2_000 + 3 + 3);
+        assert_eq!(
+            estimate(Some(Root::Traces), &bytes),
+            bytes.len()
+                + size_of::<ResourceSpans>()
+                + size_of::<ScopeSpans>()
+                + 1_000 * size_of::<Span>()
+        );
+    }
+
+    #[test]
+    fn nested_values_count_at_every_depth() {
+        let value = |inner: Option<any_value::Value>| AnyValue { value: inner };
+        use opentelemetry_proto::tonic::common::v1::any_value;
+        let nested = value(Some(any_value::Value::ArrayValue(ArrayValue {
+            values: vec![value(None), value(None)],
+        })));
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![KeyValue {
+                        key: "k".to_owned(),
+                        value: Some(nested),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+        };
+        let bytes = request.encode_to_vec();
+        assert_eq!(
+            estimate(Some(Root::Traces), &bytes),
+            bytes.len()
+                + size_of::<ResourceSpans>()
+                + size_of::<Resource>()
+                + size_of::<KeyValue>()
+                + 3 * size_of::<AnyValue>()
+                + size_of::<ArrayValue>()
+        );
+    }
+
+    #[test]
+    fn what_is_not_protobuf_counts_as_its_bytes() {
+        assert_eq!(estimate(Some(Root::Metrics), &[0x0a, 0x05, 0x01]), 3);
+        assert_eq!(estimate(Some(Root::Logs), &[0xff; 12]), 12);
+    }
+
+    #[test]
+    fn the_budget_refuses_what_never_fits_and_what_does_not_fit_now() {
+        let budget = Budget::new(1 << 20);
+        assert!(matches!(
+            budget.reserve((1 << 20) + 1),
+            Err(IngestError::TooLarge(_))
+        ));
+        let held = budget.reserve(600 * 1024).unwrap();
+        assert!(matches!(
+            budget.reserve(600 * 1024),
+            Err(IngestError::Exhausted(_))
+        ));
+        drop(held);
+        budget.reserve(600 * 1024).unwrap();
+    }
+}
