@@ -30,6 +30,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use vigil_proto::prometheus::{Label, MetricMetadata, Sample, TimeSeries};
 
 use crate::error::IngestError;
 
@@ -83,12 +84,14 @@ impl Budget {
     }
 }
 
-/// The requests whose decoded size is estimated.
+/// The requests whose protobuf is walked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Root {
     Traces,
     Metrics,
     Logs,
+    /// Prometheus remote-write's `WriteRequest`.
+    RemoteWrite,
 }
 
 /// A message type of the OTLP requests: its decoded size and which of its
@@ -126,6 +129,10 @@ enum Kind {
     AnyValue,
     ArrayValue,
     KeyValueList,
+    TimeSeries,
+    Label,
+    Sample,
+    MetricMetadata,
 }
 
 impl Kind {
@@ -162,7 +169,27 @@ impl Kind {
             Kind::AnyValue => size_of::<AnyValue>(),
             Kind::ArrayValue => size_of::<ArrayValue>(),
             Kind::KeyValueList => size_of::<KeyValueList>(),
+            Kind::TimeSeries => size_of::<TimeSeries>(),
+            Kind::Label => size_of::<Label>(),
+            Kind::Sample => size_of::<Sample>(),
+            Kind::MetricMetadata => size_of::<MetricMetadata>(),
         }
+    }
+
+    /// The largest struct of them all: what an object of a JSON body is
+    /// taken to cost.
+    fn largest() -> usize {
+        [
+            Kind::Span,
+            Kind::Metric,
+            Kind::LogRecord,
+            Kind::ExponentialHistogramDataPoint,
+            Kind::HistogramDataPoint,
+        ]
+        .into_iter()
+        .map(Kind::size)
+        .max()
+        .unwrap_or(0)
     }
 
     /// The type of message field `field`, per the OTLP protos.
@@ -171,6 +198,10 @@ impl Kind {
             (Kind::Request(Root::Traces), 1) => Kind::ResourceSpans,
             (Kind::Request(Root::Metrics), 1) => Kind::ResourceMetrics,
             (Kind::Request(Root::Logs), 1) => Kind::ResourceLogs,
+            (Kind::Request(Root::RemoteWrite), 1) => Kind::TimeSeries,
+            (Kind::Request(Root::RemoteWrite), 3) => Kind::MetricMetadata,
+            (Kind::TimeSeries, 1) => Kind::Label,
+            (Kind::TimeSeries, 2) => Kind::Sample,
             (Kind::ResourceSpans | Kind::ResourceMetrics | Kind::ResourceLogs, 1) => Kind::Resource,
             (Kind::ResourceSpans, 2) => Kind::ScopeSpans,
             (Kind::ResourceMetrics, 2) => Kind::ScopeMetrics,
@@ -263,14 +294,34 @@ fn messages(bytes: &[u8], kind: Kind, depth: usize) -> Option<usize> {
 /// The estimated decoded size of a request from its protobuf bytes: the
 /// bytes, plus every message at the size of its struct. Bytes that are not
 /// protobuf count as themselves: decoding refuses them at once. A request
-/// not walked (`None`: client telemetry, remote-write, JSON) counts as
-/// [`UNWALKED_FACTOR`] times its bytes.
+/// not walked (`None`: client telemetry) counts as [`UNWALKED_FACTOR`] times
+/// its bytes.
 pub(crate) fn estimate(root: Option<Root>, bytes: &[u8]) -> usize {
     let Some(root) = root else {
         return bytes.len().saturating_mul(UNWALKED_FACTOR);
     };
     let structs = messages(bytes, Kind::Request(root), 0).unwrap_or(0);
     bytes.len().saturating_add(structs)
+}
+
+/// The estimated decoded size of a JSON body: the bytes, plus every object
+/// in it (a `{` outside strings) at the size of the largest OTLP struct.
+pub(crate) fn estimate_json(bytes: &[u8]) -> usize {
+    let mut objects = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in bytes {
+        match (in_string, escaped, byte) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') | (false, _, b'"') => in_string = !in_string,
+            (false, _, b'{') => objects += 1,
+            _ => {}
+        }
+    }
+    bytes
+        .len()
+        .saturating_add(objects.saturating_mul(Kind::largest()))
 }
 
 /// How many times its bytes a request that is not walked is taken to need.
@@ -338,6 +389,34 @@ mod tests {
                 + size_of::<KeyValue>()
                 + 3 * size_of::<AnyValue>()
                 + size_of::<ArrayValue>()
+        );
+    }
+
+    #[test]
+    fn json_objects_count_outside_strings_only() {
+        let body = br#"{"a":[{},{"s":"{{\"{"}]}"#;
+        assert_eq!(estimate_json(body), body.len() + 3 * Kind::largest());
+    }
+
+    #[test]
+    fn remote_write_series_and_samples_count() {
+        use prost::Message as _;
+        let write = vigil_proto::prometheus::WriteRequest {
+            timeseries: vec![
+                TimeSeries {
+                    labels: vec![Label::default(); 3],
+                    samples: vec![Sample::default(); 2],
+                    ..Default::default()
+                };
+                10
+            ],
+            ..Default::default()
+        };
+        let bytes = write.encode_to_vec();
+        assert_eq!(
+            estimate(Some(Root::RemoteWrite), &bytes),
+            bytes.len()
+                + 10 * (size_of::<TimeSeries>() + 3 * size_of::<Label>() + 2 * size_of::<Sample>())
         );
     }
 

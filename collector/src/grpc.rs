@@ -156,13 +156,22 @@ pub(crate) async fn budget(
         return next.run(request).await;
     }
     let path = request.uri().path();
-    let root = [
-        ("/opentelemetry.proto.collector.trace.", Root::Traces),
-        ("/opentelemetry.proto.collector.metrics.", Root::Metrics),
-        ("/opentelemetry.proto.collector.logs.", Root::Logs),
+    let (root, signal) = [
+        (
+            "/opentelemetry.proto.collector.trace.",
+            Root::Traces,
+            "traces",
+        ),
+        (
+            "/opentelemetry.proto.collector.metrics.",
+            Root::Metrics,
+            "metrics",
+        ),
+        ("/opentelemetry.proto.collector.logs.", Root::Logs, "logs"),
     ]
     .into_iter()
-    .find_map(|(prefix, root)| path.starts_with(prefix).then_some(root));
+    .find(|(prefix, ..)| path.starts_with(prefix))
+    .map_or((None, "client"), |(_, root, signal)| (Some(root), signal));
     let (parts, body) = request.into_parts();
     let limit = ingest.max_message_bytes();
     let taken = async {
@@ -192,11 +201,6 @@ pub(crate) async fn budget(
             response
         }
         Err(error) => {
-            let signal = root.map_or("client", |root| match root {
-                Root::Traces => "traces",
-                Root::Metrics => "metrics",
-                Root::Logs => "logs",
-            });
             ingest
                 .metrics
                 .request("grpc", signal, 0)

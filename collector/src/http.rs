@@ -19,7 +19,7 @@ use prost::Message;
 use vigil_proto::client::v1::ExportClientRequest;
 use vigil_proto::prometheus::WriteRequest;
 
-use crate::budget::{self, Budget, Reserved};
+use crate::budget::{self, Budget, Reserved, Root};
 use crate::error::IngestError;
 use crate::ingest::Ingest;
 use crate::json;
@@ -110,12 +110,12 @@ async fn export<S: ExportRequest>(
         let encoding = requested.clone()?;
         let tenant = tenant?;
         let body = decompress(&headers, body?, limit)?;
-        let root = match encoding {
-            Encoding::Protobuf => S::BUDGET,
-            Encoding::Json => None,
+        let estimate = match encoding {
+            Encoding::Protobuf => budget::estimate(S::BUDGET, &body),
+            Encoding::Json => budget::estimate_json(&body),
         };
         // Held until the request is answered.
-        let _reserved = ingest.budget.reserve(budget::estimate(root, &body))?;
+        let _reserved = ingest.budget.reserve(estimate)?;
         let request = encoding.decode::<S>(&body)?;
         ingest.export(&tenant, request).await
     }
@@ -212,7 +212,7 @@ fn decode_remote_write(
     let decompressed = snap::raw::Decoder::new()
         .decompress_vec(body)
         .map_err(|e| IngestError::InvalidArgument(format!("malformed snappy body: {e}")))?;
-    let reserved = budget.reserve(budget::estimate(None, &decompressed))?;
+    let reserved = budget.reserve(budget::estimate(Some(Root::RemoteWrite), &decompressed))?;
     let write = WriteRequest::decode(&decompressed[..]).map_err(|e| {
         IngestError::InvalidArgument(format!("malformed remote-write protobuf: {e}"))
     })?;

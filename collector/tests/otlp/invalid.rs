@@ -592,6 +592,19 @@ async fn a_request_that_would_decode_past_the_budget_is_refused_unread() {
         .await
         .unwrap();
     assert_eq!(response.status(), 413);
+    // The same in JSON: an empty object is 3 bytes sent.
+    let spans = vec!["{}"; 100_000].join(",");
+    let response = reqwest::Client::new()
+        .post(harness.http_url("/v1/traces"))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(format!(
+            r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{spans}]}}]}}]}}"#
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
     assert_eq!(
         export_spans(&harness, one_span_request("honest")).await,
         None
