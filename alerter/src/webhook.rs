@@ -4,7 +4,10 @@
 //! transport errors, timeouts, 408, 429 and 5xx.
 //!
 //! Headers: `Content-Type: application/json`, `Idempotency-Key: <key>`,
-//! `X-Vigil-Signature: sha256=<hex of HMAC-SHA256(secret, body)>`.
+//! `X-Vigil-Signature: t=<unix seconds>,v1=<hex of HMAC-SHA256(secret,
+//! "<t>.<key>.<body>")>` (Stripe's scheme): the signature covers the time of
+//! the attempt and the idempotency key, so a receiver can refuse a replayed
+//! old call and trust the key it deduplicates by.
 
 use std::time::Duration;
 
@@ -56,13 +59,27 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
-/// `sha256=<hex>` of HMAC-SHA256 over `body` with `secret`.
-pub fn signature(secret: &str, body: &[u8]) -> String {
+/// `t=<time_s>,v1=<hex>`: HMAC-SHA256 with `secret` over
+/// `<time_s>.<idempotency_key>.<body>`.
+pub fn signature(secret: &str, time_s: u64, idempotency_key: &str, body: &[u8]) -> String {
+    let signed = [
+        time_s.to_string().as_bytes(),
+        b".",
+        idempotency_key.as_bytes(),
+        b".",
+        body,
+    ]
+    .concat();
+    format!("t={time_s},v1={}", hmac_hex(secret, &signed))
+}
+
+/// Hex of HMAC-SHA256 over `message` with `secret`.
+fn hmac_hex(secret: &str, message: &[u8]) -> String {
     // HMAC takes keys of any length.
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
         .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
-    mac.update(body);
-    format!("sha256={}", hex(&mac.finalize().into_bytes()))
+    mac.update(message);
+    hex(&mac.finalize().into_bytes())
 }
 
 fn retryable(status: reqwest::StatusCode) -> bool {
@@ -97,7 +114,13 @@ pub async fn send(client: &reqwest::Client, call: &Call) -> Outcome {
             .header(IDEMPOTENCY_HEADER, &call.idempotency_key)
             .body(call.body.clone());
         if let Some(secret) = &call.secret {
-            request = request.header(SIGNATURE_HEADER, signature(secret, &call.body));
+            let now_s = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            request = request.header(
+                SIGNATURE_HEADER,
+                signature(secret, now_s, &call.idempotency_key, &call.body),
+            );
         }
         for (name, value) in &call.headers {
             request = request.header(name, value);
@@ -180,11 +203,20 @@ mod tests {
     }
 
     #[test]
-    fn signatures_are_hmac_sha256() {
+    fn signatures_are_hmac_sha256_over_time_key_and_body() {
         // RFC 4231, test case 2.
         assert_eq!(
-            signature("Jefe", b"what do ya want for nothing?"),
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+            hmac_hex("Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_eq!(
+            signature("Jefe", 1_700_000_000, "k-1", b"{}"),
+            format!("t=1700000000,v1={}", hmac_hex("Jefe", b"1700000000.k-1.{}"))
+        );
+        assert_ne!(
+            signature("Jefe", 1_700_000_000, "k-1", b"{}"),
+            signature("Jefe", 1_700_000_001, "k-1", b"{}"),
+            "the time is signed"
         );
     }
 }

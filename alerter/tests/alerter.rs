@@ -83,7 +83,17 @@ async fn take(
             .unwrap_or("")
             .to_owned()
     };
+    // `t=<unix s>,v1=<HMAC of "<t>.<key>.<body>">`, t within 5 minutes.
+    let idempotency_key = header("idempotency-key");
+    let signature = header("x-vigil-signature");
+    let Some((time, signed)) = signature
+        .strip_prefix("t=")
+        .and_then(|rest| rest.split_once(",v1="))
+    else {
+        return StatusCode::UNAUTHORIZED;
+    };
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(format!("{time}.{idempotency_key}.").as_bytes());
     mac.update(&body);
     let expected: String = mac
         .finalize()
@@ -91,10 +101,12 @@ async fn take(
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    if header("x-vigil-signature") != format!("sha256={expected}") {
+    let fresh = time
+        .parse::<u64>()
+        .is_ok_and(|t| t.abs_diff(now_s()) <= 300);
+    if signed != expected || !fresh {
         return StatusCode::UNAUTHORIZED;
     }
-    let idempotency_key = header("idempotency-key");
     let mut received = receiver.received.lock().unwrap();
     let attempt = received
         .iter()
