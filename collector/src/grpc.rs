@@ -30,7 +30,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use tonic::body::Body;
 use tonic::codec::CompressionEncoding;
 use tonic::service::Routes;
-use tonic::service::interceptor::InterceptedService;
 use tonic::{Code, Request, Response, Status};
 use vigil_domain::tenant::TenantId;
 use vigil_proto::client::v1::client_service_server::{ClientService, ClientServiceServer};
@@ -54,7 +53,7 @@ impl Otlp {
             .0
             .metrics
             .request("grpc", S::NAME, request.get_ref().encoded_len());
-        // Put there by `authenticate`, before the body was read.
+        // Put there by `admit`, before the body was read.
         let tenant = request.extensions().get::<TenantId>().cloned();
         let outcome = match tenant {
             Some(tenant) => self.0.export(&tenant, request.into_inner()).await,
@@ -109,52 +108,17 @@ impl LogsService for Otlp {
     }
 }
 
-/// Checks the token in a request's metadata before tonic reads its body, so
-/// a request with a wrong one costs no decoding; the tenant goes on to the
-/// service in the request's extensions.
-fn authenticate(
-    ingest: &Arc<Ingest>,
-    signal: &'static str,
-) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone + use<> {
-    let ingest = Arc::clone(ingest);
-    move |mut request: Request<()>| {
-        let authorization = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        match ingest.auth.tenant(authorization) {
-            Ok(tenant) => {
-                request.extensions_mut().insert(tenant);
-                Ok(request)
-            }
-            Err(error) => {
-                ingest
-                    .metrics
-                    .request("grpc", signal, 0)
-                    .finish(error.code_name());
-                Err(error.into())
-            }
-        }
-    }
-}
-
-/// Reads a gRPC request's message before tonic does (when its token is
-/// good: one with a wrong token goes on unread to be refused), estimates
-/// its decoded size and holds that much of the budget until the answer (see
-/// `budget.rs`), or refuses it when it does not fit. The message goes on
+/// Admits a gRPC request before tonic reads it: checks the token from the
+/// headers (a wrong one is refused unread), then reads the message,
+/// estimates its decoded size and holds that much of the budget until the
+/// answer (see `budget.rs`), or refuses it when it does not fit. The tenant
+/// goes on to the service in the request's extensions, the message
 /// uncompressed, so it is inflated once.
-pub(crate) async fn budget(
+pub(crate) async fn admit(
     State(ingest): State<Arc<Ingest>>,
     request: axum::extract::Request,
     next: Next,
 ) -> axum::response::Response {
-    if ingest
-        .auth
-        .tenant(http::authorization(request.headers()))
-        .is_err()
-    {
-        return next.run(request).await;
-    }
     let path = request.uri().path();
     let (root, signal) = [
         (
@@ -172,9 +136,10 @@ pub(crate) async fn budget(
     .into_iter()
     .find(|(prefix, ..)| path.starts_with(prefix))
     .map_or((None, "client"), |(_, root, signal)| (Some(root), signal));
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let limit = ingest.max_message_bytes();
-    let taken = async {
+    let admitted = async {
+        let tenant = ingest.auth.tenant(http::authorization(&parts.headers))?;
         let framed = axum::body::to_bytes(body, limit.saturating_add(5))
             .await
             .map_err(|_| {
@@ -182,18 +147,15 @@ pub(crate) async fn budget(
                     "the message is more than {limit} bytes (collector.max_message_bytes)"
                 ))
             })?;
-        let message = unframe(&framed, limit)?;
+        let (message, frame) = unframe(framed, limit)?;
         let reserved = ingest.budget.reserve(budget::estimate(root, &message))?;
-        Ok::<_, IngestError>((message, reserved))
+        Ok::<_, IngestError>((tenant, frame, reserved))
     }
     .await;
-    match taken {
-        Ok((message, reserved)) => {
-            let mut framed = Vec::with_capacity(message.len() + 5);
-            framed.push(0);
-            framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
-            framed.extend_from_slice(&message);
-            let body = axum::body::Body::from(framed);
+    match admitted {
+        Ok((tenant, frame, reserved)) => {
+            parts.extensions.insert(tenant);
+            let body = axum::body::Body::from(frame);
             let response = next
                 .run(axum::extract::Request::from_parts(parts, body))
                 .await;
@@ -211,8 +173,10 @@ pub(crate) async fn budget(
 }
 
 /// The message of a unary gRPC request body (a flag, a big-endian length,
-/// the message), gunzipped when it says it is compressed.
-fn unframe(framed: &Bytes, limit: usize) -> Result<Bytes, IngestError> {
+/// the message), gunzipped when it says it is compressed, and the frame to
+/// pass on: the same bytes when they were not compressed, else the message
+/// framed uncompressed.
+fn unframe(framed: Bytes, limit: usize) -> Result<(Bytes, Bytes), IngestError> {
     let malformed = || IngestError::InvalidArgument("malformed gRPC message frame".to_owned());
     let prefix: [u8; 5] = framed
         .get(..5)
@@ -223,42 +187,45 @@ fn unframe(framed: &Bytes, limit: usize) -> Result<Bytes, IngestError> {
         .checked_add(len)
         .filter(|&end| end <= framed.len())
         .ok_or_else(malformed)?;
-    let message = framed.slice(5..end);
     match prefix[0] {
-        0 => Ok(message),
-        1 => http::gunzip(&message, limit),
+        0 => Ok((framed.slice(5..end), framed.slice(..end))),
+        1 => {
+            let message = http::gunzip(&framed[5..end], limit)?;
+            let mut frame = Vec::with_capacity(message.len() + 5);
+            frame.push(0);
+            frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+            frame.extend_from_slice(&message);
+            Ok((message, Bytes::from(frame)))
+        }
         _ => Err(malformed()),
     }
 }
 
-/// The OTLP services and `vigil.client.v1`, ready to serve.
+/// The OTLP services and `vigil.client.v1`, ready to serve behind
+/// [`admit`].
 pub(crate) fn routes(ingest: Arc<Ingest>) -> Routes {
     let max = ingest.max_message_bytes();
-    let otlp = Otlp(Arc::clone(&ingest));
-    Routes::new(InterceptedService::new(
+    let otlp = Otlp(ingest);
+    Routes::new(
         TraceServiceServer::new(otlp.clone())
             .accept_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(max),
-        authenticate(&ingest, ExportTraceServiceRequest::NAME),
-    ))
-    .add_service(InterceptedService::new(
+    )
+    .add_service(
         MetricsServiceServer::new(otlp.clone())
             .accept_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(max),
-        authenticate(&ingest, ExportMetricsServiceRequest::NAME),
-    ))
-    .add_service(InterceptedService::new(
+    )
+    .add_service(
         LogsServiceServer::new(otlp.clone())
             .accept_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(max),
-        authenticate(&ingest, ExportLogsServiceRequest::NAME),
-    ))
-    .add_service(InterceptedService::new(
+    )
+    .add_service(
         ClientServiceServer::new(otlp)
             .accept_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(max),
-        authenticate(&ingest, ExportClientRequest::NAME),
-    ))
+    )
 }
 
 /// The statuses tonic gives before a request reaches Vigil, and the ones OTLP

@@ -16,6 +16,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
+use vigil_domain::tenant::TenantId;
 use vigil_proto::client::v1::ExportClientRequest;
 use vigil_proto::prometheus::WriteRequest;
 
@@ -96,12 +97,7 @@ async fn export<S: ExportRequest>(
     body: Body,
 ) -> Response {
     let limit = ingest.max_message_bytes();
-    // The token first: a request with a wrong one is not read.
-    let tenant = ingest.auth.tenant(authorization(&headers));
-    let body = match &tenant {
-        Ok(_) => read_body(body, limit).await,
-        Err(_) => Ok(Bytes::new()),
-    };
+    let (tenant, body) = authenticated_body(&ingest, &headers, body).await;
     let timer = ingest
         .metrics
         .request("http", S::NAME, body.as_ref().map_or(0, Bytes::len));
@@ -147,12 +143,7 @@ async fn remote_write(
     body: Body,
 ) -> Response {
     let limit = ingest.max_message_bytes();
-    // The token first: a request with a wrong one is not read.
-    let tenant = ingest.auth.tenant(authorization(&headers));
-    let body = match &tenant {
-        Ok(_) => read_body(body, limit).await,
-        Err(_) => Ok(Bytes::new()),
-    };
+    let (tenant, body) = authenticated_body(&ingest, &headers, body).await;
     let timer = ingest
         .metrics
         .request("http", "remote_write", body.as_ref().map_or(0, Bytes::len));
@@ -241,6 +232,21 @@ pub(crate) fn gunzip(body: &[u8], limit: usize) -> Result<Bytes, IngestError> {
         )));
     }
     Ok(Bytes::from(decompressed))
+}
+
+/// The request's tenant, then its body: a request with a wrong token is not
+/// read (its body comes back empty).
+async fn authenticated_body(
+    ingest: &Ingest,
+    headers: &HeaderMap,
+    body: Body,
+) -> (Result<TenantId, IngestError>, Result<Bytes, IngestError>) {
+    let tenant = ingest.auth.tenant(authorization(headers));
+    let body = match &tenant {
+        Ok(_) => read_body(body, ingest.max_message_bytes()).await,
+        Err(_) => Ok(Bytes::new()),
+    };
+    (tenant, body)
 }
 
 /// The `authorization` header, when it is text.

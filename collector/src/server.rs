@@ -63,7 +63,7 @@ impl Collector {
         let (http_listener, http_address) = bind(collector.http_listen).await?;
 
         let grpc_routes = Routes::from(grpc::routes(Arc::clone(&ingest)).into_axum_router().layer(
-            axum::middleware::from_fn_with_state(Arc::clone(&ingest), grpc::budget),
+            axum::middleware::from_fn_with_state(Arc::clone(&ingest), grpc::admit),
         ));
         let grpc_shutdown = shutdown.clone();
         let grpc = tokio::spawn(async move {
