@@ -276,11 +276,16 @@ impl PartitionLog {
     /// Deletes the segments whose every record is before `done`; the
     /// active one stays, so the log always knows its end.
     pub fn delete_before(&mut self, done: i64) -> io::Result<()> {
-        while self.segments.len() > 1 && self.segments[0].end <= done {
+        while self.has_segment_before(done) {
             let segment = self.segments.remove(0);
             fs::remove_file(&segment.path)?;
         }
         Ok(())
+    }
+
+    /// Whether [`PartitionLog::delete_before`] would delete a segment.
+    pub fn has_segment_before(&self, done: i64) -> bool {
+        self.segments.len() > 1 && self.segments[0].end <= done
     }
 
     /// How many segment files the log has.

@@ -202,10 +202,11 @@ impl Topic {
     /// segments they filled; returns whether any room was freed.
     fn trim(&mut self) -> Result<bool, BusError> {
         let mut freed = 0;
-        for (p, partition) in self.partitions.iter_mut().enumerate() {
-            let Some(done) = self.groups.values().map(|g| g.committed[p]).min() else {
+        for p in 0..self.partitions.len() {
+            let Some(done) = self.done(p) else {
                 continue;
             };
+            let partition = &mut self.partitions[p];
             while partition.messages.front().is_some_and(|m| m.offset < done) {
                 if let Some(message) = partition.messages.pop_front() {
                     freed += record_size(&message.key, &message.payload);
@@ -218,6 +219,28 @@ impl Topic {
         }
         self.held_bytes -= freed;
         Ok(freed > 0)
+    }
+
+    /// The offset every group has committed past in partition `p`.
+    fn done(&self, p: usize) -> Option<i64> {
+        self.groups.values().map(|g| g.committed[p]).min()
+    }
+
+    /// Saves the groups' committed offsets, then trims. Saved before any
+    /// segment goes, so a restart never starts a group before the oldest
+    /// record left; synced (when the log is) only then: an offset lost
+    /// otherwise means messages read again, never lost.
+    fn save_and_trim(&mut self, syncs: bool) -> Result<bool, BusError> {
+        let deleting = self.partitions.iter().enumerate().any(|(p, partition)| {
+            let done = self.done(p);
+            partition
+                .log
+                .as_ref()
+                .zip(done)
+                .is_some_and(|(log, done)| log.has_segment_before(done))
+        });
+        self.save_committed(syncs && deleting)?;
+        self.trim()
     }
 
     /// Writes the groups' committed offsets beside the log.
@@ -742,10 +765,7 @@ impl Consumer for EmbeddedConsumer {
                     })?;
                 *committed = position.next_offset;
             }
-            // Saved before any segment goes, so a restart never starts a
-            // group before the oldest record left.
-            topic.save_committed(syncs)?;
-            topic.trim()?
+            topic.save_and_trim(syncs)?
         };
         if freed {
             self.shared.freed.notify_waiters();
