@@ -156,6 +156,31 @@ fn metrics_request(metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
     }
 }
 
+/// Posts `request` as OTLP/HTTP protobuf: answered 200 in protobuf, with
+/// its partial success.
+async fn post_metrics(
+    harness: &Harness,
+    request: &ExportMetricsServiceRequest,
+) -> opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsPartialSuccess {
+    let response = reqwest::Client::new()
+        .post(harness.http_url("/v1/metrics"))
+        .header("content-type", "application/x-protobuf")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(request.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/x-protobuf");
+    let body = response.bytes().await.unwrap();
+    opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse::decode(
+        &body[..],
+    )
+    .unwrap()
+    .partial_success
+    .unwrap()
+}
+
 #[tokio::test]
 async fn invalid_data_points_are_rejected_and_counted_and_the_rest_stored() {
     let harness = Harness::start(Backend::Embedded).await.unwrap();
@@ -197,24 +222,7 @@ async fn invalid_data_points_are_rejected_and_counted_and_the_rest_stored() {
             }),
         ),
     ]);
-    let response = reqwest::Client::new()
-        .post(harness.http_url("/v1/metrics"))
-        .header("content-type", "application/x-protobuf")
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .body(request.encode_to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "application/x-protobuf");
-    let body = response.bytes().await.unwrap();
-    let partial =
-        opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse::decode(
-            &body[..],
-        )
-        .unwrap()
-        .partial_success
-        .unwrap();
+    let partial = post_metrics(&harness, &request).await;
     assert_eq!(partial.rejected_data_points, 6);
     assert_eq!(
         partial.error_message,
@@ -282,23 +290,7 @@ async fn exponential_histograms_out_of_range_are_rejected() {
             aggregation_temporality: otlp_metrics::AggregationTemporality::Cumulative as i32,
         }),
     )]);
-    let response = reqwest::Client::new()
-        .post(harness.http_url("/v1/metrics"))
-        .header("content-type", "application/x-protobuf")
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .body(request.encode_to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body = response.bytes().await.unwrap();
-    let partial =
-        opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse::decode(
-            &body[..],
-        )
-        .unwrap()
-        .partial_success
-        .unwrap();
+    let partial = post_metrics(&harness, &request).await;
     assert_eq!(
         (partial.rejected_data_points, partial.error_message.as_str()),
         (
