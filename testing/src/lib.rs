@@ -102,6 +102,21 @@ pub fn config(backend: Backend) -> Option<Config> {
     Some(config)
 }
 
+/// An OTLP attribute with a string value.
+pub fn string_attribute(
+    key: &str,
+    value: &str,
+) -> opentelemetry_proto::tonic::common::v1::KeyValue {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_owned())),
+        }),
+        ..KeyValue::default()
+    }
+}
+
 /// The embedded bus with a log of the test's own on disk, as `vigil up`
 /// runs it.
 pub fn embedded_bus_config() -> EmbeddedBusConfig {

@@ -12,6 +12,7 @@ mod sdk;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use vigil_testing::string_attribute as attribute;
 
 use opentelemetry::logs::{
     AnyValue as LogValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity,
@@ -31,7 +32,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::{
     self as otlp_metrics, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
@@ -172,16 +173,6 @@ fn string_attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
             _ => None,
         }
     })
-}
-
-fn attribute(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.to_owned())),
-        }),
-        ..Default::default()
-    }
 }
 
 fn otlp_resource(service: &str) -> Option<Resource> {
