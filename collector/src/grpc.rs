@@ -149,6 +149,8 @@ pub(crate) async fn admit(
             })?;
         let (message, frame) = unframe(framed, limit)?;
         let reserved = ingest.budget.reserve(budget::estimate(root, &message))?;
+        // Re-framed only once admitted: a refused message is not copied.
+        let frame = frame.unwrap_or_else(|| uncompressed_frame(&message));
         Ok::<_, IngestError>((tenant, frame, reserved))
     }
     .await;
@@ -173,10 +175,9 @@ pub(crate) async fn admit(
 }
 
 /// The message of a unary gRPC request body (a flag, a big-endian length,
-/// the message), gunzipped when it says it is compressed, and the frame to
-/// pass on: the same bytes when they were not compressed, else the message
-/// framed uncompressed.
-fn unframe(framed: Bytes, limit: usize) -> Result<(Bytes, Bytes), IngestError> {
+/// the message), gunzipped when it says it is compressed, and the frame as
+/// it came when it was not (it can be passed on as it is).
+fn unframe(framed: Bytes, limit: usize) -> Result<(Bytes, Option<Bytes>), IngestError> {
     let malformed = || IngestError::InvalidArgument("malformed gRPC message frame".to_owned());
     let prefix: [u8; 5] = framed
         .get(..5)
@@ -188,17 +189,19 @@ fn unframe(framed: Bytes, limit: usize) -> Result<(Bytes, Bytes), IngestError> {
         .filter(|&end| end <= framed.len())
         .ok_or_else(malformed)?;
     match prefix[0] {
-        0 => Ok((framed.slice(5..end), framed.slice(..end))),
-        1 => {
-            let message = http::gunzip(&framed[5..end], limit)?;
-            let mut frame = Vec::with_capacity(message.len() + 5);
-            frame.push(0);
-            frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
-            frame.extend_from_slice(&message);
-            Ok((message, Bytes::from(frame)))
-        }
+        0 => Ok((framed.slice(5..end), Some(framed.slice(..end)))),
+        1 => Ok((http::gunzip(&framed[5..end], limit)?, None)),
         _ => Err(malformed()),
     }
+}
+
+/// `message` as an uncompressed gRPC frame.
+fn uncompressed_frame(message: &[u8]) -> Bytes {
+    let mut frame = Vec::with_capacity(message.len() + 5);
+    frame.push(0);
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(message);
+    Bytes::from(frame)
 }
 
 /// The OTLP services and `vigil.client.v1`, ready to serve behind
