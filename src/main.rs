@@ -250,9 +250,14 @@ async fn collector(config: Config) -> Outcome {
     let bus = vigil_bus::connect(&config.bus)?;
     let collector = Collector::start(&config, bus, shutdown).await?;
     println!(
-        "vigil collector: OTLP/gRPC on {}, OTLP/HTTP on {}",
+        "vigil collector: OTLP/gRPC on {}, OTLP/HTTP on {}{}",
         collector.grpc_address(),
-        collector.http_address()
+        collector.http_address(),
+        if config.collector.tls.is_some() {
+            ", with TLS"
+        } else {
+            ""
+        }
     );
     collector.wait().await?;
     Ok(())
@@ -283,7 +288,12 @@ async fn api(config: Config) -> Outcome {
     let store = vigil_store::open(&config.store).await?;
     let api = Api::start(&config, store, shutdown).await?;
     println!(
-        "vigil api: on http://{}/api/v1 over the {:?} store",
+        "vigil api: on {}://{}/api/v1 over the {:?} store",
+        if config.api.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         api.address(),
         config.store.kind
     );

@@ -21,6 +21,7 @@ use vigil_config::{CanaryConfig, Config, SloConfig};
 use vigil_domain::model::Rollup;
 use vigil_domain::shutdown::Shutdown;
 use vigil_store::Store;
+use vigil_tls::server::{HTTP_1_1, Listener};
 
 use crate::auth::Auth;
 use crate::error::ApiError;
@@ -59,6 +60,8 @@ pub enum ApiServerError {
         address: SocketAddr,
         source: std::io::Error,
     },
+    #[error("api.tls: {0}")]
+    Tls(#[from] vigil_tls::TlsError),
     #[error("the dashboard API server failed: {0}")]
     Serve(String),
 }
@@ -84,6 +87,7 @@ impl Api {
         };
         let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
         let address = listener.local_addr().map_err(bind_error)?;
+        let listener = Listener::new(listener, config.api.tls.as_ref(), &[HTTP_1_1])?;
         let flush_s = config.aggregator.flush_interval_ms.div_ceil(1000);
         let state = Arc::new(AppState {
             store,
@@ -102,7 +106,7 @@ impl Api {
                 .await
                 .map_err(|e| ApiServerError::Serve(e.to_string()))
         });
-        tracing::info!(%address, "dashboard API listening");
+        tracing::info!(%address, tls = config.api.tls.is_some(), "dashboard API listening");
         Ok(Api { address, task })
     }
 

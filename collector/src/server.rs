@@ -6,11 +6,11 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::service::Routes;
-use tonic::transport::server::TcpIncoming;
 use tower::util::MapResponseLayer;
 use vigil_bus::{Bus, BusError};
 use vigil_config::Config;
 use vigil_domain::shutdown::Shutdown;
+use vigil_tls::server::{H2, HTTP_1_1, Listener};
 
 use crate::ingest::Ingest;
 use crate::{grpc, http};
@@ -23,6 +23,8 @@ pub enum CollectorError {
         address: SocketAddr,
         source: std::io::Error,
     },
+    #[error("collector.tls: {0}")]
+    Tls(#[from] vigil_tls::TlsError),
     #[error("cannot create topic {topic}: {source}")]
     Topic { topic: String, source: BusError },
     #[error("the {server} server failed: {message}")]
@@ -61,6 +63,9 @@ impl Collector {
         let ingest = Arc::new(Ingest::new(collector, bus, topics));
         let (grpc_listener, grpc_address) = bind(collector.grpc_listen).await?;
         let (http_listener, http_address) = bind(collector.http_listen).await?;
+        let tls = collector.tls.as_ref();
+        let grpc_listener = Listener::new(grpc_listener, tls, &[H2])?;
+        let http_listener = Listener::new(http_listener, tls, &[HTTP_1_1])?;
 
         let grpc_routes = Routes::from(grpc::routes(Arc::clone(&ingest)).into_axum_router().layer(
             axum::middleware::from_fn_with_state(Arc::clone(&ingest), grpc::admit),
@@ -70,10 +75,7 @@ impl Collector {
             tonic::transport::Server::builder()
                 .layer(MapResponseLayer::new(grpc::otlp_status_codes))
                 .add_routes(grpc_routes)
-                .serve_with_incoming_shutdown(
-                    TcpIncoming::from(grpc_listener),
-                    grpc_shutdown.wait(),
-                )
+                .serve_with_incoming_shutdown(grpc_listener.into_incoming(), grpc_shutdown.wait())
                 .await
                 .map_err(|e| CollectorError::Serve {
                     server: "OTLP/gRPC",
@@ -90,7 +92,10 @@ impl Collector {
                     message: e.to_string(),
                 })
         });
-        tracing::info!(grpc = %grpc_address, http = %http_address, "collector listening");
+        tracing::info!(
+            grpc = %grpc_address, http = %http_address, tls = tls.is_some(),
+            "collector listening"
+        );
         Ok(Collector {
             grpc_address,
             http_address,

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::tls::check_file;
 use crate::{ConfigError, check_range, default_watch_interval_ms};
 
 /// The alerter: its rule files, how it reads the aggregators' windows, and
@@ -34,6 +35,10 @@ pub struct AlerterConfig {
     /// Remediation actions are logged and recorded but not sent.
     #[serde(default)]
     pub dry_run: bool,
+    /// A CA file (PEM) that receivers' and remediation endpoints' https
+    /// certificates may be signed by, beside the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
     /// Where `GET /metrics` (Prometheus text) and `GET /healthz` are served;
     /// port 0 picks any free port.
     #[serde(default = "default_alerter_metrics_listen")]
@@ -62,6 +67,7 @@ impl Default for AlerterConfig {
             watch_interval_ms: default_watch_interval_ms(),
             external_url: String::new(),
             dry_run: false,
+            ca_file: None,
             metrics_listen: default_alerter_metrics_listen(),
             notification_max_age_s: default_notification_max_age_s(),
             notification_retry_max_ms: default_notification_retry_max_ms(),
@@ -98,6 +104,9 @@ impl AlerterConfig {
     /// Checks what types alone cannot.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let alerter = self;
+        if let Some(ca) = &alerter.ca_file {
+            check_file("alerter.ca_file", ca)?;
+        }
         if alerter.group.is_empty() {
             return Err(ConfigError::invalid("alerter.group", "must not be empty"));
         }

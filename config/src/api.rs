@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 use vigil_domain::tenant::TenantId;
 
-use crate::{ConfigError, Secret, check_range};
+use crate::{ConfigError, Secret, ServerTlsConfig, check_range};
 
 /// The dashboard API: where it listens, who may read, and its limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -14,6 +14,9 @@ pub struct ApiConfig {
     /// HTTP address; port 0 picks a free port.
     #[serde(default = "default_api_listen")]
     pub listen: SocketAddr,
+    /// Serve HTTPS with this certificate when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTlsConfig>,
     /// A query running longer is stopped and answered with 422.
     #[serde(default = "default_query_timeout_ms")]
     pub query_timeout_ms: u64,
@@ -30,6 +33,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             listen: default_api_listen(),
+            tls: None,
             query_timeout_ms: default_query_timeout_ms(),
             max_points: default_max_points(),
             tokens: Vec::new(),
@@ -74,6 +78,9 @@ impl ApiConfig {
     /// Checks what types alone cannot.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let api = self;
+        if let Some(tls) = &api.tls {
+            tls.validate("api.tls")?;
+        }
         check_range(
             "api.query_timeout_ms",
             api.query_timeout_ms,

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 use vigil_domain::tenant::TenantId;
 
-use crate::{ConfigError, Secret, check_range};
+use crate::{ConfigError, Secret, ServerTlsConfig, check_range};
 
 /// The collector: where it listens, how much it takes, and who may send.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,6 +17,9 @@ pub struct CollectorConfig {
     /// OTLP/HTTP address (also client telemetry, remote-write, `/metrics`).
     #[serde(default = "default_http_listen")]
     pub http_listen: SocketAddr,
+    /// Both listeners serve TLS with this certificate when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTlsConfig>,
     /// Largest request, after decompression.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
@@ -48,6 +51,7 @@ impl Default for CollectorConfig {
         CollectorConfig {
             grpc_listen: default_grpc_listen(),
             http_listen: default_http_listen(),
+            tls: None,
             max_message_bytes: default_max_message_bytes(),
             max_decoded_bytes_in_flight: default_max_decoded_bytes_in_flight(),
             max_age_days: default_max_age_days(),
@@ -180,6 +184,9 @@ impl CollectorConfig {
     /// Checks what types alone cannot.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let collector = self;
+        if let Some(tls) = &collector.tls {
+            tls.validate("collector.tls")?;
+        }
         check_range(
             "collector.max_message_bytes",
             collector.max_message_bytes,

@@ -10,7 +10,8 @@
 //!
 //! One file per section, each with its struct, its defaults and its
 //! `validate()`: `bus.rs`, `collector.rs`, `store.rs`, `aggregator.rs`,
-//! `api.rs`, `slo.rs`, `synthetic.rs`, `alerter.rs`, `canary.rs`. Ranges are
+//! `api.rs`, `slo.rs`, `synthetic.rs`, `alerter.rs`, `canary.rs`; `tls.rs` for
+//! the TLS of listeners and the CA files of outgoing connections. Ranges are
 //! checked by one helper, [`check_range`], so every message reads alike.
 
 mod aggregator;
@@ -22,6 +23,7 @@ mod collector;
 mod slo;
 mod store;
 mod synthetic;
+mod tls;
 
 use std::fmt::Display;
 use std::ops::{Bound, RangeBounds};
@@ -38,6 +40,7 @@ pub use collector::{CollectorConfig, LimitsConfig, TenantConfig};
 pub use slo::{Sli, SloConfig};
 pub use store::{ClickHouseStoreConfig, SqliteStoreConfig, StoreConfig, StoreKind};
 pub use synthetic::SyntheticConfig;
+pub use tls::ServerTlsConfig;
 
 /// Prefix of every environment variable that overrides a configuration key.
 pub const ENV_PREFIX: &str = "VIGIL_";

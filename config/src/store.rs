@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::tls::check_file;
 use crate::{ConfigError, Secret, check_range};
 
 /// Which store keeps Vigil's data, and how to reach it.
@@ -85,6 +86,10 @@ pub struct ClickHouseStoreConfig {
     pub user: String,
     #[serde(default = "default_clickhouse_password")]
     pub password: Secret,
+    /// A CA file (PEM) that ClickHouse's https certificate (an `https://`
+    /// url) may be signed by, beside the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for ClickHouseStoreConfig {
@@ -94,6 +99,7 @@ impl Default for ClickHouseStoreConfig {
             database: default_clickhouse_database(),
             user: default_clickhouse_user(),
             password: default_clickhouse_password(),
+            ca_file: None,
         }
     }
 }
@@ -138,6 +144,9 @@ impl StoreConfig {
     /// Checks what types alone cannot.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let store = self;
+        if let Some(ca) = &store.clickhouse.ca_file {
+            check_file("store.clickhouse.ca_file", ca)?;
+        }
         for (key, days) in [
             ("store.span_retention_days", store.span_retention_days),
             ("store.event_retention_days", store.event_retention_days),

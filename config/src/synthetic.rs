@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::tls::check_file;
 use crate::{ConfigError, Secret, check_range, default_watch_interval_ms};
 
 /// The synthetic prober: the scenarios it runs, the locations it runs them
@@ -29,6 +30,10 @@ pub struct SyntheticConfig {
     /// tenant's tokens); none when the collector asks for none.
     #[serde(default)]
     pub token: Option<Secret>,
+    /// A CA file (PEM) that probe targets' and the OTLP endpoint's https
+    /// certificates may be signed by, beside the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
     /// `service.name` of the exported runs.
     #[serde(default = "default_synthetic_service_name")]
     pub service_name: String,
@@ -52,6 +57,7 @@ impl Default for SyntheticConfig {
             locations: Vec::new(),
             otlp_endpoint: default_otlp_endpoint(),
             token: None,
+            ca_file: None,
             service_name: default_synthetic_service_name(),
             max_concurrent_runs: default_max_concurrent_runs(),
             watch_interval_ms: default_watch_interval_ms(),
@@ -80,6 +86,9 @@ impl SyntheticConfig {
     /// Checks what types alone cannot.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let synthetic = self;
+        if let Some(ca) = &synthetic.ca_file {
+            check_file("synthetic.ca_file", ca)?;
+        }
         let endpoint = &synthetic.otlp_endpoint;
         if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
             return Err(ConfigError::invalid(

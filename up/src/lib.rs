@@ -13,7 +13,7 @@ use vigil_alerter::Alerter;
 use vigil_api::Api;
 use vigil_bus::Bus;
 use vigil_collector::Collector;
-use vigil_config::{BusKind, Config, StoreKind};
+use vigil_config::{BusKind, Config, StoreKind, SyntheticConfig};
 use vigil_domain::shutdown::Shutdown;
 use vigil_store::{Retention, Store};
 use vigil_synthetic::Synthetic;
@@ -110,6 +110,11 @@ fn reachable(address: SocketAddr) -> SocketAddr {
     }
 }
 
+/// The URL scheme of a listener.
+fn scheme(tls: bool) -> &'static str {
+    if tls { "https" } else { "http" }
+}
+
 #[allow(clippy::print_stdout, reason = "the CLI says what runs where")]
 pub async fn run(mut config: Config, options: Options) -> Result<(), Error> {
     let shutdown = Shutdown::on_signals()?;
@@ -146,10 +151,21 @@ pub async fn run(mut config: Config, options: Options) -> Result<(), Error> {
         services = started;
         config.synthetic.scenarios.push(scenario);
     }
-    config.synthetic.otlp_endpoint = format!("http://{otlp}");
+    let collector_scheme = scheme(config.collector.tls.is_some());
+    if config.collector.tls.is_none()
+        || config.synthetic.otlp_endpoint == SyntheticConfig::default().otlp_endpoint
+    {
+        // With TLS, a configured endpoint names the collector as its
+        // certificate does.
+        config.synthetic.otlp_endpoint = format!("{collector_scheme}://{otlp}");
+    }
     let prober = Synthetic::start(&config, shutdown.clone()).await?;
 
-    let api_url = format!("http://{}", reachable(api.address()));
+    let api_url = format!(
+        "{}://{}",
+        scheme(config.api.tls.is_some()),
+        reachable(api.address())
+    );
     println!(
         "vigil: {:?} bus{}, {:?} store{}",
         config.bus.kind,
@@ -164,7 +180,7 @@ pub async fn run(mut config: Config, options: Options) -> Result<(), Error> {
         }
     );
     println!(
-        "  collector   OTLP/gRPC {}  OTLP/HTTP http://{otlp}",
+        "  collector   OTLP/gRPC {collector_scheme}://{}  OTLP/HTTP {collector_scheme}://{otlp}",
         reachable(pipeline.collector.grpc_address())
     );
     println!("  api         {api_url}/api/v1  (OpenAPI: {api_url}/api/v1/openapi.json)");

@@ -8,6 +8,7 @@ mod client_telemetry;
 mod invalid;
 mod remote_write;
 mod sdk;
+mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
