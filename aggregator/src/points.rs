@@ -15,12 +15,14 @@ use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::B
 use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, DataPointFlags, metric, number_data_point,
 };
+use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use vigil_domain::distribution::{
     Distribution, DistributionError, ExplicitHistogram, ExponentialHistogram,
 };
-use vigil_domain::model::{Kind, Rollup, SeriesKey, hex};
+use vigil_domain::model::{CERTIFICATE_DAYS_LEFT, Kind, Rollup, SeriesKey, TLS_NOT_AFTER, hex};
 use vigil_domain::tenant::TenantId;
+use vigil_domain::time::parse_rfc3339;
 use vigil_store::SpanRecord;
 
 use crate::cumulative::{Cumulative, Exponential, Value};
@@ -164,6 +166,24 @@ pub fn spans(
                         let value = text(attribute(&span.attributes, key));
                         labels.push((key.to_owned(), value));
                     }
+                    if let Some(days_left) = certificate_days_left(&span) {
+                        let mut labels = labels.clone();
+                        labels.push(("vigil.probe.name".to_owned(), probe.clone()));
+                        out.observations.push(Observation {
+                            series: SeriesKey::new(
+                                tenant.clone(),
+                                Kind::Metric,
+                                &service,
+                                CERTIFICATE_DAYS_LEFT,
+                                labels,
+                            ),
+                            time_s: seconds(span.end_time_unix_nano),
+                            amount: Amount::Point {
+                                value: days_left,
+                                error: false,
+                            },
+                        });
+                    }
                     labels.push(("status".to_owned(), status_name.to_owned()));
                     SeriesKey::new(tenant.clone(), Kind::Probe, &service, probe, labels)
                 }
@@ -208,6 +228,15 @@ pub fn spans(
         }
     }
     Ok(out)
+}
+
+/// Days a probed target's certificate had left when the step ended, from
+/// the step's `tls.server.not_after`.
+fn certificate_days_left(span: &Span) -> Option<f64> {
+    let not_after = attribute(&span.attributes, TLS_NOT_AFTER)?;
+    let not_after_ms = parse_rfc3339(&text(Some(not_after)))?;
+    let end_ms = span.end_time_unix_nano / 1_000_000;
+    Some((not_after_ms as f64 - end_ms as f64) / 86_400_000.0)
 }
 
 fn span_kind(kind: i32) -> &'static str {

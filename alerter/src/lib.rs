@@ -76,6 +76,10 @@ pub enum AlerterError {
     Bus(#[from] BusError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("alerter.ca_file: {0}")]
+    Tls(#[from] vigil_tls::TlsError),
+    #[error("the webhook client: {0}")]
+    Client(#[from] reqwest::Error),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: SocketAddr,
@@ -106,6 +110,7 @@ impl Alerter {
         // Taken before the files are read: a change while they are is seen.
         let watch = yaml::Watch::new(&settings.rules);
         let ruleset = rules::load(&settings.rules)?;
+        let client = webhook::client(settings.ca_file.as_deref())?;
         let metrics = Arc::new(Metrics::new());
         metrics.rules.set(ruleset.rules.len() as i64);
         let render = Arc::clone(&metrics);
@@ -122,6 +127,7 @@ impl Alerter {
             .await?;
         let parts = Parts {
             settings,
+            client,
             bus,
             store,
             metrics: Arc::clone(&metrics),
@@ -203,6 +209,8 @@ impl Alerter {
 /// What an alerter needs to begin a term as the leader.
 struct Parts {
     settings: AlerterConfig,
+    /// What notifications and actions are sent with.
+    client: reqwest::Client,
     bus: Arc<dyn Bus>,
     store: Arc<dyn AlertStore>,
     metrics: Arc<Metrics>,
@@ -242,7 +250,7 @@ impl Parts {
             restored,
             "alerter leads"
         );
-        let client = webhook::client();
+        let client = self.client.clone();
         let control = Control {
             dispatcher: Dispatcher::new(
                 &ruleset,

@@ -9,12 +9,16 @@
 //! the attempt and the idempotency key, so a receiver can refuse a replayed
 //! old call and trust the key it deduplicates by.
 
+use std::path::Path;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use rand::Rng;
 use sha2::Sha256;
 use vigil_domain::model::hex;
+use vigil_tls::client::Verification;
+
+use crate::AlerterError;
 
 /// The header that carries the body's signature.
 pub const SIGNATURE_HEADER: &str = "x-vigil-signature";
@@ -88,14 +92,16 @@ fn retryable(status: reqwest::StatusCode) -> bool {
         || status == reqwest::StatusCode::REQUEST_TIMEOUT
 }
 
-/// The client webhooks are sent with. Redirects are not followed: a
+/// The client webhooks are sent with: `https://` receivers are trusted by
+/// the system's roots and `ca_file`'s CAs. Redirects are not followed: a
 /// receiver that answers 3xx has not accepted the call, and a page or an
 /// action never goes to a host its rule did not name.
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+pub fn client(ca_file: Option<&Path>) -> Result<reqwest::Client, AlerterError> {
+    let tls = vigil_tls::client::config(ca_file, Verification::Verify)?;
+    Ok(reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+        .tls_backend_preconfigured(tls)
+        .build()?)
 }
 
 /// Makes `call`, retrying as the module says.
@@ -194,7 +200,7 @@ mod tests {
             timeout: Duration::from_secs(2),
             max_attempts: 1,
         };
-        let outcome = send(&client(), &call).await;
+        let outcome = send(&client(None).unwrap(), &call).await;
         assert_eq!(
             (outcome.status, outcome.error.as_deref()),
             (Some(307), Some("answered 307 Temporary Redirect"))

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use vigil_alerter::Alerter;
 use vigil_bus::{Bus, rollups};
-use vigil_config::Config;
+use vigil_config::{Config, ServerTlsConfig};
 use vigil_domain::alert::Collection;
 use vigil_domain::model::{Checkpoint, RollupRow};
 use vigil_domain::model::{Kind, Rollup, SeriesKey};
@@ -26,6 +26,7 @@ use vigil_domain::tenant::TenantId;
 use vigil_domain::time::rfc3339;
 use vigil_store::{HistoryQuery, Store};
 use vigil_testing::{self as testing, Backend, now_s, on_both_backends};
+use vigil_tls::server::{HTTP_1_1, Listener};
 
 const SECRET: &str = "hook-secret-0123";
 
@@ -129,20 +130,34 @@ async fn take(
 }
 
 async fn receiver(shutdown: Shutdown) -> (Arc<Receiver>, String) {
+    receiver_serving(shutdown, None).await
+}
+
+/// A receiver on plain HTTP, or on HTTPS with `tls`; its base URL.
+async fn receiver_serving(
+    shutdown: Shutdown,
+    tls: Option<&ServerTlsConfig>,
+) -> (Arc<Receiver>, String) {
     let state = Arc::new(Receiver::default());
     let app = axum::Router::new()
         .route("/hook", post(take))
         .route("/rollback/{service}", post(take))
         .with_state(Arc::clone(&state));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let listener = Listener::new(listener, tls, &[HTTP_1_1]).unwrap();
     tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.wait().await })
             .await
             .unwrap();
     });
-    (state, format!("http://{address}"))
+    // The test certificates name localhost.
+    let base = match tls {
+        Some(_) => format!("https://localhost:{port}"),
+        None => format!("http://127.0.0.1:{port}"),
+    };
+    (state, base)
 }
 
 fn rules(base: &str) -> String {
@@ -711,3 +726,43 @@ on_both_backends!(
     a_page_nobody_accepts_expires_and_is_counted,
     alert_fires_signed_survives_a_restart_and_resolves
 );
+
+/// A receiver on HTTPS with a certificate of a private CA gets its page
+/// once `alerter.ca_file` names the CA; the alerter refuses to start on a
+/// CA file that holds no certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_reaches_an_https_receiver_signed_by_the_configured_ca() {
+    let pki = testing::pki::Pki::new();
+    let stop = Shutdown::new();
+    let (receiver, base) = receiver_serving(stop.clone(), Some(&pki.server_tls())).await;
+    let Some(mut s) = setup(Backend::Embedded, &base).await else {
+        return;
+    };
+    let not_a_ca = s.folder.join("empty.pem");
+    std::fs::write(&not_a_ca, "").unwrap();
+    s.config.alerter.ca_file = Some(not_a_ca.clone());
+    let refused = Alerter::start(&s.config, Arc::clone(&s.bus), s.store.clone(), stop.clone())
+        .await
+        .err()
+        .expect("a CA file without a certificate is refused");
+    assert_eq!(
+        refused.to_string(),
+        format!(
+            "alerter.ca_file: {}: holds no PEM certificate",
+            not_a_ca.display()
+        )
+    );
+
+    s.config.alerter.ca_file = Some(pki.ca_file.clone());
+    let alerter = s.alerter(stop.clone()).await;
+    let window = now_s() - now_s() % 10;
+    publish(&*s.bus, &s.config, 1, &[row("u1", window, 100, 30)]).await;
+    let firing = wait_for("the page over HTTPS", Duration::from_secs(30), || {
+        receiver.accepted("/hook").first().cloned()
+    })
+    .await;
+    assert_eq!(firing.body["status"], "firing");
+    assert_eq!(firing.body["alerts"][0]["labels"]["vigil.unit"], "u1");
+    stop.trigger();
+    alerter.wait().await;
+}

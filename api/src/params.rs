@@ -5,7 +5,7 @@
 //! second), unix milliseconds, `now`, `now-<duration>` or `now+<duration>`. Durations are
 //! milliseconds, or a number with a unit: `ms`, `s`, `m`, `h`, `d`.
 
-use vigil_domain::time::{days_from_civil, parse_duration_ms};
+use vigil_domain::time::{parse_duration_ms, parse_rfc3339};
 
 use crate::error::BadParameter;
 
@@ -139,73 +139,6 @@ pub fn parse_time(text: &str, now_ms: u64) -> Option<u64> {
         return text.parse().ok();
     }
     parse_rfc3339(text)
-}
-
-/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)` in unix milliseconds.
-fn parse_rfc3339(text: &str) -> Option<u64> {
-    let bytes = text.as_bytes();
-    let digits = |range: std::ops::Range<usize>| -> Option<i64> {
-        let part = text.get(range)?;
-        part.bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| part.parse().ok())?
-    };
-    if bytes.len() < 20
-        || bytes[4] != b'-'
-        || bytes[7] != b'-'
-        || !matches!(bytes[10], b'T' | b't' | b' ')
-        || bytes[13] != b':'
-        || bytes[16] != b':'
-    {
-        return None;
-    }
-    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
-    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let mut rest = &text[19..];
-    let mut millis = 0;
-    if let Some(fraction) = rest.strip_prefix('.') {
-        let length = fraction
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(fraction.len());
-        if length == 0 {
-            return None;
-        }
-        let first_three = format!("{:0<3}", &fraction[..length.min(3)]);
-        millis = first_three.parse::<i64>().ok()?;
-        rest = &fraction[length..];
-    }
-    let offset_s = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            if rest.len() != 6 || rest.as_bytes()[3] != b':' {
-                return None;
-            }
-            let (hours, minutes) = (digits_of(&rest[1..3])?, digits_of(&rest[4..6])?);
-            sign * (hours * 3_600 + minutes * 60)
-        }
-    };
-    let seconds =
-        days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second - offset_s;
-    u64::try_from(seconds * 1_000 + millis).ok()
-}
-
-fn digits_of(text: &str) -> Option<i64> {
-    text.bytes()
-        .all(|b| b.is_ascii_digit())
-        .then(|| text.parse().ok())?
 }
 
 #[cfg(test)]

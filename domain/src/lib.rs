@@ -33,3 +33,15 @@ pub mod tenant;
 pub mod time;
 pub mod topics;
 pub mod yaml;
+
+/// An error and its causes, outermost first: `a: b: c` (a TLS failure, for
+/// one, is only named by the innermost).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
+}

@@ -11,6 +11,15 @@ use std::sync::Arc;
 use crate::distribution::{Distribution, DistributionError};
 use crate::tenant::TenantId;
 
+/// The span attribute a probe step records when its target served TLS: when
+/// the target's certificate expires, RFC 3339 (OpenTelemetry's semantic
+/// convention).
+pub const TLS_NOT_AFTER: &str = "tls.server.not_after";
+
+/// The metric series the aggregator makes of [`TLS_NOT_AFTER`]: days the
+/// certificate had left when the step ran, per probe, step and location.
+pub const CERTIFICATE_DAYS_LEFT: &str = "vigil.probe.certificate.days_left";
+
 /// What a series measures.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,

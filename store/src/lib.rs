@@ -103,7 +103,7 @@ pub trait Store: IngestStore + AlertStore {
 pub fn connect(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match config.kind {
         StoreKind::Sqlite => Arc::new(SqliteStore::open(config)?),
-        StoreKind::ClickHouse => Arc::new(ClickHouseStore::new(config)),
+        StoreKind::ClickHouse => Arc::new(ClickHouseStore::new(config)?),
     })
 }
 

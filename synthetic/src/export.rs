@@ -36,12 +36,16 @@ pub struct Exporter {
 }
 
 impl Exporter {
-    /// Starts the export task; it sends what is queued and ends once every
-    /// [`Exporter`] is dropped.
-    pub fn start(config: &SyntheticConfig, metrics: Arc<Metrics>) -> (Exporter, JoinHandle<()>) {
+    /// Starts the export task, sending with `client`; it sends what is
+    /// queued and ends once every [`Exporter`] is dropped.
+    pub fn start(
+        config: &SyntheticConfig,
+        client: reqwest::Client,
+        metrics: Arc<Metrics>,
+    ) -> (Exporter, JoinHandle<()>) {
         let (queue, receiver) = mpsc::channel(QUEUED_RUNS);
         let sink = Sink {
-            client: reqwest::Client::new(),
+            client,
             url: format!("{}/v1/traces", config.otlp_endpoint.trim_end_matches('/')),
             token: config
                 .token

@@ -2,15 +2,18 @@
 //! is built from JSON, the response read back as JSON for assertions.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use hyper_util::rt::TokioIo;
 use prost::Message as _;
 use prost_reflect::{DynamicMessage, MessageDescriptor, MethodDescriptor};
+use rustls_pki_types::ServerName;
 use serde_json::Value;
+use tokio::net::TcpStream;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{MetadataKey, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, Endpoint, Uri};
 
 /// The outcome of a call that reached a server (or failed trying).
 pub struct Reply {
@@ -20,13 +23,22 @@ pub struct Reply {
     pub body: Option<Value>,
 }
 
-/// One channel per target, shared by every probe that calls it.
-#[derive(Default)]
+/// One channel per target, shared by every probe that calls it; `https://`
+/// targets are reached over TLS with the given client configuration.
 pub struct Clients {
     channels: Mutex<HashMap<String, Channel>>,
+    tls: Arc<rustls::ClientConfig>,
 }
 
 impl Clients {
+    pub fn new(mut tls: rustls::ClientConfig) -> Clients {
+        tls.alpn_protocols = vec![b"h2".to_vec()];
+        Clients {
+            channels: Mutex::default(),
+            tls: Arc::new(tls),
+        }
+    }
+
     fn channel(&self, target: &str) -> Result<Channel, String> {
         let mut channels = self
             .channels
@@ -35,9 +47,13 @@ impl Clients {
         if let Some(channel) = channels.get(target) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(target.to_owned())
-            .map_err(|e| format!("gRPC target {target:?} is not a URI: {e}"))?
-            .connect_lazy();
+        let endpoint = Endpoint::from_shared(target.to_owned())
+            .map_err(|e| format!("gRPC target {target:?} is not a URI: {e}"))?;
+        let channel = if endpoint.uri().scheme_str() == Some("https") {
+            endpoint.connect_with_connector_lazy(tls_connector(Arc::clone(&self.tls)))
+        } else {
+            endpoint.connect_lazy()
+        };
         channels.insert(target.to_owned(), channel.clone());
         Ok(channel)
     }
@@ -83,6 +99,38 @@ impl Clients {
             },
         })
     }
+}
+
+/// Connects to a target's host and port and does the TLS handshake, naming
+/// the host as the certificate must.
+fn tls_connector(
+    tls: Arc<rustls::ClientConfig>,
+) -> impl tower::Service<
+    Uri,
+    Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>,
+    Error = std::io::Error,
+    Future = impl Future + Send,
+> + Send
++ Clone
++ 'static {
+    tower::service_fn(move |uri: Uri| {
+        let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls));
+        async move {
+            let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
+            let host = uri
+                .host()
+                .ok_or_else(|| invalid("the target names no host"))?;
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let port = uri.port_u16().unwrap_or(443);
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let name = ServerName::try_from(host).map_err(|_| invalid("not a server name"))?;
+            Ok(TokioIo::new(connector.connect(name, tcp).await?))
+        }
+    })
 }
 
 /// Encodes dynamic requests and decodes responses of a known type.

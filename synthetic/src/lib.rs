@@ -42,6 +42,8 @@ use schedule::{Shared, Slot};
 pub enum ProberError {
     #[error("invalid scenario: {0}")]
     Scenario(#[from] FileError),
+    #[error("synthetic.ca_file: {0}")]
+    Tls(String),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: SocketAddr,
@@ -68,6 +70,7 @@ impl Synthetic {
         // Taken before the files are read: a change while they are is seen.
         let watch = yaml::Watch::new(&settings.scenarios);
         let probes = scenario::load(&settings.scenarios)?;
+        let runner = Runner::new(settings.ca_file.as_deref()).map_err(ProberError::Tls)?;
         let metrics = Arc::new(Metrics::new());
         let render = Arc::clone(&metrics);
         let listen = settings.metrics_listen;
@@ -78,9 +81,10 @@ impl Synthetic {
                     address: listen,
                     source,
                 })?;
-        let (exporter, export) = Exporter::start(&settings, Arc::clone(&metrics));
+        let (exporter, export) =
+            Exporter::start(&settings, runner.http_client(), Arc::clone(&metrics));
         let shared = Arc::new(Shared {
-            runner: Runner::default(),
+            runner,
             exporter,
             metrics: Arc::clone(&metrics),
             runs: Arc::new(Semaphore::new(settings.max_concurrent_runs)),

@@ -8,6 +8,7 @@
 //! After a failure only `always` steps run, and one whose variables an
 //! earlier failure left unset is skipped: it has nothing to act on.
 
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -15,7 +16,11 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 use serde_json::Value;
-use vigil_domain::model::hex;
+use vigil_domain::error_chain;
+use vigil_domain::model::{TLS_NOT_AFTER, hex};
+use vigil_domain::time::rfc3339;
+use vigil_tls as tls;
+use vigil_tls::client::Verification;
 
 use crate::grpc::Clients;
 use crate::scenario::{Action, Body, Check, GRPC_CODES, HttpRequest, Location, Probe, Step};
@@ -48,19 +53,46 @@ impl Run {
 
 /// Runs probes; shares connections between runs.
 pub struct Runner {
+    /// For probes that check their targets' certificates (all by default).
+    verifying: Transport,
+    /// For probes that ask for `insecure_skip_verify`.
+    trusting: Transport,
+}
+
+/// The HTTP and gRPC clients of a run, with one TLS configuration.
+struct Transport {
     http: reqwest::Client,
     grpc: Clients,
 }
 
-impl Default for Runner {
-    fn default() -> Self {
-        Runner {
-            http: reqwest::Client::builder()
+impl Runner {
+    /// Runners trust the system's roots and `ca_file`'s CAs.
+    pub fn new(ca_file: Option<&Path>) -> Result<Runner, String> {
+        let transport = |tls: rustls::ClientConfig| {
+            let http = reqwest::Client::builder()
                 .user_agent(concat!("vigil-synthetic/", env!("CARGO_PKG_VERSION")))
+                .tls_backend_preconfigured(tls.clone())
+                .tls_info(true)
                 .build()
-                .unwrap_or_default(),
-            grpc: Clients::default(),
-        }
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(Transport {
+                http,
+                grpc: Clients::new(tls),
+            })
+        };
+        let config = |ca_file, verification| {
+            tls::client::config(ca_file, verification).map_err(|e| e.to_string())
+        };
+        Ok(Runner {
+            verifying: transport(config(ca_file, Verification::Verify)?)?,
+            trusting: transport(config(None, Verification::Skip)?)?,
+        })
+    }
+
+    /// The HTTP client of probes that verify certificates, for exporting
+    /// runs to the collector (which `ca_file` may have signed).
+    pub fn http_client(&self) -> reqwest::Client {
+        self.verifying.http.clone()
     }
 }
 
@@ -176,8 +208,14 @@ impl Runner {
             let span_id = id::<8>();
             let traceparent = format!("00-{trace_hex}-{}-01", hex(&span_id));
             let step_start = SystemTime::now();
-            let Some((failure, mut facts)) =
-                self.step(step, &mut vars, &traceparent, deadline).await
+            let transport = if probe.insecure_skip_verify {
+                &self.trusting
+            } else {
+                &self.verifying
+            };
+            let Some((failure, mut facts)) = transport
+                .step(step, &mut vars, &traceparent, deadline)
+                .await
             else {
                 run.skipped_steps += 1;
                 continue;
@@ -232,7 +270,9 @@ impl Runner {
         run.spans.insert(0, root);
         run
     }
+}
 
+impl Transport {
     /// Runs one step with its retries: its failure (`None`: it passed) and
     /// what its span records; `None` when its variables are not all set.
     async fn step(
@@ -386,6 +426,13 @@ impl Runner {
         };
         let status = response.status().as_u16();
         facts.int("http.response.status_code", i64::from(status));
+        let certificate = response
+            .extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|tls| tls.peer_certificate());
+        if let Some(not_after_s) = certificate.and_then(tls::not_after_unix_s) {
+            facts.text(TLS_NOT_AFTER, rfc3339(not_after_s.saturating_mul(1_000)));
+        }
         let mut bytes = Vec::new();
         loop {
             match response.chunk().await {
@@ -527,18 +574,6 @@ fn check(
         vars.insert(var.clone(), value.clone());
     }
     Ok(())
-}
-
-/// An error and its causes, which say what actually went wrong (refused,
-/// reset, DNS).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text = format!("{text}: {cause}");
-        source = cause.source();
-    }
-    text
 }
 
 #[allow(clippy::too_many_arguments, reason = "the fields of one span")]

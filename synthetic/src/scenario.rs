@@ -12,6 +12,8 @@
 //!     concurrency: 2              # runs of this probe at once (over locations)
 //!     locations: [unit-a]         # default: every location of the file
 //!     vars: { amount: 1250 }
+//!     insecure_skip_verify: false # true: trust any https certificate (test
+//!                                 # environments only; default false)
 //!     steps:
 //!       - name: create-order
 //!         http:
@@ -36,6 +38,11 @@
 //! expects a status `code` (default `OK`):
 //! `grpc: { target: "http://host:4317", descriptors: api.pb, method:
 //! pkg.Service/Method, message: {...}, metadata: {...} }`.
+//!
+//! `https://` targets are checked against the system's roots and
+//! `synthetic.ca_file`; each HTTP step records when the target's
+//! certificate expires (`tls.server.not_after`), which the aggregator turns
+//! into the `vigil.probe.certificate.days_left` series.
 //!
 //! Every error names the file, the line and the reason.
 
@@ -83,6 +90,8 @@ pub struct Probe {
     pub concurrency: usize,
     pub locations: Vec<Location>,
     pub steps: Vec<Step>,
+    /// Whether https targets' certificates are trusted unchecked.
+    pub insecure_skip_verify: bool,
     /// The file it came from.
     pub file: PathBuf,
 }
@@ -406,6 +415,7 @@ fn check_probe(
         concurrency,
         locations,
         steps,
+        insecure_skip_verify: spec.insecure_skip_verify,
         file: PathBuf::new(),
     })
 }
@@ -747,6 +757,8 @@ struct ProbeSpec {
     locations: Option<Vec<String>>,
     #[serde(default)]
     vars: Vars,
+    #[serde(default)]
+    insecure_skip_verify: bool,
     steps: Vec<StepSpec>,
 }
 

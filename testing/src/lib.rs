@@ -375,6 +375,51 @@ impl Proxy {
     }
 }
 
+/// A TLS-terminating proxy in front of a plain service, as the service's
+/// own TLS listener would be: the client speaks TLS to it, the service
+/// sees plain bytes. Stops when dropped.
+pub struct TlsTerminator {
+    port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsTerminator {
+    /// Serves `tls` on a free local port, forwarding to `target`.
+    pub async fn start(target: &str, tls: &vigil_config::ServerTlsConfig) -> TlsTerminator {
+        use axum::serve::Listener as _;
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let port = tcp.local_addr().expect("a local address").port();
+        let mut listener = vigil_tls::server::Listener::new(tcp, Some(tls), &[]).unwrap();
+        let target = target.to_owned();
+        let task = tokio::spawn(async move {
+            loop {
+                let (mut client, _) = listener.accept().await;
+                let target = target.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        TlsTerminator { port, task }
+    }
+
+    /// The port to connect to (as `localhost`, which the test certificates
+    /// name).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for TlsTerminator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Copies bytes both ways; when a request holds the armed words, the
 /// answer to it is swallowed and both connections close.
 async fn forward(

@@ -14,9 +14,10 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 use serde_json::json;
 use vigil_demo::DemoService;
-use vigil_domain::model::Kind;
+use vigil_domain::model::{CERTIFICATE_DAYS_LEFT, Kind, TLS_NOT_AFTER};
 use vigil_domain::shutdown::Shutdown;
 use vigil_domain::signal::Matcher;
+use vigil_domain::time::rfc3339;
 use vigil_store::{Aggregation, Store};
 use vigil_synthetic::Synthetic;
 use vigil_testing::{self as testing, Backend, on_both_backends};
@@ -649,4 +650,177 @@ async fn reloads_keep_the_running_probes_and_runs_never_overlap() {
         let ms: u64 = reason.rsplit(' ').nth(1).unwrap().parse().unwrap();
         assert!(ms >= 200, "{reason}");
     }
+}
+
+/// Probes of TLS targets, with the collector itself serving TLS from a test
+/// CA that `synthetic.ca_file` names: HTTP and gRPC steps to it pass and
+/// the runs are exported to it over HTTPS; a target whose certificate
+/// another CA signed fails, unless its probe asks for
+/// `insecure_skip_verify`. Each HTTP step records its target's expiry, and
+/// the aggregator stores the days left as a series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_check_certificates_and_report_their_expiry() {
+    let pki = testing::pki::Pki::new();
+    let collector_tls = pki.server_tls();
+    let tls = collector_tls.clone();
+    let Some(mut stack) = Stack::start_with(Backend::Embedded, |config| {
+        config.collector.tls = Some(tls);
+    })
+    .await
+    else {
+        return;
+    };
+    let other_ca = testing::pki::Pki::new();
+    let mut other_config = stack.config.clone();
+    other_config.api.tls = Some(other_ca.server_tls());
+    let stop_other = Shutdown::new();
+    let other = vigil_api::Api::start(
+        &other_config,
+        Arc::clone(&stack.pipeline.store),
+        stop_other.clone(),
+    )
+    .await
+    .unwrap();
+    std::fs::write(
+        stack.folder.join("vigil.pb"),
+        vigil_proto::FILE_DESCRIPTOR_SET,
+    )
+    .unwrap();
+    let collector = &stack.pipeline.collector;
+    let scenario = r#"
+probes:
+  - name: tls-trusted
+    interval: 1h
+    steps:
+      - name: http
+        http:
+          method: POST
+          url: "https://localhost:@HTTP@/v1/traces"
+          headers: { authorization: "Bearer @TOKEN@" }
+          json: { resourceSpans: [] }
+      - name: grpc
+        grpc:
+          target: "https://localhost:@GRPC@"
+          descriptors: vigil.pb
+          method: vigil.client.v1.ClientService/Export
+          metadata: { authorization: "Bearer @TOKEN@" }
+  - name: tls-untrusted
+    interval: 1h
+    steps:
+      - { name: http, http: { url: "https://localhost:@OTHER@/healthz" } }
+  - name: tls-skip-verify
+    interval: 1h
+    insecure_skip_verify: true
+    steps:
+      - { name: http, http: { url: "https://localhost:@OTHER@/healthz" } }
+"#
+    .replace("@HTTP@", &collector.http_address().port().to_string())
+    .replace("@GRPC@", &collector.grpc_address().port().to_string())
+    .replace("@OTHER@", &other.address().port().to_string())
+    .replace("@TOKEN@", INGEST);
+    stack.write_scenario(&scenario);
+    stack.config.synthetic.ca_file = Some(pki.ca_file.clone());
+    stack.config.synthetic.otlp_endpoint =
+        format!("https://localhost:{}", collector.http_address().port());
+    let from_s = now_s();
+    let stop_prober = Shutdown::new();
+    let prober = Synthetic::start(&stack.config, stop_prober.clone())
+        .await
+        .unwrap();
+    // Three roots and four steps, exported over HTTPS.
+    let spans = read_spans(&mut stack, |spans| spans.of("vigil-synthetic").len() == 7).await;
+    stop_prober.trigger();
+    prober.wait().await;
+    let probe_spans = spans.of("vigil-synthetic");
+    let runs = runs(&probe_spans);
+    let run = |name: &str| {
+        runs.iter()
+            .find(|run| run.root.name == name)
+            .unwrap_or_else(|| panic!("no run of {name}"))
+    };
+    let not_after = |path: &std::path::Path| {
+        let der = std::fs::read(path).unwrap();
+        let der = rustls_pki_types::pem::PemObject::from_pem_slice(&der)
+            .map(|c: rustls_pki_types::CertificateDer| c.to_vec())
+            .unwrap();
+        vigil_tls::not_after_unix_s(&der).unwrap()
+    };
+    let collector_expiry = not_after(&collector_tls.cert_file);
+    let other_expiry = not_after(&other_config.api.tls.as_ref().unwrap().cert_file);
+
+    let trusted = run("tls-trusted");
+    assert_eq!(failure(trusted.root), None);
+    let http = trusted.steps["http"];
+    assert_eq!(
+        int(&http.attributes, "http.response.status_code"),
+        Some(200)
+    );
+    assert_eq!(
+        text(&http.attributes, TLS_NOT_AFTER).unwrap(),
+        rfc3339(collector_expiry * 1_000)
+    );
+    assert_eq!(
+        int(&trusted.steps["grpc"].attributes, "rpc.grpc.status_code"),
+        Some(0)
+    );
+
+    let untrusted = failure(run("tls-untrusted").steps["http"]).unwrap();
+    assert!(untrusted.contains("certificate"), "{untrusted}");
+    let skipped = run("tls-skip-verify").steps["http"];
+    assert_eq!(failure(skipped), None);
+    assert_eq!(
+        text(&skipped.attributes, TLS_NOT_AFTER).unwrap(),
+        rfc3339(other_expiry * 1_000)
+    );
+
+    // Days left, per probe, as the aggregator stores them.
+    let expected = |span: &Span, expiry_s: u64| {
+        (expiry_s as f64 * 1e3 - (span.end_time_unix_nano / 1_000_000) as f64) / 86_400_000.0
+    };
+    let wanted = BTreeMap::from([
+        (
+            "tls-skip-verify".to_owned(),
+            expected(skipped, other_expiry),
+        ),
+        ("tls-trusted".to_owned(), expected(http, collector_expiry)),
+    ]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let to_s = now_s() + 60;
+        let query = Aggregation {
+            tenant: acme(),
+            kind: Kind::Metric,
+            width_s: 10,
+            from_s: from_s - from_s % 10 - 10,
+            to_s: to_s - to_s % 10,
+            step_s: 10,
+            service: Some("vigil-synthetic".to_owned()),
+            name: Some(CERTIFICATE_DAYS_LEFT.to_owned()),
+            matchers: Vec::new(),
+            group_by: vec!["vigil.probe.name".to_owned()],
+            limit: 10_000,
+        };
+        let rows = stack.pipeline.store.aggregate(&query).await.unwrap();
+        let stored: BTreeMap<String, (u64, f64)> = rows
+            .iter()
+            .map(|row| {
+                let values = &row.rollup.values;
+                (row.group[0].clone(), (values.count(), values.sum()))
+            })
+            .collect();
+        if stored.len() == wanted.len() {
+            for (probe, days) in &wanted {
+                let (count, sum) = stored[probe];
+                assert_eq!(count, 1, "{probe}");
+                assert!((sum - days).abs() < 1e-6, "{probe}: {sum} days, not {days}");
+                assert!(*days > 364.0 && *days < 367.0, "{probe}: {days}");
+            }
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "stored: {stored:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop_other.trigger();
+    other.wait().await.unwrap();
+    stack.stop().await;
 }

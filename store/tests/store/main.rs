@@ -160,3 +160,48 @@ async fn sqlite_retention_returns_the_space_it_frees() {
         .expect("reads");
     assert!(gone.is_empty());
 }
+
+/// ClickHouse behind TLS (a TLS-terminating proxy with a certificate of a
+/// test CA, as ClickHouse's own `https_port` would be): with
+/// `store.clickhouse.ca_file` naming the CA, the store migrates, writes and
+/// reads over `https://`; without it, the certificate is refused and the
+/// store reports itself unavailable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_is_reached_over_https_trusting_the_configured_ca() {
+    let Some(mut config) = store_config(Backend::Kafka) else {
+        return;
+    };
+    let pki = vigil_testing::pki::Pki::new();
+    let plain = config
+        .clickhouse
+        .url
+        .trim_start_matches("http://")
+        .to_owned();
+    let terminator = vigil_testing::TlsTerminator::start(&plain, &pki.server_tls()).await;
+    config.clickhouse.url = format!("https://localhost:{}", terminator.port());
+
+    let untrusting = vigil_store::connect(&config).unwrap();
+    let refused = untrusting.ping().await.unwrap_err();
+    assert!(refused.is_retryable(), "{refused}");
+    assert!(refused.to_string().contains("certificate"), "{refused}");
+
+    config.clickhouse.ca_file = Some(pki.ca_file.clone());
+    let store = vigil_store::open(&config)
+        .await
+        .expect("migrates over https");
+    let pay = series("acme", "pay", "POST /pay", "u1");
+    store
+        .write(&flush(
+            vec![],
+            vec![row(&pay, 10, NOW, rollup(&[2.0, 4.0], 1))],
+        ))
+        .await
+        .expect("writes over https");
+    let rows = store
+        .rollups(&RollupQuery::new(10, NOW - 60, NOW + 60))
+        .await
+        .expect("reads over https");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].rollup.values.count(), 2);
+    assert_eq!(rows[0].rollup.errors, 1);
+}
