@@ -7,7 +7,7 @@ RUN cargo build --release --locked --bin vigil
 
 FROM debian:bookworm-slim
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates libssl3 \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/vigil /usr/local/bin/vigil
 COPY deploy/vigil.toml /etc/vigil/vigil.toml

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The one test command (the README's, and CI's through .ci/run):
-# starts the real services, then checks formatting, lints, and runs every test.
+# installs what the build needs, starts the real services, then checks
+# formatting, lints, and runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+scripts/build-deps.sh
 scripts/services.sh
 
 echo "== cargo fmt --check"

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use vigil_domain::topics::Topics;
 
-use crate::{ConfigError, check_range};
+use crate::tls::check_file;
+use crate::{ConfigError, Secret, check_range};
 
 /// Which bus carries messages between components, and how.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,6 +143,80 @@ pub struct KafkaBusConfig {
     /// start of a batch: a consumer resuming inside a batch would stall there.
     #[serde(default = "default_max_batch_records")]
     pub max_batch_records: u32,
+    /// How the brokers are spoken to: `plaintext`, `ssl`, `sasl_plaintext`
+    /// or `sasl_ssl` (librdkafka `security.protocol`, with OpenSSL).
+    #[serde(default)]
+    pub security_protocol: SecurityProtocol,
+    /// With `ssl` and `sasl_ssl`: a CA file (PEM) the brokers' certificates
+    /// are checked against (librdkafka's `ssl.ca.location`: instead of the
+    /// system's roots, which are used when it is unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// With `sasl_*`: the user, its password, and the mechanism.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl: Option<SaslConfig>,
+}
+
+/// librdkafka's `security.protocol`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityProtocol {
+    #[default]
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// The librdkafka name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    fn sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+}
+
+/// `[bus.kafka.sasl]`: who Vigil is to the brokers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaslConfig {
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub mechanism: SaslMechanism,
+    pub username: String,
+    pub password: Secret,
+}
+
+/// The SASL mechanisms librdkafka speaks without Kerberos.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SaslMechanism {
+    #[serde(rename = "PLAIN")]
+    Plain,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// The librdkafka name (`sasl.mechanism`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
 }
 
 impl Default for KafkaBusConfig {
@@ -154,6 +229,9 @@ impl Default for KafkaBusConfig {
             linger_ms: default_linger_ms(),
             max_queued_messages: default_max_queued_messages(),
             max_batch_records: default_max_batch_records(),
+            security_protocol: SecurityProtocol::default(),
+            ca_file: None,
+            sasl: None,
         }
     }
 }
@@ -311,6 +389,27 @@ impl KafkaBusConfig {
             1..=1_000_000,
             "",
         )?;
+        match (kafka.security_protocol.sasl(), &kafka.sasl) {
+            (true, None) => {
+                return Err(ConfigError::invalid(
+                    "bus.kafka.sasl",
+                    format!(
+                        "security_protocol {} needs a mechanism, username and password",
+                        kafka.security_protocol.as_str()
+                    ),
+                ));
+            }
+            (false, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "bus.kafka.sasl",
+                    "is only used with security_protocol sasl_plaintext or sasl_ssl",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(ca) = &kafka.ca_file {
+            check_file("bus.kafka.ca_file", ca)?;
+        }
         Ok(())
     }
 }

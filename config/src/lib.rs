@@ -34,7 +34,10 @@ use serde::{Deserialize, Serialize};
 pub use aggregator::AggregatorConfig;
 pub use alerter::AlerterConfig;
 pub use api::{ApiConfig, ApiToken, Role};
-pub use bus::{BusConfig, BusKind, Compression, EmbeddedBusConfig, Fsync, KafkaBusConfig};
+pub use bus::{
+    BusConfig, BusKind, Compression, EmbeddedBusConfig, Fsync, KafkaBusConfig, SaslConfig,
+    SaslMechanism, SecurityProtocol,
+};
 pub use canary::CanaryConfig;
 pub use collector::{CollectorConfig, LimitsConfig, TenantConfig};
 pub use slo::{Sli, SloConfig};
@@ -403,7 +406,7 @@ mod tests {
     #[test]
     fn validate_names_the_key_and_the_allowed_values() {
         type Vars = &'static [(&'static str, &'static str)];
-        let cases: [(&str, Vars, &str); 6] = [
+        let cases: [(&str, Vars, &str); 9] = [
             (
                 "[bus]\npartitions = 0",
                 &[],
@@ -433,6 +436,21 @@ mod tests {
                 "[bus]\nkind = \"kafka\"\npublish_timeout_ms = 100\n[bus.kafka]\nlinger_ms = 100",
                 &[],
                 "bus.kafka.linger_ms: must be less than bus.publish_timeout_ms (100), got 100",
+            ),
+            (
+                "[bus]\nkind = \"kafka\"\n[bus.kafka]\nsecurity_protocol = \"sasl_ssl\"",
+                &[],
+                "bus.kafka.sasl: security_protocol sasl_ssl needs a mechanism, username and password",
+            ),
+            (
+                "[bus]\nkind = \"kafka\"\n[bus.kafka.sasl]\nmechanism = \"PLAIN\"\nusername = \"u\"\npassword = \"p\"",
+                &[],
+                "bus.kafka.sasl: is only used with security_protocol sasl_plaintext or sasl_ssl",
+            ),
+            (
+                "[api.tls]\ncert_file = \"/no/such.pem\"\nkey_file = \"/no/such.key\"",
+                &[],
+                "api.tls.cert_file: /no/such.pem is not a readable file",
             ),
         ];
         for (file, vars, expected) in cases {

@@ -226,38 +226,54 @@ impl Broker {
     /// Starts tansu, as installed by scripts/services.sh. `None` means skip
     /// (never on CI, where it panics instead).
     pub fn start() -> Option<Broker> {
+        let port = free_port()?;
+        Broker::launch(port, &format!("127.0.0.1:{port}"))
+    }
+
+    /// A broker that clients reach through TLS only: a TLS-terminating
+    /// proxy serving `tls` in front of it, whose address the broker
+    /// advertises (tansu 0.6 takes certificate options but serves no TLS).
+    /// Its settings name the proxy, with no security set.
+    pub async fn start_behind_tls(
+        tls: &vigil_config::ServerTlsConfig,
+    ) -> Option<(Broker, TlsTerminator)> {
+        let port = free_port()?;
+        let terminator = TlsTerminator::start(&format!("127.0.0.1:{port}"), tls).await;
+        let advertised = format!("localhost:{}", terminator.port());
+        let broker = Broker::launch(port, &advertised)?;
+        Some((broker, terminator))
+    }
+
+    fn launch(port: u16, advertised: &str) -> Option<Broker> {
         let cargo_home = std::env::var("CARGO_HOME")
             .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
         let binary = std::path::Path::new(&cargo_home).join("bin/tansu");
         if !binary.exists() {
             service("tansu", "VIGIL_TEST_TANSU", "tansu-not-installed:0")?;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map(|address| address.port())
-            .ok()?;
-        let address = format!("127.0.0.1:{port}");
-        let url = format!("tcp://{address}");
+        let listen = format!("127.0.0.1:{port}");
         let child = std::process::Command::new(binary)
             .args([
                 "broker",
                 "--listener-url",
-                &url,
+                &format!("tcp://{listen}"),
                 "--advertised-listener-url",
-                &url,
+                &format!("tcp://{advertised}"),
             ])
             .args(["--storage-engine", "memory://tansu/"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .ok()?;
-        let broker = Broker { child, address };
+        let broker = Broker {
+            child,
+            address: advertised.to_owned(),
+        };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(&broker.address).is_err() {
+        while TcpStream::connect(&listen).is_err() {
             assert!(
                 std::time::Instant::now() < deadline,
-                "tansu did not start on {}",
-                broker.address
+                "tansu did not start on {listen}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -289,6 +305,14 @@ impl Broker {
             .status();
         assert!(status.is_ok_and(|s| s.success()), "kill {signal} failed");
     }
+}
+
+/// A port free now, for a process that binds it itself.
+fn free_port() -> Option<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .ok()
 }
 
 impl Drop for Broker {
