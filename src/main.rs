@@ -250,14 +250,15 @@ async fn collector(config: Config) -> Outcome {
     let bus = vigil_bus::connect(&config.bus)?;
     let collector = Collector::start(&config, bus, shutdown).await?;
     println!(
-        "vigil collector: OTLP/gRPC on {}, OTLP/HTTP on {}{}",
+        "vigil collector: OTLP/gRPC on {}, OTLP/HTTP on {} ({}); metrics on http://{}/metrics",
         collector.grpc_address(),
         collector.http_address(),
         if config.collector.tls.is_some() {
-            ", with TLS"
+            "TLS"
         } else {
-            ""
-        }
+            "plain"
+        },
+        collector.metrics_address()
     );
     collector.wait().await?;
     Ok(())

@@ -123,14 +123,16 @@ fn the_collector_serves_until_sigterm_then_exits_cleanly() {
         &[
             ("VIGIL_COLLECTOR__GRPC_LISTEN", "127.0.0.1:0"),
             ("VIGIL_COLLECTOR__HTTP_LISTEN", "127.0.0.1:0"),
+            ("VIGIL_COLLECTOR__METRICS_LISTEN", "127.0.0.1:0"),
             ("VIGIL_COLLECTOR__ANONYMOUS_TENANT", "public"),
         ],
     );
     let line = line(&printed, |_| true, Duration::from_secs(30));
     let http = line
         .trim()
-        .rsplit_once("OTLP/HTTP on ")
-        .map(|(_, address)| address.to_owned())
+        .split_once("OTLP/HTTP on ")
+        .and_then(|(_, rest)| rest.split_once(' '))
+        .map(|(address, _)| address.to_owned())
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
 
     let response = reqwest::blocking::Client::new()
@@ -140,6 +142,20 @@ fn the_collector_serves_until_sigterm_then_exits_cleanly() {
         .send()
         .unwrap();
     assert_eq!(response.status(), 200);
+    // Its own metrics (tenants and volumes) are not on the public port.
+    let metrics = line
+        .rsplit_once("metrics on ")
+        .map(|(_, url)| url.trim().to_owned())
+        .unwrap_or_else(|| panic!("no metrics URL in {line:?}"));
+    let scraped = reqwest::blocking::get(&metrics).unwrap().text().unwrap();
+    assert!(
+        scraped.contains(
+            "vigil_collector_requests_total{protocol=\"http\",signal=\"traces\",code=\"OK\"} 1\n"
+        ),
+        "{scraped}"
+    );
+    let public = reqwest::blocking::get(format!("http://{http}/metrics")).unwrap();
+    assert_eq!(public.status(), 404);
 
     signal(&child, "-TERM");
     let status = child.wait().unwrap();
@@ -231,6 +247,7 @@ fn up_demo(name: &str) -> (Child, Printed, std::path::PathBuf, String) {
         &[
             ("VIGIL_COLLECTOR__GRPC_LISTEN", any),
             ("VIGIL_COLLECTOR__HTTP_LISTEN", any),
+            ("VIGIL_COLLECTOR__METRICS_LISTEN", any),
             ("VIGIL_API__LISTEN", any),
             ("VIGIL_AGGREGATOR__METRICS_LISTEN", any),
             ("VIGIL_ALERTER__METRICS_LISTEN", any),

@@ -267,6 +267,7 @@ fn config(data: &Path) {
 [collector]
 grpc_listen = "127.0.0.1:0"
 http_listen = "127.0.0.1:0"
+metrics_listen = "127.0.0.1:0"
 anonymous_tenant = "acme"
 
 [aggregator]

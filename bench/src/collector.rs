@@ -217,6 +217,7 @@ impl ChildCollector {
         config.bus.topic_prefix = format!("bench.{}.{run}.", std::process::id());
         config.collector.grpc_listen = ([127, 0, 0, 1], 0).into();
         config.collector.http_listen = ([127, 0, 0, 1], 0).into();
+        config.collector.metrics_listen = ([127, 0, 0, 1], 0).into();
         config.aggregator.metrics_listen = ([127, 0, 0, 1], 0).into();
         config.alerter.metrics_listen = ([127, 0, 0, 1], 0).into();
         config.synthetic.metrics_listen = ([127, 0, 0, 1], 0).into();

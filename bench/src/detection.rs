@@ -63,6 +63,7 @@ pub async fn run(mut config: Config, trials: usize) -> Result<Vec<Duration>, Err
     let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
     config.collector.grpc_listen = any_port;
     config.collector.http_listen = any_port;
+    config.collector.metrics_listen = any_port;
     config.aggregator.metrics_listen = any_port;
     config.alerter.metrics_listen = any_port;
     config.collector.tenants = vec![TenantConfig {

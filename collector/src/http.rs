@@ -11,7 +11,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -38,7 +38,6 @@ pub(crate) fn router(ingest: Arc<Ingest>) -> Router {
         .route("/v1/logs", post(export::<ExportLogsServiceRequest>))
         .route("/v1/client", post(export::<ExportClientRequest>))
         .route("/api/v1/write", post(remote_write))
-        .route("/metrics", get(metrics))
         // Bodies are read with the collector's own limit (see `read_body`), so
         // that a refusal names it in the OTLP error format.
         .layer(DefaultBodyLimit::disable())
@@ -208,15 +207,6 @@ fn decode_remote_write(
         IngestError::InvalidArgument(format!("malformed remote-write protobuf: {e}"))
     })?;
     Ok((write, reserved))
-}
-
-async fn metrics(State(ingest): State<Arc<Ingest>>) -> Response {
-    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-    (
-        [(header::CONTENT_TYPE, content_type)],
-        ingest.metrics.render(),
-    )
-        .into_response()
 }
 
 /// `body` gunzipped, refused past `limit` bytes (read no further than that).

@@ -9,6 +9,7 @@ use tonic::service::Routes;
 use tower::util::MapResponseLayer;
 use vigil_bus::{Bus, BusError};
 use vigil_config::Config;
+use vigil_domain::metrics_endpoint;
 use vigil_domain::shutdown::Shutdown;
 use vigil_tls::server::{H2, HTTP_1_1, Listener};
 
@@ -25,6 +26,11 @@ pub enum CollectorError {
     },
     #[error("collector.tls: {0}")]
     Tls(#[from] vigil_tls::TlsError),
+    #[error("cannot serve the collector's metrics on {address}: {source}")]
+    Metrics {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot create topic {topic}: {source}")]
     Topic { topic: String, source: BusError },
     #[error("the {server} server failed: {message}")]
@@ -38,8 +44,10 @@ pub enum CollectorError {
 pub struct Collector {
     grpc_address: SocketAddr,
     http_address: SocketAddr,
+    metrics_address: SocketAddr,
     grpc: JoinHandle<Result<(), CollectorError>>,
     http: JoinHandle<Result<(), CollectorError>>,
+    metrics: JoinHandle<()>,
 }
 
 impl Collector {
@@ -71,8 +79,14 @@ impl Collector {
             axum::middleware::from_fn_with_state(Arc::clone(&ingest), grpc::admit),
         ));
         let grpc_shutdown = shutdown.clone();
+        // One connection holds at most this many requests, with headers of
+        // at most 64 KiB (hyper's default is 16 MiB per request).
+        let streams = collector.max_streams_per_connection;
         let grpc = tokio::spawn(async move {
             tonic::transport::Server::builder()
+                .max_concurrent_streams(streams)
+                .concurrency_limit_per_connection(streams as usize)
+                .http2_max_header_list_size(64 * 1024)
                 .layer(MapResponseLayer::new(grpc::otlp_status_codes))
                 .add_routes(grpc_routes)
                 .serve_with_incoming_shutdown(grpc_listener.into_incoming(), grpc_shutdown.wait())
@@ -82,6 +96,17 @@ impl Collector {
                     message: e.to_string(),
                 })
         });
+        let render = Arc::clone(&ingest);
+        let (metrics_address, metrics) = metrics_endpoint::serve(
+            collector.metrics_listen,
+            Arc::new(move || render.metrics.render()),
+            shutdown.clone(),
+        )
+        .await
+        .map_err(|source| CollectorError::Metrics {
+            address: collector.metrics_listen,
+            source,
+        })?;
         let router = http::router(ingest);
         let http = tokio::spawn(async move {
             axum::serve(http_listener, router)
@@ -93,14 +118,16 @@ impl Collector {
                 })
         });
         tracing::info!(
-            grpc = %grpc_address, http = %http_address, tls = tls.is_some(),
-            "collector listening"
+            grpc = %grpc_address, http = %http_address, metrics = %metrics_address,
+            tls = tls.is_some(), "collector listening"
         );
         Ok(Collector {
             grpc_address,
             http_address,
+            metrics_address,
             grpc,
             http,
+            metrics,
         })
     }
 
@@ -114,8 +141,14 @@ impl Collector {
         self.http_address
     }
 
-    /// Returns when both servers have stopped (after the shutdown signal).
+    /// Where the collector's own `GET /metrics` is served.
+    pub fn metrics_address(&self) -> SocketAddr {
+        self.metrics_address
+    }
+
+    /// Returns when the servers have stopped (after the shutdown signal).
     pub async fn wait(self) -> Result<(), CollectorError> {
+        let _ = self.metrics.await;
         for (server, handle) in [("OTLP/gRPC", self.grpc), ("OTLP/HTTP", self.http)] {
             handle.await.map_err(|e| CollectorError::Serve {
                 server,

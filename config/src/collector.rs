@@ -14,9 +14,13 @@ pub struct CollectorConfig {
     /// OTLP/gRPC (and `vigil.client.v1`) address; port 0 picks a free port.
     #[serde(default = "default_grpc_listen")]
     pub grpc_listen: SocketAddr,
-    /// OTLP/HTTP address (also client telemetry, remote-write, `/metrics`).
+    /// OTLP/HTTP address (also client telemetry and remote-write).
     #[serde(default = "default_http_listen")]
     pub http_listen: SocketAddr,
+    /// Where the collector's own `GET /metrics` (tenants and their volumes)
+    /// and `GET /healthz` are served: apart from the public ingest ports.
+    #[serde(default = "default_collector_metrics_listen")]
+    pub metrics_listen: SocketAddr,
     /// Both listeners serve TLS with this certificate when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ServerTlsConfig>,
@@ -28,6 +32,11 @@ pub struct CollectorConfig {
     /// (see `collector/src/budget.rs`).
     #[serde(default = "default_max_decoded_bytes_in_flight")]
     pub max_decoded_bytes_in_flight: usize,
+    /// gRPC requests one connection may have in flight at once (HTTP/2
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`); OTLP/HTTP takes one request at a
+    /// time per connection.
+    #[serde(default = "default_max_streams_per_connection")]
+    pub max_streams_per_connection: u32,
     /// Items whose time is older than this are rejected: keep it at most the
     /// store's retention.
     #[serde(default = "default_max_age_days")]
@@ -51,9 +60,11 @@ impl Default for CollectorConfig {
         CollectorConfig {
             grpc_listen: default_grpc_listen(),
             http_listen: default_http_listen(),
+            metrics_listen: default_collector_metrics_listen(),
             tls: None,
             max_message_bytes: default_max_message_bytes(),
             max_decoded_bytes_in_flight: default_max_decoded_bytes_in_flight(),
+            max_streams_per_connection: default_max_streams_per_connection(),
             max_age_days: default_max_age_days(),
             max_future_seconds: default_max_future_seconds(),
             anonymous_tenant: None,
@@ -132,6 +143,14 @@ fn default_http_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 4318))
 }
 
+fn default_max_streams_per_connection() -> u32 {
+    100
+}
+
+fn default_collector_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9464))
+}
+
 fn default_max_decoded_bytes_in_flight() -> usize {
     512 * 1024 * 1024
 }
@@ -198,6 +217,12 @@ impl CollectorConfig {
             collector.max_decoded_bytes_in_flight,
             16 * 1024 * 1024..,
             " (16 MiB)",
+        )?;
+        check_range(
+            "collector.max_streams_per_connection",
+            collector.max_streams_per_connection,
+            1..=10_000,
+            "",
         )?;
         check_range("collector.max_age_days", collector.max_age_days, 1.., "")?;
         let limits = &collector.limits;

@@ -1,6 +1,7 @@
 //! Self-metrics in the OpenMetrics text format ([`render`], for every
 //! component), and the HTTP endpoint `GET /metrics` + `GET /healthz` of the
-//! components that serve nothing else over HTTP (aggregator, prober).
+//! components that serve nothing else over HTTP (aggregator, prober,
+//! alerter), and of the collector apart from its public ingest ports.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -31,6 +32,30 @@ enum Part {
     Text(String),
     Var(String),
 }
+
+/// Why a URL template could not be filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlError {
+    /// A variable it needs is not set.
+    Missing(String),
+    /// A variable's value is `.` or `..`.
+    DotSegment(String),
+}
+
+/// How a variable's value goes into the text.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    AsIs,
+    Masked,
+    UrlEncoded,
+}
+
+/// Every byte but RFC 3986's unreserved `A-Z a-z 0-9 - . _ ~`.
+const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// A variable a template needs and the run does not have (an earlier step
 /// that should have extracted it failed).
@@ -75,27 +100,61 @@ impl Template {
 
     /// The text with every variable filled in.
     pub fn render(&self, vars: &Vars) -> Result<String, Missing> {
-        self.render_with(vars, false)
+        self.render_with(vars, Fill::AsIs)
     }
 
     /// As [`Template::render`], with secrets shown as `***`: for what is
     /// recorded in spans and logs.
     pub fn render_masked(&self, vars: &Vars) -> Result<String, Missing> {
-        self.render_with(vars, true)
+        self.render_with(vars, Fill::Masked)
     }
 
-    fn render_with(&self, vars: &Vars, mask: bool) -> Result<String, Missing> {
+    /// As [`Template::render`] for a URL whose values come from telemetry:
+    /// each value is percent-encoded (all but RFC 3986's unreserved
+    /// characters), so it fills one path segment or query value and can add
+    /// no `/`, `?`, `&`, `#` or `@` of its own; a value `.` or `..` (which
+    /// URL parsers take as a step up the path, encoded or not) is refused.
+    pub fn render_url(&self, vars: &Vars) -> Result<String, UrlError> {
+        for part in &self.parts {
+            if let Part::Var(name) = part
+                && let Some(Value::String(value)) = vars.get(name)
+                && matches!(value.as_str(), "." | "..")
+            {
+                return Err(UrlError::DotSegment(name.clone()));
+            }
+        }
+        self.render_with(vars, Fill::UrlEncoded)
+            .map_err(|missing| UrlError::Missing(missing.0))
+    }
+
+    /// The text before the first variable (all of it when there is none).
+    pub fn literal_prefix(&self) -> &str {
+        match self.parts.first() {
+            Some(Part::Text(text)) => text,
+            _ => "",
+        }
+    }
+
+    fn render_with(&self, vars: &Vars, fill: Fill) -> Result<String, Missing> {
         let mut out = String::new();
         for part in &self.parts {
             match part {
                 Part::Text(text) => out.push_str(text),
-                Part::Var(name) if mask && name.starts_with(SECRET) => out.push_str("***"),
+                Part::Var(name) if fill == Fill::Masked && name.starts_with(SECRET) => {
+                    out.push_str("***")
+                }
                 Part::Var(name) => {
                     let value = vars.get(name).ok_or_else(|| Missing(name.clone()))?;
-                    match value {
-                        Value::String(text) => out.push_str(text),
-                        Value::Null => {}
-                        other => out.push_str(&other.to_string()),
+                    let text = match value {
+                        Value::String(text) => std::borrow::Cow::Borrowed(text.as_str()),
+                        Value::Null => std::borrow::Cow::Borrowed(""),
+                        other => std::borrow::Cow::Owned(other.to_string()),
+                    };
+                    match fill {
+                        Fill::UrlEncoded => {
+                            out.extend(utf8_percent_encode(&text, NOT_UNRESERVED));
+                        }
+                        Fill::AsIs | Fill::Masked => out.push_str(&text),
                     }
                 }
             }
@@ -203,6 +262,39 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn url_values_are_percent_encoded_and_cannot_step_up() {
+        let template =
+            Template::parse("https://ops.example/rollback/{{service}}?unit={{unit}}").unwrap();
+        assert_eq!(template.literal_prefix(), "https://ops.example/rollback/");
+        let vars = |service: &str, unit: &str| {
+            Vars::from([
+                ("service".to_owned(), Value::from(service)),
+                ("unit".to_owned(), Value::from(unit)),
+            ])
+        };
+        assert_eq!(
+            template
+                .render_url(&vars("pay/../admin", "a&b=c#d"))
+                .unwrap(),
+            "https://ops.example/rollback/pay%2F..%2Fadmin?unit=a%26b%3Dc%23d"
+        );
+        assert_eq!(
+            template
+                .render_url(&vars("pay-1.2_x~", "u 1@évry"))
+                .unwrap(),
+            "https://ops.example/rollback/pay-1.2_x~?unit=u%201%40%C3%A9vry"
+        );
+        assert_eq!(
+            template.render_url(&vars("..", "u1")),
+            Err(UrlError::DotSegment("service".to_owned()))
+        );
+        assert_eq!(
+            template.render_url(&Vars::new()),
+            Err(UrlError::Missing("service".to_owned()))
+        );
+    }
 
     fn vars() -> Vars {
         Vars::from([

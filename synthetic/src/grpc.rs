@@ -49,10 +49,16 @@ impl Clients {
         }
         let endpoint = Endpoint::from_shared(target.to_owned())
             .map_err(|e| format!("gRPC target {target:?} is not a URI: {e}"))?;
-        let channel = if endpoint.uri().scheme_str() == Some("https") {
-            endpoint.connect_with_connector_lazy(tls_connector(Arc::clone(&self.tls)))
-        } else {
-            endpoint.connect_lazy()
+        let channel = match target.strip_prefix("https://") {
+            // The connector does the TLS; tonic is handed the target as
+            // `http://` (built with TLS of its own, it would refuse an
+            // `https://` one it is not configured for) and sends `https` as
+            // the requests' scheme.
+            Some(rest) => Endpoint::from_shared(format!("http://{rest}"))
+                .map_err(|e| format!("gRPC target {target:?} is not a URI: {e}"))?
+                .origin(endpoint.uri().clone())
+                .connect_with_connector_lazy(tls_connector(Arc::clone(&self.tls))),
+            None => endpoint.connect_lazy(),
         };
         channels.insert(target.to_owned(), channel.clone());
         Ok(channel)

@@ -101,6 +101,7 @@ pub fn config(backend: Backend) -> Option<Config> {
     config.collector.grpc_listen = ([127, 0, 0, 1], 0).into();
     config.collector.http_listen = ([127, 0, 0, 1], 0).into();
     config.aggregator.metrics_listen = ([127, 0, 0, 1], 0).into();
+    config.collector.metrics_listen = ([127, 0, 0, 1], 0).into();
     Some(config)
 }
 

@@ -180,8 +180,9 @@ pub async fn run(mut config: Config, options: Options) -> Result<(), Error> {
         }
     );
     println!(
-        "  collector   OTLP/gRPC {collector_scheme}://{}  OTLP/HTTP {collector_scheme}://{otlp}",
-        reachable(pipeline.collector.grpc_address())
+        "  collector   OTLP/gRPC {collector_scheme}://{}  OTLP/HTTP {collector_scheme}://{otlp}; metrics http://{}/metrics",
+        reachable(pipeline.collector.grpc_address()),
+        reachable(pipeline.collector.metrics_address())
     );
     println!("  api         {api_url}/api/v1  (OpenAPI: {api_url}/api/v1/openapi.json)");
     println!(

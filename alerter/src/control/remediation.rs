@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use vigil_domain::alert::Collection;
+use vigil_domain::template::UrlError;
 use vigil_store::HistoryEntry;
 
 use super::Control;
@@ -45,8 +46,15 @@ impl Control {
                 let vars = alerts::vars(&alert.labels, alert.value, rule.service.as_deref());
                 let rendered = action
                     .url
-                    .render(&vars)
-                    .map_err(|missing| format!("url: {} is not a label of the alert", missing.0))
+                    .render_url(&vars)
+                    .map_err(|error| match error {
+                        UrlError::Missing(name) => {
+                            format!("url: {name} is not a label of the alert")
+                        }
+                        UrlError::DotSegment(name) => {
+                            format!("url: the value of {name} would step up the path")
+                        }
+                    })
                     .and_then(|url| {
                         action
                             .body

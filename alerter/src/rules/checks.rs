@@ -367,6 +367,18 @@ pub(super) fn check_action(
 ) -> Result<Action, String> {
     let url = Template::parse(&spec.url).map_err(|e| format!("url: {e}"))?;
     check_url(&spec.url)?;
+    let host_is_written = url.variables().next().is_none()
+        || url
+            .literal_prefix()
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.contains('/'));
+    if !host_is_written {
+        return Err(format!(
+            "url: the scheme and host must be written out, variables may fill only the path \
+             and query, got {:?}",
+            spec.url
+        ));
+    }
     let method = spec.method.as_str().to_owned();
     Ok(Action {
         name: spec.name,

@@ -184,6 +184,10 @@ fn bad_rules_name_the_file_line_and_reason() {
             "rules/pay.yaml:2: action roll: url must start with http:// or https://, got \"ftp://x/\"",
         ),
         (
+            "actions:\n  - name: roll\n    url: \"https://{{service}}.ops/rollback\"\n",
+            "rules/pay.yaml:2: action roll: url: the scheme and host must be written out, variables may fill only the path and query, got \"https://{{service}}.ops/rollback\"",
+        ),
+        (
             "tenant: acme\nrules:\n  - name: a\n    type: anomaly\n    signal: p99\n    method: seasonal\n    period: 2d\n",
             "rules/pay.yaml:3: rule a: period: \"2d\" is not 1d or 1w",
         ),

@@ -90,6 +90,7 @@ impl Harness {
         config.bus.partitions = 2;
         config.collector.grpc_listen = "127.0.0.1:0".parse().unwrap();
         config.collector.http_listen = "127.0.0.1:0".parse().unwrap();
+        config.collector.metrics_listen = "127.0.0.1:0".parse().unwrap();
         config.collector.tenants = vec![TenantConfig {
             id: TenantId::parse("acme").unwrap(),
             tokens: vec![Secret::new(TOKEN)],
@@ -124,7 +125,8 @@ impl Harness {
 
     /// The collector's self-metrics, as scraped.
     async fn scrape(&self) -> String {
-        let response = reqwest::get(self.http_url("/metrics")).await.unwrap();
+        let metrics = format!("http://{}/metrics", self.collector.metrics_address());
+        let response = reqwest::get(metrics).await.unwrap();
         assert_eq!(response.status(), 200);
         response.text().await.unwrap()
     }
