@@ -7,6 +7,14 @@ use vigil_domain::tenant::TenantId;
 
 use crate::error::IngestError;
 
+/// Who sent a request: its tenant, and the token it came with (none for
+/// the anonymous tenant).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Sender {
+    pub(crate) tenant: TenantId,
+    pub(crate) token: Option<TokenDigest>,
+}
+
 /// Tokens and the tenants they stand for.
 #[derive(Debug)]
 pub(crate) struct Auth {
@@ -28,16 +36,20 @@ impl Auth {
         }
     }
 
-    /// The tenant of a request with this `authorization` header value. No
+    /// The sender of a request with this `authorization` header value. No
     /// header goes to the anonymous tenant when there is one; a header with an
     /// unknown token is refused whatever the configuration.
-    pub(crate) fn tenant(&self, authorization: Option<&str>) -> Result<TenantId, IngestError> {
+    pub(crate) fn sender(&self, authorization: Option<&str>) -> Result<Sender, IngestError> {
         let Some(header) = authorization else {
-            return self.anonymous.clone().ok_or_else(|| {
+            let tenant = self.anonymous.clone().ok_or_else(|| {
                 IngestError::Unauthenticated(
                     "missing credentials: send the header `authorization: Bearer <token>`"
                         .to_owned(),
                 )
+            })?;
+            return Ok(Sender {
+                tenant,
+                token: None,
             });
         };
         let token = header
@@ -49,10 +61,16 @@ impl Auth {
                     "the authorization header must be `Bearer <token>`".to_owned(),
                 )
             })?;
-        self.tokens
-            .get(&TokenDigest::of(token))
+        let digest = TokenDigest::of(token);
+        let tenant = self
+            .tokens
+            .get(&digest)
             .cloned()
-            .ok_or_else(|| IngestError::Unauthenticated("unknown token".to_owned()))
+            .ok_or_else(|| IngestError::Unauthenticated("unknown token".to_owned()))?;
+        Ok(Sender {
+            tenant,
+            token: Some(digest),
+        })
     }
 }
 
@@ -80,14 +98,14 @@ mod tests {
     fn tokens_name_their_tenant() {
         let auth = auth(None);
         for header in ["Bearer acme-0123456789ab", "bearer acme-rotated-0123"] {
-            assert_eq!(auth.tenant(Some(header)).unwrap().as_str(), "acme");
+            assert_eq!(auth.sender(Some(header)).unwrap().tenant.as_str(), "acme");
         }
     }
 
     #[test]
     fn missing_wrong_and_malformed_credentials_are_refused() {
         let auth = auth(None);
-        let refused = |header| match auth.tenant(header) {
+        let refused = |header| match auth.sender(header) {
             Err(IngestError::Unauthenticated(message)) => message,
             other => panic!("{other:?}"),
         };
@@ -99,11 +117,13 @@ mod tests {
     #[test]
     fn anonymous_ingest_only_where_configured_and_never_with_a_wrong_token() {
         let auth = auth(Some("public"));
-        assert_eq!(auth.tenant(None).unwrap().as_str(), "public");
-        assert!(auth.tenant(Some("Bearer wrong-0123456789")).is_err());
+        assert_eq!(auth.sender(None).unwrap().tenant.as_str(), "public");
+        assert_eq!(auth.sender(None).unwrap().token, None);
+        assert!(auth.sender(Some("Bearer wrong-0123456789")).is_err());
         assert_eq!(
-            auth.tenant(Some("Bearer acme-0123456789ab"))
+            auth.sender(Some("Bearer acme-0123456789ab"))
                 .unwrap()
+                .tenant
                 .as_str(),
             "acme"
         );

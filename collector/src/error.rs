@@ -27,6 +27,12 @@ pub(crate) enum IngestError {
     Unavailable(String),
     #[error("{0}")]
     Exhausted(String),
+    /// Over a rate limit: to be retried after the given time.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: Duration,
+    },
     #[error("{0}")]
     Internal(String),
 }
@@ -40,7 +46,9 @@ impl IngestError {
             }
             // Without RetryInfo, RESOURCE_EXHAUSTED is not retried: right for a
             // request that will never fit.
-            IngestError::TooLarge(_) | IngestError::Exhausted(_) => Code::ResourceExhausted,
+            IngestError::TooLarge(_)
+            | IngestError::Exhausted(_)
+            | IngestError::RateLimited { .. } => Code::ResourceExhausted,
             IngestError::Unavailable(_) => Code::Unavailable,
             IngestError::Internal(_) => Code::Internal,
         }
@@ -52,7 +60,9 @@ impl IngestError {
             IngestError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
             IngestError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IngestError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            IngestError::Exhausted(_) => StatusCode::TOO_MANY_REQUESTS,
+            IngestError::Exhausted(_) | IngestError::RateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             IngestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             IngestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -71,11 +81,11 @@ impl IngestError {
 
     /// When the client should retry, for errors worth retrying.
     pub(crate) fn retry_after(&self) -> Option<Duration> {
-        matches!(
-            self,
-            IngestError::Exhausted(_) | IngestError::Unavailable(_)
-        )
-        .then_some(RETRY_AFTER)
+        match self {
+            IngestError::RateLimited { retry_after, .. } => Some(*retry_after),
+            IngestError::Exhausted(_) | IngestError::Unavailable(_) => Some(RETRY_AFTER),
+            _ => None,
+        }
     }
 }
 

@@ -31,10 +31,10 @@ use tonic::body::Body;
 use tonic::codec::CompressionEncoding;
 use tonic::service::Routes;
 use tonic::{Code, Request, Response, Status};
-use vigil_domain::tenant::TenantId;
 use vigil_proto::client::v1::client_service_server::{ClientService, ClientServiceServer};
 use vigil_proto::client::v1::{ExportClientRequest, ExportClientResponse};
 
+use crate::auth::Sender;
 use crate::budget::{self, Root};
 use crate::error::IngestError;
 use crate::http;
@@ -54,9 +54,9 @@ impl Otlp {
             .metrics
             .request("grpc", S::NAME, request.get_ref().encoded_len());
         // Put there by `admit`, before the body was read.
-        let tenant = request.extensions().get::<TenantId>().cloned();
-        let outcome = match tenant {
-            Some(tenant) => self.0.export(&tenant, request.into_inner()).await,
+        let sender = request.extensions().get::<Sender>().cloned();
+        let outcome = match sender {
+            Some(sender) => self.0.export(&sender, request.into_inner()).await,
             None => Err(IngestError::Unauthenticated("no tenant".to_owned())),
         };
         timer.finish(
@@ -139,7 +139,7 @@ pub(crate) async fn admit(
     let (mut parts, body) = request.into_parts();
     let limit = ingest.max_message_bytes();
     let admitted = async {
-        let tenant = ingest.auth.tenant(http::authorization(&parts.headers))?;
+        let sender = ingest.auth.sender(http::authorization(&parts.headers))?;
         let framed = axum::body::to_bytes(body, limit.saturating_add(5))
             .await
             .map_err(|_| {
@@ -151,12 +151,12 @@ pub(crate) async fn admit(
         let reserved = ingest.budget.reserve(budget::estimate(root, &message))?;
         // Re-framed only once admitted: a refused message is not copied.
         let frame = frame.unwrap_or_else(|| uncompressed_frame(&message));
-        Ok::<_, IngestError>((tenant, frame, reserved))
+        Ok::<_, IngestError>((sender, frame, reserved))
     }
     .await;
     match admitted {
-        Ok((tenant, frame, reserved)) => {
-            parts.extensions.insert(tenant);
+        Ok((sender, frame, reserved)) => {
+            parts.extensions.insert(sender);
             let body = axum::body::Body::from(frame);
             let response = next
                 .run(axum::extract::Request::from_parts(parts, body))

@@ -16,10 +16,10 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
-use vigil_domain::tenant::TenantId;
 use vigil_proto::client::v1::ExportClientRequest;
 use vigil_proto::prometheus::WriteRequest;
 
+use crate::auth::Sender;
 use crate::budget::{self, Budget, Reserved, Root};
 use crate::error::IngestError;
 use crate::ingest::Ingest;
@@ -96,14 +96,14 @@ async fn export<S: ExportRequest>(
     body: Body,
 ) -> Response {
     let limit = ingest.max_message_bytes();
-    let (tenant, body) = authenticated_body(&ingest, &headers, body).await;
+    let (sender, body) = authenticated_body(&ingest, &headers, body).await;
     let timer = ingest
         .metrics
         .request("http", S::NAME, body.as_ref().map_or(0, Bytes::len));
     let requested = Encoding::of(&headers);
     let outcome = async {
         let encoding = requested.clone()?;
-        let tenant = tenant?;
+        let sender = sender?;
         let body = decompress(&headers, body?, limit)?;
         let estimate = match encoding {
             Encoding::Protobuf => budget::estimate(S::BUDGET, &body),
@@ -112,7 +112,7 @@ async fn export<S: ExportRequest>(
         // Held until the request is answered.
         let _reserved = ingest.budget.reserve(estimate)?;
         let request = encoding.decode::<S>(&body)?;
-        ingest.export(&tenant, request).await
+        ingest.export(&sender, request).await
     }
     .await;
     timer.finish(
@@ -142,12 +142,12 @@ async fn remote_write(
     body: Body,
 ) -> Response {
     let limit = ingest.max_message_bytes();
-    let (tenant, body) = authenticated_body(&ingest, &headers, body).await;
+    let (sender, body) = authenticated_body(&ingest, &headers, body).await;
     let timer = ingest
         .metrics
         .request("http", "remote_write", body.as_ref().map_or(0, Bytes::len));
     let outcome = async {
-        let tenant = tenant?;
+        let sender = sender?;
         let (write, _reserved) = decode_remote_write(&headers, &body?, limit, &ingest.budget)?;
         let mut rejections = Rejections::default();
         let request = remote_write::to_otlp(write, &mut rejections);
@@ -155,7 +155,7 @@ async fn remote_write(
             .by_reason()
             .find(|&(reason, _)| reason == remote_write::STALE_REASON)
             .map_or(0, |(_, count)| count);
-        let response = ingest.export_after(&tenant, request, rejections).await?;
+        let response = ingest.export_after(&sender, request, rejections).await?;
         Ok::<_, IngestError>(
             response
                 .partial_success
@@ -224,19 +224,19 @@ pub(crate) fn gunzip(body: &[u8], limit: usize) -> Result<Bytes, IngestError> {
     Ok(Bytes::from(decompressed))
 }
 
-/// The request's tenant, then its body: a request with a wrong token is not
+/// The request's sender, then its body: a request with a wrong token is not
 /// read (its body comes back empty).
 async fn authenticated_body(
     ingest: &Ingest,
     headers: &HeaderMap,
     body: Body,
-) -> (Result<TenantId, IngestError>, Result<Bytes, IngestError>) {
-    let tenant = ingest.auth.tenant(authorization(headers));
-    let body = match &tenant {
+) -> (Result<Sender, IngestError>, Result<Bytes, IngestError>) {
+    let sender = ingest.auth.sender(authorization(headers));
+    let body = match &sender {
         Ok(_) => read_body(body, ingest.max_message_bytes()).await,
         Err(_) => Ok(Bytes::new()),
     };
-    (tenant, body)
+    (sender, body)
 }
 
 /// The `authorization` header, when it is text.
@@ -290,9 +290,11 @@ fn error_response(encoding: Encoding, error: &IngestError) -> Response {
     )
         .into_response();
     if let Some(delay) = error.retry_after() {
+        // Whole seconds, rounded up: a client never comes back too early.
+        let seconds = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
         response
             .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(delay.as_secs()));
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
     }
     response
 }

@@ -2,27 +2,28 @@
 //! items, split per resource, publish, and answer only once the bus has it.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use vigil_bus::{Bus, Record, Topics, message_key};
-use vigil_config::CollectorConfig;
+use vigil_config::{CollectorConfig, TokenDigest};
 use vigil_domain::tenant::TenantId;
 
-use crate::auth::Auth;
+use crate::auth::{Auth, Sender};
 use crate::budget::Budget;
 use crate::error::IngestError;
 use crate::limits::{Admission, RateLimiter, SeriesLimiter};
 use crate::metrics::Metrics;
 use crate::otlp::ExportRequest;
-use crate::validate::{Rejections, Rules};
+use crate::validate::{Rejection, Rejections, Rules};
 
 pub(crate) struct Ingest {
     pub(crate) auth: Auth,
     pub(crate) budget: Budget,
     pub(crate) metrics: Metrics,
     config: CollectorConfig,
-    rate: RateLimiter,
+    tenant_rate: RateLimiter<TenantId>,
+    token_rate: RateLimiter<TokenDigest>,
     series: SeriesLimiter,
     bus: Arc<dyn Bus>,
     topics: Topics,
@@ -35,7 +36,14 @@ impl Ingest {
             budget: Budget::new(config.max_decoded_bytes_in_flight),
             metrics: Metrics::new(),
             config: config.clone(),
-            rate: RateLimiter::new(&config.limits),
+            tenant_rate: RateLimiter::new(
+                config.limits.tenant_items_per_second,
+                config.limits.tenant_burst_items,
+            ),
+            token_rate: RateLimiter::new(
+                config.limits.token_items_per_second,
+                config.limits.token_burst_items,
+            ),
             series: SeriesLimiter::new(&config.limits),
             bus,
             topics,
@@ -47,13 +55,14 @@ impl Ingest {
         self.config.max_message_bytes
     }
 
-    /// Stores the valid items of `request` for `tenant` and says which were not.
+    /// Stores the valid items of `request` for its sender and says which
+    /// were not.
     pub(crate) async fn export<S: ExportRequest>(
         &self,
-        tenant: &TenantId,
+        sender: &Sender,
         request: S,
     ) -> Result<S::Response, IngestError> {
-        self.export_after(tenant, request, Rejections::default())
+        self.export_after(sender, request, Rejections::default())
             .await
     }
 
@@ -61,26 +70,29 @@ impl Ingest {
     /// way in (while translated from another format), `rejections` says which.
     pub(crate) async fn export_after<S: ExportRequest>(
         &self,
-        tenant: &TenantId,
+        sender: &Sender,
         mut request: S,
         mut rejections: Rejections,
     ) -> Result<S::Response, IngestError> {
+        let tenant = &sender.tenant;
+        let now = Instant::now();
+        let received = request.items() as u64;
+        if let Err(error) = self.admit_rate(sender, received, now) {
+            rejections.add(Rejection::new("rate_limited", error.to_string()), received);
+            self.metrics.items(S::NAME, tenant, 0, false, &rejections);
+            return Err(error);
+        }
         let rules = Rules::new(&self.config, SystemTime::now());
-        let unused_tokens = {
+        {
             // The series limiter stays locked for this block only, never
             // across the publish below.
-            let now = Instant::now();
             let mut admission = Admission {
                 tenant,
                 now,
-                tokens: self.rate.take(tenant, request.items() as u64, now),
-                rate: &self.rate,
                 series: self.series.lock(),
             };
             request.validate(&rules, &mut admission, &mut rejections);
-            admission.tokens
-        };
-        self.rate.refund(tenant, unused_tokens);
+        }
         let valid = request.items();
         let records: Vec<Record> = request
             .split()
@@ -110,5 +122,34 @@ impl Ingest {
             );
         }
         Ok(S::response(&rejections))
+    }
+
+    /// Lets a request of `items` in under its token's rate and its tenant's,
+    /// or refuses it whole with the time after which it would fit.
+    fn admit_rate(&self, sender: &Sender, items: u64, now: Instant) -> Result<(), IngestError> {
+        let refused = |who: String, per_second: f64, wait: Duration| IngestError::RateLimited {
+            message: format!(
+                "{who} is over its limit of {per_second} items/s; retry this request after {} ms",
+                wait.as_millis()
+            ),
+            retry_after: wait,
+        };
+        if let Some(token) = &sender.token {
+            self.token_rate.admit(token, items, now).map_err(|wait| {
+                refused("this token".to_owned(), self.token_rate.per_second(), wait)
+            })?;
+        }
+        self.tenant_rate
+            .admit(&sender.tenant, items, now)
+            .map_err(|wait| {
+                if let Some(token) = &sender.token {
+                    self.token_rate.refund(token, items);
+                }
+                refused(
+                    format!("tenant {}", sender.tenant),
+                    self.tenant_rate.per_second(),
+                    wait,
+                )
+            })
     }
 }

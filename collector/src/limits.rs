@@ -1,6 +1,7 @@
-//! The stateful limits: items per second per tenant (a token bucket), and new
-//! series per metric per minute (cardinality). An item over a limit is
-//! rejected and counted in `partial_success`, like any invalid item.
+//! The stateful limits: items per second per tenant and per token (token
+//! buckets; a request over one is refused whole, to be retried), and new
+//! series per metric per minute (cardinality: a point over it is rejected
+//! and counted in `partial_success`, like any invalid item).
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -17,52 +18,60 @@ use crate::validate::{Item, Rejection};
 const SERIES_TTL: Duration = Duration::from_secs(3600);
 const WINDOW: Duration = Duration::from_secs(60);
 
-/// Token buckets of items, one per tenant.
+/// Token buckets of items, one per key (a tenant, or one of its tokens).
+/// A request is let in whole or not at all: refused, it is answered 429 /
+/// RESOURCE_EXHAUSTED with the time after which it would fit, so the client
+/// retries it instead of losing items.
 #[derive(Debug)]
-pub(crate) struct RateLimiter {
+pub(crate) struct RateLimiter<K> {
     per_second: f64,
     burst: f64,
-    buckets: Mutex<HashMap<TenantId, Bucket>>,
+    buckets: Mutex<HashMap<K, Bucket>>,
 }
 
 #[derive(Debug)]
 struct Bucket {
+    /// May go below zero: a request larger than the burst is let in when the
+    /// bucket is full, and the debt is paid before the next one.
     tokens: f64,
     updated: Instant,
 }
 
-impl RateLimiter {
-    pub(crate) fn new(config: &LimitsConfig) -> Self {
+impl<K: Hash + Eq + Clone> RateLimiter<K> {
+    pub(crate) fn new(per_second: u64, burst: u64) -> Self {
         RateLimiter {
-            per_second: config.tenant_items_per_second as f64,
-            burst: config.tenant_burst_items as f64,
+            per_second: per_second as f64,
+            burst: burst as f64,
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Takes up to `wanted` tokens from `tenant`'s bucket; returns how many.
-    pub(crate) fn take(&self, tenant: &TenantId, wanted: u64, now: Instant) -> u64 {
+    /// Lets `items` in for `key`, or says how long until they would fit.
+    pub(crate) fn admit(&self, key: &K, items: u64, now: Instant) -> Result<(), Duration> {
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        let bucket = buckets.entry(tenant.clone()).or_insert(Bucket {
+        let bucket = buckets.entry(key.clone()).or_insert(Bucket {
             tokens: self.burst,
             updated: now,
         });
         let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.burst);
         bucket.updated = now;
-        let granted = (wanted as f64).min(bucket.tokens.floor()).max(0.0);
-        bucket.tokens -= granted;
-        granted as u64
+        let needed = (items as f64).min(self.burst);
+        if bucket.tokens >= needed {
+            bucket.tokens -= items as f64;
+            return Ok(());
+        }
+        Err(Duration::from_secs_f64(
+            (needed - bucket.tokens) / self.per_second,
+        ))
     }
 
-    /// Gives back tokens taken but not used.
-    pub(crate) fn refund(&self, tenant: &TenantId, tokens: u64) {
-        if tokens == 0 {
-            return;
-        }
+    /// Gives back what [`RateLimiter::admit`] took for a request that another
+    /// limit refused.
+    pub(crate) fn refund(&self, key: &K, items: u64) {
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(bucket) = buckets.get_mut(tenant) {
-            bucket.tokens = (bucket.tokens + tokens as f64).min(self.burst);
+        if let Some(bucket) = buckets.get_mut(key) {
+            bucket.tokens = (bucket.tokens + items as f64).min(self.burst);
         }
     }
 
@@ -147,33 +156,14 @@ impl SeriesGate<'_> {
     }
 }
 
-/// What one request may still store: its share of the tenant's rate, and the
-/// series gate for metric points.
+/// The series gate a request's metric points go through.
 pub(crate) struct Admission<'a> {
     pub(crate) tenant: &'a TenantId,
     pub(crate) now: Instant,
-    pub(crate) tokens: u64,
-    pub(crate) rate: &'a RateLimiter,
     pub(crate) series: SeriesGate<'a>,
 }
 
 impl Admission<'_> {
-    /// Spends one item of the rate budget.
-    pub(crate) fn take(&mut self, what: Item<'_>) -> Result<(), Rejection> {
-        if self.tokens == 0 {
-            return Err(Rejection::new(
-                "rate_limited",
-                format!(
-                    "{what}: tenant {} is over its limit of {} items/s",
-                    self.tenant,
-                    self.rate.per_second()
-                ),
-            ));
-        }
-        self.tokens -= 1;
-        Ok(())
-    }
-
     /// Admits a point of series `series` of `metric`, or says why not.
     pub(crate) fn series(
         &mut self,
@@ -230,44 +220,48 @@ fn hash_value(value: &AnyValue, hasher: &mut DefaultHasher) {
 mod tests {
     use super::*;
 
-    fn limits(per_second: u64, burst: u64, new_series: u32) -> LimitsConfig {
+    fn limits(new_series: u32) -> LimitsConfig {
         LimitsConfig {
-            tenant_items_per_second: per_second,
-            tenant_burst_items: burst,
             max_new_series_per_metric_per_minute: new_series,
             ..LimitsConfig::default()
         }
     }
 
     #[test]
-    fn a_bucket_grants_its_burst_then_its_rate() {
-        let limiter = RateLimiter::new(&limits(100, 250, 1));
+    fn a_request_is_let_in_whole_or_told_when_it_would_fit() {
+        let limiter = RateLimiter::new(100, 250);
         let acme = TenantId::parse("acme").unwrap();
         let start = Instant::now();
-        assert_eq!(limiter.take(&acme, 200, start), 200);
-        assert_eq!(limiter.take(&acme, 200, start), 50);
-        assert_eq!(limiter.take(&acme, 10, start), 0);
+        assert_eq!(limiter.admit(&acme, 200, start), Ok(()));
+        // 50 left: 100 more fit in half a second.
         assert_eq!(
-            limiter.take(&acme, 500, start + Duration::from_millis(500)),
-            50
+            limiter.admit(&acme, 100, start),
+            Err(Duration::from_millis(500))
+        );
+        let later = start + Duration::from_millis(500);
+        assert_eq!(limiter.admit(&acme, 100, later), Ok(()));
+        assert_eq!(
+            limiter.admit(&acme, 1, later),
+            Err(Duration::from_millis(10))
         );
         limiter.refund(&acme, 20);
+        assert_eq!(limiter.admit(&acme, 20, later), Ok(()));
+        // A request over the burst passes on a full bucket, then its debt is
+        // paid: 1000 items at 100/s leave 750 to wait for, plus the next one.
+        let full = start + Duration::from_secs(60);
+        assert_eq!(limiter.admit(&acme, 1000, full), Ok(()));
         assert_eq!(
-            limiter.take(&acme, 500, start + Duration::from_millis(500)),
-            20
+            limiter.admit(&acme, 1, full),
+            Err(Duration::from_secs_f64(7.51))
         );
-        // Another tenant has its own bucket; a long pause refills to the burst only.
+        // Another key has its own bucket.
         let other = TenantId::parse("other").unwrap();
-        assert_eq!(limiter.take(&other, 1000, start), 250);
-        assert_eq!(
-            limiter.take(&acme, 1000, start + Duration::from_secs(60)),
-            250
-        );
+        assert_eq!(limiter.admit(&other, 250, start), Ok(()));
     }
 
     #[test]
     fn new_series_are_limited_per_metric_per_minute_and_known_ones_pass() {
-        let limiter = SeriesLimiter::new(&limits(1, 1, 2));
+        let limiter = SeriesLimiter::new(&limits(2));
         let acme = TenantId::parse("acme").unwrap();
         let start = Instant::now();
         let mut gate = limiter.lock();

@@ -116,15 +116,14 @@ impl ExportRequest for ExportTraceServiceRequest {
     fn validate(
         &mut self,
         rules: &Rules,
-        admission: &mut Admission<'_>,
+        _admission: &mut Admission<'_>,
         rejections: &mut Rejections,
     ) {
         for resource in &mut self.resource_spans {
             for scope in &mut resource.scope_spans {
                 retain_valid(&mut scope.spans, rejections, |span| {
                     let what = Item::new("span", &span.name);
-                    check_span(rules, what, span)?;
-                    admission.take(what)
+                    check_span(rules, what, span)
                 });
             }
             resource.scope_spans.retain(|scope| !scope.spans.is_empty());
@@ -350,8 +349,7 @@ impl MetricGate<'_, '_> {
         attributes: &[KeyValue],
     ) -> Result<(), Rejection> {
         let series = self.resource_series ^ attributes_hash(attributes).rotate_left(1);
-        self.admission.series(what, metric, series)?;
-        self.admission.take(what)
+        self.admission.series(what, metric, series)
     }
 }
 fn check_number(
@@ -522,15 +520,14 @@ impl ExportRequest for ExportLogsServiceRequest {
     fn validate(
         &mut self,
         rules: &Rules,
-        admission: &mut Admission<'_>,
+        _admission: &mut Admission<'_>,
         rejections: &mut Rejections,
     ) {
         for resource in &mut self.resource_logs {
             for scope in &mut resource.scope_logs {
                 retain_valid(&mut scope.log_records, rejections, |record| {
                     let what = Item::new("log record", "");
-                    check_log(rules, what, record)?;
-                    admission.take(what)
+                    check_log(rules, what, record)
                 });
             }
             resource.scope_logs.retain(|s| !s.log_records.is_empty());

@@ -106,12 +106,19 @@ pub struct LimitsConfig {
     #[serde(default = "default_max_log_body_bytes")]
     pub max_log_body_bytes: usize,
     /// Items (spans, data points, log records) a tenant may send per second,
-    /// on average; items over it are rejected.
+    /// on average; a request over it is refused whole with 429 /
+    /// RESOURCE_EXHAUSTED and the time to retry after.
     #[serde(default = "default_tenant_items_per_second")]
     pub tenant_items_per_second: u64,
     /// Items a tenant may send at once above its rate.
     #[serde(default = "default_tenant_burst_items")]
     pub tenant_burst_items: u64,
+    /// The same for each token on its own, so that one token (shipped in an
+    /// app, say) cannot take its whole tenant's rate.
+    #[serde(default = "default_tenant_items_per_second")]
+    pub token_items_per_second: u64,
+    #[serde(default = "default_tenant_burst_items")]
+    pub token_burst_items: u64,
     /// New series one metric may gain per minute (per tenant): a series is
     /// the resource, the metric and the point's attributes. Known series
     /// always pass; one unseen for an hour is new again.
@@ -130,6 +137,8 @@ impl Default for LimitsConfig {
             max_log_body_bytes: default_max_log_body_bytes(),
             tenant_items_per_second: default_tenant_items_per_second(),
             tenant_burst_items: default_tenant_burst_items(),
+            token_items_per_second: default_tenant_items_per_second(),
+            token_burst_items: default_tenant_burst_items(),
             max_new_series_per_metric_per_minute: default_max_new_series_per_metric_per_minute(),
         }
     }
@@ -235,6 +244,18 @@ impl CollectorConfig {
         check_range(
             "collector.limits.tenant_burst_items",
             limits.tenant_burst_items,
+            1..,
+            "",
+        )?;
+        check_range(
+            "collector.limits.token_items_per_second",
+            limits.token_items_per_second,
+            1..,
+            "",
+        )?;
+        check_range(
+            "collector.limits.token_burst_items",
+            limits.token_burst_items,
             1..,
             "",
         )?;

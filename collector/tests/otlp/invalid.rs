@@ -784,34 +784,123 @@ fn embedded_bus() -> Arc<dyn Bus> {
     Arc::new(EmbeddedBus::new(&embedded_bus_config(), Duration::from_secs(5)).unwrap())
 }
 
+/// `n` spans named `{prefix}{i}` of service checkout.
+fn spans(prefix: &str, n: usize) -> ExportTraceServiceRequest {
+    let now = now_ns();
+    let spans = (0..n)
+        .map(|i| {
+            span(
+                &format!("{prefix}{i}"),
+                vec![1; 16],
+                now - 1000,
+                now,
+                vec![],
+            )
+        })
+        .collect();
+    trace_request(vec![("checkout", spans)])
+}
+
+/// Posts `request` as OTLP/HTTP protobuf with `token`.
+async fn post_spans(
+    harness: &Harness,
+    request: &ExportTraceServiceRequest,
+    token: &str,
+) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(harness.http_url("/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .bearer_auth(token)
+        .body(request.encode_to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A request over the tenant's rate is refused whole, with the time after
+/// which it fits (RetryInfo on gRPC, Retry-After on HTTP), so the exporter
+/// retries it and nothing is lost; retried then, it is stored.
 #[tokio::test]
-async fn items_over_the_tenant_rate_are_rejected_and_counted() {
+async fn a_request_over_the_rate_is_refused_whole_until_it_fits() {
     let harness = Harness::start_configured(embedded_bus(), |config| {
         config.collector.limits.tenant_items_per_second = 5;
         config.collector.limits.tenant_burst_items = 10;
     })
     .await;
-    let now = now_ns();
-    let spans = (0..15)
-        .map(|i| span(&format!("s{i}"), vec![1; 16], now - 1000, now, vec![]))
-        .collect();
-    let request = trace_request(vec![("checkout", spans)]);
-    let partial = export_spans(&harness, request).await.unwrap();
-    assert_eq!(partial.rejected_spans, 5);
+    let mut client = TraceServiceClient::connect(harness.grpc_url())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    client
+        .export(with_token(spans("a", 8), Some(TOKEN)))
+        .await
+        .unwrap();
+    // 2 left of 10: 8 more fit 1.2 s later, less the time since.
+    let status = client
+        .export(with_token(spans("b", 8), Some(TOKEN)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
     assert!(
-        partial.error_message.starts_with(
-            "5 spans rejected: span \"s10\": tenant acme is over its limit of 5 items/s"
-        ),
+        status
+            .message()
+            .starts_with("tenant acme is over its limit of 5 items/s; retry this request after "),
         "{}",
-        partial.error_message
+        status.message()
     );
+    use tonic_types::StatusExt as _;
+    let delay = status
+        .get_details_retry_info()
+        .and_then(|retry| retry.retry_delay)
+        .expect("RetryInfo, so exporters retry");
+    let asked = Duration::from_millis(1200);
+    assert!(
+        delay <= asked && delay >= asked - started.elapsed(),
+        "{delay:?}"
+    );
+    let response = post_spans(&harness, &spans("b", 8), TOKEN).await;
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "2", "1.2 s rounded up");
+
+    tokio::time::sleep(delay).await;
+    client
+        .export(with_token(spans("b", 8), Some(TOKEN)))
+        .await
+        .unwrap();
     let topic = harness.config.bus.topics().traces;
-    let messages = harness.read(&topic, |m| !m.is_empty()).await;
-    let expected: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
+    let messages = harness.read(&topic, |m| span_names(m).len() >= 16).await;
+    let expected: Vec<String> = (0..8)
+        .map(|i| format!("a{i}"))
+        .chain((0..8).map(|i| format!("b{i}")))
+        .collect();
     assert_eq!(span_names(&messages), expected);
     let metrics = harness.scrape().await;
     let series = r#"vigil_collector_items_rejected_total{signal="traces",tenant="acme",reason="rate_limited"}"#;
-    assert_eq!(sample(&metrics, series), Some(5.0));
+    assert_eq!(sample(&metrics, series), Some(16.0), "two refusals of 8");
+    harness.stop().await;
+}
+
+/// Each token has a bucket of its own beside its tenant's: one token over
+/// its rate (an app's, say) leaves the tenant's other tokens their rate.
+#[tokio::test]
+async fn each_token_has_its_own_rate_beside_its_tenant() {
+    const OTHER: &str = "acme-other-token-0123";
+    let harness = Harness::start_configured(embedded_bus(), |config| {
+        config.collector.tenants[0].tokens.push(Secret::new(OTHER));
+        config.collector.limits.token_items_per_second = 5;
+        config.collector.limits.token_burst_items = 10;
+    })
+    .await;
+    let first = post_spans(&harness, &spans("a", 10), TOKEN).await;
+    assert_eq!(first.status(), 200);
+    let refused = post_spans(&harness, &spans("b", 3), TOKEN).await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let other = post_spans(&harness, &spans("c", 10), OTHER).await;
+    assert_eq!(other.status(), 200, "the other token has its own bucket");
+    let topic = harness.config.bus.topics().traces;
+    let messages = harness.read(&topic, |m| span_names(m).len() >= 20).await;
+    assert_eq!(span_names(&messages).len(), 20);
     harness.stop().await;
 }
 
