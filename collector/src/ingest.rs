@@ -83,16 +83,8 @@ impl Ingest {
             return Err(error);
         }
         let rules = Rules::new(&self.config, SystemTime::now());
-        {
-            // The series limiter stays locked for this block only, never
-            // across the publish below.
-            let mut admission = Admission {
-                tenant,
-                now,
-                series: self.series.lock(),
-            };
-            request.validate(&rules, &mut admission, &mut rejections);
-        }
+        let mut admission = Admission::new(tenant, now, &self.series);
+        request.validate(&rules, &mut admission, &mut rejections);
         let valid = request.items();
         let records: Vec<Record> = request
             .split()

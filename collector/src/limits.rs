@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -80,11 +80,22 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     }
 }
 
-/// The series each metric has, and how many it gained this minute.
+/// The series each tenant's metrics have, and how many each gained this
+/// minute. One lock per tenant, taken per point and only for metric points:
+/// a request of spans or logs, or of another tenant, never waits on it.
 #[derive(Debug)]
 pub(crate) struct SeriesLimiter {
     max_new_per_minute: u32,
-    metrics: Mutex<HashMap<(TenantId, String), MetricSeries>>,
+    tenants: RwLock<HashMap<TenantId, Arc<Mutex<TenantSeries>>>>,
+}
+
+/// One tenant's metrics. Metrics whose series all went unseen for
+/// [`SERIES_TTL`] are dropped once a minute, so memory follows the series
+/// in use, not every name ever sent.
+#[derive(Debug)]
+pub(crate) struct TenantSeries {
+    metrics: HashMap<String, MetricSeries>,
+    swept: Instant,
 }
 
 #[derive(Debug)]
@@ -98,72 +109,94 @@ impl SeriesLimiter {
     pub(crate) fn new(config: &LimitsConfig) -> Self {
         SeriesLimiter {
             max_new_per_minute: config.max_new_series_per_metric_per_minute,
-            metrics: Mutex::new(HashMap::new()),
+            tenants: RwLock::default(),
         }
     }
 
-    /// Holds the limiter for one request.
-    pub(crate) fn lock(&self) -> SeriesGate<'_> {
-        SeriesGate {
-            max_new_per_minute: self.max_new_per_minute,
-            metrics: self.metrics.lock().unwrap_or_else(PoisonError::into_inner),
+    /// The series of `tenant` (tenants are the configured ones and the
+    /// anonymous one: a bounded map).
+    fn of(&self, tenant: &TenantId, now: Instant) -> Arc<Mutex<TenantSeries>> {
+        if let Some(series) = self
+            .tenants
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(tenant)
+        {
+            return Arc::clone(series);
         }
+        let mut tenants = self.tenants.write().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(tenants.entry(tenant.clone()).or_insert_with(|| {
+            Arc::new(Mutex::new(TenantSeries {
+                metrics: HashMap::new(),
+                swept: now,
+            }))
+        }))
     }
 }
 
-pub(crate) struct SeriesGate<'a> {
-    max_new_per_minute: u32,
-    metrics: MutexGuard<'a, HashMap<(TenantId, String), MetricSeries>>,
-}
-
-impl SeriesGate<'_> {
+impl TenantSeries {
     /// Whether the point of series `series` of `metric` may be stored: known
     /// series always; a new one while the metric's minute has room.
-    pub(crate) fn admit(
-        &mut self,
-        tenant: &TenantId,
-        metric: &str,
-        series: u64,
-        now: Instant,
-    ) -> bool {
-        let key = (tenant.clone(), metric.to_owned());
-        let state = self.metrics.entry(key).or_insert_with(|| MetricSeries {
-            last_seen: HashMap::new(),
-            window_start: now,
-            new_in_window: 0,
-        });
+    fn admit(&mut self, metric: &str, series: u64, now: Instant, max_new_per_minute: u32) -> bool {
+        if now.saturating_duration_since(self.swept) >= WINDOW {
+            self.swept = now;
+            self.metrics.retain(|_, state| {
+                state
+                    .last_seen
+                    .retain(|_, seen| now.saturating_duration_since(*seen) < SERIES_TTL);
+                !state.last_seen.is_empty()
+                    || now.saturating_duration_since(state.window_start) < WINDOW
+            });
+        }
+        if !self.metrics.contains_key(metric) {
+            self.metrics.insert(
+                metric.to_owned(),
+                MetricSeries {
+                    last_seen: HashMap::new(),
+                    window_start: now,
+                    new_in_window: 0,
+                },
+            );
+        }
+        let Some(state) = self.metrics.get_mut(metric) else {
+            return false;
+        };
         if now.saturating_duration_since(state.window_start) >= WINDOW {
             state.window_start = now;
             state.new_in_window = 0;
-            state
-                .last_seen
-                .retain(|_, seen| now.saturating_duration_since(*seen) < SERIES_TTL);
         }
         if let Some(seen) = state.last_seen.get_mut(&series) {
             *seen = now;
             return true;
         }
-        if state.new_in_window >= self.max_new_per_minute {
+        if state.new_in_window >= max_new_per_minute {
             return false;
         }
         state.new_in_window += 1;
         state.last_seen.insert(series, now);
         true
     }
-
-    pub(crate) fn max_new_per_minute(&self) -> u32 {
-        self.max_new_per_minute
-    }
 }
 
 /// The series gate a request's metric points go through.
 pub(crate) struct Admission<'a> {
-    pub(crate) tenant: &'a TenantId,
-    pub(crate) now: Instant,
-    pub(crate) series: SeriesGate<'a>,
+    tenant: &'a TenantId,
+    now: Instant,
+    limiter: &'a SeriesLimiter,
+    /// The tenant's series, looked up at the first metric point.
+    series: Option<Arc<Mutex<TenantSeries>>>,
 }
 
-impl Admission<'_> {
+impl<'a> Admission<'a> {
+    pub(crate) fn new(tenant: &'a TenantId, now: Instant, limiter: &'a SeriesLimiter) -> Self {
+        Admission {
+            tenant,
+            now,
+            limiter,
+            series: None,
+        }
+    }
+
     /// Admits a point of series `series` of `metric`, or says why not.
     pub(crate) fn series(
         &mut self,
@@ -171,14 +204,20 @@ impl Admission<'_> {
         metric: &str,
         series: u64,
     ) -> Result<(), Rejection> {
-        if self.series.admit(self.tenant, metric, series, self.now) {
+        let (limiter, tenant, now) = (self.limiter, self.tenant, self.now);
+        let tenant_series = self.series.get_or_insert_with(|| limiter.of(tenant, now));
+        let admitted = tenant_series
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .admit(metric, series, now, limiter.max_new_per_minute);
+        if admitted {
             return Ok(());
         }
         Err(Rejection::new(
             "cardinality",
             format!(
                 "{what}: more than {} new series this minute; a new series can start next minute",
-                self.series.max_new_per_minute()
+                limiter.max_new_per_minute
             ),
         ))
     }
@@ -264,27 +303,42 @@ mod tests {
         let limiter = SeriesLimiter::new(&limits(2));
         let acme = TenantId::parse("acme").unwrap();
         let start = Instant::now();
-        let mut gate = limiter.lock();
-        assert!(gate.admit(&acme, "m", 1, start));
-        assert!(gate.admit(&acme, "m", 2, start));
-        assert!(
-            !gate.admit(&acme, "m", 3, start),
-            "a third new series this minute"
-        );
-        assert!(gate.admit(&acme, "m", 1, start), "known series pass");
-        assert!(
-            gate.admit(&acme, "other", 3, start),
-            "each metric has its own limit"
-        );
+        let admit = |metric: &str, series: u64, now: Instant| {
+            limiter
+                .of(&acme, start)
+                .lock()
+                .unwrap()
+                .admit(metric, series, now, 2)
+        };
+        assert!(admit("m", 1, start));
+        assert!(admit("m", 2, start));
+        assert!(!admit("m", 3, start), "a third new series this minute");
+        assert!(admit("m", 1, start), "known series pass");
+        assert!(admit("other", 3, start), "each metric has its own limit");
         let next_minute = start + WINDOW;
-        assert!(gate.admit(&acme, "m", 3, next_minute));
-        // Forgotten after an hour unseen: then it is new again.
+        assert!(admit("m", 3, next_minute));
+        // Forgotten after an hour unseen: then it is new again, and a metric
+        // none of whose series is left is dropped.
         let later = start + SERIES_TTL + WINDOW;
-        assert!(gate.admit(&acme, "m", 4, later));
-        assert!(gate.admit(&acme, "m", 5, later));
+        assert!(admit("m", 4, later));
+        assert_eq!(
+            limiter.of(&acme, start).lock().unwrap().metrics.len(),
+            1,
+            "\"other\" went unseen for an hour"
+        );
+        assert!(admit("m", 5, later));
         assert!(
-            !gate.admit(&acme, "m", 1, later),
+            !admit("m", 1, later),
             "series 1 was forgotten, so it is new"
+        );
+        // Another tenant has series of its own.
+        let other = TenantId::parse("other").unwrap();
+        assert!(
+            limiter
+                .of(&other, later)
+                .lock()
+                .unwrap()
+                .admit("m", 1, later, 2)
         );
     }
 
