@@ -32,7 +32,7 @@ impl ExportRequest for ExportClientRequest {
     ) {
         for batch in &mut self.batches {
             if let Err(rejection) = check_context(rules, batch.context.as_ref()) {
-                rejections.add(rejection, batch.events.len().max(1) as u64);
+                rejections.add(rejection, batch.events.len() as u64);
                 batch.events.clear();
                 continue;
             }

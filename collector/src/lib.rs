@@ -17,6 +17,8 @@ mod auth;
 mod budget;
 mod client_telemetry;
 mod error;
+#[cfg(test)]
+mod fuzz;
 mod grpc;
 mod http;
 mod ingest;

@@ -154,7 +154,7 @@ impl ExportRequest for ExportTraceServiceRequest {
 
     fn response(rejections: &Rejections) -> Self::Response {
         ExportTraceServiceResponse {
-            partial_success: (rejections.count() > 0).then(|| ExportTracePartialSuccess {
+            partial_success: rejections.any().then(|| ExportTracePartialSuccess {
                 rejected_spans: rejections.count() as i64,
                 error_message: rejections.message(Self::ITEMS),
             }),
@@ -252,7 +252,7 @@ impl ExportRequest for ExportMetricsServiceRequest {
 
     fn response(rejections: &Rejections) -> Self::Response {
         ExportMetricsServiceResponse {
-            partial_success: (rejections.count() > 0).then(|| ExportMetricsPartialSuccess {
+            partial_success: rejections.any().then(|| ExportMetricsPartialSuccess {
                 rejected_data_points: rejections.count() as i64,
                 error_message: rejections.message(Self::ITEMS),
             }),
@@ -283,7 +283,7 @@ struct MetricGate<'r, 'a> {
 impl MetricGate<'_, '_> {
     fn validate(&mut self, metric: &mut Metric, rejections: &mut Rejections) {
         if metric.name.is_empty() {
-            let points = data_points(metric).max(1) as u64;
+            let points = data_points(metric) as u64;
             rejections.add(
                 Rejection::new("empty_name", "a metric has an empty name"),
                 points,
@@ -295,7 +295,7 @@ impl MetricGate<'_, '_> {
         let what = Item::new("metric", name);
         let rules = self.rules;
         if let Err(rejection) = rules.name(what, name) {
-            rejections.add(rejection, data_points(metric).max(1) as u64);
+            rejections.add(rejection, data_points(metric) as u64);
             metric.data = None;
             return;
         }
@@ -307,7 +307,7 @@ impl MetricGate<'_, '_> {
                         "{what}: has no gauge, sum, histogram, exponential histogram or summary"
                     ),
                 ),
-                1,
+                0,
             ),
             Some(Data::Gauge(gauge)) => retain_valid(&mut gauge.data_points, rejections, |p| {
                 check_number(rules, what, p, false)?;
@@ -558,7 +558,7 @@ impl ExportRequest for ExportLogsServiceRequest {
 
     fn response(rejections: &Rejections) -> Self::Response {
         ExportLogsServiceResponse {
-            partial_success: (rejections.count() > 0).then(|| ExportLogsPartialSuccess {
+            partial_success: rejections.any().then(|| ExportLogsPartialSuccess {
                 rejected_log_records: rejections.count() as i64,
                 error_message: rejections.message(Self::ITEMS),
             }),

@@ -77,6 +77,12 @@ impl Rejections {
         self.count
     }
 
+    /// Whether anything was rejected or refused: something with no items
+    /// (a metric without points) is refused without a count, as a warning.
+    pub(crate) fn any(&self) -> bool {
+        self.count > 0 || !self.quoted.is_empty()
+    }
+
     /// Rejected items by reason code.
     pub(crate) fn by_reason(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         self.by_reason
@@ -86,8 +92,11 @@ impl Rejections {
 
     /// The `partial_success.error_message`: empty when nothing was rejected.
     pub(crate) fn message(&self, items: &str) -> String {
-        if self.count == 0 {
+        if !self.any() {
             return String::new();
+        }
+        if self.count == 0 {
+            return format!("no {items} rejected, but: {}", self.quoted.join("; "));
         }
         let mut message = format!(
             "{} {items} rejected: {}",
@@ -332,6 +341,24 @@ mod tests {
         kind: "s",
         name: "",
     };
+
+    #[test]
+    fn a_refusal_without_items_is_a_warning_not_a_count() {
+        let mut rejections = Rejections::default();
+        assert_eq!(rejections.message("data points"), "");
+        rejections.add(Rejection::new("no_data", "metric \"size\": has no data"), 0);
+        assert!(rejections.any());
+        assert_eq!(rejections.count(), 0);
+        assert_eq!(
+            rejections.message("data points"),
+            "no data points rejected, but: metric \"size\": has no data"
+        );
+        rejections.add(Rejection::new("nan", "a point is NaN"), 2);
+        assert_eq!(
+            rejections.message("data points"),
+            "2 data points rejected: metric \"size\": has no data; a point is NaN"
+        );
+    }
 
     #[test]
     fn items_name_themselves_only_when_named() {

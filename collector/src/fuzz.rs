@@ -1,0 +1,340 @@
+//! Fuzz targets of everything the collector reads from the network, run by
+//! `cargo test` (see `vigil_testing::fuzz`; `VIGIL_FUZZ_CASES=1000000` for a
+//! long run): OTLP protobuf (traces, metrics, logs), client telemetry,
+//! remote-write and OTLP/JSON, as valid encodings mutated and as random
+//! bytes, each through the same steps a request takes: the budget's walk,
+//! decoding, validation and the split into one message per resource.
+//!
+//! Properties: nothing panics; every item is either kept or counted as
+//! rejected; what is kept encodes and decodes back to itself.
+
+use std::fmt::Debug;
+use std::time::{Instant, SystemTime};
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use opentelemetry_proto::tonic::metrics::v1::{
+    ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint,
+    Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, number_data_point,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::Event;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use proptest::prelude::*;
+use prost::Message;
+use vigil_config::{CollectorConfig, LimitsConfig};
+use vigil_domain::tenant::TenantId;
+use vigil_proto::client::v1::ExportClientRequest;
+use vigil_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
+use vigil_testing::fuzz::{config, mutations};
+
+use crate::budget::{self, Root};
+use crate::json;
+use crate::limits::{Admission, SeriesLimiter};
+use crate::otlp::ExportRequest;
+use crate::remote_write;
+use crate::validate::{Rejections, Rules};
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn text(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_owned())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn resource() -> Option<Resource> {
+    Some(Resource {
+        attributes: vec![
+            text("service.name", "checkout"),
+            KeyValue {
+                key: "nested".to_owned(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::ArrayValue(ArrayValue {
+                        values: vec![AnyValue {
+                            value: Some(any_value::Value::IntValue(7)),
+                        }],
+                    })),
+                }),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    })
+}
+
+fn traces() -> ExportTraceServiceRequest {
+    let now = now_ns();
+    let span = |name: &str, id: u8| Span {
+        trace_id: vec![1; 16],
+        span_id: vec![id; 8],
+        name: name.to_owned(),
+        start_time_unix_nano: now - 1_000_000,
+        end_time_unix_nano: now,
+        attributes: vec![text("http.route", "/pay")],
+        events: vec![Event {
+            name: "retry".to_owned(),
+            time_unix_nano: now,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: resource(),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span("POST /pay", 2), span("charge", 3)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn metrics() -> ExportMetricsServiceRequest {
+    let now = now_ns();
+    let number = |value| NumberDataPoint {
+        time_unix_nano: now,
+        start_time_unix_nano: now - 10_000_000_000,
+        attributes: vec![text("unit", "u1")],
+        value: Some(number_data_point::Value::AsDouble(value)),
+        ..Default::default()
+    };
+    let metric = |name: &str, data| Metric {
+        name: name.to_owned(),
+        data: Some(data),
+        ..Default::default()
+    };
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: resource(),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![
+                    metric(
+                        "queue.depth",
+                        Data::Gauge(Gauge {
+                            data_points: vec![number(3.0)],
+                        }),
+                    ),
+                    metric(
+                        "requests",
+                        Data::Sum(Sum {
+                            data_points: vec![number(12.0)],
+                            aggregation_temporality: 2,
+                            is_monotonic: true,
+                        }),
+                    ),
+                    metric(
+                        "latency",
+                        Data::Histogram(Histogram {
+                            data_points: vec![HistogramDataPoint {
+                                time_unix_nano: now,
+                                count: 3,
+                                sum: Some(30.0),
+                                bucket_counts: vec![1, 1, 1],
+                                explicit_bounds: vec![5.0, 50.0],
+                                ..Default::default()
+                            }],
+                            aggregation_temporality: 1,
+                        }),
+                    ),
+                    metric(
+                        "size",
+                        Data::ExponentialHistogram(ExponentialHistogram {
+                            data_points: vec![ExponentialHistogramDataPoint {
+                                time_unix_nano: now,
+                                count: 3,
+                                sum: Some(9.0),
+                                scale: 3,
+                                zero_count: 1,
+                                positive: Some(Buckets {
+                                    offset: 10,
+                                    bucket_counts: vec![1, 1],
+                                }),
+                                ..Default::default()
+                            }],
+                            aggregation_temporality: 2,
+                        }),
+                    ),
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn logs() -> ExportLogsServiceRequest {
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: resource(),
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord {
+                    time_unix_nano: now_ns(),
+                    severity_number: 17,
+                    body: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue("card declined".to_owned())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn client() -> ExportClientRequest {
+    let json = format!(
+        r#"{{"batches": [{{"context": {{"appId": "wallet", "appVersion": "2.0", "osName": "ios"}},
+            "events": [{{"timeUnixNano": {now}, "sessionStart": {{}}}},
+                       {{"timeUnixNano": {now}, "crash": {{"kind": "native"}}}}]}}]}}"#,
+        now = now_ns()
+    );
+    json::decode(json.as_bytes()).expect("a valid client batch")
+}
+
+fn remote_write() -> WriteRequest {
+    let now_ms = (now_ns() / 1_000_000) as i64;
+    WriteRequest {
+        timeseries: vec![TimeSeries {
+            labels: vec![
+                Label {
+                    name: "__name__".to_owned(),
+                    value: "http_requests_total".to_owned(),
+                },
+                Label {
+                    name: "job".to_owned(),
+                    value: "pay".to_owned(),
+                },
+            ],
+            samples: vec![
+                Sample {
+                    value: 1.0,
+                    timestamp: now_ms - 1_000,
+                },
+                Sample {
+                    value: f64::NAN,
+                    timestamp: now_ms,
+                },
+            ],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// Takes `request` through validation and the split, as the collector does
+/// before publishing, and checks the properties.
+fn check<S>(mut request: S, mut rejections: Rejections) -> Result<(), TestCaseError>
+where
+    S: ExportRequest + Message + Default + PartialEq + Debug,
+{
+    let rules = Rules::new(&CollectorConfig::default(), SystemTime::now());
+    let limiter = SeriesLimiter::new(&LimitsConfig::default());
+    let tenant = TenantId::parse("fuzz").expect("a tenant id");
+    let received = request.items() as u64 + rejections.count();
+    request.validate(
+        &rules,
+        &mut Admission::new(&tenant, Instant::now(), &limiter),
+        &mut rejections,
+    );
+    prop_assert_eq!(
+        request.items() as u64 + rejections.count(),
+        received,
+        "every item is kept or counted as rejected"
+    );
+    for (_, part) in request.split() {
+        let bytes = part.encode_to_vec();
+        prop_assert_eq!(S::decode(&bytes[..]).ok(), Some(part));
+    }
+    Ok(())
+}
+
+/// Bytes as a protobuf body of `S`: walked by the budget, then decoded.
+fn protobuf<S>(bytes: &[u8]) -> Result<(), TestCaseError>
+where
+    S: ExportRequest + Message + Default + PartialEq + Debug,
+{
+    let estimate = budget::estimate(S::BUDGET, bytes);
+    prop_assert!(estimate >= bytes.len());
+    match S::decode(bytes) {
+        Ok(request) => check(request, Rejections::default()),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Bytes as an OTLP/JSON body of `S`.
+fn otlp_json<S>(bytes: &[u8]) -> Result<(), TestCaseError>
+where
+    S: ExportRequest + Message + Default + PartialEq + Debug + serde::de::DeserializeOwned,
+{
+    prop_assert!(budget::estimate_json(bytes) >= bytes.len());
+    match json::decode::<S>(bytes) {
+        Ok(request) => check(request, Rejections::default()),
+        Err(_) => Ok(()),
+    }
+}
+
+fn encodings<M: Message + serde::Serialize>(message: &M) -> (Vec<u8>, Vec<u8>) {
+    let json = serde_json::to_vec(message).expect("serializable");
+    (message.encode_to_vec(), json)
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn fuzz_otlp_traces(bytes in mutations(vec![encodings(&traces()).0])) {
+        protobuf::<ExportTraceServiceRequest>(&bytes)?;
+    }
+
+    #[test]
+    fn fuzz_otlp_metrics(bytes in mutations(vec![encodings(&metrics()).0])) {
+        protobuf::<ExportMetricsServiceRequest>(&bytes)?;
+    }
+
+    #[test]
+    fn fuzz_otlp_logs(bytes in mutations(vec![encodings(&logs()).0])) {
+        protobuf::<ExportLogsServiceRequest>(&bytes)?;
+    }
+
+    #[test]
+    fn fuzz_client_telemetry(bytes in mutations(vec![client().encode_to_vec()])) {
+        protobuf::<ExportClientRequest>(&bytes)?;
+    }
+
+    #[test]
+    fn fuzz_otlp_json(bytes in mutations(vec![
+        encodings(&traces()).1,
+        encodings(&metrics()).1,
+        encodings(&logs()).1,
+    ])) {
+        otlp_json::<ExportTraceServiceRequest>(&bytes)?;
+        otlp_json::<ExportMetricsServiceRequest>(&bytes)?;
+        otlp_json::<ExportLogsServiceRequest>(&bytes)?;
+    }
+
+    #[test]
+    fn fuzz_remote_write(bytes in mutations(vec![remote_write().encode_to_vec()])) {
+        prop_assert!(budget::estimate(Some(Root::RemoteWrite), &bytes) >= bytes.len());
+        if let Ok(write) = WriteRequest::decode(&bytes[..]) {
+            let mut rejections = Rejections::default();
+            let request = remote_write::to_otlp(write, &mut rejections);
+            check(request, rejections)?;
+        }
+    }
+}
