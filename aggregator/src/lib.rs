@@ -15,6 +15,8 @@
 
 mod client_telemetry;
 mod cumulative;
+#[cfg(test)]
+mod fuzz;
 mod logs;
 mod metrics;
 mod partition;

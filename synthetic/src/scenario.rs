@@ -1018,4 +1018,51 @@ probes:
             "probes/pay.yaml:1: probes: invalid type: map, expected a sequence"
         );
     }
+
+    mod fuzz {
+        //! Scenario files as they could arrive: the good file above mutated
+        //! (see `vigil_testing::fuzz`), cron expressions likewise, and each
+        //! loaded probe's templates rendered. Property: no panic; a schedule
+        //! that loads finds its next run after any time, or says there is none.
+
+        use proptest::prelude::*;
+        use vigil_testing::fuzz::{config, mutations};
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn fuzz_scenario_files(bytes in mutations(vec![GOOD.as_bytes().to_vec()])) {
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                let Ok(probes) = parse(Path::new("probes/pay.yaml"), &text, &env) else {
+                    return Ok(());
+                };
+                for probe in &probes {
+                    for location in &probe.locations {
+                        for step in &probe.steps {
+                            if let Action::Http(http) = &step.action {
+                                let _ = http.url.render(&location.vars);
+                                let _ = http.url.render_masked(&location.vars);
+                            }
+                        }
+                    }
+                }
+            }
+
+            #[test]
+            fn fuzz_cron(
+                bytes in mutations(vec![b"*/5 1-3,7 * JAN-MAR mon-fri".to_vec(), b"0 3 * * *".to_vec()]),
+                after_s in any::<u32>(),
+            ) {
+                if let Ok(cron) = Cron::parse(&String::from_utf8_lossy(&bytes)) {
+                    let after_s = u64::from(after_s);
+                    if let Some(next) = cron.next_after(after_s) {
+                        prop_assert!(next > after_s);
+                    }
+                }
+            }
+        }
+    }
 }

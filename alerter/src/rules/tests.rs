@@ -215,3 +215,45 @@ fn a_rule_file_that_is_not_in_the_folder_is_named() {
         .to_string();
     assert!(error.starts_with("/nonexistent/rules.yaml: "), "{error}");
 }
+
+mod fuzz {
+    //! Rule files as they could arrive: the good file above with bytes
+    //! flipped, cut, inserted and repeated (see `vigil_testing::fuzz`), and
+    //! label filters likewise. Property: no panic, a refusal names a line
+    //! of the file, and what loads has the rules it names.
+
+    use proptest::prelude::*;
+    use vigil_domain::signal::parse_filter;
+    use vigil_testing::fuzz::{config, mutations};
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn fuzz_rule_files(bytes in mutations(vec![GOOD.as_bytes().to_vec()])) {
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            // YAML breaks lines at `\n`, `\r` and `\r\n`; an error at the
+            // end of the text is on the line after the last.
+            let lines = 2 + text.matches(['\n', '\r']).count();
+            let files = vec![(PathBuf::from("rules/pay.yaml"), text.clone())];
+            match parse(&files, &env) {
+                Ok(ruleset) => {
+                    for rule in &ruleset.rules {
+                        prop_assert!(text.contains(&rule.name), "{}", rule.name);
+                    }
+                }
+                Err(FileError::Invalid { line, .. }) => prop_assert!(line <= lines, "line {line}"),
+                Err(_) => {}
+            }
+        }
+
+        #[test]
+        fn fuzz_filters(bytes in mutations(vec![
+            br#"span.kind="server", vigil.unit=~"u[12]", status!="ok""#.to_vec(),
+        ])) {
+            let _ = parse_filter(&String::from_utf8_lossy(&bytes));
+        }
+    }
+}
