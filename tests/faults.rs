@@ -92,8 +92,8 @@ impl Up {
             .line("OTLP/HTTP http://")
             .split("OTLP/HTTP ")
             .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
             .unwrap()
-            .trim()
             .to_owned();
         (up, otlp)
     }

@@ -241,7 +241,8 @@ impl ChildCollector {
             .spawn()
             .map_err(|e| BenchError::Start(format!("cannot run {}: {e}", exe.display())))?;
         // `vigil collector` prints "OTLP/gRPC on <address>, …" first,
-        // `vigil up` a line "  collector   OTLP/gRPC <address>  …" among others.
+        // `vigil up` a line "  collector   OTLP/gRPC http://<address>  …"
+        // among others.
         let stdout = child
             .stdout
             .take()
@@ -251,7 +252,11 @@ impl ChildCollector {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let found = line.split("OTLP/gRPC ").nth(1).and_then(|rest| {
-                    let address = rest.trim_start_matches("on ").split([',', ' ']).next()?;
+                    let address = rest
+                        .trim_start_matches("on ")
+                        .trim_start_matches("http://")
+                        .split([',', ' '])
+                        .next()?;
                     Some(address.to_owned())
                 });
                 if let Some(found) = found {

@@ -180,7 +180,7 @@ pub async fn run(mut config: Config, options: Options) -> Result<(), Error> {
         }
     );
     println!(
-        "  collector   OTLP/gRPC {collector_scheme}://{}  OTLP/HTTP {collector_scheme}://{otlp}; metrics http://{}/metrics",
+        "  collector   OTLP/gRPC {collector_scheme}://{}  OTLP/HTTP {collector_scheme}://{otlp}  metrics http://{}/metrics",
         reachable(pipeline.collector.grpc_address()),
         reachable(pipeline.collector.metrics_address())
     );
