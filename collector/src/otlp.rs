@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
@@ -76,6 +76,53 @@ pub(crate) fn string_attribute(key: &str, value: &str) -> KeyValue {
     }
 }
 
+/// A resource or a scope: what holds attributes for many items.
+trait Holder {
+    fn name(&self) -> &str;
+    fn attributes(&self) -> &[KeyValue];
+}
+
+impl Holder for Resource {
+    fn name(&self) -> &str {
+        ""
+    }
+
+    fn attributes(&self) -> &[KeyValue] {
+        &self.attributes
+    }
+}
+
+impl Holder for InstrumentationScope {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn attributes(&self) -> &[KeyValue] {
+        &self.attributes
+    }
+}
+
+/// Whether a resource's or scope's own attributes keep to the limits; if
+/// not, each of its `items` is rejected for it.
+fn holder_valid(
+    rules: &Rules,
+    kind: &'static str,
+    holder: Option<&impl Holder>,
+    items: usize,
+    rejections: &mut Rejections,
+) -> bool {
+    let Some(holder) = holder else {
+        return true;
+    };
+    match rules.attributes(Item::new(kind, holder.name()), holder.attributes()) {
+        Ok(()) => true,
+        Err(rejection) => {
+            rejections.add(rejection, items as u64);
+            false
+        }
+    }
+}
+
 fn service_name(resource: Option<&Resource>) -> String {
     resource
         .into_iter()
@@ -120,7 +167,28 @@ impl ExportRequest for ExportTraceServiceRequest {
         rejections: &mut Rejections,
     ) {
         for resource in &mut self.resource_spans {
+            let spans = resource.scope_spans.iter().map(|s| s.spans.len()).sum();
+            if !holder_valid(
+                rules,
+                "resource",
+                resource.resource.as_ref(),
+                spans,
+                rejections,
+            ) {
+                resource.scope_spans.clear();
+                continue;
+            }
             for scope in &mut resource.scope_spans {
+                if !holder_valid(
+                    rules,
+                    "scope",
+                    scope.scope.as_ref(),
+                    scope.spans.len(),
+                    rejections,
+                ) {
+                    scope.spans.clear();
+                    continue;
+                }
                 retain_valid(&mut scope.spans, rejections, |span| {
                     let what = Item::new("span", &span.name);
                     check_span(rules, what, span)
@@ -211,7 +279,28 @@ impl ExportRequest for ExportMetricsServiceRequest {
                 .resource
                 .as_ref()
                 .map_or(0, |r| attributes_hash(&r.attributes));
+            let points = |metrics: &[Metric]| metrics.iter().map(data_points).sum::<usize>();
+            let all: usize = resource
+                .scope_metrics
+                .iter()
+                .map(|s| points(&s.metrics))
+                .sum();
+            if !holder_valid(
+                rules,
+                "resource",
+                resource.resource.as_ref(),
+                all,
+                rejections,
+            ) {
+                resource.scope_metrics.clear();
+                continue;
+            }
             for scope in &mut resource.scope_metrics {
+                let in_scope = points(&scope.metrics);
+                if !holder_valid(rules, "scope", scope.scope.as_ref(), in_scope, rejections) {
+                    scope.metrics.clear();
+                    continue;
+                }
                 for metric in &mut scope.metrics {
                     let mut gate = MetricGate {
                         rules,
@@ -524,7 +613,27 @@ impl ExportRequest for ExportLogsServiceRequest {
         rejections: &mut Rejections,
     ) {
         for resource in &mut self.resource_logs {
+            let records = resource
+                .scope_logs
+                .iter()
+                .map(|s| s.log_records.len())
+                .sum();
+            if !holder_valid(
+                rules,
+                "resource",
+                resource.resource.as_ref(),
+                records,
+                rejections,
+            ) {
+                resource.scope_logs.clear();
+                continue;
+            }
             for scope in &mut resource.scope_logs {
+                let in_scope = scope.log_records.len();
+                if !holder_valid(rules, "scope", scope.scope.as_ref(), in_scope, rejections) {
+                    scope.log_records.clear();
+                    continue;
+                }
                 retain_valid(&mut scope.log_records, rejections, |record| {
                     let what = Item::new("log record", "");
                     check_log(rules, what, record)

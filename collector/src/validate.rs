@@ -122,6 +122,7 @@ pub(crate) struct Rules {
     pub(crate) max_span_events: usize,
     pub(crate) max_span_links: usize,
     max_log_body_bytes: usize,
+    max_value_elements: usize,
 }
 
 impl Rules {
@@ -137,6 +138,7 @@ impl Rules {
             max_attributes: config.limits.max_attributes,
             max_value_bytes: config.limits.max_attribute_value_bytes,
             max_name_bytes: config.limits.max_name_bytes,
+            max_value_elements: config.limits.max_value_elements,
             max_span_events: config.limits.max_span_events,
             max_span_links: config.limits.max_span_links,
             max_log_body_bytes: config.limits.max_log_body_bytes,
@@ -177,6 +179,10 @@ impl Rules {
 
     /// A log body's longest string must fit the body limit.
     pub(crate) fn body(&self, what: Item<'_>, body: Option<&AnyValue>) -> Result<(), Rejection> {
+        let values = body.map_or(0, elements);
+        if values > self.max_value_elements {
+            return Err(self.too_many_values(what, "its body", values));
+        }
         let longest = body.map_or(0, longest_value);
         if longest > self.max_log_body_bytes {
             return Err(Rejection::new(
@@ -244,6 +250,13 @@ impl Rules {
                 ),
             ));
         }
+        let values: usize = attributes
+            .iter()
+            .map(|kv| kv.value.as_ref().map_or(0, elements))
+            .sum();
+        if values > self.max_value_elements {
+            return Err(self.too_many_values(what, "its attributes", values));
+        }
         for attribute in attributes {
             if attribute.key.len() > self.max_name_bytes {
                 return Err(Rejection::new(
@@ -267,6 +280,33 @@ impl Rules {
             }
         }
         Ok(())
+    }
+}
+
+impl Rules {
+    fn too_many_values(&self, what: Item<'_>, whose: &str, values: usize) -> Rejection {
+        Rejection::new(
+            "too_many_values",
+            format!(
+                "{what}: {whose} hold {values} values (arrays and lists count each element), \
+                 more than the limit of {}",
+                self.max_value_elements
+            ),
+        )
+    }
+}
+
+/// Values in `value`: itself and every element of its arrays and lists, at
+/// any depth.
+fn elements(value: &AnyValue) -> usize {
+    1 + match &value.value {
+        Some(any_value::Value::ArrayValue(array)) => array.values.iter().map(elements).sum(),
+        Some(any_value::Value::KvlistValue(list)) => list
+            .values
+            .iter()
+            .map(|kv| kv.value.as_ref().map_or(0, elements))
+            .sum(),
+        _ => 0,
     }
 }
 

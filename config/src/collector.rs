@@ -105,6 +105,11 @@ pub struct LimitsConfig {
     /// Bytes of a log record's body (the longest string in it).
     #[serde(default = "default_max_log_body_bytes")]
     pub max_log_body_bytes: usize,
+    /// Values in one attribute set (an item's, a resource's or a scope's)
+    /// or one log body, arrays and key-value lists counted element by
+    /// element at any depth.
+    #[serde(default = "default_max_value_elements")]
+    pub max_value_elements: usize,
     /// Items (spans, data points, log records) a tenant may send per second,
     /// on average; a request over it is refused whole with 429 /
     /// RESOURCE_EXHAUSTED and the time to retry after.
@@ -135,6 +140,7 @@ impl Default for LimitsConfig {
             max_span_events: default_max_span_events(),
             max_span_links: default_max_span_events(),
             max_log_body_bytes: default_max_log_body_bytes(),
+            max_value_elements: default_max_value_elements(),
             tenant_items_per_second: default_tenant_items_per_second(),
             tenant_burst_items: default_tenant_burst_items(),
             token_items_per_second: default_tenant_items_per_second(),
@@ -150,6 +156,10 @@ fn default_grpc_listen() -> SocketAddr {
 
 fn default_http_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 4318))
+}
+
+fn default_max_value_elements() -> usize {
+    1024
 }
 
 fn default_max_streams_per_connection() -> u32 {
@@ -264,6 +274,7 @@ impl CollectorConfig {
             ("max_span_events", limits.max_span_events),
             ("max_span_links", limits.max_span_links),
             ("max_log_body_bytes", limits.max_log_body_bytes),
+            ("max_value_elements", limits.max_value_elements),
         ] {
             check_range(&format!("collector.limits.{key}"), value, 1.., "")?;
         }

@@ -541,6 +541,81 @@ async fn spans_over_the_size_limits_are_rejected() {
     harness.stop().await;
 }
 
+/// A resource or scope over the attribute limits takes its spans with it,
+/// and values nested past the element limit are refused; the rest goes on.
+#[tokio::test]
+async fn resources_scopes_and_nested_values_over_the_limits_are_rejected() {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, InstrumentationScope};
+    let harness = Harness::start(Backend::Embedded).await.unwrap();
+    let now = now_ns();
+    let ok = |name: &str| span(name, vec![4; 16], now - 1_000, now, Vec::new());
+    let array = |n: usize| KeyValue {
+        key: "list".to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::ArrayValue(ArrayValue {
+                values: vec![AnyValue::default(); n],
+            })),
+        }),
+        ..Default::default()
+    };
+    // 1 + 1023 elements: exactly the limit of 1024 values.
+    let at_limit = span(
+        "at limit",
+        vec![4; 16],
+        now - 1_000,
+        now,
+        vec![array(1_023)],
+    );
+    let nested = span("nested", vec![4; 16], now - 1_000, now, vec![array(1_024)]);
+    let mut request = trace_request(vec![
+        ("checkout", vec![ok("kept"), at_limit, nested]),
+        ("crowded", vec![ok("a"), ok("b")]),
+    ]);
+    request.resource_spans[1]
+        .resource
+        .as_mut()
+        .unwrap()
+        .attributes
+        .extend((0..128).map(|i| attribute(&format!("k{i}"), "v")));
+    request.resource_spans[0].scope_spans.push(ScopeSpans {
+        scope: Some(InstrumentationScope {
+            name: "io.vigil.long".to_owned(),
+            attributes: vec![attribute(&"k".repeat(1_025), "v")],
+            ..Default::default()
+        }),
+        spans: vec![ok("c"), ok("d"), ok("e")],
+        ..Default::default()
+    });
+    let partial = export_spans(&harness, request).await.unwrap();
+    assert_eq!(partial.rejected_spans, 6);
+    assert_eq!(
+        partial.error_message,
+        "6 spans rejected: span \"nested\": its attributes hold 1025 values (arrays and lists \
+         count each element), more than the limit of 1024; \
+         scope \"io.vigil.long\": an attribute key has 1025 bytes, more than the limit of 1024; \
+         resource: 129 attributes, more than the limit of 128"
+    );
+    let topic = harness.config.bus.topics().traces;
+    let messages = harness.read(&topic, |m| !m.is_empty()).await;
+    assert_eq!(span_names(&messages), ["kept", "at limit"]);
+    let metrics = harness.scrape().await;
+    for (reason, expected) in [
+        ("too_many_values", 1.0),
+        ("name_too_long", 3.0),
+        ("too_many_attributes", 2.0),
+    ] {
+        let series = format!(
+            r#"vigil_collector_items_rejected_total{{signal="traces",tenant="acme",reason="{reason}"}}"#
+        );
+        assert_eq!(
+            sample(&metrics, &series),
+            Some(expected),
+            "{series}\n{metrics}"
+        );
+    }
+    harness.stop().await;
+}
+
 /// Empty spans cost 2 bytes sent and hundreds decoded: a request whose
 /// decoded size would pass the budget is refused before it is decoded, over
 /// gRPC (gzip) and HTTP alike, and honest requests still pass.
