@@ -11,8 +11,10 @@
 //! - `logs.rs`, `client_telemetry.rs`: the same for log records and client telemetry;
 //! - `cumulative.rs`: cumulative sums and histograms to deltas;
 //! - `partition.rs`: one bus partition's state and checkpoint;
+//! - `active.rs`: each tenant's active series and their limit;
 //! - `stream.rs`: the consumer loop of one topic (one [`Stream`](stream::Stream) of data);
 
+mod active;
 mod client_telemetry;
 mod cumulative;
 #[cfg(test)]
@@ -34,6 +36,7 @@ use vigil_domain::metrics_endpoint;
 use vigil_domain::shutdown::Shutdown;
 use vigil_store::IngestStore;
 
+use active::ActiveSeries;
 pub use metrics::Metrics;
 use stream::{Stream, StreamLoop};
 
@@ -92,6 +95,10 @@ impl Aggregator {
                     address: listen,
                     source,
                 })?;
+        let active = Arc::new(ActiveSeries::new(
+            config.aggregator.max_active_series_per_tenant,
+            config.aggregator.series_idle_s,
+        ));
         let mut pipelines = Vec::new();
         for signal in [
             Stream::Metrics,
@@ -106,6 +113,7 @@ impl Aggregator {
                 Arc::clone(&bus),
                 topics.clone(),
                 Arc::clone(&metrics),
+                Arc::clone(&active),
             );
             // One group per topic: a rebalance of one topic (a member died)
             // never holds up the other.

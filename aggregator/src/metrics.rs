@@ -2,10 +2,25 @@
 //! `GET /metrics` (see `server.rs`) in the OpenMetrics text format, with the
 //! same library as the collector's.
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use vigil_domain::metrics_endpoint;
+use vigil_domain::tenant::TenantId;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantLabels {
+    tenant: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SeriesLabels {
+    tenant: String,
+    kind: &'static str,
+}
 
 /// The self-metrics, shared by every pipeline of one aggregator.
 #[derive(Debug)]
@@ -36,6 +51,10 @@ pub struct Metrics {
     pub failed_publishes: Counter,
     /// Time to write a flush to the store, retries included.
     pub flush_seconds: Histogram,
+    /// Series active per tenant (see `active.rs`).
+    active_series: Family<TenantLabels, Gauge>,
+    /// Points of new series refused over their tenant's limit.
+    series_refused: Family<SeriesLabels, Counter>,
 }
 
 impl Metrics {
@@ -87,8 +106,22 @@ impl Metrics {
             "Time to write a flush to the store, retries included",
             flush_seconds.clone(),
         );
+        let active_series = Family::<TenantLabels, Gauge>::default();
+        registry.register(
+            "active_series",
+            "Series seen per tenant within the idle time, every kind counted",
+            active_series.clone(),
+        );
+        let series_refused = Family::<SeriesLabels, Counter>::default();
+        registry.register(
+            "series_refused",
+            "Points of new series refused because their tenant had its limit of active series",
+            series_refused.clone(),
+        );
         Metrics {
             registry,
+            active_series,
+            series_refused,
             messages,
             observations,
             refused_points,
@@ -104,6 +137,25 @@ impl Metrics {
             failed_publishes,
             flush_seconds,
         }
+    }
+
+    /// Records that `tenant` has `active` active series.
+    pub fn set_active_series(&self, tenant: &TenantId, active: usize) {
+        self.active_series
+            .get_or_create(&TenantLabels {
+                tenant: tenant.to_string(),
+            })
+            .set(i64::try_from(active).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a point of a new `kind` series of `tenant` refused.
+    pub fn series_refused(&self, tenant: &TenantId, kind: &'static str) {
+        self.series_refused
+            .get_or_create(&SeriesLabels {
+                tenant: tenant.to_string(),
+                kind,
+            })
+            .inc();
     }
 
     /// Every metric in the OpenMetrics text format.

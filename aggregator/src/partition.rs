@@ -110,11 +110,12 @@ impl Partition {
     }
 
     /// Counts one observation. A value that is not a number is refused.
+    /// `id` is the observation's series id.
     pub fn observe(
         &mut self,
         observation: Observation,
+        id: u64,
     ) -> Result<(), vigil_domain::distribution::DistributionError> {
-        let id = observation.series.id();
         let start_s = observation.time_s - observation.time_s % FINEST_S;
         match &observation.amount {
             Amount::Point { value, error } => {
@@ -210,8 +211,70 @@ impl Partition {
         }
     }
 
+    /// Forgets the series that no open window holds, after a flush (which
+    /// took every pending row).
+    pub fn forget_closed_series(&mut self) {
+        let held = self.windows.series();
+        self.series.retain(|id, _| held.contains(id));
+    }
+
     /// The series behind an id seen in this partition.
     pub fn series(&self, id: u64) -> Option<&Arc<SeriesKey>> {
         self.series.get(&id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_domain::model::Kind;
+    use vigil_domain::tenant::TenantId;
+
+    fn point(name: &str, time_s: u64) -> (Observation, u64) {
+        let series = SeriesKey::new(
+            TenantId::parse("acme").unwrap(),
+            Kind::Span,
+            "pay",
+            name,
+            Vec::new(),
+        );
+        let id = series.id();
+        let amount = Amount::Point {
+            value: 1.0,
+            error: false,
+        };
+        (
+            Observation {
+                series,
+                time_s,
+                amount,
+            },
+            id,
+        )
+    }
+
+    #[test]
+    fn series_are_forgotten_once_their_windows_closed_and_were_written() {
+        let now = 10_000;
+        let mut partition = Partition::resume(0, 30, None, Vec::new(), Vec::new(), now);
+        assert!(partition.take(0));
+        let (open, open_id) = point("open", now);
+        let (late, late_id) = point("late", now - 5_000);
+        partition.observe(open, open_id).unwrap();
+        partition.observe(late, late_id).unwrap();
+        let written = partition.flush(now, 300).unwrap();
+        assert_eq!(
+            written.rows.len(),
+            4,
+            "the open one's 10 s row; the late one's corrections at 10 s, 1 min and 1 h"
+        );
+        partition.forget_closed_series();
+        assert!(partition.series(open_id).is_some(), "its windows are open");
+        assert!(partition.series(late_id).is_none(), "its row was written");
+        // Two hours on, every window of "open" has closed and been written.
+        let written = partition.flush(now + 7_200, 300).unwrap();
+        assert_eq!(written.rows.len(), 2, "its 1 min and 1 h windows");
+        partition.forget_closed_series();
+        assert!(partition.series(open_id).is_none());
     }
 }

@@ -28,6 +28,7 @@ use vigil_store::{
     CatalogueEntry, EventRecord, Flush, IngestStore, RollupQuery, SpanRecord, StoreError,
 };
 
+use crate::active::ActiveSeries;
 use crate::metrics::Metrics;
 use crate::partition::Partition;
 use crate::points::{self, Observation};
@@ -51,6 +52,8 @@ const DRAIN_MAX: Duration = Duration::from_secs(10);
 const DRAIN_POLL: Duration = Duration::from_millis(50);
 /// How often a series' "last seen" is written to the catalogue.
 const CATALOGUE_REFRESH_S: u64 = 3_600;
+/// How often series whose windows all closed are forgotten.
+const PRUNE_S: u64 = 60;
 
 /// What a topic carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,11 +100,16 @@ pub struct StreamLoop {
     pub bus: Arc<dyn Bus>,
     pub topics: Topics,
     pub metrics: Arc<Metrics>,
+    /// Each tenant's active series, shared with the other pipelines.
+    active: Arc<ActiveSeries>,
     partitions: BTreeMap<i32, Partition>,
     spans: Vec<SpanRecord>,
     events: Vec<EventRecord>,
     /// Per series: first and last window start seen, and when last written.
+    /// A series leaves it when no partition holds it any more.
     catalogue: HashMap<u64, (u64, u64, Option<u64>)>,
+    /// When series no window holds were last forgotten.
+    pruned_s: u64,
 }
 
 impl StreamLoop {
@@ -113,6 +121,7 @@ impl StreamLoop {
         bus: Arc<dyn Bus>,
         topics: Topics,
         metrics: Arc<Metrics>,
+        active: Arc<ActiveSeries>,
     ) -> Self {
         StreamLoop {
             source: signal.topic(&topics).to_owned(),
@@ -122,10 +131,12 @@ impl StreamLoop {
             bus,
             topics,
             metrics,
+            active,
             partitions: BTreeMap::new(),
             spans: Vec::new(),
             events: Vec::new(),
             catalogue: HashMap::new(),
+            pruned_s: now_s(),
         }
     }
 
@@ -250,10 +261,14 @@ impl StreamLoop {
                 return Ok(());
             }
         };
+        let mut admission = self.active.admission(now_s(), &self.metrics);
         for observation in observations {
             let (id, time_s) = (observation.series.id(), observation.time_s);
+            if !admission.admit(&observation.series, id) {
+                continue;
+            }
             let late_before = partition.late_points();
-            if partition.observe(observation).is_ok() {
+            if partition.observe(observation, id).is_ok() {
                 self.metrics
                     .late_points
                     .inc_by(partition.late_points() - late_before);
@@ -294,6 +309,8 @@ impl StreamLoop {
             }
             None => (Vec::new(), Vec::new()),
         };
+        self.active
+            .restore(stored.iter().map(|row| &row.series), now_s(), &self.metrics);
         tracing::info!(
             source = %self.source, partition = id, ?checkpoint, restored = stored.len(),
             cumulative = cumulative.len(), "resuming partition"
@@ -359,6 +376,10 @@ impl StreamLoop {
             if let Some(seen) = self.catalogue.get_mut(&entry.series.id()) {
                 seen.2 = Some(now);
             }
+        }
+        if now.saturating_sub(self.pruned_s) >= PRUNE_S {
+            self.pruned_s = now;
+            self.forget_closed_series();
         }
         if !batches.is_empty() {
             let count = batches.len() as u64;
@@ -440,6 +461,21 @@ impl StreamLoop {
             self.store.record_series(catalogue).await?;
         }
         self.store.write(flush).await
+    }
+
+    /// Forgets the series no open window holds any more (their windows all
+    /// closed and written), in the partitions and in the catalogue: memory
+    /// follows the series of the last hour, not every series ever seen. A
+    /// series seen again is new to the catalogue, whose store keeps the
+    /// earliest first-seen.
+    fn forget_closed_series(&mut self) {
+        for partition in self.partitions.values_mut() {
+            partition.forget_closed_series();
+        }
+        let partitions = &self.partitions;
+        self.catalogue.retain(|id, (_, _, written)| {
+            written.is_none() || partitions.values().any(|p| p.series(*id).is_some())
+        });
     }
 
     /// Series new since the last flush, or not written for an hour.

@@ -1,6 +1,6 @@
 //! Event-time tumbling windows with allowed lateness, at 10 s, 1 min and 1 h.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use vigil_domain::distribution::DistributionError;
 use vigil_domain::model::Rollup;
@@ -212,6 +212,16 @@ impl Windows {
     /// Points that came after their window closed, since this began.
     pub fn late_points(&self) -> u64 {
         self.late_points
+    }
+
+    /// The series of every open window.
+    pub fn series(&self) -> HashSet<u64> {
+        self.levels
+            .iter()
+            .flat_map(|level| level.open.values())
+            .flat_map(HashMap::keys)
+            .copied()
+            .collect()
     }
 
     /// Series-windows open at every resolution: the memory held.

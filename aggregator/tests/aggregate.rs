@@ -949,7 +949,99 @@ async fn stored_distributions_equal_recorded_ones(backend: Backend) {
     aggregator.wait().await.expect("stops cleanly");
 }
 
+/// A tenant at its limit of active series (3 here: one span series, two
+/// gauges) keeps its known series while the points of a new one are refused
+/// and counted, and a restarted aggregator still counts the series of the
+/// windows it restores (a partition's, at its first message).
+async fn a_tenant_at_its_series_limit_keeps_its_known_series(backend: Backend) {
+    let Some(mut setup) = setup(backend).await else {
+        return;
+    };
+    setup.config.aggregator.max_active_series_per_tenant = 3;
+    let topics = setup.config.bus.topics();
+    let (aggregator, shutdown) = setup.start().await;
+    let now = now_s();
+    setup
+        .publish(&topics.traces, vec![spans(1, 5, 0, now)])
+        .await;
+    setup.settled(Kind::Span, "POST /pay", 10, now, 5).await;
+    let gauges = |names: &[&str], value: f64| {
+        metrics(
+            names
+                .iter()
+                .map(|name| gauge(name, vec![number(0, now, value)]))
+                .collect(),
+        )
+    };
+    setup
+        .publish(
+            &topics.metrics,
+            vec![gauges(&["g1", "g2"], 1.0), gauges(&["g3", "g1"], 2.0)],
+        )
+        .await;
+    assert_rollup(
+        &setup.settled(Kind::Metric, "g1", 10, now, 2).await,
+        2,
+        3.0,
+        0,
+    );
+    assert_rollup(&setup.total(Kind::Metric, "g2", 10, now).await, 1, 1.0, 0);
+    assert_eq!(
+        setup
+            .total(Kind::Metric, "g3", 10, now)
+            .await
+            .values
+            .count(),
+        0
+    );
+    let rendered = aggregator.metrics().render();
+    for line in [
+        r#"vigil_aggregator_series_refused_total{tenant="acme",kind="metric"} 1"#,
+        r#"vigil_aggregator_active_series{tenant="acme"} 3"#,
+    ] {
+        assert!(rendered.contains(line), "{line} not in\n{rendered}");
+    }
+    shutdown.trigger();
+    aggregator.wait().await.expect("stops cleanly");
+
+    // Partitions resume at their first message: traffic goes on as before.
+    let (aggregator, shutdown) = setup.start().await;
+    setup
+        .publish(&topics.traces, vec![spans(6, 5, 0, now)])
+        .await;
+    setup.settled(Kind::Span, "POST /pay", 10, now, 10).await;
+    setup
+        .publish(
+            &topics.metrics,
+            vec![gauges(&["g3"], 4.0), gauges(&["g2"], 8.0)],
+        )
+        .await;
+    assert_rollup(
+        &setup.settled(Kind::Metric, "g2", 10, now, 2).await,
+        2,
+        9.0,
+        0,
+    );
+    assert_eq!(
+        setup
+            .total(Kind::Metric, "g3", 10, now)
+            .await
+            .values
+            .count(),
+        0
+    );
+    let rendered = aggregator.metrics().render();
+    assert!(
+        rendered
+            .contains(r#"vigil_aggregator_series_refused_total{tenant="acme",kind="metric"} 1"#),
+        "{rendered}"
+    );
+    shutdown.trigger();
+    aggregator.wait().await.expect("stops cleanly");
+}
+
 on_both_backends!(
+    a_tenant_at_its_series_limit_keeps_its_known_series,
     every_signal_is_rolled_up_exactly,
     a_restart_neither_loses_nor_double_counts,
     stored_distributions_equal_recorded_ones,

@@ -1,7 +1,8 @@
 //! The stateful limits: items per second per tenant and per token (token
-//! buckets; a request over one is refused whole, to be retried), and new
-//! series per metric per minute (cardinality: a point over it is rejected
-//! and counted in `partial_success`, like any invalid item).
+//! buckets; a request over one is refused whole, to be retried), and
+//! metric series (cardinality: new series per metric per minute and active
+//! series per tenant; a point over either is rejected and counted in
+//! `partial_success`, like any invalid item).
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -14,8 +15,6 @@ use vigil_domain::tenant::TenantId;
 
 use crate::validate::{Item, Rejection};
 
-/// A series not seen for this long is forgotten, and counts as new again.
-const SERIES_TTL: Duration = Duration::from_secs(3600);
 const WINDOW: Duration = Duration::from_secs(60);
 
 /// Token buckets of items, one per key (a tenant, or one of its tokens).
@@ -85,17 +84,34 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
 /// a request of spans or logs, or of another tenant, never waits on it.
 #[derive(Debug)]
 pub(crate) struct SeriesLimiter {
-    max_new_per_minute: u32,
+    limits: SeriesLimits,
     tenants: RwLock<HashMap<TenantId, Arc<Mutex<TenantSeries>>>>,
 }
 
-/// One tenant's metrics. Metrics whose series all went unseen for
-/// [`SERIES_TTL`] are dropped once a minute, so memory follows the series
-/// in use, not every name ever sent.
+#[derive(Debug, Clone, Copy)]
+struct SeriesLimits {
+    max_new_per_minute: u32,
+    max_active: usize,
+    /// A series unseen for this long is forgotten, and counts as new again.
+    idle: Duration,
+}
+
+/// One tenant's metrics. Series unseen for the idle time, and metrics left
+/// without series, are dropped once a minute, so memory follows the series
+/// in use (at most the active limit), not every name ever sent.
 #[derive(Debug)]
 pub(crate) struct TenantSeries {
     metrics: HashMap<String, MetricSeries>,
+    /// Series over every metric.
+    active: usize,
     swept: Instant,
+}
+
+/// Why a new series was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    NewThisMinute,
+    TenantFull,
 }
 
 #[derive(Debug)]
@@ -108,7 +124,11 @@ struct MetricSeries {
 impl SeriesLimiter {
     pub(crate) fn new(config: &LimitsConfig) -> Self {
         SeriesLimiter {
-            max_new_per_minute: config.max_new_series_per_metric_per_minute,
+            limits: SeriesLimits {
+                max_new_per_minute: config.max_new_series_per_metric_per_minute,
+                max_active: config.max_active_series_per_tenant,
+                idle: Duration::from_secs(config.series_idle_s),
+            },
             tenants: RwLock::default(),
         }
     }
@@ -128,6 +148,7 @@ impl SeriesLimiter {
         Arc::clone(tenants.entry(tenant.clone()).or_insert_with(|| {
             Arc::new(Mutex::new(TenantSeries {
                 metrics: HashMap::new(),
+                active: 0,
                 swept: now,
             }))
         }))
@@ -136,19 +157,33 @@ impl SeriesLimiter {
 
 impl TenantSeries {
     /// Whether the point of series `series` of `metric` may be stored: known
-    /// series always; a new one while the metric's minute has room.
-    fn admit(&mut self, metric: &str, series: u64, now: Instant, max_new_per_minute: u32) -> bool {
+    /// series always; a new one while the metric's minute and the tenant
+    /// have room.
+    fn admit(
+        &mut self,
+        metric: &str,
+        series: u64,
+        now: Instant,
+        limits: SeriesLimits,
+    ) -> Result<(), Refused> {
         if now.saturating_duration_since(self.swept) >= WINDOW {
             self.swept = now;
+            let mut active = 0;
             self.metrics.retain(|_, state| {
                 state
                     .last_seen
-                    .retain(|_, seen| now.saturating_duration_since(*seen) < SERIES_TTL);
+                    .retain(|_, seen| now.saturating_duration_since(*seen) < limits.idle);
+                active += state.last_seen.len();
                 !state.last_seen.is_empty()
                     || now.saturating_duration_since(state.window_start) < WINDOW
             });
+            self.active = active;
         }
         if !self.metrics.contains_key(metric) {
+            // A new metric is a new series: no room, no entry.
+            if self.active >= limits.max_active {
+                return Err(Refused::TenantFull);
+            }
             self.metrics.insert(
                 metric.to_owned(),
                 MetricSeries {
@@ -159,7 +194,7 @@ impl TenantSeries {
             );
         }
         let Some(state) = self.metrics.get_mut(metric) else {
-            return false;
+            return Err(Refused::TenantFull);
         };
         if now.saturating_duration_since(state.window_start) >= WINDOW {
             state.window_start = now;
@@ -167,14 +202,18 @@ impl TenantSeries {
         }
         if let Some(seen) = state.last_seen.get_mut(&series) {
             *seen = now;
-            return true;
+            return Ok(());
         }
-        if state.new_in_window >= max_new_per_minute {
-            return false;
+        if self.active >= limits.max_active {
+            return Err(Refused::TenantFull);
+        }
+        if state.new_in_window >= limits.max_new_per_minute {
+            return Err(Refused::NewThisMinute);
         }
         state.new_in_window += 1;
         state.last_seen.insert(series, now);
-        true
+        self.active += 1;
+        Ok(())
     }
 }
 
@@ -206,20 +245,30 @@ impl<'a> Admission<'a> {
     ) -> Result<(), Rejection> {
         let (limiter, tenant, now) = (self.limiter, self.tenant, self.now);
         let tenant_series = self.series.get_or_insert_with(|| limiter.of(tenant, now));
-        let admitted = tenant_series
+        let limits = limiter.limits;
+        let refused = tenant_series
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .admit(metric, series, now, limiter.max_new_per_minute);
-        if admitted {
-            return Ok(());
+            .admit(metric, series, now, limits);
+        match refused {
+            Ok(()) => Ok(()),
+            Err(Refused::NewThisMinute) => Err(Rejection::new(
+                "cardinality",
+                format!(
+                    "{what}: more than {} new series this minute; a new series can start next minute",
+                    limits.max_new_per_minute
+                ),
+            )),
+            Err(Refused::TenantFull) => Err(Rejection::new(
+                "series_limit",
+                format!(
+                    "{what}: the tenant has its limit of {} active series; a new series can \
+                     start once others go unseen for {} s",
+                    limits.max_active,
+                    limits.idle.as_secs()
+                ),
+            )),
         }
-        Err(Rejection::new(
-            "cardinality",
-            format!(
-                "{what}: more than {} new series this minute; a new series can start next minute",
-                limiter.max_new_per_minute
-            ),
-        ))
     }
 }
 
@@ -308,7 +357,8 @@ mod tests {
                 .of(&acme, start)
                 .lock()
                 .unwrap()
-                .admit(metric, series, now, 2)
+                .admit(metric, series, now, limiter.limits)
+                .is_ok()
         };
         assert!(admit("m", 1, start));
         assert!(admit("m", 2, start));
@@ -319,7 +369,7 @@ mod tests {
         assert!(admit("m", 3, next_minute));
         // Forgotten after an hour unseen: then it is new again, and a metric
         // none of whose series is left is dropped.
-        let later = start + SERIES_TTL + WINDOW;
+        let later = start + limiter.limits.idle + WINDOW;
         assert!(admit("m", 4, later));
         assert_eq!(
             limiter.of(&acme, start).lock().unwrap().metrics.len(),
@@ -338,8 +388,45 @@ mod tests {
                 .of(&other, later)
                 .lock()
                 .unwrap()
-                .admit("m", 1, later, 2)
+                .admit("m", 1, later, limiter.limits)
+                .is_ok()
         );
+    }
+
+    #[test]
+    fn a_tenant_at_its_active_series_limit_takes_no_new_series_or_names() {
+        let limiter = SeriesLimiter::new(&LimitsConfig {
+            max_active_series_per_tenant: 3,
+            series_idle_s: 600,
+            ..LimitsConfig::default()
+        });
+        let acme = TenantId::parse("acme").unwrap();
+        let start = Instant::now();
+        let series = limiter.of(&acme, start);
+        let admit = |metric: &str, id: u64, now: Instant| {
+            series
+                .lock()
+                .unwrap()
+                .admit(metric, id, now, limiter.limits)
+        };
+        assert_eq!(admit("a", 1, start), Ok(()));
+        assert_eq!(admit("a", 2, start), Ok(()));
+        assert_eq!(admit("b", 1, start), Ok(()));
+        assert_eq!(admit("a", 3, start), Err(Refused::TenantFull));
+        for name in 0..1_000 {
+            assert_eq!(
+                admit(&format!("n{name}"), 1, start),
+                Err(Refused::TenantFull)
+            );
+        }
+        assert_eq!(series.lock().unwrap().metrics.len(), 2, "no entry per name");
+        assert_eq!(admit("a", 2, start), Ok(()), "known series pass");
+        // "a" 1 and "b" 1 go unseen for the idle time: room for two.
+        let later = start + Duration::from_secs(600);
+        assert_eq!(admit("a", 2, start + Duration::from_secs(300)), Ok(()));
+        assert_eq!(admit("c", 1, later), Ok(()));
+        assert_eq!(admit("c", 2, later), Ok(()));
+        assert_eq!(admit("c", 3, later), Err(Refused::TenantFull));
     }
 
     #[test]

@@ -43,6 +43,14 @@ pub struct AggregatorConfig {
     /// port 0 picks any free port.
     #[serde(default = "default_aggregator_metrics_listen")]
     pub metrics_listen: SocketAddr,
+    /// Series a tenant may have active at once, every kind counted (metric,
+    /// span, client and probe series); points of a new series past it are
+    /// refused and counted. Per aggregator process.
+    #[serde(default = "default_max_active_series_per_tenant")]
+    pub max_active_series_per_tenant: usize,
+    /// A series unseen for this long (wall clock) stops being active.
+    #[serde(default = "default_series_idle_s")]
+    pub series_idle_s: u64,
 }
 
 impl Default for AggregatorConfig {
@@ -56,8 +64,18 @@ impl Default for AggregatorConfig {
             span_dimensions: default_span_dimensions(),
             publish_rollups: true,
             metrics_listen: default_aggregator_metrics_listen(),
+            max_active_series_per_tenant: default_max_active_series_per_tenant(),
+            series_idle_s: default_series_idle_s(),
         }
     }
+}
+
+fn default_max_active_series_per_tenant() -> usize {
+    100_000
+}
+
+fn default_series_idle_s() -> u64 {
+    3_600
 }
 
 fn default_aggregator_group() -> String {
@@ -119,6 +137,18 @@ impl AggregatorConfig {
         check_range(
             "aggregator.cumulative_max_staleness_s",
             aggregator.cumulative_max_staleness_s,
+            60..=86_400,
+            "",
+        )?;
+        check_range(
+            "aggregator.max_active_series_per_tenant",
+            aggregator.max_active_series_per_tenant,
+            1..,
+            "",
+        )?;
+        check_range(
+            "aggregator.series_idle_s",
+            aggregator.series_idle_s,
             60..=86_400,
             "",
         )?;

@@ -126,9 +126,18 @@ pub struct LimitsConfig {
     pub token_burst_items: u64,
     /// New series one metric may gain per minute (per tenant): a series is
     /// the resource, the metric and the point's attributes. Known series
-    /// always pass; one unseen for an hour is new again.
+    /// always pass; one unseen for `series_idle_s` is new again.
     #[serde(default = "default_max_new_series_per_metric_per_minute")]
     pub max_new_series_per_metric_per_minute: u32,
+    /// Metric series a tenant may have active at once; a point of a new
+    /// series past it is rejected (`series_limit`). Bounds the collector's
+    /// memory whatever names and labels are sent.
+    #[serde(default = "default_max_active_series_per_tenant")]
+    pub max_active_series_per_tenant: usize,
+    /// A series unseen for this long stops being active, and counts as new
+    /// when it comes back.
+    #[serde(default = "default_series_idle_s")]
+    pub series_idle_s: u64,
 }
 
 impl Default for LimitsConfig {
@@ -146,6 +155,8 @@ impl Default for LimitsConfig {
             token_items_per_second: default_tenant_items_per_second(),
             token_burst_items: default_tenant_burst_items(),
             max_new_series_per_metric_per_minute: default_max_new_series_per_metric_per_minute(),
+            max_active_series_per_tenant: default_max_active_series_per_tenant(),
+            series_idle_s: default_series_idle_s(),
         }
     }
 }
@@ -156,6 +167,14 @@ fn default_grpc_listen() -> SocketAddr {
 
 fn default_http_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 4318))
+}
+
+fn default_max_active_series_per_tenant() -> usize {
+    100_000
+}
+
+fn default_series_idle_s() -> u64 {
+    3_600
 }
 
 fn default_max_value_elements() -> usize {
@@ -278,6 +297,18 @@ impl CollectorConfig {
         ] {
             check_range(&format!("collector.limits.{key}"), value, 1.., "")?;
         }
+        check_range(
+            "collector.limits.max_active_series_per_tenant",
+            limits.max_active_series_per_tenant,
+            1..,
+            "",
+        )?;
+        check_range(
+            "collector.limits.series_idle_s",
+            limits.series_idle_s,
+            60..=86_400,
+            "",
+        )?;
         check_range(
             "collector.limits.max_new_series_per_metric_per_minute",
             limits.max_new_series_per_metric_per_minute,

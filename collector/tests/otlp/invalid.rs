@@ -1012,18 +1012,7 @@ async fn new_series_over_the_limit_are_rejected_and_known_ones_pass() {
         config.collector.limits.max_new_series_per_metric_per_minute = 3;
     })
     .await;
-    let mut client = MetricsServiceClient::connect(harness.grpc_url())
-        .await
-        .unwrap();
-    let mut export = async |metrics| {
-        let request = with_token(metrics_request(metrics), Some(TOKEN));
-        client
-            .export(request)
-            .await
-            .unwrap()
-            .into_inner()
-            .partial_success
-    };
+    let export = async |metrics| export_metrics(&harness, metrics).await;
     let first = export(vec![
         gauge_with_hosts("cpu", &["h0", "h1", "h2", "h3", "h4"]),
         gauge_with_hosts("memory", &["h0", "h1", "h2"]),
@@ -1050,6 +1039,65 @@ async fn new_series_over_the_limit_are_rejected_and_known_ones_pass() {
     let messages = harness.read(&topic, |m| m.len() >= 2).await;
     assert_eq!(hosts_stored(&messages, "cpu"), ["h0", "h1", "h2", "h0"]);
     assert_eq!(hosts_stored(&messages, "memory"), ["h0", "h1", "h2"]);
+    harness.stop().await;
+}
+
+/// Exports over OTLP/gRPC with the tenant's token; the partial success, if any.
+async fn export_metrics(
+    harness: &Harness,
+    metrics: Vec<Metric>,
+) -> Option<opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsPartialSuccess> {
+    let mut client = MetricsServiceClient::connect(harness.grpc_url())
+        .await
+        .unwrap();
+    let request = with_token(metrics_request(metrics), Some(TOKEN));
+    client
+        .export(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .partial_success
+}
+
+/// Past its limit of active series a tenant's new series are rejected
+/// whatever metric they belong to, and its known ones go on.
+#[tokio::test]
+async fn a_tenant_at_its_active_series_limit_keeps_only_its_known_series() {
+    let harness = Harness::start_configured(embedded_bus(), |config| {
+        config.collector.limits.max_active_series_per_tenant = 4;
+    })
+    .await;
+    let export = async |metrics| export_metrics(&harness, metrics).await;
+    let first = export(vec![
+        gauge_with_hosts("cpu", &["h0", "h1", "h2"]),
+        gauge_with_hosts("memory", &["h0", "h1"]),
+        gauge_with_hosts("disk", &["h0"]),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(first.rejected_data_points, 2);
+    let why = "the tenant has its limit of 4 active series; a new series can start once \
+               others go unseen for 3600 s";
+    assert_eq!(
+        first.error_message,
+        format!("2 data points rejected: metric \"memory\": {why}; metric \"disk\": {why}")
+    );
+    assert_eq!(
+        export(vec![gauge_with_hosts("cpu", &["h2", "h0"])]).await,
+        None,
+        "known series pass"
+    );
+    let topic = harness.config.bus.topics().metrics;
+    let messages = harness.read(&topic, |m| m.len() >= 2).await;
+    assert_eq!(
+        hosts_stored(&messages, "cpu"),
+        ["h0", "h1", "h2", "h2", "h0"]
+    );
+    assert_eq!(hosts_stored(&messages, "memory"), ["h0"]);
+    assert_eq!(hosts_stored(&messages, "disk"), Vec::<String>::new());
+    let metrics = harness.scrape().await;
+    let series = r#"vigil_collector_items_rejected_total{signal="metrics",tenant="acme",reason="series_limit"}"#;
+    assert_eq!(sample(&metrics, series), Some(2.0), "{metrics}");
     harness.stop().await;
 }
 
