@@ -4,6 +4,7 @@
 //! `tests/pipeline/`.
 
 mod alerts;
+mod fuzz;
 mod queries;
 mod releases;
 mod slo;
