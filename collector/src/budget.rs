@@ -6,7 +6,7 @@
 //! Protobuf costs little to send and much to decode: an empty span is 2
 //! bytes on the wire and a few hundred in memory, so 16 MiB of them (a few
 //! KB once gzipped) decode to gigabytes. The estimate walks the wire format
-//! of the OTLP requests without allocating and counts every message it
+//! of the OTLP, remote-write and client-telemetry requests without allocating and counts every message it
 //! holds (resources, spans, events, links, data points, attributes, values
 //! at any depth) at the size of its Rust struct, plus the bytes themselves.
 //! A request whose estimate exceeds the whole budget is refused for good
@@ -30,6 +30,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use vigil_proto::client::v1::{ClientBatch, ClientContext, ClientEvent};
 use vigil_proto::prometheus::{Label, MetricMetadata, Sample, TimeSeries};
 
 use crate::error::IngestError;
@@ -92,6 +93,8 @@ pub(crate) enum Root {
     Logs,
     /// Prometheus remote-write's `WriteRequest`.
     RemoteWrite,
+    /// Vigil's `ExportClientRequest`.
+    Client,
 }
 
 /// A message type of the OTLP requests: its decoded size and which of its
@@ -133,6 +136,11 @@ enum Kind {
     Label,
     Sample,
     MetricMetadata,
+    ClientBatch,
+    ClientContext,
+    /// Its body (a session, a crash, a stutter…) is a field of the struct,
+    /// counted in its size.
+    ClientEvent,
 }
 
 impl Kind {
@@ -173,6 +181,9 @@ impl Kind {
             Kind::Label => size_of::<Label>(),
             Kind::Sample => size_of::<Sample>(),
             Kind::MetricMetadata => size_of::<MetricMetadata>(),
+            Kind::ClientBatch => size_of::<ClientBatch>(),
+            Kind::ClientContext => size_of::<ClientContext>(),
+            Kind::ClientEvent => size_of::<ClientEvent>(),
         }
     }
 
@@ -185,6 +196,7 @@ impl Kind {
             Kind::LogRecord,
             Kind::ExponentialHistogramDataPoint,
             Kind::HistogramDataPoint,
+            Kind::ClientEvent,
         ]
         .into_iter()
         .map(Kind::size)
@@ -200,6 +212,9 @@ impl Kind {
             (Kind::Request(Root::Logs), 1) => Kind::ResourceLogs,
             (Kind::Request(Root::RemoteWrite), 1) => Kind::TimeSeries,
             (Kind::Request(Root::RemoteWrite), 3) => Kind::MetricMetadata,
+            (Kind::Request(Root::Client), 1) => Kind::ClientBatch,
+            (Kind::ClientBatch, 1) => Kind::ClientContext,
+            (Kind::ClientBatch, 2) => Kind::ClientEvent,
             (Kind::TimeSeries, 1) => Kind::Label,
             (Kind::TimeSeries, 2) => Kind::Sample,
             (Kind::ResourceSpans | Kind::ResourceMetrics | Kind::ResourceLogs, 1) => Kind::Resource,
@@ -293,13 +308,8 @@ fn messages(bytes: &[u8], kind: Kind, depth: usize) -> Option<usize> {
 
 /// The estimated decoded size of a request from its protobuf bytes: the
 /// bytes, plus every message at the size of its struct. Bytes that are not
-/// protobuf count as themselves: decoding refuses them at once. A request
-/// not walked (`None`: client telemetry) counts as [`UNWALKED_FACTOR`] times
-/// its bytes.
-pub(crate) fn estimate(root: Option<Root>, bytes: &[u8]) -> usize {
-    let Some(root) = root else {
-        return bytes.len().saturating_mul(UNWALKED_FACTOR);
-    };
+/// protobuf count as themselves: decoding refuses them at once.
+pub(crate) fn estimate(root: Root, bytes: &[u8]) -> usize {
     let structs = messages(bytes, Kind::Request(root), 0).unwrap_or(0);
     bytes.len().saturating_add(structs)
 }
@@ -323,9 +333,6 @@ pub(crate) fn estimate_json(bytes: &[u8]) -> usize {
         .len()
         .saturating_add(objects.saturating_mul(Kind::largest()))
 }
-
-/// How many times its bytes a request that is not walked is taken to need.
-pub(crate) const UNWALKED_FACTOR: usize = 8;
 
 #[cfg(test)]
 mod tests {
@@ -352,7 +359,7 @@ mod tests {
         let bytes = empty_spans(1_000);
         assert_eq!(bytes.len(), 2_000 + 3 + 3);
         assert_eq!(
-            estimate(Some(Root::Traces), &bytes),
+            estimate(Root::Traces, &bytes),
             bytes.len()
                 + size_of::<ResourceSpans>()
                 + size_of::<ScopeSpans>()
@@ -382,7 +389,7 @@ mod tests {
         };
         let bytes = request.encode_to_vec();
         assert_eq!(
-            estimate(Some(Root::Traces), &bytes),
+            estimate(Root::Traces, &bytes),
             bytes.len()
                 + size_of::<ResourceSpans>()
                 + size_of::<Resource>()
@@ -414,16 +421,46 @@ mod tests {
         };
         let bytes = write.encode_to_vec();
         assert_eq!(
-            estimate(Some(Root::RemoteWrite), &bytes),
+            estimate(Root::RemoteWrite, &bytes),
             bytes.len()
                 + 10 * (size_of::<TimeSeries>() + 3 * size_of::<Label>() + 2 * size_of::<Sample>())
         );
     }
 
     #[test]
+    fn client_events_count_at_their_decoded_size() {
+        use vigil_proto::client::v1::ExportClientRequest;
+        let empty = ClientEvent::default();
+        let crash = ClientEvent {
+            crash: Some(Default::default()),
+            ..Default::default()
+        };
+        let request = ExportClientRequest {
+            batches: vec![ClientBatch {
+                context: Some(ClientContext::default()),
+                events: vec![empty; 1_000].into_iter().chain([crash]).collect(),
+            }],
+        };
+        let bytes = request.encode_to_vec();
+        // Two bytes an event on the wire, hundreds decoded.
+        assert!(
+            size_of::<ClientEvent>() > 50 * 2,
+            "{}",
+            size_of::<ClientEvent>()
+        );
+        assert_eq!(
+            estimate(Root::Client, &bytes),
+            bytes.len()
+                + size_of::<ClientBatch>()
+                + size_of::<ClientContext>()
+                + 1_001 * size_of::<ClientEvent>()
+        );
+    }
+
+    #[test]
     fn what_is_not_protobuf_counts_as_its_bytes() {
-        assert_eq!(estimate(Some(Root::Metrics), &[0x0a, 0x05, 0x01]), 3);
-        assert_eq!(estimate(Some(Root::Logs), &[0xff; 12]), 12);
+        assert_eq!(estimate(Root::Metrics, &[0x0a, 0x05, 0x01]), 3);
+        assert_eq!(estimate(Root::Logs, &[0xff; 12]), 12);
     }
 
     #[test]

@@ -17,7 +17,7 @@ const COHORTS: [&str; 4] = ["", "canary", "baseline", "stable"];
 impl ExportRequest for ExportClientRequest {
     type Response = ExportClientResponse;
     const NAME: &'static str = "client";
-    const BUDGET: Option<Root> = None;
+    const BUDGET: Root = Root::Client;
     const ITEMS: &'static str = "events";
 
     fn topic(topics: &Topics) -> &str {

@@ -163,7 +163,7 @@ proptest! {
 
     #[test]
     fn fuzz_remote_write(bytes in mutations(vec![remote_write().encode_to_vec()])) {
-        prop_assert!(budget::estimate(Some(Root::RemoteWrite), &bytes) >= bytes.len());
+        prop_assert!(budget::estimate(Root::RemoteWrite, &bytes) >= bytes.len());
         if let Ok(write) = WriteRequest::decode(&bytes[..]) {
             let mut rejections = Rejections::default();
             let request = remote_write::to_otlp(write, &mut rejections);

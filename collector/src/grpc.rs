@@ -132,10 +132,11 @@ pub(crate) async fn admit(
             "metrics",
         ),
         ("/opentelemetry.proto.collector.logs.", Root::Logs, "logs"),
+        ("/vigil.client.", Root::Client, "client"),
     ]
     .into_iter()
     .find(|(prefix, ..)| path.starts_with(prefix))
-    .map_or((None, "client"), |(_, root, signal)| (Some(root), signal));
+    .map_or((None, "unknown"), |(_, root, signal)| (Some(root), signal));
     let (mut parts, body) = request.into_parts();
     let limit = ingest.max_message_bytes();
     let admitted = async {
@@ -148,7 +149,9 @@ pub(crate) async fn admit(
                 ))
             })?;
         let (message, frame) = unframe(framed, limit)?;
-        let reserved = ingest.budget.reserve(budget::estimate(root, &message))?;
+        // A path no service serves is answered UNIMPLEMENTED, undecoded.
+        let estimate = root.map_or(message.len(), |root| budget::estimate(root, &message));
+        let reserved = ingest.budget.reserve(estimate)?;
         // Re-framed only once admitted: a refused message is not copied.
         let frame = frame.unwrap_or_else(|| uncompressed_frame(&message));
         Ok::<_, IngestError>((sender, frame, reserved))

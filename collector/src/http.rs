@@ -202,7 +202,7 @@ fn decode_remote_write(
     let decompressed = snap::raw::Decoder::new()
         .decompress_vec(body)
         .map_err(|e| IngestError::InvalidArgument(format!("malformed snappy body: {e}")))?;
-    let reserved = budget.reserve(budget::estimate(Some(Root::RemoteWrite), &decompressed))?;
+    let reserved = budget.reserve(budget::estimate(Root::RemoteWrite, &decompressed))?;
     let write = WriteRequest::decode(&decompressed[..]).map_err(|e| {
         IngestError::InvalidArgument(format!("malformed remote-write protobuf: {e}"))
     })?;

@@ -44,7 +44,7 @@ pub(crate) trait ExportRequest:
 
     /// How the decoded size of its protobuf bytes is estimated (`None`: as
     /// a multiple of them).
-    const BUDGET: Option<Root>;
+    const BUDGET: Root;
 
     fn topic(topics: &Topics) -> &str;
 
@@ -153,7 +153,7 @@ pub(crate) fn retain_valid<T>(
 impl ExportRequest for ExportTraceServiceRequest {
     type Response = ExportTraceServiceResponse;
     const NAME: &'static str = "traces";
-    const BUDGET: Option<Root> = Some(Root::Traces);
+    const BUDGET: Root = Root::Traces;
     const ITEMS: &'static str = "spans";
 
     fn topic(topics: &Topics) -> &str {
@@ -261,7 +261,7 @@ fn check_span(rules: &Rules, what: Item<'_>, span: &Span) -> Result<(), Rejectio
 impl ExportRequest for ExportMetricsServiceRequest {
     type Response = ExportMetricsServiceResponse;
     const NAME: &'static str = "metrics";
-    const BUDGET: Option<Root> = Some(Root::Metrics);
+    const BUDGET: Root = Root::Metrics;
     const ITEMS: &'static str = "data points";
 
     fn topic(topics: &Topics) -> &str {
@@ -599,7 +599,7 @@ fn check_summary(rules: &Rules, what: Item<'_>, point: &SummaryDataPoint) -> Res
 impl ExportRequest for ExportLogsServiceRequest {
     type Response = ExportLogsServiceResponse;
     const NAME: &'static str = "logs";
-    const BUDGET: Option<Root> = Some(Root::Logs);
+    const BUDGET: Root = Root::Logs;
     const ITEMS: &'static str = "log records";
 
     fn topic(topics: &Topics) -> &str {
