@@ -276,19 +276,7 @@ impl ChildCollector {
 
     /// User plus system CPU time of the collector so far.
     fn cpu_seconds(&self) -> Result<f64, BenchError> {
-        let path = format!("/proc/{}/stat", self.child.id());
-        let stat = std::fs::read_to_string(&path).map_err(|e| BenchError::Proc(e.to_string()))?;
-        // Fields after the command name, which is in parentheses and may hold spaces.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-        // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
-        match (ticks(11), ticks(12)) {
-            (Some(user), Some(system)) => Ok((user + system) as f64 / CLOCK_TICKS_PER_SECOND),
-            _ => Err(BenchError::Proc(format!("unexpected {path}: {stat}"))),
-        }
+        cpu_seconds(self.child.id())
     }
 
     fn peak_rss_bytes(&self) -> Result<u64, BenchError> {
@@ -315,6 +303,23 @@ impl ChildCollector {
             .status();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.config_path);
+    }
+}
+
+/// User plus system CPU time of process `pid` so far.
+pub(crate) fn cpu_seconds(pid: u32) -> Result<f64, BenchError> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).map_err(|e| BenchError::Proc(e.to_string()))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => Ok((user + system) as f64 / CLOCK_TICKS_PER_SECOND),
+        _ => Err(BenchError::Proc(format!("unexpected {path}: {stat}"))),
     }
 }
 

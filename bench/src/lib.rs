@@ -7,6 +7,7 @@
 //! - [`aggregator`]: store writes per second, and lag to a queryable rollup;
 //! - [`alerter`]: one window's rows and rule evaluation on one core;
 //! - [`prober`]: probe steps per second and schedule lateness;
+//! - [`remote_write`]: Prometheus remote-write into any running receiver;
 //! - [`api`]: dashboard API latency over a loaded store;
 //! - [`detection`]: fault to firing webhook, through every component.
 //!
@@ -21,6 +22,7 @@ pub mod bus;
 pub mod collector;
 pub mod detection;
 pub mod prober;
+pub mod remote_write;
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use vigil_config::Config;
@@ -56,6 +58,11 @@ pub enum Bench {
     /// rollups: one service's p99 over 24 h at a 1 min step, and the
     /// services list.
     Api(api::Options),
+    /// Prometheus remote-write samples per second into a receiver already
+    /// running (a Vigil collector, `vigil up`, VictoriaMetrics…), and per
+    /// second of that receiver's CPU (`--pid`): one load generator to
+    /// compare receivers side by side.
+    RemoteWrite(remote_write::Options),
 }
 
 /// An OTLP attribute with a string value, for the generated load.
@@ -80,7 +87,29 @@ pub async fn run(config: Config, bench: Bench) -> Result<(), Error> {
         Bench::Detection(options) => run_detection(config, options).await,
         Bench::Synthetic(options) => run_prober(config, options).await,
         Bench::Api(options) => run_api(config, options).await,
+        Bench::RemoteWrite(options) => run_remote_write(options).await,
     }
+}
+
+async fn run_remote_write(options: remote_write::Options) -> Result<(), Error> {
+    let figures = remote_write::run(&options).await?;
+    println!(
+        "remote-write to {} (pid {}): {} series x {} samples per request ({} bytes snappy), {} connections, {:.1} s",
+        options.url,
+        options.pid,
+        options.series,
+        options.samples,
+        figures.request_bytes,
+        options.connections,
+        figures.seconds
+    );
+    println!(
+        "  {:.0} samples/s; {:.0} samples per receiver CPU-second ({:.2} CPU-s per million)",
+        figures.per_second(),
+        figures.per_cpu_second(),
+        figures.receiver_cpu_seconds * 1e6 / figures.samples.max(1) as f64
+    );
+    Ok(())
 }
 
 async fn run_alerter(options: alerter::Options) -> Result<(), Error> {

@@ -272,13 +272,10 @@ fn varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
     None
 }
 
-/// The decoded size of the messages in `bytes`, a message of `kind`, or
-/// `None` when the bytes are not protobuf (decoding will say why).
-fn messages(bytes: &[u8], kind: Kind, depth: usize) -> Option<usize> {
-    if depth > MAX_DEPTH {
-        return None;
-    }
-    let mut total = 0usize;
+/// Calls `visit` with the field number and bytes of every length-delimited
+/// field of the message in `bytes`, skipping the others; `None` when the
+/// bytes are not protobuf (decoding will say why) or `visit` says so.
+fn each_field(bytes: &[u8], mut visit: impl FnMut(u64, &[u8]) -> Option<()>) -> Option<()> {
     let mut at = 0;
     while at < bytes.len() {
         let tag = varint(bytes, &mut at)?;
@@ -291,27 +288,80 @@ fn messages(bytes: &[u8], kind: Kind, depth: usize) -> Option<usize> {
             2 => {
                 let len = usize::try_from(varint(bytes, &mut at)?).ok()?;
                 let end = at.checked_add(len).filter(|&end| end <= bytes.len())?;
-                if let Some(child) = kind.child(tag >> 3) {
-                    total = total.saturating_add(child.size()).saturating_add(messages(
-                        &bytes[at..end],
-                        child,
-                        depth + 1,
-                    )?);
-                }
+                visit(tag >> 3, &bytes[at..end])?;
                 at = end;
             }
             _ => return None,
         }
     }
-    (at == bytes.len()).then_some(total)
+    (at == bytes.len()).then_some(())
+}
+
+/// The decoded size of the messages in `bytes`, a message of `kind`, or
+/// `None` when the bytes are not protobuf (decoding will say why).
+fn messages(bytes: &[u8], kind: Kind, depth: usize) -> Option<usize> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    let mut total = 0usize;
+    each_field(bytes, |field, body| {
+        if let Some(child) = kind.child(field) {
+            total = total.saturating_add(child.size()).saturating_add(messages(
+                body,
+                child,
+                depth + 1,
+            )?);
+        }
+        Some(())
+    })?;
+    Some(total)
+}
+
+/// What turning a remote-write request into OTLP adds: every sample becomes
+/// a data point with its own copy of its series' labels, so a series of many
+/// labels and many samples costs labels × samples, whatever its wire size.
+fn remote_write_points(bytes: &[u8]) -> Option<usize> {
+    let mut total = 0usize;
+    each_field(bytes, |field, series| {
+        if field != 1 {
+            return Some(());
+        }
+        let (mut labels, mut label_bytes, mut samples) = (0usize, 0usize, 0usize);
+        each_field(series, |field, body| {
+            match field {
+                1 => {
+                    labels += 1;
+                    label_bytes += body.len();
+                }
+                2 => samples += 1,
+                _ => {}
+            }
+            Some(())
+        })?;
+        let attribute = size_of::<KeyValue>() + size_of::<AnyValue>();
+        let point = size_of::<NumberDataPoint>()
+            .saturating_add(labels.saturating_mul(attribute))
+            .saturating_add(label_bytes);
+        total = total.saturating_add(samples.saturating_mul(point));
+        Some(())
+    })?;
+    Some(total)
 }
 
 /// The estimated decoded size of a request from its protobuf bytes: the
-/// bytes, plus every message at the size of its struct. Bytes that are not
+/// bytes, plus every message at the size of its struct (and for
+/// remote-write, its samples as OTLP data points). Bytes that are not
 /// protobuf count as themselves: decoding refuses them at once.
 pub(crate) fn estimate(root: Root, bytes: &[u8]) -> usize {
     let structs = messages(bytes, Kind::Request(root), 0).unwrap_or(0);
-    bytes.len().saturating_add(structs)
+    let converted = match root {
+        Root::RemoteWrite => remote_write_points(bytes).unwrap_or(0),
+        _ => 0,
+    };
+    bytes
+        .len()
+        .saturating_add(structs)
+        .saturating_add(converted)
 }
 
 /// The estimated decoded size of a JSON body: the bytes, plus every object
@@ -420,10 +470,40 @@ mod tests {
             ..Default::default()
         };
         let bytes = write.encode_to_vec();
+        // Each of the 2 samples becomes a data point with its own 3
+        // attributes (empty labels: no bytes to copy).
+        let point =
+            size_of::<NumberDataPoint>() + 3 * (size_of::<KeyValue>() + size_of::<AnyValue>());
         assert_eq!(
             estimate(Root::RemoteWrite, &bytes),
             bytes.len()
                 + 10 * (size_of::<TimeSeries>() + 3 * size_of::<Label>() + 2 * size_of::<Sample>())
+                + 10 * 2 * point
+        );
+    }
+
+    #[test]
+    fn remote_write_labels_count_once_per_sample() {
+        let label = |n: usize| Label {
+            name: format!("label_{n:02}"),
+            value: "x".repeat(20),
+        };
+        let write = vigil_proto::prometheus::WriteRequest {
+            timeseries: vec![TimeSeries {
+                labels: (0..100).map(label).collect(),
+                samples: vec![Sample::default(); 10_000],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let bytes = write.encode_to_vec();
+        assert!(bytes.len() < 40_000, "{} bytes", bytes.len());
+        // 100 labels of 30 bytes, copied into each of 10,000 points.
+        let copies = 10_000 * 100 * (size_of::<KeyValue>() + size_of::<AnyValue>() + 30);
+        assert!(
+            estimate(Root::RemoteWrite, &bytes) > copies,
+            "{} ≤ {copies}",
+            estimate(Root::RemoteWrite, &bytes)
         );
     }
 

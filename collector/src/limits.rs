@@ -5,8 +5,8 @@
 //! `partial_success`, like any invalid item).
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -80,8 +80,8 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
 }
 
 /// The series each tenant's metrics have, and how many each gained this
-/// minute. One lock per tenant, taken per point and only for metric points:
-/// a request of spans or logs, or of another tenant, never waits on it.
+/// minute. One lock per tenant, taken per metric and only for metrics: a
+/// request of spans or logs, or of another tenant, never waits on it.
 #[derive(Debug)]
 pub(crate) struct SeriesLimiter {
     limits: SeriesLimits,
@@ -116,7 +116,8 @@ enum Refused {
 
 #[derive(Debug)]
 struct MetricSeries {
-    last_seen: HashMap<u64, Instant>,
+    /// Keyed by series identities, hashes already: the fast hasher does.
+    last_seen: foldhash::HashMap<u64, Instant>,
     window_start: Instant,
     new_in_window: u32,
 }
@@ -156,16 +157,15 @@ impl SeriesLimiter {
 }
 
 impl TenantSeries {
-    /// Whether the point of series `series` of `metric` may be stored: known
-    /// series always; a new one while the metric's minute and the tenant
-    /// have room.
-    fn admit(
+    /// The series of `metric`, created while the tenant has room (a new
+    /// metric is a new series: no room, no entry); series unseen for the
+    /// idle time are forgotten first, once a minute.
+    fn metric(
         &mut self,
         metric: &str,
-        series: u64,
         now: Instant,
         limits: SeriesLimits,
-    ) -> Result<(), Refused> {
+    ) -> Option<MetricGate<'_>> {
         if now.saturating_duration_since(self.swept) >= WINDOW {
             self.swept = now;
             let mut active = 0;
@@ -180,39 +180,53 @@ impl TenantSeries {
             self.active = active;
         }
         if !self.metrics.contains_key(metric) {
-            // A new metric is a new series: no room, no entry.
             if self.active >= limits.max_active {
-                return Err(Refused::TenantFull);
+                return None;
             }
             self.metrics.insert(
                 metric.to_owned(),
                 MetricSeries {
-                    last_seen: HashMap::new(),
+                    last_seen: foldhash::HashMap::default(),
                     window_start: now,
                     new_in_window: 0,
                 },
             );
         }
-        let Some(state) = self.metrics.get_mut(metric) else {
-            return Err(Refused::TenantFull);
-        };
+        let state = self.metrics.get_mut(metric)?;
         if now.saturating_duration_since(state.window_start) >= WINDOW {
             state.window_start = now;
             state.new_in_window = 0;
         }
-        if let Some(seen) = state.last_seen.get_mut(&series) {
+        Some(MetricGate {
+            state,
+            active: &mut self.active,
+        })
+    }
+}
+
+/// One metric's series and the tenant's count of active series.
+struct MetricGate<'s> {
+    state: &'s mut MetricSeries,
+    active: &'s mut usize,
+}
+
+impl MetricGate<'_> {
+    /// Whether a point of series `series` may be stored: known series
+    /// always; a new one while the metric's minute and the tenant have room.
+    fn admit(&mut self, series: u64, now: Instant, limits: SeriesLimits) -> Result<(), Refused> {
+        if let Some(seen) = self.state.last_seen.get_mut(&series) {
             *seen = now;
             return Ok(());
         }
-        if self.active >= limits.max_active {
+        if *self.active >= limits.max_active {
             return Err(Refused::TenantFull);
         }
-        if state.new_in_window >= limits.max_new_per_minute {
+        if self.state.new_in_window >= limits.max_new_per_minute {
             return Err(Refused::NewThisMinute);
         }
-        state.new_in_window += 1;
-        state.last_seen.insert(series, now);
-        self.active += 1;
+        self.state.new_in_window += 1;
+        self.state.last_seen.insert(series, now);
+        *self.active += 1;
         Ok(())
     }
 }
@@ -236,20 +250,42 @@ impl<'a> Admission<'a> {
         }
     }
 
-    /// Admits a point of series `series` of `metric`, or says why not.
-    pub(crate) fn series(
+    /// Runs `check` over one metric's points with the metric's series
+    /// gate: the tenant's series are locked and the metric looked up once
+    /// for all its points.
+    pub(crate) fn metric<R>(
         &mut self,
-        what: Item<'_>,
         metric: &str,
-        series: u64,
-    ) -> Result<(), Rejection> {
+        check: impl FnOnce(&mut MetricAdmission<'_>) -> R,
+    ) -> R {
         let (limiter, tenant, now) = (self.limiter, self.tenant, self.now);
         let tenant_series = self.series.get_or_insert_with(|| limiter.of(tenant, now));
+        let mut series = tenant_series.lock().unwrap_or_else(PoisonError::into_inner);
         let limits = limiter.limits;
-        let refused = tenant_series
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .admit(metric, series, now, limits);
+        check(&mut MetricAdmission {
+            gate: series.metric(metric, now, limits),
+            limits,
+            now,
+        })
+    }
+}
+
+/// The series limits of one metric's points (see [`Admission::metric`]).
+pub(crate) struct MetricAdmission<'s> {
+    /// `None` when the metric is new and the tenant has no room.
+    gate: Option<MetricGate<'s>>,
+    limits: SeriesLimits,
+    now: Instant,
+}
+
+impl MetricAdmission<'_> {
+    /// Admits a point of series `series`, or says why not.
+    pub(crate) fn admit(&mut self, what: Item<'_>, series: u64) -> Result<(), Rejection> {
+        let limits = self.limits;
+        let refused = match &mut self.gate {
+            Some(gate) => gate.admit(series, self.now, limits),
+            None => Err(Refused::TenantFull),
+        };
         match refused {
             Ok(()) => Ok(()),
             Err(Refused::NewThisMinute) => Err(Rejection::new(
@@ -272,10 +308,13 @@ impl<'a> Admission<'a> {
     }
 }
 
+/// Series identities are hashed with one seed per process.
+static SERIES_HASH: LazyLock<foldhash::fast::RandomState> = LazyLock::new(Default::default);
+
 /// An order-independent hash of attributes: the identity of a series.
 pub(crate) fn attributes_hash(attributes: &[KeyValue]) -> u64 {
     attributes.iter().fold(0u64, |sum, kv| {
-        let mut hasher = DefaultHasher::new();
+        let mut hasher = SERIES_HASH.build_hasher();
         kv.key.hash(&mut hasher);
         if let Some(value) = &kv.value {
             hash_value(value, &mut hasher);
@@ -284,7 +323,7 @@ pub(crate) fn attributes_hash(attributes: &[KeyValue]) -> u64 {
     })
 }
 
-fn hash_value(value: &AnyValue, hasher: &mut DefaultHasher) {
+fn hash_value(value: &AnyValue, hasher: &mut impl Hasher) {
     match &value.value {
         Some(any_value::Value::StringValue(s)) => (0u8, s).hash(hasher),
         Some(any_value::Value::BoolValue(b)) => (1u8, b).hash(hasher),
@@ -307,6 +346,22 @@ fn hash_value(value: &AnyValue, hasher: &mut DefaultHasher) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl TenantSeries {
+        /// One point through the metric's gate, as [`Admission::metric`] does.
+        fn admit(
+            &mut self,
+            metric: &str,
+            series: u64,
+            now: Instant,
+            limits: SeriesLimits,
+        ) -> Result<(), Refused> {
+            match self.metric(metric, now, limits) {
+                Some(mut gate) => gate.admit(series, now, limits),
+                None => Err(Refused::TenantFull),
+            }
+        }
+    }
 
     fn limits(new_series: u32) -> LimitsConfig {
         LimitsConfig {

@@ -388,8 +388,8 @@ impl MetricGate<'_, '_> {
             metric.data = None;
             return;
         }
-        match &mut metric.data {
-            None => rejections.add(
+        if metric.data.is_none() {
+            rejections.add(
                 Rejection::new(
                     "no_data",
                     format!(
@@ -397,50 +397,54 @@ impl MetricGate<'_, '_> {
                     ),
                 ),
                 0,
-            ),
-            Some(Data::Gauge(gauge)) => retain_valid(&mut gauge.data_points, rejections, |p| {
-                check_number(rules, what, p, false)?;
-                self.admit(what, name, &p.attributes)
-            }),
-            Some(Data::Sum(sum)) => {
-                let monotonic = sum.is_monotonic;
-                retain_valid(&mut sum.data_points, rejections, |p| {
-                    check_number(rules, what, p, monotonic)?;
-                    self.admit(what, name, &p.attributes)
-                });
-            }
-            Some(Data::Histogram(histogram)) => {
-                retain_valid(&mut histogram.data_points, rejections, |p| {
-                    check_histogram(rules, what, p)?;
-                    self.admit(what, name, &p.attributes)
-                });
-            }
-            Some(Data::ExponentialHistogram(histogram)) => {
-                retain_valid(&mut histogram.data_points, rejections, |p| {
-                    check_exponential(rules, what, p)?;
-                    self.admit(what, name, &p.attributes)
-                });
-            }
-            Some(Data::Summary(summary)) => {
-                retain_valid(&mut summary.data_points, rejections, |p| {
-                    check_summary(rules, what, p)?;
-                    self.admit(what, name, &p.attributes)
-                })
-            }
+            );
+            return;
         }
-    }
-
-    /// The limits, for a point that passed the rules.
-    fn admit(
-        &mut self,
-        what: Item<'_>,
-        metric: &str,
-        attributes: &[KeyValue],
-    ) -> Result<(), Rejection> {
-        let series = self.resource_series ^ attributes_hash(attributes).rotate_left(1);
-        self.admission.series(what, metric, series)
+        let resource_series = self.resource_series;
+        let data = &mut metric.data;
+        self.admission.metric(name, |series| {
+            let mut admit = |attributes: &[KeyValue]| {
+                series.admit(
+                    what,
+                    resource_series ^ attributes_hash(attributes).rotate_left(1),
+                )
+            };
+            match data {
+                None => {}
+                Some(Data::Gauge(gauge)) => retain_valid(&mut gauge.data_points, rejections, |p| {
+                    check_number(rules, what, p, false)?;
+                    admit(&p.attributes)
+                }),
+                Some(Data::Sum(sum)) => {
+                    let monotonic = sum.is_monotonic;
+                    retain_valid(&mut sum.data_points, rejections, |p| {
+                        check_number(rules, what, p, monotonic)?;
+                        admit(&p.attributes)
+                    });
+                }
+                Some(Data::Histogram(histogram)) => {
+                    retain_valid(&mut histogram.data_points, rejections, |p| {
+                        check_histogram(rules, what, p)?;
+                        admit(&p.attributes)
+                    });
+                }
+                Some(Data::ExponentialHistogram(histogram)) => {
+                    retain_valid(&mut histogram.data_points, rejections, |p| {
+                        check_exponential(rules, what, p)?;
+                        admit(&p.attributes)
+                    });
+                }
+                Some(Data::Summary(summary)) => {
+                    retain_valid(&mut summary.data_points, rejections, |p| {
+                        check_summary(rules, what, p)?;
+                        admit(&p.attributes)
+                    })
+                }
+            }
+        });
     }
 }
+
 fn check_number(
     rules: &Rules,
     what: Item<'_>,

@@ -855,10 +855,6 @@ async fn a_broker_that_stops_answering_gives_unavailable_and_the_retry_lands() {
     harness.stop().await;
 }
 
-fn embedded_bus() -> Arc<dyn Bus> {
-    Arc::new(EmbeddedBus::new(&embedded_bus_config(), Duration::from_secs(5)).unwrap())
-}
-
 /// `n` spans named `{prefix}{i}` of service checkout.
 fn spans(prefix: &str, n: usize) -> ExportTraceServiceRequest {
     let now = now_ns();

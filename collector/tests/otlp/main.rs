@@ -178,6 +178,11 @@ fn string_attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
     })
 }
 
+/// An embedded bus of its own, for a harness configured by hand.
+fn embedded_bus() -> Arc<dyn Bus> {
+    Arc::new(EmbeddedBus::new(&embedded_bus_config(), Duration::from_secs(5)).unwrap())
+}
+
 fn otlp_resource(service: &str) -> Option<Resource> {
     Some(Resource {
         attributes: vec![attribute("service.name", service)],

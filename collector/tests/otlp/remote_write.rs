@@ -195,4 +195,38 @@ async fn remote_write_refuses_what_it_cannot_store_and_keeps_the_rest() {
     harness.stop().await;
 }
 
+/// Labels are copied into every sample's data point: a series of 100
+/// labels and 100,000 samples is 0.2 MB sent and more than a GB converted.
+/// It is refused before it is decoded, and an honest request still passes.
+#[tokio::test]
+async fn remote_write_that_would_convert_past_the_budget_is_refused_unread() {
+    let harness = Harness::start_configured(embedded_bus(), |config| {
+        config.collector.max_decoded_bytes_in_flight = 64 << 20;
+    })
+    .await;
+    let ms = (now_ns() / 1_000_000) as i64;
+    let names: Vec<String> = (0..100).map(|n| format!("label_{n:02}")).collect();
+    let value = "x".repeat(20);
+    let mut labels = vec![("__name__", "wide")];
+    labels.extend(names.iter().map(|name| (name.as_str(), value.as_str())));
+    let wide = remote_write_request(vec![(labels, vec![(1.0, ms); 100_000])]);
+    assert!(wide.len() < 300_000, "{} bytes", wide.len());
+    let response = post_remote_write(&harness, wide, "snappy").await;
+    assert_eq!(response.status(), 413);
+    let text = response.text().await.unwrap();
+    assert!(
+        text.contains("more than the 64 MiB the collector decodes at once"),
+        "{text}"
+    );
+    let honest = remote_write_request(vec![(
+        vec![("__name__", "up"), ("job", "api")],
+        vec![(1.0, ms)],
+    )]);
+    assert_eq!(
+        post_remote_write(&harness, honest, "snappy").await.status(),
+        204
+    );
+    harness.stop().await;
+}
+
 vigil_testing::on_both_backends!(remote_write_arrives_as_the_same_numbers,);
