@@ -151,15 +151,16 @@ async fn remote_write(
         let (write, _reserved) = decode_remote_write(&headers, &body?, limit, &ingest.budget)?;
         let mut rejections = Rejections::default();
         let request = remote_write::to_otlp(write, &mut rejections);
-        let stale = rejections
+        let gaps: u64 = rejections
             .by_reason()
-            .find(|&(reason, _)| reason == remote_write::STALE_REASON)
-            .map_or(0, |(_, count)| count);
+            .filter(|(reason, _)| remote_write::GAP_REASONS.contains(reason))
+            .map(|(_, count)| count)
+            .sum();
         let response = ingest.export_after(&sender, request, rejections).await?;
         Ok::<_, IngestError>(
             response
                 .partial_success
-                .filter(|p| p.rejected_data_points as u64 > stale),
+                .filter(|p| p.rejected_data_points as u64 > gaps),
         )
     }
     .await;
@@ -170,7 +171,11 @@ async fn remote_write(
     );
     match outcome {
         Ok(None) => StatusCode::NO_CONTENT.into_response(),
-        Ok(Some(partial)) => (StatusCode::BAD_REQUEST, partial.error_message).into_response(),
+        // What was usable is stored, and a sender cannot do better by
+        // sending the rest again: 2xx, as VictoriaMetrics and Mimir answer,
+        // so Prometheus does not count the stored samples as failed. The
+        // rest is counted by reason and told in the body.
+        Ok(Some(partial)) => (StatusCode::OK, partial.error_message).into_response(),
         Err(error) => error_response(Encoding::Json, &error),
     }
 }

@@ -4,7 +4,9 @@
 //! labels the point's attributes. A series is a counter (a cumulative,
 //! monotonic sum) when its metadata says so or its name ends in `_total`, and
 //! a gauge otherwise; classic histogram and summary series (`_bucket`,
-//! `_count`, `_sum`) arrive as the series Prometheus has.
+//! `_count`, `_sum`) arrive as the series Prometheus has. A NaN (a quantile
+//! with no observations) and a staleness marker are gaps, counted by reason
+//! and never answered as an error.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -25,6 +27,11 @@ use crate::validate::{Rejection, Rejections};
 /// Prometheus marks a series that ended with this NaN; it carries no value.
 const STALE_MARKER: u64 = 0x7ff0_0000_0000_0002;
 pub(crate) const STALE_REASON: &str = "stale_marker";
+/// Any other NaN: a value Prometheus has (a summary quantile or a ratio with
+/// no observations) that Vigil keeps as a gap.
+pub(crate) const NAN_REASON: &str = "nan";
+/// Samples that are gaps, not errors: counted, never answered as a failure.
+pub(crate) const GAP_REASONS: [&str; 2] = [STALE_REASON, NAN_REASON];
 
 /// The OTLP request holding the samples of `write`. Samples it cannot carry
 /// (staleness markers, nameless series, native histograms) are recorded in
@@ -86,6 +93,13 @@ pub(crate) fn to_otlp(
             if sample.value.to_bits() == STALE_MARKER {
                 rejections.add(
                     Rejection::new(STALE_REASON, format!("metric {name:?}: staleness marker")),
+                    1,
+                );
+                continue;
+            }
+            if sample.value.is_nan() {
+                rejections.add(
+                    Rejection::new(NAN_REASON, format!("metric {name:?}: NaN, kept as a gap")),
                     1,
                 );
                 continue;
@@ -280,7 +294,7 @@ mod tests {
             timeseries: vec![
                 series(
                     &[("__name__", "up"), ("job", "api")],
-                    &[(f64::from_bits(STALE_MARKER), 5), (1.0, 6)],
+                    &[(f64::from_bits(STALE_MARKER), 5), (1.0, 6), (f64::NAN, 7)],
                 ),
                 nameless,
             ],
@@ -288,12 +302,13 @@ mod tests {
         };
         let mut rejections = Rejections::default();
         let request = to_otlp(write, &mut rejections);
-        assert_eq!(rejections.count(), 4);
+        assert_eq!(rejections.count(), 5);
         let reasons: Vec<(&str, u64)> = rejections.by_reason().collect();
         assert_eq!(
             reasons,
             [
                 ("empty_name", 2),
+                (NAN_REASON, 1),
                 ("native_histogram", 1),
                 (STALE_REASON, 1)
             ]

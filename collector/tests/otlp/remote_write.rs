@@ -144,8 +144,10 @@ async fn remote_write_refuses_what_it_cannot_store_and_keeps_the_rest() {
             vec![(f64::INFINITY, ms), (20.0, ms)],
         ),
     ]);
+    // What could be stored was: 2xx, so that Prometheus does not count it
+    // as failed; the rest is told in the body and counted.
     let response = post_remote_write(&harness, body.clone(), "snappy").await;
-    assert_eq!(response.status(), 400);
+    assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
     assert!(
         text.contains("metric \"temperature\": value is inf, not a finite number"),
@@ -164,13 +166,17 @@ async fn remote_write_refuses_what_it_cannot_store_and_keeps_the_rest() {
         "the valid samples are stored"
     );
 
-    // Only staleness markers rejected: that is no error.
-    let only_stale = remote_write_request(vec![(
-        vec![("__name__", "up"), ("job", "api")],
-        vec![(stale, ms)],
-    )]);
+    // Only staleness markers and NaN (a quantile with no observations)
+    // left out: gaps, not errors.
+    let only_gaps = remote_write_request(vec![
+        (vec![("__name__", "up"), ("job", "api")], vec![(stale, ms)]),
+        (
+            vec![("__name__", "rpc_seconds"), ("quantile", "0.99")],
+            vec![(f64::NAN, ms)],
+        ),
+    ]);
     assert_eq!(
-        post_remote_write(&harness, only_stale, "snappy")
+        post_remote_write(&harness, only_gaps, "snappy")
             .await
             .status(),
         204
@@ -190,8 +196,15 @@ async fn remote_write_refuses_what_it_cannot_store_and_keeps_the_rest() {
             .contains("malformed snappy body")
     );
     let metrics = harness.scrape().await;
-    let series = r#"vigil_collector_items_rejected_total{signal="metrics",tenant="acme",reason="stale_marker"}"#;
-    assert_eq!(sample(&metrics, series), Some(2.0));
+    let rejected = |reason: &str| {
+        let series = format!(
+            r#"vigil_collector_items_rejected_total{{signal="metrics",tenant="acme",reason="{reason}"}}"#
+        );
+        sample(&metrics, &series)
+    };
+    assert_eq!(rejected("stale_marker"), Some(2.0));
+    assert_eq!(rejected("nan"), Some(1.0));
+    assert_eq!(rejected("not_finite"), Some(1.0), "{metrics}");
     harness.stop().await;
 }
 
