@@ -3,6 +3,8 @@
 # Vigil's tests talk to:
 #   - ClickHouse, Debian's clickhouse-server package: HTTP 127.0.0.1:8123, native 127.0.0.1:9000
 #   - a Kafka-protocol broker, tansu 0.6.0 from crates.io: 127.0.0.1:9092, memory storage
+# and installs the programs tests run themselves:
+#   - Prometheus, Debian's prometheus package (2.42), remote-writing to the collector
 # Idempotent: a service that already answers is left alone.
 #
 #   scripts/services.sh          install + start, wait until both answer
@@ -87,6 +89,14 @@ install_tansu() {
         || die "cargo install tansu failed"
 }
 
+install_prometheus() {
+    command -v prometheus >/dev/null && return
+    log "installing prometheus from Debian's packages"
+    as_root apt-get update -q >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null \
+        || die "apt-get install prometheus failed"
+}
+
 start_kafka() {
     if kafka_ready; then
         log "a Kafka-protocol broker already answers on 127.0.0.1:$KAFKA_PORT"
@@ -132,6 +142,7 @@ start)
     fi
     start_clickhouse
     start_kafka
+    install_prometheus
     log "ClickHouse: http://127.0.0.1:$CLICKHOUSE_HTTP_PORT (native 127.0.0.1:$CLICKHOUSE_TCP_PORT)"
     log "Kafka:      127.0.0.1:$KAFKA_PORT"
     ;;

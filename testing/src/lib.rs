@@ -161,9 +161,35 @@ fn service(name: &str, var: &str, default: &str) -> Option<String> {
     if reachable {
         return Some(address);
     }
-    let message = format!(
-        "{name} is not reachable at {address} (set {var} to change it); start it with scripts/services.sh"
-    );
+    unavailable(
+        name,
+        &format!(
+            "{name} is not reachable at {address} (set {var} to change it); start it with scripts/services.sh"
+        ),
+    )
+}
+
+/// The program `name` on the `PATH` (Prometheus, which tests run
+/// themselves), installed by scripts/services.sh. `None` means skip (never
+/// on CI, where it panics instead).
+pub fn program(name: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|candidate| candidate.is_file())
+    });
+    if found.is_some() {
+        return found;
+    }
+    unavailable(
+        name,
+        &format!("{name} is not on the PATH; install it with scripts/services.sh"),
+    )
+}
+
+/// Says a test's service or program is missing: skips it loudly, or fails
+/// it on CI.
+fn unavailable<T>(name: &str, message: &str) -> Option<T> {
     assert!(
         std::env::var("CI").as_deref() != Ok("true"),
         "{message}. On CI a test that needs {name} fails rather than skips."

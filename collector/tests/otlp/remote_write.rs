@@ -242,4 +242,125 @@ async fn remote_write_that_would_convert_past_the_budget_is_refused_unread() {
     harness.stop().await;
 }
 
+/// A Prometheus process, stopped when dropped.
+struct Prometheus {
+    child: std::process::Child,
+    address: String,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    /// One of its own metrics, summed over its series; `None` while it has
+    /// none (or does not answer yet).
+    async fn value(&self, metric: &str) -> Option<f64> {
+        let url = format!("http://{}/api/v1/query?query=sum({metric})", self.address);
+        let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+        let answer: serde_json::Value = serde_json::from_str(&text).ok()?;
+        answer["data"]["result"][0]["value"][1]
+            .as_str()?
+            .parse()
+            .ok()
+    }
+}
+
+/// A real Prometheus (Debian's 2.42) scrapes itself every second and
+/// remote-writes to the collector. Its summaries hold NaN quantiles, so
+/// every batch used to be answered 400 and counted failed; now not one
+/// sample of the first thousand and more is, and they arrive as metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_counts_no_sample_failed() {
+    let Some(program) = vigil_testing::program("prometheus") else {
+        return;
+    };
+    let harness = Harness::start(Backend::Embedded).await.unwrap();
+    let dir = std::env::temp_dir().join(unique_name("vigil_prometheus"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            r#"
+global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: prometheus
+    static_configs:
+      - targets: ["{address}"]
+remote_write:
+  - url: {url}
+    authorization:
+      credentials: {TOKEN}
+    queue_config:
+      batch_send_deadline: 1s
+"#,
+            url = harness.http_url("/api/v1/write"),
+        ),
+    )
+    .unwrap();
+    let prometheus = Prometheus {
+        child: std::process::Command::new(program)
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={address}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+        address,
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let sent = loop {
+        let sent = prometheus
+            .value("prometheus_remote_storage_samples_total")
+            .await;
+        if sent.is_some_and(|sent| sent >= 1_000.0) {
+            break sent.unwrap_or_default();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus sent {sent:?} samples"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        prometheus
+            .value("prometheus_remote_storage_samples_failed_total")
+            .await,
+        Some(0.0),
+        "of {sent} samples sent"
+    );
+    let topic = harness.config.bus.topics().metrics;
+    let messages = harness.read(&topic, |m| !m.is_empty()).await;
+    let metrics = metrics_by_name(&messages);
+    assert!(
+        metrics.contains_key("prometheus_http_requests_total"),
+        "{:?}",
+        metrics.keys().collect::<Vec<_>>()
+    );
+    let scraped = harness.scrape().await;
+    let nan =
+        r#"vigil_collector_items_rejected_total{signal="metrics",tenant="acme",reason="nan"}"#;
+    assert!(sample(&scraped, nan).is_some_and(|n| n > 0.0), "{scraped}");
+    drop(prometheus);
+    harness.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 vigil_testing::on_both_backends!(remote_write_arrives_as_the_same_numbers,);
