@@ -5,6 +5,7 @@
 #   - a Kafka-protocol broker, tansu 0.6.0 from crates.io: 127.0.0.1:9092, memory storage
 # and installs the programs tests run themselves:
 #   - Prometheus, Debian's prometheus package (2.42), remote-writing to the collector
+#   - Alertmanager, Debian's prometheus-alertmanager package (0.25), as a receiver
 # Idempotent: a service that already answers is left alone.
 #
 #   scripts/services.sh          install + start, wait until both answer
@@ -90,11 +91,12 @@ install_tansu() {
 }
 
 install_prometheus() {
-    command -v prometheus >/dev/null && return
-    log "installing prometheus from Debian's packages"
+    command -v prometheus >/dev/null && command -v prometheus-alertmanager >/dev/null && return
+    log "installing prometheus and prometheus-alertmanager from Debian's packages"
     as_root apt-get update -q >/dev/null
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null \
-        || die "apt-get install prometheus failed"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        prometheus prometheus-alertmanager >/dev/null \
+        || die "apt-get install prometheus prometheus-alertmanager failed"
 }
 
 start_kafka() {

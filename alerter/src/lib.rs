@@ -26,6 +26,7 @@
 //! lease runs out and a standby begins a term as a restart would, from the
 //! store. A leader that finds it lost the lease stops judging at once.
 
+pub mod alertmanager;
 pub mod alerts;
 mod control;
 pub mod eval;

@@ -18,8 +18,9 @@ use serde_json::{Value, json};
 use vigil_domain::tenant::TenantId;
 use vigil_domain::time::rfc3339;
 
+use crate::alertmanager;
 use crate::alerts::{Alert, Alerts, State};
-use crate::rules::{Inhibition, Route, Ruleset};
+use crate::rules::{Inhibition, ReceiverKind, Route, Ruleset};
 use vigil_domain::signal::Matcher;
 use vigil_domain::silence::Silence;
 
@@ -67,6 +68,9 @@ struct Group {
 #[derive(Debug, Default)]
 pub struct Dispatcher {
     route: Option<Route>,
+    /// Receivers told again every [`alertmanager::RESEND_MS`] while
+    /// anything fires, whatever the route says: Alertmanagers.
+    resend: BTreeSet<String>,
     inhibitions: Vec<Inhibition>,
     external_url: String,
     groups: BTreeMap<String, Group>,
@@ -89,6 +93,7 @@ impl Dispatcher {
     pub fn new(rules: &Ruleset, external_url: &str, saved: Vec<GroupState>) -> Self {
         let mut dispatcher = Dispatcher {
             route: rules.route.clone(),
+            resend: resend(rules),
             inhibitions: rules.inhibitions.clone(),
             external_url: external_url.to_owned(),
             groups: BTreeMap::new(),
@@ -114,6 +119,7 @@ impl Dispatcher {
     pub fn reload(self, rules: &Ruleset) -> Self {
         Dispatcher {
             route: rules.route.clone(),
+            resend: resend(rules),
             inhibitions: rules.inhibitions.clone(),
             external_url: self.external_url,
             groups: self.groups,
@@ -199,6 +205,10 @@ impl Dispatcher {
                 group.group_wait_ms = route.group_wait_s * 1_000;
                 group.group_interval_ms = route.group_interval_s * 1_000;
                 group.repeat_interval_ms = route.repeat_interval_s * 1_000;
+                if self.resend.contains(&route.receiver) {
+                    group.repeat_interval_ms =
+                        group.repeat_interval_ms.min(alertmanager::RESEND_MS);
+                }
                 group.members.insert(alert.fingerprint.clone());
             }
         }
@@ -337,6 +347,17 @@ impl Dispatcher {
             "vigil": {"rule": alert.rule, "value": alert.value},
         })
     }
+}
+
+/// The receivers whose firing alerts are posted again every
+/// [`alertmanager::RESEND_MS`].
+fn resend(rules: &Ruleset) -> BTreeSet<String> {
+    rules
+        .receivers
+        .values()
+        .filter(|r| r.kind == ReceiverKind::Alertmanager)
+        .map(|r| r.name.clone())
+        .collect()
 }
 
 /// The routes an alert goes to: the deepest matching routes, the first
@@ -527,6 +548,39 @@ inhibit_rules:
             first.notifications[0].idempotency_key,
             repeat.notifications[0].idempotency_key
         );
+    }
+
+    #[test]
+    fn firing_groups_of_an_alertmanager_are_posted_again_every_minute() {
+        let set = SET.replace(
+            "{name: tickets, url: 'http://127.0.0.1:1/tickets'}",
+            "{name: tickets, type: alertmanager, url: 'http://127.0.0.1:1'}",
+        );
+        let files = vec![(PathBuf::from("r.yaml"), set)];
+        let set = rules::parse(&files, &|_| None).expect("loads");
+        let rules: Vec<Arc<rules::Rule>> = set.rules.iter().cloned().map(Arc::new).collect();
+        let mut dispatcher = Dispatcher::new(&set, "http://vigil:8080", Vec::new());
+        let mut alerts = Alerts::default();
+        let t = 1_000_000;
+        let slow = v(1, &[("vigil.unit", "u1"), ("service.name", "pay")]);
+        alerts.apply(&rules, &[slow, v(2, &[])], t);
+        assert_eq!(
+            dispatcher
+                .tick(&alerts, &[], t + 10_000)
+                .notifications
+                .len(),
+            2
+        );
+        // The webhook waits for its hour; the Alertmanager is told again
+        // each minute, so that it does not resolve the alert by itself.
+        for minute in 1..=3 {
+            let tick = dispatcher.tick(&alerts, &[], t + 10_000 + minute * 60_000);
+            assert_eq!(
+                sent(&tick),
+                vec![("tickets".into(), strings(&["budget - firing"]))],
+                "minute {minute}"
+            );
+        }
     }
 
     #[test]

@@ -129,6 +129,22 @@ async fn take(
     }
 }
 
+/// Takes what an Alertmanager's webhook sends (unsigned), answering 200.
+async fn take_unsigned(
+    State(receiver): State<Arc<Receiver>>,
+    uri: axum::http::Uri,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    receiver.received.lock().unwrap().push(Received {
+        path: uri.path().to_owned(),
+        idempotency_key: String::new(),
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        attempt: 1,
+        accepted: true,
+    });
+    StatusCode::OK
+}
+
 async fn receiver(shutdown: Shutdown) -> (Arc<Receiver>, String) {
     receiver_serving(shutdown, None).await
 }
@@ -142,6 +158,7 @@ async fn receiver_serving(
     let app = axum::Router::new()
         .route("/hook", post(take))
         .route("/rollback/{service}", post(take))
+        .route("/from-alertmanager", post(take_unsigned))
         .with_state(Arc::clone(&state));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -765,4 +782,138 @@ async fn a_page_reaches_an_https_receiver_signed_by_the_configured_ca() {
     assert_eq!(firing.body["alerts"][0]["labels"]["vigil.unit"], "u1");
     stop.trigger();
     alerter.wait().await;
+}
+
+/// An Alertmanager process, stopped when dropped.
+struct Alertmanager {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real Alertmanager (Debian's 0.25) as a receiver: Vigil posts its alert
+/// to `/api/v2/alerts`, Alertmanager groups it and calls its own webhook
+/// receiver with Vigil's labels (in Prometheus names), and the resolution
+/// Vigil posts ends it there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_go_through_a_real_alertmanager_and_resolve() {
+    let Some(program) = testing::program("prometheus-alertmanager") else {
+        return;
+    };
+    let stop = Shutdown::new();
+    let (receiver, base) = receiver(stop.clone()).await;
+    let Some(s) = setup(Backend::Embedded, &base).await else {
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Apart from the rules folder, whose every YAML file is a rule file.
+    let folder = std::env::temp_dir().join(testing::unique_name("vigil_alertmanager"));
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(
+        folder.join("alertmanager.yml"),
+        format!(
+            "route:\n  receiver: hook\n  group_by: [alertname]\n  group_wait: 1s\n  \
+             group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: hook\n    \
+             webhook_configs:\n      - url: {base}/from-alertmanager\n        send_resolved: true\n"
+        ),
+    )
+    .unwrap();
+    let alertmanager = Alertmanager {
+        child: std::process::Command::new(program)
+            .arg(format!(
+                "--config.file={}",
+                folder.join("alertmanager.yml").display()
+            ))
+            .arg(format!("--storage.path={}", folder.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !client
+        .get(format!("{}/-/ready", alertmanager.url))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "Alertmanager did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::write(
+        s.folder.join("rules.yaml"),
+        format!(
+            r#"
+tenant: acme
+rules:
+  - name: pay-errors
+    type: threshold
+    service: pay
+    group_by: [vigil.unit]
+    signal: error_ratio
+    op: ">"
+    value: 0.1
+    min_count: 10
+    labels: {{severity: page}}
+    annotations: {{summary: "pay fails in {{{{vigil.unit}}}}"}}
+receivers:
+  - name: am
+    type: alertmanager
+    url: {}
+route:
+  receiver: am
+  group_wait: 0s
+  group_interval: 1s
+"#,
+            alertmanager.url
+        ),
+    )
+    .unwrap();
+    let alerter = s.alerter(stop.clone()).await;
+    let window = now_s() - now_s() % 10;
+    publish(&*s.bus, &s.config, 1, &[row("u1", window, 100, 30)]).await;
+    let firing = wait_for("Alertmanager's page", Duration::from_secs(60), || {
+        receiver.accepted("/from-alertmanager").first().cloned()
+    })
+    .await;
+    assert_eq!(firing.body["status"], "firing", "{}", firing.body);
+    let alert = &firing.body["alerts"][0];
+    assert_eq!(
+        alert["labels"],
+        json!({"alertname": "pay-errors", "severity": "page", "tenant": "acme", "vigil_unit": "u1"})
+    );
+    assert_eq!(alert["annotations"], json!({"summary": "pay fails in u1"}));
+    assert_eq!(
+        alert["startsAt"],
+        rfc3339((window + 10) * 1_000).replace(".000", "")
+    );
+
+    let healthy = now_s() - now_s() % 10;
+    publish(&*s.bus, &s.config, 2, &[row("u1", healthy, 50, 0)]).await;
+    let resolved = wait_for("Alertmanager's resolution", Duration::from_secs(60), || {
+        receiver
+            .accepted("/from-alertmanager")
+            .into_iter()
+            .find(|r| r.body["status"] == "resolved")
+    })
+    .await;
+    assert_eq!(resolved.body["alerts"][0]["labels"], alert["labels"]);
+    stop.trigger();
+    alerter.wait().await;
+    drop(alertmanager);
+    let _ = std::fs::remove_dir_all(&folder);
 }

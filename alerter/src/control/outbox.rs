@@ -19,7 +19,8 @@ use vigil_store::{HistoryEntry, StateRecord};
 use super::Control;
 use super::state::{append, state_record};
 use crate::notify::Notification;
-use crate::webhook;
+use crate::rules::ReceiverKind;
+use crate::{alertmanager, webhook};
 
 /// A notification waiting for its receiver, as kept in the store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -214,10 +215,17 @@ impl Control {
             let _ = done.send(Delivered { key, outcome });
             return;
         };
+        let (url, body) = match receiver.kind {
+            ReceiverKind::Webhook => (receiver.url.clone(), notification.payload.to_string()),
+            ReceiverKind::Alertmanager => (
+                alertmanager::alerts_url(&receiver.url),
+                alertmanager::postable(&notification.payload, crate::now_ms()).to_string(),
+            ),
+        };
         let call = webhook::Call {
-            url: receiver.url.clone(),
+            url,
             method: reqwest::Method::POST,
-            body: notification.payload.to_string().into_bytes(),
+            body: body.into_bytes(),
             headers: receiver.headers.clone(),
             secret: receiver.secret.clone(),
             idempotency_key: key.clone(),

@@ -262,10 +262,23 @@ impl Rule {
     }
 }
 
-/// A webhook that receives notifications.
+/// What a receiver is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiverKind {
+    /// Takes the notification itself (Alertmanager's webhook format).
+    #[default]
+    Webhook,
+    /// An Alertmanager: its alerts are posted to `<url>/api/v2/alerts` and
+    /// posted again while they fire (see `alertmanager.rs`).
+    Alertmanager,
+}
+
+/// Who receives notifications: a webhook, or an Alertmanager.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Receiver {
     pub name: String,
+    pub kind: ReceiverKind,
     pub url: String,
     /// Signs each body (HMAC-SHA256); none: unsigned.
     pub secret: Option<String>,

@@ -15,6 +15,7 @@ pub(super) fn check_receiver(
     check_url(&spec.url)?;
     Ok(Receiver {
         name: spec.name,
+        kind: spec.kind,
         url: spec.url,
         secret: secret(spec.secret, spec.secret_env, env)?,
         timeout: spec.timeout.0,

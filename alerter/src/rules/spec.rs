@@ -165,6 +165,8 @@ impl HttpMethod {
 #[serde(deny_unknown_fields)]
 pub(super) struct ReceiverSpec {
     pub(super) name: String,
+    #[serde(default, rename = "type")]
+    pub(super) kind: super::ReceiverKind,
     pub(super) url: String,
     #[serde(default)]
     pub(super) secret: Option<String>,
