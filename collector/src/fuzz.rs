@@ -166,7 +166,9 @@ proptest! {
         prop_assert!(budget::estimate(Root::RemoteWrite, &bytes) >= bytes.len());
         if let Ok(write) = WriteRequest::decode(&bytes[..]) {
             let mut rejections = Rejections::default();
-            let request = remote_write::to_otlp(write, &mut rejections);
+            let mut gathering = crate::classic_histogram::Gathering::default();
+            let now = std::time::Instant::now();
+            let request = remote_write::to_otlp(write, Some(&mut gathering), now, &mut rejections);
             check(request, rejections)?;
         }
     }

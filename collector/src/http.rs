@@ -4,7 +4,8 @@
 //! OTLP/HTTP specification says.
 
 use std::io::Read;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -150,7 +151,19 @@ async fn remote_write(
         let sender = sender?;
         let (write, _reserved) = decode_remote_write(&headers, &body?, limit, &ingest.budget)?;
         let mut rejections = Rejections::default();
-        let request = remote_write::to_otlp(write, &mut rejections);
+        let request = {
+            let histograms = remote_write::has_histogram_parts(&write)
+                .then(|| ingest.histograms.of(&sender.tenant));
+            let mut gathering = histograms
+                .as_ref()
+                .map(|h| h.lock().unwrap_or_else(PoisonError::into_inner));
+            remote_write::to_otlp(
+                write,
+                gathering.as_deref_mut(),
+                Instant::now(),
+                &mut rejections,
+            )
+        };
         let gaps: u64 = rejections
             .by_reason()
             .filter(|(reason, _)| remote_write::GAP_REASONS.contains(reason))

@@ -11,6 +11,7 @@ use vigil_domain::tenant::TenantId;
 
 use crate::auth::{Auth, Sender};
 use crate::budget::Budget;
+use crate::classic_histogram::Histograms;
 use crate::error::IngestError;
 use crate::limits::{Admission, RateLimiter, SeriesLimiter};
 use crate::metrics::Metrics;
@@ -21,6 +22,8 @@ pub(crate) struct Ingest {
     pub(crate) auth: Auth,
     pub(crate) budget: Budget,
     pub(crate) metrics: Metrics,
+    /// Prometheus classic histograms being put together.
+    pub(crate) histograms: Histograms,
     config: CollectorConfig,
     tenant_rate: RateLimiter<TenantId>,
     token_rate: RateLimiter<TokenDigest>,
@@ -35,6 +38,7 @@ impl Ingest {
             auth: Auth::new(config),
             budget: Budget::new(config.max_decoded_bytes_in_flight),
             metrics: Metrics::new(),
+            histograms: Histograms::default(),
             config: config.clone(),
             tenant_rate: RateLimiter::new(
                 config.limits.tenant_items_per_second,

@@ -15,6 +15,7 @@
 
 mod auth;
 mod budget;
+mod classic_histogram;
 mod client_telemetry;
 mod error;
 #[cfg(test)]

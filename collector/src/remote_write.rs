@@ -3,24 +3,28 @@
 //! `service.instance.id` of the resource, `__name__` the metric name, the other
 //! labels the point's attributes. A series is a counter (a cumulative,
 //! monotonic sum) when its metadata says so or its name ends in `_total`, and
-//! a gauge otherwise; classic histogram and summary series (`_bucket`,
-//! `_count`, `_sum`) arrive as the series Prometheus has. A NaN (a quantile
+//! a gauge otherwise. A classic histogram's series (`_bucket`, `_sum`,
+//! `_count`) become one OTLP histogram of the family's name (see
+//! `classic_histogram.rs`); a summary's arrive as the series Prometheus has.
+//! A NaN (a quantile
 //! with no observations) and a staleness marker are gaps, counted by reason
 //! and never answered as an error.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
-    number_data_point,
+    AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use vigil_proto::prometheus::metric_metadata::MetricType;
 use vigil_proto::prometheus::{TimeSeries, WriteRequest};
 
+use crate::classic_histogram::{self, Gathering, PointKey};
 use crate::otlp::string_attribute;
 use crate::validate::{Rejection, Rejections};
 
@@ -33,11 +37,39 @@ pub(crate) const NAN_REASON: &str = "nan";
 /// Samples that are gaps, not errors: counted, never answered as a failure.
 pub(crate) const GAP_REASONS: [&str; 2] = [STALE_REASON, NAN_REASON];
 
-/// The OTLP request holding the samples of `write`. Samples it cannot carry
-/// (staleness markers, nameless series, native histograms) are recorded in
-/// `rejections`.
+/// Where a resource's points go: metric name → number points, family →
+/// histogram points.
+#[derive(Default)]
+struct Points {
+    numbers: BTreeMap<String, Vec<NumberDataPoint>>,
+    histograms: BTreeMap<String, Vec<HistogramDataPoint>>,
+}
+
+/// Whether `name` may be part of a classic histogram.
+fn histogram_like(name: &str) -> bool {
+    ["_bucket", "_sum", "_count"]
+        .iter()
+        .any(|suffix| name.ends_with(suffix))
+}
+
+/// Whether the request holds series that may be classic histogram parts:
+/// only then is the tenant's [`Gathering`] needed.
+pub(crate) fn has_histogram_parts(write: &WriteRequest) -> bool {
+    write
+        .timeseries
+        .iter()
+        .any(|series| label(series, "__name__").is_some_and(histogram_like))
+}
+
+/// The OTLP request holding the samples of `write`. Classic histogram parts
+/// go through `histograms`, the tenant's histograms in the making (see
+/// `classic_histogram.rs`), and its complete points come out as histograms.
+/// Samples it cannot carry (staleness markers, NaN, nameless series, native
+/// histograms) are recorded in `rejections`.
 pub(crate) fn to_otlp(
     write: WriteRequest,
+    mut histograms: Option<&mut Gathering>,
+    now: Instant,
     rejections: &mut Rejections,
 ) -> ExportMetricsServiceRequest {
     let counters: HashMap<&str, bool> = write
@@ -50,9 +82,16 @@ pub(crate) fn to_otlp(
             )
         })
         .collect();
-    // (job, instance) → metric name → points
-    let mut resources: BTreeMap<(String, String), BTreeMap<String, Vec<NumberDataPoint>>> =
-        BTreeMap::new();
+    if let Some(histograms) = histograms.as_deref_mut() {
+        let families = write.timeseries.iter().filter_map(|series| {
+            let (family, _) =
+                classic_histogram::bucket(label(series, "__name__")?, label(series, "le"))?;
+            Some(family)
+        });
+        let families: Vec<String> = families.collect();
+        histograms.saw_buckets(families.iter().map(String::as_str), now);
+    }
+    let mut resources: BTreeMap<(String, String), Points> = BTreeMap::new();
     for series in &write.timeseries {
         if !series.histograms.is_empty() {
             rejections.add(
@@ -78,6 +117,40 @@ pub(crate) fn to_otlp(
         };
         let job = label(series, "job").unwrap_or_default();
         let instance = label(series, "instance").unwrap_or_default();
+        let part = histograms
+            .as_deref()
+            .and_then(|h| h.part(name, label(series, "le")));
+        let values = series.samples.iter().filter(|sample| {
+            let gap = if sample.value.to_bits() == STALE_MARKER {
+                Rejection::new(STALE_REASON, format!("metric {name:?}: staleness marker"))
+            } else if sample.value.is_nan() {
+                Rejection::new(NAN_REASON, format!("metric {name:?}: NaN, kept as a gap"))
+            } else {
+                return true;
+            };
+            rejections.add(gap, 1);
+            false
+        });
+        let values: Vec<_> = values.collect();
+        if let (Some((family, part)), Some(histograms)) = (part, histograms.as_deref_mut()) {
+            let attributes: Vec<(String, String)> = series
+                .labels
+                .iter()
+                .filter(|l| !matches!(l.name.as_str(), "__name__" | "job" | "instance" | "le"))
+                .map(|l| (l.name.clone(), l.value.clone()))
+                .collect();
+            for sample in values {
+                let key = PointKey {
+                    job: job.to_owned(),
+                    instance: instance.to_owned(),
+                    family: family.clone(),
+                    attributes: attributes.clone(),
+                    time_ms: sample.timestamp,
+                };
+                histograms.add(key, part, sample.value, now, rejections);
+            }
+            continue;
+        }
         let attributes: Vec<KeyValue> = series
             .labels
             .iter()
@@ -87,23 +160,10 @@ pub(crate) fn to_otlp(
         let points = resources
             .entry((job.to_owned(), instance.to_owned()))
             .or_default()
+            .numbers
             .entry(name.to_owned())
             .or_default();
-        for sample in &series.samples {
-            if sample.value.to_bits() == STALE_MARKER {
-                rejections.add(
-                    Rejection::new(STALE_REASON, format!("metric {name:?}: staleness marker")),
-                    1,
-                );
-                continue;
-            }
-            if sample.value.is_nan() {
-                rejections.add(
-                    Rejection::new(NAN_REASON, format!("metric {name:?}: NaN, kept as a gap")),
-                    1,
-                );
-                continue;
-            }
+        for sample in values {
             points.push(NumberDataPoint {
                 attributes: attributes.clone(),
                 time_unix_nano: u64::try_from(sample.timestamp)
@@ -114,9 +174,20 @@ pub(crate) fn to_otlp(
             });
         }
     }
+    if let Some(histograms) = histograms {
+        for (key, point) in histograms.take_complete(now, rejections) {
+            resources
+                .entry((key.job, key.instance))
+                .or_default()
+                .histograms
+                .entry(key.family)
+                .or_default()
+                .push(point);
+        }
+    }
     let resource_metrics = resources
         .into_iter()
-        .map(|((job, instance), metrics)| {
+        .map(|((job, instance), points)| {
             let mut attributes = Vec::new();
             if !job.is_empty() {
                 attributes.push(string_attribute("service.name", &job));
@@ -124,37 +195,45 @@ pub(crate) fn to_otlp(
             if !instance.is_empty() {
                 attributes.push(string_attribute("service.instance.id", &instance));
             }
-            let metrics = metrics
+            let numbers = points.numbers.into_iter().map(|(name, data_points)| {
+                let counter = counters
+                    .get(name.as_str())
+                    .or_else(|| counters.get(name.trim_end_matches("_total")))
+                    .copied()
+                    .unwrap_or_else(|| name.ends_with("_total"));
+                let data = if counter {
+                    Data::Sum(Sum {
+                        data_points,
+                        aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                        is_monotonic: true,
+                    })
+                } else {
+                    Data::Gauge(Gauge { data_points })
+                };
+                Metric {
+                    name,
+                    data: Some(data),
+                    ..Default::default()
+                }
+            });
+            let histograms = points
+                .histograms
                 .into_iter()
-                .map(|(name, data_points)| {
-                    let counter = counters
-                        .get(name.as_str())
-                        .or_else(|| counters.get(name.trim_end_matches("_total")))
-                        .copied()
-                        .unwrap_or_else(|| name.ends_with("_total"));
-                    let data = if counter {
-                        Data::Sum(Sum {
-                            data_points,
-                            aggregation_temporality: AggregationTemporality::Cumulative as i32,
-                            is_monotonic: true,
-                        })
-                    } else {
-                        Data::Gauge(Gauge { data_points })
-                    };
-                    Metric {
-                        name,
-                        data: Some(data),
-                        ..Default::default()
-                    }
-                })
-                .collect();
+                .map(|(name, data_points)| Metric {
+                    name,
+                    data: Some(Data::Histogram(Histogram {
+                        data_points,
+                        aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                    })),
+                    ..Default::default()
+                });
             ResourceMetrics {
                 resource: Some(Resource {
                     attributes,
                     ..Default::default()
                 }),
                 scope_metrics: vec![ScopeMetrics {
-                    metrics,
+                    metrics: numbers.chain(histograms).collect(),
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -242,7 +321,7 @@ mod tests {
             }],
         };
         let mut rejections = Rejections::default();
-        let request = to_otlp(write, &mut rejections);
+        let request = to_otlp(write, None, Instant::now(), &mut rejections);
         assert_eq!(rejections.count(), 0);
         assert_eq!(request.resource_metrics.len(), 2);
         let a = &request.resource_metrics[0];
@@ -287,6 +366,77 @@ mod tests {
     }
 
     #[test]
+    fn classic_histograms_become_histograms_and_summaries_stay() {
+        let bucket = |le: &str, value: f64| {
+            series(
+                &[
+                    ("__name__", "rpc_seconds_bucket"),
+                    ("job", "api"),
+                    ("le", le),
+                ],
+                &[(value, 1_000)],
+            )
+        };
+        let write = WriteRequest {
+            timeseries: vec![
+                bucket("0.1", 2.0),
+                bucket("0.5", 5.0),
+                bucket("+Inf", 6.0),
+                series(
+                    &[("__name__", "rpc_seconds_sum"), ("job", "api")],
+                    &[(1.5, 1_000)],
+                ),
+                series(
+                    &[("__name__", "rpc_seconds_count"), ("job", "api")],
+                    &[(6.0, 1_000)],
+                ),
+                series(
+                    &[
+                        ("__name__", "gc_seconds"),
+                        ("job", "api"),
+                        ("quantile", "0.5"),
+                    ],
+                    &[(0.2, 1_000)],
+                ),
+                series(
+                    &[("__name__", "gc_seconds_sum"), ("job", "api")],
+                    &[(3.0, 1_000)],
+                ),
+                series(
+                    &[("__name__", "gc_seconds_count"), ("job", "api")],
+                    &[(9.0, 1_000)],
+                ),
+            ],
+            metadata: Vec::new(),
+        };
+        let mut gathering = Gathering::default();
+        let mut rejections = Rejections::default();
+        let request = to_otlp(write, Some(&mut gathering), Instant::now(), &mut rejections);
+        assert_eq!(rejections.count(), 0);
+        let metrics = &request.resource_metrics[0].scope_metrics[0].metrics;
+        let names: Vec<&str> = metrics.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "gc_seconds",
+                "gc_seconds_count",
+                "gc_seconds_sum",
+                "rpc_seconds"
+            ]
+        );
+        match &metrics[3].data {
+            Some(Data::Histogram(h)) => {
+                let point = &h.data_points[0];
+                assert_eq!(point.explicit_bounds, [0.1, 0.5]);
+                assert_eq!(point.bucket_counts, [2, 3, 1]);
+                assert_eq!((point.count, point.sum), (6, Some(1.5)));
+                assert_eq!(point.time_unix_nano, 1_000_000_000);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn stale_markers_nameless_series_and_native_histograms_are_counted() {
         let mut nameless = series(&[("job", "api")], &[(1.0, 1), (2.0, 2)]);
         nameless.histograms.push(vec![1, 2, 3]);
@@ -301,7 +451,7 @@ mod tests {
             metadata: Vec::new(),
         };
         let mut rejections = Rejections::default();
-        let request = to_otlp(write, &mut rejections);
+        let request = to_otlp(write, None, Instant::now(), &mut rejections);
         assert_eq!(rejections.count(), 5);
         let reasons: Vec<(&str, u64)> = rejections.by_reason().collect();
         assert_eq!(

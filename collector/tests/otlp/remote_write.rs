@@ -272,7 +272,8 @@ impl Prometheus {
 /// A real Prometheus (Debian's 2.42) scrapes itself every second and
 /// remote-writes to the collector. Its summaries hold NaN quantiles, so
 /// every batch used to be answered 400 and counted failed; now not one
-/// sample of the first thousand and more is, and they arrive as metrics.
+/// sample of the first thousand and more is, and they arrive as metrics,
+/// its classic histograms as histograms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_counts_no_sample_failed() {
     let Some(program) = vigil_testing::program("prometheus") else {
@@ -349,10 +350,32 @@ remote_write:
     let topic = harness.config.bus.topics().metrics;
     let messages = harness.read(&topic, |m| !m.is_empty()).await;
     let metrics = metrics_by_name(&messages);
+    let names: Vec<&String> = metrics.keys().collect();
     assert!(
         metrics.contains_key("prometheus_http_requests_total"),
-        "{:?}",
-        metrics.keys().collect::<Vec<_>>()
+        "{names:?}"
+    );
+    // A classic histogram arrives as one histogram, its buckets as bounds;
+    // a summary as its series.
+    let family = "prometheus_http_request_duration_seconds";
+    match &metrics[family].data {
+        Some(Data::Histogram(h)) => {
+            let point = &h.data_points[0];
+            assert!(point.explicit_bounds.len() >= 5, "{point:?}");
+            assert_eq!(point.bucket_counts.len(), point.explicit_bounds.len() + 1);
+            assert_eq!(point.bucket_counts.iter().sum::<u64>(), point.count);
+        }
+        other => panic!("{other:?}"),
+    }
+    for gone in ["_bucket", "_sum", "_count"] {
+        assert!(
+            !metrics.contains_key(&format!("{family}{gone}")),
+            "{names:?}"
+        );
+    }
+    assert!(
+        metrics.contains_key("go_gc_duration_seconds_sum"),
+        "{names:?}"
     );
     let scraped = harness.scrape().await;
     let nan =
