@@ -34,6 +34,7 @@ use vigil_proto::client::v1::{ClientBatch, ClientContext, ClientEvent};
 use vigil_proto::prometheus::{Label, MetricMetadata, Sample, TimeSeries};
 
 use crate::error::IngestError;
+use crate::native_histogram;
 
 /// The budget's unit: permits are KiB.
 const UNIT: usize = 1024;
@@ -272,29 +273,81 @@ fn varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
     None
 }
 
-/// Calls `visit` with the field number and bytes of every length-delimited
-/// field of the message in `bytes`, skipping the others; `None` when the
-/// bytes are not protobuf (decoding will say why) or `visit` says so.
-fn each_field(bytes: &[u8], mut visit: impl FnMut(u64, &[u8]) -> Option<()>) -> Option<()> {
+/// A field of a protobuf message, as the walk meets it.
+enum Field<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+}
+
+/// Calls `visit` with the number and value of every varint and
+/// length-delimited field of the message in `bytes`, skipping fixed-width
+/// ones; `None` when the bytes are not protobuf (decoding will say why) or
+/// `visit` says so.
+fn fields(bytes: &[u8], mut visit: impl FnMut(u64, Field<'_>) -> Option<()>) -> Option<()> {
     let mut at = 0;
     while at < bytes.len() {
         let tag = varint(bytes, &mut at)?;
         match tag & 7 {
-            0 => {
-                varint(bytes, &mut at)?;
-            }
+            0 => visit(tag >> 3, Field::Varint(varint(bytes, &mut at)?))?,
             1 => at += 8,
             5 => at += 4,
             2 => {
                 let len = usize::try_from(varint(bytes, &mut at)?).ok()?;
                 let end = at.checked_add(len).filter(|&end| end <= bytes.len())?;
-                visit(tag >> 3, &bytes[at..end])?;
+                visit(tag >> 3, Field::Bytes(&bytes[at..end]))?;
                 at = end;
             }
             _ => return None,
         }
     }
     (at == bytes.len()).then_some(())
+}
+
+/// [`fields`] for the length-delimited fields only.
+fn each_field(bytes: &[u8], mut visit: impl FnMut(u64, &[u8]) -> Option<()>) -> Option<()> {
+    fields(bytes, |field, value| match value {
+        Field::Bytes(body) => visit(field, body),
+        Field::Varint(_) => Some(()),
+    })
+}
+
+/// How many buckets a native histogram's sides span once their gaps are
+/// filled, each at most [`native_histogram::MAX_BUCKETS`] (wider ones are
+/// refused unfilled), read from its spans without decoding it.
+fn native_width(histogram: &[u8]) -> Option<usize> {
+    // Per side (negative, positive): the width so far, whether a span came.
+    let mut sides = [(0u64, false); 2];
+    each_field(histogram, |field, span| {
+        let side = match field {
+            8 => 0,
+            11 => 1,
+            _ => return Some(()),
+        };
+        let (mut offset, mut length) = (0u64, 0u64);
+        fields(span, |field, value| {
+            match (field, value) {
+                // sint32: zigzag; its magnitude is what fills a gap.
+                (1, Field::Varint(v)) => offset = (v >> 1) + (v & 1),
+                (2, Field::Varint(v)) => length = v,
+                _ => {}
+            }
+            Some(())
+        })?;
+        let (width, started) = &mut sides[side];
+        if *started {
+            *width = width.saturating_add(offset);
+        }
+        *started = true;
+        *width = width.saturating_add(length);
+        Some(())
+    })?;
+    let cap = native_histogram::MAX_BUCKETS as u64;
+    Some(
+        sides
+            .iter()
+            .map(|(width, _)| (*width).min(cap) as usize)
+            .sum(),
+    )
 }
 
 /// The decoded size of the messages in `bytes`, a message of `kind`, or
@@ -327,6 +380,7 @@ fn remote_write_points(bytes: &[u8]) -> Option<usize> {
             return Some(());
         }
         let (mut labels, mut label_bytes, mut samples) = (0usize, 0usize, 0usize);
+        let (mut histograms, mut buckets) = (0usize, 0usize);
         each_field(series, |field, body| {
             match field {
                 1 => {
@@ -334,15 +388,25 @@ fn remote_write_points(bytes: &[u8]) -> Option<usize> {
                     label_bytes += body.len();
                 }
                 2 => samples += 1,
+                4 => {
+                    // Decoded, each packed delta or count byte may become 8.
+                    histograms += 1;
+                    buckets = buckets
+                        .saturating_add(native_width(body)?)
+                        .saturating_add(body.len());
+                }
                 _ => {}
             }
             Some(())
         })?;
         let attribute = size_of::<KeyValue>() + size_of::<AnyValue>();
-        let point = size_of::<NumberDataPoint>()
-            .saturating_add(labels.saturating_mul(attribute))
-            .saturating_add(label_bytes);
-        total = total.saturating_add(samples.saturating_mul(point));
+        let attributes = labels.saturating_mul(attribute).saturating_add(label_bytes);
+        let point = size_of::<NumberDataPoint>().saturating_add(attributes);
+        let native = size_of::<ExponentialHistogramDataPoint>().saturating_add(attributes);
+        total = total
+            .saturating_add(samples.saturating_mul(point))
+            .saturating_add(histograms.saturating_mul(native))
+            .saturating_add(buckets.saturating_mul(size_of::<u64>()));
         Some(())
     })?;
     Some(total)
@@ -535,6 +599,25 @@ mod tests {
                 + size_of::<ClientContext>()
                 + 1_001 * size_of::<ClientEvent>()
         );
+    }
+
+    #[test]
+    fn native_histograms_count_their_buckets_gaps_filled() {
+        use vigil_proto::prometheus::{BucketSpan, Histogram};
+        let span = |offset, length| BucketSpan { offset, length };
+        let histogram = |positive_spans, negative_spans| Histogram {
+            positive_spans,
+            negative_spans,
+            ..Default::default()
+        };
+        let widths = |h: &Histogram| native_width(&h.encode_to_vec());
+        // 2 + a gap of 5 + 1 positive buckets, 3 negative ones.
+        let gapped = histogram(vec![span(-4, 2), span(5, 1)], vec![span(7, 3)]);
+        assert_eq!(widths(&gapped), Some(8 + 3));
+        // A gap of 2^31 counts as the most a side may span: it is refused
+        // before it is filled.
+        let hostile = histogram(vec![span(0, 1), span(i32::MIN, 1)], Vec::new());
+        assert_eq!(widths(&hostile), Some(native_histogram::MAX_BUCKETS));
     }
 
     #[test]

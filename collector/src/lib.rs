@@ -26,6 +26,7 @@ mod ingest;
 mod json;
 mod limits;
 mod metrics;
+mod native_histogram;
 mod otlp;
 mod remote_write;
 mod server;

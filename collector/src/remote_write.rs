@@ -5,7 +5,9 @@
 //! monotonic sum) when its metadata says so or its name ends in `_total`, and
 //! a gauge otherwise. A classic histogram's series (`_bucket`, `_sum`,
 //! `_count`) become one OTLP histogram of the family's name (see
-//! `classic_histogram.rs`); a summary's arrive as the series Prometheus has.
+//! `classic_histogram.rs`); a summary's arrive as the series Prometheus has;
+//! a native histogram becomes an OTLP exponential histogram
+//! (`native_histogram.rs`).
 //! A NaN (a quantile
 //! with no observations) and a staleness marker are gaps, counted by reason
 //! and never answered as an error.
@@ -17,14 +19,16 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
-    ResourceMetrics, ScopeMetrics, Sum, number_data_point,
+    AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram,
+    HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use vigil_proto::prometheus::metric_metadata::MetricType;
 use vigil_proto::prometheus::{TimeSeries, WriteRequest};
 
 use crate::classic_histogram::{self, Gathering, PointKey};
+use crate::native_histogram;
 use crate::otlp::string_attribute;
 use crate::validate::{Rejection, Rejections};
 
@@ -43,6 +47,7 @@ pub(crate) const GAP_REASONS: [&str; 2] = [STALE_REASON, NAN_REASON];
 struct Points {
     numbers: BTreeMap<String, Vec<NumberDataPoint>>,
     histograms: BTreeMap<String, Vec<HistogramDataPoint>>,
+    native: BTreeMap<String, Vec<ExponentialHistogramDataPoint>>,
 }
 
 /// Whether `name` may be part of a classic histogram.
@@ -63,8 +68,9 @@ pub(crate) fn has_histogram_parts(write: &WriteRequest) -> bool {
 
 /// The OTLP request holding the samples of `write`. Classic histogram parts
 /// go through `histograms`, the tenant's histograms in the making (see
-/// `classic_histogram.rs`), and its complete points come out as histograms.
-/// Samples it cannot carry (staleness markers, NaN, nameless series, native
+/// `classic_histogram.rs`), and its complete points come out as histograms;
+/// native histograms become exponential histograms (`native_histogram.rs`).
+/// Samples it cannot carry (staleness markers, NaN, nameless series, broken
 /// histograms) are recorded in `rejections`.
 pub(crate) fn to_otlp(
     write: WriteRequest,
@@ -93,30 +99,32 @@ pub(crate) fn to_otlp(
     }
     let mut resources: BTreeMap<(String, String), Points> = BTreeMap::new();
     for series in &write.timeseries {
-        if !series.histograms.is_empty() {
-            rejections.add(
-                Rejection::new(
-                    "native_histogram",
-                    format!(
-                        "series {}: native histograms are not supported",
-                        describe(series)
-                    ),
-                ),
-                series.histograms.len() as u64,
-            );
-        }
         let Some(name) = label(series, "__name__").filter(|n| !n.is_empty()) else {
             rejections.add(
                 Rejection::new(
                     "empty_name",
                     format!("series {}: has no __name__ label", describe(series)),
                 ),
-                series.samples.len() as u64,
+                (series.samples.len() + series.histograms.len()) as u64,
             );
             continue;
         };
         let job = label(series, "job").unwrap_or_default();
         let instance = label(series, "instance").unwrap_or_default();
+        if !series.histograms.is_empty() {
+            let points = resources
+                .entry((job.to_owned(), instance.to_owned()))
+                .or_default()
+                .native
+                .entry(name.to_owned())
+                .or_default();
+            for histogram in &series.histograms {
+                match native_histogram::point(name, histogram, attributes_of(series)) {
+                    Ok(point) => points.push(point),
+                    Err(rejection) => rejections.add(rejection, 1),
+                }
+            }
+        }
         let part = histograms
             .as_deref()
             .and_then(|h| h.part(name, label(series, "le")));
@@ -151,12 +159,10 @@ pub(crate) fn to_otlp(
             }
             continue;
         }
-        let attributes: Vec<KeyValue> = series
-            .labels
-            .iter()
-            .filter(|l| !matches!(l.name.as_str(), "__name__" | "job" | "instance"))
-            .map(|l| string_attribute(&l.name, &l.value))
-            .collect();
+        if values.is_empty() {
+            continue;
+        }
+        let attributes = attributes_of(series);
         let points = resources
             .entry((job.to_owned(), instance.to_owned()))
             .or_default()
@@ -227,13 +233,21 @@ pub(crate) fn to_otlp(
                     })),
                     ..Default::default()
                 });
+            let native = points.native.into_iter().map(|(name, data_points)| Metric {
+                name,
+                data: Some(Data::ExponentialHistogram(ExponentialHistogram {
+                    data_points,
+                    aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                })),
+                ..Default::default()
+            });
             ResourceMetrics {
                 resource: Some(Resource {
                     attributes,
                     ..Default::default()
                 }),
                 scope_metrics: vec![ScopeMetrics {
-                    metrics: numbers.chain(histograms).collect(),
+                    metrics: numbers.chain(histograms).chain(native).collect(),
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -241,6 +255,17 @@ pub(crate) fn to_otlp(
         })
         .collect();
     ExportMetricsServiceRequest { resource_metrics }
+}
+
+/// A series' labels as a point's attributes: all but the name, the job and
+/// the instance (which name the metric and the resource).
+fn attributes_of(series: &TimeSeries) -> Vec<KeyValue> {
+    series
+        .labels
+        .iter()
+        .filter(|l| !matches!(l.name.as_str(), "__name__" | "job" | "instance"))
+        .map(|l| string_attribute(&l.name, &l.value))
+        .collect()
 }
 
 fn label<'a>(series: &'a TimeSeries, name: &str) -> Option<&'a str> {
@@ -437,9 +462,29 @@ mod tests {
     }
 
     #[test]
-    fn stale_markers_nameless_series_and_native_histograms_are_counted() {
+    fn stale_markers_nan_nameless_series_and_gauge_histograms_are_counted() {
+        use vigil_proto::prometheus::{BucketSpan, Histogram, histogram};
         let mut nameless = series(&[("job", "api")], &[(1.0, 1), (2.0, 2)]);
-        nameless.histograms.push(vec![1, 2, 3]);
+        nameless.histograms.push(Histogram::default());
+        let mut latency = series(&[("__name__", "latency"), ("job", "api")], &[]);
+        latency.histograms = vec![
+            Histogram {
+                count: Some(histogram::Count::CountInt(3)),
+                sum: 1.5,
+                schema: 3,
+                positive_spans: vec![BucketSpan {
+                    offset: -2,
+                    length: 2,
+                }],
+                positive_deltas: vec![1, 1],
+                timestamp: 9,
+                ..Default::default()
+            },
+            Histogram {
+                reset_hint: histogram::ResetHint::Gauge as i32,
+                ..Default::default()
+            },
+        ];
         let write = WriteRequest {
             timeseries: vec![
                 series(
@@ -447,25 +492,35 @@ mod tests {
                     &[(f64::from_bits(STALE_MARKER), 5), (1.0, 6), (f64::NAN, 7)],
                 ),
                 nameless,
+                latency,
             ],
             metadata: Vec::new(),
         };
         let mut rejections = Rejections::default();
         let request = to_otlp(write, None, Instant::now(), &mut rejections);
-        assert_eq!(rejections.count(), 5);
+        assert_eq!(rejections.count(), 6);
         let reasons: Vec<(&str, u64)> = rejections.by_reason().collect();
         assert_eq!(
             reasons,
             [
-                ("empty_name", 2),
+                ("empty_name", 3),
+                ("gauge_histogram", 1),
                 (NAN_REASON, 1),
-                ("native_histogram", 1),
                 (STALE_REASON, 1)
             ]
         );
-        let up = &request.resource_metrics[0].scope_metrics[0].metrics[0];
-        match &up.data {
-            Some(Data::Gauge(g)) => assert_eq!(g.data_points.len(), 1),
+        let metrics = &request.resource_metrics[0].scope_metrics[0].metrics;
+        match (&metrics[0].data, &metrics[1].data) {
+            (Some(Data::Gauge(up)), Some(Data::ExponentialHistogram(latency))) => {
+                assert_eq!(up.data_points.len(), 1);
+                let point = &latency.data_points[0];
+                assert_eq!((point.scale, point.count, point.sum), (3, 3, Some(1.5)));
+                let positive = point.positive.as_ref().unwrap();
+                assert_eq!(
+                    (positive.offset, &positive.bucket_counts[..]),
+                    (-3, &[1, 2][..])
+                );
+            }
             other => panic!("{other:?}"),
         }
     }

@@ -242,6 +242,106 @@ async fn remote_write_that_would_convert_past_the_budget_is_refused_unread() {
     harness.stop().await;
 }
 
+/// A native histogram arrives as an exponential histogram with the same
+/// buckets (one index down: Prometheus's bucket i is OTLP's i - 1); one
+/// spanning too many buckets is refused unfilled, the request answered 200.
+#[tokio::test]
+async fn native_histograms_arrive_as_exponential_histograms() {
+    use vigil_proto::prometheus::{
+        BucketSpan, Histogram, Label, TimeSeries, WriteRequest, histogram,
+    };
+    let harness = Harness::start(Backend::Embedded).await.unwrap();
+    let ms = (now_ns() / 1_000_000) as i64;
+    let native = |spans: Vec<BucketSpan>, deltas: Vec<i64>, count: u64| Histogram {
+        count: Some(histogram::Count::CountInt(count)),
+        sum: 12.5,
+        schema: 2,
+        zero_threshold: 0.001,
+        zero_count: Some(histogram::ZeroCount::ZeroCountInt(1)),
+        positive_spans: spans,
+        positive_deltas: deltas,
+        timestamp: ms,
+        ..Default::default()
+    };
+    let write = WriteRequest {
+        timeseries: vec![TimeSeries {
+            labels: vec![
+                Label {
+                    name: "__name__".into(),
+                    value: "rpc_seconds".into(),
+                },
+                Label {
+                    name: "job".into(),
+                    value: "api".into(),
+                },
+                Label {
+                    name: "method".into(),
+                    value: "pay".into(),
+                },
+            ],
+            samples: Vec::new(),
+            histograms: vec![
+                native(
+                    vec![
+                        BucketSpan {
+                            offset: 3,
+                            length: 2,
+                        },
+                        BucketSpan {
+                            offset: 1,
+                            length: 1,
+                        },
+                    ],
+                    vec![2, 1, -1],
+                    8,
+                ),
+                native(
+                    vec![
+                        BucketSpan {
+                            offset: 0,
+                            length: 1,
+                        },
+                        BucketSpan {
+                            offset: 100_000,
+                            length: 1,
+                        },
+                    ],
+                    vec![1, 0],
+                    3,
+                ),
+            ],
+        }],
+        metadata: Vec::new(),
+    };
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&write.encode_to_vec())
+        .unwrap();
+    let response = post_remote_write(&harness, body, "snappy").await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    assert_eq!(
+        text,
+        "1 data points rejected: native histogram \"rpc_seconds\": its buckets span 100002 indices, more than 16384"
+    );
+    let topic = harness.config.bus.topics().metrics;
+    let messages = harness.read(&topic, |m| !m.is_empty()).await;
+    match &metrics_by_name(&messages)["rpc_seconds"].data {
+        Some(Data::ExponentialHistogram(h)) => {
+            assert_eq!(h.data_points.len(), 1);
+            let point = &h.data_points[0];
+            assert_eq!((point.scale, point.count, point.zero_count), (2, 8, 1));
+            let positive = point.positive.as_ref().unwrap();
+            assert_eq!(
+                (positive.offset, &positive.bucket_counts[..]),
+                (2, &[2, 3, 0, 2][..])
+            );
+            assert_eq!(point.attributes, vec![attribute("method", "pay")]);
+        }
+        other => panic!("{other:?}"),
+    }
+    harness.stop().await;
+}
+
 /// A Prometheus process, stopped when dropped.
 struct Prometheus {
     child: std::process::Child,
