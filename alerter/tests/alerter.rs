@@ -854,35 +854,16 @@ async fn alerts_go_through_a_real_alertmanager_and_resolve() {
         assert!(Instant::now() < deadline, "Alertmanager did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    std::fs::write(
-        s.folder.join("rules.yaml"),
-        format!(
-            r#"
-tenant: acme
-rules:
-  - name: pay-errors
-    type: threshold
-    service: pay
-    group_by: [vigil.unit]
-    signal: error_ratio
-    op: ">"
-    value: 0.1
-    min_count: 10
-    labels: {{severity: page}}
-    annotations: {{summary: "pay fails in {{{{vigil.unit}}}}"}}
-receivers:
-  - name: am
-    type: alertmanager
-    url: {}
-route:
-  receiver: am
-  group_wait: 0s
-  group_interval: 1s
-"#,
-            alertmanager.url
-        ),
-    )
-    .unwrap();
+    // The rules of the other tests, their pages sent to the Alertmanager.
+    let webhook = rules(&base);
+    let (head, rest) = webhook.split_once("receivers:").unwrap();
+    let (_, actions) = rest.split_once("actions:").unwrap();
+    let to_alertmanager = format!(
+        "{head}receivers:\n  - {{name: am, type: alertmanager, url: '{}'}}\nroute:\n  \
+         receiver: am\n  group_wait: 0s\n  group_interval: 1s\nactions:{actions}",
+        alertmanager.url
+    );
+    std::fs::write(s.folder.join("rules.yaml"), to_alertmanager).unwrap();
     let alerter = s.alerter(stop.clone()).await;
     let window = now_s() - now_s() % 10;
     publish(&*s.bus, &s.config, 1, &[row("u1", window, 100, 30)]).await;
@@ -896,7 +877,10 @@ route:
         alert["labels"],
         json!({"alertname": "pay-errors", "severity": "page", "tenant": "acme", "vigil_unit": "u1"})
     );
-    assert_eq!(alert["annotations"], json!({"summary": "pay fails in u1"}));
+    assert_eq!(
+        alert["annotations"],
+        json!({"summary": "0.3 of pay requests fail in u1"})
+    );
     assert_eq!(
         alert["startsAt"],
         rfc3339((window + 10) * 1_000).replace(".000", "")
