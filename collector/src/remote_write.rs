@@ -128,18 +128,6 @@ pub(crate) fn to_otlp(
         let part = histograms
             .as_deref()
             .and_then(|h| h.part(name, label(series, "le")));
-        let values = series.samples.iter().filter(|sample| {
-            let gap = if sample.value.to_bits() == STALE_MARKER {
-                Rejection::new(STALE_REASON, format!("metric {name:?}: staleness marker"))
-            } else if sample.value.is_nan() {
-                Rejection::new(NAN_REASON, format!("metric {name:?}: NaN, kept as a gap"))
-            } else {
-                return true;
-            };
-            rejections.add(gap, 1);
-            false
-        });
-        let values: Vec<_> = values.collect();
         if let (Some((family, part)), Some(histograms)) = (part, histograms.as_deref_mut()) {
             let attributes: Vec<(String, String)> = series
                 .labels
@@ -147,7 +135,10 @@ pub(crate) fn to_otlp(
                 .filter(|l| !matches!(l.name.as_str(), "__name__" | "job" | "instance" | "le"))
                 .map(|l| (l.name.clone(), l.value.clone()))
                 .collect();
-            for sample in values {
+            for sample in &series.samples {
+                if gap(name, sample.value, rejections) {
+                    continue;
+                }
                 let key = PointKey {
                     job: job.to_owned(),
                     instance: instance.to_owned(),
@@ -159,7 +150,11 @@ pub(crate) fn to_otlp(
             }
             continue;
         }
-        if values.is_empty() {
+        if series.samples.iter().all(|s| s.value.is_nan()) {
+            // Gaps only (or nothing): counted, and no metric made for them.
+            for sample in &series.samples {
+                gap(name, sample.value, rejections);
+            }
             continue;
         }
         let attributes = attributes_of(series);
@@ -169,7 +164,10 @@ pub(crate) fn to_otlp(
             .numbers
             .entry(name.to_owned())
             .or_default();
-        for sample in values {
+        for sample in &series.samples {
+            if gap(name, sample.value, rejections) {
+                continue;
+            }
             points.push(NumberDataPoint {
                 attributes: attributes.clone(),
                 time_unix_nano: u64::try_from(sample.timestamp)
@@ -255,6 +253,21 @@ pub(crate) fn to_otlp(
         })
         .collect();
     ExportMetricsServiceRequest { resource_metrics }
+}
+
+/// Whether `value` (of metric `name`) is a gap rather than a value: a
+/// staleness marker or another NaN, counted in `rejections` by reason.
+fn gap(name: &str, value: f64, rejections: &mut Rejections) -> bool {
+    if !value.is_nan() {
+        return false;
+    }
+    let rejection = if value.to_bits() == STALE_MARKER {
+        Rejection::new(STALE_REASON, format!("metric {name:?}: staleness marker"))
+    } else {
+        Rejection::new(NAN_REASON, format!("metric {name:?}: NaN, kept as a gap"))
+    };
+    rejections.add(rejection, 1);
+    true
 }
 
 /// A series' labels as a point's attributes: all but the name, the job and
