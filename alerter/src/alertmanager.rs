@@ -9,12 +9,12 @@
 //! its receivers see), so Alertmanager resolves it by itself if Vigil goes
 //! silent; a resolved alert is posted with the time it ended.
 //!
-//! Alertmanager takes only Prometheus label names (`[a-zA-Z_][a-zA-Z0-9_]*`):
-//! other characters of label and annotation names become `_`
-//! (`vigil.unit` → `vigil_unit`), as OpenTelemetry's Prometheus exporters
-//! write them.
+//! Alertmanager takes only Prometheus label names: label and annotation
+//! names go through `vigil_domain::prometheus::label_name`
+//! (`vigil.unit` → `vigil_unit`).
 
 use serde_json::{Map, Value, json};
+use vigil_domain::prometheus::label_name;
 use vigil_domain::time::rfc3339;
 
 /// How often firing alerts are posted again.
@@ -63,18 +63,6 @@ fn names(set: &Value) -> Value {
         legal.insert(label_name(name), Value::String(value));
     }
     Value::Object(legal)
-}
-
-/// `name` as a Prometheus label name.
-pub fn label_name(name: &str) -> String {
-    let mut legal: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    if legal.is_empty() || legal.starts_with(|c: char| c.is_ascii_digit()) {
-        legal.insert(0, '_');
-    }
-    legal
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ mod metrics;
 mod openapi;
 mod params;
 mod probes;
+mod prometheus;
 pub mod query;
 mod query_path;
 mod reader;

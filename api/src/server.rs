@@ -23,14 +23,15 @@ use vigil_domain::shutdown::Shutdown;
 use vigil_store::Store;
 use vigil_tls::server::{HTTP_1_1, Listener};
 
-use crate::auth::Auth;
+use crate::auth::{Auth, Caller};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::openapi::{self, Endpoint};
 use crate::params::Params;
 use crate::reader::Reader;
 use crate::{
-    alerts, client_telemetry, probes, query_path, releases, services, silences, slo, traces,
+    alerts, client_telemetry, probes, prometheus, query_path, releases, services, silences, slo,
+    traces,
 };
 use vigil_domain::signal::Signal;
 
@@ -207,6 +208,17 @@ impl AppState {
         })
     }
 
+    /// The caller of a request with these credentials, reading its own
+    /// tenant.
+    pub fn caller(&self, authorization: Option<&str>) -> Result<Caller, ApiError> {
+        self.auth.caller(authorization, None)
+    }
+
+    /// The store, for paths that read it outside [`AppState::begin`].
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
     /// Runs a request's reads within the query timeout.
     pub async fn within<T>(
         &self,
@@ -249,6 +261,7 @@ fn router(state: Arc<AppState>) -> Router {
             get(silences::list).post(silences::create),
         )
         .route(silences::EXPIRE.path, delete(silences::expire))
+        .nest("/prometheus/api/v1", prometheus::routes())
         .fallback(|| async { ApiError::NotFound("no such path; see /api/v1/openapi.json".into()) })
         .layer(middleware::from_fn_with_state(Arc::clone(&state), count))
         .with_state(state)

@@ -25,6 +25,7 @@ pub mod canary;
 pub mod distribution;
 pub mod metrics_endpoint;
 pub mod model;
+pub mod prometheus;
 pub mod shutdown;
 pub mod signal;
 pub mod silence;

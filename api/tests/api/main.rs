@@ -5,6 +5,7 @@
 
 mod alerts;
 mod fuzz;
+mod prometheus;
 mod queries;
 mod releases;
 mod slo;
@@ -21,7 +22,9 @@ use vigil_domain::model::RollupRow;
 use vigil_domain::model::{Kind, Rollup, SeriesKey};
 use vigil_domain::shutdown::Shutdown;
 use vigil_domain::tenant::TenantId;
-use vigil_store::{self as store, Flush, HistoryEntry, SpanRecord, StateRecord, Store, WIDTHS};
+use vigil_store::{
+    self as store, CatalogueEntry, Flush, HistoryEntry, SpanRecord, StateRecord, Store, WIDTHS,
+};
 use vigil_testing::{
     self as testing, Backend, assert_within, away_from_midnight, now_s, number, on_both_backends,
 };
@@ -335,6 +338,18 @@ async fn write_known_data(store: &dyn Store) -> u64 {
         t + 5,
         &rollup([5.0], 0),
     ));
+    // The catalogue, as the aggregator records it beside the rows.
+    let mut catalogue: Vec<CatalogueEntry> = Vec::new();
+    for row in &rows {
+        if !catalogue.iter().any(|e| e.series == *row.series) {
+            catalogue.push(CatalogueEntry {
+                series: (*row.series).clone(),
+                first_seen_s: row.start_s,
+                last_seen_s: row.start_s,
+            });
+        }
+    }
+    store.record_series(&catalogue).await.unwrap();
     store
         .write(&Flush {
             source: "test".into(),

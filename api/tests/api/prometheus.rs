@@ -1,0 +1,160 @@
+//! The Prometheus HTTP API's catalogue paths, over each store holding the
+//! known data, read by the API's own client and by a real promtool (2.42)
+//! authenticating with basic auth as promtool does.
+
+use super::*;
+
+/// The `data` of a successful Prometheus answer from `GET path` as `token`.
+async fn data(server: &Server, token: &str, path: &str) -> Value {
+    let (status, body) = server.get(Some(token), path).await;
+    assert_eq!(status, 200, "{path}: {body}");
+    assert_eq!(body["status"], "success", "{path}: {body}");
+    body["data"].clone()
+}
+
+fn strings(value: &Value) -> Vec<&str> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect()
+}
+
+async fn catalogue_paths_answer_as_prometheus_does(backend: Backend) {
+    let Some((server, _)) = start_with_known_data(backend).await else {
+        return;
+    };
+    let base = "/prometheus/api/v1";
+    let labels = data(&server, ACME, &format!("{base}/labels")).await;
+    for label in [
+        "__name__",
+        "app",
+        "app_version",
+        "probe",
+        "service",
+        "span_kind",
+        "span_name",
+        "vigil_probe_location",
+        "vigil_unit",
+    ] {
+        assert!(strings(&labels).contains(&label), "{label} not in {labels}");
+    }
+    let names = data(&server, ACME, &format!("{base}/label/__name__/values")).await;
+    assert_eq!(
+        strings(&names),
+        [
+            "vigil_client_app_start_sum",
+            "vigil_client_app_start_total",
+            "vigil_client_crashes_sum",
+            "vigil_client_crashes_total",
+            "vigil_client_frames_frozen_sum",
+            "vigil_client_frames_frozen_total",
+            "vigil_client_frames_slow_sum",
+            "vigil_client_frames_slow_total",
+            "vigil_client_frames_sum",
+            "vigil_client_frames_total",
+            "vigil_client_sessions_sum",
+            "vigil_client_sessions_total",
+            "vigil_probe_duration_seconds_count",
+            "vigil_probe_duration_seconds_sum",
+            "vigil_probe_failures_total",
+            "vigil_probe_runs_total",
+            "vigil_span_duration_seconds_count",
+            "vigil_span_duration_seconds_sum",
+            "vigil_span_errors_total",
+            "vigil_span_requests_total",
+        ]
+    );
+    // Selectors with every matcher; an absent label matches "".
+    let selector = urlencode(
+        r#"vigil_span_requests_total{service="pay",span_kind=~"serv.*",vigil_unit!="u2",http_route!~"/x"}"#,
+    );
+    let series = data(&server, ACME, &format!("{base}/series?match[]={selector}")).await;
+    assert_eq!(
+        series,
+        json!([{
+            "__name__": "vigil_span_requests_total",
+            "http_route": "/pay",
+            "service": "pay",
+            "span_kind": "server",
+            "span_name": "POST /pay",
+            "vigil_unit": "u1",
+        }])
+    );
+    let units = data(
+        &server,
+        ACME,
+        &format!(
+            "{base}/label/vigil_unit/values?match[]={}",
+            urlencode("vigil_span_errors_total")
+        ),
+    )
+    .await;
+    assert_eq!(strings(&units), ["u1", "u2"]);
+    // Another tenant sees its own series only.
+    let evil = data(&server, EVIL, &format!("{base}/label/span_name/values")).await;
+    assert_eq!(strings(&evil), ["POST /pay"]);
+    let evil_services = data(&server, EVIL, &format!("{base}/label/service/values")).await;
+    assert_eq!(strings(&evil_services), ["pay"]);
+
+    // Prometheus's errors: a series request needs a selector, and it must
+    // parse; no token is 401.
+    let (status, body) = server.get(Some(ACME), &format!("{base}/series")).await;
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            json!({"status": "error", "errorType": "bad_data", "error": "no match[] parameter provided"})
+        )
+    );
+    let (status, body) = server
+        .get(
+            Some(ACME),
+            &format!("{base}/series?match[]={}", urlencode("up{")),
+        )
+        .await;
+    assert_eq!((status, &body["errorType"]), (400, &json!("bad_data")));
+    let (status, body) = server.get(None, &format!("{base}/labels")).await;
+    assert_eq!((status, &body["status"]), (401, &json!("error")));
+
+    // Basic auth, the token as the password, as promtool and Grafana send it.
+    let address = server.api.address();
+    let basic = server
+        .client
+        .get(format!("http://{address}{base}/label/probe/values"))
+        .basic_auth("grafana", Some(ACME))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic.status(), 200);
+    let body: Value = serde_json::from_str(&basic.text().await.unwrap()).unwrap();
+    assert_eq!(body["data"], json!(["pay-e2e"]));
+    if let Some(promtool) = testing::program("promtool") {
+        let run = |args: &[&str]| {
+            let output = std::process::Command::new(&promtool)
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(output.status.success(), "{output:?}");
+            String::from_utf8(output.stdout).unwrap()
+        };
+        let url = format!("http://user:{ACME}@{address}/prometheus");
+        assert_eq!(run(&["query", "labels", &url, "probe"]), "pay-e2e\n");
+        let series = run(&[
+            "query",
+            "series",
+            &url,
+            "--match",
+            r#"vigil_probe_runs_total{vigil_probe_step="create"}"#,
+        ]);
+        assert_eq!(
+            series,
+            "{__name__=\"vigil_probe_runs_total\", probe=\"pay-e2e\", service=\"vigil-synthetic\", \
+             vigil_probe_location=\"u1\", vigil_probe_step=\"create\"}\n"
+        );
+    }
+    server.stop().await;
+}
+
+on_both_backends!(catalogue_paths_answer_as_prometheus_does);
