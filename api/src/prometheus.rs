@@ -2,7 +2,9 @@
 //! VictoriaMetrics serve it, so that Prometheus clients (promtool, Grafana's
 //! Prometheus data source) read Vigil: the same tokens and tenants as the
 //! rest of the API, sent as a bearer token or as the password of HTTP basic
-//! auth (any user name). Answers have Prometheus's shapes:
+//! auth (any user name); an admin token reads the tenant named by an
+//! `X-Scope-OrgID` header, as Mimir's clients send it. Answers have
+//! Prometheus's shapes:
 //! `{"status": "success", "data": …}`, or `{"status": "error", "errorType":
 //! …, "error": …}` with its status code.
 //!
@@ -243,7 +245,9 @@ async fn selected(
     headers: &HeaderMap,
     form: &Form,
 ) -> Result<Vec<Labels>, PromError> {
-    let caller = state.caller(authorization(headers).as_deref())?;
+    // Mimir's header names the tenant to read (an admin token reads any).
+    let tenant = headers.get("x-scope-orgid").and_then(|v| v.to_str().ok());
+    let caller = state.caller(authorization(headers).as_deref(), tenant)?;
     let selectors = selectors(form)?;
     let start = form.time("start")?.unwrap_or(0);
     let end = form.time("end")?.unwrap_or(u64::MAX);

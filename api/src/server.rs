@@ -208,10 +208,14 @@ impl AppState {
         })
     }
 
-    /// The caller of a request with these credentials, reading its own
-    /// tenant.
-    pub fn caller(&self, authorization: Option<&str>) -> Result<Caller, ApiError> {
-        self.auth.caller(authorization, None)
+    /// The caller of a request with these credentials, reading `tenant`
+    /// when given (any for an admin token), else its own.
+    pub fn caller(
+        &self,
+        authorization: Option<&str>,
+        tenant: Option<&str>,
+    ) -> Result<Caller, ApiError> {
+        self.auth.caller(authorization, tenant)
     }
 
     /// The store, for paths that read it outside [`AppState::begin`].

@@ -183,4 +183,44 @@ fn error_names_a_parameter(body: &Value) -> bool {
     body["error"]["code"] == "bad_parameter" && body["error"]["parameter"].is_string()
 }
 
-on_both_backends!(no_parameter_breaks_the_api);
+/// Mutated series selectors through the Prometheus API's `match[]`: never
+/// a 5xx, every refusal Prometheus's `bad_data`.
+async fn no_selector_breaks_the_prometheus_api(backend: Backend) {
+    let Some((server, _)) = start_with_known_data(backend).await else {
+        return;
+    };
+    let selectors = mutations(vec![
+        br#"vigil_span_requests_total{service="pay",vigil_unit=~"u[12]",status!="error",x!~".+"}"#
+            .to_vec(),
+        br#"{__name__=~"vigil_.*", probe="pay-e2e"}"#.to_vec(),
+    ]);
+    let answered = std::sync::Mutex::new(BTreeMap::<u16, u64>::new());
+    TestRunner::new(config())
+        .run(&selectors, |bytes| {
+            let selector = String::from_utf8_lossy(&bytes);
+            let target = format!("/prometheus/api/v1/series?match[]={}", urlencode(&selector));
+            let (status, body) = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(server.get(Some(ACME), &target))
+            });
+            *answered.lock().unwrap().entry(status).or_default() += 1;
+            prop_assert!(
+                status == 200 || status == 400,
+                "{selector}: {status} {body}"
+            );
+            let expected = if status == 200 { "success" } else { "error" };
+            prop_assert_eq!(&body["status"], &json!(expected), "{}: {}", selector, body);
+            Ok(())
+        })
+        .unwrap();
+    let answered = answered.into_inner().unwrap();
+    assert!(
+        answered.contains_key(&200) && answered.contains_key(&400),
+        "{answered:?}"
+    );
+    server.stop().await;
+}
+
+on_both_backends!(
+    no_parameter_breaks_the_api,
+    no_selector_breaks_the_prometheus_api
+);

@@ -130,6 +130,22 @@ async fn catalogue_paths_answer_as_prometheus_does(backend: Backend) {
     assert_eq!(basic.status(), 200);
     let body: Value = serde_json::from_str(&basic.text().await.unwrap()).unwrap();
     assert_eq!(body["data"], json!(["pay-e2e"]));
+    // An admin names the tenant as Mimir's clients do; a viewer may not.
+    for (token, status) in [(ADMIN, 200), (ACME, 403)] {
+        let response = server
+            .client
+            .get(format!("http://{address}{base}/label/service/values"))
+            .bearer_auth(token)
+            .header("x-scope-orgid", "evil")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status);
+        if status == 200 {
+            let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+            assert_eq!(body["data"], json!(["pay"]));
+        }
+    }
     if let Some(promtool) = testing::program("promtool") {
         let run = |args: &[&str]| {
             let output = std::process::Command::new(&promtool)
