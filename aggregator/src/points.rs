@@ -20,7 +20,9 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use vigil_domain::distribution::{
     Distribution, DistributionError, ExplicitHistogram, ExponentialHistogram,
 };
-use vigil_domain::model::{CERTIFICATE_DAYS_LEFT, Kind, Rollup, SeriesKey, TLS_NOT_AFTER, hex};
+use vigil_domain::model::{
+    CERTIFICATE_DAYS_LEFT, Fnv, Kind, Rollup, SeriesKey, TLS_NOT_AFTER, hex,
+};
 use vigil_domain::tenant::TenantId;
 use vigil_domain::time::parse_rfc3339;
 use vigil_store::SpanRecord;
@@ -274,6 +276,7 @@ pub fn metrics(
     for resource_metrics in request.resource_metrics {
         let resource = resource_metrics.resource.unwrap_or_default().attributes;
         let (service, base_labels) = resource_labels(&resource);
+        let source = source_of(&resource);
         let series_of = |name: &str, attributes: &[KeyValue], extra: Option<(String, String)>| {
             let mut labels = base_labels.clone();
             labels.extend(
@@ -309,7 +312,7 @@ pub fn metrics(
                             };
                             cumulative
                                 .delta(
-                                    series.id(),
+                                    stream(series.id(), source),
                                     point.start_time_unix_nano,
                                     point.time_unix_nano,
                                     offset,
@@ -402,7 +405,7 @@ pub fn metrics(
             // Explicit and exponential histogram points alike.
             for (series, point) in histograms.drain(..) {
                 let time_ns = point.times.1;
-                match point.amount(cumulative, series.id(), offset) {
+                match point.amount(cumulative, stream(series.id(), source), offset) {
                     Ok(amount) => push(series, time_ns, amount),
                     Err(_) => refused += 1,
                 }
@@ -410,6 +413,40 @@ pub fn metrics(
         }
     }
     Ok((out, refused))
+}
+
+/// What tells apart the sources of one series: the resource attributes
+/// that are not dimensions of its series (`service.instance.id`, the host,
+/// the process…), hashed; 0 when there are none. Two instances of a service
+/// exporting the same counter are one series, but each its own cumulative
+/// stream: their deltas are taken apart, then added.
+fn source_of(resource: &[KeyValue]) -> u64 {
+    let mut parts: Vec<(&str, String)> = resource
+        .iter()
+        .filter(|kv| kv.key != "service.name" && !RESOURCE_DIMENSIONS.contains(&kv.key.as_str()))
+        .map(|kv| (kv.key.as_str(), text(kv.value.as_ref())))
+        .collect();
+    if parts.is_empty() {
+        return 0;
+    }
+    parts.sort();
+    let mut hash = Fnv::default();
+    for (key, value) in parts {
+        hash.write(key.as_bytes());
+        hash.write(&[0]);
+        hash.write(value.as_bytes());
+        hash.write(&[0]);
+    }
+    hash.finish()
+}
+
+/// The key of a cumulative stream: its series, from its `source`.
+fn stream(series: u64, source: u64) -> u64 {
+    if source == 0 {
+        series
+    } else {
+        series ^ source.rotate_left(29).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
 }
 
 /// Whether an OTLP point carries a value (not flagged "no recorded value").
@@ -496,4 +533,91 @@ fn histogram_amount(
         Value::Sum(_) => return Ok(None),
     };
     Ok((values.count() > 0).then_some(Amount::Many(Rollup { values, errors: 0 })))
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::metrics::v1::{
+        AggregationTemporality, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+        metric, number_data_point,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use prost::Message as _;
+
+    use super::*;
+
+    fn text_attribute(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.to_owned(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(value.to_owned())),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// A cumulative counter `payments_total` of service pay at `value`,
+    /// from instance `instance` started at `start_ns`.
+    fn counter(instance: &str, start_ns: u64, time_ns: u64, value: f64) -> Vec<u8> {
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![
+                        text_attribute("service.name", "pay"),
+                        text_attribute("service.instance.id", instance),
+                    ],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "payments_total".to_owned(),
+                        data: Some(metric::Data::Sum(Sum {
+                            data_points: vec![NumberDataPoint {
+                                start_time_unix_nano: start_ns,
+                                time_unix_nano: time_ns,
+                                value: Some(number_data_point::Value::AsDouble(value)),
+                                ..Default::default()
+                            }],
+                            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                            is_monotonic: true,
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn instances_of_one_counter_are_one_series_counted_apart() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let mut cumulative = Cumulative::default();
+        let s = 1_000_000_000;
+        // Interleaved: a from 10 to 15, b from 100 to 130, each with its own
+        // start; a new start counts from zero, so 10 + 100 + 5 + 30.
+        let messages = [
+            counter("a", s, 10 * s, 10.0),
+            counter("b", 2 * s, 10 * s, 100.0),
+            counter("a", s, 20 * s, 15.0),
+            counter("b", 2 * s, 20 * s, 130.0),
+        ];
+        let mut total = 0.0;
+        let mut series = std::collections::BTreeSet::new();
+        for (offset, message) in messages.iter().enumerate() {
+            let (observations, refused) =
+                metrics(&tenant, message, offset as i64, &mut cumulative).unwrap();
+            assert_eq!(refused, 0);
+            for observation in observations {
+                series.insert(observation.series.id());
+                if let Amount::Point { value, .. } = observation.amount {
+                    total += value;
+                }
+            }
+        }
+        assert_eq!(series.len(), 1, "one series, without the instance");
+        assert_eq!(total, 145.0);
+    }
 }
