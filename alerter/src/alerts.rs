@@ -79,6 +79,7 @@ impl Alerts {
                 Some(alert) if alert.state != State::Resolved => {
                     alert.value = verdict.value;
                     alert.annotations = annotations;
+                    alert.last_held_ms = now_ms;
                     if alert.state == State::Pending && now_ms >= alert.active_since_ms + for_ms {
                         alert.state = State::Firing;
                         alert.fired_ms = Some(now_ms);
@@ -106,6 +107,7 @@ impl Alerts {
                         fired_ms: (state == State::Firing).then_some(now_ms),
                         resolved_ms: None,
                         value: verdict.value,
+                        last_held_ms: now_ms,
                     };
                     transitions.push(Transition {
                         alert: alert.clone(),
@@ -120,7 +122,9 @@ impl Alerts {
             .alerts
             .iter()
             .filter(|(fingerprint, alert)| {
-                alert.state != State::Resolved && !held.contains(*fingerprint)
+                alert.state != State::Resolved
+                    && !held.contains(*fingerprint)
+                    && !kept_firing(rules, alert, now_ms)
             })
             .map(|(fingerprint, _)| fingerprint.clone())
             .collect();
@@ -148,6 +152,18 @@ impl Alerts {
         }
         transitions
     }
+}
+
+/// Whether `alert`, firing, stays so although its condition stopped
+/// holding: its rule's `keep_firing_for` has not passed since it last held.
+fn kept_firing(rules: &[std::sync::Arc<Rule>], alert: &Alert, now_ms: u64) -> bool {
+    alert.state == State::Firing
+        && rules
+            .iter()
+            .find(|rule| rule.name == alert.rule && rule.tenant == alert.tenant)
+            .is_some_and(|rule| {
+                now_ms.saturating_sub(alert.last_held_ms) < rule.keep_firing_for_s * 1_000
+            })
 }
 
 /// An alert's labels: `alertname`, `tenant`, the group's and the rule's
@@ -240,6 +256,33 @@ mod tests {
 
     fn states(transitions: &[Transition]) -> Vec<(Option<State>, Option<State>)> {
         transitions.iter().map(|t| (t.from, t.to)).collect()
+    }
+
+    #[test]
+    fn keep_firing_for_holds_a_firing_alert_through_a_gap() {
+        let rules = rule(
+            "{name: errors, type: threshold, service: pay, group_by: [vigil.unit], signal: error_ratio, op: '>', value: 0.1, keep_firing_for: 30s}",
+        );
+        let mut alerts = Alerts::default();
+        let t = 1_000_000;
+        let fired = alerts.apply(&rules, &[verdict("u1", 0.5)], t);
+        assert_eq!(states(&fired), vec![(None, Some(State::Firing))]);
+        // The condition stops holding for 20 s, then holds again: no change.
+        assert!(alerts.apply(&rules, &[], t + 10_000).is_empty());
+        assert!(alerts.apply(&rules, &[], t + 29_999).is_empty());
+        assert!(
+            alerts
+                .apply(&rules, &[verdict("u1", 0.4)], t + 40_000)
+                .is_empty()
+        );
+        // Then 30 s without it: resolved, once.
+        assert!(alerts.apply(&rules, &[], t + 69_999).is_empty());
+        let resolved = alerts.apply(&rules, &[], t + 70_000);
+        assert_eq!(
+            states(&resolved),
+            vec![(Some(State::Firing), Some(State::Resolved))]
+        );
+        assert_eq!(resolved[0].alert.resolved_ms, Some(t + 70_000));
     }
 
     #[test]

@@ -74,6 +74,10 @@ pub struct Alert {
     pub resolved_ms: Option<u64>,
     /// The value of the last evaluation that held.
     pub value: Option<f64>,
+    /// When the condition last held, unix ms: a firing alert of a rule with
+    /// `keep_firing_for` stays firing that long after it.
+    #[serde(default)]
+    pub last_held_ms: u64,
 }
 
 /// The labels' fingerprint: FNV-1a over the sorted pairs, 16 hex digits.

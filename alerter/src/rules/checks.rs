@@ -256,6 +256,7 @@ pub(super) fn check_rule(
         group_by: spec.group_by,
         check,
         for_s,
+        keep_firing_for_s: spec.keep_firing_for.map_or(0, |d| d.0.as_secs()),
         labels: spec.labels,
         annotations,
         actions: spec.actions,

@@ -18,6 +18,7 @@
 //!     value: 300
 //!     min_count: 10               # fewer points: no verdict (the condition is false)
 //!     for: 30s                    # pending this long before firing
+//!     keep_firing_for: 1m         # firing until false this long (default 0)
 //!     labels: {severity: page}
 //!     annotations: {summary: "p99 {{value}} ms in {{vigil.unit}}"}
 //!     actions: [rollback]
@@ -139,6 +140,10 @@ pub struct Rule {
     /// How long the condition must hold before the alert fires (for
     /// absence: how long without data).
     pub for_s: u64,
+    /// How long a firing alert stays firing once the condition stopped
+    /// holding (Prometheus's `keep_firing_for`): a condition that comes
+    /// and goes does not resolve and fire again.
+    pub keep_firing_for_s: u64,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, Template>,
     pub actions: Vec<String>,

@@ -81,6 +81,8 @@ pub(super) struct RuleSpec {
     #[serde(default)]
     pub(super) r#for: Option<DurationSpec>,
     #[serde(default)]
+    pub(super) keep_firing_for: Option<DurationSpec>,
+    #[serde(default)]
     pub(super) objective: Option<f64>,
     #[serde(default)]
     pub(super) sli: Option<Sli>,

@@ -20,6 +20,7 @@ fn alert(tenant_name: &str, rule: &str, unit: &str, state: AlertState, since_ms:
         fired_ms: (state == AlertState::Firing).then_some(since_ms + 30_000),
         resolved_ms: None,
         value: Some(0.25),
+        last_held_ms: since_ms,
     }
 }
 
