@@ -12,11 +12,12 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
-use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
 use opentelemetry_proto::tonic::metrics::v1::{
-    ExponentialHistogramDataPoint, HistogramDataPoint, Metric, NumberDataPoint, SummaryDataPoint,
+    ExponentialHistogramDataPoint, HistogramDataPoint, Metric, NumberDataPoint, ScopeMetrics,
+    SummaryDataPoint,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -78,11 +79,15 @@ pub(crate) fn string_attribute(key: &str, value: &str) -> KeyValue {
 
 /// A resource or a scope: what holds attributes for many items.
 trait Holder {
+    /// What it is, in rejection messages.
+    const KIND: &'static str;
     fn name(&self) -> &str;
     fn attributes(&self) -> &[KeyValue];
 }
 
 impl Holder for Resource {
+    const KIND: &'static str = "resource";
+
     fn name(&self) -> &str {
         ""
     }
@@ -93,6 +98,8 @@ impl Holder for Resource {
 }
 
 impl Holder for InstrumentationScope {
+    const KIND: &'static str = "scope";
+
     fn name(&self) -> &str {
         &self.name
     }
@@ -102,22 +109,26 @@ impl Holder for InstrumentationScope {
     }
 }
 
-/// Whether a resource's or scope's own attributes keep to the limits; if
-/// not, each of its `items` is rejected for it.
-fn holder_valid(
+/// Whether a resource's or scope's own attributes keep to the limits. If
+/// not, what it holds (`children`, of `items` items each) is rejected for it
+/// and emptied.
+fn holder_valid<H: Holder, C>(
     rules: &Rules,
-    kind: &'static str,
-    holder: Option<&impl Holder>,
-    items: usize,
+    holder: Option<&H>,
+    children: &mut Vec<C>,
+    items: impl Fn(&C) -> usize,
     rejections: &mut Rejections,
 ) -> bool {
     let Some(holder) = holder else {
         return true;
     };
-    match rules.attributes(Item::new(kind, holder.name()), holder.attributes()) {
+    let item = Item::new(H::KIND, holder.name());
+    match rules.attributes(item, holder.attributes()) {
         Ok(()) => true,
         Err(rejection) => {
-            rejections.add(rejection, items as u64);
+            let count: usize = children.iter().map(items).sum();
+            rejections.add(rejection, count as u64);
+            children.clear();
             false
         }
     }
@@ -167,26 +178,24 @@ impl ExportRequest for ExportTraceServiceRequest {
         rejections: &mut Rejections,
     ) {
         for resource in &mut self.resource_spans {
-            let spans = resource.scope_spans.iter().map(|s| s.spans.len()).sum();
+            let holder = resource.resource.as_ref();
             if !holder_valid(
                 rules,
-                "resource",
-                resource.resource.as_ref(),
-                spans,
+                holder,
+                &mut resource.scope_spans,
+                |s| s.spans.len(),
                 rejections,
             ) {
-                resource.scope_spans.clear();
                 continue;
             }
             for scope in &mut resource.scope_spans {
                 if !holder_valid(
                     rules,
-                    "scope",
                     scope.scope.as_ref(),
-                    scope.spans.len(),
+                    &mut scope.spans,
+                    |_| 1,
                     rejections,
                 ) {
-                    scope.spans.clear();
                     continue;
                 }
                 retain_valid(&mut scope.spans, rejections, |span| {
@@ -279,26 +288,25 @@ impl ExportRequest for ExportMetricsServiceRequest {
                 .resource
                 .as_ref()
                 .map_or(0, |r| attributes_hash(&r.attributes));
-            let points = |metrics: &[Metric]| metrics.iter().map(data_points).sum::<usize>();
-            let all: usize = resource
-                .scope_metrics
-                .iter()
-                .map(|s| points(&s.metrics))
-                .sum();
+            let holder = resource.resource.as_ref();
+            let points = |s: &ScopeMetrics| s.metrics.iter().map(data_points).sum();
             if !holder_valid(
                 rules,
-                "resource",
-                resource.resource.as_ref(),
-                all,
+                holder,
+                &mut resource.scope_metrics,
+                points,
                 rejections,
             ) {
-                resource.scope_metrics.clear();
                 continue;
             }
             for scope in &mut resource.scope_metrics {
-                let in_scope = points(&scope.metrics);
-                if !holder_valid(rules, "scope", scope.scope.as_ref(), in_scope, rejections) {
-                    scope.metrics.clear();
+                if !holder_valid(
+                    rules,
+                    scope.scope.as_ref(),
+                    &mut scope.metrics,
+                    data_points,
+                    rejections,
+                ) {
                     continue;
                 }
                 for metric in &mut scope.metrics {
@@ -617,25 +625,19 @@ impl ExportRequest for ExportLogsServiceRequest {
         rejections: &mut Rejections,
     ) {
         for resource in &mut self.resource_logs {
-            let records = resource
-                .scope_logs
-                .iter()
-                .map(|s| s.log_records.len())
-                .sum();
-            if !holder_valid(
-                rules,
-                "resource",
-                resource.resource.as_ref(),
-                records,
-                rejections,
-            ) {
-                resource.scope_logs.clear();
+            let holder = resource.resource.as_ref();
+            let records = |s: &ScopeLogs| s.log_records.len();
+            if !holder_valid(rules, holder, &mut resource.scope_logs, records, rejections) {
                 continue;
             }
             for scope in &mut resource.scope_logs {
-                let in_scope = scope.log_records.len();
-                if !holder_valid(rules, "scope", scope.scope.as_ref(), in_scope, rejections) {
-                    scope.log_records.clear();
+                if !holder_valid(
+                    rules,
+                    scope.scope.as_ref(),
+                    &mut scope.log_records,
+                    |_| 1,
+                    rejections,
+                ) {
                     continue;
                 }
                 retain_valid(&mut scope.log_records, rejections, |record| {
