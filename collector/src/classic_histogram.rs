@@ -11,6 +11,7 @@
 //! right, the resolution is coarser. Parts that never complete are dropped
 //! after [`PART_TTL`] and counted (`incomplete_histogram`).
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -29,6 +30,8 @@ pub(crate) const PART_TTL: Duration = Duration::from_secs(60);
 const FAMILY_TTL: Duration = Duration::from_secs(600);
 /// Points waiting for parts, per tenant.
 const MAX_WAITING: usize = 100_000;
+/// How often waiting points are checked for their age.
+const SWEEP: Duration = Duration::from_secs(1);
 
 /// Which part of a classic histogram a series is.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -59,6 +62,27 @@ struct Partial {
     samples: u64,
 }
 
+impl Partial {
+    fn add(&mut self, part: Part, value: f64) {
+        self.samples += 1;
+        match part {
+            Part::Bucket(bound) => self.buckets.push((bound, value)),
+            Part::Sum => self.sum = Some(value),
+            Part::Count => self.count = Some(value),
+        }
+    }
+
+    /// Whether its `+Inf` bucket, sum and count are all in.
+    fn is_complete(&self) -> bool {
+        self.sum.is_some()
+            && self.count.is_some()
+            && self
+                .buckets
+                .iter()
+                .any(|(bound, _)| *bound == f64::INFINITY)
+    }
+}
+
 /// Every tenant's histograms in the making, each behind its own lock.
 #[derive(Debug, Default)]
 pub(crate) struct Histograms {
@@ -80,7 +104,12 @@ pub(crate) struct Gathering {
     /// Families whose buckets were seen lately: their `_sum` and `_count`
     /// are parts too.
     families: HashMap<String, Instant>,
+    /// Points waiting for parts.
     points: BTreeMap<PointKey, Partial>,
+    /// Points completed by the parts added since the last take.
+    complete: Vec<(PointKey, Partial)>,
+    /// When waiting points were last checked for their age.
+    swept: Option<Instant>,
 }
 
 /// The family a `_bucket` series with an `le` label belongs to, and its bound.
@@ -149,49 +178,52 @@ impl Gathering {
             );
             return;
         }
-        let partial = self.points.entry(key).or_insert_with(|| Partial {
-            buckets: Vec::new(),
-            sum: None,
-            count: None,
-            since: now,
-            samples: 0,
-        });
-        partial.samples += 1;
-        match part {
-            Part::Bucket(bound) => partial.buckets.push((bound, value)),
-            Part::Sum => partial.sum = Some(value),
-            Part::Count => partial.count = Some(value),
+        match self.points.entry(key) {
+            // One part never completes a point.
+            Entry::Vacant(entry) => {
+                let mut partial = Partial {
+                    buckets: Vec::new(),
+                    sum: None,
+                    count: None,
+                    since: now,
+                    samples: 0,
+                };
+                partial.add(part, value);
+                entry.insert(partial);
+            }
+            Entry::Occupied(mut entry) => {
+                entry.get_mut().add(part, value);
+                if entry.get().is_complete() {
+                    self.complete.push(entry.remove_entry());
+                }
+            }
         }
     }
 
-    /// The points whose parts are all in, as OTLP points; broken ones are
-    /// counted in `rejections`. Parts waiting longer than [`PART_TTL`] are
-    /// dropped and counted, and families unseen for long forgotten.
+    /// The points whose parts came in since the last take, as OTLP points;
+    /// broken ones are counted in `rejections`. Once a second, parts waiting
+    /// longer than [`PART_TTL`] are dropped and counted, and families unseen
+    /// for long forgotten.
     pub(crate) fn take_complete(
         &mut self,
         now: Instant,
         rejections: &mut Rejections,
     ) -> Vec<(PointKey, HistogramDataPoint)> {
-        let complete: Vec<PointKey> = self
-            .points
-            .iter()
-            .filter(|(_, p)| {
-                p.sum.is_some()
-                    && p.count.is_some()
-                    && p.buckets.iter().any(|(bound, _)| *bound == f64::INFINITY)
-            })
-            .map(|(key, _)| key.clone())
-            .collect();
-        let mut points = Vec::with_capacity(complete.len());
-        for key in complete {
-            let Some(partial) = self.points.remove(&key) else {
-                continue;
-            };
+        let mut points = Vec::with_capacity(self.complete.len());
+        for (key, partial) in self.complete.drain(..) {
             match point(&key, partial) {
                 Ok(point) => points.push((key, point)),
                 Err(rejection) => rejections.add(rejection, 1),
             }
         }
+        // The waiting points' age, once a second at most: not per request.
+        if self
+            .swept
+            .is_some_and(|at| now.saturating_duration_since(at) < SWEEP)
+        {
+            return points;
+        }
+        self.swept = Some(now);
         let expired: Vec<PointKey> = self
             .points
             .iter()
