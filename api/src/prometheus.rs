@@ -190,28 +190,14 @@ pub fn prometheus_series(key: &SeriesKey) -> Vec<Labels> {
             vec![("job", key.service.clone())],
         ),
         Kind::Span => (
-            [
-                "vigil_span_requests_total",
-                "vigil_span_errors_total",
-                "vigil_span_duration_seconds_sum",
-                "vigil_span_duration_seconds_count",
-            ]
-            .map(str::to_owned)
-            .to_vec(),
+            counted("span", "requests", "errors"),
             vec![
                 ("service", key.service.clone()),
                 ("span_name", key.name.clone()),
             ],
         ),
         Kind::Probe => (
-            [
-                "vigil_probe_runs_total",
-                "vigil_probe_failures_total",
-                "vigil_probe_duration_seconds_sum",
-                "vigil_probe_duration_seconds_count",
-            ]
-            .map(str::to_owned)
-            .to_vec(),
+            counted("probe", "runs", "failures"),
             vec![
                 ("service", key.service.clone()),
                 ("probe", key.name.clone()),
@@ -236,6 +222,17 @@ pub fn prometheus_series(key: &SeriesKey) -> Vec<Labels> {
             series
         })
         .collect()
+}
+
+/// The names of a `vigil_<kind>` family that counts `events`, `failures`
+/// among them, and their duration.
+fn counted(kind: &str, events: &str, failures: &str) -> Vec<String> {
+    vec![
+        format!("vigil_{kind}_{events}_total"),
+        format!("vigil_{kind}_{failures}_total"),
+        format!("vigil_{kind}_duration_seconds_sum"),
+        format!("vigil_{kind}_duration_seconds_count"),
+    ]
 }
 
 /// The caller's series seen between `start` and `end` (unix seconds), as

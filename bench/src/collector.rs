@@ -42,11 +42,13 @@ pub struct Options {
     pub batch: usize,
 }
 
-/// The figures of one signal.
+/// The figures of one signal (or of one remote-write run).
 #[derive(Debug, Clone)]
 pub struct Figures {
     pub items: u64,
     pub seconds: f64,
+    /// CPU time of the process that took the items (a collector, `vigil
+    /// up`, or any remote-write receiver).
     pub collector_cpu_seconds: f64,
 }
 

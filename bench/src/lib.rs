@@ -92,22 +92,21 @@ pub async fn run(config: Config, bench: Bench) -> Result<(), Error> {
 }
 
 async fn run_remote_write(options: remote_write::Options) -> Result<(), Error> {
-    let figures = remote_write::run(&options).await?;
+    let (figures, request_bytes) = remote_write::run(&options).await?;
     println!(
-        "remote-write to {} (pid {}): {} series x {} samples per request ({} bytes snappy), {} connections, {:.1} s",
+        "remote-write to {} (pid {}): {} series x {} samples per request ({request_bytes} bytes snappy), {} connections, {:.1} s",
         options.url,
         options.pid,
         options.series,
         options.samples,
-        figures.request_bytes,
         options.connections,
         figures.seconds
     );
     println!(
         "  {:.0} samples/s; {:.0} samples per receiver CPU-second ({:.2} CPU-s per million)",
         figures.per_second(),
-        figures.per_cpu_second(),
-        figures.receiver_cpu_seconds * 1e6 / figures.samples.max(1) as f64
+        figures.per_core_second(),
+        figures.cpu_seconds_per_million()
     );
     Ok(())
 }

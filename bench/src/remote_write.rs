@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use prost::Message as _;
 use vigil_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
 
-use crate::collector::{BenchError, cpu_seconds};
+use crate::collector::{BenchError, Figures, cpu_seconds};
 
 /// What to send, and where.
 #[derive(Debug, Clone, clap::Args)]
@@ -43,27 +43,6 @@ pub struct Options {
     /// Seconds of load.
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
-}
-
-/// What one run measured.
-#[derive(Debug, Clone)]
-pub struct Figures {
-    pub samples: u64,
-    pub seconds: f64,
-    pub receiver_cpu_seconds: f64,
-    /// Bytes of one request on the wire (snappy).
-    pub request_bytes: usize,
-}
-
-impl Figures {
-    pub fn per_second(&self) -> f64 {
-        self.samples as f64 / self.seconds
-    }
-
-    /// Samples per second of the receiver's CPU.
-    pub fn per_cpu_second(&self) -> f64 {
-        self.samples as f64 / self.receiver_cpu_seconds
-    }
 }
 
 /// The request body: `series` series of `samples` samples, snappy-compressed.
@@ -102,8 +81,10 @@ pub fn payload(series: usize, samples: usize) -> Vec<u8> {
 }
 
 /// Posts the payload from every connection until `options.seconds` pass;
-/// a request pushed back (429, 503) waits 100 ms and goes again.
-pub async fn run(options: &Options) -> Result<Figures, BenchError> {
+/// a request pushed back (429, 503) waits 100 ms and goes again. The
+/// figures count samples, with the receiver's CPU time; and the bytes of
+/// one request on the wire.
+pub async fn run(options: &Options) -> Result<(Figures, usize), BenchError> {
     let body = bytes::Bytes::from(payload(options.series, options.samples));
     let per_request = (options.series * options.samples) as u64;
     let cpu_before = cpu_seconds(options.pid)?;
@@ -150,10 +131,10 @@ pub async fn run(options: &Options) -> Result<Figures, BenchError> {
             .map_err(|e| BenchError::Start(format!("load task failed: {e}")))??;
     }
     let seconds = start.elapsed().as_secs_f64();
-    Ok(Figures {
-        samples: requests * per_request,
+    let figures = Figures {
+        items: requests * per_request,
         seconds,
-        receiver_cpu_seconds: cpu_seconds(options.pid)? - cpu_before,
-        request_bytes: body.len(),
-    })
+        collector_cpu_seconds: cpu_seconds(options.pid)? - cpu_before,
+    };
+    Ok((figures, body.len()))
 }
