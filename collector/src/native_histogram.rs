@@ -10,13 +10,15 @@
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::ExponentialHistogramDataPoint;
 use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
+use vigil_domain::distribution::MAX_OTLP_BUCKETS;
 use vigil_proto::prometheus::histogram::{Count, ResetHint, ZeroCount};
 use vigil_proto::prometheus::{BucketSpan, Histogram};
 
 use crate::validate::Rejection;
 
-/// The most buckets one side may span, gaps included.
-pub(crate) const MAX_BUCKETS: usize = 16_384;
+/// The most buckets one side may span, gaps included: as many as an OTLP
+/// histogram may hold.
+pub(crate) const MAX_BUCKETS: usize = MAX_OTLP_BUCKETS;
 
 /// The OTLP point of native histogram `histogram` of metric `name`, with
 /// `attributes`, or why it cannot be one.
