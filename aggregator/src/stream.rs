@@ -25,7 +25,8 @@ use vigil_config::AggregatorConfig;
 use vigil_domain::model::Fnv;
 use vigil_domain::shutdown::Shutdown;
 use vigil_store::{
-    CatalogueEntry, EventRecord, Flush, IngestStore, RollupQuery, SpanRecord, StoreError,
+    CATALOGUE_REFRESH_S, CatalogueEntry, EventRecord, Flush, IngestStore, RollupQuery, SpanRecord,
+    StoreError,
 };
 
 use crate::active::ActiveSeries;
@@ -50,8 +51,6 @@ const PUBLISH_GIVE_UP: Duration = Duration::from_secs(10);
 const DRAIN_MAX: Duration = Duration::from_secs(10);
 /// A poll this short that brings nothing ends the drain.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
-/// How often a series' "last seen" is written to the catalogue.
-const CATALOGUE_REFRESH_S: u64 = 3_600;
 /// How often series whose windows all closed are forgotten.
 const PRUNE_S: u64 = 60;
 

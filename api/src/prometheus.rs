@@ -36,6 +36,7 @@ use promql_parser::parser::{self, Expr};
 use serde_json::{Value, json};
 use vigil_domain::model::{Kind, SeriesKey};
 use vigil_domain::prometheus::{label_name, metric_name};
+use vigil_store::{CATALOGUE_REFRESH_S, CatalogueEntry};
 
 use crate::error::ApiError;
 use crate::params::parse_time;
@@ -252,10 +253,12 @@ async fn selected(
         .within(async { Ok(state.store().series(&caller.tenant, None, None).await?) })
         .await?;
     let mut found = BTreeSet::new();
-    for entry in catalogue
-        .iter()
-        .filter(|e| e.first_seen_s <= end && e.last_seen_s.saturating_add(3_600) >= start)
-    {
+    // A series may have been seen up to CATALOGUE_REFRESH_S after its
+    // catalogue entry says.
+    let seen = |e: &&CatalogueEntry| {
+        e.first_seen_s <= end && e.last_seen_s.saturating_add(CATALOGUE_REFRESH_S) >= start
+    };
+    for entry in catalogue.iter().filter(seen) {
         for labels in prometheus_series(&entry.series) {
             if selectors.is_empty() || selectors.iter().any(|m| matches(m, &labels)) {
                 found.insert(labels);

@@ -34,7 +34,8 @@ pub use clickhouse::ClickHouseStore;
 pub use events::{EventKind, EventQuery, EventRecord, EventStore};
 pub use retention::Retention;
 pub use rollups::{
-    Aggregated, Aggregation, CatalogueEntry, Flush, RollupQuery, RollupStore, StoredRollup,
+    Aggregated, Aggregation, CATALOGUE_REFRESH_S, CatalogueEntry, Flush, RollupQuery, RollupStore,
+    StoredRollup,
 };
 pub use spans::{SpanQuery, SpanRecord, TraceStore};
 pub use sqlite::SqliteStore;

@@ -93,6 +93,10 @@ pub struct Aggregated {
     pub rollup: Rollup,
 }
 
+/// How often a series' last-seen is written to the catalogue again while
+/// it is seen: a catalogue entry may be up to this much behind.
+pub const CATALOGUE_REFRESH_S: u64 = 3_600;
+
 /// A series in the catalogue, with when it was first and last seen (window
 /// starts, unix seconds).
 #[derive(Debug, Clone, PartialEq)]
