@@ -165,7 +165,7 @@ impl TenantSeries {
         metric: &str,
         now: Instant,
         limits: SeriesLimits,
-    ) -> Option<MetricGate<'_>> {
+    ) -> Option<SeriesGate<'_>> {
         if now.saturating_duration_since(self.swept) >= WINDOW {
             self.swept = now;
             let mut active = 0;
@@ -197,7 +197,7 @@ impl TenantSeries {
             state.window_start = now;
             state.new_in_window = 0;
         }
-        Some(MetricGate {
+        Some(SeriesGate {
             state,
             active: &mut self.active,
         })
@@ -205,12 +205,12 @@ impl TenantSeries {
 }
 
 /// One metric's series and the tenant's count of active series.
-struct MetricGate<'s> {
+struct SeriesGate<'s> {
     state: &'s mut MetricSeries,
     active: &'s mut usize,
 }
 
-impl MetricGate<'_> {
+impl SeriesGate<'_> {
     /// Whether a point of series `series` may be stored: known series
     /// always; a new one while the metric's minute and the tenant have room.
     fn admit(&mut self, series: u64, now: Instant, limits: SeriesLimits) -> Result<(), Refused> {
@@ -273,7 +273,7 @@ impl<'a> Admission<'a> {
 /// The series limits of one metric's points (see [`Admission::metric`]).
 pub(crate) struct MetricAdmission<'s> {
     /// `None` when the metric is new and the tenant has no room.
-    gate: Option<MetricGate<'s>>,
+    gate: Option<SeriesGate<'s>>,
     limits: SeriesLimits,
     now: Instant,
 }
