@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use vigil_config::{CanaryConfig, Config, SloConfig};
 use vigil_domain::model::Rollup;
 use vigil_domain::shutdown::Shutdown;
+use vigil_domain::tenant::TenantId;
 use vigil_store::Store;
 use vigil_tls::server::{HTTP_1_1, Listener};
 
@@ -194,18 +195,23 @@ impl AppState {
             )));
         }
         let params = params?;
-        let reader = Reader {
-            store: Arc::clone(&self.store),
-            tenant: caller.tenant.clone(),
-            now_s: now.as_secs(),
-            settle_s: self.settle_s,
-            max_points: self.max_points,
-        };
+        let reader = self.reader(caller.tenant.clone(), now.as_secs());
         Ok(Call {
             params,
             reader,
             now_ms,
         })
+    }
+
+    /// How a request of `tenant` at `now_s` reads the store.
+    pub fn reader(&self, tenant: TenantId, now_s: u64) -> Reader {
+        Reader {
+            store: Arc::clone(&self.store),
+            tenant,
+            now_s,
+            settle_s: self.settle_s,
+            max_points: self.max_points,
+        }
     }
 
     /// The caller of a request with these credentials, reading `tenant`

@@ -159,6 +159,10 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.api.address()
+    }
+
     /// The body of `GET path` as acme, which must answer 200.
     pub async fn ok(&self, path: &str) -> Value {
         let response = self

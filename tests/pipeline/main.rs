@@ -4,12 +4,14 @@
 //! the demo payment service, the prober) and checks what comes out exactly.
 //!
 //! - [`sdk`]: the SDK's spans and metrics read back through the API;
+//! - [`promql`]: PromQL answered as a real Prometheus and `/api/v1/query` answer;
 //! - [`releases`]: a failing canary of the demo service is rolled back;
 //! - [`probes`]: the prober's runs and the demo's spans, on the bus and in
 //!   the store.
 
 mod harness;
 mod probes;
+mod promql;
 mod releases;
 mod retention;
 mod sdk;

@@ -8,20 +8,16 @@
 //! `{"status": "success", "data": …}`, or `{"status": "error", "errorType":
 //! …, "error": …}` with its status code.
 //!
-//! These paths answer from the series catalogue: `status/buildinfo`,
-//! `labels`, `label/{name}/values`, `series` and `metadata`, with `match[]`
-//! selectors parsed by `promql-parser`. Every series of Vigil is seen under
-//! Prometheus names ([`prometheus_series`]):
-//!
-//! | Vigil series | Prometheus series | labels |
-//! |---|---|---|
-//! | metric `m` of service `s` | `m` (dots as `_`) | `job="s"`, its attributes |
-//! | span `n` of service `s` | `vigil_span_requests_total`, `vigil_span_errors_total`, `vigil_span_duration_seconds_sum`, `_count` | `service="s"`, `span_name="n"`, `span_kind`, `status`, `vigil_unit`… |
-//! | probe `p` | `vigil_probe_runs_total`, `vigil_probe_failures_total`, `vigil_probe_duration_seconds_sum`, `_count` | `service`, `probe="p"`, `vigil_probe_step`, `vigil_probe_location`, `status` |
-//! | client signal `client.x` of app `a` | `vigil_client_x_total`, `vigil_client_x_sum` | `app="a"`, its dimensions |
-//!
-//! Label names keep what Prometheus allows, the rest as `_`
-//! (`vigil.unit` → `vigil_unit`).
+//! `query` and `query_range` evaluate PromQL over the rollups
+//! (`promql.rs`, reading through `query.rs`); the catalogue paths
+//! (`status/buildinfo`, `labels`, `label/{name}/values`, `series`,
+//! `metadata`) answer from the series catalogue, with `match[]` selectors
+//! parsed by `promql-parser`. Every series of Vigil is seen under Prometheus
+//! names: see `names.rs`.
+
+mod names;
+mod promql;
+mod query;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -34,20 +30,20 @@ use axum::routing::get;
 use promql_parser::label::Matchers;
 use promql_parser::parser::{self, Expr};
 use serde_json::{Value, json};
-use vigil_domain::model::{Kind, SeriesKey};
-use vigil_domain::prometheus::{label_name, metric_name};
 use vigil_store::{CATALOGUE_REFRESH_S, CatalogueEntry};
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::params::parse_time;
 use crate::server::AppState;
-
-/// A Prometheus series: its labels, `__name__` among them.
-pub type Labels = BTreeMap<String, String>;
+use names::{Labels, prometheus_series};
+use vigil_domain::tenant::TenantId;
 
 /// The paths, to nest under `/prometheus/api/v1`.
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
+        .route("/query", get(query::instant).post(query::instant))
+        .route("/query_range", get(query::range).post(query::range))
         .route("/status/buildinfo", get(buildinfo))
         .route("/labels", get(labels).post(labels))
         .route("/label/{name}/values", get(label_values))
@@ -122,14 +118,23 @@ impl Form {
 
     /// A time (unix seconds with a fraction, or RFC 3339) in unix seconds.
     fn time(&self, name: &str) -> Result<Option<u64>, PromError> {
+        Ok(self.time_ms(name)?.map(|ms| (ms.max(0) / 1000) as u64))
+    }
+
+    /// A time (unix seconds with a fraction, or RFC 3339) in unix
+    /// milliseconds.
+    fn time_ms(&self, name: &str) -> Result<Option<i64>, PromError> {
         let Some(text) = self.all(name).next().filter(|t| !t.is_empty()) else {
             return Ok(None);
         };
-        if let Ok(seconds) = text.parse::<f64>() {
-            return Ok(Some(seconds.max(0.0) as u64));
+        if let Ok(seconds) = text.parse::<f64>()
+            && seconds.is_finite()
+        {
+            return Ok(Some((seconds * 1000.0).round() as i64));
         }
         parse_time(text, 0)
-            .map(|ms| Some(ms / 1_000))
+            .and_then(|ms| i64::try_from(ms).ok())
+            .map(Some)
             .ok_or_else(|| {
                 PromError::bad_data(format!(
                     "invalid parameter {name:?}: cannot parse {text:?} to a valid timestamp"
@@ -178,64 +183,6 @@ fn matches(matchers: &Matchers, labels: &Labels) -> bool {
             }))
 }
 
-/// The Prometheus series a Vigil series is seen as (see the module's table).
-pub fn prometheus_series(key: &SeriesKey) -> Vec<Labels> {
-    let mut labels: Labels = key
-        .labels()
-        .iter()
-        .map(|(k, v)| (label_name(k), v.clone()))
-        .collect();
-    let (names, own): (Vec<String>, Vec<(&str, String)>) = match key.kind {
-        Kind::Metric => (
-            vec![metric_name(&key.name)],
-            vec![("job", key.service.clone())],
-        ),
-        Kind::Span => (
-            counted("span", "requests", "errors"),
-            vec![
-                ("service", key.service.clone()),
-                ("span_name", key.name.clone()),
-            ],
-        ),
-        Kind::Probe => (
-            counted("probe", "runs", "failures"),
-            vec![
-                ("service", key.service.clone()),
-                ("probe", key.name.clone()),
-            ],
-        ),
-        Kind::Client => {
-            let base = format!("vigil_{}", metric_name(&key.name));
-            (
-                vec![format!("{base}_total"), format!("{base}_sum")],
-                vec![("app", key.service.clone())],
-            )
-        }
-    };
-    for (name, value) in own {
-        labels.insert(name.to_owned(), value);
-    }
-    names
-        .into_iter()
-        .map(|name| {
-            let mut series = labels.clone();
-            series.insert("__name__".to_owned(), name);
-            series
-        })
-        .collect()
-}
-
-/// The names of a `vigil_<kind>` family that counts `events`, `failures`
-/// among them, and their duration.
-fn counted(kind: &str, events: &str, failures: &str) -> Vec<String> {
-    vec![
-        format!("vigil_{kind}_{events}_total"),
-        format!("vigil_{kind}_{failures}_total"),
-        format!("vigil_{kind}_duration_seconds_sum"),
-        format!("vigil_{kind}_duration_seconds_count"),
-    ]
-}
-
 /// The caller's series seen between `start` and `end` (unix seconds), as
 /// Prometheus series passing any of the `match[]` selectors (all when none).
 async fn selected(
@@ -243,29 +190,49 @@ async fn selected(
     headers: &HeaderMap,
     form: &Form,
 ) -> Result<Vec<Labels>, PromError> {
-    // Mimir's header names the tenant to read (an admin token reads any).
-    let tenant = headers.get("x-scope-orgid").and_then(|v| v.to_str().ok());
-    let caller = state.caller(authorization(headers).as_deref(), tenant)?;
+    let caller = caller(state, headers)?;
     let selectors = selectors(form)?;
     let start = form.time("start")?.unwrap_or(0);
     let end = form.time("end")?.unwrap_or(u64::MAX);
-    let catalogue = state
-        .within(async { Ok(state.store().series(&caller.tenant, None, None).await?) })
-        .await?;
+    let catalogue = seen(state, &caller.tenant, start, end).await?;
     let mut found = BTreeSet::new();
-    // A series may have been seen up to CATALOGUE_REFRESH_S after its
-    // catalogue entry says.
-    let seen = |e: &&CatalogueEntry| {
-        e.first_seen_s <= end && e.last_seen_s.saturating_add(CATALOGUE_REFRESH_S) >= start
-    };
-    for entry in catalogue.iter().filter(seen) {
-        for labels in prometheus_series(&entry.series) {
-            if selectors.is_empty() || selectors.iter().any(|m| matches(m, &labels)) {
+    for entry in &catalogue {
+        for named in prometheus_series(&entry.series) {
+            let labels = named.labels;
+            if named.listed
+                && (selectors.is_empty() || selectors.iter().any(|m| matches(m, &labels)))
+            {
                 found.insert(labels);
             }
         }
     }
     Ok(found.into_iter().collect())
+}
+
+/// Who calls: the token's tenant, or for an admin the one Mimir's
+/// `X-Scope-OrgID` header names.
+fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, PromError> {
+    let tenant = headers.get("x-scope-orgid").and_then(|v| v.to_str().ok());
+    Ok(state.caller(authorization(headers).as_deref(), tenant)?)
+}
+
+/// The catalogue of `tenant`'s series seen between `start` and `end` (unix
+/// seconds).
+async fn seen(
+    state: &AppState,
+    tenant: &TenantId,
+    start: u64,
+    end: u64,
+) -> Result<Vec<CatalogueEntry>, PromError> {
+    let mut catalogue = state
+        .within(async { Ok(state.store().series(tenant, None, None).await?) })
+        .await?;
+    // A series may have been seen up to CATALOGUE_REFRESH_S after its
+    // catalogue entry says.
+    catalogue.retain(|e| {
+        e.first_seen_s <= end && e.last_seen_s.saturating_add(CATALOGUE_REFRESH_S) >= start
+    });
+    Ok(catalogue)
 }
 
 /// The credentials of a request: a bearer token, or basic auth whose
@@ -347,8 +314,11 @@ async fn metadata(
     for name in series.iter().filter_map(|s| s.get("__name__")) {
         let kind = if name.ends_with("_total") {
             "counter"
-        } else if name.ends_with("_sum") || name.ends_with("_count") {
-            "summary"
+        } else if ["_bucket", "_sum", "_count"]
+            .iter()
+            .any(|suffix| name.ends_with(suffix))
+        {
+            "histogram"
         } else {
             "gauge"
         };

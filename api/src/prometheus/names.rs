@@ -1,0 +1,175 @@
+//! The Prometheus series a Vigil series is seen as, and how each of them
+//! reads a window's rollup.
+//!
+//! | Vigil series | Prometheus series | labels |
+//! |---|---|---|
+//! | metric `m` of service `s` | `m` (dots as `_`) | `job="s"`, its attributes |
+//! | span `n` of service `s` | `vigil_span_requests_total`, `vigil_span_errors_total`, `vigil_span_duration_seconds_bucket`, `_sum`, `_count` | `service="s"`, `span_name="n"`, `span_kind`, `status`, `vigil_unit`… |
+//! | probe `p` | `vigil_probe_runs_total`, `vigil_probe_failures_total`, `vigil_probe_duration_seconds_bucket`, `_sum`, `_count` | `service`, `probe="p"`, `vigil_probe_step`, `vigil_probe_location`, `status` |
+//! | client signal `client.x` of app `a` | `vigil_client_x_total`, `vigil_client_x_sum`, `vigil_client_x_bucket` | `app="a"`, its dimensions |
+//!
+//! Label names keep what Prometheus allows, the rest as `_`
+//! (`vigil.unit` → `vigil_unit`).
+//!
+//! A metric is a counter when its name ends in `_total` (each window holds
+//! its increase, as the aggregator stores a cumulative counter), a gauge
+//! otherwise. A metric `m` can also be queried as `m_bucket` (its
+//! distribution: what an OpenTelemetry or classic Prometheus histogram is
+//! stored as), `m_count` and `m_sum` (counters of its values), unless a
+//! metric has that name itself; these are not listed in the catalogue.
+//!
+//! A `_bucket` series carries its whole distribution in each sample, as a
+//! Prometheus native histogram does, and has no `le` label: a classic
+//! `histogram_quantile(0.99, sum by (le) (rate(x_bucket[5m])))` reads the
+//! merged distribution (grouping by the absent `le` changes nothing).
+
+use std::collections::BTreeMap;
+
+use vigil_domain::model::{Kind, SeriesKey};
+use vigil_domain::prometheus::{label_name, metric_name};
+
+/// A Prometheus series: its labels, `__name__` among them.
+pub type Labels = BTreeMap<String, String>;
+
+/// Durations of spans and probe steps are stored in milliseconds and read
+/// as Prometheus's seconds.
+const MS: f64 = 0.001;
+
+/// What a counter counts in a window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Part {
+    /// Points: requests, runs, observations.
+    Count,
+    /// Points that failed.
+    Errors,
+    /// The sum of the values, times `unit`: a counter's increase, a
+    /// histogram's sum.
+    Sum { unit: f64 },
+}
+
+/// How a window's rollup is read as a Prometheus sample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Reading {
+    /// A counter: each window adds its increase.
+    Counter(Part),
+    /// A gauge: the samples of the window (their mean is its level).
+    Gauge,
+    /// A histogram: the distribution of the window, values times `unit`.
+    Histogram { unit: f64 },
+}
+
+/// One Prometheus series of a Vigil series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Named {
+    pub labels: Labels,
+    pub reading: Reading,
+    /// Whether the catalogue lists it (a metric's `_bucket`, `_count` and
+    /// `_sum` are only queried).
+    pub listed: bool,
+}
+
+/// The Prometheus series a Vigil series is seen as (see the module's table).
+pub fn prometheus_series(key: &SeriesKey) -> Vec<Named> {
+    let mut labels: Labels = key
+        .labels()
+        .iter()
+        .map(|(k, v)| (label_name(k), v.clone()))
+        .collect();
+    let listed = |name: String, reading| (name, reading, true);
+    let (names, own) = match key.kind {
+        Kind::Metric => {
+            let name = metric_name(&key.name);
+            let reading = if name.ends_with("_total") {
+                Reading::Counter(Part::Sum { unit: 1.0 })
+            } else {
+                Reading::Gauge
+            };
+            let queried = |suffix: &str, reading| (format!("{name}_{suffix}"), reading, false);
+            (
+                vec![
+                    queried("bucket", Reading::Histogram { unit: 1.0 }),
+                    queried("count", Reading::Counter(Part::Count)),
+                    queried("sum", Reading::Counter(Part::Sum { unit: 1.0 })),
+                    listed(name, reading),
+                ],
+                vec![("job", key.service.clone())],
+            )
+        }
+        Kind::Span => (
+            counted("span", "requests", "errors"),
+            vec![
+                ("service", key.service.clone()),
+                ("span_name", key.name.clone()),
+            ],
+        ),
+        Kind::Probe => (
+            counted("probe", "runs", "failures"),
+            vec![
+                ("service", key.service.clone()),
+                ("probe", key.name.clone()),
+            ],
+        ),
+        Kind::Client => {
+            let base = format!("vigil_{}", metric_name(&key.name));
+            (
+                vec![
+                    listed(format!("{base}_bucket"), Reading::Histogram { unit: 1.0 }),
+                    listed(
+                        format!("{base}_sum"),
+                        Reading::Counter(Part::Sum { unit: 1.0 }),
+                    ),
+                    listed(format!("{base}_total"), Reading::Counter(Part::Count)),
+                ],
+                vec![("app", key.service.clone())],
+            )
+        }
+    };
+    for (name, value) in own {
+        labels.insert(name.to_owned(), value);
+    }
+    names
+        .into_iter()
+        .map(|(name, reading, listed)| {
+            let mut series = labels.clone();
+            series.insert("__name__".to_owned(), name);
+            Named {
+                labels: series,
+                reading,
+                listed,
+            }
+        })
+        .collect()
+}
+
+/// The family of a `vigil_<kind>` series that counts `events`, `failures`
+/// among them, and their duration in seconds.
+fn counted(kind: &str, events: &str, failures: &str) -> Vec<(String, Reading, bool)> {
+    let duration = format!("vigil_{kind}_duration_seconds");
+    vec![
+        (
+            format!("{duration}_bucket"),
+            Reading::Histogram { unit: MS },
+            true,
+        ),
+        (
+            format!("{duration}_count"),
+            Reading::Counter(Part::Count),
+            true,
+        ),
+        (
+            format!("{duration}_sum"),
+            Reading::Counter(Part::Sum { unit: MS }),
+            true,
+        ),
+        (
+            format!("vigil_{kind}_{failures}_total"),
+            Reading::Counter(Part::Errors),
+            true,
+        ),
+        (
+            format!("vigil_{kind}_{events}_total"),
+            Reading::Counter(Part::Count),
+            true,
+        ),
+    ]
+}

@@ -1,0 +1,420 @@
+//! `query` and `query_range`: an expression parsed by `promql-parser`, its
+//! selectors resolved against the catalogue and read from the rollups, then
+//! evaluated by `promql.rs`, answered in Prometheus's shapes.
+//!
+//! Which rollups: the widest width that divides every range, offset, the
+//! step and the first evaluation time (so a range `[t − r, t)` is made of
+//! whole windows), where those windows have closed, and 10 s windows for
+//! the rest, as `/api/v1/query` reads them (`crate::query::cover`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use promql_parser::parser::{self, Expr};
+use serde_json::{Value as Json, json};
+use vigil_domain::model::SeriesKey;
+use vigil_store::RollupQuery;
+
+use super::names::{Labels, Named, prometheus_series};
+use super::promql::{
+    Data, EvalError, Evaluator, Fetched, Need, Sample, Series, Value, Window, needs, offset_ms,
+    selector_key,
+};
+use super::{Form, PromError, caller, matches, seen, success};
+use crate::error::ApiError;
+use crate::query::{MAX_POINTS, cover, widths};
+use crate::server::AppState;
+
+impl From<EvalError> for PromError {
+    fn from(error: EvalError) -> Self {
+        match error {
+            EvalError::BadData(message) => PromError::bad_data(message),
+            EvalError::Execution(message) => PromError {
+                status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                kind: "execution",
+                message,
+            },
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// `GET|POST /query`: the expression at `time` (default now).
+pub async fn instant(
+    State(state): State<Arc<AppState>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, PromError> {
+    let form = Form::read(uri.query(), &body);
+    let expr = expression(&form)?;
+    let time = form.time_ms("time")?.unwrap_or_else(now_ms);
+    let steps = [time];
+    let data = read(&state, &headers, &expr, &steps, None).await?;
+    if let Expr::MatrixSelector(ms) = &expr {
+        return Ok(success(json!({
+            "resultType": "matrix",
+            "result": raw_windows(&data, &ms.vs, time, ms.range.as_millis() as i64)?,
+        })));
+    }
+    let value = Evaluator {
+        steps: &steps,
+        data: &data,
+    }
+    .eval(&expr)?;
+    let data = match value {
+        Value::Scalar(values) => json!({
+            "resultType": "scalar",
+            "result": [timestamp(time), number(values[0])],
+        }),
+        Value::String(text) => json!({
+            "resultType": "string",
+            "result": [timestamp(time), text],
+        }),
+        Value::Vector(series) => {
+            let result = series
+                .iter()
+                .filter_map(|s| {
+                    let sample = s.points[0].as_ref()?;
+                    Some(float(sample).map(
+                        |v| json!({"metric": s.labels, "value": [timestamp(time), number(v)]}),
+                    ))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            json!({"resultType": "vector", "result": result})
+        }
+    };
+    Ok(success(data))
+}
+
+/// `GET|POST /query_range`: the expression at every step from `start` to
+/// `end`.
+pub async fn range(
+    State(state): State<Arc<AppState>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, PromError> {
+    let form = Form::read(uri.query(), &body);
+    let expr = expression(&form)?;
+    let start = form
+        .time_ms("start")?
+        .ok_or_else(|| PromError::bad_data("invalid parameter \"start\": missing"))?;
+    let end = form
+        .time_ms("end")?
+        .ok_or_else(|| PromError::bad_data("invalid parameter \"end\": missing"))?;
+    if end < start {
+        return Err(PromError::bad_data(
+            "invalid parameter \"end\": end timestamp must not be before start time",
+        ));
+    }
+    let step = step_ms(&form)?;
+    if (end - start) / step >= MAX_POINTS as i64 {
+        return Err(PromError::bad_data(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+        ));
+    }
+    if let kind @ (Expr::MatrixSelector(_) | Expr::StringLiteral(_)) = &expr {
+        let kind = if matches!(kind, Expr::StringLiteral(_)) {
+            "string"
+        } else {
+            "range vector"
+        };
+        return Err(PromError::bad_data(format!(
+            "invalid expression type {kind:?} for range query, must be Scalar or instant Vector"
+        )));
+    }
+    let steps: Vec<i64> = (0..=(end - start) / step)
+        .map(|i| start + i * step)
+        .collect();
+    let data = read(&state, &headers, &expr, &steps, Some(step)).await?;
+    let value = Evaluator {
+        steps: &steps,
+        data: &data,
+    }
+    .eval(&expr)?;
+    let series = match value {
+        Value::Scalar(values) => vec![Series {
+            labels: Labels::new(),
+            points: values.into_iter().map(|v| Some(Sample::Float(v))).collect(),
+        }],
+        Value::Vector(mut series) => {
+            series.sort_by(|a, b| a.labels.cmp(&b.labels));
+            series
+        }
+        Value::String(_) => Vec::new(),
+    };
+    let result = series
+        .iter()
+        .map(|s| {
+            let values = s
+                .points
+                .iter()
+                .zip(&steps)
+                .filter_map(|(point, &t)| {
+                    let sample = point.as_ref()?;
+                    Some(float(sample).map(|v| json!([timestamp(t), number(v)])))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(json!({"metric": s.labels, "values": values}))
+        })
+        .collect::<Result<Vec<_>, PromError>>()?;
+    Ok(success(json!({"resultType": "matrix", "result": result})))
+}
+
+fn expression(form: &Form) -> Result<Expr, PromError> {
+    let text = form
+        .all("query")
+        .next()
+        .ok_or_else(|| PromError::bad_data("invalid parameter \"query\": missing"))?;
+    parser::parse(text)
+        .map_err(|error| PromError::bad_data(format!("invalid parameter \"query\": {error}")))
+}
+
+/// The `step` parameter: seconds with a fraction, or a duration (`1m`).
+fn step_ms(form: &Form) -> Result<i64, PromError> {
+    let text = form
+        .all("step")
+        .next()
+        .ok_or_else(|| PromError::bad_data("invalid parameter \"step\": missing"))?;
+    let ms = match text.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() => (seconds * 1000.0).round() as i64,
+        _ => promql_parser::util::parse_duration(text)
+            .map(|d| d.as_millis() as i64)
+            .map_err(|_| {
+                PromError::bad_data(format!(
+                    "invalid parameter \"step\": cannot parse {text:?} to a valid duration"
+                ))
+            })?,
+    };
+    if ms <= 0 {
+        return Err(PromError::bad_data(
+            "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
+        ));
+    }
+    Ok(ms)
+}
+
+/// A float of the answer; a distribution cannot be one.
+fn float(sample: &Sample) -> Result<f64, PromError> {
+    match sample {
+        Sample::Float(v) => Ok(*v),
+        Sample::Histogram(_) => Err(EvalError::Execution(
+            "the result holds distributions (a _bucket series): read them with histogram_quantile(), or use _count and _sum".to_owned(),
+        )
+        .into()),
+    }
+}
+
+/// A time as Prometheus writes it: unix seconds, with milliseconds when
+/// there are any.
+fn timestamp(ms: i64) -> Json {
+    if ms % 1000 == 0 {
+        json!(ms / 1000)
+    } else {
+        json!(ms as f64 / 1000.0)
+    }
+}
+
+/// A value as Prometheus writes it: a string, `NaN`, `+Inf`, `-Inf`.
+fn number(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_owned()
+    } else if v == f64::INFINITY {
+        "+Inf".to_owned()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".to_owned()
+    } else {
+        v.to_string()
+    }
+}
+
+/// A range selector asked for alone: each series' windows in
+/// `[time − range, time)`, each at its end.
+fn raw_windows(
+    data: &Data,
+    selector: &promql_parser::parser::VectorSelector,
+    time: i64,
+    range_ms: i64,
+) -> Result<Vec<Json>, PromError> {
+    let t = time - offset_ms(selector);
+    let mut result = Vec::new();
+    for fetched in data
+        .get(&selector_key(selector))
+        .map_or(&[][..], Vec::as_slice)
+    {
+        let values: Vec<Json> = fetched
+            .samples(t - range_ms, t)
+            .map(|(end, sample)| float(&sample).map(|v| json!([timestamp(end), number(v)])))
+            .collect::<Result<_, _>>()?;
+        if !values.is_empty() {
+            result.push(json!({"metric": fetched.labels, "values": values}));
+        }
+    }
+    Ok(result)
+}
+
+/// Reads every selector of `expr` for evaluation at `steps`.
+async fn read(
+    state: &AppState,
+    headers: &HeaderMap,
+    expr: &Expr,
+    steps: &[i64],
+    step_ms: Option<i64>,
+) -> Result<Data, PromError> {
+    let mut wanted = Vec::new();
+    needs(expr, &mut wanted)?;
+    let caller = caller(state, headers)?;
+    let now = now_ms();
+    let reader = state.reader(caller.tenant.clone(), (now / 1000) as u64);
+    let (first, last) = (steps[0], steps[steps.len() - 1]);
+    // Each selector's time span, widened over its uses.
+    let mut spans: HashMap<String, (Need, i64, i64)> = HashMap::new();
+    for need in wanted {
+        let offset = offset_ms(&need.selector);
+        let (from, to) = (first - offset - need.range_ms, last - offset);
+        spans
+            .entry(selector_key(&need.selector))
+            .and_modify(|(_, f, t)| {
+                *f = (*f).min(from);
+                *t = (*t).max(to);
+            })
+            .or_insert((need, from, to));
+    }
+    if spans.is_empty() {
+        return Ok(Data::new());
+    }
+    let resolution = spans
+        .values()
+        .flat_map(|(need, _, _)| [need.range_ms, offset_ms(&need.selector).abs()])
+        .chain([first, step_ms.unwrap_or(0)])
+        .fold(0, gcd);
+    let mut usable: Vec<u32> = widths(None)
+        .into_iter()
+        .filter(|&w| resolution % (i64::from(w) * 1000) == 0)
+        .collect();
+    if usable.is_empty() {
+        usable = vec![10];
+    }
+    let from_s = spans.values().map(|(_, f, _)| *f).min().unwrap_or(0).max(0) / 1000;
+    let to_s = spans.values().map(|(_, _, t)| *t).max().unwrap_or(0).max(0) / 1000;
+    let catalogue = seen(state, &caller.tenant, from_s as u64, to_s as u64).await?;
+    let mut data = Data::new();
+    let mut windows_read = 0;
+    for (key, (need, from, to)) in spans {
+        let chosen = resolve(&catalogue, &need);
+        // The rollups of the chosen series, read per Vigil name.
+        let mut by_name: HashMap<(vigil_domain::model::Kind, &str, &str), Vec<usize>> =
+            HashMap::new();
+        for (i, (series, _)) in chosen.iter().enumerate() {
+            by_name
+                .entry((series.kind, &series.service, &series.name))
+                .or_default()
+                .push(i);
+        }
+        let mut windows: Vec<Vec<Window>> = vec![Vec::new(); chosen.len()];
+        let from_s = (from.max(0) / 1000) as u64 / 10 * 10;
+        let to_s = ((to.max(0) as u64).div_ceil(1000)).div_ceil(10) * 10;
+        let closed_until = reader.now_s.saturating_sub(reader.settle_s);
+        for ((kind, service, name), indices) in by_name {
+            let mut index: HashMap<&SeriesKey, Vec<usize>> = HashMap::new();
+            for &i in &indices {
+                index.entry(&chosen[i].0).or_default().push(i);
+            }
+            for segment in cover(from_s, to_s, &usable, closed_until) {
+                let query = RollupQuery {
+                    tenant: Some(caller.tenant.clone()),
+                    kind: Some(kind),
+                    service: Some(service.to_owned()),
+                    name: Some(name.to_owned()),
+                    ..RollupQuery::new(segment.width_s, segment.from_s, segment.to_s)
+                };
+                let rows = state
+                    .within(async { Ok(reader.store.rollups(&query).await?) })
+                    .await?;
+                for row in rows {
+                    let Some(targets) = index.get(&row.series) else {
+                        continue;
+                    };
+                    windows_read += targets.len();
+                    let start_ms = row.start_s as i64 * 1000;
+                    let window = Window {
+                        start_ms,
+                        end_ms: start_ms + i64::from(row.width_s) * 1000,
+                        rollup: row.rollup,
+                    };
+                    for &i in targets {
+                        windows[i].push(window.clone());
+                    }
+                }
+                if windows_read > reader.max_points {
+                    return Err(ApiError::Limit {
+                        limit: "api.max_points",
+                        message: format!(
+                            "the query reads more than {} windows; narrow the range or the selection",
+                            reader.max_points
+                        ),
+                    }
+                    .into());
+                }
+            }
+        }
+        let fetched = chosen
+            .into_iter()
+            .zip(windows)
+            .filter(|(_, windows)| !windows.is_empty())
+            .map(|((_, named), windows)| Fetched::new(named.labels, named.reading, windows))
+            .collect();
+        data.insert(key, fetched);
+    }
+    Ok(data)
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    let (mut a, mut b) = (a.abs(), b.abs());
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// The Vigil series a selector chooses, each with the Prometheus series it
+/// is seen as; a series named so in the catalogue wins over a metric's
+/// `_bucket`, `_count` or `_sum` with the same labels.
+fn resolve(catalogue: &[vigil_store::CatalogueEntry], need: &Need) -> Vec<(SeriesKey, Named)> {
+    let mut matchers = need.selector.matchers.clone();
+    if let Some(name) = &need.selector.name {
+        matchers.matchers.push(promql_parser::label::Matcher::new(
+            promql_parser::label::MatchOp::Equal,
+            "__name__",
+            name,
+        ));
+    }
+    let mut chosen: HashMap<Labels, (SeriesKey, Named)> = HashMap::new();
+    for entry in catalogue {
+        for named in prometheus_series(&entry.series) {
+            if !matches(&matchers, &named.labels) {
+                continue;
+            }
+            match chosen.get(&named.labels) {
+                Some((_, held)) if held.listed || !named.listed => {}
+                _ => {
+                    chosen.insert(named.labels.clone(), (entry.series.clone(), named));
+                }
+            }
+        }
+    }
+    let mut chosen: Vec<(SeriesKey, Named)> = chosen.into_values().collect();
+    chosen.sort_by(|a, b| a.1.labels.cmp(&b.1.labels));
+    chosen
+}
