@@ -273,6 +273,29 @@ impl Builder {
     }
 }
 
+/// The labels a `by` or `on` list keeps, or those a `without` or
+/// `ignoring` list leaves (the name never among them).
+fn kept(labels: &Labels, modifier: &LabelModifier) -> Labels {
+    let keep = |name: &String| match modifier {
+        LabelModifier::Include(by) => by.labels.contains(name),
+        LabelModifier::Exclude(without) => name != "__name__" && !without.labels.contains(name),
+    };
+    labels
+        .iter()
+        .filter(|(k, _)| keep(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// `labels`, without the name when `drop_name`.
+fn named(labels: &Labels, drop_name: bool) -> Labels {
+    if drop_name {
+        without_name(labels)
+    } else {
+        labels.clone()
+    }
+}
+
 fn without_name(labels: &Labels) -> Labels {
     let mut labels = labels.clone();
     labels.remove("__name__");
@@ -293,9 +316,7 @@ impl Evaluator<'_> {
             Expr::Paren(paren) => self.eval(&paren.expr),
             Expr::Unary(unary) => match self.eval(&unary.expr)? {
                 Value::Scalar(values) => Ok(Value::Scalar(values.iter().map(|v| -v).collect())),
-                Value::Vector(series) => self
-                    .map_floats(series, |v| Some(-v), true)
-                    .map(Value::Vector),
+                Value::Vector(series) => self.per_step(series, true, |_, v| Some(-v)),
                 Value::String(_) => Err(EvalError::BadData("cannot negate a string".into())),
             },
             Expr::VectorSelector(selector) => Ok(Value::Vector(self.instant(selector))),
@@ -330,30 +351,6 @@ impl Evaluator<'_> {
             })
             .filter(|series| series.points.iter().any(Option::is_some))
             .collect()
-    }
-
-    /// Applies `f` to every float sample (histograms are dropped), dropping
-    /// the name when `drop_name`.
-    fn map_floats(
-        &self,
-        series: Vec<Series>,
-        f: impl Fn(f64) -> Option<f64>,
-        drop_name: bool,
-    ) -> Result<Vec<Series>, EvalError> {
-        let mut out = Builder::new(self.steps.len());
-        for s in series {
-            let labels = if drop_name {
-                without_name(&s.labels)
-            } else {
-                s.labels.clone()
-            };
-            for (step, point) in s.points.iter().enumerate() {
-                if let Some(v) = point.as_ref().and_then(Sample::float).and_then(&f) {
-                    out.put(labels.clone(), step, Sample::Float(v))?;
-                }
-            }
-        }
-        Ok(out.build())
     }
 
     fn scalar_arg(&self, call: &Call, index: usize) -> Result<Vec<f64>, EvalError> {
@@ -393,8 +390,7 @@ impl Evaluator<'_> {
         let name = call.func.name;
         let math = |f: fn(f64) -> f64| -> Result<Value, EvalError> {
             let series = self.vector_arg(call, 0)?;
-            self.map_floats(series, |v| Some(f(v)), true)
-                .map(Value::Vector)
+            self.per_step(series, true, |_, v| Some(f(v)))
         };
         match name {
             "abs" => math(f64::abs),
@@ -510,7 +506,8 @@ impl Evaluator<'_> {
         }
     }
 
-    /// Applies `f(step, value)` to every float sample.
+    /// Applies `f(step, value)` to every float sample (histograms are
+    /// dropped), dropping the name when `drop_name`.
     fn per_step(
         &self,
         series: Vec<Series>,
@@ -519,11 +516,7 @@ impl Evaluator<'_> {
     ) -> Result<Value, EvalError> {
         let mut out = Builder::new(self.steps.len());
         for s in series {
-            let labels = if drop_name {
-                without_name(&s.labels)
-            } else {
-                s.labels.clone()
-            };
+            let labels = named(&s.labels, drop_name);
             for (step, point) in s.points.iter().enumerate() {
                 if let Some(v) = point.as_ref().and_then(Sample::float)
                     && let Some(v) = f(step, v)
@@ -645,11 +638,7 @@ impl Evaluator<'_> {
         let drop_name = name != "last_over_time";
         let mut out = Builder::new(self.steps.len());
         for s in series {
-            let labels = if drop_name {
-                without_name(&s.labels)
-            } else {
-                s.labels.clone()
-            };
+            let labels = named(&s.labels, drop_name);
             for (step, point) in s.points.into_iter().enumerate() {
                 if let Some(sample) = point {
                     out.put(labels.clone(), step, sample)?;
@@ -713,20 +702,11 @@ impl Evaluator<'_> {
             },
             _ => None,
         };
-        let group_of = |labels: &Labels| -> Labels {
-            match &aggregate.modifier {
-                None => Labels::new(),
-                Some(LabelModifier::Include(by)) => labels
-                    .iter()
-                    .filter(|(k, _)| by.labels.contains(k))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                Some(LabelModifier::Exclude(without)) => labels
-                    .iter()
-                    .filter(|(k, _)| *k != "__name__" && !without.labels.contains(k))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            }
+        let group_of = |labels: &Labels| {
+            aggregate
+                .modifier
+                .as_ref()
+                .map_or_else(Labels::new, |modifier| kept(labels, modifier))
         };
         let groups: Vec<Labels> = series.iter().map(|s| group_of(&s.labels)).collect();
         let mut out = Builder::new(self.steps.len());
@@ -874,31 +854,16 @@ impl Evaluator<'_> {
         rhs: Vec<Series>,
     ) -> Result<Value, EvalError> {
         let modifier = binary.modifier.clone().unwrap_or_default();
-        let signature = |labels: &Labels| -> Vec<(String, String)> {
-            match &modifier.matching {
-                Some(LabelModifier::Include(on)) => labels
-                    .iter()
-                    .filter(|(k, _)| on.labels.contains(k))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                Some(LabelModifier::Exclude(ignoring)) => labels
-                    .iter()
-                    .filter(|(k, _)| *k != "__name__" && !ignoring.labels.contains(k))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                None => labels
-                    .iter()
-                    .filter(|(k, _)| *k != "__name__")
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            }
+        let signature = |labels: &Labels| match &modifier.matching {
+            Some(matching) => kept(labels, matching),
+            None => without_name(labels),
         };
         let lhs_signatures: Vec<_> = lhs.iter().map(|s| signature(&s.labels)).collect();
         let rhs_signatures: Vec<_> = rhs.iter().map(|s| signature(&s.labels)).collect();
         let mut out = Builder::new(self.steps.len());
         if binary_set_operator(op) {
             for step in 0..self.steps.len() {
-                let present = |series: &[Series], signatures: &[Vec<(String, String)>]| {
+                let present = |series: &[Series], signatures: &[Labels]| {
                     series
                         .iter()
                         .zip(signatures)
@@ -947,7 +912,7 @@ impl Evaluator<'_> {
             (&lhs, &lhs_signatures, &rhs, &rhs_signatures)
         };
         for step in 0..self.steps.len() {
-            let mut ones: HashMap<&Vec<(String, String)>, (usize, f64)> = HashMap::new();
+            let mut ones: HashMap<&Labels, (usize, f64)> = HashMap::new();
             for (i, (s, sig)) in one.iter().zip(one_sigs).enumerate() {
                 if let Some(v) = s.points[step].as_ref().and_then(Sample::float)
                     && ones.insert(sig, (i, v)).is_some()
@@ -963,7 +928,7 @@ impl Evaluator<'_> {
                     )));
                 }
             }
-            let mut matched: HashMap<&Vec<(String, String)>, usize> = HashMap::new();
+            let mut matched: HashMap<&Labels, usize> = HashMap::new();
             for (s, sig) in many.iter().zip(many_sigs) {
                 let Some(mv) = s.points[step].as_ref().and_then(Sample::float) else {
                     continue;
@@ -1036,7 +1001,7 @@ enum Card {
     OneToMany,
 }
 
-fn show(signature: &[(String, String)]) -> String {
+fn show(signature: &Labels) -> String {
     let pairs: Vec<String> = signature
         .iter()
         .map(|(k, v)| format!("{k}={v:?}"))
