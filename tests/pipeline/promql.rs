@@ -45,9 +45,11 @@ fn now_s() -> u64 {
         .as_secs()
 }
 
-/// The exposition of the target `s` seconds after it started: per second,
-/// 10 requests of code 200 and 1 of code 500; queue depths 7 and 3; 10
-/// latencies (5 of 0.05 s, 4 of 0.2 s, 1 of 0.8 s).
+/// The exposition of the target at its `s`-th scrape: per scrape (a
+/// second), 10 requests of code 200 and 1 of code 500; queue depths 7 and
+/// 3; 10 latencies (5 of 0.05 s, 4 of 0.2 s, 1 of 0.8 s). Counted per
+/// scrape rather than from the clock, so that no two scrapes a second apart
+/// see the same second, or seconds two apart.
 fn exposition(s: u64) -> String {
     format!(
         "# TYPE demo_requests_total counter\n\
@@ -71,12 +73,14 @@ fn exposition(s: u64) -> String {
     )
 }
 
-/// Serves [`exposition`] on `listener` to every request.
-async fn serve_target(listener: tokio::net::TcpListener, started: u64) {
+/// Serves [`exposition`] on `listener`, one scrape more at each request.
+async fn serve_target(listener: tokio::net::TcpListener) {
+    let scrapes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             return;
         };
+        let scrapes = std::sync::Arc::clone(&scrapes);
         tokio::spawn(async move {
             let mut request = Vec::new();
             let mut buffer = [0u8; 4096];
@@ -86,7 +90,7 @@ async fn serve_target(listener: tokio::net::TcpListener, started: u64) {
                     Ok(n) => request.extend_from_slice(&buffer[..n]),
                 }
             }
-            let body = exposition(now_s() - started);
+            let body = exposition(scrapes.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
             let response = format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
@@ -152,7 +156,7 @@ async fn promql_answers_as_prometheus_and_the_query_api_do(backend: Backend) {
     let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target_address = target.local_addr().unwrap();
     let started = now_s();
-    let serving = tokio::spawn(serve_target(target, started));
+    let serving = tokio::spawn(serve_target(target));
     let dir = std::env::temp_dir().join(testing::unique_name("vigil_promql"));
     std::fs::create_dir_all(&dir).unwrap();
     let address = format!("127.0.0.1:{}", free_port());
@@ -257,11 +261,13 @@ async fn promql_answers_as_prometheus_and_the_query_api_do(backend: Backend) {
         }
     }
     // A quantile of the classic histogram: Prometheus interpolates in the
-    // bucket of the 9th of 10 latencies, Vigil reads the merged
+    // bucket of the 8th of 10 latencies (0.2125), Vigil reads the merged
     // distribution of the buckets; both within that bucket, (0.1, 0.25].
+    // (Not the 9th, the last of its bucket: Prometheus's extrapolated rates
+    // may round its rank into the next bucket.)
     let query = format!(
         "/api/v1/query?query={}&time={t}",
-        urlencode("histogram_quantile(0.9, sum by (le) (rate(demo_latency_seconds_bucket[30s])))")
+        urlencode("histogram_quantile(0.8, sum by (le) (rate(demo_latency_seconds_bucket[30s])))")
     );
     let theirs = answer(
         &client,
@@ -270,8 +276,8 @@ async fn promql_answers_as_prometheus_and_the_query_api_do(backend: Backend) {
     )
     .await;
     let ours = answer(&client, &format!("{vigil}/prometheus{query}"), Some(ACME)).await;
-    for p90 in [theirs["{}"], ours["{}"]] {
-        assert!(p90 > 0.1 && p90 <= 0.25, "{theirs:?} {ours:?}");
+    for p80 in [theirs["{}"], ours["{}"]] {
+        assert!(p80 > 0.1 && p80 <= 0.25, "{theirs:?} {ours:?}");
     }
     drop(prometheus);
     serving.abort();
