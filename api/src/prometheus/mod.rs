@@ -23,7 +23,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -96,19 +97,47 @@ fn success(data: Value) -> Response {
     axum::Json(json!({"status": "success", "data": data})).into_response()
 }
 
-/// A request's parameters, from its query string and (for POST) its form
-/// body; `match[]` may repeat.
+/// A request of the Prometheus API: who calls (checked from the headers
+/// before the body is read) and its parameters, from the query string and
+/// (for POST) the form body; `match[]` may repeat.
+struct Asked {
+    caller: Caller,
+    form: Form,
+}
+
+impl FromRequest<Arc<AppState>> for Asked {
+    type Rejection = PromError;
+
+    async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, PromError> {
+        let (parts, body) = request.into_parts();
+        // Mimir's header names the tenant to read (an admin token reads any).
+        let tenant = parts
+            .headers
+            .get("x-scope-orgid")
+            .and_then(|v| v.to_str().ok());
+        let caller = state.caller(authorization(&parts.headers).as_deref(), tenant)?;
+        let query = parts.uri.query().unwrap_or("").to_owned();
+        let body = Bytes::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(|rejection| PromError {
+                status: rejection.status(),
+                kind: "bad_data",
+                message: rejection.body_text(),
+            })?;
+        let form = Form(
+            form_urlencoded::parse(query.as_bytes())
+                .chain(form_urlencoded::parse(&body))
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        );
+        Ok(Asked { caller, form })
+    }
+}
+
+/// A request's parameters.
 struct Form(Vec<(String, String)>);
 
 impl Form {
-    fn read(query: Option<&str>, body: &[u8]) -> Form {
-        let pairs = form_urlencoded::parse(query.unwrap_or("").as_bytes())
-            .chain(form_urlencoded::parse(body))
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        Form(pairs)
-    }
-
     fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.0
             .iter()
@@ -185,16 +214,12 @@ fn matches(matchers: &Matchers, labels: &Labels) -> bool {
 
 /// The caller's series seen between `start` and `end` (unix seconds), as
 /// Prometheus series passing any of the `match[]` selectors (all when none).
-async fn selected(
-    state: &AppState,
-    headers: &HeaderMap,
-    form: &Form,
-) -> Result<Vec<Labels>, PromError> {
-    let caller = caller(state, headers)?;
+async fn selected(state: &AppState, asked: &Asked) -> Result<Vec<Labels>, PromError> {
+    let form = &asked.form;
     let selectors = selectors(form)?;
     let start = form.time("start")?.unwrap_or(0);
     let end = form.time("end")?.unwrap_or(u64::MAX);
-    let catalogue = seen(state, &caller.tenant, start, end).await?;
+    let catalogue = seen(state, &asked.caller.tenant, start, end).await?;
     let mut found = BTreeSet::new();
     for entry in &catalogue {
         for named in prometheus_series(&entry.series) {
@@ -207,13 +232,6 @@ async fn selected(
         }
     }
     Ok(found.into_iter().collect())
-}
-
-/// Who calls: the token's tenant, or for an admin the one Mimir's
-/// `X-Scope-OrgID` header names.
-fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, PromError> {
-    let tenant = headers.get("x-scope-orgid").and_then(|v| v.to_str().ok());
-    Ok(state.caller(authorization(headers).as_deref(), tenant)?)
 }
 
 /// The catalogue of `tenant`'s series seen between `start` and `end` (unix
@@ -266,14 +284,8 @@ async fn buildinfo() -> Response {
     }))
 }
 
-async fn labels(
-    State(state): State<Arc<AppState>>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Response, PromError> {
-    let form = Form::read(uri.query(), &body);
-    let series = selected(&state, &headers, &form).await?;
+async fn labels(State(state): State<Arc<AppState>>, asked: Asked) -> Result<Response, PromError> {
+    let series = selected(&state, &asked).await?;
     let names: BTreeSet<&String> = series.iter().flat_map(BTreeMap::keys).collect();
     Ok(success(json!(names)))
 }
@@ -281,35 +293,22 @@ async fn labels(
 async fn label_values(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
+    asked: Asked,
 ) -> Result<Response, PromError> {
-    let form = Form::read(uri.query(), &[]);
-    let series = selected(&state, &headers, &form).await?;
+    let series = selected(&state, &asked).await?;
     let values: BTreeSet<&String> = series.iter().filter_map(|s| s.get(&name)).collect();
     Ok(success(json!(values)))
 }
 
-async fn series(
-    State(state): State<Arc<AppState>>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Response, PromError> {
-    let form = Form::read(uri.query(), &body);
-    if form.all("match[]").next().is_none() {
+async fn series(State(state): State<Arc<AppState>>, asked: Asked) -> Result<Response, PromError> {
+    if asked.form.all("match[]").next().is_none() {
         return Err(PromError::bad_data("no match[] parameter provided"));
     }
-    Ok(success(json!(selected(&state, &headers, &form).await?)))
+    Ok(success(json!(selected(&state, &asked).await?)))
 }
 
-async fn metadata(
-    State(state): State<Arc<AppState>>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-) -> Result<Response, PromError> {
-    let form = Form::read(uri.query(), &[]);
-    let series = selected(&state, &headers, &form).await?;
+async fn metadata(State(state): State<Arc<AppState>>, asked: Asked) -> Result<Response, PromError> {
+    let series = selected(&state, &asked).await?;
     let mut metadata = BTreeMap::new();
     for name in series.iter().filter_map(|s| s.get("__name__")) {
         let kind = if name.ends_with("_total") {

@@ -26,6 +26,7 @@
 //! `@`, some functions) is refused as `bad_data`, named.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{
@@ -48,19 +49,21 @@ pub struct Window {
     pub rollup: Rollup,
 }
 
-/// A selected series with its windows in time order.
+/// A selected series with its windows in time order. The Prometheus
+/// series of one Vigil series (`_total`, `_bucket`…) share its windows.
 #[derive(Debug, Clone)]
 pub struct Fetched {
     pub labels: Labels,
     pub reading: Reading,
-    windows: Vec<Window>,
+    windows: Arc<[Window]>,
     /// For counters, the running total at the end of each window.
     totals: Vec<f64>,
 }
 
 impl Fetched {
-    pub fn new(labels: Labels, reading: Reading, mut windows: Vec<Window>) -> Fetched {
-        windows.sort_by_key(|w| w.start_ms);
+    /// A series of `windows`, which are in time order.
+    pub fn new(labels: Labels, reading: Reading, windows: Arc<[Window]>) -> Fetched {
+        debug_assert!(windows.is_sorted_by_key(|w| w.start_ms));
         let totals = match reading {
             Reading::Counter(part) => windows
                 .iter()
@@ -166,7 +169,8 @@ pub fn needs(expr: &Expr, out: &mut Vec<Need>) -> Result<(), EvalError> {
     }
 }
 
-fn millis(duration: std::time::Duration) -> i64 {
+/// A duration of the expression in milliseconds.
+pub fn millis(duration: std::time::Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
@@ -353,37 +357,43 @@ impl Evaluator<'_> {
             .collect()
     }
 
-    fn scalar_arg(&self, call: &Call, index: usize) -> Result<Vec<f64>, EvalError> {
-        match self.eval(&call.args.args[index])? {
-            Value::Scalar(values) => Ok(values),
-            _ => Err(EvalError::BadData(format!(
-                "argument {} of {} must be a scalar",
+    /// Argument `index` of `call`, as `take` reads it (the parser has
+    /// checked the types; this names a mismatch all the same).
+    fn arg<T>(
+        &self,
+        call: &Call,
+        index: usize,
+        kind: &str,
+        take: fn(Value) -> Option<T>,
+    ) -> Result<T, EvalError> {
+        take(self.eval(&call.args.args[index])?).ok_or_else(|| {
+            EvalError::BadData(format!(
+                "argument {} of {} must be {kind}",
                 index + 1,
                 call.func.name
-            ))),
-        }
+            ))
+        })
+    }
+
+    fn scalar_arg(&self, call: &Call, index: usize) -> Result<Vec<f64>, EvalError> {
+        self.arg(call, index, "a scalar", |v| match v {
+            Value::Scalar(values) => Some(values),
+            _ => None,
+        })
     }
 
     fn vector_arg(&self, call: &Call, index: usize) -> Result<Vec<Series>, EvalError> {
-        match self.eval(&call.args.args[index])? {
-            Value::Vector(series) => Ok(series),
-            _ => Err(EvalError::BadData(format!(
-                "argument {} of {} must be an instant vector",
-                index + 1,
-                call.func.name
-            ))),
-        }
+        self.arg(call, index, "an instant vector", |v| match v {
+            Value::Vector(series) => Some(series),
+            _ => None,
+        })
     }
 
     fn string_arg(&self, call: &Call, index: usize) -> Result<String, EvalError> {
-        match self.eval(&call.args.args[index])? {
-            Value::String(text) => Ok(text),
-            _ => Err(EvalError::BadData(format!(
-                "argument {} of {} must be a string",
-                index + 1,
-                call.func.name
-            ))),
-        }
+        self.arg(call, index, "a string", |v| match v {
+            Value::String(text) => Some(text),
+            _ => None,
+        })
     }
 
     fn call(&self, call: &Call) -> Result<Value, EvalError> {
@@ -1295,7 +1305,7 @@ mod tests {
     }
 
     /// Windows of 10 s from `start_s`, one per list of values.
-    fn windows(start_s: i64, values: &[&[f64]]) -> Vec<Window> {
+    fn windows(start_s: i64, values: &[&[f64]]) -> Arc<[Window]> {
         values
             .iter()
             .enumerate()
@@ -1314,8 +1324,8 @@ mod tests {
             .collect()
     }
 
-    /// `query` evaluated at `steps` (seconds) over `series` of selector
-    /// `name`.
+    /// `query` evaluated at `steps` (seconds) over `data` (selector text →
+    /// its series).
     fn eval(query: &str, data: &[(&str, Vec<Fetched>)], steps: &[i64]) -> Result<Value, EvalError> {
         let expr = promql_parser::parser::parse(query).unwrap();
         let data: Data = data

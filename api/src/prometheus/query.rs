@@ -7,24 +7,24 @@
 //! whole windows), where those windows have closed, and 10 s windows for
 //! the rest, as `/api/v1/query` reads them (`crate::query::cover`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::Response;
 use promql_parser::parser::{self, Expr};
 use serde_json::{Value as Json, json};
-use vigil_domain::model::SeriesKey;
+use vigil_domain::model::{Kind, SeriesKey};
 use vigil_store::RollupQuery;
 
 use super::names::{Labels, Named, prometheus_series};
 use super::promql::{
-    Data, EvalError, Evaluator, Fetched, Need, Sample, Series, Value, Window, needs, offset_ms,
-    selector_key,
+    Data, EvalError, Evaluator, Fetched, Need, Sample, Series, Value, Window, millis, needs,
+    offset_ms, selector_key,
 };
-use super::{Form, PromError, caller, matches, seen, success};
+use super::{Asked, Form, PromError, matches, seen, success};
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::query::{MAX_POINTS, cover, widths};
 use crate::server::AppState;
@@ -52,19 +52,17 @@ fn now_ms() -> i64 {
 /// `GET|POST /query`: the expression at `time` (default now).
 pub async fn instant(
     State(state): State<Arc<AppState>>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    asked: Asked,
 ) -> Result<Response, PromError> {
-    let form = Form::read(uri.query(), &body);
-    let expr = expression(&form)?;
+    let form = &asked.form;
+    let expr = expression(form)?;
     let time = form.time_ms("time")?.unwrap_or_else(now_ms);
     let steps = [time];
-    let data = read(&state, &headers, &expr, &steps, None).await?;
+    let data = read(&state, &asked.caller, &expr, &steps, None).await?;
     if let Expr::MatrixSelector(ms) = &expr {
         return Ok(success(json!({
             "resultType": "matrix",
-            "result": raw_windows(&data, &ms.vs, time, ms.range.as_millis() as i64)?,
+            "result": raw_windows(&data, &ms.vs, time, millis(ms.range))?,
         })));
     }
     let value = Evaluator {
@@ -101,12 +99,10 @@ pub async fn instant(
 /// `end`.
 pub async fn range(
     State(state): State<Arc<AppState>>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    asked: Asked,
 ) -> Result<Response, PromError> {
-    let form = Form::read(uri.query(), &body);
-    let expr = expression(&form)?;
+    let form = &asked.form;
+    let expr = expression(form)?;
     let start = form
         .time_ms("start")?
         .ok_or_else(|| PromError::bad_data("invalid parameter \"start\": missing"))?;
@@ -118,7 +114,7 @@ pub async fn range(
             "invalid parameter \"end\": end timestamp must not be before start time",
         ));
     }
-    let step = step_ms(&form)?;
+    let step = step_ms(form)?;
     if (end - start) / step >= MAX_POINTS as i64 {
         return Err(PromError::bad_data(
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
@@ -137,7 +133,7 @@ pub async fn range(
     let steps: Vec<i64> = (0..=(end - start) / step)
         .map(|i| start + i * step)
         .collect();
-    let data = read(&state, &headers, &expr, &steps, Some(step)).await?;
+    let data = read(&state, &asked.caller, &expr, &steps, Some(step)).await?;
     let value = Evaluator {
         steps: &steps,
         data: &data,
@@ -264,39 +260,39 @@ fn raw_windows(
     Ok(result)
 }
 
-/// Reads every selector of `expr` for evaluation at `steps`.
+/// Reads every selector of `expr` for evaluation at `steps`: the catalogue
+/// once, then the rollups of each Vigil series once, over the span all
+/// the selectors choosing it need (the error ratio of a span reads its
+/// rollups once for `_errors_total` and `_requests_total`).
 async fn read(
     state: &AppState,
-    headers: &HeaderMap,
+    caller: &Caller,
     expr: &Expr,
     steps: &[i64],
     step_ms: Option<i64>,
 ) -> Result<Data, PromError> {
     let mut wanted = Vec::new();
     needs(expr, &mut wanted)?;
-    let caller = caller(state, headers)?;
-    let now = now_ms();
-    let reader = state.reader(caller.tenant.clone(), (now / 1000) as u64);
-    let (first, last) = (steps[0], steps[steps.len() - 1]);
-    // Each selector's time span, widened over its uses.
-    let mut spans: HashMap<String, (Need, i64, i64)> = HashMap::new();
-    for need in wanted {
-        let offset = offset_ms(&need.selector);
-        let (from, to) = (first - offset - need.range_ms, last - offset);
-        spans
-            .entry(selector_key(&need.selector))
-            .and_modify(|(_, f, t)| {
-                *f = (*f).min(from);
-                *t = (*t).max(to);
-            })
-            .or_insert((need, from, to));
-    }
-    if spans.is_empty() {
+    if wanted.is_empty() {
         return Ok(Data::new());
     }
-    let resolution = spans
-        .values()
-        .flat_map(|(need, _, _)| [need.range_ms, offset_ms(&need.selector).abs()])
+    let (first, last) = (steps[0], steps[steps.len() - 1]);
+    let from = wanted
+        .iter()
+        .map(|need| first - offset_ms(&need.selector) - need.range_ms)
+        .min()
+        .unwrap_or(first);
+    let to = wanted
+        .iter()
+        .map(|need| last - offset_ms(&need.selector))
+        .max()
+        .unwrap_or(last);
+    let from_s = (from.max(0) / 1000) as u64 / 10 * 10;
+    let to_s = (to.max(0) as u64).div_ceil(1000).div_ceil(10) * 10;
+    // The widths that tile every range, offset and step.
+    let resolution = wanted
+        .iter()
+        .flat_map(|need| [need.range_ms, offset_ms(&need.selector).abs()])
         .chain([first, step_ms.unwrap_or(0)])
         .fold(0, gcd);
     let mut usable: Vec<u32> = widths(None)
@@ -306,78 +302,75 @@ async fn read(
     if usable.is_empty() {
         usable = vec![10];
     }
-    let from_s = spans.values().map(|(_, f, _)| *f).min().unwrap_or(0).max(0) / 1000;
-    let to_s = spans.values().map(|(_, _, t)| *t).max().unwrap_or(0).max(0) / 1000;
-    let catalogue = seen(state, &caller.tenant, from_s as u64, to_s as u64).await?;
-    let mut data = Data::new();
-    let mut windows_read = 0;
-    for (key, (need, from, to)) in spans {
-        let chosen = resolve(&catalogue, &need);
-        // The rollups of the chosen series, read per Vigil name.
-        let mut by_name: HashMap<(vigil_domain::model::Kind, &str, &str), Vec<usize>> =
-            HashMap::new();
-        for (i, (series, _)) in chosen.iter().enumerate() {
-            by_name
-                .entry((series.kind, &series.service, &series.name))
-                .or_default()
-                .push(i);
-        }
-        let mut windows: Vec<Vec<Window>> = vec![Vec::new(); chosen.len()];
-        let from_s = (from.max(0) / 1000) as u64 / 10 * 10;
-        let to_s = ((to.max(0) as u64).div_ceil(1000)).div_ceil(10) * 10;
-        let closed_until = reader.now_s.saturating_sub(reader.settle_s);
-        for ((kind, service, name), indices) in by_name {
-            let mut index: HashMap<&SeriesKey, Vec<usize>> = HashMap::new();
-            for &i in &indices {
-                index.entry(&chosen[i].0).or_default().push(i);
-            }
-            for segment in cover(from_s, to_s, &usable, closed_until) {
-                let query = RollupQuery {
-                    tenant: Some(caller.tenant.clone()),
-                    kind: Some(kind),
-                    service: Some(service.to_owned()),
-                    name: Some(name.to_owned()),
-                    ..RollupQuery::new(segment.width_s, segment.from_s, segment.to_s)
-                };
-                let rows = state
-                    .within(async { Ok(reader.store.rollups(&query).await?) })
-                    .await?;
-                for row in rows {
-                    let Some(targets) = index.get(&row.series) else {
-                        continue;
-                    };
-                    windows_read += targets.len();
-                    let start_ms = row.start_s as i64 * 1000;
-                    let window = Window {
-                        start_ms,
-                        end_ms: start_ms + i64::from(row.width_s) * 1000,
-                        rollup: row.rollup,
-                    };
-                    for &i in targets {
-                        windows[i].push(window.clone());
-                    }
-                }
-                if windows_read > reader.max_points {
-                    return Err(ApiError::Limit {
-                        limit: "api.max_points",
-                        message: format!(
-                            "the query reads more than {} windows; narrow the range or the selection",
-                            reader.max_points
-                        ),
-                    }
-                    .into());
-                }
-            }
-        }
-        let fetched = chosen
-            .into_iter()
-            .zip(windows)
-            .filter(|(_, windows)| !windows.is_empty())
-            .map(|((_, named), windows)| Fetched::new(named.labels, named.reading, windows))
-            .collect();
-        data.insert(key, fetched);
+    let catalogue = seen(state, &caller.tenant, from_s, to_s).await?;
+    let chosen: HashMap<String, Vec<(SeriesKey, Named)>> = wanted
+        .iter()
+        .map(|need| (selector_key(&need.selector), resolve(&catalogue, need)))
+        .collect();
+    let reader = state.reader(caller.tenant.clone(), (now_ms() / 1000) as u64);
+    let closed_until = reader.now_s.saturating_sub(reader.settle_s);
+    let mut by_name: HashMap<(Kind, &str, &str), HashSet<&SeriesKey>> = HashMap::new();
+    for (series, _) in chosen.values().flatten() {
+        by_name
+            .entry((series.kind, &series.service, &series.name))
+            .or_default()
+            .insert(series);
     }
-    Ok(data)
+    let mut windows: HashMap<SeriesKey, Vec<Window>> = HashMap::new();
+    let mut windows_read = 0;
+    for ((kind, service, name), wanted) in by_name {
+        for segment in cover(from_s, to_s, &usable, closed_until) {
+            let query = RollupQuery {
+                tenant: Some(caller.tenant.clone()),
+                kind: Some(kind),
+                service: Some(service.to_owned()),
+                name: Some(name.to_owned()),
+                ..RollupQuery::new(segment.width_s, segment.from_s, segment.to_s)
+            };
+            let rows = state
+                .within(async { Ok(reader.store.rollups(&query).await?) })
+                .await?;
+            for row in rows.into_iter().filter(|row| wanted.contains(&row.series)) {
+                windows_read += 1;
+                let start_ms = row.start_s as i64 * 1000;
+                windows.entry(row.series).or_default().push(Window {
+                    start_ms,
+                    end_ms: start_ms + i64::from(row.width_s) * 1000,
+                    rollup: row.rollup,
+                });
+            }
+            if windows_read > reader.max_points {
+                return Err(ApiError::Limit {
+                    limit: "api.max_points",
+                    message: format!(
+                        "the query reads more than {} windows; narrow the range or the selection",
+                        reader.max_points
+                    ),
+                }
+                .into());
+            }
+        }
+    }
+    let windows: HashMap<SeriesKey, Arc<[Window]>> = windows
+        .into_iter()
+        .map(|(series, mut windows)| {
+            windows.sort_by_key(|w| w.start_ms);
+            (series, windows.into())
+        })
+        .collect();
+    Ok(chosen
+        .into_iter()
+        .map(|(key, chosen)| {
+            let fetched = chosen
+                .into_iter()
+                .filter_map(|(series, named)| {
+                    let windows = Arc::clone(windows.get(&series)?);
+                    Some(Fetched::new(named.labels, named.reading, windows))
+                })
+                .collect();
+            (key, fetched)
+        })
+        .collect())
 }
 
 fn gcd(a: i64, b: i64) -> i64 {
