@@ -25,6 +25,7 @@ use vigil_domain::shutdown::Shutdown;
 use vigil_domain::tenant::TenantId;
 use vigil_domain::time::rfc3339;
 use vigil_store::{HistoryQuery, Store};
+use vigil_testing::daemon::Daemon;
 use vigil_testing::{self as testing, Backend, now_s, on_both_backends};
 use vigil_tls::server::{HTTP_1_1, Listener};
 
@@ -784,76 +785,26 @@ async fn a_page_reaches_an_https_receiver_signed_by_the_configured_ca() {
     alerter.wait().await;
 }
 
-/// An Alertmanager process, stopped when dropped.
-struct Alertmanager {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A real Alertmanager (Debian's 0.25) as a receiver: Vigil posts its alert
 /// to `/api/v2/alerts`, Alertmanager groups it and calls its own webhook
 /// receiver with Vigil's labels (in Prometheus names), and the resolution
 /// Vigil posts ends it there too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_go_through_a_real_alertmanager_and_resolve() {
-    let Some(program) = testing::program("prometheus-alertmanager") else {
-        return;
-    };
     let stop = Shutdown::new();
     let (receiver, base) = receiver(stop.clone()).await;
     let Some(s) = setup(Backend::Embedded, &base).await else {
         return;
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    // Apart from the rules folder, whose every YAML file is a rule file.
-    let folder = std::env::temp_dir().join(testing::unique_name("vigil_alertmanager"));
-    std::fs::create_dir_all(&folder).unwrap();
-    std::fs::write(
-        folder.join("alertmanager.yml"),
-        format!(
-            "route:\n  receiver: hook\n  group_by: [alertname]\n  group_wait: 1s\n  \
-             group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: hook\n    \
-             webhook_configs:\n      - url: {base}/from-alertmanager\n        send_resolved: true\n"
-        ),
-    )
-    .unwrap();
-    let alertmanager = Alertmanager {
-        child: std::process::Command::new(program)
-            .arg(format!(
-                "--config.file={}",
-                folder.join("alertmanager.yml").display()
-            ))
-            .arg(format!("--storage.path={}", folder.join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--cluster.listen-address=")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-        url: format!("http://127.0.0.1:{port}"),
+    let Some(alertmanager) = Daemon::alertmanager(&format!(
+        "route:\n  receiver: hook\n  group_by: [alertname]\n  group_wait: 1s\n  \
+         group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: hook\n    \
+         webhook_configs:\n      - url: {base}/from-alertmanager\n        send_resolved: true\n"
+    ))
+    .await
+    else {
+        return;
     };
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !client
-        .get(format!("{}/-/ready", alertmanager.url))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(Instant::now() < deadline, "Alertmanager did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     // The rules of the other tests, their pages sent to the Alertmanager.
     let webhook = rules(&base);
     let (head, rest) = webhook.split_once("receivers:").unwrap();
@@ -861,7 +812,7 @@ async fn alerts_go_through_a_real_alertmanager_and_resolve() {
     let to_alertmanager = format!(
         "{head}receivers:\n  - {{name: am, type: alertmanager, url: '{}'}}\nroute:\n  \
          receiver: am\n  group_wait: 0s\n  group_interval: 1s\nactions:{actions}",
-        alertmanager.url
+        alertmanager.url()
     );
     std::fs::write(s.folder.join("rules.yaml"), to_alertmanager).unwrap();
     let alerter = s.alerter(stop.clone()).await;
@@ -899,5 +850,5 @@ async fn alerts_go_through_a_real_alertmanager_and_resolve() {
     stop.trigger();
     alerter.wait().await;
     drop(alertmanager);
-    let _ = std::fs::remove_dir_all(&folder);
+    let _ = std::fs::remove_dir_all(&s.folder);
 }

@@ -184,6 +184,45 @@ impl ApiClient {
     }
 }
 
+/// The OpenTelemetry SDK's tracer provider for `resource`, exporting over
+/// OTLP/HTTP (protobuf) to `endpoint` with acme's ingest token. Built on a
+/// blocking thread, as the SDK's HTTP client is.
+pub fn tracer_provider(
+    endpoint: &str,
+    resource: opentelemetry_sdk::Resource,
+) -> opentelemetry_sdk::trace::SdkTracerProvider {
+    use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig, WithHttpConfig};
+    let exporter = SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(format!("{endpoint}/v1/traces"))
+        .with_headers(ingest_headers())
+        .build()
+        .unwrap();
+    opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_resource(resource)
+        .with_batch_exporter(exporter)
+        .build()
+}
+
+/// The SDK's exporter of delta metrics over OTLP/HTTP to `endpoint`, with
+/// acme's ingest token.
+pub fn metric_exporter(endpoint: &str) -> opentelemetry_otlp::MetricExporter {
+    use opentelemetry_otlp::{MetricExporter, Protocol, WithExportConfig, WithHttpConfig};
+    MetricExporter::builder()
+        .with_temporality(opentelemetry_sdk::metrics::Temporality::Delta)
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(format!("{endpoint}/v1/metrics"))
+        .with_headers(ingest_headers())
+        .build()
+        .unwrap()
+}
+
+fn ingest_headers() -> std::collections::HashMap<String, String> {
+    std::collections::HashMap::from([("authorization".to_owned(), format!("Bearer {INGEST}"))])
+}
+
 /// The nearest-rank quantile of `values`, as the API defines it.
 pub fn exact_quantile(values: &[f64], q: f64) -> f64 {
     let mut sorted = values.to_vec();

@@ -1,6 +1,6 @@
 //! PromQL through `/prometheus/api/v1`, read by real clients: a real
-//! Prometheus (2.42) scrapes a target whose counters, gauges and classic
-//! histogram follow the clock, and remote-writes what it scrapes to the
+//! Prometheus (2.42) scrapes a target whose counters and classic histogram
+//! grow by fixed amounts at each scrape, and remote-writes what it scrapes to the
 //! collector; the same expressions are asked of Prometheus and of Vigil at
 //! the same instants. The OpenTelemetry SDK's spans and metrics are read by
 //! `promtool query range` and compared with `/api/v1/query`'s answers for
@@ -9,41 +9,15 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use vigil_testing::daemon::Daemon;
+
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vigil_testing::{self as testing, Backend, on_both_backends};
 
-use crate::harness::{ACME, INGEST, Stack, number};
+use crate::harness::{ACME, INGEST, Stack, metric_exporter, now_s, number, tracer_provider};
 
 on_both_backends!(promql_answers_as_prometheus_and_the_query_api_do);
-
-/// A Prometheus process, stopped when dropped.
-struct Prometheus {
-    child: std::process::Child,
-    address: String,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 /// The exposition of the target at its `s`-th scrape: per scrape (a
 /// second), 10 requests of code 200 and 1 of code 500; queue depths 7 and
@@ -142,9 +116,7 @@ fn urlencode(text: &str) -> String {
 /// Prometheus scraped and remote-wrote; promtool reads the SDK's data from
 /// Vigil as `/api/v1/query` does.
 async fn promql_answers_as_prometheus_and_the_query_api_do(backend: Backend) {
-    let (Some(program), Some(promtool)) =
-        (testing::program("prometheus"), testing::program("promtool"))
-    else {
+    let Some(promtool) = testing::program("promtool") else {
         return;
     };
     let Some(stack) = Stack::start(backend).await else {
@@ -157,33 +129,15 @@ async fn promql_answers_as_prometheus_and_the_query_api_do(backend: Backend) {
     let target_address = target.local_addr().unwrap();
     let started = now_s();
     let serving = tokio::spawn(serve_target(target));
-    let dir = std::env::temp_dir().join(testing::unique_name("vigil_promql"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let address = format!("127.0.0.1:{}", free_port());
-    std::fs::write(
-        dir.join("prometheus.yml"),
+    let Some(prometheus) = Daemon::prometheus(|_| {
         format!(
             "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: demo\n    static_configs:\n      - targets: [\"{target_address}\"]\nremote_write:\n  - url: {endpoint}/api/v1/write\n    authorization:\n      credentials: {INGEST}\n    queue_config:\n      batch_send_deadline: 1s\n",
             endpoint = stack.otlp_endpoint(),
-        ),
-    )
-    .unwrap();
-    let prometheus = Prometheus {
-        child: std::process::Command::new(program)
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={address}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-        address,
+        )
+    })
+    .await
+    else {
+        return;
     };
 
     let (from_s, to_s) = send_sdk_data(&stack).await;
@@ -237,15 +191,14 @@ async fn promql_answers_as_prometheus_and_the_query_api_do(backend: Backend) {
         ),
         ("sum(rate(demo_latency_seconds_count[30s]))", 0.04),
     ];
-    for (expression, tolerance) in table {
+    let both = async |expression: &str| {
         let query = format!("/api/v1/query?query={}&time={t}", urlencode(expression));
-        let theirs = answer(
-            &client,
-            &format!("http://{}{query}", prometheus.address),
-            None,
-        )
-        .await;
+        let theirs = answer(&client, &format!("{}{query}", prometheus.url()), None).await;
         let ours = answer(&client, &format!("{vigil}/prometheus{query}"), Some(ACME)).await;
+        (theirs, ours)
+    };
+    for (expression, tolerance) in table {
+        let (theirs, ours) = both(expression).await;
         assert_eq!(
             theirs.keys().collect::<Vec<_>>(),
             ours.keys().collect::<Vec<_>>(),
@@ -265,23 +218,13 @@ async fn promql_answers_as_prometheus_and_the_query_api_do(backend: Backend) {
     // distribution of the buckets; both within that bucket, (0.1, 0.25].
     // (Not the 9th, the last of its bucket: Prometheus's extrapolated rates
     // may round its rank into the next bucket.)
-    let query = format!(
-        "/api/v1/query?query={}&time={t}",
-        urlencode("histogram_quantile(0.8, sum by (le) (rate(demo_latency_seconds_bucket[30s])))")
-    );
-    let theirs = answer(
-        &client,
-        &format!("http://{}{query}", prometheus.address),
-        None,
-    )
-    .await;
-    let ours = answer(&client, &format!("{vigil}/prometheus{query}"), Some(ACME)).await;
+    let (theirs, ours) =
+        both("histogram_quantile(0.8, sum by (le) (rate(demo_latency_seconds_bucket[30s])))").await;
     for p80 in [theirs["{}"], ours["{}"]] {
         assert!(p80 > 0.1 && p80 <= 0.25, "{theirs:?} {ours:?}");
     }
     drop(prometheus);
     serving.abort();
-    let _ = std::fs::remove_dir_all(&dir);
     stack.stop().await;
     api.wait().await;
 }
@@ -293,16 +236,10 @@ async fn send_sdk_data(stack: &Stack) -> (u64, u64) {
     use opentelemetry::KeyValue;
     use opentelemetry::metrics::MeterProvider as _;
     use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
-    use opentelemetry_otlp::{
-        MetricExporter, Protocol, SpanExporter, WithExportConfig, WithHttpConfig,
-    };
     use opentelemetry_sdk::Resource;
-    use opentelemetry_sdk::metrics::{SdkMeterProvider, Temporality};
-    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use opentelemetry_sdk::metrics::SdkMeterProvider;
 
     let endpoint = stack.otlp_endpoint();
-    let headers =
-        std::collections::HashMap::from([("authorization".to_owned(), format!("Bearer {INGEST}"))]);
     let first = SystemTime::now() - Duration::from_secs(25);
     let from_s = first.duration_since(UNIX_EPOCH).unwrap().as_secs() / 10 * 10 - 10;
     tokio::task::spawn_blocking(move || {
@@ -311,17 +248,7 @@ async fn send_sdk_data(stack: &Stack) -> (u64, u64) {
                 .with_service_name("checkout")
                 .with_attribute(KeyValue::new("vigil.unit", unit))
                 .build();
-            let exporter = SpanExporter::builder()
-                .with_http()
-                .with_protocol(Protocol::HttpBinary)
-                .with_endpoint(format!("{endpoint}/v1/traces"))
-                .with_headers(headers.clone())
-                .build()
-                .unwrap();
-            let provider = SdkTracerProvider::builder()
-                .with_resource(resource.clone())
-                .with_batch_exporter(exporter)
-                .build();
+            let provider = tracer_provider(&endpoint, resource.clone());
             let tracer = provider.tracer("vigil-test");
             for i in 0..spans {
                 // Spread over 20 s, 5 to 400 ms long.
@@ -339,17 +266,9 @@ async fn send_sdk_data(stack: &Stack) -> (u64, u64) {
             provider.force_flush().unwrap();
             provider.shutdown().unwrap();
 
-            let exporter = MetricExporter::builder()
-                .with_temporality(Temporality::Delta)
-                .with_http()
-                .with_protocol(Protocol::HttpBinary)
-                .with_endpoint(format!("{endpoint}/v1/metrics"))
-                .with_headers(headers.clone())
-                .build()
-                .unwrap();
             let provider = SdkMeterProvider::builder()
                 .with_resource(resource)
-                .with_periodic_exporter(exporter)
+                .with_periodic_exporter(metric_exporter(&endpoint))
                 .build();
             let meter = provider.meter("vigil-test");
             let latency = meter.f64_histogram("payment.latency").build();

@@ -6,7 +6,9 @@ use std::time::SystemTime;
 use serde_json::json;
 use vigil_testing::{Backend, on_both_backends};
 
-use crate::harness::{INGEST, Stack, assert_within, exact_quantile, number};
+use crate::harness::{
+    Stack, assert_within, exact_quantile, metric_exporter, number, tracer_provider,
+};
 
 on_both_backends!(sdk_data_reads_back_exactly_through_every_component);
 
@@ -16,14 +18,8 @@ async fn sdk_data_reads_back_exactly_through_every_component(backend: Backend) {
     use opentelemetry::KeyValue;
     use opentelemetry::metrics::MeterProvider as _;
     use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
-    use opentelemetry_otlp::{
-        MetricExporter, Protocol, SpanExporter, WithExportConfig, WithHttpConfig,
-    };
     use opentelemetry_sdk::Resource;
-    use opentelemetry_sdk::metrics::{
-        Aggregation, Instrument, SdkMeterProvider, Stream, Temporality,
-    };
-    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use opentelemetry_sdk::metrics::{Aggregation, Instrument, SdkMeterProvider, Stream};
 
     let Some(stack) = Stack::start(backend).await else {
         return;
@@ -34,22 +30,10 @@ async fn sdk_data_reads_back_exactly_through_every_component(backend: Backend) {
     // counter adding up to 300; a histogram of 1..=500 (exponential, delta).
     let durations: Vec<u64> = (0..200u64).map(|i| 7 + (i * 37) % 290).collect();
     let endpoint = stack.otlp_endpoint();
-    let headers =
-        std::collections::HashMap::from([("authorization".to_owned(), format!("Bearer {INGEST}"))]);
     let sent = durations.clone();
     tokio::task::spawn_blocking(move || {
         let resource = Resource::builder().with_service_name("checkout").build();
-        let spans = SpanExporter::builder()
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .with_endpoint(format!("{endpoint}/v1/traces"))
-            .with_headers(headers.clone())
-            .build()
-            .unwrap();
-        let provider = SdkTracerProvider::builder()
-            .with_resource(resource.clone())
-            .with_batch_exporter(spans)
-            .build();
+        let provider = tracer_provider(&endpoint, resource.clone());
         let tracer = provider.tracer("vigil-test");
         let start = SystemTime::now() - std::time::Duration::from_secs(1);
         for (i, ms) in sent.iter().enumerate() {
@@ -70,14 +54,6 @@ async fn sdk_data_reads_back_exactly_through_every_component(backend: Backend) {
         // Delta points keep their exact min and max (a cumulative point's
         // are not those of its increase), and 1,000 buckets keep the SDK at
         // the store's resolution for 1..=500.
-        let metrics = MetricExporter::builder()
-            .with_temporality(Temporality::Delta)
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .with_endpoint(format!("{endpoint}/v1/metrics"))
-            .with_headers(headers)
-            .build()
-            .unwrap();
         let exponential = |instrument: &Instrument| {
             (instrument.name() == "payment.latency").then(|| {
                 Stream::builder()
@@ -92,7 +68,7 @@ async fn sdk_data_reads_back_exactly_through_every_component(backend: Backend) {
         };
         let provider = SdkMeterProvider::builder()
             .with_resource(resource)
-            .with_periodic_exporter(metrics)
+            .with_periodic_exporter(metric_exporter(&endpoint))
             .with_view(exponential)
             .build();
         let meter = provider.meter("vigil-test");

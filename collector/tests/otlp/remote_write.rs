@@ -2,6 +2,7 @@
 //! cannot be stored is refused and the rest kept.
 
 use super::*;
+use vigil_testing::daemon::Daemon;
 
 /// A series as labels and (value, timestamp in ms) samples.
 type Series<'a> = (Vec<(&'a str, &'a str)>, Vec<(f64, i64)>);
@@ -342,31 +343,16 @@ async fn native_histograms_arrive_as_exponential_histograms() {
     harness.stop().await;
 }
 
-/// A Prometheus process, stopped when dropped.
-struct Prometheus {
-    child: std::process::Child,
-    address: String,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Prometheus {
-    /// One of its own metrics, summed over its series; `None` while it has
-    /// none (or does not answer yet).
-    async fn value(&self, metric: &str) -> Option<f64> {
-        let url = format!("http://{}/api/v1/query?query=sum({metric})", self.address);
-        let text = reqwest::get(url).await.ok()?.text().await.ok()?;
-        let answer: serde_json::Value = serde_json::from_str(&text).ok()?;
-        answer["data"]["result"][0]["value"][1]
-            .as_str()?
-            .parse()
-            .ok()
-    }
+/// One of `prometheus`'s own metrics, summed over its series; `None`
+/// while it has none (or does not answer yet).
+async fn value(prometheus: &Daemon, metric: &str) -> Option<f64> {
+    let url = format!("{}/api/v1/query?query=sum({metric})", prometheus.url());
+    let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+    let answer: serde_json::Value = serde_json::from_str(&text).ok()?;
+    answer["data"]["result"][0]["value"][1]
+        .as_str()?
+        .parse()
+        .ok()
 }
 
 /// A real Prometheus (Debian's 2.42) scrapes itself every second and
@@ -376,20 +362,8 @@ impl Prometheus {
 /// its classic histograms as histograms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_counts_no_sample_failed() {
-    let Some(program) = vigil_testing::program("prometheus") else {
-        return;
-    };
     let harness = Harness::start(Backend::Embedded).await.unwrap();
-    let dir = std::env::temp_dir().join(unique_name("vigil_prometheus"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
-    std::fs::write(
-        dir.join("prometheus.yml"),
+    let Some(prometheus) = Daemon::prometheus(|address| {
         format!(
             r#"
 global:
@@ -406,31 +380,15 @@ remote_write:
       batch_send_deadline: 1s
 "#,
             url = harness.http_url("/api/v1/write"),
-        ),
-    )
-    .unwrap();
-    let prometheus = Prometheus {
-        child: std::process::Command::new(program)
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={address}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-        address,
+        )
+    })
+    .await
+    else {
+        return;
     };
     let deadline = Instant::now() + Duration::from_secs(90);
     let sent = loop {
-        let sent = prometheus
-            .value("prometheus_remote_storage_samples_total")
-            .await;
+        let sent = value(&prometheus, "prometheus_remote_storage_samples_total").await;
         if sent.is_some_and(|sent| sent >= 1_000.0) {
             break sent.unwrap_or_default();
         }
@@ -441,9 +399,11 @@ remote_write:
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     assert_eq!(
-        prometheus
-            .value("prometheus_remote_storage_samples_failed_total")
-            .await,
+        value(
+            &prometheus,
+            "prometheus_remote_storage_samples_failed_total"
+        )
+        .await,
         Some(0.0),
         "of {sent} samples sent"
     );
@@ -483,7 +443,6 @@ remote_write:
     assert!(sample(&scraped, nan).is_some_and(|n| n > 0.0), "{scraped}");
     drop(prometheus);
     harness.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 vigil_testing::on_both_backends!(remote_write_arrives_as_the_same_numbers,);
