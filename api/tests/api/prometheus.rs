@@ -90,6 +90,26 @@ async fn catalogue_paths_answer_as_prometheus_does(backend: Backend) {
             "vigil_unit": "u1",
         }])
     );
+    let metadata = data(
+        &server,
+        ACME,
+        &format!(
+            "{base}/metadata?match[]={}",
+            urlencode(r#"{probe="pay-e2e"}"#)
+        ),
+    )
+    .await;
+    let kind = |name: &str| json!([{"type": name, "help": "", "unit": ""}]);
+    assert_eq!(
+        metadata,
+        json!({
+            "vigil_probe_duration_seconds_bucket": kind("histogram"),
+            "vigil_probe_duration_seconds_count": kind("histogram"),
+            "vigil_probe_duration_seconds_sum": kind("histogram"),
+            "vigil_probe_failures_total": kind("counter"),
+            "vigil_probe_runs_total": kind("counter"),
+        })
+    );
     let units = data(
         &server,
         ACME,
@@ -181,4 +201,152 @@ async fn catalogue_paths_answer_as_prometheus_does(backend: Backend) {
     server.stop().await;
 }
 
-on_both_backends!(catalogue_paths_answer_as_prometheus_does);
+/// `query` and `query_range` over the known data, in Prometheus's exact
+/// shapes, and their errors with Prometheus's types and codes. At `t + 120`
+/// (`t` a whole minute): u1's 100 spans (5 failed, 1 to 100 ms) in
+/// `[t, t + 10)`, u2's 50 (10 failed, 111 to 160 ms) in `[t + 60, t + 70)`.
+async fn queries_answer_as_prometheus_does(backend: Backend) {
+    let Some((server, t)) = start_with_known_data(backend).await else {
+        return;
+    };
+    let at = t + 120;
+    let instant = |token, query: &str| {
+        let path = format!(
+            "/prometheus/api/v1/query?query={}&time={at}",
+            urlencode(query)
+        );
+        let server = &server;
+        async move { server.get(Some(token), &path).await }
+    };
+    let pay = r#"{service="pay",span_name="POST /pay"}"#;
+    let (status, body) = instant(
+        ACME,
+        &format!("sum by (vigil_unit) (increase(vigil_span_requests_total{pay}[2m]))"),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!({"status": "success", "data": {"resultType": "vector", "result": [
+                {"metric": {"vigil_unit": "u1"}, "value": [at, "100"]},
+                {"metric": {"vigil_unit": "u2"}, "value": [at, "50"]},
+            ]}})
+        )
+    );
+    let (_, body) = instant(
+        ACME,
+        &format!(
+            "sum(increase(vigil_span_errors_total{pay}[2m])) / sum(increase(vigil_span_requests_total{pay}[2m]))"
+        ),
+    )
+    .await;
+    assert_eq!(body["data"]["result"][0]["value"], json!([at, "0.1"]));
+    // The exact maximum of both units, 160 ms, from the merged distributions.
+    let (_, body) = instant(
+        ACME,
+        &format!("histogram_quantile(1, sum(rate(vigil_span_duration_seconds_bucket{pay}[2m])))"),
+    )
+    .await;
+    let max: f64 = body["data"]["result"][0]["value"][1]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((max - 0.16).abs() < 1e-12, "{body}");
+    // Another tenant counts its own 7 spans only.
+    let (_, body) = instant(EVIL, "sum(increase(vigil_span_requests_total[2m]))").await;
+    assert_eq!(body["data"]["result"][0]["value"], json!([at, "7"]));
+
+    let range = format!(
+        "/prometheus/api/v1/query_range?query={}&start={}&end={at}&step=60",
+        urlencode(&format!(
+            "sum(increase(vigil_span_requests_total{pay}[1m]))"
+        )),
+        t + 60
+    );
+    let (status, body) = server.get(Some(ACME), &range).await;
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!({"status": "success", "data": {"resultType": "matrix", "result": [
+                {"metric": {}, "values": [[t + 60, "100"], [at, "50"]]},
+            ]}})
+        )
+    );
+
+    // Errors as Prometheus answers them.
+    let error = |status: u16, kind: &str, message: &str| {
+        (
+            status,
+            json!({"status": "error", "errorType": kind, "error": message}),
+        )
+    };
+    assert_eq!(
+        instant(ACME, "sum(").await,
+        error(
+            400,
+            "bad_data",
+            "invalid parameter \"query\": unclosed left parenthesis"
+        )
+    );
+    assert_eq!(
+        instant(
+            ACME,
+            "holt_winters(vigil_span_requests_total[5m], 0.5, 0.5)"
+        )
+        .await,
+        error(
+            400,
+            "bad_data",
+            "function \"holt_winters\" is not supported by Vigil's PromQL"
+        )
+    );
+    assert_eq!(
+        instant(ACME, "sum(rate(vigil_span_duration_seconds_bucket[2m]))").await,
+        error(
+            422,
+            "execution",
+            "the result holds distributions (a _bucket series): read them with histogram_quantile(), or use _count and _sum"
+        )
+    );
+    let ranged = |query: &str, step: &str| {
+        format!(
+            "/prometheus/api/v1/query_range?query={}&start={t}&end={at}&step={step}",
+            urlencode(query)
+        )
+    };
+    assert_eq!(
+        server.get(Some(ACME), &ranged("1", "0")).await,
+        error(
+            400,
+            "bad_data",
+            "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer"
+        )
+    );
+    assert_eq!(
+        server.get(Some(ACME), &ranged("1", "0.01")).await,
+        error(
+            400,
+            "bad_data",
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"
+        )
+    );
+    assert_eq!(
+        server.get(Some(ACME), &ranged("\"text\"", "60")).await,
+        error(
+            400,
+            "bad_data",
+            "invalid expression type \"string\" for range query, must be Scalar or instant Vector"
+        )
+    );
+    let (status, body) = server.get(None, &ranged("1", "60")).await;
+    assert_eq!((status, &body["status"]), (401, &json!("error")));
+    server.stop().await;
+}
+
+on_both_backends!(
+    catalogue_paths_answer_as_prometheus_does,
+    queries_answer_as_prometheus_does
+);
