@@ -4,9 +4,12 @@
 //! rollups of `series` span series (spread over `services` services, 20
 //! operations and 5 units each): 1 h windows over `days` days, 1 min windows
 //! over the last 25 hours and 10 s windows over the last `raw_hours` hours —
-//! every row a distribution of 30 latencies. [`measure`] then asks, over
+//! every row a distribution of 30 latencies; and the series' catalogue.
+//! [`measure`] then asks, over
 //! HTTP, for one service's p99 over 24 h at a 1 min step (whole, and by
-//! unit), and for `/api/v1/services`, and reports the latencies.
+//! unit), for `/api/v1/services`, and for PromQL's request rate and p99 by
+//! unit of one service over 24 h at 1 min (`/prometheus/api/v1/query_range`),
+//! and reports the latencies.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,7 +19,7 @@ use vigil_domain::model::RollupRow;
 use vigil_domain::model::{Kind, Rollup, SeriesKey};
 use vigil_domain::shutdown::Shutdown;
 use vigil_domain::tenant::TenantId;
-use vigil_store::{Flush, RollupStore, Store};
+use vigil_store::{CatalogueEntry, Flush, RollupStore, Store};
 
 use vigil_api::Api;
 
@@ -151,6 +154,18 @@ pub async fn load(
     }
     written += rows.len();
     store.write(&flush(rows, now)).await?;
+    // The catalogue, as an aggregator keeps it: what the Prometheus API
+    // resolves its selectors against.
+    let first_seen_s = windows.iter().map(|&(_, start)| start).min().unwrap_or(now);
+    let entries: Vec<CatalogueEntry> = series
+        .iter()
+        .map(|series| CatalogueEntry {
+            series: SeriesKey::clone(series),
+            first_seen_s,
+            last_seen_s: now,
+        })
+        .collect();
+    store.record_series(&entries).await?;
     Ok(Loaded {
         rows: written,
         took: started.elapsed(),
@@ -186,7 +201,15 @@ pub async fn measure(
     let client = reqwest::Client::new();
     let base = format!("http://{}", api.address());
     let day = "from=now-24h&to=now&step=1m&signal=p99&kind=span&service=service-7";
-    let paths: [(&'static str, String); 3] = [
+    let promql = |query: &str| {
+        let now = now_s();
+        let query: String = form_urlencoded::byte_serialize(query.as_bytes()).collect();
+        format!(
+            "/prometheus/api/v1/query_range?query={query}&start={}&end={now}&step=60",
+            now - 86_400
+        )
+    };
+    let paths: [(&'static str, String); 5] = [
         (
             "query: one service, 24 h at 1 min, p99",
             format!("/api/v1/query?{day}"),
@@ -198,6 +221,18 @@ pub async fn measure(
         (
             "services: every service, last hour",
             "/api/v1/services".to_owned(),
+        ),
+        (
+            "promql: one service, sum by unit of rate[5m], 24 h at 1 min",
+            promql(
+                r#"sum by (vigil_unit) (rate(vigil_span_requests_total{service="service-7"}[5m]))"#,
+            ),
+        ),
+        (
+            "promql: one service, p99 by unit over 5m, 24 h at 1 min",
+            promql(
+                r#"histogram_quantile(0.99, sum by (le, vigil_unit) (rate(vigil_span_duration_seconds_bucket{service="service-7"}[5m])))"#,
+            ),
         ),
     ];
     let mut figures = Vec::new();
