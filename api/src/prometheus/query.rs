@@ -263,7 +263,8 @@ fn raw_windows(
 /// Reads every selector of `expr` for evaluation at `steps`: the catalogue
 /// once, then the rollups of each Vigil series once, over the span all
 /// the selectors choosing it need (the error ratio of a span reads its
-/// rollups once for `_errors_total` and `_requests_total`).
+/// rollups once for `_errors_total` and `_requests_total`), one store read
+/// per service and width.
 async fn read(
     state: &AppState,
     caller: &Caller,
@@ -309,22 +310,28 @@ async fn read(
         .collect();
     let reader = state.reader(caller.tenant.clone(), (now_ms() / 1000) as u64);
     let closed_until = reader.now_s.saturating_sub(reader.settle_s);
-    let mut by_name: HashMap<(Kind, &str, &str), HashSet<&SeriesKey>> = HashMap::new();
+    // One read per service (the store's index holds a service's names
+    // together): of its one name when the series chosen share it, else of
+    // all its names, never one read per name.
+    let mut by_service: HashMap<(Kind, &str), HashSet<&SeriesKey>> = HashMap::new();
     for (series, _) in chosen.values().flatten() {
-        by_name
-            .entry((series.kind, &series.service, &series.name))
+        by_service
+            .entry((series.kind, &series.service))
             .or_default()
             .insert(series);
     }
     let mut windows: HashMap<SeriesKey, Vec<Window>> = HashMap::new();
     let mut windows_read = 0;
-    for ((kind, service, name), wanted) in by_name {
+    for ((kind, service), wanted) in by_service {
+        let mut names = wanted.iter().map(|series| &series.name);
+        let first = names.next().cloned();
+        let name = first.filter(|first| names.all(|name| name == first));
         for segment in cover(from_s, to_s, &usable, closed_until) {
             let query = RollupQuery {
                 tenant: Some(caller.tenant.clone()),
                 kind: Some(kind),
                 service: Some(service.to_owned()),
-                name: Some(name.to_owned()),
+                name: name.clone(),
                 ..RollupQuery::new(segment.width_s, segment.from_s, segment.to_s)
             };
             let rows = state

@@ -227,7 +227,7 @@ impl RollupStore for SqliteStore {
         self.run(move |connection| {
             let mut sql = String::from(
                 "SELECT tenant, kind, service, name, labels, width, start, count, sum, min, max,
-                    errors, buckets
+                    errors, buckets, series
                  FROM rollups WHERE width = ? AND start >= ? AND start < ?",
             );
             let mut values = vec![
@@ -258,17 +258,26 @@ impl RollupStore for SqliteStore {
             let mut statement = connection.prepare_cached(&sql).map_err(fatal)?;
             let mut rows = statement.query(params_from_iter(values)).map_err(fatal)?;
             let mut stored = Vec::new();
+            // Labels are parsed once per series, not per row.
+            let mut keys: HashMap<(String, i64), SeriesKey> = HashMap::new();
             while let Some(row) = rows.next().map_err(fatal)? {
                 let tenant: String = row.get(0).map_err(fatal)?;
-                let kind: String = row.get(1).map_err(fatal)?;
-                let labels: String = row.get(4).map_err(fatal)?;
-                let series = series_from_row(
-                    &tenant,
-                    &kind,
-                    row.get(2).map_err(fatal)?,
-                    row.get(3).map_err(fatal)?,
-                    &labels,
-                )?;
+                let id: i64 = row.get(13).map_err(fatal)?;
+                let series = match keys.entry((tenant, id)) {
+                    Entry::Occupied(entry) => entry.get().clone(),
+                    Entry::Vacant(entry) => {
+                        let kind: String = row.get(1).map_err(fatal)?;
+                        let labels: String = row.get(4).map_err(fatal)?;
+                        let series = series_from_row(
+                            &entry.key().0,
+                            &kind,
+                            row.get(2).map_err(fatal)?,
+                            row.get(3).map_err(fatal)?,
+                            &labels,
+                        )?;
+                        entry.insert(series).clone()
+                    }
+                };
                 let blob: Vec<u8> = row.get(12).map_err(fatal)?;
                 let (keys, counts) = blob_buckets(&blob)?;
                 let stats = Stats {
