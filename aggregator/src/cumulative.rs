@@ -340,23 +340,29 @@ fn exponential_difference(before: &Exponential, now: &Exponential) -> Option<Val
 }
 
 /// The histogram at a coarser `scale`: bucket `i` becomes `i >> (s − scale)`.
+/// A shift of 63 or more (scales far apart, as a hostile point may have)
+/// leaves every index of an `i32` offset at 0 or −1, as the limit of the
+/// shift would, instead of overflowing.
 fn downscale(histogram: &Exponential, scale: i32) -> Exponential {
-    let shift = u32::try_from(histogram.scale - scale).unwrap_or(0);
+    let shift = u32::try_from(i64::from(histogram.scale) - i64::from(scale))
+        .unwrap_or(0)
+        .min(63);
     let rebucket = |offset: i32, counts: &[u64]| -> (i32, Vec<u64>) {
         if shift == 0 || counts.is_empty() {
             return (offset, counts.to_vec());
         }
-        let first = offset >> shift;
+        let first = i64::from(offset) >> shift;
         let mut out: Vec<u64> = Vec::new();
         for (position, &n) in counts.iter().enumerate() {
             let index = (i64::from(offset) + position as i64) >> shift;
-            let slot = usize::try_from(index - i64::from(first)).unwrap_or(0);
+            let slot = usize::try_from(index - first).unwrap_or(0);
             if out.len() <= slot {
                 out.resize(slot + 1, 0);
             }
             out[slot] += n;
         }
-        (first, out)
+        // `first` is an `i32` shifted right, so it fits.
+        (i32::try_from(first).unwrap_or(0), out)
     };
     let (positive_offset, positive) = rebucket(histogram.positive_offset, &histogram.positive);
     let (negative_offset, negative) = rebucket(histogram.negative_offset, &histogram.negative);
@@ -470,6 +476,31 @@ mod tests {
             x.zero_count = 0;
         }
         assert_eq!(delta, Some(expected));
+    }
+
+    /// Regression (found by `fuzz_metrics_through_the_cumulative_state`):
+    /// scales 40 apart overflowed the shift that brings buckets to the
+    /// coarser scale and ended the aggregator.
+    #[test]
+    fn scales_far_apart_subtract_at_the_coarser_one() {
+        let mut c = Cumulative::default();
+        let at = |scale, offset, positive: Vec<u64>, sum| {
+            Value::Exponential(Exponential {
+                scale,
+                zero_count: 0,
+                positive_offset: offset,
+                positive,
+                negative_offset: 0,
+                negative: vec![],
+                sum,
+            })
+        };
+        c.delta(1, 9, 1, 0, at(20, 5, vec![1, 2], 1.0));
+        // At scale −20 every bucket of offsets 5 and 6 is bucket 0.
+        assert_eq!(
+            c.delta(1, 9, 2, 1, at(-20, 0, vec![7], 4.0)),
+            Some(at(-20, 0, vec![4], 3.0))
+        );
     }
 
     /// Regression: offsets 1000 then −2³¹ made the difference allocate
