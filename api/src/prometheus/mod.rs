@@ -9,14 +9,12 @@
 //! …, "error": …}` with its status code.
 //!
 //! `query` and `query_range` evaluate PromQL over the rollups
-//! (`promql.rs`, reading through `query.rs`); the catalogue paths
+//! (`vigil_promql`, reading through `query.rs`); the catalogue paths
 //! (`status/buildinfo`, `labels`, `label/{name}/values`, `series`,
 //! `metadata`) answer from the series catalogue, with `match[]` selectors
 //! parsed by `promql-parser`. Every series of Vigil is seen under Prometheus
-//! names: see `names.rs`.
+//! names: see `promql/src/names.rs`.
 
-mod names;
-mod promql;
 mod query;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,8 +35,9 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::params::parse_time;
 use crate::server::AppState;
-use names::{Labels, prometheus_series};
 use vigil_domain::tenant::TenantId;
+use vigil_promql::names::{Labels, prometheus_series};
+use vigil_promql::{matchers, matches};
 
 /// The paths, to nest under `/prometheus/api/v1`.
 pub fn routes() -> Router<Arc<AppState>> {
@@ -176,17 +175,7 @@ impl Form {
 fn selectors(form: &Form) -> Result<Vec<Matchers>, PromError> {
     form.all("match[]")
         .map(|text| match parser::parse(text) {
-            Ok(Expr::VectorSelector(selector)) => {
-                let mut matchers = selector.matchers;
-                if let Some(name) = selector.name {
-                    matchers.matchers.push(promql_parser::label::Matcher::new(
-                        promql_parser::label::MatchOp::Equal,
-                        "__name__",
-                        &name,
-                    ));
-                }
-                Ok(matchers)
-            }
+            Ok(Expr::VectorSelector(selector)) => Ok(matchers(&selector)),
             Ok(_) => Err(PromError::bad_data(format!(
                 "invalid parameter \"match[]\": {text:?} is not a series selector"
             ))),
@@ -195,21 +184,6 @@ fn selectors(form: &Form) -> Result<Vec<Matchers>, PromError> {
             ))),
         })
         .collect()
-}
-
-/// Whether `labels` pass every matcher (an absent label is the empty
-/// string, as in Prometheus).
-fn matches(matchers: &Matchers, labels: &Labels) -> bool {
-    matchers
-        .matchers
-        .iter()
-        .all(|m| m.is_match(labels.get(&m.name).map_or("", String::as_str)))
-        && (matchers.or_matchers.is_empty()
-            || matchers.or_matchers.iter().any(|group| {
-                group
-                    .iter()
-                    .all(|m| m.is_match(labels.get(&m.name).map_or("", String::as_str)))
-            }))
 }
 
 /// The caller's series seen between `start` and `end` (unix seconds), as

@@ -18,12 +18,14 @@ use serde_json::{Value as Json, json};
 use vigil_domain::model::{Kind, SeriesKey};
 use vigil_store::RollupQuery;
 
-use super::names::{Labels, Named, prometheus_series};
-use super::promql::{
+use vigil_promql::eval::{
     Data, EvalError, Evaluator, Fetched, Need, Sample, Series, Value, Window, millis, needs,
     offset_ms, selector_key,
 };
-use super::{Asked, Form, PromError, matches, seen, success};
+use vigil_promql::names::{Labels, Named, prometheus_series};
+use vigil_promql::{distinct, matchers, matches};
+
+use super::{Asked, Form, PromError, seen, success};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::query::{MAX_POINTS, cover, widths};
@@ -392,29 +394,11 @@ fn gcd(a: i64, b: i64) -> i64 {
 /// is seen as; a series named so in the catalogue wins over a metric's
 /// `_bucket`, `_count` or `_sum` with the same labels.
 fn resolve(catalogue: &[vigil_store::CatalogueEntry], need: &Need) -> Vec<(SeriesKey, Named)> {
-    let mut matchers = need.selector.matchers.clone();
-    if let Some(name) = &need.selector.name {
-        matchers.matchers.push(promql_parser::label::Matcher::new(
-            promql_parser::label::MatchOp::Equal,
-            "__name__",
-            name,
-        ));
-    }
-    let mut chosen: HashMap<Labels, (SeriesKey, Named)> = HashMap::new();
-    for entry in catalogue {
-        for named in prometheus_series(&entry.series) {
-            if !matches(&matchers, &named.labels) {
-                continue;
-            }
-            match chosen.get(&named.labels) {
-                Some((_, held)) if held.listed || !named.listed => {}
-                _ => {
-                    chosen.insert(named.labels.clone(), (entry.series.clone(), named));
-                }
-            }
-        }
-    }
-    let mut chosen: Vec<(SeriesKey, Named)> = chosen.into_values().collect();
-    chosen.sort_by(|a, b| a.1.labels.cmp(&b.1.labels));
-    chosen
+    let matchers = matchers(&need.selector);
+    distinct(catalogue.iter().flat_map(|entry| {
+        prometheus_series(&entry.series)
+            .into_iter()
+            .filter(|named| matches(&matchers, &named.labels))
+            .map(|named| (entry.series.clone(), named))
+    }))
 }

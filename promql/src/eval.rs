@@ -36,7 +36,7 @@ use promql_parser::parser::{
 use vigil_domain::distribution::Distribution;
 use vigil_domain::model::Rollup;
 
-use super::names::{Labels, Part, Reading};
+use crate::names::{Labels, Part, Reading};
 
 /// How far back an instant selector looks for a sample.
 pub const LOOKBACK_MS: i64 = 300_000;
