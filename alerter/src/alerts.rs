@@ -160,7 +160,7 @@ fn kept_firing(rules: &[std::sync::Arc<Rule>], alert: &Alert, now_ms: u64) -> bo
     alert.state == State::Firing
         && rules
             .iter()
-            .find(|rule| rule.name == alert.rule && rule.tenant == alert.tenant)
+            .find(|rule| rule.owns(alert))
             .is_some_and(|rule| {
                 now_ms.saturating_sub(alert.last_held_ms) < rule.keep_firing_for_s * 1_000
             })
@@ -238,7 +238,7 @@ mod tests {
             PathBuf::from("r.yaml"),
             format!("tenant: acme\nrules:\n  - {yaml}\n"),
         )];
-        rules::parse(&files, &|_| None)
+        rules::parse(&files, &|_| None, None)
             .expect("loads")
             .rules
             .into_iter()

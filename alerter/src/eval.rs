@@ -20,6 +20,7 @@ use vigil_domain::model::{Kind, Rollup, SeriesKey};
 use vigil_domain::signal::{Matcher, label_of};
 use vigil_domain::tenant::TenantId;
 
+use crate::promql::Promql;
 use crate::rules::{Check, Direction, Method, Rule, STEP_S};
 
 /// What one rule says of one group at one boundary: its condition holds.
@@ -68,6 +69,7 @@ impl FeedKey {
             Check::Threshold { .. } | Check::Anomaly { .. } | Check::Canary { .. } => Keep::Rollups,
             Check::BurnRate { latency_ms, .. } => Keep::Counts(latency_ms.map(f64::to_bits)),
             Check::Absence => Keep::Presence,
+            Check::Promql(_) => unreachable!("PromQL rules have no feed"),
         };
         FeedKey {
             tenant: rule.tenant.clone(),
@@ -97,6 +99,7 @@ fn slots_s(rule: &Rule) -> u64 {
         | Check::Canary { window_s, .. } => *window_s,
         Check::BurnRate { windows, .. } => windows.iter().map(|w| w.long_s).max().unwrap_or(0),
         Check::Absence => rule.for_s,
+        Check::Promql(_) => 0,
     }
 }
 
@@ -208,13 +211,15 @@ impl Track {
 #[derive(Debug)]
 pub struct Engine {
     rules: Vec<Arc<Rule>>,
-    /// The feed of each rule.
-    feed_of: Vec<usize>,
+    /// The feed of each rule; PromQL rules have none.
+    feed_of: Vec<Option<usize>>,
     feeds: Vec<Feed>,
     /// Feeds by (tenant, kind, service); `None`: feeds of every service.
     index: HashMap<(TenantId, Kind, Option<String>), Vec<usize>>,
     /// Which (feed, group) each series reaches, by series id.
     routes: HashMap<u64, Arc<[(usize, Group)]>>,
+    /// The windows of the PromQL rules.
+    promql: Promql,
     /// The last boundary evaluated.
     evaluated_through: u64,
 }
@@ -228,6 +233,10 @@ impl Engine {
         let mut feeds: Vec<Feed> = Vec::new();
         let mut feed_of = Vec::with_capacity(rules.len());
         for rule in &rules {
+            if let Check::Promql(_) = rule.check {
+                feed_of.push(None);
+                continue;
+            }
             let key = FeedKey::of(rule);
             let at = *by_key.entry(key.clone()).or_insert_with(|| {
                 let mut tracks = HashMap::new();
@@ -249,7 +258,7 @@ impl Engine {
             let feed = &mut feeds[at];
             feed.slots_s = feed.slots_s.max(slots_s(rule));
             feed.forget_s = feed.forget_s.max(rule.range_s()).max(3_600);
-            feed_of.push(at);
+            feed_of.push(Some(at));
         }
         let mut index: HashMap<_, Vec<usize>> = HashMap::new();
         for (at, feed) in feeds.iter().enumerate() {
@@ -260,6 +269,7 @@ impl Engine {
                 .push(at);
         }
         Engine {
+            promql: Promql::new(&rules),
             rules,
             feed_of,
             feeds,
@@ -291,6 +301,7 @@ impl Engine {
                     .collect();
             }
         }
+        self.promql.adopt(&mut old.promql);
     }
 
     pub fn rules(&self) -> &[Arc<Rule>] {
@@ -302,9 +313,9 @@ impl Engine {
         self.evaluated_through
     }
 
-    /// Groups tracked over all feeds.
+    /// Groups tracked over all feeds, and series kept for PromQL rules.
     pub fn groups(&self) -> usize {
-        self.feeds.iter().map(|f| f.tracks.len()).sum()
+        self.feeds.iter().map(|f| f.tracks.len()).sum::<usize>() + self.promql.series()
     }
 
     fn routes_of(&mut self, series: &SeriesKey) -> Arc<[(usize, Group)]> {
@@ -339,6 +350,8 @@ impl Engine {
         if count == 0 {
             return;
         }
+        self.promql
+            .ingest(series, width_s, start_s, rollup, self.evaluated_through);
         for (at, group) in self.routes_of(series).iter() {
             let feed = &mut self.feeds[*at];
             let oldest = self.evaluated_through.saturating_sub(feed.slots_s + STEP_S);
@@ -380,8 +393,12 @@ impl Engine {
 
     fn evaluate(&mut self, boundary: u64) -> Vec<Verdict> {
         let mut verdicts = Vec::new();
+        self.promql.evaluate(&self.rules, boundary, &mut verdicts);
         for (i, rule) in self.rules.iter().enumerate() {
-            let feed = &mut self.feeds[self.feed_of[i]];
+            let Some(feed) = self.feed_of[i] else {
+                continue;
+            };
+            let feed = &mut self.feeds[feed];
             if let Check::Canary { window_s, criteria } = &rule.check {
                 releases(i, boundary, *window_s, criteria, feed, &mut verdicts);
                 continue;
@@ -582,8 +599,9 @@ fn check(
                 verdict(Vec::new(), deviation);
             }
         }
-        // Judged over all the feed's groups at once, in `releases`.
-        Check::Canary { .. } => {}
+        // Judged over all the feed's groups at once, in `releases`; PromQL
+        // rules over their series, in `Promql::evaluate`.
+        Check::Canary { .. } | Check::Promql(_) => {}
     }
 }
 
@@ -651,7 +669,7 @@ mod tests {
 
     fn rules(yaml: &str) -> Vec<Arc<Rule>> {
         let files = vec![(PathBuf::from("r.yaml"), format!("tenant: acme\n{yaml}"))];
-        rules::parse(&files, &|_| None)
+        rules::parse(&files, &|_| None, None)
             .expect("rules load")
             .rules
             .into_iter()
@@ -696,6 +714,11 @@ mod tests {
         vec![("vigil.unit".into(), value.into())]
     }
 
+    /// The label of a unit as a Prometheus result has it.
+    fn unit_of(value: &str) -> Vec<(String, String)> {
+        vec![("vigil_unit".into(), value.into())]
+    }
+
     #[test]
     fn a_threshold_holds_per_group_over_its_window() {
         let rules = rules(
@@ -721,6 +744,64 @@ mod tests {
             let p99 = value.expect("a value");
             assert!((p99 - 500.0).abs() <= 500.0 * 0.01, "{p99}");
         }
+    }
+
+    fn prometheus_rules(bound: f64) -> Vec<Arc<Rule>> {
+        let expr = format!(
+            "sum by (vigil_unit) (rate(vigil_span_errors_total{{service=\"pay\"}}[30s])) / sum by (vigil_unit) (rate(vigil_span_requests_total{{service=\"pay\"}}[30s])) > {bound}"
+        );
+        let yaml = format!(
+            "groups:\n  - name: pay\n    rules:\n      - alert: PayErrors\n        expr: '{expr}'\n"
+        );
+        let files = vec![(PathBuf::from("p.yml"), yaml)];
+        let tenant = TenantId::parse("acme").expect("tenant");
+        rules::parse(&files, &|_| None, Some(&tenant))
+            .expect("rules load")
+            .rules
+            .into_iter()
+            .map(Arc::new)
+            .collect()
+    }
+
+    #[test]
+    fn a_prometheus_rule_holds_for_each_series_of_its_result() {
+        let mut engine = Engine::new(prometheus_rules(0.2), T0);
+        // u1 fails half its requests from T0+20 on, u2 none; another
+        // service failing everything is not selected.
+        for k in 0..6 {
+            let start = T0 + k * 10;
+            let errors = if k >= 2 { 5 } else { 0 };
+            engine.ingest(&series("pay", "u1"), 10, start, &rollup(10, 100.0, errors));
+            engine.ingest(&series("pay", "u2"), 10, start, &rollup(10, 100.0, 0));
+            engine.ingest(&series("shop", "u1"), 10, start, &rollup(10, 100.0, 10));
+        }
+        // At boundary b the range is the windows starting in [b − 30, b).
+        let expected = |boundary: u64, ratio: f64| (boundary, unit_of("u1"), ratio);
+        let found: Vec<(u64, Labels, f64)> = fired(&mut engine, T0 + 60)
+            .into_iter()
+            .map(|(b, labels, value)| (b - T0, labels, value.expect("a value")))
+            .collect();
+        assert_eq!(found.len(), 3, "{found:?}");
+        for (got, want) in found.iter().zip([
+            expected(40, 10.0 / 30.0),
+            expected(50, 0.5),
+            expected(60, 0.5),
+        ]) {
+            assert_eq!((got.0, &got.1), (want.0, &want.1));
+            assert!((got.2 - want.2).abs() < 1e-12, "{got:?} vs {want:?}");
+        }
+        // A reload keeps the windows read: the new bound judges them.
+        let mut reloaded = Engine::new(prometheus_rules(0.4), engine.evaluated_through());
+        reloaded.adopt(&mut engine);
+        assert_eq!(reloaded.groups(), 2, "u1 and u2 of pay, kept for 30 s");
+        reloaded.ingest(&series("pay", "u1"), 10, T0 + 60, &rollup(10, 100.0, 3));
+        // [40, 70): 5 + 5 + 3 errors of 30 requests, two windows of them
+        // read before the reload; [50, 80): 8 of 20, not above 0.4.
+        let found = fired(&mut reloaded, T0 + 80);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let (boundary, labels, value) = &found[0];
+        assert_eq!((boundary - T0, labels), (70, &unit_of("u1")));
+        assert!((value.expect("a value") - 13.0 / 30.0).abs() < 1e-12);
     }
 
     #[test]

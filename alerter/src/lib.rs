@@ -32,6 +32,7 @@ mod control;
 pub mod eval;
 mod metrics;
 pub mod notify;
+mod promql;
 pub mod rules;
 pub mod webhook;
 
@@ -110,7 +111,7 @@ impl Alerter {
         let settings = config.alerter.clone();
         // Taken before the files are read: a change while they are is seen.
         let watch = yaml::Watch::new(&settings.rules);
-        let ruleset = rules::load(&settings.rules)?;
+        let ruleset = rules::load(&settings.rules, settings.prometheus_tenant.as_ref())?;
         let client = webhook::client(settings.ca_file.as_deref())?;
         let metrics = Arc::new(Metrics::new());
         metrics.rules.set(ruleset.rules.len() as i64);
@@ -296,7 +297,7 @@ impl Parts {
                         () = shutdown.wait() => break,
                         Some(reply) = requests.recv() => {
                             // On standby a reload only checks the files.
-                            let checked = rules::load(&self.settings.rules)
+                            let checked = rules::load(&self.settings.rules, self.settings.prometheus_tenant.as_ref())
                                 .map(|ruleset| ruleset.rules.len())
                                 .map_err(|e| e.to_string());
                             let _ = reply.send(checked);
@@ -305,7 +306,10 @@ impl Parts {
                         _ = leading.wait_for(|&leads| leads) => {}
                     }
                     let watch = yaml::Watch::new(&self.settings.rules);
-                    let began = match rules::load(&self.settings.rules) {
+                    let began = match rules::load(
+                        &self.settings.rules,
+                        self.settings.prometheus_tenant.as_ref(),
+                    ) {
                         Ok(ruleset) => self.begin(ruleset, watch).await,
                         Err(error) => Err(error.into()),
                     };

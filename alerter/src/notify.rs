@@ -430,7 +430,7 @@ inhibit_rules:
 
     fn setup() -> Setup {
         let files = vec![(PathBuf::from("r.yaml"), SET.to_owned())];
-        let set = rules::parse(&files, &|_| None).expect("loads");
+        let set = rules::parse(&files, &|_| None, None).expect("loads");
         Setup {
             rules: set.rules.iter().cloned().map(Arc::new).collect(),
             dispatcher: Dispatcher::new(&set, "http://vigil:8080", Vec::new()),
@@ -557,7 +557,7 @@ inhibit_rules:
             "{name: tickets, type: alertmanager, url: 'http://127.0.0.1:1'}",
         );
         let files = vec![(PathBuf::from("r.yaml"), set)];
-        let set = rules::parse(&files, &|_| None).expect("loads");
+        let set = rules::parse(&files, &|_| None, None).expect("loads");
         let rules: Vec<Arc<rules::Rule>> = set.rules.iter().cloned().map(Arc::new).collect();
         let mut dispatcher = Dispatcher::new(&set, "http://vigil:8080", Vec::new());
         let mut alerts = Alerts::default();
@@ -631,7 +631,7 @@ inhibit_rules:
         let first = s.dispatcher.tick(&s.alerts, &[], t + 10_000);
         assert_eq!(first.notifications.len(), 1);
         let files = vec![(PathBuf::from("r.yaml"), SET.to_owned())];
-        let set = rules::parse(&files, &|_| None).expect("loads");
+        let set = rules::parse(&files, &|_| None, None).expect("loads");
         let saved: Vec<GroupState> = first.changed.clone();
         let restored_alerts = Alerts::restore(s.alerts.iter().cloned());
         let mut restarted = Dispatcher::new(&set, "", saved);

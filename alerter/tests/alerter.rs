@@ -852,3 +852,137 @@ async fn alerts_go_through_a_real_alertmanager_and_resolve() {
     drop(alertmanager);
     let _ = std::fs::remove_dir_all(&s.folder);
 }
+
+/// A Prometheus alerting rule file, as `promtool check rules` accepts it.
+const PROMETHEUS_RULES: &str = r#"groups:
+  - name: payments
+    rules:
+      - alert: PayErrorRatio
+        expr: |
+          sum by (vigil_unit) (rate(vigil_span_errors_total{service="pay"}[10s]))
+            / sum by (vigil_unit) (rate(vigil_span_requests_total{service="pay"}[10s]))
+            > 0.1
+        for: 0s
+        keep_firing_for: 0s
+        labels:
+          severity: page
+        annotations:
+          summary: "{{ $labels.vigil_unit }} fails {{ $value | humanizePercentage }} of pay requests"
+"#;
+
+/// Files promtool refuses, and Vigil with it.
+const PROMETHEUS_REFUSED: [&str; 6] = [
+    "groups:\n  - name: g\n    rules: []\n  - name: g\n    rules: []\n",
+    "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: rate(x[5m]\n",
+    "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up\n        severity: page\n",
+    "groups:\n  - name: g\n    rules:\n      - alert: A\n        record: b\n        expr: up\n",
+    "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up\n        labels: {1x: y}\n",
+    "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up\n        for: 1.5m\n",
+];
+
+/// A Prometheus rule file in the alerter's rule folder, evaluated on the
+/// stream: its alert goes to a real Alertmanager (Debian's 0.25) with the
+/// expression's labels and the rule's, and resolves there; promtool
+/// (Debian's, 2.42) and Vigil agree on which files are valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_rule_files_fire_through_a_real_alertmanager() {
+    let Some(promtool) = testing::program("promtool") else {
+        return;
+    };
+    let stop = Shutdown::new();
+    let (receiver, base) = receiver(stop.clone()).await;
+    let Some(mut s) = setup(Backend::Embedded, &base).await else {
+        return;
+    };
+    let acme = TenantId::parse("acme").unwrap();
+    let checked = |text: &str| {
+        let file = s.folder.join(testing::unique_name("check") + ".yml");
+        std::fs::write(&file, text).unwrap();
+        let promtool = std::process::Command::new(&promtool)
+            .args(["check", "rules"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let vigil = vigil_alerter::rules::load(std::slice::from_ref(&file), Some(&acme));
+        std::fs::remove_file(&file).unwrap();
+        (promtool, vigil)
+    };
+    let (promtool_said, vigil_said) = checked(PROMETHEUS_RULES);
+    assert!(
+        promtool_said.status.success(),
+        "{}",
+        String::from_utf8_lossy(&promtool_said.stdout)
+    );
+    assert_eq!(vigil_said.expect("Vigil loads it").rules.len(), 1);
+    for text in PROMETHEUS_REFUSED {
+        let (promtool_said, vigil_said) = checked(text);
+        assert!(!promtool_said.status.success(), "promtool took {text}");
+        assert!(vigil_said.is_err(), "Vigil took {text}");
+    }
+
+    let Some(alertmanager) = Daemon::alertmanager(&format!(
+        "route:\n  receiver: hook\n  group_by: [alertname]\n  group_wait: 1s\n  \
+         group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: hook\n    \
+         webhook_configs:\n      - url: {base}/from-alertmanager\n        send_resolved: true\n"
+    ))
+    .await
+    else {
+        return;
+    };
+    std::fs::write(
+        s.folder.join("rules.yaml"),
+        format!(
+            "receivers:\n  - {{name: am, type: alertmanager, url: '{}'}}\nroute:\n  \
+             receiver: am\n  group_wait: 0s\n  group_interval: 1s\n",
+            alertmanager.url()
+        ),
+    )
+    .unwrap();
+    std::fs::write(s.folder.join("payments.yml"), PROMETHEUS_RULES).unwrap();
+    s.config.alerter.prometheus_tenant = Some(acme);
+    let alerter = s.alerter(stop.clone()).await;
+    assert_eq!(alerter.metrics().rules.get(), 1);
+    let window = now_s() - now_s() % 10;
+    // u2 fails 5 %, under the bound.
+    publish(
+        &*s.bus,
+        &s.config,
+        1,
+        &[row("u1", window, 100, 30), row("u2", window, 100, 5)],
+    )
+    .await;
+    let firing = wait_for("Alertmanager's page", Duration::from_secs(60), || {
+        receiver.accepted("/from-alertmanager").first().cloned()
+    })
+    .await;
+    assert_eq!(firing.body["status"], "firing", "{}", firing.body);
+    let alerts = firing.body["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "{}", firing.body);
+    let alert = &alerts[0];
+    assert_eq!(
+        alert["labels"],
+        json!({"alertname": "PayErrorRatio", "severity": "page", "tenant": "acme", "vigil_unit": "u1"})
+    );
+    assert_eq!(
+        alert["annotations"],
+        json!({"summary": "u1 fails 0.3 of pay requests"})
+    );
+    assert_eq!(
+        alert["startsAt"],
+        rfc3339((window + 10) * 1_000).replace(".000", "")
+    );
+    // The next window is healthy: the result is empty, the alert resolves.
+    publish(&*s.bus, &s.config, 2, &[row("u1", window + 10, 50, 0)]).await;
+    let resolved = wait_for("Alertmanager's resolution", Duration::from_secs(60), || {
+        receiver
+            .accepted("/from-alertmanager")
+            .into_iter()
+            .find(|r| r.body["status"] == "resolved")
+    })
+    .await;
+    assert_eq!(resolved.body["alerts"][0]["labels"], alert["labels"]);
+    stop.trigger();
+    alerter.wait().await;
+    drop(alertmanager);
+    let _ = std::fs::remove_dir_all(&s.folder);
+}

@@ -78,7 +78,7 @@ fn rule_file(services: usize) -> String {
 pub fn run(options: Options) -> Result<Figures, FileError> {
     let services = (options.rules / 10).max(1);
     let files = vec![(PathBuf::from("bench.yaml"), rule_file(services))];
-    let set = rules::parse(&files, &|_| None)?;
+    let set = rules::parse(&files, &|_| None, None)?;
     let rules: Vec<Arc<rules::Rule>> = set.rules.into_iter().map(Arc::new).collect();
     let rule_count = rules.len();
     let tenant = TenantId::parse("acme").unwrap_or_else(|_| unreachable!("a valid tenant id"));

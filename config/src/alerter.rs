@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use vigil_domain::tenant::TenantId;
 
 use crate::tls::check_file;
 use crate::{ConfigError, check_range, default_watch_interval_ms};
@@ -18,6 +19,11 @@ pub struct AlerterConfig {
     /// folders whose `*.yaml` and `*.yml` files are read.
     #[serde(default)]
     pub rules: Vec<PathBuf>,
+    /// The tenant whose series the Prometheus rule files among `rules`
+    /// (files of `groups:`, which name no tenant) are evaluated on; needed
+    /// when there are any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_tenant: Option<TenantId>,
     /// The consumer group on the rollups topic.
     #[serde(default = "default_alerter_group")]
     pub group: String,
@@ -62,6 +68,7 @@ impl Default for AlerterConfig {
     fn default() -> Self {
         AlerterConfig {
             rules: Vec::new(),
+            prometheus_tenant: None,
             group: default_alerter_group(),
             evaluation_delay_ms: default_evaluation_delay_ms(),
             watch_interval_ms: default_watch_interval_ms(),

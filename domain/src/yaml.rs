@@ -66,13 +66,18 @@ pub fn parse<T: DeserializeOwned>(text: &str) -> Result<T, (usize, String)> {
 /// flow mapping `{name: <wanted>, …}`): where a problem found after
 /// parsing is reported.
 pub fn name_line(text: &str, wanted: &str, from: usize) -> Option<usize> {
+    key_line(text, "name", wanted, from)
+}
+
+/// As [`name_line`], for the line reading `<key>: <wanted>`.
+pub fn key_line(text: &str, key: &str, wanted: &str, from: usize) -> Option<usize> {
     text.lines().enumerate().skip(from).find_map(|(i, line)| {
         let line = line.trim_start().trim_start_matches("- ").trim_start();
         let (line, flow) = match line.strip_prefix('{') {
             Some(inside) => (inside.trim_start(), true),
             None => (line, false),
         };
-        let mut value = line.strip_prefix("name:")?.trim();
+        let mut value = line.strip_prefix(key)?.strip_prefix(':')?.trim();
         if flow {
             value = value.split([',', '}']).next().unwrap_or("").trim();
         }

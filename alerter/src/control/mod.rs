@@ -140,7 +140,10 @@ impl Control {
 
     fn reload(&mut self) -> Result<usize, String> {
         self.watch.read();
-        match rules::load(&self.settings.rules) {
+        match rules::load(
+            &self.settings.rules,
+            self.settings.prometheus_tenant.as_ref(),
+        ) {
             Ok(ruleset) => {
                 self.metrics.reload(true);
                 let count = ruleset.rules.len();

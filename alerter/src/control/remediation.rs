@@ -24,7 +24,7 @@ impl Control {
                 .silences
                 .iter()
                 .any(|s| s.is_active(now_ms) && s.matches(&alert.labels));
-            let Some(rule) = self.engine.rules().iter().find(|r| r.name == alert.rule) else {
+            let Some(rule) = self.engine.rules().iter().find(|r| r.owns(alert)) else {
                 continue;
             };
             for name in &rule.actions {

@@ -3,15 +3,18 @@
 //! rules' ranges read back from the 10 s rows.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::json;
 use vigil_domain::alert::Collection;
+use vigil_domain::model::Kind;
 use vigil_domain::tenant::TenantId;
 use vigil_store::{HistoryEntry, RollupQuery, RollupStore, StateRecord, StateStore, StoreError};
 
 use super::Control;
 use crate::alerts::{State, Transition};
 use crate::eval::Engine;
+use crate::rules::Rule;
 use crate::{Metrics, REBUILD_MAX_S};
 
 /// Every record of a collection, as (tenant, key, body); bodies that do not
@@ -40,16 +43,8 @@ pub(crate) async fn rebuild(
     store: &dyn RollupStore,
     through_s: u64,
 ) -> Result<usize, StoreError> {
-    let mut selections: BTreeMap<(TenantId, vigil_domain::model::Kind, Option<String>), u64> =
-        BTreeMap::new();
-    for rule in engine.rules() {
-        let range = selections
-            .entry((rule.tenant.clone(), rule.kind, rule.service.clone()))
-            .or_default();
-        *range = (*range).max(rule.range_s().min(REBUILD_MAX_S));
-    }
     let mut count = 0;
-    for ((tenant, kind, service), range_s) in selections {
+    for ((tenant, kind, service), range_s) in selections(engine.rules()) {
         let mut query = RollupQuery::new(10, through_s.saturating_sub(range_s), through_s);
         query.tenant = Some(tenant);
         query.kind = Some(kind);
@@ -66,6 +61,38 @@ pub(crate) async fn rebuild(
         }
     }
     Ok(count)
+}
+
+/// What [`rebuild`] reads: each tenant, kind and service (`None`: all of
+/// them) the rules read, over the longest range a rule reads it; a row is
+/// read once, so a service's rows are read with all of its kind's when
+/// some rule reads every service of that kind.
+fn selections(rules: &[Arc<Rule>]) -> BTreeMap<(TenantId, Kind, Option<String>), u64> {
+    let mut selections: BTreeMap<(TenantId, Kind, Option<String>), u64> = BTreeMap::new();
+    for rule in rules {
+        for (kind, service) in rule.reads() {
+            let range = selections
+                .entry((rule.tenant.clone(), kind, service))
+                .or_default();
+            *range = (*range).max(rule.range_s().min(REBUILD_MAX_S));
+        }
+    }
+    let mut widened: BTreeMap<(TenantId, Kind), u64> = selections
+        .iter()
+        .filter(|((_, _, service), _)| service.is_none())
+        .map(|((tenant, kind, _), range)| ((tenant.clone(), *kind), *range))
+        .collect();
+    selections.retain(|(tenant, kind, service), range| {
+        let Some(all) = widened.get_mut(&(tenant.clone(), *kind)) else {
+            return true;
+        };
+        *all = (*all).max(*range);
+        service.is_none()
+    });
+    for ((tenant, kind), range) in widened {
+        selections.insert((tenant, kind, None), range);
+    }
+    selections
 }
 
 impl Control {
@@ -150,5 +177,54 @@ pub(super) fn state_record<T: serde::Serialize>(
         version: now_ms,
         body: serde_json::to_string(value).unwrap_or_default(),
         deleted: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::rules;
+
+    #[test]
+    fn a_row_is_read_back_once_whichever_rules_read_it() {
+        let vigil = "tenant: acme\nrules:\n  - {name: pay, type: absence, service: pay, for: 2h}\n  - {name: any, type: absence, for: 1m}\n  - {name: probe, type: absence, kind: probe, service: pay, for: 1m}\n";
+        let prometheus = "groups:\n  - name: g\n    rules:\n      - {alert: up, expr: 'rate(x_total[30m]) > 1'}\n";
+        let acme = TenantId::parse("acme").expect("tenant");
+        let read = |files: &[(&str, &str)]| {
+            let files: Vec<(PathBuf, String)> = files
+                .iter()
+                .map(|(name, text)| (PathBuf::from(name), (*text).to_owned()))
+                .collect();
+            let rules: Vec<Arc<Rule>> = rules::parse(&files, &|_| None, Some(&acme))
+                .expect("rules load")
+                .rules
+                .into_iter()
+                .map(Arc::new)
+                .collect();
+            selections(&rules)
+                .into_iter()
+                .map(|((_, kind, service), range)| (kind, service, range))
+                .collect::<Vec<_>>()
+        };
+        // The spans of pay are read with every service's, over pay's 2 h.
+        assert_eq!(
+            read(&[("v.yaml", vigil)]),
+            vec![
+                (Kind::Span, None, 7_200),
+                (Kind::Probe, Some("pay".to_owned()), 60)
+            ]
+        );
+        // A PromQL rule reads every kind.
+        assert_eq!(
+            read(&[("v.yaml", vigil), ("p.yml", prometheus)]),
+            vec![
+                (Kind::Span, None, 7_200),
+                (Kind::Metric, None, 1_800),
+                (Kind::Client, None, 1_800),
+                (Kind::Probe, None, 1_800),
+            ]
+        );
     }
 }

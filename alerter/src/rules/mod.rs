@@ -86,6 +86,7 @@
 //! of files that does not load leaves the running rules in place.
 
 mod checks;
+mod prometheus;
 mod routing;
 mod spec;
 #[cfg(test)]
@@ -103,10 +104,13 @@ use vigil_domain::signal::Signal;
 use vigil_domain::template::{JsonTemplate, Template};
 use vigil_domain::tenant::TenantId;
 use vigil_domain::yaml::{self, FileError};
+use vigil_promql::eval::offset_ms;
 
 use checks::{check_action, check_rule};
 use routing::{check_inhibition, check_receiver, check_receivers_exist, check_route};
 use spec::FileSpec;
+
+pub use prometheus::Expression;
 
 /// The finest window the aggregators publish: rule windows are multiples.
 pub const STEP_S: u64 = 10;
@@ -182,6 +186,9 @@ pub enum Check {
     /// Each canary version's server spans over the last `window_s` judged
     /// against its baseline (`vigil_domain::canary`): holds on a rollback.
     Canary { window_s: u64, criteria: Criteria },
+    /// A Prometheus alerting rule's expression: each series of its result
+    /// at a boundary is a verdict (see `prometheus.rs`).
+    Promql(Box<Expression>),
 }
 
 /// A threshold's comparison, written `>`, `>=`, `<` or `<=`.
@@ -263,6 +270,38 @@ impl Rule {
                 Method::ZScore { .. } => *window_s,
                 Method::Seasonal { period_s, .. } => period_s + window_s,
             },
+            Check::Promql(expression) => {
+                let back_ms = expression
+                    .needs
+                    .iter()
+                    .map(|need| need.range_ms + offset_ms(&need.selector).max(0))
+                    .max()
+                    .unwrap_or(0);
+                u64::try_from(back_ms).unwrap_or(0).div_ceil(1_000)
+            }
+        }
+    }
+
+    /// Whether `alert` is one of this rule's: its name and tenant, and the
+    /// rule's own labels (Prometheus rules may share a name and differ by
+    /// them).
+    pub fn owns(&self, alert: &vigil_domain::alert::Alert) -> bool {
+        self.name == alert.rule
+            && self.tenant == alert.tenant
+            && self
+                .labels
+                .iter()
+                .all(|(key, value)| alert.labels.get(key) == Some(value))
+    }
+
+    /// What the rule reads, by kind and service (`None`: every service).
+    pub fn reads(&self) -> Vec<(Kind, Option<String>)> {
+        match self.check {
+            // A selector may choose any kind's series.
+            Check::Promql(_) => [Kind::Span, Kind::Metric, Kind::Client, Kind::Probe]
+                .map(|kind| (kind, None))
+                .to_vec(),
+            _ => vec![(self.kind, self.service.clone())],
         }
     }
 }
@@ -334,8 +373,9 @@ pub struct Action {
 }
 
 /// Reads every rule file of `paths` (files, or folders of `*.yaml` /
-/// `*.yml`), with secrets from this process's environment.
-pub fn load(paths: &[PathBuf]) -> Result<Ruleset, FileError> {
+/// `*.yml`), with secrets from this process's environment; Prometheus
+/// rule files are evaluated on `prometheus_tenant`'s series.
+pub fn load(paths: &[PathBuf], prometheus_tenant: Option<&TenantId>) -> Result<Ruleset, FileError> {
     let files = yaml::files(paths).map_err(|(file, source)| FileError::Read { file, source })?;
     let mut texts = Vec::new();
     for file in files {
@@ -345,20 +385,28 @@ pub fn load(paths: &[PathBuf]) -> Result<Ruleset, FileError> {
         })?;
         texts.push((file, text));
     }
-    parse(&texts, &|name| std::env::var(name).ok())
+    parse(&texts, &|name| std::env::var(name).ok(), prometheus_tenant)
 }
 
 /// The ruleset of the given files' texts; `env` reads secrets.
 pub fn parse(
     files: &[(PathBuf, String)],
     env: &dyn Fn(&str) -> Option<String>,
+    prometheus_tenant: Option<&TenantId>,
 ) -> Result<Ruleset, FileError> {
     let mut set = Ruleset::default();
     let mut specs = Vec::new();
     // Where each name was defined, to report duplicates.
     let mut rule_names: BTreeMap<String, (PathBuf, usize)> = BTreeMap::new();
     let mut route_file: Option<(PathBuf, usize)> = None;
+    let mut alerts: Vec<(PathBuf, usize, Rule)> = Vec::new();
     for (file, text) in files {
+        if prometheus::is_prometheus(text) {
+            for (line, rule) in prometheus::parse(file, text, prometheus_tenant)? {
+                alerts.push((file.clone(), line, rule));
+            }
+            continue;
+        }
         let invalid = |line: usize, message: String| FileError::Invalid {
             file: file.clone(),
             line,
@@ -446,6 +494,22 @@ pub fn parse(
                 line,
                 message: format!("rule {name}: {message}"),
             })?;
+        set.rules.push(rule);
+    }
+    // Prometheus alerts may share a name among themselves, as in
+    // Prometheus, but not with a rule of Vigil's.
+    for (file, line, rule) in alerts {
+        if let Some((other, other_line)) = rule_names.get(&rule.name) {
+            return Err(FileError::Invalid {
+                file,
+                line,
+                message: format!(
+                    "alert {}: the name is taken by the rule of {}:{other_line}",
+                    rule.name,
+                    other.display()
+                ),
+            });
+        }
         set.rules.push(rule);
     }
     if let Some(route) = &set.route {
