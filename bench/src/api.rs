@@ -7,9 +7,10 @@
 //! every row a distribution of 30 latencies; and the series' catalogue.
 //! [`measure`] then asks, over
 //! HTTP, for one service's p99 over 24 h at a 1 min step (whole, and by
-//! unit), for `/api/v1/services`, and for PromQL's request rate and p99 by
-//! unit of one service over 24 h at 1 min (`/prometheus/api/v1/query_range`),
-//! and reports the latencies.
+//! unit) and for `/api/v1/services` ([`Suite::Api`]), or for PromQL's request
+//! rate and p99 by unit over 24 h at 1 min, of one service and of every
+//! series (`/prometheus/api/v1/query_range`, [`Suite::Promql`]), and reports
+//! the latencies.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -182,12 +183,77 @@ fn flush(rows: Vec<RollupRow>, now: u64) -> Flush {
     }
 }
 
+/// Which requests are timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suite {
+    /// `/api/v1/query` and `/api/v1/services`.
+    Api,
+    /// PromQL through `/prometheus/api/v1/query_range`: one service's
+    /// series, and every series.
+    Promql,
+}
+
+impl Suite {
+    fn paths(self) -> Vec<(&'static str, String)> {
+        let day = "from=now-24h&to=now&step=1m&signal=p99&kind=span&service=service-7";
+        let promql = |query: &str| {
+            let now = now_s();
+            let query: String = form_urlencoded::byte_serialize(query.as_bytes()).collect();
+            format!(
+                "/prometheus/api/v1/query_range?query={query}&start={}&end={now}&step=60",
+                now - 86_400
+            )
+        };
+        match self {
+            Suite::Api => vec![
+                (
+                    "query: one service, 24 h at 1 min, p99",
+                    format!("/api/v1/query?{day}"),
+                ),
+                (
+                    "query: the same by vigil.unit",
+                    format!("/api/v1/query?{day}&group_by=vigil.unit"),
+                ),
+                (
+                    "services: every service, last hour",
+                    "/api/v1/services".to_owned(),
+                ),
+            ],
+            Suite::Promql => vec![
+                (
+                    "one service: sum by unit of rate[5m]",
+                    promql(
+                        r#"sum by (vigil_unit) (rate(vigil_span_requests_total{service="service-7"}[5m]))"#,
+                    ),
+                ),
+                (
+                    "one service: p99 by unit over 5m",
+                    promql(
+                        r#"histogram_quantile(0.99, sum by (le, vigil_unit) (rate(vigil_span_duration_seconds_bucket{service="service-7"}[5m])))"#,
+                    ),
+                ),
+                (
+                    "every series: sum by unit of rate[5m]",
+                    promql("sum by (vigil_unit) (rate(vigil_span_requests_total[5m]))"),
+                ),
+                (
+                    "every series: p99 by unit over 5m",
+                    promql(
+                        "histogram_quantile(0.99, sum by (le, vigil_unit) (rate(vigil_span_duration_seconds_bucket[5m])))",
+                    ),
+                ),
+            ],
+        }
+    }
+}
+
 /// Serves the API over `store` on a free port and times `requests`
-/// requests of each path, one at a time.
+/// requests of each path of `suite`, one at a time.
 pub async fn measure(
     config: &Config,
     store: Arc<dyn Store>,
     requests: usize,
+    suite: Suite,
 ) -> Result<Vec<Figure>, Box<dyn std::error::Error>> {
     let mut config = config.clone();
     config.api.listen = ([127, 0, 0, 1], 0).into();
@@ -200,43 +266,8 @@ pub async fn measure(
     let api = Api::start(&config, store, shutdown.clone()).await?;
     let client = reqwest::Client::new();
     let base = format!("http://{}", api.address());
-    let day = "from=now-24h&to=now&step=1m&signal=p99&kind=span&service=service-7";
-    let promql = |query: &str| {
-        let now = now_s();
-        let query: String = form_urlencoded::byte_serialize(query.as_bytes()).collect();
-        format!(
-            "/prometheus/api/v1/query_range?query={query}&start={}&end={now}&step=60",
-            now - 86_400
-        )
-    };
-    let paths: [(&'static str, String); 5] = [
-        (
-            "query: one service, 24 h at 1 min, p99",
-            format!("/api/v1/query?{day}"),
-        ),
-        (
-            "query: the same by vigil.unit",
-            format!("/api/v1/query?{day}&group_by=vigil.unit"),
-        ),
-        (
-            "services: every service, last hour",
-            "/api/v1/services".to_owned(),
-        ),
-        (
-            "promql: one service, sum by unit of rate[5m], 24 h at 1 min",
-            promql(
-                r#"sum by (vigil_unit) (rate(vigil_span_requests_total{service="service-7"}[5m]))"#,
-            ),
-        ),
-        (
-            "promql: one service, p99 by unit over 5m, 24 h at 1 min",
-            promql(
-                r#"histogram_quantile(0.99, sum by (le, vigil_unit) (rate(vigil_span_duration_seconds_bucket{service="service-7"}[5m])))"#,
-            ),
-        ),
-    ];
     let mut figures = Vec::new();
-    for (what, path) in paths {
+    for (what, path) in suite.paths() {
         let mut took = Vec::with_capacity(requests);
         for _ in 0..requests {
             let start = Instant::now();

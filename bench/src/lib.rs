@@ -58,6 +58,10 @@ pub enum Bench {
     /// rollups: one service's p99 over 24 h at a 1 min step, and the
     /// services list.
     Api(api::Options),
+    /// PromQL latency (`/prometheus/api/v1/query_range`) over the
+    /// configured store loaded as for `api`: the request rate and p99 by
+    /// unit over 24 h at a 1 min step, of one service and of every series.
+    Promql(api::Options),
     /// Prometheus remote-write samples per second into a receiver already
     /// running (a Vigil collector, `vigil up`, VictoriaMetrics…), and per
     /// second of that receiver's CPU (`--pid`): one load generator to
@@ -86,7 +90,8 @@ pub async fn run(config: Config, bench: Bench) -> Result<(), Error> {
         Bench::Aggregator(options) => run_aggregator(config, options).await,
         Bench::Detection(options) => run_detection(config, options).await,
         Bench::Synthetic(options) => run_prober(config, options).await,
-        Bench::Api(options) => run_api(config, options).await,
+        Bench::Api(options) => run_api(config, options, api::Suite::Api).await,
+        Bench::Promql(options) => run_api(config, options, api::Suite::Promql).await,
         Bench::RemoteWrite(options) => run_remote_write(options).await,
     }
 }
@@ -197,7 +202,7 @@ async fn run_prober(config: Config, options: prober::Options) -> Result<(), Erro
     Ok(())
 }
 
-async fn run_api(config: Config, options: api::Options) -> Result<(), Error> {
+async fn run_api(config: Config, options: api::Options, suite: api::Suite) -> Result<(), Error> {
     let shape = options.shape;
     let store = vigil_store::open(&config.store).await?;
     if shape.series > 0 {
@@ -213,7 +218,7 @@ async fn run_api(config: Config, options: api::Options) -> Result<(), Error> {
             shape.raw_hours
         );
     }
-    for figure in api::measure(&config, store, options.requests).await? {
+    for figure in api::measure(&config, store, options.requests, suite).await? {
         println!(
             "  {:<45} {} requests: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
             figure.what,

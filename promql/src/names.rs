@@ -173,3 +173,36 @@ fn counted(kind: &str, events: &str, failures: &str) -> Vec<(String, Reading, bo
         ),
     ]
 }
+
+/// The Vigil label a Prometheus label `name` of `series` reads, as
+/// `vigil_domain::signal::label_of` takes labels (`service.name` and `name`
+/// for the series' service and name): `Ok(None)` when the series has no
+/// such label; [`Unmapped`] for `__name__`, or when two of its labels are
+/// both seen as `name`.
+pub fn vigil_label(series: &SeriesKey, name: &str) -> Result<Option<String>, Unmapped> {
+    let own = match (series.kind, name) {
+        (_, "__name__") => return Err(Unmapped),
+        (Kind::Metric, "job") | (Kind::Span | Kind::Probe, "service") | (Kind::Client, "app") => {
+            Some("service.name")
+        }
+        (Kind::Span, "span_name") | (Kind::Probe, "probe") => Some("name"),
+        _ => None,
+    };
+    if let Some(own) = own {
+        return Ok(Some(own.to_owned()));
+    }
+    let mut keys = series
+        .labels()
+        .iter()
+        .filter(|(key, _)| label_name(key) == name)
+        .map(|(key, _)| key);
+    match (keys.next(), keys.next()) {
+        (None, _) => Ok(None),
+        (Some(key), None) => Ok(Some(key.clone())),
+        (Some(_), Some(_)) => Err(Unmapped),
+    }
+}
+
+/// A Prometheus label that is no one label of a Vigil series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unmapped;

@@ -13,16 +13,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::response::Response;
-use promql_parser::parser::{self, Expr};
+use promql_parser::label::MatchOp;
+use promql_parser::parser::{self, Expr, LabelModifier};
 use serde_json::{Value as Json, json};
 use vigil_domain::model::{Kind, SeriesKey};
-use vigil_store::RollupQuery;
+use vigil_domain::signal::Matcher;
+use vigil_store::{Aggregation, CatalogueEntry, RollupQuery};
 
 use vigil_promql::eval::{
     Data, EvalError, Evaluator, Fetched, Need, Sample, Series, Value, Window, millis, needs,
     offset_ms, selector_key,
 };
-use vigil_promql::names::{Labels, Named, prometheus_series};
+use vigil_promql::names::{Labels, Named, Reading, prometheus_series, vigil_label};
 use vigil_promql::{distinct, matchers, matches};
 
 use super::{Asked, Form, PromError, seen, success};
@@ -306,12 +308,76 @@ async fn read(
         usable = vec![10];
     }
     let catalogue = seen(state, &caller.tenant, from_s, to_s).await?;
-    let chosen: HashMap<String, Vec<(SeriesKey, Named)>> = wanted
+    let mut chosen: HashMap<String, Vec<(SeriesKey, Named)>> = wanted
         .iter()
         .map(|need| (selector_key(&need.selector), resolve(&catalogue, need)))
         .collect();
     let reader = state.reader(caller.tenant.clone(), (now_ms() / 1000) as u64);
     let closed_until = reader.now_s.saturating_sub(reader.settle_s);
+    // Selectors only ever summed by the same labels are merged by the
+    // store, one row per group and window, not read series by series.
+    let mut data = Data::new();
+    for (key, by) in merged_selectors(expr) {
+        let Some(need) = wanted
+            .iter()
+            .find(|need| selector_key(&need.selector) == key)
+        else {
+            continue;
+        };
+        let Some(merge) = chosen
+            .get(&key)
+            .and_then(|series| Merge::of(&catalogue, need, series, &by))
+        else {
+            continue;
+        };
+        let mut groups: HashMap<Vec<String>, Vec<Window>> = HashMap::new();
+        let mut rows = 0;
+        for segment in cover(from_s, to_s, &usable, closed_until) {
+            let query = Aggregation {
+                tenant: caller.tenant.clone(),
+                kind: merge.kind,
+                width_s: segment.width_s,
+                from_s: segment.from_s,
+                to_s: segment.to_s,
+                step_s: u64::from(segment.width_s),
+                service: merge.service.clone(),
+                name: merge.name.clone(),
+                matchers: merge.matchers.clone(),
+                group_by: merge.group_by.clone(),
+                limit: reader.max_points + 1,
+            };
+            let merged = state
+                .within(async { Ok(reader.store.aggregate(&query).await?) })
+                .await?;
+            rows += merged.len();
+            if rows > reader.max_points {
+                return Err(too_many(reader.max_points));
+            }
+            for row in merged {
+                let start_ms = row.start_s as i64 * 1000;
+                groups.entry(row.group).or_default().push(Window {
+                    start_ms,
+                    end_ms: start_ms + i64::from(segment.width_s) * 1000,
+                    rollup: row.rollup,
+                });
+            }
+        }
+        let fetched = groups
+            .into_iter()
+            .map(|(group, mut windows)| {
+                windows.sort_by_key(|w| w.start_ms);
+                let labels: Labels = by
+                    .iter()
+                    .zip(group)
+                    .filter(|(_, value)| !value.is_empty())
+                    .map(|(name, value)| (name.clone(), value))
+                    .collect();
+                Fetched::new(labels, merge.reading, windows.into())
+            })
+            .collect();
+        data.insert(key.clone(), fetched);
+        chosen.remove(&key);
+    }
     // One read per service (the store's index holds a service's names
     // together): of its one name when the series chosen share it, else of
     // all its names, never one read per name.
@@ -349,14 +415,7 @@ async fn read(
                 });
             }
             if windows_read > reader.max_points {
-                return Err(ApiError::Limit {
-                    limit: "api.max_points",
-                    message: format!(
-                        "the query reads more than {} windows; narrow the range or the selection",
-                        reader.max_points
-                    ),
-                }
-                .into());
+                return Err(too_many(reader.max_points));
             }
         }
     }
@@ -367,19 +426,177 @@ async fn read(
             (series, windows.into())
         })
         .collect();
-    Ok(chosen
-        .into_iter()
-        .map(|(key, chosen)| {
-            let fetched = chosen
-                .into_iter()
-                .filter_map(|(series, named)| {
-                    let windows = Arc::clone(windows.get(&series)?);
-                    Some(Fetched::new(named.labels, named.reading, windows))
-                })
-                .collect();
-            (key, fetched)
+    for (key, chosen) in chosen {
+        let fetched = chosen
+            .into_iter()
+            .filter_map(|(series, named)| {
+                let windows = Arc::clone(windows.get(&series)?);
+                Some(Fetched::new(named.labels, named.reading, windows))
+            })
+            .collect();
+        data.insert(key, fetched);
+    }
+    Ok(data)
+}
+
+fn too_many(max_points: usize) -> PromError {
+    ApiError::Limit {
+        limit: "api.max_points",
+        message: format!(
+            "the query reads more than {max_points} windows; narrow the range or the selection"
+        ),
+    }
+    .into()
+}
+
+/// The selectors every use of which is `sum by (L) (rate(s[r]))` or
+/// `increase`, with the same `L` (less `le`, which Vigil's distributions do
+/// not have), by [`selector_key`]: what the store can merge per group, as
+/// the sum of the groups' rates is the rate of their merged windows.
+fn merged_selectors(expr: &Expr) -> HashMap<String, Vec<String>> {
+    fn note(uses: &mut HashMap<String, Option<Vec<String>>>, key: String, by: Option<Vec<String>>) {
+        let entry = uses.entry(key).or_insert_with(|| by.clone());
+        if *entry != by {
+            *entry = None;
+        }
+    }
+    fn walk(expr: &Expr, uses: &mut HashMap<String, Option<Vec<String>>>) {
+        match expr {
+            Expr::Aggregate(aggregate) => {
+                if let (Some(LabelModifier::Include(by)), None, Expr::Call(call)) = (
+                    &aggregate.modifier,
+                    &aggregate.param,
+                    aggregate.expr.as_ref(),
+                ) && aggregate.op.to_string() == "sum"
+                    && matches!(call.func.name, "rate" | "increase")
+                    && let [argument] = call.args.args.as_slice()
+                    && let Expr::MatrixSelector(ms) = argument.as_ref()
+                {
+                    let mut by: Vec<String> =
+                        by.labels.iter().filter(|l| *l != "le").cloned().collect();
+                    by.sort();
+                    by.dedup();
+                    note(uses, selector_key(&ms.vs), Some(by));
+                    return;
+                }
+                if let Some(param) = &aggregate.param {
+                    walk(param, uses);
+                }
+                walk(&aggregate.expr, uses);
+            }
+            Expr::VectorSelector(vs) => note(uses, selector_key(vs), None),
+            Expr::MatrixSelector(ms) => note(uses, selector_key(&ms.vs), None),
+            Expr::Unary(unary) => walk(&unary.expr, uses),
+            Expr::Binary(binary) => {
+                walk(&binary.lhs, uses);
+                walk(&binary.rhs, uses);
+            }
+            Expr::Paren(paren) => walk(&paren.expr, uses),
+            Expr::Call(call) => call.args.args.iter().for_each(|arg| walk(arg, uses)),
+            Expr::Subquery(subquery) => walk(&subquery.expr, uses),
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+        }
+    }
+    let mut uses = HashMap::new();
+    walk(expr, &mut uses);
+    uses.into_iter()
+        .filter_map(|(key, by)| Some((key, by?)))
+        .collect()
+}
+
+/// How the store selects and groups a selector's series to merge them.
+struct Merge {
+    kind: Kind,
+    service: Option<String>,
+    name: Option<String>,
+    matchers: Vec<Matcher>,
+    /// The Vigil labels of the Prometheus labels summed by.
+    group_by: Vec<String>,
+    reading: Reading,
+}
+
+impl Merge {
+    /// How the store merges `chosen`, the series `need` chose, by the
+    /// Prometheus labels `by`: when they are of one kind and read alike,
+    /// each label of `by` is one Vigil label, and the store's selection
+    /// (kind, service, name and the selector's equality matchers) picks
+    /// exactly them among the catalogue's series. `None` otherwise: they
+    /// are read series by series.
+    fn of(
+        catalogue: &[CatalogueEntry],
+        need: &Need,
+        chosen: &[(SeriesKey, Named)],
+        by: &[String],
+    ) -> Option<Merge> {
+        let ((first, named), rest) = chosen.split_first()?;
+        let reading = named.reading;
+        if matches!(reading, Reading::Gauge)
+            || rest
+                .iter()
+                .any(|(series, named)| series.kind != first.kind || named.reading != reading)
+        {
+            return None;
+        }
+        let common = |field: fn(&SeriesKey) -> &String| {
+            let value = field(first);
+            rest.iter()
+                .all(|(series, _)| field(series) == value)
+                .then(|| value.clone())
+        };
+        let service = common(|series| &series.service);
+        let name = common(|series| &series.name);
+        let label = |prometheus: &str| -> Option<String> {
+            let mut found: Option<String> = None;
+            for (series, _) in chosen {
+                if let Some(key) = vigil_label(series, prometheus).ok()? {
+                    if found.as_ref().is_some_and(|f| *f != key) {
+                        return None;
+                    }
+                    found = Some(key);
+                }
+            }
+            // A label none of them has groups them all under "".
+            Some(found.unwrap_or_else(|| prometheus.to_owned()))
+        };
+        let group_by = by.iter().map(|l| label(l)).collect::<Option<Vec<_>>>()?;
+        let mut matchers = Vec::new();
+        for m in &need.selector.matchers.matchers {
+            let is_equal = match m.op {
+                MatchOp::Equal => true,
+                MatchOp::NotEqual => false,
+                _ => continue,
+            };
+            if m.name == "__name__" {
+                continue;
+            }
+            matchers.push(Matcher {
+                name: label(&m.name)?,
+                value: m.value.clone(),
+                is_equal,
+            });
+        }
+        let selects = |series: &SeriesKey| {
+            series.kind == first.kind
+                && service.as_ref().is_none_or(|s| *s == series.service)
+                && name.as_ref().is_none_or(|n| *n == series.name)
+                && matchers.iter().all(|m| m.matches(series))
+        };
+        let picked: HashSet<&SeriesKey> = catalogue
+            .iter()
+            .map(|entry| &entry.series)
+            .filter(|series| selects(series))
+            .collect();
+        let exact = picked.len() == chosen.len()
+            && chosen.iter().all(|(series, _)| picked.contains(series));
+        exact.then_some(Merge {
+            kind: first.kind,
+            service,
+            name,
+            matchers,
+            group_by,
+            reading,
         })
-        .collect())
+    }
 }
 
 fn gcd(a: i64, b: i64) -> i64 {
@@ -393,7 +610,7 @@ fn gcd(a: i64, b: i64) -> i64 {
 /// The Vigil series a selector chooses, each with the Prometheus series it
 /// is seen as; a series named so in the catalogue wins over a metric's
 /// `_bucket`, `_count` or `_sum` with the same labels.
-fn resolve(catalogue: &[vigil_store::CatalogueEntry], need: &Need) -> Vec<(SeriesKey, Named)> {
+fn resolve(catalogue: &[CatalogueEntry], need: &Need) -> Vec<(SeriesKey, Named)> {
     let matchers = matchers(&need.selector);
     distinct(catalogue.iter().flat_map(|entry| {
         prometheus_series(&entry.series)

@@ -2,6 +2,8 @@
 //! known data, read by the API's own client and by a real promtool (2.42)
 //! authenticating with basic auth as promtool does.
 
+use vigil_domain::distribution::RELATIVE_ERROR;
+
 use super::*;
 
 /// The `data` of a successful Prometheus answer from `GET path` as `token`.
@@ -346,7 +348,139 @@ async fn queries_answer_as_prometheus_does(backend: Backend) {
     server.stop().await;
 }
 
+/// Sums by label of a selector's rate or increase are merged by the store
+/// (one row per group and window): over 60 series of 30 windows each (at
+/// 10 s; 5 at 1 min), more than `api.max_points` (100) read series by
+/// series, they answer, with
+/// the exact sums; the same sum not mergeable (a product inside) is read
+/// series by series and refused at the limit.
+async fn sums_of_many_series_are_merged_by_the_store(backend: Backend) {
+    let Some(config) = testing::config(backend) else {
+        return;
+    };
+    let mut config = api_config(config);
+    config.api.max_points = 100;
+    let store = store::open(&config.store).await.unwrap();
+    let t = now_s() - now_s() % 60 - 20 * 60;
+    let mut rows = Vec::new();
+    let mut catalogue = Vec::new();
+    for i in 0..60 {
+        // u0: 1 request of 10 ms per window; u1: 2 of 30 ms, one failed;
+        // u2, excluded by the selectors below, 1 of 50 ms.
+        let unit = ["u0", "u1", "u2"][i % 3];
+        let key = series(
+            "acme",
+            Kind::Span,
+            "wide",
+            "GET /wide",
+            &[("vigil.unit", unit), ("instance", &format!("i{i}"))],
+        );
+        let window = match unit {
+            "u0" => rollup([10.0], 0),
+            "u1" => rollup([30.0, 30.0], 1),
+            _ => rollup([50.0], 0),
+        };
+        // 10 s windows, and the 1 min windows they make, as an aggregator
+        // writes them.
+        for (width_s, count, per) in [(10, 30, 1), (60, 5, 6)] {
+            let mut merged = Rollup::default();
+            for _ in 0..per {
+                merged.merge(&window);
+            }
+            for w in 0..count {
+                rows.push(RollupRow {
+                    series: Arc::clone(&key),
+                    partition: 0,
+                    width_s,
+                    start_s: t + u64::from(width_s) * w,
+                    rollup: merged.clone(),
+                    correction: false,
+                });
+            }
+        }
+        catalogue.push(CatalogueEntry {
+            series: (*key).clone(),
+            first_seen_s: t,
+            last_seen_s: t + 290,
+        });
+    }
+    store.record_series(&catalogue).await.unwrap();
+    store
+        .write(&Flush {
+            source: "test".into(),
+            time_s: now_s(),
+            checkpoints: Vec::new(),
+            rows,
+            cumulative: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let server = Server::start(&config, store).await;
+    let at = t + 300;
+    let query = |query: String| {
+        let path = format!(
+            "/prometheus/api/v1/query?query={}&time={at}",
+            urlencode(&query)
+        );
+        let server = &server;
+        async move { server.get(Some(ACME), &path).await }
+    };
+    let wide = r#"service="wide",vigil_unit!="u2""#;
+    let (status, body) = query(format!(
+        "sum by (vigil_unit) (increase(vigil_span_requests_total{{{wide}}}[5m]))"
+    ))
+    .await;
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!({"status": "success", "data": {"resultType": "vector", "result": [
+                {"metric": {"vigil_unit": "u0"}, "value": [at, "600"]},
+                {"metric": {"vigil_unit": "u1"}, "value": [at, "1200"]},
+            ]}})
+        )
+    );
+    let (status, body) = query(format!(
+        "sum by (vigil_unit) (rate(vigil_span_errors_total{{{wide}}}[5m])) / sum by (vigil_unit) (rate(vigil_span_requests_total{{{wide}}}[5m]))"
+    ))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["data"]["result"],
+        json!([
+            {"metric": {"vigil_unit": "u0"}, "value": [at, "0"]},
+            {"metric": {"vigil_unit": "u1"}, "value": [at, "0.5"]},
+        ])
+    );
+    let (status, body) = query(format!(
+        "histogram_quantile(0.5, sum by (le, vigil_unit) (rate(vigil_span_duration_seconds_bucket{{{wide}}}[5m])))"
+    ))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let result = body["data"]["result"].as_array().unwrap();
+    assert_eq!(result.len(), 2, "{body}");
+    for (series, seconds) in result.iter().zip([0.010, 0.030]) {
+        let value: f64 = series["value"][1].as_str().unwrap().parse().unwrap();
+        assert!(
+            (value - seconds).abs() <= seconds * RELATIVE_ERROR,
+            "{series}"
+        );
+    }
+    let (status, body) = query(format!(
+        "sum by (vigil_unit) (increase(vigil_span_requests_total{{{wide}}}[5m]) * 1)"
+    ))
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errorType"], "execution", "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("api.max_points"),
+        "{body}"
+    );
+    server.stop().await;
+}
+
 on_both_backends!(
     catalogue_paths_answer_as_prometheus_does,
-    queries_answer_as_prometheus_does
+    queries_answer_as_prometheus_does,
+    sums_of_many_series_are_merged_by_the_store
 );
