@@ -196,12 +196,14 @@ pub enum Suite {
 impl Suite {
     fn paths(self) -> Vec<(&'static str, String)> {
         let day = "from=now-24h&to=now&step=1m&signal=p99&kind=span&service=service-7";
+        // Start and end on whole steps, as Grafana aligns them: the 1 min
+        // rollups tile every range.
         let promql = |query: &str| {
-            let now = now_s();
+            let end = now_s() / 60 * 60;
             let query: String = form_urlencoded::byte_serialize(query.as_bytes()).collect();
             format!(
-                "/prometheus/api/v1/query_range?query={query}&start={}&end={now}&step=60",
-                now - 86_400
+                "/prometheus/api/v1/query_range?query={query}&start={}&end={end}&step=60",
+                end - 86_400
             )
         };
         match self {
