@@ -15,6 +15,7 @@ mod alerts;
 mod auth;
 mod client_telemetry;
 mod error;
+mod localize;
 mod metrics;
 mod openapi;
 mod params;

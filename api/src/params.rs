@@ -61,7 +61,8 @@ impl Params {
         Ok((from, to))
     }
 
-    fn time(&self, name: &str) -> Result<Option<u64>, BadParameter> {
+    /// The time `name` in unix milliseconds, if given.
+    pub fn time(&self, name: &str) -> Result<Option<u64>, BadParameter> {
         self.get(name)
             .map(|text| {
                 parse_time(text, self.now_ms).ok_or_else(|| {

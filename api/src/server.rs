@@ -31,15 +31,16 @@ use crate::openapi::{self, Endpoint};
 use crate::params::Params;
 use crate::reader::Reader;
 use crate::{
-    alerts, client_telemetry, probes, prometheus, query_path, releases, services, silences, slo,
-    traces,
+    alerts, client_telemetry, localize, probes, prometheus, query_path, releases, services,
+    silences, slo, traces,
 };
 use vigil_domain::signal::Signal;
 
 /// Every `/api/v1` path, in the order the OpenAPI document lists them.
-const ENDPOINTS: [&Endpoint; 14] = [
+const ENDPOINTS: [&Endpoint; 15] = [
     &services::ENDPOINT,
     &query_path::ENDPOINT,
+    &localize::ENDPOINT,
     &traces::TRACE,
     &traces::SEARCH,
     &slo::ENDPOINT,
@@ -254,6 +255,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/openapi.json", get(openapi_document))
         .route(services::ENDPOINT.path, get(services::handler))
         .route(query_path::ENDPOINT.path, get(query_path::handler))
+        .route(localize::ENDPOINT.path, get(localize::handler))
         .route(traces::TRACE.path, get(traces::trace))
         .route(traces::SEARCH.path, get(traces::search))
         .route(slo::ENDPOINT.path, get(slo::handler))

@@ -5,6 +5,7 @@
 
 mod alerts;
 mod fuzz;
+mod localize;
 mod prometheus;
 mod queries;
 mod releases;

@@ -346,6 +346,7 @@ async fn limits_health_metrics_and_openapi(backend: Backend) {
             "/api/v1/alerts",
             "/api/v1/alerts/history",
             "/api/v1/client/health",
+            "/api/v1/localize",
             "/api/v1/probes",
             "/api/v1/probes/{name}/runs",
             "/api/v1/query",

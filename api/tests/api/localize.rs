@@ -1,0 +1,193 @@
+//! `GET /api/v1/localize` over each store: pay's server spans in three
+//! units, two versions and two routes (12 leaves), a baseline hour of 100
+//! requests a minute per leaf with 1 % failed, then 10 minutes in which
+//! unit b's version 1.1.0 fails half its requests on both routes and unit
+//! c's traffic drops to a fifth.
+
+use super::*;
+
+/// Rollups of pay's `POST /pay` in `unit`, `version` and `route`: per
+/// minute of `[from_s, to_s)` `requests` requests of which `failed`
+/// failed, written at 1 min and, for whole hours, at 1 h.
+fn minutes(
+    key: &Arc<SeriesKey>,
+    (from_s, to_s): (u64, u64),
+    requests: usize,
+    failed: usize,
+) -> Vec<RollupRow> {
+    let minute = rollup((0..requests).map(|i| 10.0 + i as f64), failed);
+    let mut rows: Vec<RollupRow> = (from_s..to_s)
+        .step_by(60)
+        .map(|start_s| RollupRow {
+            series: Arc::clone(key),
+            partition: 0,
+            width_s: 60,
+            start_s,
+            rollup: minute.clone(),
+            correction: false,
+        })
+        .collect();
+    if to_s - from_s == 3_600 {
+        let mut hour = Rollup::default();
+        for _ in 0..60 {
+            hour.merge(&minute);
+        }
+        rows.push(RollupRow {
+            series: Arc::clone(key),
+            partition: 0,
+            width_s: 3_600,
+            start_s: from_s,
+            rollup: hour,
+            correction: false,
+        });
+    }
+    rows
+}
+
+async fn causes_are_the_label_sets_that_changed(backend: Backend) {
+    let Some(config) = testing::config(backend) else {
+        return;
+    };
+    let config = api_config(config);
+    let store = store::open(&config.store).await.unwrap();
+    // A closed hour, three hours back, then ten minutes.
+    let hour = now_s() - now_s() % 3_600 - 3 * 3_600;
+    let (baseline, incident) = ((hour, hour + 3_600), (hour + 3_600, hour + 4_200));
+    let mut rows = Vec::new();
+    let mut catalogue = Vec::new();
+    for unit in ["a", "b", "c"] {
+        for version in ["1.0.0", "1.1.0"] {
+            for route in ["/pay", "/refund"] {
+                let key = series(
+                    "acme",
+                    Kind::Span,
+                    "pay",
+                    "POST /pay",
+                    &[
+                        ("span.kind", "server"),
+                        ("vigil.unit", unit),
+                        ("service.version", version),
+                        ("http.route", route),
+                    ],
+                );
+                rows.extend(minutes(&key, baseline, 100, 1));
+                let (requests, failed) = match (unit, version) {
+                    ("b", "1.1.0") => (100, 50),
+                    ("c", _) => (20, 0),
+                    _ => (100, 1),
+                };
+                rows.extend(minutes(&key, incident, requests, failed));
+                catalogue.push(CatalogueEntry {
+                    series: (*key).clone(),
+                    first_seen_s: hour,
+                    last_seen_s: hour + 4_200,
+                });
+            }
+        }
+    }
+    store.record_series(&catalogue).await.unwrap();
+    store
+        .write(&Flush {
+            source: "test".into(),
+            time_s: now_s(),
+            checkpoints: Vec::new(),
+            rows,
+            cumulative: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let server = Server::start(&config, store).await;
+    let range = format!("from={}&to={}", incident.0 * 1000, incident.1 * 1000);
+    let localize = |signal: &str, extra: &str| {
+        let path = format!("/api/v1/localize?kind=span&service=pay&signal={signal}&{range}{extra}");
+        let server = &server;
+        async move { server.get(Some(ACME), &path).await }
+    };
+
+    // The error ratio: b's 1.1.0, on both routes, alone.
+    let (status, body) = localize("error_ratio", "").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["dimensions"],
+        json!(["http.route", "service.version", "vigil.unit"]),
+        "span.kind, name and service take one value"
+    );
+    assert_eq!(body["leaves"], 12);
+    assert_eq!(
+        body["baseline_from"],
+        json!(hour * 1000),
+        "the hour before from"
+    );
+    let causes = body["root_causes"].as_array().unwrap();
+    assert_eq!(causes.len(), 1, "{body}");
+    let cause = &causes[0];
+    assert_eq!(
+        cause["labels"],
+        json!({"service.version": "1.1.0", "vigil.unit": "b"})
+    );
+    assert_eq!(cause["actual"], 0.5);
+    assert!((number(&cause["expected"]) - 0.01).abs() < 1e-12, "{cause}");
+    // Failed: 2 leaves × 10 min × 50, 6 × 10 × 1 (c fails none); of
+    // 2 × 10 × 20 + 10 × 10 × 100 requests.
+    let requests = 2.0 * 10.0 * 20.0 * 2.0 + 8.0 * 10.0 * 100.0;
+    assert!(
+        (number(&body["actual_total"]) - (1_000.0 + 60.0) / requests).abs() < 1e-12,
+        "{body}"
+    );
+    // Availability falls where the error ratio rises.
+    let (_, body) = localize("availability", "").await;
+    assert_eq!(
+        body["root_causes"][0]["labels"],
+        json!({"service.version": "1.1.0", "vigil.unit": "b"})
+    );
+    assert_eq!(body["root_causes"][0]["actual"], 0.5);
+
+    // The request count: c's drop, against the baseline hour scaled to
+    // ten minutes.
+    let (status, body) = localize("count", "").await;
+    assert_eq!(status, 200, "{body}");
+    let causes = body["root_causes"].as_array().unwrap();
+    assert_eq!(causes.len(), 1, "{body}");
+    assert_eq!(causes[0]["labels"], json!({"vigil.unit": "c"}));
+    assert_eq!(causes[0]["actual"], 4.0 * 10.0 * 20.0);
+    assert!((number(&causes[0]["expected"]) - 4_000.0).abs() < 1e-9);
+
+    // Dimensions given: without the unit, the version is what is left.
+    let (_, body) = localize("error_ratio", "&dimensions=service.version,http.route").await;
+    assert_eq!(
+        body["root_causes"][0]["labels"],
+        json!({"service.version": "1.1.0"}),
+        "{body}"
+    );
+    // A baseline given: the incident against itself changes nothing.
+    let (_, body) = localize(
+        "error_ratio",
+        &format!(
+            "&baseline_from={}&baseline_to={}",
+            incident.0 * 1000,
+            incident.1 * 1000
+        ),
+    )
+    .await;
+    assert_eq!(body["root_causes"], json!([]), "{body}");
+
+    // Refusals name the parameter.
+    let (status, body) = localize("mean", "").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["parameter"], "signal", "{body}");
+    let (status, body) = localize("count", "&dimensions=bad label").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["parameter"], "dimensions", "{body}");
+    // Another tenant sees nothing to localize.
+    let (status, body) = server
+        .get(
+            Some(EVIL),
+            &format!("/api/v1/localize?kind=span&service=pay&signal=count&{range}"),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["parameter"], "dimensions", "{body}");
+    server.stop().await;
+}
+
+on_both_backends!(causes_are_the_label_sets_that_changed,);
