@@ -88,7 +88,7 @@ pub const ENDPOINT: Endpoint = Endpoint {
             name: "dimensions",
             kind: "string",
             required: false,
-            description: "Comma-separated labels to localize over (service.name and name included); default: every label of the selected series with more than one value.",
+            description: "Comma-separated labels to localize over (service.name and name included); default: every label of the selected series with more than one value (but a span's status for error_ratio and availability).",
         },
         Param {
             name: "max_causes",
@@ -196,9 +196,13 @@ pub async fn handler(State(state): State<Arc<AppState>>, incoming: Incoming) -> 
                     values.entry(key).or_default().insert(value.to_owned());
                 }
             }
+            // A span's status tells failed from not: it explains every
+            // error ratio and localizes nothing.
             values
                 .into_iter()
-                .filter(|(_, values)| values.len() > 1)
+                .filter(|(key, values)| {
+                    values.len() > 1 && !(measure == Measure::Failures && key == "status")
+                })
                 .map(|(key, _)| key)
                 .collect()
         }
@@ -265,11 +269,15 @@ pub async fn handler(State(state): State<Arc<AppState>>, incoming: Incoming) -> 
             threshold,
             to_s - from_s,
         );
-        points.push(now.get(group).map_or(0, |r| r.values.count()));
+        let seen = |rollups: &HashMap<Vec<String>, Rollup>| {
+            rollups.get(group).map_or(0, |r| r.values.count())
+        };
+        points.push(seen(&now));
         leaves.push(Leaf {
             values,
             actual,
             expected,
+            seen: seen(&now) + seen(&before) > 0,
         });
     }
     let sizes: Vec<u32> = index.iter().map(|values| values.len() as u32).collect();

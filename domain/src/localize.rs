@@ -12,8 +12,9 @@
 //! 2. the leaves split into normal and abnormal at a cutoff: the side is
 //!    the one the total moved to (RiskLoc guesses it from the deviations;
 //!    Vigil knows it), the normal noise is the sixth most extreme
-//!    deviation on the other side, 0 when it has fewer;
-//! 3. each leaf weighed by how far it lies from the cutoff (at most 1);
+//!    deviation on the other side, at least 5 %;
+//! 3. each leaf weighed by how far it lies from the cutoff (at most 1; a
+//!    leaf without points weighs nothing);
 //! 4. layer by layer (one dimension, then pairs…), the element with the
 //!    largest share of the change whose risk — the weighted share of
 //!    abnormal leaves under it, less how unevenly they changed (a cause
@@ -35,6 +36,10 @@ pub struct Leaf {
     pub values: Vec<u32>,
     pub actual: f64,
     pub expected: f64,
+    /// It had points: a leaf of a derived measure that failed nothing and
+    /// was expected to fail nothing is healthy traffic, evidence against a
+    /// cause covering it; a leaf without points weighs nothing.
+    pub seen: bool,
 }
 
 /// A cause: one value of each of some dimensions.
@@ -75,6 +80,10 @@ impl Default for Settings {
 /// How many of the most extreme deviations on each side are passed over
 /// when the cutoff is read.
 const PASSED_OVER: usize = 5;
+/// The least noise assumed: where the quieter side shows none (a clean
+/// measure), leaves within 5 % of their expected value are normal, and a
+/// normal leaf weighs at least this against a cause covering it.
+const MIN_NOISE: f64 = 0.05;
 
 /// A leaf with what the search reads of it.
 #[derive(Debug, Clone, Copy)]
@@ -112,7 +121,7 @@ pub fn localize(sizes: &[u32], leaves: &[Leaf], settings: Settings) -> Vec<Cause
             };
             let weight = if abnormal {
                 deviation.abs()
-            } else if leaf.actual == 0.0 && leaf.expected == 0.0 {
+            } else if !leaf.seen {
                 0.0
             } else {
                 (cutoff - deviation).abs()
@@ -176,8 +185,7 @@ fn deviation(leaf: &Leaf) -> f64 {
 
 /// The deviation beyond which a leaf is abnormal: the normal noise, read
 /// from the quieter side (the one the change did not push) as its sixth
-/// most extreme distinct deviation, mirrored; 0 when that side holds fewer
-/// values than that.
+/// most extreme distinct deviation, mirrored; at least [`MIN_NOISE`].
 fn cutoff(deviations: &[f64], right: bool) -> f64 {
     let mut quiet: Vec<f64> = deviations
         .iter()
@@ -187,7 +195,11 @@ fn cutoff(deviations: &[f64], right: bool) -> f64 {
         .collect();
     quiet.sort_by(|a, b| b.total_cmp(a));
     quiet.dedup();
-    let noise = quiet.get(PASSED_OVER).copied().unwrap_or(0.0);
+    let noise = quiet
+        .get(PASSED_OVER)
+        .copied()
+        .unwrap_or(0.0)
+        .max(MIN_NOISE);
     if right { noise } else { -noise }
 }
 
@@ -424,6 +436,7 @@ pub mod synthetic {
                 values: values.clone(),
                 actual: real,
                 expected: predict,
+                seen: real > 0.0 || predict > 0.0,
             });
             // The next combination, the last dimension fastest.
             let mut d = sizes.len();
@@ -540,6 +553,7 @@ mod tests {
             values: values.to_vec(),
             actual,
             expected,
+            seen: actual > 0.0 || expected > 0.0,
         }
     }
 
