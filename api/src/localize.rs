@@ -3,35 +3,22 @@
 //!
 //! The leaves are the selected series' rollups merged per combination of
 //! the dimensions' values, over the anomalous range and over the baseline
-//! (`baseline_from`..`baseline_to`, by default the hour before `from`). A
-//! leaf's measure:
-//!
-//! - `count`, `rate`, `sum`: additive; its expected value is its baseline
-//!   value scaled to the range's length;
-//! - `error_ratio`, `availability`: its failed points, expected as its
-//!   points in the range at its baseline error ratio (the whole baseline's
-//!   for a leaf new in the range), so traffic moving between leaves is not
-//!   taken for a cause and a drop of availability is a rise of failures;
-//! - `p50`…`p999`: its points above the baseline's quantile of every leaf,
-//!   expected as its points at its baseline share above it.
-//!
-//! Each cause is given with its actual and expected value of the signal
-//! itself (the ratio, the share above the quantile, the count).
+//! (`baseline_from`..`baseline_to`, by default the hour before `from`); what
+//! each signal's leaves measure is `vigil_domain::located`'s.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Map, Value, json};
-use vigil_domain::localize::{Leaf, Settings, localize};
-use vigil_domain::model::{Kind, Rollup};
-use vigil_domain::signal::{Signal, is_label_name, label_of, parse_filter};
+use serde_json::json;
+use vigil_domain::located::{self, Explained, Groups, localizable};
+use vigil_domain::model::Kind;
+use vigil_domain::signal::{Signal, is_label_name, parse_filter};
 
 use crate::error::BadParameter;
 use crate::openapi::{Endpoint, FROM, Method, Param, TO};
-use crate::query::Selection;
+use crate::query::{Merged, Selection};
 use crate::server::{Answer, AppState, Incoming, seconds};
 
 pub const ENDPOINT: Endpoint = Endpoint {
@@ -103,17 +90,6 @@ pub const ENDPOINT: Endpoint = Endpoint {
 /// The most dimensions one localization searches (2^12 − 1 cuboids).
 const MAX_DIMENSIONS: usize = 12;
 
-/// What a leaf's measure is made of.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Measure {
-    /// Additive: points, or the sum of their values.
-    Additive(Signal),
-    /// Failed points, judged as a ratio.
-    Failures,
-    /// Points above the baseline's quantile.
-    Above(f64),
-}
-
 pub async fn handler(State(state): State<Arc<AppState>>, incoming: Incoming) -> Answer {
     let started = Instant::now();
     let call = state.begin(&ENDPOINT, &incoming)?;
@@ -128,20 +104,16 @@ pub async fn handler(State(state): State<Arc<AppState>>, incoming: Incoming) -> 
         )
     })?;
     let signal_name = params.get("signal").unwrap_or("");
-    let measure = match Signal::parse(signal_name) {
-        Some(signal @ (Signal::Count | Signal::Rate | Signal::Sum)) => Measure::Additive(signal),
-        Some(Signal::ErrorRatio | Signal::Availability) => Measure::Failures,
-        Some(Signal::Quantile(q)) => Measure::Above(q),
-        _ => {
-            return Err(BadParameter::new(
+    let signal = Signal::parse(signal_name)
+        .filter(|signal| localizable(*signal))
+        .ok_or_else(|| {
+            BadParameter::new(
                 "signal",
                 format!(
                     "{signal_name:?} cannot be localized; use count, rate, sum, error_ratio, availability, p50, p90, p95, p99 or p999"
                 ),
             )
-            .into());
-        }
-    };
+        })?;
     let mut selection = Selection::new(kind);
     selection.name = params.text("name");
     selection.service = params.text("service");
@@ -168,8 +140,6 @@ pub async fn handler(State(state): State<Arc<AppState>>, incoming: Incoming) -> 
             })
             .collect::<Result<_, _>>()?,
         None => {
-            // Every label of the selected series that takes two values or
-            // more in the catalogue.
             let catalogue = state
                 .within(async {
                     Ok(reader
@@ -178,33 +148,14 @@ pub async fn handler(State(state): State<Arc<AppState>>, incoming: Incoming) -> 
                         .await?)
                 })
                 .await?;
-            let mut values: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-            for entry in &catalogue {
-                let series = &entry.series;
-                if selection.name.as_ref().is_some_and(|n| *n != series.name)
-                    || !selection.matchers.iter().all(|m| m.matches(series))
-                {
-                    continue;
-                }
-                let own = ["service.name", "name"].map(|k| (k.to_owned(), label_of(series, k)));
-                for (key, value) in series
-                    .labels()
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.as_str()))
-                    .chain(own)
-                {
-                    values.entry(key).or_default().insert(value.to_owned());
-                }
-            }
-            // A span's status tells failed from not: it explains every
-            // error ratio and localizes nothing.
-            values
-                .into_iter()
-                .filter(|(key, values)| {
-                    values.len() > 1 && !(measure == Measure::Failures && key == "status")
-                })
-                .map(|(key, _)| key)
-                .collect()
+            let selected = catalogue
+                .iter()
+                .map(|entry| &entry.series)
+                .filter(|series| {
+                    selection.name.as_ref().is_none_or(|n| *n == series.name)
+                        && selection.matchers.iter().all(|m| m.matches(*series))
+                });
+            located::dimensions(selected, signal, &[])
         }
     };
     if dimensions.is_empty() || dimensions.len() > MAX_DIMENSIONS {
@@ -228,106 +179,22 @@ pub async fn handler(State(state): State<Arc<AppState>>, incoming: Incoming) -> 
             ))
         })
         .await?;
-    let now: HashMap<Vec<String>, Rollup> = now.into_iter().map(|((g, _), r)| (g, r)).collect();
-    let before: HashMap<Vec<String>, Rollup> =
-        before.into_iter().map(|((g, _), r)| (g, r)).collect();
-    let scale = (to_s - from_s) as f64 / (baseline_to_s - baseline_from_s) as f64;
-    let mut whole = Rollup::default();
-    for rollup in before.values() {
-        whole.merge(rollup);
-    }
-    let threshold = match measure {
-        Measure::Above(q) => whole.values.quantile(q),
-        _ => None,
-    };
-    // Every group seen in either range is a leaf; values index per
-    // dimension.
-    let mut index: Vec<Vec<String>> = vec![Vec::new(); dimensions.len()];
-    let mut leaves = Vec::new();
-    let mut points = Vec::new();
-    let groups: BTreeSet<&Vec<String>> = now.keys().chain(before.keys()).collect();
-    let empty = Rollup::default();
-    for group in groups {
-        let values = group
-            .iter()
-            .enumerate()
-            .map(|(d, value)| {
-                let known = &mut index[d];
-                let at = known.iter().position(|v| v == value).unwrap_or_else(|| {
-                    known.push(value.clone());
-                    known.len() - 1
-                });
-                at as u32
-            })
-            .collect();
-        let (actual, expected) = leaf_values(
-            measure,
-            now.get(group).unwrap_or(&empty),
-            before.get(group).unwrap_or(&empty),
-            &whole,
-            scale,
-            threshold,
-            to_s - from_s,
-        );
-        let seen = |rollups: &HashMap<Vec<String>, Rollup>| {
-            rollups.get(group).map_or(0, |r| r.values.count())
-        };
-        points.push(seen(&now));
-        leaves.push(Leaf {
-            values,
-            actual,
-            expected,
-            seen: seen(&now) + seen(&before) > 0,
-        });
-    }
-    let sizes: Vec<u32> = index.iter().map(|values| values.len() as u32).collect();
-    let settings = Settings {
+    let groups =
+        |merged: Merged| -> Groups { merged.into_iter().map(|((g, _), r)| (g, r)).collect() };
+    let explained = located::explain(
+        signal,
+        &dimensions,
+        &groups(now),
+        &groups(before),
+        (to_s - from_s, baseline_to_s - baseline_from_s),
         max_causes,
-        ..Settings::default()
-    };
-    let causes = localize(&sizes, &leaves, settings);
-    // A cause's signal: the measure itself when additive, else over its
-    // points in the range.
-    let shown = |actual: f64, expected: f64, points: u64| match measure {
-        Measure::Additive(_) => (actual, expected),
-        _ if points == 0 => (0.0, 0.0),
-        Measure::Failures | Measure::Above(_) => {
-            let (a, e) = (actual / points as f64, expected / points as f64);
-            match Signal::parse(signal_name) {
-                Some(Signal::Availability) => (1.0 - a, 1.0 - e),
-                _ => (a, e),
-            }
-        }
-    };
-    let root_causes: Vec<Value> = causes
-        .iter()
-        .map(|cause| {
-            let labels: Map<String, Value> = cause
-                .element
-                .iter()
-                .map(|&(d, v)| (dimensions[d].clone(), json!(index[d][v as usize])))
-                .collect();
-            let under: u64 = leaves
-                .iter()
-                .zip(&points)
-                .filter(|(leaf, _)| cause.element.iter().all(|&(d, v)| leaf.values[d] == v))
-                .map(|(_, &p)| p)
-                .sum();
-            let (actual, expected) = shown(cause.actual, cause.expected, under);
-            json!({
-                "labels": labels,
-                "actual": actual,
-                "expected": expected,
-                "share": cause.share,
-                "score": cause.score,
-            })
-        })
-        .collect();
-    let (actual_total, expected_total) = shown(
-        leaves.iter().map(|l| l.actual).sum(),
-        leaves.iter().map(|l| l.expected).sum(),
-        points.iter().sum(),
-    );
+    )
+    .unwrap_or(Explained {
+        causes: Vec::new(),
+        actual_total: 0.0,
+        expected_total: 0.0,
+        leaves: 0,
+    });
     Ok(Json(json!({
         "kind": kind.as_str(),
         "signal": signal_name,
@@ -335,67 +202,11 @@ pub async fn handler(State(state): State<Arc<AppState>>, incoming: Incoming) -> 
         "to": to_s * 1000,
         "baseline_from": baseline_from_s * 1000,
         "baseline_to": baseline_to_s * 1000,
-        "root_causes": root_causes,
-        "actual_total": actual_total,
-        "expected_total": expected_total,
+        "root_causes": explained.causes,
+        "actual_total": explained.actual_total,
+        "expected_total": explained.expected_total,
         "dimensions": dimensions,
-        "leaves": leaves.len(),
+        "leaves": explained.leaves,
         "took_ms": started.elapsed().as_millis() as u64,
     })))
-}
-
-/// A leaf's actual and expected measure from its rollups in the range
-/// (`now`) and the baseline (`before`); `whole` is every leaf's baseline.
-fn leaf_values(
-    measure: Measure,
-    now: &Rollup,
-    before: &Rollup,
-    whole: &Rollup,
-    scale: f64,
-    threshold: Option<f64>,
-    range_s: u64,
-) -> (f64, f64) {
-    let points = now.values.count() as f64;
-    // The share of a leaf's baseline points that `part` counts, the whole
-    // baseline's for a leaf without one.
-    let share = |part: fn(&Rollup) -> u64| {
-        let (of, all) = if before.values.count() > 0 {
-            (part(before), before.values.count())
-        } else {
-            (part(whole), whole.values.count())
-        };
-        if all == 0 {
-            0.0
-        } else {
-            of as f64 / all as f64
-        }
-    };
-    match measure {
-        Measure::Additive(signal) => {
-            let read = |rollup: &Rollup| match signal {
-                Signal::Sum => rollup.values.sum(),
-                Signal::Rate => rollup.values.count() as f64 / range_s as f64,
-                _ => rollup.values.count() as f64,
-            };
-            (read(now), read(before) * scale)
-        }
-        Measure::Failures => (
-            now.errors as f64,
-            points * share(|rollup: &Rollup| rollup.errors),
-        ),
-        Measure::Above(_) => {
-            let Some(threshold) = threshold else {
-                return (0.0, 0.0);
-            };
-            let above = |rollup: &Rollup| rollup.values.count_above(threshold) as f64;
-            let expected = if before.values.count() > 0 {
-                points * above(before) / before.values.count() as f64
-            } else if whole.values.count() > 0 {
-                points * above(whole) / whole.values.count() as f64
-            } else {
-                0.0
-            };
-            (above(now), expected)
-        }
-    }
 }

@@ -24,6 +24,7 @@ pub mod alert;
 pub mod canary;
 pub mod distribution;
 pub mod localize;
+pub mod located;
 pub mod metrics_endpoint;
 pub mod model;
 pub mod prometheus;
