@@ -51,6 +51,13 @@ impl Alerts {
         self.alerts.values()
     }
 
+    /// Sets what explains a firing alert's change.
+    pub fn locate(&mut self, fingerprint: &str, located: Vec<vigil_domain::located::Located>) {
+        if let Some(alert) = self.alerts.get_mut(fingerprint) {
+            alert.located = located;
+        }
+    }
+
     /// Forgets a resolved alert once everyone was told.
     pub fn remove_resolved(&mut self, fingerprint: &str) -> Option<Alert> {
         match self.alerts.get(fingerprint) {
@@ -108,6 +115,7 @@ impl Alerts {
                         resolved_ms: None,
                         value: verdict.value,
                         last_held_ms: now_ms,
+                        located: Vec::new(),
                     };
                     transitions.push(Transition {
                         alert: alert.clone(),

@@ -344,7 +344,7 @@ impl Dispatcher {
                 format!("{}/api/v1/alerts?fingerprint={}", self.external_url, alert.fingerprint)
             },
             "fingerprint": alert.fingerprint,
-            "vigil": {"rule": alert.rule, "value": alert.value},
+            "vigil": {"rule": alert.rule, "value": alert.value, "located": alert.located},
         })
     }
 }

@@ -24,7 +24,7 @@ use vigil_domain::model::{Kind, Rollup, SeriesKey};
 use vigil_domain::shutdown::Shutdown;
 use vigil_domain::tenant::TenantId;
 use vigil_domain::time::rfc3339;
-use vigil_store::{HistoryQuery, Store};
+use vigil_store::{CatalogueEntry, Flush, HistoryQuery, Store};
 use vigil_testing::daemon::Daemon;
 use vigil_testing::{self as testing, Backend, now_s, on_both_backends};
 use vigil_tls::server::{HTTP_1_1, Listener};
@@ -380,7 +380,7 @@ async fn alert_fires_signed_survives_a_restart_and_resolves(backend: Backend) {
                 "endsAt": "0001-01-01T00:00:00Z",
                 "generatorURL": "",
                 "fingerprint": fingerprint,
-                "vigil": {"rule": "pay-errors", "value": 0.3},
+                "vigil": {"rule": "pay-errors", "value": 0.3, "located": []},
             }],
             "vigil": {
                 "idempotencyKey": firing.idempotency_key,
@@ -738,7 +738,123 @@ async fn a_standby_takes_over_within_15_s_of_the_leaders_death(backend: Backend)
     let _ = std::fs::remove_dir_all(&s.folder);
 }
 
+/// A row of pay's `POST /pay` in `unit` and `version`: `n` requests,
+/// `errors` failed, in the 10 s window at `start_s`.
+fn versioned(unit: &str, version: &str, start_s: u64, n: u64, errors: u64) -> RollupRow {
+    let mut rollup = Rollup::default();
+    for i in 0..n {
+        rollup.record(20.0, i < errors).unwrap();
+    }
+    RollupRow {
+        series: Arc::new(SeriesKey::new(
+            TenantId::parse("acme").unwrap(),
+            Kind::Span,
+            "pay",
+            "POST /pay",
+            vec![
+                ("vigil.unit".into(), unit.into()),
+                ("service.version".into(), version.into()),
+            ],
+        )),
+        partition: 0,
+        width_s: 10,
+        start_s,
+        rollup,
+        correction: false,
+    }
+}
+
+/// The first page of an alert names where its change is: pay in two units
+/// and two versions, 1 % failed for an hour, then unit u2's version 1.1.0
+/// fails half its requests; the threshold rule on pay's error ratio (no
+/// groups) fires, and its page and `GET /api/v1/alerts`' alert carry
+/// `located`: u2 with 1.1.0, and nothing else.
+async fn the_first_page_names_where_the_change_is(backend: Backend) {
+    let stop = Shutdown::new();
+    let (receiver, base) = receiver(stop.clone()).await;
+    let Some(s) = setup(backend, &base).await else {
+        return;
+    };
+    std::fs::write(
+        s.folder.join("rules.yaml"),
+        format!(
+            "tenant: acme\nrules:\n  - {{name: pay-failing, type: threshold, service: pay, signal: error_ratio, op: '>', value: 0.05, min_count: 10}}\nreceivers:\n  - {{name: oncall, url: '{base}/hook', secret: {SECRET}}}\nroute:\n  receiver: oncall\n  group_wait: 0s\n"
+        ),
+    )
+    .unwrap();
+    let window = now_s() - now_s() % 10;
+    let cells = [
+        ("u1", "1.0.0"),
+        ("u1", "1.1.0"),
+        ("u2", "1.0.0"),
+        ("u2", "1.1.0"),
+    ];
+    // The hour before, in the store as the aggregator leaves it.
+    let mut rows: Vec<RollupRow> = (1..=360)
+        .flat_map(|k| {
+            cells
+                .iter()
+                .map(move |(unit, version)| versioned(unit, version, window - 10 * k, 100, 1))
+        })
+        .collect();
+    let failing: Vec<RollupRow> = cells
+        .iter()
+        .map(|&(unit, version)| {
+            let errors = if (unit, version) == ("u2", "1.1.0") {
+                50
+            } else {
+                1
+            };
+            versioned(unit, version, window, 100, errors)
+        })
+        .collect();
+    rows.extend(failing.iter().cloned());
+    let catalogue: Vec<CatalogueEntry> = failing
+        .iter()
+        .map(|row| CatalogueEntry {
+            series: (*row.series).clone(),
+            first_seen_s: window - 3_600,
+            last_seen_s: window,
+        })
+        .collect();
+    s.store.record_series(&catalogue).await.unwrap();
+    s.store
+        .write(&Flush {
+            source: "test".into(),
+            time_s: now_s(),
+            checkpoints: Vec::new(),
+            rows,
+            cumulative: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let alerter = s.alerter(stop.clone()).await;
+    publish(&*s.bus, &s.config, 1, &failing).await;
+    let page = wait_for("the page", Duration::from_secs(60), || {
+        receiver.accepted("/hook").first().cloned()
+    })
+    .await;
+    let alert = &page.body["alerts"][0];
+    assert_eq!(alert["labels"]["alertname"], "pay-failing", "{}", page.body);
+    let located = alert["vigil"]["located"].as_array().unwrap();
+    assert_eq!(located.len(), 1, "{}", page.body);
+    assert_eq!(
+        located[0]["labels"],
+        json!({"service.version": "1.1.0", "vigil.unit": "u2"})
+    );
+    assert_eq!(located[0]["actual"], 0.5);
+    assert_eq!(located[0]["expected"], 0.01);
+    // The alert as kept in the store has them too.
+    let kept = s.store.state(Collection::Alert).await.unwrap();
+    let kept: Value = serde_json::from_str(&kept[0].body).unwrap();
+    assert_eq!(kept["located"][0]["labels"], located[0]["labels"]);
+    stop.trigger();
+    alerter.wait().await;
+    let _ = std::fs::remove_dir_all(&s.folder);
+}
+
 on_both_backends!(
+    the_first_page_names_where_the_change_is,
     a_standby_takes_over_within_15_s_of_the_leaders_death,
     a_page_waits_in_the_outbox_through_a_restart_and_arrives_once,
     a_page_nobody_accepts_expires_and_is_counted,

@@ -130,6 +130,7 @@ pub async fn alerts(State(state): State<Arc<AppState>>, incoming: Incoming) -> A
                 "fired_at": alert.fired_ms,
                 "resolved_at": alert.resolved_ms,
                 "value": alert.value,
+                "located": alert.located,
                 "silenced_by": silenced_by,
             })
         })

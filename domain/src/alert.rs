@@ -78,6 +78,11 @@ pub struct Alert {
     /// `keep_firing_for` stays firing that long after it.
     #[serde(default)]
     pub last_held_ms: u64,
+    /// The label sets that explain the change the alert judged, worked out
+    /// when it fired (`crate::located`); empty when none did or its rule's
+    /// signal cannot be localized.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub located: Vec<crate::located::Located>,
 }
 
 /// The labels' fingerprint: FNV-1a over the sorted pairs, 16 hex digits.

@@ -3,6 +3,7 @@
 //! through the [`outbox`] until their receiver accepts them; remediation
 //! actions are in [`remediation`], what it keeps in the store in [`state`].
 
+mod located;
 mod outbox;
 mod remediation;
 mod state;
@@ -186,6 +187,7 @@ impl Control {
         }
         self.refresh_silences().await;
         if !transitions.is_empty() {
+            self.locate(&mut transitions).await;
             self.record(&transitions, now_ms).await;
             self.remediate(&transitions, now_ms).await;
         }

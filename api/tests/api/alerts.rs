@@ -1,5 +1,7 @@
 //! Alerts and history as the alerter keeps them; silences through the API.
 
+use vigil_domain::located::Located;
+
 use super::*;
 
 fn alert(tenant_name: &str, rule: &str, unit: &str, state: AlertState, since_ms: u64) -> Alert {
@@ -21,6 +23,7 @@ fn alert(tenant_name: &str, rule: &str, unit: &str, state: AlertState, since_ms:
         resolved_ms: None,
         value: Some(0.25),
         last_held_ms: since_ms,
+        located: Vec::new(),
     }
 }
 
@@ -33,13 +36,23 @@ async fn alerts_history_and_silences(backend: Backend) {
     let config = api_config(config);
     let store = store::open(&config.store).await.unwrap();
     let now_ms = now_s() * 1000;
-    let firing = alert(
-        "acme",
-        "pay-errors",
-        "u1",
-        AlertState::Firing,
-        now_ms - 120_000,
-    );
+    // Located by the alerter when it fired.
+    let firing = Alert {
+        located: vec![Located {
+            labels: BTreeMap::from([("http.route".to_owned(), "/pay".to_owned())]),
+            actual: 0.5,
+            expected: 0.01,
+            share: 1.0,
+            score: 0.5,
+        }],
+        ..alert(
+            "acme",
+            "pay-errors",
+            "u1",
+            AlertState::Firing,
+            now_ms - 120_000,
+        )
+    };
     let pending = alert(
         "acme",
         "pay-errors",
@@ -123,6 +136,7 @@ async fn alerts_history_and_silences(backend: Backend) {
             "fired_at": now_ms - 90_000,
             "resolved_at": null,
             "value": 0.25,
+            "located": [{"labels": {"http.route": "/pay"}, "actual": 0.5, "expected": 0.01, "share": 1.0, "score": 0.5}],
             "silenced_by": [],
         }),
         "firing first"

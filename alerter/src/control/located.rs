@@ -1,0 +1,142 @@
+//! Where an alert's change is: when an alert of a threshold, anomaly or
+//! burn-rate rule starts firing, the label sets that explain the change of
+//! its signal over its rule's window against the hour before
+//! (`vigil_domain::located`, as `GET /api/v1/localize` answers), among the
+//! rule's series of the alert's group, over every other label they carry.
+//! Kept on the alert, so its notifications (`vigil.located`) and
+//! `GET /api/v1/alerts` show them.
+
+use std::collections::HashMap;
+
+use vigil_domain::located::{self, Groups, Located};
+use vigil_domain::signal::{Matcher, Signal};
+use vigil_store::{Aggregation, StoreError};
+
+use super::Control;
+use crate::alerts::{Alert, State, Transition};
+use crate::rules::{Check, Rule, STEP_S};
+
+/// The baseline: the hour before the rule's window.
+const BASELINE_S: u64 = 3_600;
+/// Causes kept per alert.
+const CAUSES: usize = 3;
+/// The most dimensions searched (2^12 − 1 cuboids).
+const MAX_DIMENSIONS: usize = 12;
+/// The most groups read per range.
+const MAX_LEAVES: usize = 100_000;
+
+impl Control {
+    /// Locates the change of each alert that started firing; what cannot be
+    /// read is logged and leaves the alert without causes.
+    pub(super) async fn locate(&mut self, transitions: &mut [Transition]) {
+        for transition in transitions
+            .iter_mut()
+            .filter(|t| t.to == Some(State::Firing))
+        {
+            let alert = &transition.alert;
+            let Some(rule) = self.engine.rules().iter().find(|r| r.owns(alert)).cloned() else {
+                continue;
+            };
+            let Some((signal, window_s)) = question(&rule) else {
+                continue;
+            };
+            match self.explain(&rule, alert, signal, window_s).await {
+                Ok(found) => {
+                    self.alerts.locate(&alert.fingerprint, found.clone());
+                    transition.alert.located = found;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, rule = %rule.name, "locating the alert's change failed");
+                }
+            }
+        }
+    }
+
+    async fn explain(
+        &self,
+        rule: &Rule,
+        alert: &Alert,
+        signal: Signal,
+        window_s: u64,
+    ) -> Result<Vec<Located>, StoreError> {
+        // The rule's series of the alert's group.
+        let mut matchers = rule.matchers.clone();
+        for key in &rule.group_by {
+            if let Some(value) = alert.labels.get(key) {
+                matchers.push(Matcher::equal(key, value));
+            }
+        }
+        let catalogue = self
+            .store
+            .series(&rule.tenant, Some(rule.kind), rule.service.as_deref())
+            .await?;
+        let selected = catalogue
+            .iter()
+            .map(|entry| &entry.series)
+            .filter(|series| {
+                rule.series.as_ref().is_none_or(|n| *n == series.name)
+                    && matchers.iter().all(|m| m.matches(*series))
+            });
+        let dimensions = located::dimensions(selected, signal, &rule.group_by);
+        if dimensions.is_empty() || dimensions.len() > MAX_DIMENSIONS {
+            return Ok(Vec::new());
+        }
+        let boundary_s = alert.fired_ms.unwrap_or(alert.active_since_ms) / 1_000;
+        let boundary_s = boundary_s - boundary_s % STEP_S;
+        let from_s = boundary_s.saturating_sub(window_s);
+        let read = |from_s: u64, to_s: u64| {
+            let query = Aggregation {
+                tenant: rule.tenant.clone(),
+                kind: rule.kind,
+                width_s: STEP_S as u32,
+                from_s,
+                to_s,
+                // One step over the range (two where it crosses a multiple).
+                step_s: (to_s - from_s).div_ceil(STEP_S) * STEP_S,
+                service: rule.service.clone(),
+                name: rule.series.clone(),
+                matchers: matchers.clone(),
+                group_by: dimensions.clone(),
+                limit: MAX_LEAVES,
+            };
+            async move {
+                let mut groups: Groups = HashMap::new();
+                for row in self.store.aggregate(&query).await? {
+                    groups.entry(row.group).or_default().merge(&row.rollup);
+                }
+                Ok::<_, StoreError>(groups)
+            }
+        };
+        let now = read(from_s, boundary_s).await?;
+        let before = read(from_s.saturating_sub(BASELINE_S), from_s).await?;
+        Ok(located::explain(
+            signal,
+            &dimensions,
+            &now,
+            &before,
+            (window_s, BASELINE_S),
+            CAUSES,
+        )
+        .map_or_else(Vec::new, |explained| explained.causes))
+    }
+}
+
+/// The signal a rule judges and over how long; `None` for rules whose
+/// change cannot be located (absence, canary, PromQL, latency burn rates).
+fn question(rule: &Rule) -> Option<(Signal, u64)> {
+    let (signal, window_s) = match &rule.check {
+        Check::Threshold {
+            signal, window_s, ..
+        }
+        | Check::Anomaly {
+            signal, window_s, ..
+        } => (*signal, *window_s),
+        Check::BurnRate {
+            latency_ms: None,
+            windows,
+            ..
+        } => (Signal::ErrorRatio, windows.iter().map(|w| w.short_s).min()?),
+        _ => return None,
+    };
+    located::localizable(signal).then_some((signal, window_s))
+}
