@@ -8,7 +8,7 @@
 //! is dropped when pending and resolved when firing. Alerts are serialised
 //! as they are, so a restart resumes each where it was.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use vigil_domain::template::Vars;
 
@@ -30,17 +30,59 @@ pub struct Transition {
 #[derive(Debug, Default)]
 pub struct Alerts {
     alerts: BTreeMap<String, Alert>,
+    /// When each alert fired or resolved within the flap window, by
+    /// fingerprint (kept in memory: a restart starts counting again).
+    changes: BTreeMap<String, VecDeque<u64>>,
+    flap: Flap,
+}
+
+/// When an alert is flapping: more than `changes` firings and resolutions
+/// within `window_ms`; it settles at half as many. `changes` 0: never.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flap {
+    pub changes: usize,
+    pub window_ms: u64,
 }
 
 impl Alerts {
     /// Alerts as they were saved.
-    pub fn restore(alerts: impl IntoIterator<Item = Alert>) -> Self {
+    pub fn restore(alerts: impl IntoIterator<Item = Alert>, flap: Flap) -> Self {
         Alerts {
             alerts: alerts
                 .into_iter()
                 .map(|alert| (alert.fingerprint.clone(), alert))
                 .collect(),
+            changes: BTreeMap::new(),
+            flap,
         }
+    }
+
+    /// Marks the alerts that started or stopped flapping at `now_ms`, and
+    /// returns them as they are now.
+    pub fn flaps(&mut self, now_ms: u64) -> Vec<Alert> {
+        let mut changed = Vec::new();
+        if self.flap.changes == 0 {
+            return changed;
+        }
+        let oldest = now_ms.saturating_sub(self.flap.window_ms);
+        self.changes.retain(|fingerprint, times| {
+            while times.front().is_some_and(|&t| t < oldest) {
+                times.pop_front();
+            }
+            if let Some(alert) = self.alerts.get_mut(fingerprint) {
+                let flapping = if alert.flapping {
+                    times.len() > self.flap.changes / 2
+                } else {
+                    times.len() > self.flap.changes
+                };
+                if flapping != alert.flapping {
+                    alert.flapping = flapping;
+                    changed.push(alert.clone());
+                }
+            }
+            !times.is_empty()
+        });
+        changed
     }
 
     pub fn get(&self, fingerprint: &str) -> Option<&Alert> {
@@ -116,6 +158,11 @@ impl Alerts {
                         value: verdict.value,
                         last_held_ms: now_ms,
                         located: Vec::new(),
+                        // A flapping alert that fires again still flaps.
+                        flapping: self
+                            .alerts
+                            .get(&fingerprint)
+                            .is_some_and(|old| old.flapping),
                     };
                     transitions.push(Transition {
                         alert: alert.clone(),
@@ -156,6 +203,14 @@ impl Alerts {
                     to: Some(State::Resolved),
                 });
                 self.alerts.insert(fingerprint, alert);
+            }
+        }
+        for transition in &transitions {
+            if matches!(transition.to, Some(State::Firing | State::Resolved)) {
+                self.changes
+                    .entry(transition.alert.fingerprint.clone())
+                    .or_default()
+                    .push_back(now_ms);
             }
         }
         transitions
@@ -264,6 +319,53 @@ mod tests {
 
     fn states(transitions: &[Transition]) -> Vec<(Option<State>, Option<State>)> {
         transitions.iter().map(|t| (t.from, t.to)).collect()
+    }
+
+    #[test]
+    fn an_alert_that_comes_and_goes_too_often_flaps_until_it_settles() {
+        let rules = rule(
+            "{name: errors, type: threshold, service: pay, group_by: [vigil.unit], signal: error_ratio, op: '>', value: 0.1}",
+        );
+        let flap = Flap {
+            changes: 4,
+            window_ms: 600_000,
+        };
+        let mut alerts = Alerts::restore([], flap);
+        let t = 1_000_000;
+        // Fires and resolves every 10 s: the fifth change (third firing)
+        // is one too many.
+        let mut flapped_at = None;
+        for k in 0..5u64 {
+            let verdicts = if k % 2 == 0 {
+                vec![verdict("u1", 0.5)]
+            } else {
+                vec![]
+            };
+            let at = t + k * 10_000;
+            alerts.apply(&rules, &verdicts, at);
+            let changed = alerts.flaps(at);
+            if !changed.is_empty() {
+                assert!(changed[0].flapping);
+                flapped_at = Some(k);
+            }
+        }
+        assert_eq!(flapped_at, Some(4));
+        let alert = alerts.iter().next().expect("the alert");
+        assert_eq!((alert.state, alert.flapping), (State::Firing, true));
+        // It stays firing; it settles once no more than 2 changes are left
+        // in the last 10 minutes: the changes at +20 s, +30 s and +40 s
+        // leave the window after +620 s, +630 s.
+        let mut settled_at = None;
+        for k in 5..70u64 {
+            let at = t + k * 10_000;
+            alerts.apply(&rules, &[verdict("u1", 0.5)], at);
+            if let Some(alert) = alerts.flaps(at).first() {
+                assert!(!alert.flapping);
+                settled_at = Some(at - t);
+                break;
+            }
+        }
+        assert_eq!(settled_at, Some(630_000));
     }
 
     #[test]

@@ -259,7 +259,13 @@ impl Parts {
                 &settings.external_url,
                 saved_groups.into_iter().map(|(_, group)| group).collect(),
             ),
-            alerts: Alerts::restore(saved_alerts.into_iter().map(|(_, alert)| alert)),
+            alerts: Alerts::restore(
+                saved_alerts.into_iter().map(|(_, alert)| alert),
+                alerts::Flap {
+                    changes: settings.flap_changes as usize,
+                    window_ms: settings.flap_window_s * 1_000,
+                },
+            ),
             ruleset,
             engine,
             rebuilt_through,

@@ -8,7 +8,8 @@
 //! A firing alert that a silence matches, or that an inhibition rule mutes
 //! (a firing source alert with the same `equal` labels), is left out of
 //! notifications; its resolution is still sent, so a receiver that saw it
-//! fire sees it end. What each group last sent is kept in the store, so a
+//! fire sees it end. A flapping alert is left out whatever its state, until
+//! it settles: then the receiver is told where it settled. What each group last sent is kept in the store, so a
 //! restart neither sends it again nor forgets it.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -126,7 +127,8 @@ impl Dispatcher {
         }
     }
 
-    /// Whether a firing alert is muted by a silence or an inhibition.
+    /// Whether an alert is muted: a flapping one, or a firing one a
+    /// silence or an inhibition mutes.
     pub fn is_muted(
         &self,
         alert: &Alert,
@@ -134,11 +136,12 @@ impl Dispatcher {
         silences: &[Silence],
         now_ms: u64,
     ) -> bool {
-        alert.state == State::Firing
-            && (silences
-                .iter()
-                .any(|s| s.is_active(now_ms) && s.matches(&alert.labels))
-                || self.is_inhibited(alert, alerts))
+        alert.flapping
+            || alert.state == State::Firing
+                && (silences
+                    .iter()
+                    .any(|s| s.is_active(now_ms) && s.matches(&alert.labels))
+                    || self.is_inhibited(alert, alerts))
     }
 
     fn is_inhibited(&self, alert: &Alert, alerts: &Alerts) -> bool {
@@ -248,7 +251,18 @@ impl Dispatcher {
                 && current
                     .keys()
                     .all(|fp| group.state.sent.get(fp) == Some(&State::Resolved));
-            if !due || current.is_empty() || resolved_only {
+            if resolved_only && !current.is_empty() {
+                // The receiver already knows each of them ended (it fired
+                // again while muted): they leave the group untold.
+                if let Some(group) = self.groups.get_mut(&key) {
+                    group
+                        .members
+                        .retain(|fp| current.get(fp) != Some(&State::Resolved));
+                    still_held.extend(group.members.iter().cloned());
+                }
+                continue;
+            }
+            if !due || current.is_empty() {
                 still_held.extend(group.members.iter().cloned());
                 continue;
             }
@@ -623,6 +637,106 @@ inhibit_rules:
         );
     }
 
+    /// unit-down u1 fires (told), then comes and goes every 10 s: from
+    /// its third firing it flaps and nothing more is sent, whatever it
+    /// does, until it settles; then its state is sent once.
+    #[test]
+    fn a_flapping_alert_is_held_until_it_settles() {
+        let mut s = setup();
+        s.alerts = Alerts::restore(
+            [],
+            crate::alerts::Flap {
+                changes: 4,
+                window_ms: 600_000,
+            },
+        );
+        let t = 1_000_000;
+        let down = || v(0, &[("vigil.unit", "u1")]);
+        let mut told = Vec::new();
+        for k in 0..12u64 {
+            let at = t + k * 10_000;
+            let verdicts = if k % 2 == 0 { vec![down()] } else { vec![] };
+            s.alerts.apply(&s.rules, &verdicts, at);
+            s.alerts.flaps(at);
+            // Ticks a minute apart, so group_interval never holds it back.
+            let tick = s.dispatcher.tick(&s.alerts, &[], t + k * 60_000 + 10_000);
+            told.extend(sent(&tick).into_iter().map(|(_, alerts)| (k, alerts)));
+        }
+        assert_eq!(
+            told,
+            vec![
+                (0, strings(&["unit-down u1 firing"])),
+                (1, strings(&["unit-down u1 resolved"])),
+                (2, strings(&["unit-down u1 firing"])),
+                (3, strings(&["unit-down u1 resolved"])),
+            ],
+            "the fifth change flaps: nothing after it"
+        );
+        // Then it fires and stays: once no more than 2 of its changes are
+        // left in the last ten minutes it settles, and the receiver, told
+        // it resolved, is told once that it fires.
+        let mut settled_at = None;
+        for k in 12..200u64 {
+            let at = t + k * 10_000;
+            s.alerts.apply(&s.rules, &[down()], at);
+            if let Some(alert) = s.alerts.flaps(at).first() {
+                assert!(!alert.flapping);
+                settled_at = Some(at);
+                break;
+            }
+        }
+        // Its changes are 10 s apart, the last (firing) at +120 s: at
+        // +710 s only those at +110 s and +120 s are in the window.
+        assert_eq!(settled_at, Some(t + 710_000));
+        let tick = s.dispatcher.tick(&s.alerts, &[], t + 20 * 60_000);
+        assert_eq!(
+            sent(&tick),
+            vec![("pager".into(), strings(&["unit-down u1 firing"]))]
+        );
+        let tick = s.dispatcher.tick(&s.alerts, &[], t + 21 * 60_000);
+        assert!(tick.notifications.is_empty());
+    }
+
+    /// An alert that fires again while muted and resolves, after its
+    /// receiver was told it resolved, is not held for ever.
+    #[test]
+    fn a_resolution_the_receiver_knows_is_done() {
+        let mut s = setup();
+        let t = 1_000_000;
+        let down = || v(0, &[("vigil.unit", "u1")]);
+        s.alerts.apply(&s.rules, &[down()], t);
+        s.dispatcher.tick(&s.alerts, &[], t + 10_000);
+        s.alerts.apply(&s.rules, &[], t + 20_000);
+        let resolved = s.dispatcher.tick(&s.alerts, &[], t + 80_000);
+        assert_eq!(
+            sent(&resolved),
+            vec![("pager".into(), strings(&["unit-down u1 resolved"]))]
+        );
+        let silence = Silence {
+            id: "s".into(),
+            matchers: vec![Matcher::equal("vigil.unit", "u1")],
+            starts_at_ms: 0,
+            ends_at_ms: t + 3_600_000,
+            recurring: None,
+            created_by: "sre".into(),
+            comment: String::new(),
+        };
+        s.alerts.apply(&s.rules, &[down()], t + 90_000);
+        s.dispatcher
+            .tick(&s.alerts, std::slice::from_ref(&silence), t + 100_000);
+        s.alerts.apply(&s.rules, &[], t + 110_000);
+        let tick = s.dispatcher.tick(&s.alerts, &[silence], t + 200_000);
+        assert!(tick.notifications.is_empty(), "{:?}", sent(&tick));
+        let fingerprint = s
+            .alerts
+            .iter()
+            .next()
+            .expect("the alert")
+            .fingerprint
+            .clone();
+        assert_eq!(tick.done, vec![fingerprint]);
+    }
+
     #[test]
     fn a_restored_group_does_not_send_again() {
         let mut s = setup();
@@ -633,7 +747,8 @@ inhibit_rules:
         let files = vec![(PathBuf::from("r.yaml"), SET.to_owned())];
         let set = rules::parse(&files, &|_| None, None).expect("loads");
         let saved: Vec<GroupState> = first.changed.clone();
-        let restored_alerts = Alerts::restore(s.alerts.iter().cloned());
+        let restored_alerts =
+            Alerts::restore(s.alerts.iter().cloned(), crate::alerts::Flap::default());
         let mut restarted = Dispatcher::new(&set, "", saved);
         assert!(
             restarted

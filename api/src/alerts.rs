@@ -131,6 +131,7 @@ pub async fn alerts(State(state): State<Arc<AppState>>, incoming: Incoming) -> A
                 "resolved_at": alert.resolved_ms,
                 "value": alert.value,
                 "located": alert.located,
+                "flapping": alert.flapping,
                 "silenced_by": silenced_by,
             })
         })

@@ -57,6 +57,13 @@ pub struct AlerterConfig {
     /// notification; the waits double from 1 s up to this, in ms.
     #[serde(default = "default_notification_retry_max_ms")]
     pub notification_retry_max_ms: u64,
+    /// Flap detection: an alert that fires or resolves more than this many
+    /// times within `flap_window_s` is flapping, its notifications held,
+    /// until it changes no more than half as often; 0: off.
+    #[serde(default = "default_flap_changes")]
+    pub flap_changes: u32,
+    #[serde(default = "default_flap_window_s")]
+    pub flap_window_s: u64,
     /// One alerter at a time judges and notifies: it holds a lease in the
     /// store for this long and renews it every third of it; a standby takes
     /// over once the lease of a dead one has run out, in ms.
@@ -79,6 +86,8 @@ impl Default for AlerterConfig {
             notification_max_age_s: default_notification_max_age_s(),
             notification_retry_max_ms: default_notification_retry_max_ms(),
             lease_ms: default_lease_ms(),
+            flap_changes: default_flap_changes(),
+            flap_window_s: default_flap_window_s(),
         }
     }
 }
@@ -89,6 +98,14 @@ fn default_notification_max_age_s() -> u64 {
 
 fn default_notification_retry_max_ms() -> u64 {
     300_000
+}
+
+fn default_flap_changes() -> u32 {
+    6
+}
+
+fn default_flap_window_s() -> u64 {
+    600
 }
 
 fn default_lease_ms() -> u64 {
@@ -140,6 +157,12 @@ impl AlerterConfig {
             alerter.lease_ms,
             1_000..=600_000,
             " (10 minutes)",
+        )?;
+        check_range(
+            "alerter.flap_window_s",
+            alerter.flap_window_s,
+            10..=86_400,
+            " (a day)",
         )?;
         let url = &alerter.external_url;
         if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {

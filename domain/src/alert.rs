@@ -83,6 +83,10 @@ pub struct Alert {
     /// signal cannot be localized.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub located: Vec<crate::located::Located>,
+    /// It fires and resolves too often to be told of each time: its
+    /// notifications are held until it settles.
+    #[serde(default)]
+    pub flapping: bool,
 }
 
 /// The labels' fingerprint: FNV-1a over the sorted pairs, 16 hex digits.

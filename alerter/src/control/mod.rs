@@ -179,11 +179,16 @@ impl Control {
                 .observe(started.elapsed().as_secs_f64());
         }
         let mut transitions = Vec::new();
+        let mut flaps = Vec::new();
         for (boundary, verdicts) in rounds {
             transitions.extend(
                 self.alerts
                     .apply(self.engine.rules(), &verdicts, boundary * 1_000),
             );
+            flaps.extend(self.alerts.flaps(boundary * 1_000));
+        }
+        if !flaps.is_empty() {
+            self.record_flaps(&flaps, now_ms).await;
         }
         self.refresh_silences().await;
         if !transitions.is_empty() {

@@ -12,7 +12,7 @@ use vigil_domain::tenant::TenantId;
 use vigil_store::{HistoryEntry, RollupQuery, RollupStore, StateRecord, StateStore, StoreError};
 
 use super::Control;
-use crate::alerts::{State, Transition};
+use crate::alerts::{Alert, State, Transition};
 use crate::eval::Engine;
 use crate::rules::Rule;
 use crate::{Metrics, REBUILD_MAX_S};
@@ -148,6 +148,46 @@ impl Control {
                 .to_string(),
             });
         }
+        self.put(&records).await;
+        append(&*self.store, &self.metrics, history).await;
+    }
+}
+
+impl Control {
+    /// Saves the alerts that started or stopped flapping and records it.
+    pub(super) async fn record_flaps(&mut self, alerts: &[Alert], now_ms: u64) {
+        let records: Vec<StateRecord> = alerts
+            .iter()
+            .map(|alert| {
+                state_record(
+                    Collection::Alert,
+                    &alert.tenant,
+                    &alert.fingerprint,
+                    alert,
+                    now_ms,
+                )
+            })
+            .collect();
+        let history = alerts
+            .iter()
+            .map(|alert| {
+                if alert.flapping {
+                    tracing::warn!(rule = %alert.rule, fingerprint = %alert.fingerprint, "alert flapping: its notifications are held until it settles");
+                }
+                HistoryEntry {
+                    tenant: alert.tenant.clone(),
+                    time_ms: now_ms,
+                    kind: if alert.flapping { "flapping" } else { "settled" }.into(),
+                    rule: alert.rule.clone(),
+                    subject: alert.fingerprint.clone(),
+                    body: json!({
+                        "state": alert.state.as_str(),
+                        "labels": alert.labels,
+                    })
+                    .to_string(),
+                }
+            })
+            .collect();
         self.put(&records).await;
         append(&*self.store, &self.metrics, history).await;
     }

@@ -24,6 +24,7 @@ fn alert(tenant_name: &str, rule: &str, unit: &str, state: AlertState, since_ms:
         value: Some(0.25),
         last_held_ms: since_ms,
         located: Vec::new(),
+        flapping: false,
     }
 }
 
@@ -137,6 +138,7 @@ async fn alerts_history_and_silences(backend: Backend) {
             "resolved_at": null,
             "value": 0.25,
             "located": [{"labels": {"http.route": "/pay"}, "actual": 0.5, "expected": 0.01, "share": 1.0, "score": 0.5}],
+            "flapping": false,
             "silenced_by": [],
         }),
         "firing first"
