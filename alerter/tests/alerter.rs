@@ -819,13 +819,7 @@ async fn the_first_page_names_where_the_change_is(backend: Backend) {
         .collect();
     s.store.record_series(&catalogue).await.unwrap();
     s.store
-        .write(&Flush {
-            source: "test".into(),
-            time_s: now_s(),
-            checkpoints: Vec::new(),
-            rows,
-            cumulative: Vec::new(),
-        })
+        .write(&Flush::rows("test", now_s(), rows))
         .await
         .unwrap();
     let alerter = s.alerter(stop.clone()).await;
@@ -901,6 +895,32 @@ async fn a_page_reaches_an_https_receiver_signed_by_the_configured_ca() {
     alerter.wait().await;
 }
 
+/// A real Alertmanager (Debian's 0.25) that calls its webhook receiver at
+/// `base`/from-alertmanager, grouping by alert name within a second.
+async fn alertmanager_calling(base: &str) -> Option<Daemon> {
+    Daemon::alertmanager(&format!(
+        "route:\n  receiver: hook\n  group_by: [alertname]\n  group_wait: 1s\n  \
+         group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: hook\n    \
+         webhook_configs:\n      - url: {base}/from-alertmanager\n        send_resolved: true\n"
+    ))
+    .await
+}
+
+/// The first call of Alertmanager's webhook with `status`.
+async fn from_alertmanager(receiver: &Receiver, status: &str) -> Received {
+    wait_for(
+        &format!("Alertmanager's {status} call"),
+        Duration::from_secs(60),
+        || {
+            receiver
+                .accepted("/from-alertmanager")
+                .into_iter()
+                .find(|r| r.body["status"] == status)
+        },
+    )
+    .await
+}
+
 /// A real Alertmanager (Debian's 0.25) as a receiver: Vigil posts its alert
 /// to `/api/v2/alerts`, Alertmanager groups it and calls its own webhook
 /// receiver with Vigil's labels (in Prometheus names), and the resolution
@@ -912,13 +932,7 @@ async fn alerts_go_through_a_real_alertmanager_and_resolve() {
     let Some(s) = setup(Backend::Embedded, &base).await else {
         return;
     };
-    let Some(alertmanager) = Daemon::alertmanager(&format!(
-        "route:\n  receiver: hook\n  group_by: [alertname]\n  group_wait: 1s\n  \
-         group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: hook\n    \
-         webhook_configs:\n      - url: {base}/from-alertmanager\n        send_resolved: true\n"
-    ))
-    .await
-    else {
+    let Some(alertmanager) = alertmanager_calling(&base).await else {
         return;
     };
     // The rules of the other tests, their pages sent to the Alertmanager.
@@ -934,10 +948,7 @@ async fn alerts_go_through_a_real_alertmanager_and_resolve() {
     let alerter = s.alerter(stop.clone()).await;
     let window = now_s() - now_s() % 10;
     publish(&*s.bus, &s.config, 1, &[row("u1", window, 100, 30)]).await;
-    let firing = wait_for("Alertmanager's page", Duration::from_secs(60), || {
-        receiver.accepted("/from-alertmanager").first().cloned()
-    })
-    .await;
+    let firing = from_alertmanager(&receiver, "firing").await;
     assert_eq!(firing.body["status"], "firing", "{}", firing.body);
     let alert = &firing.body["alerts"][0];
     assert_eq!(
@@ -955,13 +966,7 @@ async fn alerts_go_through_a_real_alertmanager_and_resolve() {
 
     let healthy = now_s() - now_s() % 10;
     publish(&*s.bus, &s.config, 2, &[row("u1", healthy, 50, 0)]).await;
-    let resolved = wait_for("Alertmanager's resolution", Duration::from_secs(60), || {
-        receiver
-            .accepted("/from-alertmanager")
-            .into_iter()
-            .find(|r| r.body["status"] == "resolved")
-    })
-    .await;
+    let resolved = from_alertmanager(&receiver, "resolved").await;
     assert_eq!(resolved.body["alerts"][0]["labels"], alert["labels"]);
     stop.trigger();
     alerter.wait().await;
@@ -1036,13 +1041,7 @@ async fn prometheus_rule_files_fire_through_a_real_alertmanager() {
         assert!(vigil_said.is_err(), "Vigil took {text}");
     }
 
-    let Some(alertmanager) = Daemon::alertmanager(&format!(
-        "route:\n  receiver: hook\n  group_by: [alertname]\n  group_wait: 1s\n  \
-         group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: hook\n    \
-         webhook_configs:\n      - url: {base}/from-alertmanager\n        send_resolved: true\n"
-    ))
-    .await
-    else {
+    let Some(alertmanager) = alertmanager_calling(&base).await else {
         return;
     };
     std::fs::write(
@@ -1067,10 +1066,7 @@ async fn prometheus_rule_files_fire_through_a_real_alertmanager() {
         &[row("u1", window, 100, 30), row("u2", window, 100, 5)],
     )
     .await;
-    let firing = wait_for("Alertmanager's page", Duration::from_secs(60), || {
-        receiver.accepted("/from-alertmanager").first().cloned()
-    })
-    .await;
+    let firing = from_alertmanager(&receiver, "firing").await;
     assert_eq!(firing.body["status"], "firing", "{}", firing.body);
     let alerts = firing.body["alerts"].as_array().unwrap();
     assert_eq!(alerts.len(), 1, "{}", firing.body);
@@ -1089,13 +1085,7 @@ async fn prometheus_rule_files_fire_through_a_real_alertmanager() {
     );
     // The next window is healthy: the result is empty, the alert resolves.
     publish(&*s.bus, &s.config, 2, &[row("u1", window + 10, 50, 0)]).await;
-    let resolved = wait_for("Alertmanager's resolution", Duration::from_secs(60), || {
-        receiver
-            .accepted("/from-alertmanager")
-            .into_iter()
-            .find(|r| r.body["status"] == "resolved")
-    })
-    .await;
+    let resolved = from_alertmanager(&receiver, "resolved").await;
     assert_eq!(resolved.body["alerts"][0]["labels"], alert["labels"]);
     stop.trigger();
     alerter.wait().await;

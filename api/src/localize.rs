@@ -13,11 +13,10 @@ use axum::Json;
 use axum::extract::State;
 use serde_json::json;
 use vigil_domain::located::{self, Explained, Groups, localizable};
-use vigil_domain::model::Kind;
-use vigil_domain::signal::{Signal, is_label_name, parse_filter};
+use vigil_domain::signal::Signal;
 
 use crate::error::BadParameter;
-use crate::openapi::{Endpoint, FROM, Method, Param, TO};
+use crate::openapi::{Endpoint, FILTER, FROM, KIND, Method, NAME, Param, SERVICE, TO};
 use crate::query::{Merged, Selection};
 use crate::server::{Answer, AppState, Incoming, seconds};
 
@@ -27,36 +26,16 @@ pub const ENDPOINT: Endpoint = Endpoint {
     summary: "The label sets (at any level: one label, or several together) that explain a change of a signal, ranked (RiskLoc)",
     path_params: &[],
     params: &[
-        Param {
-            name: "kind",
-            kind: "string",
-            required: true,
-            description: "span, metric, client or probe.",
-        },
+        KIND,
         Param {
             name: "signal",
             kind: "string",
             required: true,
             description: "count, rate, sum (additive), error_ratio, availability, p50, p90, p95, p99 or p999.",
         },
-        Param {
-            name: "name",
-            kind: "string",
-            required: false,
-            description: "The series name: operation, metric, client signal or probe.",
-        },
-        Param {
-            name: "service",
-            kind: "string",
-            required: false,
-            description: "The service (the app for client series).",
-        },
-        Param {
-            name: "filter",
-            kind: "string",
-            required: false,
-            description: "Label matchers: key=\"value\",key!=\"value\".",
-        },
+        NAME,
+        SERVICE,
+        FILTER,
         FROM,
         TO,
         Param {
@@ -94,15 +73,6 @@ pub async fn handler(State(state): State<Arc<AppState>>, incoming: Incoming) -> 
     let started = Instant::now();
     let call = state.begin(&ENDPOINT, &incoming)?;
     let params = &call.params;
-    let kind_name = params
-        .get("kind")
-        .ok_or_else(|| BadParameter::new("kind", "required: span, metric, client or probe"))?;
-    let kind = Kind::parse(kind_name).ok_or_else(|| {
-        BadParameter::new(
-            "kind",
-            format!("unknown kind {kind_name:?}; use span, metric, client or probe"),
-        )
-    })?;
     let signal_name = params.get("signal").unwrap_or("");
     let signal = Signal::parse(signal_name)
         .filter(|signal| localizable(*signal))
@@ -114,11 +84,8 @@ pub async fn handler(State(state): State<Arc<AppState>>, incoming: Incoming) -> 
                 ),
             )
         })?;
-    let mut selection = Selection::new(kind);
-    selection.name = params.text("name");
-    selection.service = params.text("service");
-    selection.matchers = parse_filter(params.get("filter").unwrap_or(""))
-        .map_err(|e| BadParameter::new("filter", e))?;
+    let mut selection = Selection::from_params(params)?;
+    let kind = selection.kind;
     let (from_s, to_s) = seconds(params.range(900_000)?);
     let baseline_to_s = params.time("baseline_to")?.map_or(from_s, |ms| ms / 1000);
     let baseline_from_s = params
@@ -129,16 +96,8 @@ pub async fn handler(State(state): State<Arc<AppState>>, incoming: Incoming) -> 
     }
     let max_causes = params.number("max_causes", 1, 20)?.unwrap_or(5) as usize;
     let reader = &call.reader;
-    let dimensions: Vec<String> = match params.get("dimensions") {
-        Some(list) => list
-            .split(',')
-            .map(|key| {
-                let key = key.trim();
-                is_label_name(key).then(|| key.to_owned()).ok_or_else(|| {
-                    BadParameter::new("dimensions", format!("{key:?} is not a label name"))
-                })
-            })
-            .collect::<Result<_, _>>()?,
+    let dimensions: Vec<String> = match params.labels("dimensions")? {
+        Some(dimensions) => dimensions,
         None => {
             let catalogue = state
                 .within(async {

@@ -75,6 +75,31 @@ pub const TENANT: Param = Param {
     required: false,
     description: "The tenant to read: the token's own, or any for an admin token.",
 };
+/// The selection of `/api/v1/query` and `/api/v1/localize`.
+pub const KIND: Param = Param {
+    name: "kind",
+    kind: "string",
+    required: true,
+    description: "span, metric, client or probe.",
+};
+pub const NAME: Param = Param {
+    name: "name",
+    kind: "string",
+    required: false,
+    description: "The series name: operation, metric, client signal or probe.",
+};
+pub const SERVICE: Param = Param {
+    name: "service",
+    kind: "string",
+    required: false,
+    description: "The service (the app for client series).",
+};
+pub const FILTER: Param = Param {
+    name: "filter",
+    kind: "string",
+    required: false,
+    description: "Label matchers: key=\"value\",key!=\"value\".",
+};
 pub const FROM: Param = Param {
     name: "from",
     kind: "string",

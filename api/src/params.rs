@@ -5,6 +5,7 @@
 //! second), unix milliseconds, `now`, `now-<duration>` or `now+<duration>`. Durations are
 //! milliseconds, or a number with a unit: `ms`, `s`, `m`, `h`, `d`.
 
+use vigil_domain::signal::is_label_name;
 use vigil_domain::time::{parse_duration_ms, parse_rfc3339};
 
 use crate::error::BadParameter;
@@ -73,6 +74,22 @@ impl Params {
                         ),
                     )
                 })
+            })
+            .transpose()
+    }
+
+    /// A comma-separated list of label names, if given.
+    pub fn labels(&self, name: &str) -> Result<Option<Vec<String>>, BadParameter> {
+        self.get(name)
+            .map(|list| {
+                list.split(',')
+                    .map(|key| {
+                        let key = key.trim();
+                        is_label_name(key).then(|| key.to_owned()).ok_or_else(|| {
+                            BadParameter::new(name, format!("{key:?} is not a label name"))
+                        })
+                    })
+                    .collect()
             })
             .transpose()
     }

@@ -13,11 +13,12 @@
 use std::collections::BTreeMap;
 
 use vigil_domain::model::{Kind, Rollup};
-use vigil_domain::signal::Matcher;
 use vigil_domain::signal::Signal;
+use vigil_domain::signal::{Matcher, parse_filter};
 use vigil_store::WIDTHS;
 
 use crate::error::BadParameter;
+use crate::params::Params;
 
 /// The widest range one query may cover.
 pub const MAX_RANGE_S: u64 = 400 * 86_400;
@@ -43,6 +44,26 @@ impl Selection {
             matchers: Vec::new(),
             group_by: Vec::new(),
         }
+    }
+
+    /// The selection of a request's `kind`, `name`, `service` and `filter`.
+    pub fn from_params(params: &Params) -> Result<Selection, BadParameter> {
+        let kind_name = params
+            .get("kind")
+            .ok_or_else(|| BadParameter::new("kind", "required: span, metric, client or probe"))?;
+        let kind = Kind::parse(kind_name).ok_or_else(|| {
+            BadParameter::new(
+                "kind",
+                format!("unknown kind {kind_name:?}; use span, metric, client or probe"),
+            )
+        })?;
+        Ok(Selection {
+            name: params.text("name"),
+            service: params.text("service"),
+            matchers: parse_filter(params.get("filter").unwrap_or(""))
+                .map_err(|e| BadParameter::new("filter", e))?,
+            ..Selection::new(kind)
+        })
     }
 
     /// Only series whose label `key` is `value`.

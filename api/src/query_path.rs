@@ -5,11 +5,10 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use serde_json::{Map, Value, json};
-use vigil_domain::model::Kind;
 
 use crate::error::BadParameter;
-use crate::openapi::{Endpoint, FROM, Method, Param, TO};
-use vigil_domain::signal::{Signal, is_label_name, parse_filter};
+use crate::openapi::{Endpoint, FILTER, FROM, KIND, Method, NAME, Param, SERVICE, TO};
+use vigil_domain::signal::Signal;
 
 use crate::query::{Query, Selection};
 use crate::server::{Answer, AppState, Incoming, seconds};
@@ -20,36 +19,16 @@ pub const ENDPOINT: Endpoint = Endpoint {
     summary: "Series of a signal (count, rate, error ratio, quantiles…) per group and step, from merged rollups",
     path_params: &[],
     params: &[
-        Param {
-            name: "kind",
-            kind: "string",
-            required: true,
-            description: "span, metric, client or probe.",
-        },
+        KIND,
         Param {
             name: "signal",
             kind: "string",
             required: true,
             description: "count, sum, rate, mean, min, max, error_ratio, availability, p50, p90, p95, p99 or p999.",
         },
-        Param {
-            name: "name",
-            kind: "string",
-            required: false,
-            description: "The series name: operation, metric, client signal or probe.",
-        },
-        Param {
-            name: "service",
-            kind: "string",
-            required: false,
-            description: "The service (the app for client series).",
-        },
-        Param {
-            name: "filter",
-            kind: "string",
-            required: false,
-            description: "Label matchers: key=\"value\",key!=\"value\".",
-        },
+        NAME,
+        SERVICE,
+        FILTER,
         Param {
             name: "group_by",
             kind: "string",
@@ -71,15 +50,6 @@ pub const ENDPOINT: Endpoint = Endpoint {
 pub async fn handler(State(state): State<Arc<AppState>>, incoming: Incoming) -> Answer {
     let call = state.begin(&ENDPOINT, &incoming)?;
     let params = &call.params;
-    let kind_name = params
-        .get("kind")
-        .ok_or_else(|| BadParameter::new("kind", "required: span, metric, client or probe"))?;
-    let kind = Kind::parse(kind_name).ok_or_else(|| {
-        BadParameter::new(
-            "kind",
-            format!("unknown kind {kind_name:?}; use span, metric, client or probe"),
-        )
-    })?;
     let signal_name = params.get("signal").ok_or_else(|| {
         BadParameter::new(
             "signal",
@@ -95,23 +65,9 @@ pub async fn handler(State(state): State<Arc<AppState>>, incoming: Incoming) -> 
             ),
         )
     })?;
-    let mut selection = Selection::new(kind);
-    selection.name = params.text("name");
-    selection.service = params.text("service");
-    selection.matchers = parse_filter(params.get("filter").unwrap_or(""))
-        .map_err(|e| BadParameter::new("filter", e))?;
-    selection.group_by = match params.get("group_by") {
-        None => Vec::new(),
-        Some(list) => list
-            .split(',')
-            .map(|key| {
-                let key = key.trim();
-                is_label_name(key).then(|| key.to_owned()).ok_or_else(|| {
-                    BadParameter::new("group_by", format!("{key:?} is not a label name"))
-                })
-            })
-            .collect::<Result<_, _>>()?,
-    };
+    let mut selection = Selection::from_params(params)?;
+    let kind = selection.kind;
+    selection.group_by = params.labels("group_by")?.unwrap_or_default();
     let step_ms = params.duration_ms("step")?.unwrap_or(60_000);
     if !step_ms.is_multiple_of(1000) {
         return Err(BadParameter::new(

@@ -23,6 +23,20 @@ pub struct Flush {
     pub cumulative: Vec<CumulativeState>,
 }
 
+impl Flush {
+    /// Rows alone, from `source`, made at `time_s`: no checkpoint, no
+    /// cumulative state (a backfill, a test's known data).
+    pub fn rows(source: &str, time_s: u64, rows: Vec<RollupRow>) -> Flush {
+        Flush {
+            source: source.to_owned(),
+            time_s,
+            checkpoints: Vec::new(),
+            rows,
+            cumulative: Vec::new(),
+        }
+    }
+}
+
 /// A series and window with every stored row of it merged.
 #[derive(Debug, Clone)]
 pub struct StoredRollup {

@@ -87,13 +87,7 @@ async fn causes_are_the_label_sets_that_changed(backend: Backend) {
     }
     store.record_series(&catalogue).await.unwrap();
     store
-        .write(&Flush {
-            source: "test".into(),
-            time_s: now_s(),
-            checkpoints: Vec::new(),
-            rows,
-            cumulative: Vec::new(),
-        })
+        .write(&Flush::rows("test", now_s(), rows))
         .await
         .unwrap();
     let server = Server::start(&config, store).await;

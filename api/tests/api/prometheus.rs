@@ -406,13 +406,7 @@ async fn sums_of_many_series_are_merged_by_the_store(backend: Backend) {
     }
     store.record_series(&catalogue).await.unwrap();
     store
-        .write(&Flush {
-            source: "test".into(),
-            time_s: now_s(),
-            checkpoints: Vec::new(),
-            rows,
-            cumulative: Vec::new(),
-        })
+        .write(&Flush::rows("test", now_s(), rows))
         .await
         .unwrap();
     let server = Server::start(&config, store).await;
