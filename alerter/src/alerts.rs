@@ -34,7 +34,15 @@ pub struct Alerts {
     /// fingerprint (kept in memory: a restart starts counting again).
     changes: BTreeMap<String, VecDeque<u64>>,
     flap: Flap,
+    /// The value each firing alert was last saved with, and when (unix
+    /// ms): alerts are saved on transitions, and a changed value at most
+    /// every [`VALUE_SAVE_MS`].
+    saved: BTreeMap<String, (Option<f64>, u64)>,
 }
+
+/// How often at most a firing alert's changed value is saved, so that
+/// `GET /api/v1/alerts` reads a value at most this old.
+pub const VALUE_SAVE_MS: u64 = 60_000;
 
 /// When an alert is flapping: more than `changes` firings and resolutions
 /// within `window_ms`; it settles at half as many. `changes` 0: never.
@@ -54,6 +62,7 @@ impl Alerts {
                 .collect(),
             changes: BTreeMap::new(),
             flap,
+            saved: BTreeMap::new(),
         }
     }
 
@@ -91,6 +100,30 @@ impl Alerts {
 
     pub fn iter(&self) -> impl Iterator<Item = &Alert> {
         self.alerts.values()
+    }
+
+    /// The firing alerts whose value changed since they were last saved,
+    /// at least [`VALUE_SAVE_MS`] ago, as they are now; they count as
+    /// saved at `now_ms`.
+    pub fn values_to_save(&mut self, now_ms: u64) -> Vec<Alert> {
+        let mut due = Vec::new();
+        for alert in self.alerts.values().filter(|a| a.state == State::Firing) {
+            let saved = self
+                .saved
+                .entry(alert.fingerprint.clone())
+                .or_insert((alert.value, now_ms));
+            if saved.0 != alert.value && now_ms >= saved.1 + VALUE_SAVE_MS {
+                *saved = (alert.value, now_ms);
+                due.push(alert.clone());
+            }
+        }
+        let alerts = &self.alerts;
+        self.saved.retain(|fingerprint, _| {
+            alerts
+                .get(fingerprint)
+                .is_some_and(|a| a.state == State::Firing)
+        });
+        due
     }
 
     /// Sets what explains a firing alert's change.
@@ -206,6 +239,11 @@ impl Alerts {
             }
         }
         for transition in &transitions {
+            // Saved with the transition.
+            self.saved.insert(
+                transition.alert.fingerprint.clone(),
+                (transition.alert.value, now_ms),
+            );
             if matches!(transition.to, Some(State::Firing | State::Resolved)) {
                 self.changes
                     .entry(transition.alert.fingerprint.clone())
@@ -319,6 +357,32 @@ mod tests {
 
     fn states(transitions: &[Transition]) -> Vec<(Option<State>, Option<State>)> {
         transitions.iter().map(|t| (t.from, t.to)).collect()
+    }
+
+    #[test]
+    fn a_firing_alerts_changed_value_is_saved_at_most_once_a_minute() {
+        let rules = rule(
+            "{name: errors, type: threshold, service: pay, group_by: [vigil.unit], signal: error_ratio, op: '>', value: 0.1}",
+        );
+        let mut alerts = Alerts::default();
+        let t = 1_000_000;
+        // Fires at 0.5, saved with its transition.
+        assert_eq!(alerts.apply(&rules, &[verdict("u1", 0.5)], t).len(), 1);
+        assert!(alerts.values_to_save(t).is_empty());
+        alerts.apply(&rules, &[verdict("u1", 0.6)], t + 10_000);
+        assert!(
+            alerts.values_to_save(t + 10_000).is_empty(),
+            "within a minute"
+        );
+        alerts.apply(&rules, &[verdict("u1", 0.7)], t + 60_000);
+        let due = alerts.values_to_save(t + 60_000);
+        assert_eq!(
+            due.iter().map(|a| a.value).collect::<Vec<_>>(),
+            vec![Some(0.7)]
+        );
+        // Unchanged: nothing to save, however long.
+        alerts.apply(&rules, &[verdict("u1", 0.7)], t + 200_000);
+        assert!(alerts.values_to_save(t + 200_000).is_empty());
     }
 
     #[test]

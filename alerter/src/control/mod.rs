@@ -190,6 +190,22 @@ impl Control {
         if !flaps.is_empty() {
             self.record_flaps(&flaps, now_ms).await;
         }
+        // What `GET /api/v1/alerts` reads of firing alerts' values.
+        let refreshed: Vec<StateRecord> = self
+            .alerts
+            .values_to_save(now_ms)
+            .iter()
+            .map(|alert| {
+                state_record(
+                    Collection::Alert,
+                    &alert.tenant,
+                    &alert.fingerprint,
+                    alert,
+                    now_ms,
+                )
+            })
+            .collect();
+        self.put(&refreshed).await;
         self.refresh_silences().await;
         if !transitions.is_empty() {
             self.locate(&mut transitions).await;
