@@ -12,7 +12,7 @@ use std::time::Instant;
 use axum::Json;
 use axum::extract::State;
 use serde_json::json;
-use vigil_domain::located::{self, Explained, Groups, localizable};
+use vigil_domain::located::{self, Groups, MAX_DIMENSIONS, Measure};
 use vigil_domain::signal::Signal;
 
 use crate::error::BadParameter;
@@ -66,16 +66,13 @@ pub const ENDPOINT: Endpoint = Endpoint {
     body: None,
 };
 
-/// The most dimensions one localization searches (2^12 − 1 cuboids).
-const MAX_DIMENSIONS: usize = 12;
-
 pub async fn handler(State(state): State<Arc<AppState>>, incoming: Incoming) -> Answer {
     let started = Instant::now();
     let call = state.begin(&ENDPOINT, &incoming)?;
     let params = &call.params;
     let signal_name = params.get("signal").unwrap_or("");
-    let signal = Signal::parse(signal_name)
-        .filter(|signal| localizable(*signal))
+    let measure = Signal::parse(signal_name)
+        .and_then(Measure::of)
         .ok_or_else(|| {
             BadParameter::new(
                 "signal",
@@ -114,7 +111,7 @@ pub async fn handler(State(state): State<Arc<AppState>>, incoming: Incoming) -> 
                     selection.name.as_ref().is_none_or(|n| *n == series.name)
                         && selection.matchers.iter().all(|m| m.matches(*series))
                 });
-            located::dimensions(selected, signal, &[])
+            located::dimensions(selected, measure, &[])
         }
     };
     if dimensions.is_empty() || dimensions.len() > MAX_DIMENSIONS {
@@ -141,19 +138,13 @@ pub async fn handler(State(state): State<Arc<AppState>>, incoming: Incoming) -> 
     let groups =
         |merged: Merged| -> Groups { merged.into_iter().map(|((g, _), r)| (g, r)).collect() };
     let explained = located::explain(
-        signal,
+        measure,
         &dimensions,
         &groups(now),
         &groups(before),
         (to_s - from_s, baseline_to_s - baseline_from_s),
         max_causes,
-    )
-    .unwrap_or(Explained {
-        causes: Vec::new(),
-        actual_total: 0.0,
-        expected_total: 0.0,
-        leaves: 0,
-    });
+    );
     Ok(Json(json!({
         "kind": kind.as_str(),
         "signal": signal_name,

@@ -51,9 +51,14 @@ pub struct Explained {
     pub leaves: usize,
 }
 
-/// What a leaf's measure is made of.
+/// The most dimensions one localization searches (2^12 − 1 cuboids).
+pub const MAX_DIMENSIONS: usize = 12;
+
+/// What a leaf's measure is made of: the signals that can be localized
+/// (counts, rates, sums, error ratios, availability and quantiles; not
+/// means or extremes).
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Measure {
+pub enum Measure {
     /// Additive: points, or the sum of their values.
     Additive(Signal),
     /// Failed points, judged as a ratio (`true`: shown as availability).
@@ -63,7 +68,8 @@ enum Measure {
 }
 
 impl Measure {
-    fn of(signal: Signal) -> Option<Measure> {
+    /// The measure localizing `signal`, if it can be.
+    pub fn of(signal: Signal) -> Option<Measure> {
         match signal {
             Signal::Count | Signal::Rate | Signal::Sum => Some(Measure::Additive(signal)),
             Signal::ErrorRatio => Some(Measure::Failures(false)),
@@ -74,18 +80,12 @@ impl Measure {
     }
 }
 
-/// Whether `signal` can be localized: counts, rates, sums, error ratios,
-/// availability and quantiles; not means or extremes.
-pub fn localizable(signal: Signal) -> bool {
-    Measure::of(signal).is_some()
-}
-
 /// The labels of `series` that take two values or more, the series' own
 /// `service.name` and `name` among them; a span's `status` is left out of
 /// ratios, which it explains trivially, and so are the labels of `fixed`.
 pub fn dimensions<'a>(
     series: impl IntoIterator<Item = &'a SeriesKey>,
-    signal: Signal,
+    measure: Measure,
     fixed: &[String],
 ) -> Vec<String> {
     let mut values: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
@@ -100,7 +100,7 @@ pub fn dimensions<'a>(
             values.entry(key).or_default().insert(value);
         }
     }
-    let ratio = matches!(Measure::of(signal), Some(Measure::Failures(_)));
+    let ratio = matches!(measure, Measure::Failures(_));
     values
         .into_iter()
         .filter(|(key, values)| {
@@ -110,18 +110,17 @@ pub fn dimensions<'a>(
         .collect()
 }
 
-/// The causes of `signal`'s change from `before` (over `baseline_s`
+/// The causes of the measure's change from `before` (over `baseline_s`
 /// seconds) to `now` (over `range_s`), groups keyed by the values of
-/// `dimensions`. `None` for a signal that cannot be localized.
+/// `dimensions`.
 pub fn explain(
-    signal: Signal,
+    measure: Measure,
     dimensions: &[String],
     now: &Groups,
     before: &Groups,
     (range_s, baseline_s): (u64, u64),
     max_causes: usize,
-) -> Option<Explained> {
-    let measure = Measure::of(signal)?;
+) -> Explained {
     let scale = range_s as f64 / baseline_s.max(1) as f64;
     let mut whole = Rollup::default();
     for rollup in before.values() {
@@ -131,9 +130,10 @@ pub fn explain(
         Measure::Above(q) => whole.values.quantile(q),
         _ => None,
     };
-    // Every group seen in either range is a leaf; values index per
-    // dimension.
+    // Every group seen in either range is a leaf; each dimension's values
+    // are numbered as they come.
     let mut index: Vec<Vec<String>> = vec![Vec::new(); dimensions.len()];
+    let mut numbers: Vec<HashMap<&str, u32>> = vec![HashMap::new(); dimensions.len()];
     let mut leaves = Vec::new();
     let mut points = Vec::new();
     let groups: BTreeSet<&Vec<String>> = now.keys().chain(before.keys()).collect();
@@ -143,12 +143,10 @@ pub fn explain(
             .iter()
             .enumerate()
             .map(|(d, value)| {
-                let known = &mut index[d];
-                let at = known.iter().position(|v| v == value).unwrap_or_else(|| {
-                    known.push(value.clone());
-                    known.len() - 1
-                });
-                at as u32
+                *numbers[d].entry(value).or_insert_with(|| {
+                    index[d].push(value.clone());
+                    index[d].len() as u32 - 1
+                })
             })
             .collect();
         let (in_range, in_baseline) = (
@@ -219,12 +217,12 @@ pub fn explain(
         leaves.iter().map(|l| l.expected).sum(),
         points.iter().sum(),
     );
-    Some(Explained {
+    Explained {
         causes,
         actual_total,
         expected_total,
         leaves: leaves.len(),
-    })
+    }
 }
 
 /// A leaf's actual and expected measure from its rollups in the range and

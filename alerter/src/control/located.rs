@@ -7,10 +7,13 @@
 //! `GET /api/v1/alerts` show them.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use vigil_domain::located::{self, Groups, Located};
+use vigil_domain::located::{self, Groups, Located, MAX_DIMENSIONS, Measure};
+use vigil_domain::model::Kind;
 use vigil_domain::signal::{Matcher, Signal};
-use vigil_store::{Aggregation, StoreError};
+use vigil_domain::tenant::TenantId;
+use vigil_store::{Aggregation, CatalogueEntry, StoreError};
 
 use super::Control;
 use crate::alerts::{Alert, State, Transition};
@@ -20,15 +23,18 @@ use crate::rules::{Check, Rule, STEP_S};
 const BASELINE_S: u64 = 3_600;
 /// Causes kept per alert.
 const CAUSES: usize = 3;
-/// The most dimensions searched (2^12 − 1 cuboids).
-const MAX_DIMENSIONS: usize = 12;
-/// The most groups read per range.
+/// The most groups read per range; more, and the alert is not located.
 const MAX_LEAVES: usize = 100_000;
+
+/// The catalogues read while locating one tick's alerts, by tenant, kind
+/// and service: alerts of one rule firing together read theirs once.
+type Catalogues = HashMap<(TenantId, Kind, Option<String>), Arc<[CatalogueEntry]>>;
 
 impl Control {
     /// Locates the change of each alert that started firing; what cannot be
     /// read is logged and leaves the alert without causes.
     pub(super) async fn locate(&mut self, transitions: &mut [Transition]) {
+        let mut catalogues = Catalogues::new();
         for transition in transitions
             .iter_mut()
             .filter(|t| t.to == Some(State::Firing))
@@ -37,10 +43,13 @@ impl Control {
             let Some(rule) = self.engine.rules().iter().find(|r| r.owns(alert)).cloned() else {
                 continue;
             };
-            let Some((signal, window_s)) = question(&rule) else {
+            let Some((measure, window_s)) = question(&rule) else {
                 continue;
             };
-            match self.explain(&rule, alert, signal, window_s).await {
+            match self
+                .explain(&rule, alert, measure, window_s, &mut catalogues)
+                .await
+            {
                 Ok(found) => {
                     self.alerts.locate(&alert.fingerprint, found.clone());
                     transition.alert.located = found;
@@ -56,8 +65,9 @@ impl Control {
         &self,
         rule: &Rule,
         alert: &Alert,
-        signal: Signal,
+        measure: Measure,
         window_s: u64,
+        catalogues: &mut Catalogues,
     ) -> Result<Vec<Located>, StoreError> {
         // The rule's series of the alert's group.
         let mut matchers = rule.matchers.clone();
@@ -66,10 +76,19 @@ impl Control {
                 matchers.push(Matcher::equal(key, value));
             }
         }
-        let catalogue = self
-            .store
-            .series(&rule.tenant, Some(rule.kind), rule.service.as_deref())
-            .await?;
+        let which = (rule.tenant.clone(), rule.kind, rule.service.clone());
+        let catalogue = match catalogues.get(&which) {
+            Some(catalogue) => Arc::clone(catalogue),
+            None => {
+                let read: Arc<[CatalogueEntry]> = self
+                    .store
+                    .series(&rule.tenant, Some(rule.kind), rule.service.as_deref())
+                    .await?
+                    .into();
+                catalogues.insert(which, Arc::clone(&read));
+                read
+            }
+        };
         let selected = catalogue
             .iter()
             .map(|entry| &entry.series)
@@ -77,7 +96,7 @@ impl Control {
                 rule.series.as_ref().is_none_or(|n| *n == series.name)
                     && matchers.iter().all(|m| m.matches(*series))
             });
-        let dimensions = located::dimensions(selected, signal, &rule.group_by);
+        let dimensions = located::dimensions(selected, measure, &rule.group_by);
         if dimensions.is_empty() || dimensions.len() > MAX_DIMENSIONS {
             return Ok(Vec::new());
         }
@@ -100,30 +119,39 @@ impl Control {
                 limit: MAX_LEAVES,
             };
             async move {
+                let rows = self.store.aggregate(&query).await?;
+                // Cut at the limit, the leaves would lie.
+                let complete = rows.len() < MAX_LEAVES;
                 let mut groups: Groups = HashMap::new();
-                for row in self.store.aggregate(&query).await? {
+                for row in rows {
                     groups.entry(row.group).or_default().merge(&row.rollup);
                 }
-                Ok::<_, StoreError>(groups)
+                Ok::<_, StoreError>(complete.then_some(groups))
             }
         };
-        let now = read(from_s, boundary_s).await?;
-        let before = read(from_s.saturating_sub(BASELINE_S), from_s).await?;
+        let (Some(now), Some(before)) = (
+            read(from_s, boundary_s).await?,
+            read(from_s.saturating_sub(BASELINE_S), from_s).await?,
+        ) else {
+            tracing::info!(rule = %rule.name, "more than {MAX_LEAVES} leaves: the alert is not located");
+            return Ok(Vec::new());
+        };
         Ok(located::explain(
-            signal,
+            measure,
             &dimensions,
             &now,
             &before,
             (window_s, BASELINE_S),
             CAUSES,
         )
-        .map_or_else(Vec::new, |explained| explained.causes))
+        .causes)
     }
 }
 
-/// The signal a rule judges and over how long; `None` for rules whose
-/// change cannot be located (absence, canary, PromQL, latency burn rates).
-fn question(rule: &Rule) -> Option<(Signal, u64)> {
+/// The measure of the signal a rule judges, and over how long; `None` for
+/// rules whose change cannot be located (absence, canary, PromQL, latency
+/// burn rates, means and extremes).
+fn question(rule: &Rule) -> Option<(Measure, u64)> {
     let (signal, window_s) = match &rule.check {
         Check::Threshold {
             signal, window_s, ..
@@ -138,5 +166,5 @@ fn question(rule: &Rule) -> Option<(Signal, u64)> {
         } => (Signal::ErrorRatio, windows.iter().map(|w| w.short_s).min()?),
         _ => return None,
     };
-    located::localizable(signal).then_some((signal, window_s))
+    Some((Measure::of(signal)?, window_s))
 }

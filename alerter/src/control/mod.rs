@@ -28,7 +28,7 @@ use crate::notify::Dispatcher;
 use crate::rules::{self, Rule, Ruleset};
 use crate::{ASSIGNMENT_WAIT, Metrics, Reply, SILENCE_REFRESH, TICK, now_ms};
 pub(crate) use outbox::{Outbox, Pending};
-use state::state_record;
+use state::{alert_record, state_record};
 pub(crate) use state::{read_state, rebuild};
 
 pub(crate) struct Control {
@@ -195,15 +195,7 @@ impl Control {
             .alerts
             .values_to_save(now_ms)
             .iter()
-            .map(|alert| {
-                state_record(
-                    Collection::Alert,
-                    &alert.tenant,
-                    &alert.fingerprint,
-                    alert,
-                    now_ms,
-                )
-            })
+            .map(|alert| alert_record(alert, false, now_ms))
             .collect();
         self.put(&refreshed).await;
         self.refresh_silences().await;
@@ -234,16 +226,7 @@ impl Control {
         }
         for fingerprint in &tick.done {
             if let Some(alert) = self.alerts.remove_resolved(fingerprint) {
-                records.push(StateRecord {
-                    deleted: true,
-                    ..state_record(
-                        Collection::Alert,
-                        &alert.tenant,
-                        fingerprint,
-                        &alert,
-                        now_ms,
-                    )
-                });
+                records.push(alert_record(&alert, true, now_ms));
             }
         }
         // The group states that made notifications due and the

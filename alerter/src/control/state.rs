@@ -113,25 +113,7 @@ impl Control {
         for transition in transitions {
             let alert = &transition.alert;
             self.metrics.transition(transition.to);
-            records.push(match transition.to {
-                Some(_) => state_record(
-                    Collection::Alert,
-                    &alert.tenant,
-                    &alert.fingerprint,
-                    alert,
-                    now_ms,
-                ),
-                None => StateRecord {
-                    deleted: true,
-                    ..state_record(
-                        Collection::Alert,
-                        &alert.tenant,
-                        &alert.fingerprint,
-                        alert,
-                        now_ms,
-                    )
-                },
-            });
+            records.push(alert_record(alert, transition.to.is_none(), now_ms));
             history.push(HistoryEntry {
                 tenant: alert.tenant.clone(),
                 time_ms: now_ms,
@@ -158,15 +140,7 @@ impl Control {
     pub(super) async fn record_flaps(&mut self, alerts: &[Alert], now_ms: u64) {
         let records: Vec<StateRecord> = alerts
             .iter()
-            .map(|alert| {
-                state_record(
-                    Collection::Alert,
-                    &alert.tenant,
-                    &alert.fingerprint,
-                    alert,
-                    now_ms,
-                )
-            })
+            .map(|alert| alert_record(alert, false, now_ms))
             .collect();
         let history = alerts
             .iter()
@@ -217,6 +191,20 @@ pub(super) fn state_record<T: serde::Serialize>(
         version: now_ms,
         body: serde_json::to_string(value).unwrap_or_default(),
         deleted: false,
+    }
+}
+
+/// An alert as kept: by its fingerprint, deleted when `deleted`.
+pub(super) fn alert_record(alert: &Alert, deleted: bool, now_ms: u64) -> StateRecord {
+    StateRecord {
+        deleted,
+        ..state_record(
+            Collection::Alert,
+            &alert.tenant,
+            &alert.fingerprint,
+            alert,
+            now_ms,
+        )
     }
 }
 
