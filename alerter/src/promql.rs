@@ -37,7 +37,7 @@ struct Kept {
     /// series it is seen as.
     chosen: Arc<[(usize, Named)]>,
     /// Rollups by window start, with the window's width.
-    windows: BTreeMap<u64, (u64, Rollup)>,
+    windows: BTreeMap<u64, (u64, Arc<Rollup>)>,
 }
 
 impl Kept {
@@ -47,7 +47,7 @@ impl Kept {
             .map(|(&start_s, (width_s, rollup))| Window {
                 start_ms: start_s as i64 * 1_000,
                 end_ms: (start_s + width_s) as i64 * 1_000,
-                rollup: rollup.clone(),
+                rollup: Arc::clone(rollup),
             })
             .collect()
     }
@@ -153,7 +153,7 @@ impl Promql {
         });
         let (width, merged) = kept.windows.entry(start_s).or_default();
         *width = (*width).max(width_s);
-        merged.merge(rollup);
+        Arc::make_mut(merged).merge(rollup);
     }
 
     /// The verdicts of each PromQL rule at `boundary`, by rule index.

@@ -46,7 +46,9 @@ pub const LOOKBACK_MS: i64 = 300_000;
 pub struct Window {
     pub start_ms: i64,
     pub end_ms: i64,
-    pub rollup: Rollup,
+    /// Shared: a caller keeping windows across evaluations (the alerter)
+    /// hands them over without copying their distributions.
+    pub rollup: Arc<Rollup>,
 }
 
 /// A selected series with its windows in time order. The Prometheus
@@ -1318,7 +1320,7 @@ mod tests {
                 Window {
                     start_ms,
                     end_ms: start_ms + 10_000,
-                    rollup,
+                    rollup: Arc::new(rollup),
                 }
             })
             .collect()

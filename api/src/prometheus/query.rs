@@ -358,7 +358,7 @@ async fn read(
                 groups.entry(row.group).or_default().push(Window {
                     start_ms,
                     end_ms: start_ms + i64::from(segment.width_s) * 1000,
-                    rollup: row.rollup,
+                    rollup: Arc::new(row.rollup),
                 });
             }
         }
@@ -411,7 +411,7 @@ async fn read(
                 windows.entry(row.series).or_default().push(Window {
                     start_ms,
                     end_ms: start_ms + i64::from(row.width_s) * 1000,
-                    rollup: row.rollup,
+                    rollup: Arc::new(row.rollup),
                 });
             }
             if windows_read > reader.max_points {
