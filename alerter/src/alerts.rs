@@ -94,6 +94,10 @@ impl Alerts {
         changed
     }
 
+    pub fn get_mut(&mut self, fingerprint: &str) -> Option<&mut Alert> {
+        self.alerts.get_mut(fingerprint)
+    }
+
     pub fn get(&self, fingerprint: &str) -> Option<&Alert> {
         self.alerts.get(fingerprint)
     }
@@ -196,6 +200,9 @@ impl Alerts {
                             .alerts
                             .get(&fingerprint)
                             .is_some_and(|old| old.flapping),
+                        notified_ms: None,
+                        remediation_started_ms: None,
+                        recovered_ms: None,
                     };
                     transitions.push(Transition {
                         alert: alert.clone(),

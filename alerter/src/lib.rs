@@ -46,6 +46,7 @@ use vigil_bus::{Bus, BusError, Consumer, Topics};
 use vigil_config::{AlerterConfig, Config};
 use vigil_domain::alert::Collection;
 use vigil_domain::metrics_endpoint;
+use vigil_domain::playbook::Run;
 use vigil_domain::shutdown::Shutdown;
 use vigil_domain::yaml::{self, FileError};
 use vigil_store::{AlertStore, StoreError};
@@ -53,10 +54,9 @@ use vigil_store::{AlertStore, StoreError};
 pub use metrics::Metrics;
 
 use alerts::{Alert, Alerts};
-use control::{Control, Outbox, Pending, read_state, rebuild};
+use control::{Control, Outbox, Pending, Runs, expired, read_state, rebuild};
 use eval::Engine;
 use notify::{Dispatcher, GroupState};
-use rules::Rule;
 
 /// How often the loop evaluates, sends and reads silences.
 const TICK: Duration = Duration::from_secs(1);
@@ -111,7 +111,8 @@ impl Alerter {
         let settings = config.alerter.clone();
         // Taken before the files are read: a change while they are is seen.
         let watch = yaml::Watch::new(&settings.rules);
-        let ruleset = rules::load(&settings.rules, settings.prometheus_tenant.as_ref())?;
+        let ruleset = rules::load(&settings.rules, settings.prometheus_tenant.as_ref())
+            .and_then(|ruleset| ruleset.check_hosts(&settings.playbook_hosts))?;
         let client = webhook::client(settings.ca_file.as_deref())?;
         let metrics = Arc::new(Metrics::new());
         metrics.rules.set(ruleset.rules.len() as i64);
@@ -240,8 +241,13 @@ impl Parts {
         let saved_groups = read_state::<GroupState>(&*store, Collection::Notification).await?;
         let cooldowns = read_state::<u64>(&*store, Collection::Action).await?;
         let outbox = read_state::<Pending>(&*store, Collection::Outbox).await?;
-        let rules: Vec<Arc<Rule>> = ruleset.rules.iter().cloned().map(Arc::new).collect();
-        let mut engine = Engine::new(rules, now_ms / 1_000);
+        let runs: Vec<Run> = read_state::<Run>(&*store, Collection::Run)
+            .await?
+            .into_iter()
+            .map(|(_, run)| run)
+            .collect();
+        store.put_state(&expired(&runs, now_ms)).await?;
+        let mut engine = Engine::new(ruleset.engine_rules(), now_ms / 1_000);
         let rebuilt_through = engine.evaluated_through();
         let restored = rebuild(&mut engine, &*store, rebuilt_through).await?;
         tracing::info!(
@@ -249,6 +255,7 @@ impl Parts {
             alerts = saved_alerts.len(),
             groups = saved_groups.len(),
             undelivered = outbox.len(),
+            runs = runs.iter().filter(|r| !r.state.is_over()).count(),
             restored,
             "alerter leads"
         );
@@ -278,7 +285,9 @@ impl Parts {
             client,
             metrics: Arc::clone(&self.metrics),
             outbox: Outbox::restore(outbox.into_iter().map(|(_, pending)| pending)),
+            runs: Runs::restore(runs, now_ms),
         };
+        control.publish_playbooks(now_ms).await;
         control
             .metrics
             .rules
@@ -304,6 +313,7 @@ impl Parts {
                         Some(reply) = requests.recv() => {
                             // On standby a reload only checks the files.
                             let checked = rules::load(&self.settings.rules, self.settings.prometheus_tenant.as_ref())
+                                .and_then(|ruleset| ruleset.check_hosts(&self.settings.playbook_hosts))
                                 .map(|ruleset| ruleset.rules.len())
                                 .map_err(|e| e.to_string());
                             let _ = reply.send(checked);
@@ -315,7 +325,9 @@ impl Parts {
                     let began = match rules::load(
                         &self.settings.rules,
                         self.settings.prometheus_tenant.as_ref(),
-                    ) {
+                    )
+                    .and_then(|ruleset| ruleset.check_hosts(&self.settings.playbook_hosts))
+                    {
                         Ok(ruleset) => self.begin(ruleset, watch).await,
                         Err(error) => Err(error.into()),
                     };

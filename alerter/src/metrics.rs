@@ -40,6 +40,9 @@ pub struct Metrics {
     /// 1 while this alerter holds the lease (judges and notifies), 0 on standby.
     pub leader: Gauge,
     actions: Family<Outcome, Counter>,
+    playbook_runs: Family<Outcome, Counter>,
+    /// Playbook runs under way.
+    pub runs: Gauge,
 }
 
 impl Default for Metrics {
@@ -65,6 +68,8 @@ impl Metrics {
             outbox: Gauge::default(),
             leader: Gauge::default(),
             actions: Family::default(),
+            playbook_runs: Family::default(),
+            runs: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -120,6 +125,12 @@ impl Metrics {
             "Remediation actions by outcome",
             metrics.actions.clone(),
         );
+        registry.register(
+            "playbook_runs",
+            "Playbook runs started (running, dry_run), refused, and ended by outcome",
+            metrics.playbook_runs.clone(),
+        );
+        registry.register("runs", "Playbook runs under way", metrics.runs.clone());
         Metrics {
             registry,
             ..metrics
@@ -150,6 +161,12 @@ impl Metrics {
             _ => "failed",
         };
         self.actions.get_or_create(&Outcome { outcome }).inc();
+    }
+
+    /// A playbook run started (`running`, `dry_run`), refused, or ended
+    /// (`recovered`, `failed`, `aborted`).
+    pub fn run(&self, outcome: &'static str) {
+        self.playbook_runs.get_or_create(&Outcome { outcome }).inc();
     }
 
     pub fn render(&self) -> String {

@@ -344,6 +344,62 @@ impl Dispatcher {
         }
     }
 
+    /// What an `approve` or `escalate` step of `run` (its step `step`)
+    /// tells `receiver`: the webhook format of notifications, with the
+    /// alert when it is still kept, and a `vigil.playbook` object (the
+    /// run, the step, and for an approval the URL to approve at).
+    pub fn playbook_notification(
+        &self,
+        alert: Option<&Alert>,
+        run: &vigil_domain::playbook::Run,
+        step: usize,
+        receiver: &str,
+        now_ms: u64,
+    ) -> Notification {
+        let kind = run.steps[step].kind.as_str();
+        let idempotency_key = format!("{}-{step}", run.id);
+        let approve_url = (kind == "approve").then(|| {
+            format!(
+                "{}/api/v1/playbooks/runs/{}/approve",
+                self.external_url.trim_end_matches('/'),
+                run.id
+            )
+        });
+        let payload = json!({
+            "version": "4",
+            "groupKey": format!("playbook/{}", run.id),
+            "truncatedAlerts": 0,
+            "status": alert.map_or("resolved", |a| if a.state == State::Firing { "firing" } else { "resolved" }),
+            "receiver": receiver,
+            "groupLabels": {"alertname": run.rule},
+            "commonLabels": run.labels,
+            "commonAnnotations": alert.map(|a| a.annotations.clone()).unwrap_or_default(),
+            "externalURL": self.external_url,
+            "alerts": alert.map(|a| vec![self.alert_json(a)]).unwrap_or_default(),
+            "vigil": {
+                "idempotencyKey": idempotency_key,
+                "tenant": run.tenant,
+                "sentAt": rfc3339(now_ms),
+                "playbook": {
+                    "name": run.playbook,
+                    "run": run.id,
+                    "step": step,
+                    "kind": kind,
+                    "approveURL": approve_url,
+                    "steps": run.steps,
+                },
+            },
+        });
+        Notification {
+            tenant: run.tenant.clone(),
+            receiver: receiver.to_owned(),
+            group_key: format!("playbook/{}", run.id),
+            idempotency_key,
+            payload,
+            alerts: Vec::new(),
+        }
+    }
+
     fn alert_json(&self, alert: &Alert) -> Value {
         let firing = alert.state == State::Firing;
         json!({

@@ -45,6 +45,7 @@ pub const ALERTS: Endpoint = Endpoint {
         },
     ],
     body: None,
+    role: None,
 };
 
 pub const HISTORY: Endpoint = Endpoint {
@@ -70,6 +71,7 @@ pub const HISTORY: Endpoint = Endpoint {
         LIMIT,
     ],
     body: None,
+    role: None,
 };
 
 pub async fn alerts(State(state): State<Arc<AppState>>, incoming: Incoming) -> Answer {
@@ -133,6 +135,7 @@ pub async fn alerts(State(state): State<Arc<AppState>>, incoming: Incoming) -> A
                 "located": alert.located,
                 "flapping": alert.flapping,
                 "silenced_by": silenced_by,
+                "timeline": timeline(alert),
             })
         })
         .collect();
@@ -188,6 +191,30 @@ pub async fn read<T: DeserializeOwned>(
             }
         })
         .collect())
+}
+
+/// The incident's timeline, unix ms: detected (the condition first held
+/// at a boundary), fired, first notified (a receiver accepted it),
+/// remediation started (the first playbook run), recovered (a run's check
+/// passed, else the alert resolved); and the seconds from detection to
+/// each.
+fn timeline(alert: &Alert) -> Value {
+    let recovered = alert.recovered_ms.or(alert.resolved_ms);
+    let detected = alert.active_since_ms;
+    let after = |at: Option<u64>| at.map(|at| at.saturating_sub(detected) as f64 / 1_000.0);
+    json!({
+        "detected_at": detected,
+        "fired_at": alert.fired_ms,
+        "first_notified_at": alert.notified_ms,
+        "remediation_started_at": alert.remediation_started_ms,
+        "recovered_at": recovered,
+        "seconds_to": {
+            "fire": after(alert.fired_ms),
+            "notify": after(alert.notified_ms),
+            "remediate": after(alert.remediation_started_ms),
+            "recover": after(recovered),
+        },
+    })
 }
 
 /// Firing first, then pending, then resolved.

@@ -36,6 +36,7 @@ pub const ENDPOINT: Endpoint = Endpoint {
         TO,
     ],
     body: None,
+    role: None,
 };
 
 const APP: &str = "service.name";

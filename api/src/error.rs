@@ -38,6 +38,9 @@ pub enum ApiError {
     BadParameter(#[from] BadParameter),
     #[error("{0}")]
     NotFound(String),
+    /// What the request would change is not in a state that allows it.
+    #[error("{0}")]
+    Conflict(String),
     /// The answer would pass a configured limit (named by its key).
     #[error("{limit}: {message}")]
     Limit {
@@ -57,6 +60,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BadParameter(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Limit { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -69,6 +73,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::BadParameter(_) => "bad_parameter",
             ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
             ApiError::Limit { .. } => "limit_exceeded",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal => "internal",

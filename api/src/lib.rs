@@ -19,6 +19,7 @@ mod localize;
 mod metrics;
 mod openapi;
 mod params;
+mod playbooks;
 mod probes;
 mod prometheus;
 pub mod query;

@@ -45,12 +45,17 @@ pub struct Endpoint {
     /// The name of the schema of the JSON body it takes, in the document's
     /// components.
     pub body: Option<&'static str>,
+    /// The least role that may call it, when not the method's.
+    pub role: Option<Role>,
 }
 
 impl Endpoint {
     /// The least role that may call it: a viewer reads, changes need an
     /// editor.
     pub fn role(&self) -> Role {
+        if let Some(role) = self.role {
+            return role;
+        }
         match self.method {
             Method::Get => Role::Viewer,
             Method::Post | Method::Delete => Role::Editor,
@@ -182,6 +187,10 @@ pub fn document(endpoints: &[&Endpoint]) -> Value {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Silence": silence_schema(),
+                "Approval": {"type": "object", "additionalProperties": false,
+                             "properties": {"by": {"type": "string", "description": "Who approves, for the run's record."}}},
+                "Pause": {"type": "object", "required": ["paused"], "additionalProperties": false,
+                          "properties": {"paused": {"type": "boolean"}, "by": {"type": "string"}}},
                 "Error": {
                 "type": "object",
                 "required": ["error"],
@@ -189,7 +198,7 @@ pub fn document(endpoints: &[&Endpoint]) -> Value {
                     "type": "object",
                     "required": ["code", "message"],
                     "properties": {
-                        "code": {"type": "string", "enum": ["unauthenticated", "forbidden", "bad_parameter", "not_found", "limit_exceeded", "unavailable", "internal"]},
+                        "code": {"type": "string", "enum": ["unauthenticated", "forbidden", "bad_parameter", "not_found", "conflict", "limit_exceeded", "unavailable", "internal"]},
                         "message": {"type": "string"},
                         "parameter": {"type": "string"},
                         "limit": {"type": "string"}

@@ -27,6 +27,7 @@ pub const PROBES: Endpoint = Endpoint {
     path_params: &[],
     params: &[FROM, TO],
     body: None,
+    role: None,
 };
 
 pub const RUNS: Endpoint = Endpoint {
@@ -53,6 +54,7 @@ pub const RUNS: Endpoint = Endpoint {
         CURSOR,
     ],
     body: None,
+    role: None,
 };
 
 const NAME: &str = "vigil.probe.name";

@@ -45,6 +45,7 @@ pub const ENDPOINT: Endpoint = Endpoint {
         },
     ],
     body: None,
+    role: None,
 };
 
 pub async fn handler(State(state): State<Arc<AppState>>, incoming: Incoming) -> Answer {

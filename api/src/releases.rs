@@ -58,6 +58,7 @@ pub const HEALTH: Endpoint = Endpoint {
         TO,
     ],
     body: None,
+    role: None,
 };
 
 const UNIT: &str = "vigil.unit";

@@ -13,11 +13,11 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use vigil_config::{CanaryConfig, Config, SloConfig};
+use vigil_config::{CanaryConfig, Config, Role, SloConfig};
 use vigil_domain::model::Rollup;
 use vigil_domain::shutdown::Shutdown;
 use vigil_domain::tenant::TenantId;
@@ -31,13 +31,13 @@ use crate::openapi::{self, Endpoint};
 use crate::params::Params;
 use crate::reader::Reader;
 use crate::{
-    alerts, client_telemetry, localize, probes, prometheus, query_path, releases, services,
-    silences, slo, traces,
+    alerts, client_telemetry, localize, playbooks, probes, prometheus, query_path, releases,
+    services, silences, slo, traces,
 };
 use vigil_domain::signal::Signal;
 
 /// Every `/api/v1` path, in the order the OpenAPI document lists them.
-const ENDPOINTS: [&Endpoint; 15] = [
+const ENDPOINTS: [&Endpoint; 20] = [
     &services::ENDPOINT,
     &query_path::ENDPOINT,
     &localize::ENDPOINT,
@@ -53,6 +53,11 @@ const ENDPOINTS: [&Endpoint; 15] = [
     &silences::LIST,
     &silences::CREATE,
     &silences::EXPIRE,
+    &playbooks::PLAYBOOKS,
+    &playbooks::RUNS,
+    &playbooks::RUN,
+    &playbooks::APPROVE,
+    &playbooks::PAUSE,
 ];
 
 /// Why the API could not start or stopped with an error.
@@ -189,8 +194,13 @@ impl AppState {
             .auth
             .caller(incoming.authorization.as_deref(), tenant)?;
         if caller.role < endpoint.role() {
+            let needs = if endpoint.role() == Role::Admin {
+                "an admin token"
+            } else {
+                "an editor or admin token"
+            };
             return Err(ApiError::Forbidden(format!(
-                "this token may read only; {} {} needs an editor or admin token",
+                "this token's role does not allow it; {} {} needs {needs}",
                 endpoint.method.as_str().to_uppercase(),
                 endpoint.path
             )));
@@ -273,6 +283,11 @@ fn router(state: Arc<AppState>) -> Router {
             get(silences::list).post(silences::create),
         )
         .route(silences::EXPIRE.path, delete(silences::expire))
+        .route(playbooks::PLAYBOOKS.path, get(playbooks::playbooks))
+        .route(playbooks::RUNS.path, get(playbooks::runs))
+        .route(playbooks::RUN.path, get(playbooks::run))
+        .route(playbooks::APPROVE.path, post(playbooks::approve))
+        .route(playbooks::PAUSE.path, post(playbooks::pause))
         .nest("/prometheus/api/v1", prometheus::routes())
         .fallback(|| async { ApiError::NotFound("no such path; see /api/v1/openapi.json".into()) })
         .layer(middleware::from_fn_with_state(Arc::clone(&state), count))

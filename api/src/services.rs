@@ -24,6 +24,7 @@ pub const ENDPOINT: Endpoint = Endpoint {
     path_params: &[],
     params: &[FROM, TO],
     body: None,
+    role: None,
 };
 
 /// Span kinds that start a request in a service.

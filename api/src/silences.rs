@@ -47,6 +47,7 @@ pub const LIST: Endpoint = Endpoint {
         description: "Only silences in this status: active, pending or expired.",
     }],
     body: None,
+    role: None,
 };
 
 pub const CREATE: Endpoint = Endpoint {
@@ -56,6 +57,7 @@ pub const CREATE: Endpoint = Endpoint {
     path_params: &[],
     params: &[],
     body: Some("Silence"),
+    role: None,
 };
 
 pub const EXPIRE: Endpoint = Endpoint {
@@ -65,6 +67,7 @@ pub const EXPIRE: Endpoint = Endpoint {
     path_params: &[("id", "The silence's id")],
     params: &[],
     body: None,
+    role: None,
 };
 
 /// What `POST` takes.

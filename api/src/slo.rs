@@ -36,6 +36,7 @@ pub const ENDPOINT: Endpoint = Endpoint {
         description: "Only the objective with this name.",
     }],
     body: None,
+    role: None,
 };
 
 /// The burn-rate windows, by name and seconds.

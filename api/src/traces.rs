@@ -21,6 +21,7 @@ pub const TRACE: Endpoint = Endpoint {
     path_params: &[("trace_id", "32 hex digits")],
     params: &[],
     body: None,
+    role: None,
 };
 
 pub const SEARCH: Endpoint = Endpoint {
@@ -71,6 +72,7 @@ pub const SEARCH: Endpoint = Endpoint {
         CURSOR,
     ],
     body: None,
+    role: None,
 };
 
 /// Deeper spans are listed without their children: a bound on the answer's

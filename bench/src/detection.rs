@@ -91,7 +91,8 @@ pub async fn run(mut config: Config, trials: usize) -> Result<Vec<Duration>, Err
     )
     .await?;
     let demo_url = format!("http://{}", demo.address());
-    let load = tokio::spawn(demo::load(demo_url.clone(), RATE, shutdown.clone()));
+    let target = demo_url.clone();
+    let load = tokio::spawn(demo::load(move || target.clone(), RATE, shutdown.clone()));
 
     let client = reqwest::Client::new();
     let faults = format!("{demo_url}/admin/faults");

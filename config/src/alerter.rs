@@ -38,9 +38,14 @@ pub struct AlerterConfig {
     /// `generatorURL`); empty: none.
     #[serde(default)]
     pub external_url: String,
-    /// Remediation actions are logged and recorded but not sent.
+    /// Remediation actions and playbook runs are logged and recorded but
+    /// not sent.
     #[serde(default)]
     pub dry_run: bool,
+    /// The hosts (`host` or `host:port`) playbooks may call; a playbook
+    /// that calls another is refused when the rule files are loaded.
+    #[serde(default)]
+    pub playbook_hosts: Vec<String>,
     /// A CA file (PEM) that receivers' and remediation endpoints' https
     /// certificates may be signed by, beside the system's roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,6 +86,7 @@ impl Default for AlerterConfig {
             watch_interval_ms: default_watch_interval_ms(),
             external_url: String::new(),
             dry_run: false,
+            playbook_hosts: Vec::new(),
             ca_file: None,
             metrics_listen: default_alerter_metrics_listen(),
             notification_max_age_s: default_notification_max_age_s(),

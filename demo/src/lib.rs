@@ -12,8 +12,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::Path as UrlPath;
-use axum::routing::post;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::{Path as UrlPath, State};
+use axum::routing::{delete, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 pub use service::{DemoOptions, DemoService};
@@ -66,7 +70,7 @@ pub struct Running {
     pub sink: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunningInstance {
     pub url: String,
     pub unit: String,
@@ -103,17 +107,90 @@ pub fn configure(config: &mut Config) -> Result<(), Error> {
     Ok(())
 }
 
-/// Starts the webhook sink, then writes the rule file that sends to it
-/// into `data`; the rule file's path.
+/// Where the demo's load goes: the versions rolled back (their traffic
+/// goes to the stable instance of their unit) and the units drained (their
+/// traffic goes to a stable instance of another unit). The playbooks of
+/// the demo's rules change it through the sink, as a deployer and a
+/// traffic manager would; `vigil demo fault --clear` restores it.
+#[derive(Debug, Default)]
+pub struct Routing {
+    rolled_back: BTreeSet<String>,
+    drained: BTreeSet<String>,
+}
+
+pub type SharedRouting = Arc<Mutex<Routing>>;
+
+impl Routing {
+    /// The instance that takes the load meant for `from`.
+    fn target<'a>(&self, from: &'a RunningInstance, all: &'a [RunningInstance]) -> &'a str {
+        let stable = |unit: &str| all.iter().find(|i| i.unit == unit && i.cohort == "stable");
+        let mut to = from;
+        if self.rolled_back.contains(&to.version)
+            && let Some(stable) = stable(&to.unit)
+        {
+            to = stable;
+        }
+        if self.drained.contains(&to.unit)
+            && let Some(other) = all
+                .iter()
+                .find(|i| i.cohort == "stable" && !self.drained.contains(&i.unit))
+        {
+            to = other;
+        }
+        &to.url
+    }
+}
+
+/// Starts the webhook sink (which also takes the playbooks' rollback and
+/// traffic-shift calls), then writes the rule file that sends to it into
+/// `data`; the sink's address, the rule file's path and the routing.
 pub async fn sink_and_rules(
     data: &Path,
     shutdown: Shutdown,
-) -> Result<(SocketAddr, PathBuf), Error> {
-    let router = axum::Router::new().route("/{*path}", post(print));
+) -> Result<(SocketAddr, PathBuf, SharedRouting), Error> {
+    let routing = SharedRouting::default();
+    let router = axum::Router::new()
+        .route("/demo/rollback", post(rollback))
+        .route("/demo/shift", post(shift))
+        .route("/demo/routing", delete(restore))
+        .route("/{*path}", post(print))
+        .with_state(Arc::clone(&routing));
     let sink = serve_locally(router, "the demo's webhook sink", shutdown).await?;
     let rules = data.join("demo-rules.yaml");
     std::fs::write(&rules, rule_file(sink))?;
-    Ok((sink, rules))
+    Ok((sink, rules, routing))
+}
+
+/// `POST /demo/rollback {"version": "1.1.0"}`: that version's traffic
+/// goes to the stable version of its unit.
+#[allow(clippy::print_stdout, reason = "the demo's sink shows what it does")]
+async fn rollback(State(routing): State<SharedRouting>, Json(body): Json<Value>) -> &'static str {
+    let version = body["version"].as_str().unwrap_or_default().to_owned();
+    println!("[demo] payments {version} rolled back: its traffic goes to the stable version");
+    lock(&routing).rolled_back.insert(version);
+    "ok"
+}
+
+/// `POST /demo/shift {"unit": "unit-b"}`: that unit's traffic goes to
+/// another unit.
+#[allow(clippy::print_stdout, reason = "the demo's sink shows what it does")]
+async fn shift(State(routing): State<SharedRouting>, Json(body): Json<Value>) -> &'static str {
+    let unit = body["unit"].as_str().unwrap_or_default().to_owned();
+    println!("[demo] traffic shifted away from {unit}");
+    lock(&routing).drained.insert(unit);
+    "ok"
+}
+
+/// `DELETE /demo/routing`: every version and unit serves again.
+async fn restore(State(routing): State<SharedRouting>) -> &'static str {
+    *lock(&routing) = Routing::default();
+    "ok"
+}
+
+fn lock(routing: &SharedRouting) -> std::sync::MutexGuard<'_, Routing> {
+    routing
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Serves `router` on a free loopback port until `shutdown`; its address.
@@ -210,7 +287,6 @@ rules:
     service: payments
     window: 5m
     annotations: {{summary: "payments {{{{service.version}}}} is worse than its baseline on {{{{signal}}}}"}}
-    actions: [rollback]
 receivers:
   - name: console
     url: http://{sink}/alerts
@@ -226,9 +302,39 @@ inhibit_rules:
     target_matchers: ['alertname="payments-slow"']
 actions:
   - name: rollback
-    url: http://{sink}/actions/rollback
-    body: {{service: payments, version: "{{{{service.version}}}}", signal: "{{{{signal}}}}"}}
-    cooldown: 10m
+    url: http://{sink}/demo/rollback
+    body: {{service: payments, version: "{{{{service.version}}}}"}}
+    secret: demo-webhook-secret
+  - name: shift-traffic
+    url: http://{sink}/demo/shift
+    body: {{service: payments, unit: "{{{{vigil.unit}}}}"}}
+    secret: demo-webhook-secret
+playbooks:
+  - name: canary-rollback
+    rules: [payments-canary]
+    steps:
+      - call: rollback
+      - check: &recovered
+          service: payments
+          filter: 'span.kind="server"'
+          signal: error_ratio
+          window: 30s
+          op: '<'
+          value: 0.01
+          min_count: 20
+          for: 20s
+          deadline: 2m
+      - escalate: console
+        if: ['check="failed"']
+  - name: unit-drain
+    rules: [payments-errors]
+    # A version that explains the errors is the canary playbook's to roll back.
+    if: ['located.service.version=""']
+    steps:
+      - call: shift-traffic
+      - check: *recovered
+      - escalate: console
+        if: ['check="failed"']
 "#
     )
 }
@@ -238,7 +344,7 @@ actions:
 pub async fn start(
     data: &Path,
     collector: SocketAddr,
-    sink: SocketAddr,
+    (sink, routing): (SocketAddr, SharedRouting),
     port: u16,
     shutdown: Shutdown,
 ) -> Result<(Vec<DemoService>, PathBuf), Error> {
@@ -261,7 +367,6 @@ pub async fn start(
         )
         .await?;
         let url = format!("http://{}", service.address());
-        tokio::spawn(load(url.clone(), 10, shutdown.clone()));
         running.push(RunningInstance {
             url,
             unit: instance.unit.into(),
@@ -269,6 +374,16 @@ pub async fn start(
             cohort: instance.cohort.into(),
         });
         services.push(service);
+    }
+    let instances = Arc::new(running.clone());
+    for index in 0..instances.len() {
+        let (instances, routing) = (Arc::clone(&instances), Arc::clone(&routing));
+        let target = move || {
+            lock(&routing)
+                .target(&instances[index], &instances)
+                .to_owned()
+        };
+        tokio::spawn(load(target, 10, shutdown.clone()));
     }
     tokio::spawn(app_telemetry(collector, shutdown));
     let scenario = data.join("demo-probes.yaml");
@@ -321,9 +436,13 @@ probes:
     )
 }
 
-/// Orders created at `per_second`, and paid, on the instance at `url` until
-/// `shutdown`.
-pub async fn load(url: String, per_second: u64, shutdown: Shutdown) {
+/// Orders created at `per_second`, and paid, on the instance `target`
+/// names at each order, until `shutdown`.
+pub async fn load(
+    target: impl Fn() -> String + Send + 'static,
+    per_second: u64,
+    shutdown: Shutdown,
+) {
     let client = reqwest::Client::new();
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / per_second));
     let order = json!({"amount": 1250, "currency": "EUR"}).to_string();
@@ -332,7 +451,7 @@ pub async fn load(url: String, per_second: u64, shutdown: Shutdown) {
             _ = tick.tick() => {}
             () = shutdown.wait() => return,
         }
-        let (client, url, order) = (client.clone(), url.clone(), order.clone());
+        let (client, url, order) = (client.clone(), target(), order.clone());
         tokio::spawn(async move {
             // Failures are the faults at work; the traces show them.
             let created = client
@@ -440,6 +559,15 @@ pub async fn fault(data: &Path, fault: Option<Value>) -> Result<Vec<String>, Err
             "{} ({} {} in {})",
             instance.url, instance.version, instance.cohort, instance.unit
         ));
+    }
+    if fault.is_none() {
+        // What the playbooks rolled back or drained serves again.
+        client
+            .delete(format!("{}/demo/routing", running.sink))
+            .send()
+            .await?
+            .error_for_status()?;
+        done.push(format!("{} (the demo's routing)", running.sink));
     }
     Ok(done)
 }

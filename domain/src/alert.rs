@@ -23,6 +23,14 @@ pub enum Collection {
     Action,
     /// Notifications not yet accepted by their receiver, by idempotency key.
     Outbox,
+    /// The playbooks the alerter carries out, by name, as it loaded them.
+    Playbook,
+    /// Playbook runs ([`crate::playbook::Run`]), by id.
+    Run,
+    /// Approvals of waiting runs, by run id.
+    Approval,
+    /// Switches the API sets for the alerter (the playbooks' kill switch).
+    Switch,
 }
 
 impl Collection {
@@ -33,6 +41,10 @@ impl Collection {
             Collection::Notification => "notification",
             Collection::Action => "action",
             Collection::Outbox => "outbox",
+            Collection::Playbook => "playbook",
+            Collection::Run => "run",
+            Collection::Approval => "approval",
+            Collection::Switch => "switch",
         }
     }
 }
@@ -87,6 +99,15 @@ pub struct Alert {
     /// notifications are held until it settles.
     #[serde(default)]
     pub flapping: bool,
+    /// When a receiver first accepted a notification of it firing, unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notified_ms: Option<u64>,
+    /// When the first playbook run for it started, unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remediation_started_ms: Option<u64>,
+    /// When a run's check passed for it, or else when it resolved, unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered_ms: Option<u64>,
 }
 
 /// The labels' fingerprint: FNV-1a over the sorted pairs, 16 hex digits.

@@ -27,6 +27,7 @@ pub mod localize;
 pub mod located;
 pub mod metrics_endpoint;
 pub mod model;
+pub mod playbook;
 pub mod prometheus;
 pub mod shutdown;
 pub mod signal;

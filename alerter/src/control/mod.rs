@@ -1,10 +1,12 @@
 //! The alerter's one loop: it takes the published rows, evaluates each
 //! boundary, moves alerts along and sends what is due. Notifications go
 //! through the [`outbox`] until their receiver accepts them; remediation
-//! actions are in [`remediation`], what it keeps in the store in [`state`].
+//! actions are in [`remediation`], playbook runs in [`playbooks`], what it
+//! keeps in the store in [`state`].
 
 mod located;
 mod outbox;
+mod playbooks;
 mod remediation;
 mod state;
 
@@ -25,9 +27,10 @@ use vigil_store::{AlertStore, StateRecord};
 use crate::alerts::{Alerts, State};
 use crate::eval::Engine;
 use crate::notify::Dispatcher;
-use crate::rules::{self, Rule, Ruleset};
+use crate::rules::{self, Ruleset};
 use crate::{ASSIGNMENT_WAIT, Metrics, Reply, SILENCE_REFRESH, TICK, now_ms};
 pub(crate) use outbox::{Outbox, Pending};
+pub(crate) use playbooks::{Runs, expired};
 use state::{alert_record, state_record};
 pub(crate) use state::{read_state, rebuild};
 
@@ -48,6 +51,7 @@ pub(crate) struct Control {
     pub(crate) client: reqwest::Client,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) outbox: Outbox,
+    pub(crate) runs: Runs,
 }
 
 impl Control {
@@ -103,7 +107,7 @@ impl Control {
                 watched = Instant::now();
             }
             if reply.is_some() || hangup || changed {
-                let outcome = self.reload();
+                let outcome = self.reload().await;
                 if let Some(reply) = reply {
                     let _ = reply.send(outcome);
                 }
@@ -116,6 +120,7 @@ impl Control {
         }
         if shutdown.is_triggered() {
             self.drain_outbox().await;
+            self.drain_calls().await;
         }
     }
 
@@ -139,24 +144,27 @@ impl Control {
         }
     }
 
-    fn reload(&mut self) -> Result<usize, String> {
+    async fn reload(&mut self) -> Result<usize, String> {
         self.watch.read();
         match rules::load(
             &self.settings.rules,
             self.settings.prometheus_tenant.as_ref(),
-        ) {
+        )
+        .and_then(|ruleset| ruleset.check_hosts(&self.settings.playbook_hosts))
+        {
             Ok(ruleset) => {
                 self.metrics.reload(true);
                 let count = ruleset.rules.len();
-                let rules: Vec<Arc<Rule>> = ruleset.rules.iter().cloned().map(Arc::new).collect();
                 // Rules that did not change keep their groups' data: the
                 // new engine gets the windows the old one still has.
-                let mut engine = Engine::new(rules, self.engine.evaluated_through());
+                let mut engine =
+                    Engine::new(ruleset.engine_rules(), self.engine.evaluated_through());
                 engine.adopt(&mut self.engine);
                 self.engine = engine;
                 let dispatcher = std::mem::take(&mut self.dispatcher);
                 self.dispatcher = dispatcher.reload(&ruleset);
                 self.ruleset = ruleset;
+                self.publish_playbooks(now_ms()).await;
                 self.metrics.rules.set(count as i64);
                 tracing::info!(rules = count, "rules reloaded");
                 Ok(count)
@@ -180,12 +188,18 @@ impl Control {
         }
         let mut transitions = Vec::new();
         let mut flaps = Vec::new();
+        // Verdicts of the playbooks' checks make no alerts: runs read them.
+        let alerting = self.ruleset.rules.len();
+        let mut checked = Vec::new();
         for (boundary, verdicts) in rounds {
+            let (alerts, checks): (Vec<_>, Vec<_>) =
+                verdicts.into_iter().partition(|v| v.rule < alerting);
             transitions.extend(
                 self.alerts
-                    .apply(self.engine.rules(), &verdicts, boundary * 1_000),
+                    .apply(self.engine.rules(), &alerts, boundary * 1_000),
             );
             flaps.extend(self.alerts.flaps(boundary * 1_000));
+            checked.push((boundary, checks));
         }
         if !flaps.is_empty() {
             self.record_flaps(&flaps, now_ms).await;
@@ -203,7 +217,9 @@ impl Control {
             self.locate(&mut transitions).await;
             self.record(&transitions, now_ms).await;
             self.remediate(&transitions, now_ms).await;
+            self.start_runs(&transitions, now_ms).await;
         }
+        self.advance_runs(&checked, now_ms).await;
         let tick = self.dispatcher.tick(&self.alerts, &self.silences, now_ms);
         let mut records: Vec<StateRecord> = tick
             .changed
@@ -252,6 +268,7 @@ impl Control {
         {
             return;
         }
+        self.read_switch().await;
         match self.store.state(Collection::Silence).await {
             Ok(records) => {
                 self.silences_read = Some(Instant::now());

@@ -101,7 +101,7 @@ fn record(pending: &Pending, now_ms: u64) -> StateRecord {
 const ROUND_BACKOFF_FIRST: Duration = Duration::from_secs(1);
 
 /// How long a stopping alerter waits for the rounds under way.
-const DRAIN_WAIT: Duration = Duration::from_secs(10);
+pub(super) const DRAIN_WAIT: Duration = Duration::from_secs(10);
 
 impl Control {
     /// Settles the rounds that ended, then starts a round for every
@@ -156,6 +156,18 @@ impl Control {
                 );
             }
             history.push(entry(&pending, outcome, &done.outcome, now_ms));
+            if sent {
+                // The incident's timeline: when someone was first told.
+                for (fingerprint, state) in &pending.notification.alerts {
+                    if *state == crate::alerts::State::Firing
+                        && let Some(alert) = self.alerts.get_mut(fingerprint)
+                        && alert.notified_ms.is_none()
+                    {
+                        alert.notified_ms = Some(now_ms);
+                        records.push(super::state::alert_record(alert, false, now_ms));
+                    }
+                }
+            }
             if sent || expired {
                 records.push(StateRecord {
                     deleted: true,

@@ -3,15 +3,51 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use vigil_domain::alert::Collection;
-use vigil_domain::template::UrlError;
+use vigil_domain::template::{UrlError, Vars};
 use vigil_store::HistoryEntry;
 
 use super::Control;
 use super::state::{append, state_record};
 use crate::alerts::{self, State, Transition};
+use crate::rules::Action;
 use crate::{now_ms, webhook};
+
+/// An action's url and body, rendered with `vars`; or why not.
+pub(super) fn render_action(action: &Action, vars: &Vars) -> Result<(String, Value), String> {
+    let url = action.url.render_url(vars).map_err(|error| match error {
+        UrlError::Missing(name) => format!("url: {name} is not a label of the alert"),
+        UrlError::DotSegment(name) => {
+            format!("url: the value of {name} would step up the path")
+        }
+    })?;
+    let body = action
+        .body
+        .render(vars)
+        .map_err(|missing| format!("body: {} is not a label of the alert", missing.0))?;
+    Ok((url, body))
+}
+
+/// The call of `action` to `url` with `body`, under `idempotency_key`.
+pub(super) fn webhook_call(
+    action: &Action,
+    url: String,
+    body: &Value,
+    idempotency_key: String,
+) -> webhook::Call {
+    webhook::Call {
+        url,
+        method: reqwest::Method::from_bytes(action.method.as_bytes())
+            .unwrap_or(reqwest::Method::POST),
+        body: body.to_string().into_bytes(),
+        headers: action.headers.clone(),
+        secret: action.secret.clone(),
+        idempotency_key,
+        timeout: action.timeout,
+        max_attempts: action.max_attempts,
+    }
+}
 
 impl Control {
     /// Fires the actions of alerts that started firing and are not
@@ -44,26 +80,7 @@ impl Control {
                     None
                 };
                 let vars = alerts::vars(&alert.labels, alert.value, rule.service.as_deref());
-                let rendered = action
-                    .url
-                    .render_url(&vars)
-                    .map_err(|error| match error {
-                        UrlError::Missing(name) => {
-                            format!("url: {name} is not a label of the alert")
-                        }
-                        UrlError::DotSegment(name) => {
-                            format!("url: the value of {name} would step up the path")
-                        }
-                    })
-                    .and_then(|url| {
-                        action
-                            .body
-                            .render(&vars)
-                            .map(|body| (url, body))
-                            .map_err(|missing| {
-                                format!("body: {} is not a label of the alert", missing.0)
-                            })
-                    });
+                let rendered = render_action(action, &vars);
                 let dry_run = action.dry_run || self.settings.dry_run;
                 let mut entry = json!({
                     "action": name,
@@ -96,21 +113,12 @@ impl Control {
                             entry["outcome"] = json!("dry_run");
                             None
                         } else {
-                            Some(webhook::Call {
-                                url,
-                                method: reqwest::Method::from_bytes(action.method.as_bytes())
-                                    .unwrap_or(reqwest::Method::POST),
-                                body: body.to_string().into_bytes(),
-                                headers: action.headers.clone(),
-                                secret: action.secret.clone(),
-                                idempotency_key: format!(
-                                    "{}-{}",
-                                    alert.fingerprint,
-                                    alert.fired_ms.unwrap_or(now_ms)
-                                ),
-                                timeout: action.timeout,
-                                max_attempts: action.max_attempts,
-                            })
+                            let key = format!(
+                                "{}-{}",
+                                alert.fingerprint,
+                                alert.fired_ms.unwrap_or(now_ms)
+                            );
+                            Some(webhook_call(action, url, &body, key))
                         }
                     }
                 };

@@ -86,6 +86,7 @@
 //! of files that does not load leaves the running rules in place.
 
 mod checks;
+mod playbooks;
 mod prometheus;
 mod routing;
 mod spec;
@@ -110,6 +111,7 @@ use checks::{check_action, check_rule};
 use routing::{check_inhibition, check_receiver, check_receivers_exist, check_route};
 use spec::FileSpec;
 
+pub use playbooks::{CheckStep, Playbook, Step, StepKind};
 pub use prometheus::Expression;
 
 /// The finest window the aggregators publish: rule windows are multiples.
@@ -128,6 +130,38 @@ pub struct Ruleset {
     pub route: Option<Route>,
     pub inhibitions: Vec<Inhibition>,
     pub actions: BTreeMap<String, Action>,
+    pub playbooks: Vec<Playbook>,
+    /// The rules of the playbooks' checks: evaluated like the others, they
+    /// make no alerts (see [`Ruleset::engine_rules`]).
+    pub checks: Vec<Rule>,
+}
+
+impl Ruleset {
+    /// What the engine evaluates: the rules, then the playbooks' checks; a
+    /// verdict of index [`Ruleset::rules`]`.len()` or more is a check's.
+    pub fn engine_rules(&self) -> Vec<std::sync::Arc<Rule>> {
+        self.rules
+            .iter()
+            .chain(&self.checks)
+            .cloned()
+            .map(std::sync::Arc::new)
+            .collect()
+    }
+
+    /// Refuses playbooks that call a host not on `hosts`
+    /// (`alerter.playbook_hosts`).
+    pub fn check_hosts(self, hosts: &[String]) -> Result<Ruleset, FileError> {
+        for playbook in &self.playbooks {
+            playbooks::check_hosts(playbook, &self.actions, hosts).map_err(|message| {
+                FileError::Invalid {
+                    file: playbook.file.clone(),
+                    line: playbook.line,
+                    message: format!("playbook {}: {message}", playbook.name),
+                }
+            })?;
+        }
+        Ok(self)
+    }
 }
 
 /// One rule: which series, how they are grouped, and what makes an alert.
@@ -400,6 +434,7 @@ pub fn parse(
     let mut rule_names: BTreeMap<String, (PathBuf, usize)> = BTreeMap::new();
     let mut route_file: Option<(PathBuf, usize)> = None;
     let mut alerts: Vec<(PathBuf, usize, Rule)> = Vec::new();
+    let mut playbook_specs = Vec::new();
     for (file, text) in files {
         if prometheus::is_prometheus(text) {
             for (line, rule) in prometheus::parse(file, text, prometheus_tenant)? {
@@ -484,6 +519,14 @@ pub fn parse(
             rule_names.insert(rule.name.clone(), (file.clone(), line));
             specs.push((file.clone(), line, file_tenant.clone(), rule));
         }
+        let playbooks_at = text
+            .lines()
+            .position(|l| l.starts_with("playbooks:"))
+            .unwrap_or(0);
+        for playbook in spec.playbooks {
+            let line = yaml::name_line(text, &playbook.name(), playbooks_at).map_or(1, |i| i + 1);
+            playbook_specs.push((file.clone(), line, file_tenant.clone(), playbook));
+        }
     }
     // Rules name actions and routes name receivers of any file.
     for (file, line, tenant, spec) in specs {
@@ -511,6 +554,36 @@ pub fn parse(
             });
         }
         set.rules.push(rule);
+    }
+    // Playbooks name rules, actions and receivers of any file.
+    let mut playbook_names = BTreeMap::new();
+    for (file, line, tenant, spec) in playbook_specs {
+        let name = spec.name();
+        let invalid = |message: String| FileError::Invalid {
+            file: file.clone(),
+            line,
+            message: format!("playbook {name}: {message}"),
+        };
+        if let Some(other) = playbook_names.insert(name.clone(), (file.clone(), line)) {
+            return Err(invalid(format!(
+                "the name is taken by {}:{}",
+                other.0.display(),
+                other.1
+            )));
+        }
+        let is_rule = |rule: &str| set.rules.iter().any(|r| r.name == rule);
+        let (playbook, checks) = playbooks::check_playbook(
+            spec,
+            tenant,
+            &file,
+            line,
+            &set.actions,
+            &set.receivers,
+            &is_rule,
+        )
+        .map_err(invalid)?;
+        set.playbooks.push(playbook);
+        set.checks.extend(checks);
     }
     if let Some(route) = &set.route {
         let (file, line) = route_file.unwrap_or_default();

@@ -27,6 +27,8 @@ pub(super) struct FileSpec {
     pub(super) inhibit_rules: Vec<InhibitSpec>,
     #[serde(default)]
     pub(super) actions: Vec<ActionSpec>,
+    #[serde(default)]
+    pub(super) playbooks: Vec<super::playbooks::PlaybookSpec>,
 }
 
 #[derive(Deserialize, Clone, Copy)]

@@ -512,3 +512,108 @@ mod fuzz {
         }
     }
 }
+
+const PLAYBOOK: &str = r#"
+playbooks:
+  - name: drain
+    rules: [pay-latency]
+    if: ['located.vigil.unit!=""']
+    steps:
+      - call: rollback
+      - wait: 10s
+      - check:
+          service: payments
+          signal: p99
+          window: 30s
+          op: '<'
+          value: 250
+          where: {vigil.unit: "{{located.vigil.unit}}"}
+          for: 20s
+          deadline: 2m
+      - approve: oncall
+        timeout: 30m
+      - escalate: oncall
+        if: ['check="failed"']
+"#;
+
+#[test]
+fn playbooks_load_with_their_checks_as_rules() {
+    let files = vec![(PathBuf::from("rules/pay.yaml"), format!("{GOOD}{PLAYBOOK}"))];
+    let set = parse(&files, &env, None).unwrap();
+    let playbook = &set.playbooks[0];
+    assert_eq!((playbook.name.as_str(), playbook.line), ("drain", 49));
+    let kinds: Vec<&str> = playbook.steps.iter().map(|s| s.kind.as_str()).collect();
+    assert_eq!(kinds, ["call", "wait", "check", "approve", "escalate"]);
+    let StepKind::Check(check) = &playbook.steps[2].kind else {
+        panic!("a check")
+    };
+    assert_eq!(
+        (check.rule.as_str(), check.for_s, check.deadline_s),
+        ("drain#2", 20, 120)
+    );
+    // The check is a threshold rule grouped by the keys of its `where`,
+    // evaluated after the rules and making no alerts of its own.
+    assert_eq!(set.checks.len(), 1);
+    assert_eq!(set.checks[0].name, "drain#2");
+    assert_eq!(set.checks[0].group_by, ["vigil.unit"]);
+    assert_eq!(set.engine_rules().len(), set.rules.len() + 1);
+    // Calls go only to the hosts listed.
+    assert!(set.clone().check_hosts(&["127.0.0.1".into()]).is_ok());
+    assert_eq!(
+        set.check_hosts(&["deployer".into()])
+            .unwrap_err()
+            .to_string(),
+        "rules/pay.yaml:49: playbook drain: steps[0]: call rollback: the host 127.0.0.1:9 \
+         is not in alerter.playbook_hosts"
+    );
+}
+
+#[test]
+fn bad_playbooks_name_the_file_line_and_reason() {
+    let refused = |replace: &str, with: &str| {
+        let text = format!("{GOOD}{}", PLAYBOOK.replace(replace, with));
+        error(&text)
+    };
+    let at = "rules/pay.yaml:49: playbook drain: ";
+    for (replace, with, reason) in [
+        (
+            "call: rollback",
+            "call: reboot",
+            "steps[0]: call: no action is named \"reboot\"",
+        ),
+        (
+            "rules: [pay-latency]",
+            "rules: [pay-speed]",
+            "rules: no rule is named \"pay-speed\"",
+        ),
+        (
+            "approve: oncall",
+            "approve: nobody",
+            "steps[3]: no receiver is named \"nobody\"",
+        ),
+        (
+            "      - wait: 10s\n",
+            "      - wait: 10s\n        call: rollback\n",
+            "steps[1]: one of call, wait, check, approve or escalate, and only one",
+        ),
+        (
+            "deadline: 2m",
+            "deadline: 10s",
+            "steps[2]: check: deadline (10 s) must be longer than for (20 s)",
+        ),
+        ("signal: p99", "signal: p42", "steps[2]: check: signal"),
+        (
+            "where:",
+            "group_by: [vigil.unit]\n          where:",
+            "steps[2]: check: group_by is not a key of a check",
+        ),
+    ] {
+        let refused = refused(replace, with);
+        assert!(refused.starts_with(&format!("{at}{reason}")), "{refused}");
+    }
+    let no_check = format!("{GOOD}{}", PLAYBOOK.split("      - check:").next().unwrap());
+    assert_eq!(
+        error(&no_check),
+        format!("{at}steps: a playbook needs a check, or no run could tell whether it recovered")
+    );
+}

@@ -25,6 +25,9 @@ fn alert(tenant_name: &str, rule: &str, unit: &str, state: AlertState, since_ms:
         last_held_ms: since_ms,
         located: Vec::new(),
         flapping: false,
+        notified_ms: None,
+        remediation_started_ms: None,
+        recovered_ms: None,
     }
 }
 

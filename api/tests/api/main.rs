@@ -6,6 +6,7 @@
 mod alerts;
 mod fuzz;
 mod localize;
+mod playbooks;
 mod prometheus;
 mod queries;
 mod releases;

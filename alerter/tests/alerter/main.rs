@@ -1092,3 +1092,5 @@ async fn prometheus_rule_files_fire_through_a_real_alertmanager() {
     drop(alertmanager);
     let _ = std::fs::remove_dir_all(&s.folder);
 }
+
+mod playbooks;
