@@ -11,6 +11,7 @@
 //! - [`api`]: dashboard API latency over a loaded store;
 //! - [`localize`]: root-cause localization's F1 and time per case;
 //! - [`detection`]: fault to firing webhook, through every component.
+//! - [`recovery`]: fault to a playbook run that recovered, with no human.
 //!
 //! Benchmarks print their figures; nothing here runs in production.
 
@@ -24,9 +25,12 @@ pub mod collector;
 pub mod detection;
 pub mod localize;
 pub mod prober;
+pub mod recovery;
 pub mod remote_write;
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use std::time::Duration;
+
 use vigil_config::Config;
 use vigil_domain::distribution::Distribution;
 
@@ -53,6 +57,10 @@ pub enum Bench {
     /// webhook arriving, through collector, bus, aggregator and alerter on
     /// the configured bus and store.
     Detection(detection::Options),
+    /// Time from a fault in the demo (unit-b fails half of its requests)
+    /// to the page, to the playbook's first call (traffic shifted away) and
+    /// to its run ending recovered, on the configured bus and store.
+    Recovery(recovery::Options),
     /// Probe steps per second one prober runs against a local demo
     /// payment service, and how late runs start against their schedule.
     Synthetic(prober::Options),
@@ -94,6 +102,7 @@ pub async fn run(config: Config, bench: Bench) -> Result<(), Error> {
         Bench::Bus(options) => run_bus(config, options).await,
         Bench::Aggregator(options) => run_aggregator(config, options).await,
         Bench::Detection(options) => run_detection(config, options).await,
+        Bench::Recovery(options) => run_recovery(config, options).await,
         Bench::Synthetic(options) => run_prober(config, options).await,
         Bench::Api(options) => run_api(config, options, api::Suite::Api).await,
         Bench::Promql(options) => run_api(config, options, api::Suite::Promql).await,
@@ -185,13 +194,8 @@ async fn run_detection(config: Config, options: detection::Options) -> Result<()
         config.store.kind,
         20 + trials * 30
     );
-    let mut latencies = detection::run(config, trials).await?;
-    latencies.sort();
-    // Nearest rank: of 20 trials, p99 is the slowest.
-    let q = |q: f64| {
-        let rank = ((q * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len());
-        latencies.get(rank - 1).map_or(0.0, |d| d.as_secs_f64())
-    };
+    let latencies = detection::run(config, trials).await?;
+    let q = nearest_rank(latencies.iter().map(Duration::as_secs_f64).collect());
     println!(
         "  fault to firing webhook: p50 {:.1} s, p90 {:.1} s, p99 {:.1} s, max {:.1} s (min {:.1} s)",
         q(0.5),
@@ -200,6 +204,43 @@ async fn run_detection(config: Config, options: detection::Options) -> Result<()
         q(1.0),
         q(0.0)
     );
+    Ok(())
+}
+
+/// The nearest-rank quantiles of `values` (of 20, p99 is the largest; q 0
+/// the smallest).
+fn nearest_rank(mut values: Vec<f64>) -> impl Fn(f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    move |q| {
+        let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len().max(1));
+        values.get(rank - 1).copied().unwrap_or(0.0)
+    }
+}
+
+async fn run_recovery(config: Config, options: recovery::Options) -> Result<(), Error> {
+    let trials = options.trials;
+    println!(
+        "recovery: {trials} faults (unit-b fails half of its requests; the demo's unit-drain playbook shifts its traffic and checks), {:?} bus, {:?} store; about {} s",
+        config.bus.kind,
+        config.store.kind,
+        30 + trials * 90
+    );
+    let results = recovery::run(config, trials).await?;
+    let line = |what: &str, pick: fn(&recovery::Trial) -> Duration| {
+        let q = nearest_rank(results.iter().map(|t| pick(t).as_secs_f64()).collect());
+        println!(
+            "  fault to {what:<18} p50 {:>5.1} s, p99 {:>5.1} s, max {:>5.1} s (min {:.1} s)",
+            q(0.5),
+            q(0.99),
+            q(1.0),
+            q(0.0)
+        );
+    };
+    line("page accepted", |t| t.paged);
+    line("first call", |t| t.acted);
+    line("run ended", |t| t.ended);
+    let recovered = results.iter().filter(|t| t.recovered).count();
+    println!("  runs recovered: {recovered} of {}", results.len());
     Ok(())
 }
 

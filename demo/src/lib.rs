@@ -78,8 +78,30 @@ pub struct RunningInstance {
     pub cohort: String,
 }
 
+/// The demo's webhook sink: where its alerts are printed and its
+/// playbooks' calls change the [`Routing`].
+pub struct Sink {
+    pub address: SocketAddr,
+    routing: SharedRouting,
+}
+
+/// Sets the demo's tenant, tokens, objective, rules and playbooks in
+/// `config` (its rule file written into `data`), and starts the sink they
+/// send to.
+pub async fn configure(
+    config: &mut Config,
+    data: &Path,
+    shutdown: Shutdown,
+) -> Result<Sink, Error> {
+    tenant(config)?;
+    let (address, rules, routing) = sink_and_rules(data, shutdown).await?;
+    config.alerter.rules.push(rules);
+    config.alerter.playbook_hosts.push(address.to_string());
+    Ok(Sink { address, routing })
+}
+
 /// Sets the demo's tenant, tokens and objective in `config`.
-pub fn configure(config: &mut Config) -> Result<(), Error> {
+fn tenant(config: &mut Config) -> Result<(), Error> {
     let tenant = TenantId::parse(TENANT)?;
     config.collector.tenants.push(TenantConfig {
         id: tenant.clone(),
@@ -144,7 +166,7 @@ impl Routing {
 /// Starts the webhook sink (which also takes the playbooks' rollback and
 /// traffic-shift calls), then writes the rule file that sends to it into
 /// `data`; the sink's address, the rule file's path and the routing.
-pub async fn sink_and_rules(
+async fn sink_and_rules(
     data: &Path,
     shutdown: Shutdown,
 ) -> Result<(SocketAddr, PathBuf, SharedRouting), Error> {
@@ -309,25 +331,29 @@ actions:
     url: http://{sink}/demo/shift
     body: {{service: payments, unit: "{{{{vigil.unit}}}}"}}
     secret: demo-webhook-secret
+# The demo is there to be tried again and again: more runs an hour than the
+# default 3.
 playbooks:
   - name: canary-rollback
     rules: [payments-canary]
+    max_runs_per_hour: 30
     steps:
       - call: rollback
       - check: &recovered
           service: payments
           filter: 'span.kind="server"'
           signal: error_ratio
-          window: 30s
+          window: 20s
           op: '<'
           value: 0.01
           min_count: 20
-          for: 20s
+          for: 10s
           deadline: 2m
       - escalate: console
         if: ['check="failed"']
   - name: unit-drain
     rules: [payments-errors]
+    max_runs_per_hour: 30
     # A version that explains the errors is the canary playbook's to roll back.
     if: ['located.service.version=""']
     steps:
@@ -344,7 +370,7 @@ playbooks:
 pub async fn start(
     data: &Path,
     collector: SocketAddr,
-    (sink, routing): (SocketAddr, SharedRouting),
+    sink: &Sink,
     port: u16,
     shutdown: Shutdown,
 ) -> Result<(Vec<DemoService>, PathBuf), Error> {
@@ -377,7 +403,7 @@ pub async fn start(
     }
     let instances = Arc::new(running.clone());
     for index in 0..instances.len() {
-        let (instances, routing) = (Arc::clone(&instances), Arc::clone(&routing));
+        let (instances, routing) = (Arc::clone(&instances), Arc::clone(&sink.routing));
         let target = move || {
             lock(&routing)
                 .target(&instances[index], &instances)
@@ -390,7 +416,7 @@ pub async fn start(
     std::fs::write(&scenario, scenario_file(&running))?;
     let running = Running {
         instances: running,
-        sink: format!("http://{sink}"),
+        sink: format!("http://{}", sink.address),
     };
     std::fs::write(
         data.join(INSTANCES_FILE),

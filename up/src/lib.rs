@@ -129,20 +129,14 @@ pub async fn run(mut config: Config, options: Options) -> Result<(), Error> {
     }
     let mut sink = None;
     if options.demo {
-        demo::configure(&mut config)?;
-        let (address, rules, routing) =
-            demo::sink_and_rules(&options.data, shutdown.clone()).await?;
-        config.alerter.rules.push(rules);
-        config.alerter.playbook_hosts.push(address.to_string());
-        sink = Some((address, routing));
+        sink = Some(demo::configure(&mut config, &options.data, shutdown.clone()).await?);
     }
 
     let pipeline = Pipeline::start(&config, &shutdown).await?;
     let otlp = pipeline.otlp();
     let api = Api::start(&config, Arc::clone(&pipeline.store), shutdown.clone()).await?;
     let mut services = Vec::new();
-    let sink_address = sink.as_ref().map(|(address, _)| *address);
-    if let Some(sink) = sink {
+    if let Some(sink) = &sink {
         let (started, scenario) = demo::start(
             &options.data,
             otlp,
@@ -202,7 +196,7 @@ pub async fn run(mut config: Config, options: Options) -> Result<(), Error> {
         prober.metrics().scheduled.get(),
         reachable(prober.metrics_address())
     );
-    if let Some(sink) = sink_address {
+    if let Some(sink) = sink.map(|sink| sink.address) {
         for service in &services {
             println!("  demo        payments on http://{}", service.address());
         }

@@ -49,6 +49,8 @@ async fn alerts_history_and_silences(backend: Backend) {
             share: 1.0,
             score: 0.5,
         }],
+        notified_ms: Some(now_ms - 89_000),
+        remediation_started_ms: Some(now_ms - 88_500),
         ..alert(
             "acme",
             "pay-errors",
@@ -143,6 +145,14 @@ async fn alerts_history_and_silences(backend: Backend) {
             "located": [{"labels": {"http.route": "/pay"}, "actual": 0.5, "expected": 0.01, "share": 1.0, "score": 0.5}],
             "flapping": false,
             "silenced_by": [],
+            "timeline": {
+                "detected_at": now_ms - 120_000,
+                "fired_at": now_ms - 90_000,
+                "first_notified_at": now_ms - 89_000,
+                "remediation_started_at": now_ms - 88_500,
+                "recovered_at": null,
+                "seconds_to": {"fire": 30.0, "notify": 31.0, "remediate": 31.5, "recover": null},
+            },
         }),
         "firing first"
     );
