@@ -5,7 +5,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn vigil(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vigil"))
@@ -519,7 +519,7 @@ fn the_readme_walkthrough_answers() {
         .map(|l| format!("{l}\necho\necho \"@@@ $?\"\n"))
         .collect();
     let output = Command::new("timeout")
-        .args(["120", "bash", "-c", &script])
+        .args(["240", "bash", "-c", &script])
         .output()
         .unwrap();
     let text = String::from_utf8(output.stdout).unwrap();
@@ -588,10 +588,20 @@ fn the_readme_walkthrough_answers() {
         alerts["alerts"][0]["labels"]["vigil.unit"], "unit-b",
         "{alerts}"
     );
+    // The demo recovered by itself: unit-b's traffic shifted, checked.
+    let runs = json(12);
+    let run = &runs["runs"][0];
+    assert_eq!(run["state"], "recovered", "{runs}");
+    assert_eq!(run["labels"]["vigil.unit"], "unit-b", "{runs}");
     assert_eq!(
-        answers[11].1.lines().count(),
-        3,
-        "faults cleared on three instances"
+        run["steps"][0]["detail"]["body"],
+        json!({"service": "payments", "unit": "unit-b"}),
+        "{runs}"
+    );
+    assert_eq!(
+        answers[13].1.lines().count(),
+        4,
+        "faults cleared on three instances, and the demo's routing restored"
     );
 
     line(

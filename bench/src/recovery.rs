@@ -83,11 +83,8 @@ pub async fn run(mut config: Config, trials: usize) -> Result<Vec<Trial>, Error>
         let fault = json!({"unit": "unit-b", "error_rate": 0.5});
         demo::fault(&data, Some(fault)).await?;
         let injected_ms = now_ms();
-        let run = ended_run(&*store, injected_ms).await?;
-        let paged_ms = alert_of(&*store, &run.alert)
-            .await?
-            .and_then(|alert| alert.notified_ms)
-            .unwrap_or(run.started_ms);
+        let (run, paged_ms) = ended_run(&*store, injected_ms).await?;
+        let paged_ms = paged_ms.ok_or("the run's alert was not seen paged")?;
         let since = |at_ms: u64| Duration::from_millis(at_ms.saturating_sub(injected_ms));
         let result = Trial {
             paged: since(paged_ms),
@@ -115,9 +112,12 @@ fn remove(data: &Path) {
     }
 }
 
-/// The first run of [`PLAYBOOK`] started after `after_ms`, once it ended.
-async fn ended_run(store: &dyn Store, after_ms: u64) -> Result<Run, Error> {
+/// The first run of [`PLAYBOOK`] started after `after_ms`, once it ended,
+/// and when its alert's page was accepted (read while the alert is kept:
+/// a resolved one is forgotten once its resolution was sent).
+async fn ended_run(store: &dyn Store, after_ms: u64) -> Result<(Run, Option<u64>), Error> {
     let deadline = Instant::now() + PATIENCE;
+    let mut paged_ms = None;
     loop {
         let run = store
             .state(Collection::Run)
@@ -125,8 +125,15 @@ async fn ended_run(store: &dyn Store, after_ms: u64) -> Result<Run, Error> {
             .into_iter()
             .filter_map(|r| serde_json::from_str::<Run>(&r.body).ok())
             .find(|r| r.playbook == PLAYBOOK && r.started_ms >= after_ms);
+        if let Some(run) = &run
+            && paged_ms.is_none()
+        {
+            paged_ms = alert_of(store, &run.alert)
+                .await?
+                .and_then(|alert| alert.notified_ms);
+        }
         if let Some(run) = run.filter(|r| r.state.is_over()) {
-            return Ok(run);
+            return Ok((run, paged_ms));
         }
         if Instant::now() > deadline {
             return Err(format!(

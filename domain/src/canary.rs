@@ -28,6 +28,12 @@ use serde::Serialize;
 use crate::distribution::Distribution;
 use crate::model::Rollup;
 
+/// A latency or start time worse by this little fails no canary however
+/// significant: below what a user notices or the timer of a busy host
+/// tells apart (a sub-millisecond service's p50 differs by tenths of a
+/// millisecond between instances), in ms.
+pub const MIN_WORSE_MS: f64 = 1.0;
+
 /// How signals are judged.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Criteria {
@@ -232,6 +238,7 @@ impl Criteria {
             (c, b),
             (canary.1, baseline.1),
             p_value,
+            0.0,
         )
     }
 
@@ -251,6 +258,7 @@ impl Criteria {
             (canary.quantile(q), baseline.quantile(q)),
             (canary.count(), baseline.count()),
             p_value,
+            MIN_WORSE_MS,
         )
     }
 
@@ -272,6 +280,7 @@ impl Criteria {
         (canary, baseline): (Option<f64>, Option<f64>),
         (canary_samples, baseline_samples): (u64, u64),
         p_value: Option<f64>,
+        min_worse: f64,
     ) -> Judgement {
         let needed = Needed {
             canary: self.min_samples.saturating_sub(canary_samples),
@@ -279,7 +288,7 @@ impl Criteria {
         };
         let enough = needed.canary == 0 && needed.baseline == 0;
         let worse = match (canary, baseline) {
-            (Some(c), Some(b)) => c > b && c - b > self.tolerance * b.abs(),
+            (Some(c), Some(b)) => c > b && c - b > (self.tolerance * b.abs()).max(min_worse),
             _ => false,
         };
         let result = if !enough {
@@ -530,6 +539,30 @@ mod tests {
         assert!(reasons[0].contains("60 more for the canary"), "{reasons:?}");
         assert_eq!(verdict(&[within]).0, Verdict::Promote);
         assert_eq!(verdict(&[]).0, Verdict::Hold);
+    }
+
+    #[test]
+    fn latency_worse_by_less_than_a_millisecond_fails_no_canary() {
+        // 2,000 requests each: the canary's p50 0.35 ms against 0.30 ms is
+        // 17 % worse and significant, and no reason to roll back; 3 ms
+        // against 1.5 ms is.
+        let spread = |base: f64| {
+            distribution(
+                &(0..2_000)
+                    .map(|i| base + (i % 10) as f64 * 0.01)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let tenths = CRITERIA.values("latency_p50", 0.5, &spread(0.30), &spread(0.25));
+        assert!(tenths.p_value.is_some_and(|p| p < 1e-6), "{tenths:?}");
+        assert!(
+            tenths
+                .difference
+                .is_some_and(|d| d > 0.04 && d < MIN_WORSE_MS)
+        );
+        assert_eq!(tenths.result, Outcome::Pass);
+        let slower = CRITERIA.values("latency_p50", 0.5, &spread(3.0), &spread(1.5));
+        assert_eq!(slower.result, Outcome::Fail);
     }
 
     #[test]

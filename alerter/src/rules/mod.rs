@@ -1,6 +1,7 @@
 //! Rule files: what to watch (rules), where to say it (receivers and the
 //! route tree), what to keep quiet (inhibition rules) and what to do
-//! (remediation actions). One or more YAML files, each holding any of:
+//! (remediation actions, and playbooks: see [`playbooks`]). One or more
+//! YAML files, each holding any of:
 //!
 //! ```yaml
 //! tenant: acme                    # the rules' tenant, unless a rule names one
