@@ -21,7 +21,7 @@ use vigil_store::StateRecord;
 use crate::alerts::read;
 use crate::error::{ApiError, BadParameter};
 use crate::openapi::{Endpoint, FROM, LIMIT, Method, Param, TO};
-use crate::server::{Answer, AppState, Incoming};
+use crate::server::{Answer, AppState, Call, Incoming};
 
 pub const PLAYBOOKS: Endpoint = Endpoint {
     method: Method::Get,
@@ -225,8 +225,29 @@ fn summary(runs: &[Run]) -> Vec<Value> {
         .collect()
 }
 
+/// Writes what the alerter reads: one record of the caller's tenant.
+async fn put(
+    state: &AppState,
+    call: &Call,
+    collection: Collection,
+    key: &str,
+    body: Value,
+) -> Result<(), ApiError> {
+    let record = StateRecord {
+        collection,
+        tenant: call.reader.tenant.clone(),
+        key: key.to_owned(),
+        version: call.now_ms,
+        body: body.to_string(),
+        deleted: false,
+    };
+    state
+        .within(async { Ok(state.store().put_state(&[record]).await?) })
+        .await
+}
+
 /// The caller's run `id`.
-async fn find(state: &AppState, call: &crate::server::Call, id: &str) -> Result<Run, ApiError> {
+async fn find(state: &AppState, call: &Call, id: &str) -> Result<Run, ApiError> {
     let runs: Vec<Run> = state.within(read(&call.reader, Collection::Run)).await?;
     runs.into_iter()
         .find(|run| run.id == id)
@@ -265,21 +286,7 @@ pub async fn approve(
         by: request.by.unwrap_or_else(|| "an editor token".to_owned()),
         at_ms: call.now_ms,
     };
-    state
-        .within(async {
-            Ok(state
-                .store()
-                .put_state(&[StateRecord {
-                    collection: Collection::Approval,
-                    tenant: call.reader.tenant.clone(),
-                    key: id.clone(),
-                    version: call.now_ms,
-                    body: json!(approval).to_string(),
-                    deleted: false,
-                }])
-                .await?)
-        })
-        .await?;
+    put(&state, &call, Collection::Approval, &id, json!(approval)).await?;
     tracing::info!(tenant = %call.reader.tenant, run = id, by = approval.by, "playbook run approved");
     Ok(Json(json!({"run": id, "approved": approval})))
 }
@@ -292,21 +299,14 @@ pub async fn pause(State(state): State<Arc<AppState>>, incoming: Incoming, bytes
         by: request.by.unwrap_or_else(|| "an admin token".to_owned()),
         at_ms: call.now_ms,
     };
-    state
-        .within(async {
-            Ok(state
-                .store()
-                .put_state(&[StateRecord {
-                    collection: Collection::Switch,
-                    tenant: call.reader.tenant.clone(),
-                    key: PLAYBOOKS_SWITCH.to_owned(),
-                    version: call.now_ms,
-                    body: json!(switch).to_string(),
-                    deleted: false,
-                }])
-                .await?)
-        })
-        .await?;
+    put(
+        &state,
+        &call,
+        Collection::Switch,
+        PLAYBOOKS_SWITCH,
+        json!(switch),
+    )
+    .await?;
     tracing::warn!(
         paused = switch.paused,
         by = switch.by,
