@@ -16,6 +16,7 @@ mod auth;
 mod client_telemetry;
 mod error;
 mod localize;
+mod logs;
 mod metrics;
 mod openapi;
 mod params;

@@ -31,18 +31,19 @@ use crate::openapi::{self, Endpoint};
 use crate::params::Params;
 use crate::reader::Reader;
 use crate::{
-    alerts, client_telemetry, localize, playbooks, probes, prometheus, query_path, releases,
+    alerts, client_telemetry, localize, logs, playbooks, probes, prometheus, query_path, releases,
     services, silences, slo, traces,
 };
 use vigil_domain::signal::Signal;
 
 /// Every `/api/v1` path, in the order the OpenAPI document lists them.
-const ENDPOINTS: [&Endpoint; 20] = [
+const ENDPOINTS: [&Endpoint; 21] = [
     &services::ENDPOINT,
     &query_path::ENDPOINT,
     &localize::ENDPOINT,
     &traces::TRACE,
     &traces::SEARCH,
+    &logs::ENDPOINT,
     &slo::ENDPOINT,
     &client_telemetry::ENDPOINT,
     &probes::PROBES,
@@ -268,6 +269,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route(localize::ENDPOINT.path, get(localize::handler))
         .route(traces::TRACE.path, get(traces::trace))
         .route(traces::SEARCH.path, get(traces::search))
+        .route(logs::ENDPOINT.path, get(logs::handler))
         .route(slo::ENDPOINT.path, get(slo::handler))
         .route(
             client_telemetry::ENDPOINT.path,

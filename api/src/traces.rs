@@ -7,9 +7,10 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use serde_json::{Map, Value, json};
-use vigil_store::{SpanQuery, SpanRecord};
+use vigil_store::{EventKind, EventQuery, SpanQuery, SpanRecord};
 
 use crate::error::{ApiError, BadParameter};
+use crate::logs::log_json;
 use crate::openapi::{CURSOR, Endpoint, FROM, LIMIT, Method, Param, TO};
 use crate::server::{Answer, AppState, Call, Incoming};
 use vigil_domain::signal::parse_filter;
@@ -17,7 +18,7 @@ use vigil_domain::signal::parse_filter;
 pub const TRACE: Endpoint = Endpoint {
     method: Method::Get,
     path: "/api/v1/traces/{trace_id}",
-    summary: "One trace: its spans as a tree, with durations, status and attributes",
+    summary: "One trace: its spans as a tree, with durations, status and attributes, and its log records in time order",
     path_params: &[("trace_id", "32 hex digits")],
     params: &[],
     body: None,
@@ -78,6 +79,9 @@ pub const SEARCH: Endpoint = Endpoint {
 /// Deeper spans are listed without their children: a bound on the answer's
 /// nesting whatever parent ids a trace holds.
 const MAX_DEPTH: usize = 256;
+/// The most log records a trace is shown with.
+const MAX_TRACE_LOGS: usize = 1_000;
+const HOUR_NS: u64 = 3_600 * 1_000_000_000;
 
 pub async fn trace(
     State(state): State<Arc<AppState>>,
@@ -124,14 +128,28 @@ pub async fn trace(
         .map(|root| tree(root, &children, &mut placed, 0))
         .collect();
     let services: BTreeSet<&str> = spans.iter().map(|s| s.service.as_str()).collect();
+    // Its log records, in time order: those within an hour of its spans.
+    let mut logs = EventQuery::new(
+        call.reader.tenant.clone(),
+        EventKind::Log,
+        start.saturating_sub(HOUR_NS),
+        end.saturating_add(HOUR_NS),
+    );
+    logs.trace_id = Some(trace_id.clone());
+    logs.limit = MAX_TRACE_LOGS;
+    let mut logs = state
+        .within(async { Ok(call.reader.store.events(&logs).await?) })
+        .await?;
+    logs.reverse();
     Ok(Json(json!({
         "trace_id": trace_id,
-        "start": start as f64 / 1e6,
+        "start": ms(start),
         "duration_ms": (end - start) as f64 / 1e6,
         "span_count": spans.len(),
         "error_count": spans.iter().filter(|s| s.status_code == 2).count(),
         "services": services,
         "roots": roots,
+        "logs": logs.iter().map(log_json).collect::<Vec<_>>(),
     })))
 }
 
@@ -156,6 +174,11 @@ fn tree<'a>(
     value
 }
 
+/// Unix ns as ms, exact to the µs: `ns as f64 / 1e6` is not, past 2^53 ns.
+pub fn ms(ns: u64) -> f64 {
+    (ns / 1_000_000) as f64 + (ns % 1_000_000) as f64 / 1e6
+}
+
 /// One span as the API shows it: times in unix ms, durations in ms.
 pub fn span_json(span: &SpanRecord) -> Value {
     let attributes: Map<String, Value> = span
@@ -170,7 +193,7 @@ pub fn span_json(span: &SpanRecord) -> Value {
         "service": span.service,
         "operation": span.name,
         "kind": span.kind,
-        "start": span.start_ns as f64 / 1e6,
+        "start": ms(span.start_ns),
         "duration_ms": span.duration_ns as f64 / 1e6,
         "status": match span.status_code {
             1 => "ok",

@@ -191,6 +191,8 @@ pub enum Suite {
     /// PromQL through `/prometheus/api/v1/query_range`: one service's
     /// series, and every series.
     Promql,
+    /// `/api/v1/logs` and a trace's records (`vigil bench logs`).
+    Logs,
 }
 
 impl Suite {
@@ -219,6 +221,27 @@ impl Suite {
                 (
                     "services: every service, last hour",
                     "/api/v1/services".to_owned(),
+                ),
+            ],
+            Suite::Logs => vec![
+                (
+                    "logs: one service, newest 100 of the last hour",
+                    "/api/v1/logs?service=service-7&from=now-1h".to_owned(),
+                ),
+                (
+                    "logs: ERROR of every service, newest 100 of 24 h",
+                    "/api/v1/logs?severity=error&from=now-24h".to_owned(),
+                ),
+                (
+                    "logs: one trace's records over 24 h",
+                    format!(
+                        "/api/v1/logs?trace_id={}&from=now-24h",
+                        crate::logs::trace_id(4_000_000)
+                    ),
+                ),
+                (
+                    "logs: text in 1 of a million bodies, 24 h",
+                    "/api/v1/logs?q=NEEDLE&from=now-24h".to_owned(),
                 ),
             ],
             Suite::Promql => vec![

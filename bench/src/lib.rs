@@ -24,6 +24,7 @@ pub mod bus;
 pub mod collector;
 pub mod detection;
 pub mod localize;
+pub mod logs;
 pub mod prober;
 pub mod recovery;
 pub mod remote_write;
@@ -68,6 +69,9 @@ pub enum Bench {
     /// rollups: one service's p99 over 24 h at a 1 min step, and the
     /// services list.
     Api(api::Options),
+    /// Log search latency (`/api/v1/logs`) over the configured store
+    /// loaded with 10 million log records over 24 hours.
+    Logs(logs::Options),
     /// PromQL latency (`/prometheus/api/v1/query_range`) over the
     /// configured store loaded as for `api`: the request rate and p99 by
     /// unit over 24 h at a 1 min step, of one service and of every series.
@@ -106,6 +110,7 @@ pub async fn run(config: Config, bench: Bench) -> Result<(), Error> {
         Bench::Synthetic(options) => run_prober(config, options).await,
         Bench::Api(options) => run_api(config, options, api::Suite::Api).await,
         Bench::Promql(options) => run_api(config, options, api::Suite::Promql).await,
+        Bench::Logs(options) => run_logs(config, options).await,
         Bench::RemoteWrite(options) => run_remote_write(options).await,
         Bench::Localize(options) => {
             run_localize(options);
@@ -286,9 +291,30 @@ async fn run_api(config: Config, options: api::Options, suite: api::Suite) -> Re
             shape.raw_hours
         );
     }
-    for figure in api::measure(&config, store, options.requests, suite).await? {
+    print_figures(api::measure(&config, store, options.requests, suite).await?);
+    Ok(())
+}
+
+async fn run_logs(config: Config, options: logs::Options) -> Result<(), Error> {
+    let store = vigil_store::open(&config.store).await?;
+    if options.records > 0 {
+        let took = logs::load(store.as_ref(), options.records).await?;
         println!(
-            "  {:<45} {} requests: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            "loaded {} log records into the {:?} store in {:.0} s ({:.0} records/s)",
+            options.records,
+            config.store.kind,
+            took.as_secs_f64(),
+            options.records as f64 / took.as_secs_f64()
+        );
+    }
+    print_figures(api::measure(&config, store, options.requests, api::Suite::Logs).await?);
+    Ok(())
+}
+
+fn print_figures(figures: Vec<api::Figure>) {
+    for figure in figures {
+        println!(
+            "  {:<50} {} requests: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
             figure.what,
             figure.requests,
             figure.p50.as_secs_f64() * 1e3,
@@ -296,7 +322,6 @@ async fn run_api(config: Config, options: api::Options, suite: api::Suite) -> Re
             figure.max.as_secs_f64() * 1e3
         );
     }
-    Ok(())
 }
 
 async fn run_aggregator(config: Config, options: aggregator::Options) -> Result<(), Error> {

@@ -54,7 +54,9 @@ pub struct EventRecord {
 }
 
 /// Which raw events to read: one tenant's events of one kind in
-/// `[from_ns, to_ns)`, newest first, at most `limit`.
+/// `[from_ns, to_ns)`, newest first (by time, then id, both descending),
+/// at most `limit`. `before` continues a search: only events after the
+/// given one (its time and id) in that order.
 #[derive(Debug, Clone)]
 pub struct EventQuery {
     pub tenant: TenantId,
@@ -63,7 +65,16 @@ pub struct EventQuery {
     pub to_ns: u64,
     pub service: Option<String>,
     pub trace_id: Option<String>,
+    pub span_id: Option<String>,
     pub fingerprint: Option<String>,
+    /// Any of these names (severities), compared upper-case; empty: any.
+    pub names: Vec<String>,
+    /// Text the body holds, compared case-insensitively (on SQLite, ASCII
+    /// letters only).
+    pub text: Option<String>,
+    /// Attributes the event has, each key with exactly this value.
+    pub attributes: Vec<(String, String)>,
+    pub before: Option<(u64, u64)>,
     pub limit: usize,
 }
 
@@ -77,7 +88,12 @@ impl EventQuery {
             to_ns,
             service: None,
             trace_id: None,
+            span_id: None,
             fingerprint: None,
+            names: Vec::new(),
+            text: None,
+            attributes: Vec::new(),
+            before: None,
             limit: 1_000,
         }
     }

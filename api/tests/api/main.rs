@@ -6,6 +6,7 @@
 mod alerts;
 mod fuzz;
 mod localize;
+mod logs;
 mod playbooks;
 mod prometheus;
 mod queries;
@@ -25,7 +26,8 @@ use vigil_domain::model::{Kind, Rollup, SeriesKey};
 use vigil_domain::shutdown::Shutdown;
 use vigil_domain::tenant::TenantId;
 use vigil_store::{
-    self as store, CatalogueEntry, Flush, HistoryEntry, SpanRecord, StateRecord, Store, WIDTHS,
+    self as store, CatalogueEntry, EventKind, EventRecord, Flush, HistoryEntry, SpanRecord,
+    StateRecord, Store, WIDTHS,
 };
 use vigil_testing::{
     self as testing, Backend, assert_within, away_from_midnight, now_s, number, on_both_backends,
@@ -415,7 +417,83 @@ async fn write_known_data(store: &dyn Store) -> u64 {
         spans.push(run);
     }
     store.write_spans(&spans).await.unwrap();
+    store.write_events(&logs(start)).await.unwrap();
     t
+}
+
+/// Log records: three of the trace (the last of span `charge`), one of
+/// another trace, one of ledger's, and one of evil's, 10 ms apart from
+/// `start`.
+fn logs(start: u64) -> Vec<EventRecord> {
+    let log = |id: u64,
+               tenant_name: &str,
+               service: &str,
+               severity: &str,
+               trace: &str,
+               span: &str,
+               body: &str| {
+        EventRecord {
+            tenant: tenant(tenant_name),
+            kind: EventKind::Log,
+            id,
+            time_ns: start + id * 10_000_000,
+            service: service.into(),
+            name: severity.into(),
+            body: body.into(),
+            trace_id: trace.into(),
+            span_id: span.into(),
+            fingerprint: String::new(),
+            attributes: vec![("vigil.unit".into(), "u1".into())],
+        }
+    };
+    vec![
+        log(
+            1,
+            "acme",
+            "pay",
+            "INFO",
+            TRACE,
+            "00000000000000a1",
+            "payment accepted for checkout",
+        ),
+        log(
+            2,
+            "acme",
+            "pay",
+            "WARN",
+            TRACE,
+            "00000000000000b2",
+            "stock reserved late",
+        ),
+        log(
+            3,
+            "acme",
+            "pay",
+            "ERROR",
+            TRACE,
+            "00000000000000c3",
+            "Card DECLINED by issuer",
+        ),
+        log(
+            4,
+            "acme",
+            "pay",
+            "ERROR",
+            &"e".repeat(32),
+            "",
+            "card declined by issuer",
+        ),
+        log(5, "acme", "ledger", "INFO", "", "", "ledger closed"),
+        log(
+            6,
+            "evil",
+            "pay",
+            "ERROR",
+            TRACE,
+            "00000000000000c3",
+            "card declined by evil",
+        ),
+    ]
 }
 
 fn slos() -> Vec<SloConfig> {

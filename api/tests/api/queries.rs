@@ -347,6 +347,7 @@ async fn limits_health_metrics_and_openapi(backend: Backend) {
             "/api/v1/alerts/history",
             "/api/v1/client/health",
             "/api/v1/localize",
+            "/api/v1/logs",
             "/api/v1/playbooks",
             "/api/v1/playbooks/pause",
             "/api/v1/playbooks/runs",

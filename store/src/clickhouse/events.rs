@@ -51,25 +51,57 @@ impl EventStore for ClickHouseStore {
     }
 
     async fn events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
-        let rows: Vec<EventRow> = self
+        // One bound value per wanted name and attribute pair; the values
+        // never enter the SQL.
+        let names = match query.names.len() {
+            0 => String::new(),
+            n => format!(" AND upper(name) IN ({})", vec!["?"; n].join(", ")),
+        };
+        let attributes =
+            " AND arrayExists((k, v) -> k = ? AND v = ?, attribute_keys, attribute_values)"
+                .repeat(query.attributes.len());
+        let (before_time, before_id) = query.before.unzip();
+        let mut select = self
             .client
-            .query(
+            .query(&format!(
                 "SELECT ?fields FROM events
-                 WHERE tenant = ? AND kind = ? AND time_ns >= ? AND time_ns < ?
+                 WHERE tenant = ? AND kind = ? AND day >= ? AND day <= ?
+                    AND time_ns >= ? AND time_ns < ?
                     AND (? = 0 OR service = ?) AND (? = 0 OR trace_id = ?)
-                    AND (? = 0 OR fingerprint = ?)
-                 ORDER BY time_ns DESC, id LIMIT 1 BY id LIMIT ?",
-            )
+                    AND (? = 0 OR span_id = ?) AND (? = 0 OR fingerprint = ?)
+                    AND (? = 0 OR positionCaseInsensitiveUTF8(body, ?) > 0)
+                    AND (? = 0 OR time_ns < ? OR (time_ns = ? AND id < ?)){names}{attributes}
+                 ORDER BY time_ns DESC, id DESC LIMIT 1 BY id LIMIT ?"
+            ))
             .bind(query.tenant.as_str())
             .bind(query.kind.as_str())
+            .bind(day_u32(query.from_ns / 1_000_000_000))
+            .bind(day_u32(query.to_ns / 1_000_000_000))
             .bind(query.from_ns)
-            .bind(query.to_ns)
-            .bind(u8::from(query.service.is_some()))
-            .bind(query.service.as_deref().unwrap_or(""))
-            .bind(u8::from(query.trace_id.is_some()))
-            .bind(query.trace_id.as_deref().unwrap_or(""))
-            .bind(u8::from(query.fingerprint.is_some()))
-            .bind(query.fingerprint.as_deref().unwrap_or(""))
+            .bind(query.to_ns);
+        for filter in [
+            &query.service,
+            &query.trace_id,
+            &query.span_id,
+            &query.fingerprint,
+            &query.text,
+        ] {
+            select = select
+                .bind(u8::from(filter.is_some()))
+                .bind(filter.as_deref().unwrap_or(""));
+        }
+        select = select
+            .bind(u8::from(before_time.is_some()))
+            .bind(before_time.unwrap_or(0))
+            .bind(before_time.unwrap_or(0))
+            .bind(before_id.unwrap_or(0));
+        for name in &query.names {
+            select = select.bind(name.to_uppercase());
+        }
+        for (key, value) in &query.attributes {
+            select = select.bind(key.as_str()).bind(value.as_str());
+        }
+        let rows: Vec<EventRow> = select
             .bind(u64::try_from(query.limit).unwrap_or(u64::MAX))
             .fetch_all()
             .await

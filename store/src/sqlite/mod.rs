@@ -114,6 +114,14 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
             name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_ms INTEGER NOT NULL
         ) WITHOUT ROWID;",
     ),
+    (
+        7,
+        "log records by trace and by service",
+        // A trace's records and one service's newest, without a scan of
+        // the tenant's range (GET /api/v1/logs, the trace view).
+        "CREATE INDEX events_by_trace ON events (tenant, trace_id);
+        CREATE INDEX events_by_service ON events (tenant, kind, service, time_ns);",
+    ),
 ];
 
 /// How much of the file is memory-mapped (address space, not memory).

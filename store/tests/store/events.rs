@@ -93,4 +93,79 @@ async fn events_are_kept_once_and_found_by_every_filter(backend: Backend) {
     assert!(store.events(&other).await.expect("reads").is_empty());
 }
 
-on_both_backends!(events_are_kept_once_and_found_by_every_filter,);
+/// Log records found by severity, span, attributes and text, and read in
+/// pages that neither skip nor repeat a record.
+async fn logs_are_searched_and_paged(backend: Backend) {
+    let Some(store) = open(backend).await else {
+        return;
+    };
+    let logs: Vec<EventRecord> = (0..7)
+        .map(|i| {
+            let mut log = event(EventKind::Log, i, NOW, "pay", "");
+            // Two records share each time: the id orders them.
+            log.time_ns = NOW * 1_000_000_000 + i / 2;
+            log.name = ["error", "INFO", "Warn"][i as usize % 3].into();
+            log.span_id = format!("{i:016x}");
+            log.body = format!("card {i} DECLINED by the issuer");
+            log.attributes = vec![("http.route".into(), format!("/r{}", i % 2))];
+            log
+        })
+        .collect();
+    store.write_events(&logs).await.expect("writes");
+    let search = |edit: &dyn Fn(&mut EventQuery)| {
+        let mut query = EventQuery::new(tenant("acme"), EventKind::Log, 0, u64::MAX);
+        edit(&mut query);
+        let store = &store;
+        async move {
+            store
+                .events(&query)
+                .await
+                .expect("reads")
+                .iter()
+                .map(|e| e.id)
+                .collect::<Vec<u64>>()
+        }
+    };
+    assert_eq!(search(&|_| {}).await, [6, 5, 4, 3, 2, 1, 0]);
+    assert_eq!(
+        search(&|q| q.names = vec!["ERROR".into(), "warn".into()]).await,
+        [6, 5, 3, 2, 0]
+    );
+    assert_eq!(
+        search(&|q| q.span_id = Some(format!("{:016x}", 4))).await,
+        [4]
+    );
+    assert_eq!(
+        search(&|q| q.attributes = vec![("http.route".into(), "/r1".into())]).await,
+        [5, 3, 1]
+    );
+    assert_eq!(
+        search(&|q| q.text = Some("declined by".into())).await.len(),
+        7
+    );
+    assert_eq!(search(&|q| q.text = Some("card 3 ".into())).await, [3]);
+    assert_eq!(
+        search(&|q| q.text = Some("100%".into())).await,
+        Vec::<u64>::new()
+    );
+    // Pages of three, each after the last record of the one before.
+    let mut pages = Vec::new();
+    let mut before = None;
+    loop {
+        let mut query = EventQuery::new(tenant("acme"), EventKind::Log, 0, u64::MAX);
+        query.limit = 3;
+        query.before = before;
+        let page = store.events(&query).await.expect("reads");
+        pages.push(page.iter().map(|e| e.id).collect::<Vec<u64>>());
+        match page.last() {
+            Some(last) if page.len() == 3 => before = Some((last.time_ns, last.id)),
+            _ => break,
+        }
+    }
+    assert_eq!(pages, [vec![6, 5, 4], vec![3, 2, 1], vec![0]]);
+}
+
+on_both_backends!(
+    events_are_kept_once_and_found_by_every_filter,
+    logs_are_searched_and_paged,
+);
