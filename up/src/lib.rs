@@ -132,6 +132,14 @@ pub async fn run(mut config: Config, options: Options) -> Result<(), Error> {
         sink = Some(demo::configure(&mut config, &options.data, shutdown.clone()).await?);
     }
 
+    // Links in pages and approval requests point at this process's API.
+    if config.alerter.external_url.is_empty() && config.api.listen.port() != 0 {
+        config.alerter.external_url = format!(
+            "{}://{}",
+            scheme(config.api.tls.is_some()),
+            reachable(config.api.listen)
+        );
+    }
     let pipeline = Pipeline::start(&config, &shutdown).await?;
     let otlp = pipeline.otlp();
     let api = Api::start(&config, Arc::clone(&pipeline.store), shutdown.clone()).await?;
