@@ -141,14 +141,8 @@ pub async fn playbooks(State(state): State<Arc<AppState>>, incoming: Incoming) -
 
 /// The kill switch as last set, by any admin of any tenant.
 async fn switch(state: &AppState) -> Result<Option<Switch>, ApiError> {
-    Ok(state
-        .store()
-        .state(Collection::Switch)
-        .await?
-        .into_iter()
-        .filter(|r| r.key == PLAYBOOKS_SWITCH)
-        .filter_map(|r| serde_json::from_str::<Switch>(&r.body).ok())
-        .max_by_key(|s| s.at_ms))
+    let records = state.store().state(Collection::Switch).await?;
+    Ok(Switch::latest(records.iter().map(|r| (&*r.key, &*r.body))))
 }
 
 pub async fn runs(State(state): State<Arc<AppState>>, incoming: Incoming) -> Answer {

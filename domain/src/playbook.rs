@@ -132,5 +132,17 @@ pub struct Switch {
     pub at_ms: u64,
 }
 
+impl Switch {
+    /// The kill switch as last set, of records (key, JSON body) of
+    /// `Collection::Switch` of every tenant (any admin may set it).
+    pub fn latest<'a>(records: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<Switch> {
+        records
+            .into_iter()
+            .filter(|(key, _)| *key == PLAYBOOKS_SWITCH)
+            .filter_map(|(_, body)| serde_json::from_str::<Switch>(body).ok())
+            .max_by_key(|switch| switch.at_ms)
+    }
+}
+
 /// The key of the playbooks' kill switch.
 pub const PLAYBOOKS_SWITCH: &str = "playbooks";

@@ -17,9 +17,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use vigil_domain::alert::Collection;
-use vigil_domain::playbook::{
-    Approval, PLAYBOOKS_SWITCH, Run, RunState, StepRecord, StepState, Switch,
-};
+use vigil_domain::playbook::{Approval, Run, RunState, StepRecord, StepState, Switch};
 use vigil_domain::signal::Matcher;
 use vigil_domain::template::Vars;
 use vigil_store::{HistoryEntry, StateRecord};
@@ -76,6 +74,28 @@ impl Runs {
         self.switch.as_ref().filter(|s| s.paused)
     }
 
+    /// Why `run` of `playbook` may not start now, if it may not: the kill
+    /// switch, a run of the playbook for the same alert under way, or the
+    /// playbook's runs of the last hour.
+    fn refusal(&self, playbook: &Playbook, run: &Run, now_ms: u64) -> Option<String> {
+        let same_playbook = |r: &&Run| r.playbook == run.playbook && r.tenant == run.tenant;
+        let runs = || self.runs.values().filter(same_playbook);
+        if let Some(switch) = self.paused() {
+            Some(format!("the playbooks are paused (by {})", switch.by))
+        } else if runs().any(|r| !r.state.is_over() && r.alert == run.alert) {
+            Some("a run for this alert is under way".to_owned())
+        } else if runs().filter(|r| r.started_ms + HOUR_MS > now_ms).count()
+            >= playbook.max_runs_per_hour as usize
+        {
+            Some(format!(
+                "{} runs in the last hour already (max_runs_per_hour)",
+                playbook.max_runs_per_hour
+            ))
+        } else {
+            None
+        }
+    }
+
     pub(crate) fn live(&self) -> usize {
         self.runs.values().filter(|r| !r.state.is_over()).count()
     }
@@ -103,6 +123,40 @@ fn run_id(playbook: &str, alert: &str, started_ms: u64) -> String {
         ("alert".to_owned(), alert.to_owned()),
         ("started".to_owned(), started_ms.to_string()),
     ]))
+}
+
+/// A run of `playbook` for `alert` starting at `now_ms`, its steps pending.
+fn new_run(playbook: &Playbook, alert: &Alert, now_ms: u64) -> Run {
+    Run {
+        id: run_id(&playbook.name, &alert.fingerprint, now_ms),
+        tenant: alert.tenant.clone(),
+        playbook: playbook.name.clone(),
+        rule: alert.rule.clone(),
+        alert: alert.fingerprint.clone(),
+        labels: alert.labels.clone(),
+        located: alert
+            .located
+            .first()
+            .map(|l| l.labels.clone())
+            .unwrap_or_default(),
+        state: RunState::Running,
+        started_ms: now_ms,
+        ended_ms: None,
+        step: 0,
+        steps: playbook
+            .steps
+            .iter()
+            .map(|step| StepRecord {
+                kind: step.kind.as_str().into(),
+                target: step.kind.target(),
+                state: StepState::Pending,
+                started_ms: None,
+                ended_ms: None,
+                detail: Value::Null,
+            })
+            .collect(),
+        reason: String::new(),
+    }
 }
 
 /// What templates and `if` matchers read (see `rules::playbooks`).
@@ -176,72 +230,12 @@ impl Control {
                 .iter()
                 .filter(|p| Self::binds(p, alert))
             {
-                let mut run = Run {
-                    id: run_id(&playbook.name, &alert.fingerprint, now_ms),
-                    tenant: alert.tenant.clone(),
-                    playbook: playbook.name.clone(),
-                    rule: alert.rule.clone(),
-                    alert: alert.fingerprint.clone(),
-                    labels: alert.labels.clone(),
-                    located: alert
-                        .located
-                        .first()
-                        .map(|l| l.labels.clone())
-                        .unwrap_or_default(),
-                    state: RunState::Running,
-                    started_ms: now_ms,
-                    ended_ms: None,
-                    step: 0,
-                    steps: playbook
-                        .steps
-                        .iter()
-                        .map(|step| StepRecord {
-                            kind: step.kind.as_str().into(),
-                            target: step.kind.target(),
-                            state: StepState::Pending,
-                            started_ms: None,
-                            ended_ms: None,
-                            detail: Value::Null,
-                        })
-                        .collect(),
-                    reason: String::new(),
-                };
+                let mut run = new_run(playbook, alert, now_ms);
                 let vars = run_vars(&run, alert.value, service.as_deref());
-                let refused = if !holds(&playbook.when, &vars) {
-                    None
-                } else if let Some(switch) = self.runs.paused() {
-                    Some(format!("the playbooks are paused (by {})", switch.by))
-                } else if self.runs.runs.values().any(|r| {
-                    !r.state.is_over() && r.playbook == run.playbook && r.alert == run.alert
-                }) {
-                    Some("a run for this alert is under way".to_owned())
-                } else if self
-                    .runs
-                    .runs
-                    .values()
-                    .filter(|r| {
-                        r.playbook == run.playbook
-                            && r.tenant == run.tenant
-                            && r.started_ms + HOUR_MS > now_ms
-                    })
-                    .count()
-                    >= playbook.max_runs_per_hour as usize
-                {
-                    Some(format!(
-                        "{} runs in the last hour already (max_runs_per_hour)",
-                        playbook.max_runs_per_hour
-                    ))
-                } else {
-                    started.push(run.id.clone());
-                    if playbook.dry_run || self.settings.dry_run {
-                        self.dry_run(&mut run, playbook, &vars, now_ms);
-                    }
-                    self.metrics.run(run.state.as_str());
-                    self.runs.runs.insert(run.id.clone(), run.clone());
-                    history.push(run_entry(&run, now_ms));
+                if !holds(&playbook.when, &vars) {
                     continue;
-                };
-                if let Some(reason) = refused {
+                }
+                if let Some(reason) = self.runs.refusal(playbook, &run, now_ms) {
                     self.metrics.run("refused");
                     history.push(HistoryEntry {
                         tenant: alert.tenant.clone(),
@@ -252,7 +246,15 @@ impl Control {
                         body: json!({"playbook": playbook.name, "outcome": "refused", "reason": reason})
                             .to_string(),
                     });
+                    continue;
                 }
+                if playbook.dry_run || self.settings.dry_run {
+                    self.dry_run(&mut run, playbook, &vars, now_ms);
+                }
+                self.metrics.run(run.state.as_str());
+                history.push(run_entry(&run, now_ms));
+                started.push(run.id.clone());
+                self.runs.runs.insert(run.id.clone(), run);
             }
         }
         let mut records: Vec<StateRecord> = started
@@ -608,16 +610,10 @@ impl Control {
             changed.insert(run.id.clone());
             done.push(StateRecord {
                 deleted: true,
+                version: record.version.max(now_ms) + 1,
                 ..record
             });
         }
-        let done: Vec<StateRecord> = done
-            .into_iter()
-            .map(|r| StateRecord {
-                version: r.version.max(now_ms) + 1,
-                ..r
-            })
-            .collect();
         self.put(&done).await;
     }
 
@@ -625,11 +621,7 @@ impl Control {
     pub(super) async fn read_switch(&mut self) {
         match self.store.state(Collection::Switch).await {
             Ok(records) => {
-                self.runs.switch = records
-                    .into_iter()
-                    .filter(|r| r.key == PLAYBOOKS_SWITCH)
-                    .filter_map(|r| serde_json::from_str::<Switch>(&r.body).ok())
-                    .max_by_key(|s| s.at_ms);
+                self.runs.switch = Switch::latest(records.iter().map(|r| (&*r.key, &*r.body)));
             }
             Err(error) => {
                 self.metrics.store_failures.inc();
@@ -794,4 +786,102 @@ fn describe(playbook: &Playbook) -> Value {
             described
         }).collect::<Vec<_>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_domain::tenant::TenantId;
+
+    fn playbook(max_runs_per_hour: u32) -> Playbook {
+        Playbook {
+            name: "drain".into(),
+            tenant: TenantId::parse("acme").unwrap(),
+            rules: vec!["pay-errors".into()],
+            matchers: Vec::new(),
+            when: Vec::new(),
+            max_runs_per_hour,
+            dry_run: false,
+            steps: Vec::new(),
+            file: "rules.yaml".into(),
+            line: 1,
+        }
+    }
+
+    fn run(id: &str, tenant: &str, alert: &str, state: RunState, started_ms: u64) -> Run {
+        Run {
+            id: id.into(),
+            tenant: TenantId::parse(tenant).unwrap(),
+            playbook: "drain".into(),
+            rule: "pay-errors".into(),
+            alert: alert.into(),
+            labels: BTreeMap::new(),
+            located: BTreeMap::new(),
+            state,
+            started_ms,
+            ended_ms: None,
+            step: 0,
+            steps: Vec::new(),
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_run_waits_for_the_one_under_way_the_hourly_limit_and_the_switch() {
+        const NOW: u64 = 10 * HOUR_MS;
+        let runs = |saved: Vec<Run>| Runs::restore(saved, NOW);
+        let next = run("new", "acme", "a1", RunState::Running, NOW);
+        assert_eq!(runs(Vec::new()).refusal(&playbook(1), &next, NOW), None);
+        // One run per playbook and alert at a time; another alert's may go.
+        let under_way = runs(vec![run(
+            "r1",
+            "acme",
+            "a1",
+            RunState::Waiting,
+            NOW - 5 * HOUR_MS,
+        )]);
+        assert_eq!(
+            under_way.refusal(&playbook(3), &next, NOW).as_deref(),
+            Some("a run for this alert is under way")
+        );
+        let other = run("new", "acme", "a2", RunState::Running, NOW);
+        assert_eq!(under_way.refusal(&playbook(3), &other, NOW), None);
+        // Runs over count against the hour they started in, of their tenant.
+        let hour = runs(vec![
+            run("r1", "acme", "a2", RunState::Recovered, NOW - HOUR_MS + 1),
+            run("r2", "acme", "a3", RunState::Failed, NOW - HOUR_MS / 2),
+            run("r3", "evil", "a4", RunState::Failed, NOW - 60_000),
+        ]);
+        assert_eq!(
+            hour.refusal(&playbook(2), &next, NOW).as_deref(),
+            Some("2 runs in the last hour already (max_runs_per_hour)")
+        );
+        assert_eq!(hour.refusal(&playbook(3), &next, NOW), None);
+        assert_eq!(
+            hour.refusal(&playbook(2), &next, NOW + 1),
+            None,
+            "r1 is an hour old"
+        );
+        // The kill switch refuses whatever else holds.
+        let mut paused = runs(Vec::new());
+        paused.switch = Some(Switch {
+            paused: true,
+            by: "ops".into(),
+            at_ms: NOW,
+        });
+        assert_eq!(
+            paused.refusal(&playbook(3), &next, NOW).as_deref(),
+            Some("the playbooks are paused (by ops)")
+        );
+        paused.switch = Switch::latest([
+            ("playbooks", r#"{"paused": true, "by": "ops", "at_ms": 1}"#),
+            ("playbooks", r#"{"paused": false, "by": "ops", "at_ms": 2}"#),
+            ("other", r#"{"paused": true, "by": "x", "at_ms": 3}"#),
+        ]);
+        assert_eq!(
+            paused.refusal(&playbook(3), &next, NOW),
+            None,
+            "unpaused last"
+        );
+    }
 }
