@@ -13,7 +13,6 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use serde_json::{Map, Value, json};
-use vigil_domain::signal::parse_filter;
 use vigil_store::{EventKind, EventQuery, EventRecord};
 
 use crate::error::BadParameter;
@@ -107,23 +106,10 @@ fn log_query(call: &Call) -> Result<EventQuery, BadParameter> {
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect();
-    query.trace_id = hex_id(call, "trace_id", 32)?;
-    query.span_id = hex_id(call, "span_id", 16)?;
+    query.trace_id = params.hex_id("trace_id", 32)?;
+    query.span_id = params.hex_id("span_id", 16)?;
     query.text = params.text("q");
-    for matcher in parse_filter(params.get("attributes").unwrap_or(""))
-        .map_err(|e| BadParameter::new("attributes", e))?
-    {
-        if !matcher.is_equal {
-            return Err(BadParameter::new(
-                "attributes",
-                format!(
-                    "{}: only key=\"value\" matchers are supported here",
-                    matcher.name
-                ),
-            ));
-        }
-        query.attributes.push((matcher.name, matcher.value));
-    }
+    query.attributes = params.equalities("attributes")?;
     query.before = params
         .get("cursor")
         .map(|text| {
@@ -133,24 +119,6 @@ fn log_query(call: &Call) -> Result<EventQuery, BadParameter> {
         })
         .transpose()?;
     Ok(query)
-}
-
-/// A trace or span id parameter: lower-case hex of `digits` digits.
-fn hex_id(call: &Call, name: &'static str, digits: usize) -> Result<Option<String>, BadParameter> {
-    call.params
-        .get(name)
-        .map(|id| {
-            let id = id.to_ascii_lowercase();
-            if id.len() == digits && id.bytes().all(|b| b.is_ascii_hexdigit()) {
-                Ok(id)
-            } else {
-                Err(BadParameter::new(
-                    name,
-                    format!("must be {digits} hex digits"),
-                ))
-            }
-        })
-        .transpose()
 }
 
 /// One log record as the API shows it: its time in unix ms.

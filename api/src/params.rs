@@ -5,10 +5,16 @@
 //! second), unix milliseconds, `now`, `now-<duration>` or `now+<duration>`. Durations are
 //! milliseconds, or a number with a unit: `ms`, `s`, `m`, `h`, `d`.
 
-use vigil_domain::signal::is_label_name;
+use vigil_domain::signal::{is_label_name, parse_filter};
 use vigil_domain::time::{parse_duration_ms, parse_rfc3339};
 
 use crate::error::BadParameter;
+
+/// `id` lower-cased, if it is `digits` hex digits (a trace or span id).
+pub fn hex_id(id: &str, digits: usize) -> Option<String> {
+    (id.len() == digits && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| id.to_ascii_lowercase())
+}
 
 /// The parameters of one request.
 #[derive(Debug)]
@@ -90,6 +96,38 @@ impl Params {
                         })
                     })
                     .collect()
+            })
+            .transpose()
+    }
+
+    /// The `key="value"` matchers of `name`, written as `filter` writes
+    /// them; equalities only.
+    pub fn equalities(&self, name: &str) -> Result<Vec<(String, String)>, BadParameter> {
+        parse_filter(self.get(name).unwrap_or(""))
+            .map_err(|e| BadParameter::new(name, e))?
+            .into_iter()
+            .map(|matcher| {
+                if matcher.is_equal {
+                    Ok((matcher.name, matcher.value))
+                } else {
+                    Err(BadParameter::new(
+                        name,
+                        format!(
+                            "{}: only key=\"value\" matchers are supported here",
+                            matcher.name
+                        ),
+                    ))
+                }
+            })
+            .collect()
+    }
+
+    /// A trace or span id of `digits` hex digits, lower-cased.
+    pub fn hex_id(&self, name: &str, digits: usize) -> Result<Option<String>, BadParameter> {
+        self.get(name)
+            .map(|id| {
+                hex_id(id, digits)
+                    .ok_or_else(|| BadParameter::new(name, format!("must be {digits} hex digits")))
             })
             .transpose()
     }

@@ -12,8 +12,8 @@ use vigil_store::{EventKind, EventQuery, SpanQuery, SpanRecord};
 use crate::error::{ApiError, BadParameter};
 use crate::logs::log_json;
 use crate::openapi::{CURSOR, Endpoint, FROM, LIMIT, Method, Param, TO};
+use crate::params::hex_id;
 use crate::server::{Answer, AppState, Call, Incoming};
-use vigil_domain::signal::parse_filter;
 
 pub const TRACE: Endpoint = Endpoint {
     method: Method::Get,
@@ -89,10 +89,8 @@ pub async fn trace(
     incoming: Incoming,
 ) -> Answer {
     let call = state.begin(&TRACE, &incoming)?;
-    let trace_id = trace_id.to_ascii_lowercase();
-    if trace_id.len() != 32 || !trace_id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(BadParameter::new("trace_id", "must be 32 hex digits").into());
-    }
+    let trace_id = hex_id(&trace_id, 32)
+        .ok_or_else(|| BadParameter::new("trace_id", "must be 32 hex digits"))?;
     let spans = state
         .within(async {
             Ok(call
@@ -216,21 +214,7 @@ pub async fn search(State(state): State<Arc<AppState>>, incoming: Incoming) -> A
         .map(|ms| ms.saturating_mul(1_000_000));
     query.error = params.flag("error")?;
     query.root_only = params.flag("root")?.unwrap_or(false);
-    for matcher in parse_filter(params.get("attributes").unwrap_or(""))
-        .map_err(|e| BadParameter::new("attributes", e))?
-    {
-        if !matcher.is_equal {
-            return Err(BadParameter::new(
-                "attributes",
-                format!(
-                    "{}: only key=\"value\" matchers are supported here",
-                    matcher.name
-                ),
-            )
-            .into());
-        }
-        query.attributes.push((matcher.name, matcher.value));
-    }
+    query.attributes = params.equalities("attributes")?;
     let spans = state
         .within(async { Ok(call.reader.store.search_spans(&query).await?) })
         .await?;
@@ -265,9 +249,6 @@ pub fn next_cursor(spans: &[SpanRecord], limit: usize) -> Option<String> {
 
 fn parse_cursor(text: &str) -> Result<(u64, String), BadParameter> {
     text.split_once('-')
-        .and_then(|(start, span)| {
-            let hex = span.len() == 16 && span.bytes().all(|b| b.is_ascii_hexdigit());
-            Some((start.parse().ok()?, span.to_owned())).filter(|_| hex)
-        })
+        .and_then(|(start, span)| Some((start.parse().ok()?, hex_id(span, 16)?)))
         .ok_or_else(|| BadParameter::new("cursor", "not a cursor this API returned"))
 }
