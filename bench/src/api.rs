@@ -312,8 +312,7 @@ pub async fn measure(
                 .into());
             }
         }
-        took.sort_unstable();
-        let at = |q: f64| took[((q * took.len() as f64).ceil() as usize).clamp(1, took.len()) - 1];
+        let at = crate::nearest_rank(took);
         figures.push(Figure {
             what,
             requests,

@@ -200,7 +200,8 @@ async fn run_detection(config: Config, options: detection::Options) -> Result<()
         20 + trials * 30
     );
     let latencies = detection::run(config, trials).await?;
-    let q = nearest_rank(latencies.iter().map(Duration::as_secs_f64).collect());
+    let rank = nearest_rank(latencies);
+    let q = |q| rank(q).as_secs_f64();
     println!(
         "  fault to firing webhook: p50 {:.1} s, p90 {:.1} s, p99 {:.1} s, max {:.1} s (min {:.1} s)",
         q(0.5),
@@ -214,11 +215,11 @@ async fn run_detection(config: Config, options: detection::Options) -> Result<()
 
 /// The nearest-rank quantiles of `values` (of 20, p99 is the largest; q 0
 /// the smallest).
-fn nearest_rank(mut values: Vec<f64>) -> impl Fn(f64) -> f64 {
-    values.sort_by(f64::total_cmp);
+pub fn nearest_rank(mut values: Vec<Duration>) -> impl Fn(f64) -> Duration {
+    values.sort_unstable();
     move |q| {
         let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len().max(1));
-        values.get(rank - 1).copied().unwrap_or(0.0)
+        values.get(rank - 1).copied().unwrap_or_default()
     }
 }
 
@@ -232,7 +233,8 @@ async fn run_recovery(config: Config, options: recovery::Options) -> Result<(), 
     );
     let results = recovery::run(config, trials).await?;
     let line = |what: &str, pick: fn(&recovery::Trial) -> Duration| {
-        let q = nearest_rank(results.iter().map(|t| pick(t).as_secs_f64()).collect());
+        let rank = nearest_rank(results.iter().map(pick).collect());
+        let q = |q| rank(q).as_secs_f64();
         println!(
             "  fault to {what:<18} p50 {:>5.1} s, p99 {:>5.1} s, max {:>5.1} s (min {:.1} s)",
             q(0.5),
