@@ -50,6 +50,8 @@ pub(crate) struct Runs {
     answered_rx: mpsc::UnboundedReceiver<Answered>,
     /// The kill switch as last read.
     pub(crate) switch: Option<Switch>,
+    /// Runs started since the last [`Control::advance_runs`], not yet written.
+    fresh: Vec<String>,
 }
 
 impl Runs {
@@ -67,6 +69,7 @@ impl Runs {
             answered_tx,
             answered_rx,
             switch: None,
+            fresh: Vec::new(),
         }
     }
 
@@ -249,21 +252,20 @@ impl Control {
                     continue;
                 }
                 if playbook.dry_run || self.settings.dry_run {
+                    // Over at once: advance_runs records its end.
                     self.dry_run(&mut run, playbook, &vars, now_ms);
+                } else {
+                    self.metrics.run(run.state.as_str());
+                    history.push(run_entry(&run, now_ms));
                 }
-                self.metrics.run(run.state.as_str());
-                history.push(run_entry(&run, now_ms));
                 started.push(run.id.clone());
+                self.runs.fresh.push(run.id.clone());
                 self.runs.runs.insert(run.id.clone(), run);
             }
         }
-        let mut records: Vec<StateRecord> = started
-            .iter()
-            .map(|id| {
-                let run = &self.runs.runs[id];
-                state_record(Collection::Run, &run.tenant, &run.id, run, now_ms)
-            })
-            .collect();
+        // The runs themselves are written by advance_runs, in this tick,
+        // before their first call goes out.
+        let mut records = Vec::new();
         for id in &started {
             let fingerprint = self.runs.runs[id].alert.clone();
             if let Some(alert) = self.alerts.get_mut(&fingerprint)
@@ -309,6 +311,7 @@ impl Control {
     /// that ended, approvals given.
     pub(super) async fn advance_runs(&mut self, rounds: &[(u64, Vec<Verdict>)], now_ms: u64) {
         let mut changed = self.take_answers(now_ms);
+        changed.extend(self.runs.fresh.drain(..));
         if self
             .runs
             .runs
