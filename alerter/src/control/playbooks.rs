@@ -168,8 +168,13 @@ fn run_vars(run: &Run, value: Option<f64>, service: Option<&str>) -> Vars {
     for (key, value) in &run.located {
         vars.insert(format!("located.{key}"), Value::from(value.as_str()));
     }
-    let check = run
-        .steps
+    vars.insert("check".into(), Value::from(last_check(run)));
+    vars
+}
+
+/// How the run's last check that ended went: `passed`, `failed`, or "".
+fn last_check(run: &Run) -> &'static str {
+    run.steps
         .iter()
         .rev()
         .filter(|s| s.kind == "check")
@@ -178,9 +183,7 @@ fn run_vars(run: &Run, value: Option<f64>, service: Option<&str>) -> Vars {
             StepState::Failed => Some("failed"),
             _ => None,
         })
-        .unwrap_or("");
-    vars.insert("check".into(), Value::from(check));
-    vars
+        .unwrap_or("")
 }
 
 /// Whether `matchers` hold on `vars` (each read as text).
@@ -577,8 +580,8 @@ impl Control {
             run.state = RunState::Running;
             run.step += 1;
         }
-        match run_vars(run, None, None)["check"].as_str() {
-            Some("passed") => end(run, RunState::Recovered, "its last check passed", now_ms),
+        match last_check(run) {
+            "passed" => end(run, RunState::Recovered, "its last check passed", now_ms),
             _ => end(run, RunState::Failed, "its last check did not pass", now_ms),
         }
     }
