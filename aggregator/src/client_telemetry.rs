@@ -20,7 +20,7 @@
 //! the sum of `client.frames.slow` over the sum of `client.frames`. Crash
 //! events themselves are kept raw, with their stack fingerprint.
 
-use vigil_domain::model::{Kind, SeriesKey};
+use vigil_domain::model::{Fnv, Kind, SeriesKey};
 use vigil_domain::tenant::TenantId;
 use vigil_proto::client::v1::{ClientContext, ClientEvent, Crash, ExportClientRequest};
 use vigil_store::{EventKind, EventRecord};
@@ -73,7 +73,7 @@ pub fn client(
                     body: crash.message.clone(),
                     trace_id: String::new(),
                     span_id: String::new(),
-                    fingerprint: crash.stack_fingerprint.clone(),
+                    fingerprint: fingerprint(crash),
                     attributes: crash_attributes(&series, &context, crash),
                 });
             }
@@ -228,19 +228,72 @@ fn crash_labels(crash: &Crash) -> [(&'static str, String); 4] {
     ]
 }
 
-/// What a crash event keeps: its series' labels, the crash's own, and the
+/// The group of a crash: its stack fingerprint as sent or, without one,
+/// 16 hex digits of a hash of its exception type and its frames' modules
+/// and functions — the app's own frames when any is marked, else all —
+/// or, without frames, of its exception type and message. Lines and
+/// addresses, which move between builds, are left out.
+fn fingerprint(crash: &Crash) -> String {
+    if !crash.stack_fingerprint.is_empty() {
+        return crash.stack_fingerprint.clone();
+    }
+    let mut hash = Fnv::default();
+    hash.write(crash.exception_type.as_bytes());
+    let in_app = crash.frames.iter().any(|frame| frame.in_app);
+    let frames: Vec<_> = crash
+        .frames
+        .iter()
+        .filter(|frame| frame.in_app || !in_app)
+        .collect();
+    if frames.is_empty() {
+        hash.write(b"\0message\0");
+        hash.write(crash.message.as_bytes());
+    }
+    for frame in frames {
+        for part in [&frame.module, &frame.function] {
+            hash.write(b"\0");
+            hash.write(part.as_bytes());
+        }
+    }
+    format!("{:016x}", hash.finish())
+}
+
+/// What a crash event keeps: its series' labels, the crash's own, the
 /// context too fine-grained for a series (OS version, network, user and
-/// session hashes).
+/// session hashes), the thread, and its frames and breadcrumbs as JSON in
+/// the client's form (`crash.frames`, `crash.breadcrumbs`).
 fn crash_attributes(
     series: &Series,
     context: &ClientContext,
     crash: &Crash,
 ) -> Vec<(String, String)> {
+    let json = |empty: bool, value: serde_json::Result<String>| {
+        if empty {
+            String::new()
+        } else {
+            value.unwrap_or_default()
+        }
+    };
     let details = [
         ("os.version", context.os_version.clone()),
         ("network.type", context.network_type.clone()),
         ("user.id_hash", context.user_id_hash.clone()),
         ("session.id_hash", context.session_id_hash.clone()),
+        ("thread.name", crash.thread.clone()),
+        (
+            "crash.frames",
+            json(
+                crash.frames.is_empty(),
+                serde_json::to_string(&crash.frames),
+            ),
+        ),
+        (
+            "crash.breadcrumbs",
+            json(
+                crash.breadcrumbs.is_empty(),
+                serde_json::to_string(&crash.breadcrumbs),
+            ),
+        ),
     ];
     let mut attributes = series.labels.clone();
     attributes.extend(
@@ -256,7 +309,9 @@ fn crash_attributes(
 #[cfg(test)]
 mod tests {
     use prost::Message as _;
-    use vigil_proto::client::v1::{ClientBatch, Crash, SessionStart, Stutter};
+    use vigil_proto::client::v1::{
+        Breadcrumb, ClientBatch, Crash, SessionStart, StackFrame, Stutter,
+    };
 
     use super::*;
 
@@ -340,5 +395,94 @@ mod tests {
         assert_eq!(out.crashes[0].id, 101);
         assert_eq!(out.crashes[0].fingerprint, "f00d");
         assert_eq!(out.crashes[0].service, "wallet");
+    }
+
+    fn frame(module: &str, function: &str, line: u32, in_app: bool) -> StackFrame {
+        StackFrame {
+            module: module.into(),
+            function: function.into(),
+            line,
+            in_app,
+            ..Default::default()
+        }
+    }
+
+    /// Crashes without a fingerprint are grouped by type and in-app frames,
+    /// whatever their lines and library frames; by message without frames.
+    #[test]
+    fn crashes_without_a_fingerprint_are_grouped_by_their_own_frames() {
+        let crash = |frames: Vec<StackFrame>, message: &str| Crash {
+            exception_type: "IllegalStateException".into(),
+            message: message.into(),
+            frames,
+            ..Default::default()
+        };
+        let pay = frame("com.acme.wallet", "CheckoutViewModel.pay", 42, true);
+        let libc = frame("libc.so", "abort", 7, false);
+        let one = crash(vec![libc.clone(), pay.clone()], "order 1");
+        let moved = crash(
+            vec![frame("libart.so", "throw", 1, false), {
+                let mut p = pay.clone();
+                p.line = 43;
+                p
+            }],
+            "order 2",
+        );
+        assert_eq!(fingerprint(&one), fingerprint(&moved));
+        assert_eq!(fingerprint(&one).len(), 16);
+        let other = crash(
+            vec![frame(
+                "com.acme.wallet",
+                "CheckoutViewModel.refund",
+                42,
+                true,
+            )],
+            "order 1",
+        );
+        assert_ne!(fingerprint(&one), fingerprint(&other));
+        // Without in-app frames, all frames count.
+        let native = crash(vec![libc.clone()], "x");
+        assert_ne!(fingerprint(&native), fingerprint(&crash(vec![], "x")));
+        assert_eq!(
+            fingerprint(&crash(vec![], "x")),
+            fingerprint(&crash(vec![], "x"))
+        );
+        assert_ne!(
+            fingerprint(&crash(vec![], "x")),
+            fingerprint(&crash(vec![], "y"))
+        );
+        let mut given = one.clone();
+        given.stack_fingerprint = "f00d".into();
+        assert_eq!(fingerprint(&given), "f00d");
+        // Frames and breadcrumbs are kept in the client's JSON form.
+        let context = context();
+        let tenant = TenantId::parse("acme").expect("tenant");
+        let series = Series::of(&tenant, &context);
+        let mut kept = one.clone();
+        kept.thread = "main".into();
+        kept.breadcrumbs = vec![Breadcrumb {
+            time_unix_nano: 5,
+            category: "ui.tap".into(),
+            message: "Pay".into(),
+        }];
+        let attributes = crash_attributes(&series, &context, &kept);
+        let get = |key: &str| {
+            attributes
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("thread.name"), Some("main"));
+        assert_eq!(
+            get("crash.breadcrumbs"),
+            Some(r#"[{"timeUnixNano":5,"category":"ui.tap","message":"Pay"}]"#)
+        );
+        assert_eq!(
+            get("crash.frames"),
+            Some(
+                r#"[{"function":"abort","module":"libc.so","file":"","line":7,"inApp":false,"address":""},{"function":"CheckoutViewModel.pay","module":"com.acme.wallet","file":"","line":42,"inApp":true,"address":""}]"#
+            )
+        );
+        assert_eq!(get("network.type"), None);
     }
 }

@@ -14,6 +14,11 @@ use crate::validate::{Item, Rejection, Rejections, Rules, finite};
 
 const COHORTS: [&str; 4] = ["", "canary", "baseline", "stable"];
 
+/// The most stack frames and breadcrumbs one crash may carry (Sentry keeps
+/// 250 frames and 100 breadcrumbs).
+const MAX_FRAMES: usize = 256;
+const MAX_BREADCRUMBS: usize = 100;
+
 impl ExportRequest for ExportClientRequest {
     type Response = ExportClientResponse;
     const NAME: &'static str = "client";
@@ -189,6 +194,28 @@ fn check_event(rules: &Rules, what: Item<'_>, event: &ClientEvent) -> Result<(),
         }
         rules.text(what, "message", &crash.message)?;
         rules.text(what, "stack_fingerprint", &crash.stack_fingerprint)?;
+        rules.text(what, "thread", &crash.thread)?;
+        rules.count(what, "frames", crash.frames.len(), MAX_FRAMES)?;
+        rules.count(
+            what,
+            "breadcrumbs",
+            crash.breadcrumbs.len(),
+            MAX_BREADCRUMBS,
+        )?;
+        for frame in &crash.frames {
+            for (field, value) in [
+                ("frames.function", &frame.function),
+                ("frames.module", &frame.module),
+                ("frames.file", &frame.file),
+                ("frames.address", &frame.address),
+            ] {
+                rules.text(what, field, value)?;
+            }
+        }
+        for breadcrumb in &crash.breadcrumbs {
+            rules.text(what, "breadcrumbs.category", &breadcrumb.category)?;
+            rules.text(what, "breadcrumbs.message", &breadcrumb.message)?;
+        }
     }
     if let Some(stutter) = &event.stutter {
         for &duration in &stutter.frame_durations_ms {

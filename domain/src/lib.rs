@@ -8,6 +8,8 @@
 //!   of filters, rules and silences;
 //! - [`canary`]: canary against baseline, the statistical tests and the
 //!   verdict of a release;
+//! - [`crash`]: the order of app versions and the state of a crash group
+//!   in one;
 //! - [`alert`] and [`silence`]: the alerts and silences the alerter and the
 //!   API share through the store;
 //! - [`topics`]: the bus topics and message keys;
@@ -22,6 +24,7 @@
 
 pub mod alert;
 pub mod canary;
+pub mod crash;
 pub mod distribution;
 pub mod localize;
 pub mod located;

@@ -99,6 +99,84 @@ impl EventQuery {
     }
 }
 
+/// What a crash is counted by: an attribute of its event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CrashDimension {
+    Version,
+    Os,
+    OsVersion,
+    Device,
+    /// `managed` or `native`.
+    Kind,
+    /// `true` or `false`.
+    Foreground,
+    /// `true` or `false`: the app crashed again on its next launch.
+    Recurred,
+}
+
+impl CrashDimension {
+    pub const ALL: [CrashDimension; 7] = [
+        CrashDimension::Version,
+        CrashDimension::Os,
+        CrashDimension::OsVersion,
+        CrashDimension::Device,
+        CrashDimension::Kind,
+        CrashDimension::Foreground,
+        CrashDimension::Recurred,
+    ];
+
+    /// The attribute of a crash event that holds it.
+    pub fn attribute(self) -> &'static str {
+        match self {
+            CrashDimension::Version => "app.version",
+            CrashDimension::Os => "os.name",
+            CrashDimension::OsVersion => "os.version",
+            CrashDimension::Device => "device.model.identifier",
+            CrashDimension::Kind => "crash.kind",
+            CrashDimension::Foreground => "crash.foreground",
+            CrashDimension::Recurred => "crash.recurred",
+        }
+    }
+}
+
+/// Which crashes to count: one app's in `[from_ns, to_ns)`, of the given
+/// groups (all when empty), with each dimension of `filters` at its value.
+#[derive(Debug, Clone)]
+pub struct CrashQuery {
+    pub tenant: TenantId,
+    pub app: String,
+    pub from_ns: u64,
+    pub to_ns: u64,
+    pub filters: Vec<(CrashDimension, String)>,
+    pub fingerprints: Vec<String>,
+}
+
+/// One crash group's share of the crashes a [`CrashQuery`] selects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrashGroupCount {
+    pub fingerprint: String,
+    /// The exception type and message of its newest crash.
+    pub exception_type: String,
+    pub message: String,
+    pub events: u64,
+    /// Distinct session and user hashes (crashes sent without one count
+    /// for none).
+    pub sessions: u64,
+    pub users: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+}
+
+/// The crashes of one group with one value of a dimension.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrashCount {
+    pub fingerprint: String,
+    pub value: String,
+    pub events: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+}
+
 /// Raw log records and crashes.
 #[async_trait]
 pub trait EventStore: Send + Sync {
@@ -108,4 +186,16 @@ pub trait EventStore: Send + Sync {
 
     /// The events the query selects, newest first.
     async fn events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError>;
+
+    /// The crashes the query selects, per group (stack fingerprint), most
+    /// crashes first, then by fingerprint.
+    async fn crash_groups(&self, query: &CrashQuery) -> Result<Vec<CrashGroupCount>, StoreError>;
+
+    /// The crashes the query selects, per group and value of `by`, ordered
+    /// by fingerprint, then most crashes first, then by value.
+    async fn crash_counts(
+        &self,
+        query: &CrashQuery,
+        by: CrashDimension,
+    ) -> Result<Vec<CrashCount>, StoreError>;
 }

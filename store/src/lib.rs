@@ -31,7 +31,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use clickhouse::ClickHouseStore;
-pub use events::{EventKind, EventQuery, EventRecord, EventStore};
+pub use events::{
+    CrashCount, CrashDimension, CrashGroupCount, CrashQuery, EventKind, EventQuery, EventRecord,
+    EventStore,
+};
 pub use retention::Retention;
 pub use rollups::{
     Aggregated, Aggregation, CATALOGUE_REFRESH_S, CatalogueEntry, Flush, RollupQuery, RollupStore,

@@ -7,7 +7,10 @@ use vigil_domain::tenant::TenantId;
 
 use super::{ClickHouseStore, classify, day_u32};
 use crate::codec::corrupt;
-use crate::{EventKind, EventQuery, EventRecord, EventStore, StoreError};
+use crate::{
+    CrashCount, CrashDimension, CrashGroupCount, CrashQuery, EventKind, EventQuery, EventRecord,
+    EventStore, StoreError,
+};
 
 #[derive(Row, Serialize, Deserialize)]
 struct EventRow {
@@ -24,6 +27,33 @@ struct EventRow {
     attribute_keys: Vec<String>,
     attribute_values: Vec<String>,
     day: u32,
+}
+
+#[derive(Row, Deserialize)]
+struct CrashGroupRow {
+    fingerprint: String,
+    exception_type: String,
+    message: String,
+    events: u64,
+    sessions: u64,
+    users: u64,
+    first_ns: u64,
+    last_ns: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct CrashCountRow {
+    fingerprint: String,
+    value: String,
+    events: u64,
+    first_ns: u64,
+    last_ns: u64,
+}
+
+/// A crash attribute's value in a row of `events` ('' when absent: the
+/// element 0 of an array is its type's default).
+fn crash_attribute(key: &str) -> String {
+    format!("attribute_values[indexOf(attribute_keys, '{key}')]")
 }
 
 #[async_trait]
@@ -95,9 +125,115 @@ impl EventStore for ClickHouseStore {
             })
             .collect()
     }
+
+    async fn crash_groups(&self, query: &CrashQuery) -> Result<Vec<CrashGroupCount>, StoreError> {
+        let columns = format!(
+            "fingerprint, argMax(name, time_ns) AS exception_type,
+                argMax(body, time_ns) AS message, uniqExact(id) AS events,
+                uniqExactIf({session}, {session} != '') AS sessions,
+                uniqExactIf({user}, {user} != '') AS users,
+                min(time_ns) AS first_ns, max(time_ns) AS last_ns",
+            session = crash_attribute("session.id_hash"),
+            user = crash_attribute("user.id_hash"),
+        );
+        let rows: Vec<CrashGroupRow> = self
+            .crash_select(
+                query,
+                &columns,
+                "GROUP BY fingerprint ORDER BY events DESC, fingerprint",
+            )
+            .fetch_all()
+            .await
+            .map_err(classify)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| CrashGroupCount {
+                fingerprint: row.fingerprint,
+                exception_type: row.exception_type,
+                message: row.message,
+                events: row.events,
+                sessions: row.sessions,
+                users: row.users,
+                first_ns: row.first_ns,
+                last_ns: row.last_ns,
+            })
+            .collect())
+    }
+
+    async fn crash_counts(
+        &self,
+        query: &CrashQuery,
+        by: CrashDimension,
+    ) -> Result<Vec<CrashCount>, StoreError> {
+        let columns = format!(
+            "fingerprint, {} AS value, uniqExact(id) AS events, min(time_ns) AS first_ns,
+                max(time_ns) AS last_ns",
+            crash_attribute(by.attribute())
+        );
+        let rows: Vec<CrashCountRow> = self
+            .crash_select(
+                query,
+                &columns,
+                "GROUP BY fingerprint, value ORDER BY fingerprint, events DESC, value",
+            )
+            .fetch_all()
+            .await
+            .map_err(classify)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| CrashCount {
+                fingerprint: row.fingerprint,
+                value: row.value,
+                events: row.events,
+                first_ns: row.first_ns,
+                last_ns: row.last_ns,
+            })
+            .collect())
+    }
 }
 
 impl ClickHouseStore {
+    /// `SELECT {columns} FROM events` over the crashes of `query`, then
+    /// `{rest}` (GROUP BY, ORDER BY). Crashes are counted by distinct id:
+    /// a crash written twice (a replay) and not yet merged counts once.
+    fn crash_select(
+        &self,
+        query: &CrashQuery,
+        columns: &str,
+        rest: &str,
+    ) -> clickhouse::query::Query {
+        let filters: String = query
+            .filters
+            .iter()
+            .map(|(dimension, _)| format!(" AND {} = ?", crash_attribute(dimension.attribute())))
+            .collect();
+        let fingerprints = match query.fingerprints.len() {
+            0 => String::new(),
+            n => format!(" AND fingerprint IN ({})", vec!["?"; n].join(", ")),
+        };
+        let mut select = self
+            .client
+            .query(&format!(
+                "SELECT {columns} FROM events
+                 WHERE tenant = ? AND kind = 'crash' AND day >= ? AND day <= ?
+                    AND time_ns >= ? AND time_ns < ? AND service = ?{filters}{fingerprints}
+                 {rest}"
+            ))
+            .bind(query.tenant.as_str())
+            .bind(day_u32(query.from_ns / 1_000_000_000))
+            .bind(day_u32(query.to_ns / 1_000_000_000))
+            .bind(query.from_ns)
+            .bind(query.to_ns)
+            .bind(query.app.as_str());
+        for (_, value) in &query.filters {
+            select = select.bind(value.as_str());
+        }
+        for fingerprint in &query.fingerprints {
+            select = select.bind(fingerprint.as_str());
+        }
+        select
+    }
+
     /// The newest `limit` events of `query` in `[from_ns, to_ns)`.
     async fn window(
         &self,

@@ -1,6 +1,8 @@
 //! Log records and crashes: kept once, found by every filter.
 
-use vigil_store::{EventKind, EventQuery, EventRecord};
+use vigil_store::{
+    CrashCount, CrashDimension, CrashGroupCount, CrashQuery, EventKind, EventQuery, EventRecord,
+};
 use vigil_testing::{Backend, on_both_backends};
 
 use crate::{NOW, open, tenant};
@@ -177,7 +179,153 @@ async fn logs_are_searched_and_paged(backend: Backend) {
     assert_eq!(pages, [vec![6, 5, 4], vec![3, 2, 1], vec![0]]);
 }
 
+/// A crash of the app `wallet` with its dimensions: version, session and
+/// user hashes, device and kind.
+fn crash(
+    id: u64,
+    fingerprint: &str,
+    [version, session, user, device, kind]: [&str; 5],
+) -> EventRecord {
+    let mut crash = event(EventKind::Crash, id, NOW + id, "wallet", fingerprint);
+    crash.name = if kind == "native" {
+        "SIGSEGV"
+    } else {
+        "IllegalStateException"
+    }
+    .into();
+    crash.body = format!("crash {id}");
+    crash.attributes = [
+        ("app.version", version),
+        ("os.name", "android"),
+        ("device.model.identifier", device),
+        ("crash.kind", kind),
+        ("crash.foreground", "true"),
+        ("session.id_hash", session),
+        ("user.id_hash", user),
+    ]
+    .into_iter()
+    .filter(|(_, value)| !value.is_empty())
+    .map(|(key, value)| (key.to_owned(), value.to_owned()))
+    .collect();
+    crash
+}
+
+/// Crash groups count each crash once (a replayed one too), sessions and
+/// users by distinct hash (none for a crash without one), and honour every
+/// filter.
+async fn crash_groups_count_crashes_sessions_and_users(backend: Backend) {
+    let Some(store) = open(backend).await else {
+        return;
+    };
+    let crashes = vec![
+        crash(0, "f00d", ["2.0", "5e55", "a1", "A", "managed"]),
+        crash(1, "f00d", ["2.1", "5e56", "a1", "B", "managed"]),
+        crash(2, "f00d", ["2.1", "5e56", "a1", "B", "managed"]),
+        crash(3, "f00d", ["2.1", "", "", "A", "managed"]),
+        crash(4, "beef", ["2.1", "5e57", "a2", "A", "native"]),
+        crash(5, "beef", ["2.1", "5e58", "a2", "A", "native"]),
+    ];
+    let mut other_app = crash(6, "f00d", ["2.1", "5e59", "a3", "A", "managed"]);
+    other_app.service = "shop".into();
+    store.write_events(&crashes).await.expect("writes");
+    store
+        .write_events(&[crashes[1].clone(), other_app])
+        .await
+        .expect("writes again");
+
+    let ns = |s: u64| s * 1_000_000_000;
+    let all = CrashQuery {
+        tenant: tenant("acme"),
+        app: "wallet".into(),
+        from_ns: ns(NOW),
+        to_ns: ns(NOW + 60),
+        filters: Vec::new(),
+        fingerprints: Vec::new(),
+    };
+    let group = |fingerprint: &str, [events, sessions, users]: [u64; 3], first: u64, last: u64| {
+        CrashGroupCount {
+            fingerprint: fingerprint.into(),
+            exception_type: crashes[last as usize].name.clone(),
+            message: format!("crash {last}"),
+            events,
+            sessions,
+            users,
+            first_ns: ns(NOW + first) + first,
+            last_ns: ns(NOW + last) + last,
+        }
+    };
+    assert_eq!(
+        store.crash_groups(&all).await.expect("reads"),
+        [
+            group("f00d", [4, 2, 1], 0, 3),
+            group("beef", [2, 2, 1], 4, 5)
+        ]
+    );
+
+    let mut filtered = all.clone();
+    filtered.filters = vec![(CrashDimension::Version, "2.1".into())];
+    filtered.from_ns = ns(NOW + 2);
+    assert_eq!(
+        store.crash_groups(&filtered).await.expect("reads"),
+        [
+            group("beef", [2, 2, 1], 4, 5),
+            group("f00d", [2, 1, 1], 2, 3)
+        ]
+    );
+    let mut native = all.clone();
+    native.filters = vec![
+        (CrashDimension::Kind, "native".into()),
+        (CrashDimension::Device, "A".into()),
+    ];
+    native.fingerprints = vec!["beef".into(), "cafe".into()];
+    assert_eq!(
+        store.crash_groups(&native).await.expect("reads"),
+        [group("beef", [2, 2, 1], 4, 5)]
+    );
+    let mut injected = all.clone();
+    injected.filters = vec![(CrashDimension::Os, "android' OR '1'='1".into())];
+    assert!(
+        store
+            .crash_groups(&injected)
+            .await
+            .expect("reads")
+            .is_empty()
+    );
+
+    let count = |fingerprint: &str, value: &str, events: u64, first: u64, last: u64| CrashCount {
+        fingerprint: fingerprint.into(),
+        value: value.into(),
+        events,
+        first_ns: ns(NOW + first) + first,
+        last_ns: ns(NOW + last) + last,
+    };
+    assert_eq!(
+        store
+            .crash_counts(&all, CrashDimension::Version)
+            .await
+            .expect("reads"),
+        [
+            count("beef", "2.1", 2, 4, 5),
+            count("f00d", "2.1", 3, 1, 3),
+            count("f00d", "2.0", 1, 0, 0),
+        ]
+    );
+    let mut f00d = all.clone();
+    f00d.fingerprints = vec!["f00d".into()];
+    assert_eq!(
+        store
+            .crash_counts(&f00d, CrashDimension::Device)
+            .await
+            .expect("reads"),
+        [count("f00d", "A", 2, 0, 3), count("f00d", "B", 2, 1, 2)]
+    );
+    let mut other = all.clone();
+    other.tenant = tenant("evil");
+    assert!(store.crash_groups(&other).await.expect("reads").is_empty());
+}
+
 on_both_backends!(
     events_are_kept_once_and_found_by_every_filter,
     logs_are_searched_and_paged,
+    crash_groups_count_crashes_sessions_and_users,
 );
