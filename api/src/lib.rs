@@ -14,6 +14,7 @@
 mod alerts;
 mod auth;
 mod client_telemetry;
+mod crashes;
 mod error;
 mod localize;
 mod logs;

@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 use vigil_config::Role;
 
 /// One query-string parameter.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct Param {
     pub name: &'static str,
     /// JSON Schema type: `string`, `integer` or `boolean`.

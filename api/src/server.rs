@@ -31,19 +31,21 @@ use crate::openapi::{self, Endpoint};
 use crate::params::Params;
 use crate::reader::Reader;
 use crate::{
-    alerts, client_telemetry, localize, logs, playbooks, probes, prometheus, query_path, releases,
-    services, silences, slo, traces,
+    alerts, client_telemetry, crashes, localize, logs, playbooks, probes, prometheus, query_path,
+    releases, services, silences, slo, traces,
 };
 use vigil_domain::signal::Signal;
 
 /// Every `/api/v1` path, in the order the OpenAPI document lists them.
-const ENDPOINTS: [&Endpoint; 21] = [
+const ENDPOINTS: [&Endpoint; 23] = [
     &services::ENDPOINT,
     &query_path::ENDPOINT,
     &localize::ENDPOINT,
     &traces::TRACE,
     &traces::SEARCH,
     &logs::ENDPOINT,
+    &crashes::LIST,
+    &crashes::GROUP,
     &slo::ENDPOINT,
     &client_telemetry::ENDPOINT,
     &probes::PROBES,
@@ -270,6 +272,8 @@ fn router(state: Arc<AppState>) -> Router {
         .route(traces::TRACE.path, get(traces::trace))
         .route(traces::SEARCH.path, get(traces::search))
         .route(logs::ENDPOINT.path, get(logs::handler))
+        .route(crashes::LIST.path, get(crashes::list))
+        .route(crashes::GROUP.path, get(crashes::group))
         .route(slo::ENDPOINT.path, get(slo::handler))
         .route(
             client_telemetry::ENDPOINT.path,

@@ -500,7 +500,9 @@ pub async fn load(
 
 /// The wallet-ios app in a gray release: 5.0 (stable, both units) and 5.1
 /// (canary, unit-a), a few sessions a second each; 5.1 crashes four times
-/// as often and starts a little slower.
+/// as often and starts a little slower. Both crash in checkout (a group
+/// with a stack fingerprint); half of 5.1's crashes are a new native one
+/// in its ledger, grouped by its frames.
 async fn app_telemetry(collector: String, shutdown: Shutdown) {
     let client = reqwest::Client::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -528,16 +530,15 @@ async fn app_telemetry(collector: String, shutdown: Shutdown) {
                     json!({"timeUnixNano": now, "stutter": {"totalFrames": 600, "slowFrames": 6 + n % 3, "frozenFrames": 0}}),
                 ];
                 if n.is_multiple_of(sessions_per_crash) {
-                    events.push(json!({"timeUnixNano": now, "crash": {
-                        "foreground": true, "kind": "managed",
-                        "exceptionType": "java.lang.IllegalStateException",
-                        "stackFingerprint": "wallet-checkout-1"}}));
+                    let ledger = version == "5.1" && (n / sessions_per_crash).is_multiple_of(2);
+                    events.push(json!({"timeUnixNano": now, "crash": demo_crash(ledger, n)}));
                 }
                 batches.push(json!({
                     "context": {
                         "appId": "wallet-ios", "appVersion": version, "osName": "ios",
                         "osVersion": "18.1", "deviceModel": "iPhone16,2", "networkType": "wifi",
-                        "sessionIdHash": format!("{n:032x}"), "unit": unit, "cohort": cohort
+                        "sessionIdHash": format!("{n:032x}"),
+                        "userIdHash": format!("{:032x}", n % 500), "unit": unit, "cohort": cohort
                     },
                     "events": events,
                 }));
@@ -553,6 +554,35 @@ async fn app_telemetry(collector: String, shutdown: Shutdown) {
         if let Err(error) = sent {
             tracing::warn!(%error, "the demo app's telemetry was not accepted");
         }
+    }
+}
+
+/// A crash of the demo app: the checkout one every version has, or the
+/// ledger's native one of 5.1, with its stack and what the user did.
+fn demo_crash(ledger: bool, n: u64) -> Value {
+    if ledger {
+        json!({
+            "foreground": true, "kind": "native", "exceptionType": "EXC_BAD_ACCESS",
+            "message": format!("KERN_INVALID_ADDRESS at 0x{:x}", 0x10 + n % 8 * 8),
+            "thread": "com.apple.main-thread",
+            "frames": [
+                {"function": "objc_msgSend", "module": "libobjc.A.dylib", "address": "0x1a2b3c"},
+                {"function": "Ledger.append(_:)", "module": "Wallet", "file": "Ledger.swift",
+                 "line": 88, "inApp": true},
+                {"function": "CheckoutViewModel.pay()", "module": "Wallet",
+                 "file": "CheckoutViewModel.swift", "line": 142, "inApp": true},
+            ],
+            "breadcrumbs": [
+                {"timeUnixNano": 0, "category": "navigation", "message": "Cart -> Checkout"},
+                {"timeUnixNano": 0, "category": "ui.tap", "message": "Pay"},
+            ],
+        })
+    } else {
+        json!({
+            "foreground": true, "kind": "managed", "exceptionType": "NSInternalInconsistencyException",
+            "message": "Invalid update: invalid number of rows in section 0",
+            "thread": "com.apple.main-thread", "stackFingerprint": "wallet-checkout-1",
+        })
     }
 }
 

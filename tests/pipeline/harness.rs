@@ -163,8 +163,8 @@ impl ApiClient {
         self.api.address()
     }
 
-    /// The body of `GET path` as acme, which must answer 200.
-    pub async fn ok(&self, path: &str) -> Value {
+    /// The status and JSON body of `GET path` as acme.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
         let response = self
             .client
             .get(format!("http://{}{path}", self.api.address()))
@@ -174,7 +174,15 @@ impl ApiClient {
             .unwrap();
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// The body of `GET path` as acme, which must answer 200.
+    pub async fn ok(&self, path: &str) -> Value {
+        let (status, body) = self.get(path).await;
         assert_eq!(status, 200, "{path}: {body}");
         body
     }

@@ -6,9 +6,11 @@
 //! - [`sdk`]: the SDK's spans and metrics read back through the API;
 //! - [`promql`]: PromQL answered as a real Prometheus and `/api/v1/query` answer;
 //! - [`releases`]: a failing canary of the demo service is rolled back;
+//! - [`crashes`]: an app's crashes grouped, judged and shown as sent;
 //! - [`probes`]: the prober's runs and the demo's spans, on the bus and in
 //!   the store.
 
+mod crashes;
 mod harness;
 mod probes;
 mod promql;

@@ -1,0 +1,554 @@
+//! `GET /api/v1/crashes` and `GET /api/v1/crashes/{fingerprint}`: an app's
+//! crashes grouped by stack fingerprint, as Sentry's and Crashlytics'
+//! issues, for on-call and the app's stability team.
+//!
+//! Per group over the range: crashes, sessions and users hit, its share of
+//! the app's crashes and the change against the range just before; over
+//! all the crashes kept until the range's end: first and last seen, first
+//! and last version, and its state in its last version (or the `version`
+//! asked for) among every version the app sent telemetry from
+//! ([`CrashState`]).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde_json::{Map, Value, json};
+use vigil_domain::crash::{CrashState, compare_versions};
+use vigil_domain::model::Kind;
+use vigil_store::{
+    CrashCount, CrashDimension, CrashGroupCount, CrashQuery, EventKind, EventQuery, EventRecord,
+};
+
+use crate::error::{ApiError, BadParameter};
+use crate::openapi::{Endpoint, FROM, Method, Param, TO};
+use crate::reader::Reader;
+use crate::server::{Answer, AppState, Call, Incoming};
+use crate::traces::ms;
+
+const APP: Param = Param {
+    name: "app",
+    kind: "string",
+    required: true,
+    description: "The app (app_id of its client telemetry).",
+};
+
+/// The filters both endpoints take, each a [`CrashDimension`].
+const FILTERS: [(Param, CrashDimension); 6] = [
+    (
+        Param {
+            name: "version",
+            kind: "string",
+            required: false,
+            description: "Only crashes of this app version; states are judged in it.",
+        },
+        CrashDimension::Version,
+    ),
+    (
+        Param {
+            name: "os",
+            kind: "string",
+            required: false,
+            description: "Only crashes on this OS (os_name: android, ios, web…).",
+        },
+        CrashDimension::Os,
+    ),
+    (
+        Param {
+            name: "device",
+            kind: "string",
+            required: false,
+            description: "Only crashes on this device model.",
+        },
+        CrashDimension::Device,
+    ),
+    (
+        Param {
+            name: "kind",
+            kind: "string",
+            required: false,
+            description: "managed or native.",
+        },
+        CrashDimension::Kind,
+    ),
+    (
+        Param {
+            name: "foreground",
+            kind: "boolean",
+            required: false,
+            description: "true: crashes in the foreground only; false: in the background only.",
+        },
+        CrashDimension::Foreground,
+    ),
+    (
+        Param {
+            name: "recurred",
+            kind: "boolean",
+            required: false,
+            description: "true: crashes followed by another on the next launch only; false: one-time ones only.",
+        },
+        CrashDimension::Recurred,
+    ),
+];
+
+pub const LIST: Endpoint = Endpoint {
+    method: Method::Get,
+    path: "/api/v1/crashes",
+    summary: "An app's crash groups (by stack fingerprint) over the range (default the last 24 h), most crashes first: crashes, sessions and users hit, share, change against the range before, first and last seen and version, state new, regressed or ongoing",
+    path_params: &[],
+    params: &[
+        APP,
+        FROM,
+        TO,
+        FILTERS[0].0,
+        FILTERS[1].0,
+        FILTERS[2].0,
+        FILTERS[3].0,
+        FILTERS[4].0,
+        FILTERS[5].0,
+        Param {
+            name: "state",
+            kind: "string",
+            required: false,
+            description: "Only groups in this state: new, regressed or ongoing.",
+        },
+        Param {
+            name: "limit",
+            kind: "integer",
+            required: false,
+            description: "At most this many groups, 1 to 1000 (default 50).",
+        },
+    ],
+    body: None,
+    role: None,
+};
+
+pub const GROUP: Endpoint = Endpoint {
+    method: Method::Get,
+    path: "/api/v1/crashes/{fingerprint}",
+    summary: "One crash group over the range (default the last 24 h): its summary, its newest crashes as sent (stack frames, thread, breadcrumbs, context) and its crashes by version, device, OS and OS version",
+    path_params: &[("fingerprint", "The group's stack fingerprint")],
+    params: &[
+        APP,
+        FROM,
+        TO,
+        FILTERS[0].0,
+        FILTERS[1].0,
+        FILTERS[2].0,
+        FILTERS[3].0,
+        FILTERS[4].0,
+        FILTERS[5].0,
+        Param {
+            name: "samples",
+            kind: "integer",
+            required: false,
+            description: "How many of its newest crashes to show, 0 to 100 (default 10).",
+        },
+    ],
+    body: None,
+    role: None,
+};
+
+/// Groups are counted over the last day unless the range says otherwise.
+const DEFAULT_RANGE_MS: u64 = 86_400_000;
+
+/// The crashes a request selects.
+struct Selection {
+    app: String,
+    from_ns: u64,
+    to_ns: u64,
+    filters: Vec<(CrashDimension, String)>,
+}
+
+impl Selection {
+    fn of(call: &Call) -> Result<Self, BadParameter> {
+        let params = &call.params;
+        let app = params
+            .text("app")
+            .ok_or_else(|| BadParameter::new("app", "required: the app"))?;
+        let (from_ms, to_ms) = params.range(DEFAULT_RANGE_MS)?;
+        let mut filters = Vec::new();
+        for (param, dimension) in FILTERS {
+            let value = if param.kind == "boolean" {
+                params.flag(param.name)?.map(|flag| flag.to_string())
+            } else {
+                params.text(param.name)
+            };
+            if dimension == CrashDimension::Kind
+                && value
+                    .as_deref()
+                    .is_some_and(|kind| !["managed", "native"].contains(&kind))
+            {
+                return Err(BadParameter::new("kind", "must be managed or native"));
+            }
+            filters.extend(value.map(|value| (dimension, value)));
+        }
+        Ok(Selection {
+            app,
+            from_ns: from_ms.saturating_mul(1_000_000),
+            to_ns: to_ms.saturating_mul(1_000_000),
+            filters,
+        })
+    }
+
+    /// Its crashes in `[from_ns, to_ns)`, of the given groups (all when
+    /// empty), with or without its filters.
+    fn query(
+        &self,
+        reader: &Reader,
+        (from_ns, to_ns): (u64, u64),
+        fingerprints: &[String],
+        filtered: bool,
+    ) -> CrashQuery {
+        CrashQuery {
+            tenant: reader.tenant.clone(),
+            app: self.app.clone(),
+            from_ns,
+            to_ns,
+            filters: if filtered {
+                self.filters.clone()
+            } else {
+                Vec::new()
+            },
+            fingerprints: fingerprints.to_vec(),
+        }
+    }
+
+    fn version(&self) -> Option<&str> {
+        self.filters
+            .iter()
+            .find(|(dimension, _)| *dimension == CrashDimension::Version)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// One group as both endpoints show it.
+struct Summary {
+    count: CrashGroupCount,
+    previous_events: u64,
+    state: CrashState,
+    /// Over every crash of the group kept until the range's end.
+    first_ns: u64,
+    last_ns: u64,
+    first_version: String,
+    last_version: String,
+}
+
+impl Summary {
+    fn json(&self, total: u64) -> Value {
+        let count = &self.count;
+        let change = (self.previous_events > 0).then(|| {
+            (count.events as f64 - self.previous_events as f64) / self.previous_events as f64
+        });
+        json!({
+            "fingerprint": count.fingerprint,
+            "exception_type": count.exception_type,
+            "message": count.message,
+            "state": self.state.as_str(),
+            "events": count.events,
+            "sessions": count.sessions,
+            "users": count.users,
+            "share": share(count.events, total),
+            "previous_events": self.previous_events,
+            "change": change,
+            "first_seen": ms(self.first_ns),
+            "last_seen": ms(self.last_ns),
+            "first_version": self.first_version,
+            "last_version": self.last_version,
+        })
+    }
+}
+
+fn share(part: u64, total: u64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        part as f64 / total as f64
+    }
+}
+
+/// The groups `selection` selects (of `fingerprints` when not empty), most
+/// crashes first, and the crashes of all of them.
+async fn summaries(
+    reader: &Reader,
+    selection: &Selection,
+    fingerprints: &[String],
+) -> Result<(Vec<Summary>, u64), ApiError> {
+    let store = &reader.store;
+    let range = (selection.from_ns, selection.to_ns);
+    let current = store
+        .crash_groups(&selection.query(reader, range, fingerprints, true))
+        .await?;
+    let total = current.iter().map(|group| group.events).sum();
+    if current.is_empty() {
+        return Ok((Vec::new(), total));
+    }
+    let length = selection.to_ns - selection.from_ns;
+    let before = (selection.from_ns.saturating_sub(length), selection.from_ns);
+    let previous: HashMap<String, u64> = store
+        .crash_groups(&selection.query(reader, before, fingerprints, true))
+        .await?
+        .into_iter()
+        .map(|group| (group.fingerprint, group.events))
+        .collect();
+    // Each group's versions, unfiltered: its history is the group's, not
+    // the selection's.
+    let history = store
+        .crash_counts(
+            &selection.query(reader, (0, selection.to_ns), fingerprints, false),
+            CrashDimension::Version,
+        )
+        .await?;
+    let mut by_group: HashMap<&str, Vec<&CrashCount>> = HashMap::new();
+    for count in &history {
+        by_group.entry(&count.fingerprint).or_default().push(count);
+    }
+    let versions = app_versions(reader, &selection.app, &history).await?;
+    let summaries = current
+        .into_iter()
+        .map(|count| {
+            let seen = by_group
+                .remove(count.fingerprint.as_str())
+                .unwrap_or_default();
+            let order = |a: &&&CrashCount, b: &&&CrashCount| compare_versions(&a.value, &b.value);
+            let first_version = seen.iter().min_by(order).map(|c| c.value.clone());
+            let last_version = seen.iter().max_by(order).map(|c| c.value.clone());
+            let last_version = last_version.unwrap_or_default();
+            let judged = selection.version().unwrap_or(&last_version);
+            let state = CrashState::of(
+                judged,
+                seen.iter().map(|c| c.value.as_str()),
+                versions.iter().map(String::as_str),
+            );
+            Summary {
+                previous_events: previous.get(&count.fingerprint).copied().unwrap_or(0),
+                state,
+                first_ns: seen
+                    .iter()
+                    .map(|c| c.first_ns)
+                    .min()
+                    .unwrap_or(count.first_ns),
+                last_ns: seen
+                    .iter()
+                    .map(|c| c.last_ns)
+                    .max()
+                    .unwrap_or(count.last_ns),
+                first_version: first_version.unwrap_or_default(),
+                last_version,
+                count,
+            }
+        })
+        .collect();
+    Ok((summaries, total))
+}
+
+/// Every version the app sent telemetry from (its client series), and
+/// every version it crashed in.
+async fn app_versions(
+    reader: &Reader,
+    app: &str,
+    history: &[CrashCount],
+) -> Result<BTreeSet<String>, ApiError> {
+    let series = reader
+        .store
+        .series(&reader.tenant, Some(Kind::Client), Some(app))
+        .await?;
+    Ok(series
+        .iter()
+        .filter_map(|entry| entry.series.label("app.version"))
+        .chain(history.iter().map(|count| count.value.as_str()))
+        .map(str::to_owned)
+        .collect())
+}
+
+pub async fn list(State(state): State<Arc<AppState>>, incoming: Incoming) -> Answer {
+    let call = state.begin(&LIST, &incoming)?;
+    let selection = Selection::of(&call)?;
+    let wanted = call
+        .params
+        .get("state")
+        .map(|name| {
+            CrashState::parse(name).ok_or_else(|| {
+                BadParameter::new(
+                    "state",
+                    format!("{name:?} is not one of new, regressed, ongoing"),
+                )
+            })
+        })
+        .transpose()?;
+    let limit = call
+        .params
+        .number("limit", 1, 1000)?
+        .map_or(50, |n| n as usize);
+    let (summaries, total) = state
+        .within(summaries(&call.reader, &selection, &[]))
+        .await?;
+    let groups: Vec<Value> = summaries
+        .iter()
+        .filter(|summary| wanted.is_none_or(|state| summary.state == state))
+        .take(limit)
+        .map(|summary| summary.json(total))
+        .collect();
+    Ok(Json(json!({
+        "app": selection.app,
+        "from": ms(selection.from_ns),
+        "to": ms(selection.to_ns),
+        "crashes": total,
+        "groups": groups,
+    })))
+}
+
+pub async fn group(
+    State(state): State<Arc<AppState>>,
+    Path(fingerprint): Path<String>,
+    incoming: Incoming,
+) -> Answer {
+    let call = state.begin(&GROUP, &incoming)?;
+    let selection = Selection::of(&call)?;
+    let samples = call
+        .params
+        .number("samples", 0, 100)?
+        .map_or(10, |n| n as usize);
+    let reader = &call.reader;
+    let fingerprints = [fingerprint.clone()];
+    let (summary, crashes, by) = state
+        .within(async {
+            let (summaries, _) = summaries(reader, &selection, &fingerprints).await?;
+            let Some(summary) = summaries.into_iter().next() else {
+                return Err(ApiError::NotFound(format!(
+                    "no crash of group {fingerprint:?} of app {:?} in the range",
+                    selection.app
+                )));
+            };
+            let mut query = EventQuery::new(
+                reader.tenant.clone(),
+                EventKind::Crash,
+                selection.from_ns,
+                selection.to_ns,
+            );
+            query.service = Some(selection.app.clone());
+            query.fingerprint = Some(fingerprint.clone());
+            query.attributes = selection
+                .filters
+                .iter()
+                .map(|(dimension, value)| (dimension.attribute().to_owned(), value.clone()))
+                .collect();
+            query.limit = samples;
+            let crashes = if samples == 0 {
+                Vec::new()
+            } else {
+                reader.store.events(&query).await?
+            };
+            let range = (selection.from_ns, selection.to_ns);
+            let mut by = Vec::new();
+            for (name, dimension) in [
+                ("versions", CrashDimension::Version),
+                ("devices", CrashDimension::Device),
+                ("os", CrashDimension::Os),
+                ("os_versions", CrashDimension::OsVersion),
+            ] {
+                let counts = reader
+                    .store
+                    .crash_counts(
+                        &selection.query(reader, range, &fingerprints, true),
+                        dimension,
+                    )
+                    .await?;
+                by.push((name, counts));
+            }
+            Ok((summary, crashes, by))
+        })
+        .await?;
+    let events = summary.count.events;
+    let mut answer = Map::new();
+    answer.insert("app".into(), selection.app.clone().into());
+    answer.insert("group".into(), summary.json(events));
+    answer.insert(
+        "samples".into(),
+        crashes.iter().map(sample_json).collect::<Vec<_>>().into(),
+    );
+    for (name, mut counts) in by {
+        if name == "versions" {
+            // Newest version first, as a release manager reads them.
+            counts.sort_by(|a, b| compare_versions(&b.value, &a.value));
+        }
+        let counts: Vec<Value> = counts
+            .iter()
+            .map(|count| {
+                json!({
+                    "value": count.value,
+                    "events": count.events,
+                    "share": share(count.events, events),
+                })
+            })
+            .collect();
+        answer.insert(name.into(), counts.into());
+    }
+    Ok(Json(Value::Object(answer)))
+}
+
+/// One crash as sent: its context and dimensions by name, its frames and
+/// breadcrumbs in the client's JSON form, the other attributes (unit,
+/// cohort, region, network, session and user hashes) as they are.
+fn sample_json(crash: &EventRecord) -> Value {
+    let mut attributes = Map::new();
+    let mut fields = Map::new();
+    for (key, value) in &crash.attributes {
+        let named = match key.as_str() {
+            "crash.frames" => Some(("frames", parse_json(value))),
+            "crash.breadcrumbs" => Some(("breadcrumbs", parse_json(value))),
+            "thread.name" => Some(("thread", value.clone().into())),
+            "exception.type" => continue,
+            _ => CrashDimension::ALL
+                .into_iter()
+                .find(|d| d.attribute() == key)
+                .map(|d| (sample_field(d), dimension_json(d, value))),
+        };
+        match named {
+            Some((name, value)) => {
+                fields.insert(name.into(), value);
+            }
+            None => {
+                attributes.insert(key.clone(), value.clone().into());
+            }
+        }
+    }
+    let mut sample = json!({
+        "time": ms(crash.time_ns),
+        "exception_type": crash.name,
+        "message": crash.body,
+        "frames": [],
+        "breadcrumbs": [],
+        "thread": "",
+    });
+    if let Value::Object(sample) = &mut sample {
+        sample.extend(fields);
+        sample.insert("attributes".into(), Value::Object(attributes));
+    }
+    sample
+}
+
+fn sample_field(dimension: CrashDimension) -> &'static str {
+    match dimension {
+        CrashDimension::Version => "version",
+        CrashDimension::Os => "os",
+        CrashDimension::OsVersion => "os_version",
+        CrashDimension::Device => "device",
+        CrashDimension::Kind => "kind",
+        CrashDimension::Foreground => "foreground",
+        CrashDimension::Recurred => "recurred",
+    }
+}
+
+/// Foreground and recurred as booleans, the others as text.
+fn dimension_json(dimension: CrashDimension, value: &str) -> Value {
+    match dimension {
+        CrashDimension::Foreground | CrashDimension::Recurred => (value == "true").into(),
+        _ => value.into(),
+    }
+}
+
+fn parse_json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or(Value::Null)
+}
