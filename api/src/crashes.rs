@@ -226,6 +226,9 @@ impl Selection {
 /// One group as both endpoints show it.
 struct Summary {
     count: CrashGroupCount,
+    /// Filled by [`reach`] for the groups shown.
+    sessions: u64,
+    users: u64,
     previous_events: u64,
     state: CrashState,
     /// Over every crash of the group kept until the range's end.
@@ -247,8 +250,8 @@ impl Summary {
             "message": count.message,
             "state": self.state.as_str(),
             "events": count.events,
-            "sessions": count.sessions,
-            "users": count.users,
+            "sessions": self.sessions,
+            "users": self.users,
             "share": share(count.events, total),
             "previous_events": self.previous_events,
             "change": change,
@@ -269,7 +272,8 @@ fn share(part: u64, total: u64) -> f64 {
 }
 
 /// The groups `selection` selects (of `fingerprints` when not empty), most
-/// crashes first, and the crashes of all of them.
+/// crashes first, and the crashes of all of them; without their sessions
+/// and users ([`reach`]).
 async fn summaries(
     reader: &Reader,
     selection: &Selection,
@@ -322,6 +326,8 @@ async fn summaries(
                 versions.iter().map(String::as_str),
             );
             Summary {
+                sessions: 0,
+                users: 0,
                 previous_events: previous.get(&count.fingerprint).copied().unwrap_or(0),
                 state,
                 first_ns: seen
@@ -341,6 +347,36 @@ async fn summaries(
         })
         .collect();
     Ok((summaries, total))
+}
+
+/// Fills the sessions and users each of `summaries` hit.
+async fn reach(
+    reader: &Reader,
+    selection: &Selection,
+    summaries: &mut [Summary],
+) -> Result<(), ApiError> {
+    if summaries.is_empty() {
+        return Ok(());
+    }
+    let fingerprints: Vec<String> = summaries
+        .iter()
+        .map(|summary| summary.count.fingerprint.clone())
+        .collect();
+    let range = (selection.from_ns, selection.to_ns);
+    let reach: HashMap<String, (u64, u64)> = reader
+        .store
+        .crash_reach(&selection.query(reader, range, &fingerprints, true))
+        .await?
+        .into_iter()
+        .map(|r| (r.fingerprint, (r.sessions, r.users)))
+        .collect();
+    for summary in summaries {
+        (summary.sessions, summary.users) = reach
+            .get(&summary.count.fingerprint)
+            .copied()
+            .unwrap_or_default();
+    }
+    Ok(())
 }
 
 /// Every version the app sent telemetry from (its client series), and
@@ -381,15 +417,19 @@ pub async fn list(State(state): State<Arc<AppState>>, incoming: Incoming) -> Ans
         .params
         .number("limit", 1, 1000)?
         .map_or(50, |n| n as usize);
-    let (summaries, total) = state
-        .within(summaries(&call.reader, &selection, &[]))
+    let (page, total) = state
+        .within(async {
+            let (summaries, total) = summaries(&call.reader, &selection, &[]).await?;
+            let mut page: Vec<Summary> = summaries
+                .into_iter()
+                .filter(|summary| wanted.is_none_or(|state| summary.state == state))
+                .take(limit)
+                .collect();
+            reach(&call.reader, &selection, &mut page).await?;
+            Ok((page, total))
+        })
         .await?;
-    let groups: Vec<Value> = summaries
-        .iter()
-        .filter(|summary| wanted.is_none_or(|state| summary.state == state))
-        .take(limit)
-        .map(|summary| summary.json(total))
-        .collect();
+    let groups: Vec<Value> = page.iter().map(|summary| summary.json(total)).collect();
     Ok(Json(json!({
         "app": selection.app,
         "from": ms(selection.from_ns),
@@ -421,6 +461,9 @@ pub async fn group(
                     selection.app
                 )));
             };
+            let mut summary = [summary];
+            reach(reader, &selection, &mut summary).await?;
+            let [summary] = summary;
             let mut query = EventQuery::new(
                 reader.tenant.clone(),
                 EventKind::Crash,

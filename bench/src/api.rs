@@ -193,6 +193,8 @@ pub enum Suite {
     Promql,
     /// `/api/v1/logs` and a trace's records (`vigil bench logs`).
     Logs,
+    /// `/api/v1/crashes` and one group (`vigil bench crashes`).
+    Crashes,
 }
 
 impl Suite {
@@ -244,6 +246,29 @@ impl Suite {
                     "/api/v1/logs?q=NEEDLE&from=now-24h".to_owned(),
                 ),
             ],
+            Suite::Crashes => {
+                let app = crate::crashes::APP;
+                vec![
+                    (
+                        "crashes: an app's groups over 24 h",
+                        format!("/api/v1/crashes?app={app}&from=now-24h"),
+                    ),
+                    (
+                        "crashes: one version's groups over 24 h",
+                        format!("/api/v1/crashes?app={app}&version=5.19&from=now-24h"),
+                    ),
+                    (
+                        "crashes: native background groups, last hour",
+                        format!(
+                            "/api/v1/crashes?app={app}&kind=native&foreground=false&from=now-1h"
+                        ),
+                    ),
+                    (
+                        "crashes: the largest group over 24 h",
+                        format!("/api/v1/crashes/group-000?app={app}&from=now-24h"),
+                    ),
+                ]
+            }
             Suite::Promql => vec![
                 (
                     "one service: sum by unit of rate[5m]",

@@ -22,6 +22,7 @@ pub mod alerter;
 pub mod api;
 pub mod bus;
 pub mod collector;
+pub mod crashes;
 pub mod detection;
 pub mod localize;
 pub mod logs;
@@ -72,6 +73,9 @@ pub enum Bench {
     /// Log search latency (`/api/v1/logs`) over the configured store
     /// loaded with 10 million log records over 24 hours.
     Logs(logs::Options),
+    /// Crash group latency (`/api/v1/crashes`) over the configured store
+    /// loaded with 1 million crashes of one app over 24 hours.
+    Crashes(crashes::Options),
     /// PromQL latency (`/prometheus/api/v1/query_range`) over the
     /// configured store loaded as for `api`: the request rate and p99 by
     /// unit over 24 h at a 1 min step, of one service and of every series.
@@ -110,7 +114,18 @@ pub async fn run(config: Config, bench: Bench) -> Result<(), Error> {
         Bench::Synthetic(options) => run_prober(config, options).await,
         Bench::Api(options) => run_api(config, options, api::Suite::Api).await,
         Bench::Promql(options) => run_api(config, options, api::Suite::Promql).await,
-        Bench::Logs(options) => run_logs(config, options).await,
+        Bench::Logs(options) => {
+            run_events(config, options.records, options.requests, api::Suite::Logs).await
+        }
+        Bench::Crashes(options) => {
+            run_events(
+                config,
+                options.records,
+                options.requests,
+                api::Suite::Crashes,
+            )
+            .await
+        }
         Bench::RemoteWrite(options) => run_remote_write(options).await,
         Bench::Localize(options) => {
             run_localize(options);
@@ -297,19 +312,29 @@ async fn run_api(config: Config, options: api::Options, suite: api::Suite) -> Re
     Ok(())
 }
 
-async fn run_logs(config: Config, options: logs::Options) -> Result<(), Error> {
+/// Loads `records` log records or crashes (by `suite`), then times the
+/// suite's pages.
+async fn run_events(
+    config: Config,
+    records: u64,
+    requests: usize,
+    suite: api::Suite,
+) -> Result<(), Error> {
     let store = vigil_store::open(&config.store).await?;
-    if options.records > 0 {
-        let took = logs::load(store.as_ref(), options.records).await?;
+    if records > 0 {
+        let (took, what) = if suite == api::Suite::Crashes {
+            (crashes::load(store.as_ref(), records).await?, "crashes")
+        } else {
+            (logs::load(store.as_ref(), records).await?, "log records")
+        };
         println!(
-            "loaded {} log records into the {:?} store in {:.0} s ({:.0} records/s)",
-            options.records,
+            "loaded {records} {what} into the {:?} store in {:.0} s ({:.0} records/s)",
             config.store.kind,
             took.as_secs_f64(),
-            options.records as f64 / took.as_secs_f64()
+            records as f64 / took.as_secs_f64()
         );
     }
-    print_figures(api::measure(&config, store, options.requests, api::Suite::Logs).await?);
+    print_figures(api::measure(&config, store, requests, suite).await?);
     Ok(())
 }
 

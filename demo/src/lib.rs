@@ -502,7 +502,9 @@ pub async fn load(
 /// (canary, unit-a), a few sessions a second each; 5.1 crashes four times
 /// as often and starts a little slower. Both crash in checkout (a group
 /// with a stack fingerprint); half of 5.1's crashes are a new native one
-/// in its ledger, grouped by its frames.
+/// in its ledger, grouped by its frames. Its log records (OTLP, as a mobile
+/// OpenTelemetry SDK sends them): a sync per release each second, and an
+/// error before each crash.
 async fn app_telemetry(collector: String, shutdown: Shutdown) {
     let client = reqwest::Client::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -521,7 +523,15 @@ async fn app_telemetry(collector: String, shutdown: Shutdown) {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         let mut batches = Vec::new();
+        let mut logs = Vec::new();
         for (version, cohort, unit, sessions_per_crash, start_ms) in releases {
+            logs.push(log_record(
+                now,
+                "INFO",
+                format!("wallet synced in {} ms", 40 + n % 60),
+                version,
+                n,
+            ));
             for _ in 0..3 {
                 n += 1;
                 let mut events = vec![
@@ -532,6 +542,12 @@ async fn app_telemetry(collector: String, shutdown: Shutdown) {
                 if n.is_multiple_of(sessions_per_crash) {
                     let ledger = version == "5.1" && (n / sessions_per_crash).is_multiple_of(2);
                     events.push(json!({"timeUnixNano": now, "crash": demo_crash(ledger, n)}));
+                    let what = if ledger {
+                        "ledger append failed: the entry was released"
+                    } else {
+                        "checkout table update failed: 3 rows expected, 2 found"
+                    };
+                    logs.push(log_record(now, "ERROR", what.into(), version, n));
                 }
                 batches.push(json!({
                     "context": {
@@ -554,7 +570,37 @@ async fn app_telemetry(collector: String, shutdown: Shutdown) {
         if let Err(error) = sent {
             tracing::warn!(%error, "the demo app's telemetry was not accepted");
         }
+        let logs = json!({"resourceLogs": [{
+            "resource": {"attributes": [
+                {"key": "service.name", "value": {"stringValue": "wallet-ios"}},
+                {"key": "os.name", "value": {"stringValue": "ios"}},
+            ]},
+            "scopeLogs": [{"logRecords": logs}],
+        }]});
+        let sent = client
+            .post(format!("{collector}/v1/logs"))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {INGEST_TOKEN}"))
+            .body(logs.to_string())
+            .send()
+            .await;
+        if let Err(error) = sent {
+            tracing::warn!(%error, "the demo app's logs were not accepted");
+        }
     }
+}
+
+/// One OTLP/JSON log record of the demo app, in session `n`.
+fn log_record(now_ns: u64, severity: &str, body: String, version: &str, n: u64) -> Value {
+    let number = if severity == "ERROR" { 17 } else { 9 };
+    json!({
+        "timeUnixNano": now_ns.to_string(), "severityText": severity, "severityNumber": number,
+        "body": {"stringValue": body},
+        "attributes": [
+            {"key": "app.version", "value": {"stringValue": version}},
+            {"key": "session.id_hash", "value": {"stringValue": format!("{n:032x}")}},
+        ],
+    })
 }
 
 /// A crash of the demo app: the checkout one every version has, or the

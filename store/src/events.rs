@@ -159,12 +159,17 @@ pub struct CrashGroupCount {
     pub exception_type: String,
     pub message: String,
     pub events: u64,
-    /// Distinct session and user hashes (crashes sent without one count
-    /// for none).
-    pub sessions: u64,
-    pub users: u64,
     pub first_ns: u64,
     pub last_ns: u64,
+}
+
+/// How many sessions and users one crash group hit: distinct session and
+/// user hashes (a crash sent without one counts for none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrashReach {
+    pub fingerprint: String,
+    pub sessions: u64,
+    pub users: u64,
 }
 
 /// The crashes of one group with one value of a dimension.
@@ -190,6 +195,11 @@ pub trait EventStore: Send + Sync {
     /// The crashes the query selects, per group (stack fingerprint), most
     /// crashes first, then by fingerprint.
     async fn crash_groups(&self, query: &CrashQuery) -> Result<Vec<CrashGroupCount>, StoreError>;
+
+    /// The sessions and users the crashes the query selects hit, per
+    /// group, by fingerprint. Distinct counts cost more than counts: the
+    /// API asks for the groups of a page only.
+    async fn crash_reach(&self, query: &CrashQuery) -> Result<Vec<CrashReach>, StoreError>;
 
     /// The crashes the query selects, per group and value of `by`, ordered
     /// by fingerprint, then most crashes first, then by value.

@@ -32,8 +32,8 @@ use async_trait::async_trait;
 
 pub use clickhouse::ClickHouseStore;
 pub use events::{
-    CrashCount, CrashDimension, CrashGroupCount, CrashQuery, EventKind, EventQuery, EventRecord,
-    EventStore,
+    CrashCount, CrashDimension, CrashGroupCount, CrashQuery, CrashReach, EventKind, EventQuery,
+    EventRecord, EventStore,
 };
 pub use retention::Retention;
 pub use rollups::{

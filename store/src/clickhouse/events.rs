@@ -8,8 +8,8 @@ use vigil_domain::tenant::TenantId;
 use super::{ClickHouseStore, classify, day_u32};
 use crate::codec::corrupt;
 use crate::{
-    CrashCount, CrashDimension, CrashGroupCount, CrashQuery, EventKind, EventQuery, EventRecord,
-    EventStore, StoreError,
+    CrashCount, CrashDimension, CrashGroupCount, CrashQuery, CrashReach, EventKind, EventQuery,
+    EventRecord, EventStore, StoreError,
 };
 
 #[derive(Row, Serialize, Deserialize)]
@@ -35,10 +35,15 @@ struct CrashGroupRow {
     exception_type: String,
     message: String,
     events: u64,
-    sessions: u64,
-    users: u64,
     first_ns: u64,
     last_ns: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct CrashReachRow {
+    fingerprint: String,
+    sessions: u64,
+    users: u64,
 }
 
 #[derive(Row, Deserialize)]
@@ -127,19 +132,12 @@ impl EventStore for ClickHouseStore {
     }
 
     async fn crash_groups(&self, query: &CrashQuery) -> Result<Vec<CrashGroupCount>, StoreError> {
-        let columns = format!(
-            "fingerprint, argMax(name, time_ns) AS exception_type,
-                argMax(body, time_ns) AS message, uniqExact(id) AS events,
-                uniqExactIf({session}, {session} != '') AS sessions,
-                uniqExactIf({user}, {user} != '') AS users,
-                min(time_ns) AS first_ns, max(time_ns) AS last_ns",
-            session = crash_attribute("session.id_hash"),
-            user = crash_attribute("user.id_hash"),
-        );
         let rows: Vec<CrashGroupRow> = self
             .crash_select(
                 query,
-                &columns,
+                "fingerprint, argMax(name, time_ns) AS exception_type,
+                    argMax(body, time_ns) AS message, uniqExact(id) AS events,
+                    min(time_ns) AS first_ns, max(time_ns) AS last_ns",
                 "GROUP BY fingerprint ORDER BY events DESC, fingerprint",
             )
             .fetch_all()
@@ -152,10 +150,30 @@ impl EventStore for ClickHouseStore {
                 exception_type: row.exception_type,
                 message: row.message,
                 events: row.events,
-                sessions: row.sessions,
-                users: row.users,
                 first_ns: row.first_ns,
                 last_ns: row.last_ns,
+            })
+            .collect())
+    }
+
+    async fn crash_reach(&self, query: &CrashQuery) -> Result<Vec<CrashReach>, StoreError> {
+        let columns = format!(
+            "fingerprint, uniqExactIf({session}, {session} != '') AS sessions,
+                uniqExactIf({user}, {user} != '') AS users",
+            session = crash_attribute("session.id_hash"),
+            user = crash_attribute("user.id_hash"),
+        );
+        let rows: Vec<CrashReachRow> = self
+            .crash_select(query, &columns, "GROUP BY fingerprint ORDER BY fingerprint")
+            .fetch_all()
+            .await
+            .map_err(classify)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| CrashReach {
+                fingerprint: row.fingerprint,
+                sessions: row.sessions,
+                users: row.users,
             })
             .collect())
     }

@@ -7,8 +7,8 @@ use rusqlite::types::Value;
 use super::{SqliteStore, bound_to_sql, fatal, from_sql, to_sql};
 use crate::codec::corrupt;
 use crate::{
-    CrashCount, CrashDimension, CrashGroupCount, CrashQuery, EventKind, EventQuery, EventRecord,
-    EventStore, StoreError, day_of,
+    CrashCount, CrashDimension, CrashGroupCount, CrashQuery, CrashReach, EventKind, EventQuery,
+    EventRecord, EventStore, StoreError, day_of,
 };
 
 /// SQL conditions and the values they bind, numbered in order: only the
@@ -77,13 +77,16 @@ fn crash_clauses(query: &CrashQuery) -> Clauses {
         );
     }
     if !query.fingerprints.is_empty() {
+        // Bound one by one, so that the planner sees a short list and
+        // reads the groups' index.
+        let list = vec!["?"; query.fingerprints.len()].join(", ");
         clauses.and(
-            "fingerprint IN (SELECT value FROM json_each(?))",
-            vec![
-                serde_json::to_string(&query.fingerprints)
-                    .unwrap_or_default()
-                    .into(),
-            ],
+            &format!("fingerprint IN ({list})"),
+            query
+                .fingerprints
+                .iter()
+                .map(|f| f.clone().into())
+                .collect(),
         );
     }
     clauses
@@ -284,9 +287,7 @@ impl EventStore for SqliteStore {
             let mut statement = connection
                 .prepare_cached(&format!(
                     "SELECT g.*, {}, {} FROM (
-                        SELECT fingerprint, count(*) AS events,
-                            count(DISTINCT nullif(session_hash, '')),
-                            count(DISTINCT nullif(user_hash, '')), min(time_ns), max(time_ns)
+                        SELECT fingerprint, count(*) AS events, min(time_ns), max(time_ns)
                         FROM crashes
                         WHERE tenant = ?1 AND app = ?2 AND time_ns >= ?3 AND time_ns < ?4{filters}
                         GROUP BY fingerprint) AS g
@@ -303,15 +304,42 @@ impl EventStore for SqliteStore {
                 groups.push(CrashGroupCount {
                     fingerprint: row.get(0).map_err(fatal)?,
                     events: from_sql(row.get(1).map_err(fatal)?),
-                    sessions: from_sql(row.get(2).map_err(fatal)?),
-                    users: from_sql(row.get(3).map_err(fatal)?),
-                    first_ns: from_sql(row.get(4).map_err(fatal)?),
-                    last_ns: from_sql(row.get(5).map_err(fatal)?),
-                    exception_type: row.get(6).map_err(fatal)?,
-                    message: row.get(7).map_err(fatal)?,
+                    first_ns: from_sql(row.get(2).map_err(fatal)?),
+                    last_ns: from_sql(row.get(3).map_err(fatal)?),
+                    exception_type: row.get(4).map_err(fatal)?,
+                    message: row.get(5).map_err(fatal)?,
                 });
             }
             Ok(groups)
+        })
+        .await
+    }
+
+    async fn crash_reach(&self, query: &CrashQuery) -> Result<Vec<CrashReach>, StoreError> {
+        let clauses = crash_clauses(query);
+        self.run(move |connection| {
+            let mut statement = connection
+                .prepare_cached(&format!(
+                    "SELECT fingerprint, count(DISTINCT nullif(session_hash, '')),
+                        count(DISTINCT nullif(user_hash, ''))
+                     FROM crashes
+                     WHERE tenant = ?1 AND app = ?2 AND time_ns >= ?3 AND time_ns < ?4{}
+                     GROUP BY fingerprint ORDER BY fingerprint",
+                    clauses.sql
+                ))
+                .map_err(fatal)?;
+            let mut rows = statement
+                .query(rusqlite::params_from_iter(&clauses.values))
+                .map_err(fatal)?;
+            let mut reach = Vec::new();
+            while let Some(row) = rows.next().map_err(fatal)? {
+                reach.push(CrashReach {
+                    fingerprint: row.get(0).map_err(fatal)?,
+                    sessions: from_sql(row.get(1).map_err(fatal)?),
+                    users: from_sql(row.get(2).map_err(fatal)?),
+                });
+            }
+            Ok(reach)
         })
         .await
     }

@@ -127,21 +127,24 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         "crashes by app and group",
         // Crash groups count crashes by their dimensions: read from the
         // events' JSON attributes, 1M crashes took seconds. Each crash
-        // event is also a row here, written in the same transaction.
+        // event is also a row here, written in the same transaction,
+        // stored in time order per app (a range is read in sequence; a
+        // replayed crash has the same key), with a group's newest crash
+        // and its versions read from indexes alone.
         "CREATE TABLE crashes (
-            tenant TEXT NOT NULL, id INTEGER NOT NULL, app TEXT NOT NULL,
-            fingerprint TEXT NOT NULL, time_ns INTEGER NOT NULL, exception_type TEXT NOT NULL,
+            tenant TEXT NOT NULL, app TEXT NOT NULL, time_ns INTEGER NOT NULL,
+            id INTEGER NOT NULL, fingerprint TEXT NOT NULL, exception_type TEXT NOT NULL,
             message TEXT NOT NULL, version TEXT NOT NULL, os TEXT NOT NULL,
             os_version TEXT NOT NULL, device TEXT NOT NULL, kind TEXT NOT NULL,
             foreground TEXT NOT NULL, recurred TEXT NOT NULL, user_hash TEXT NOT NULL,
             session_hash TEXT NOT NULL, day INTEGER NOT NULL,
-            PRIMARY KEY (tenant, id)
+            PRIMARY KEY (tenant, app, time_ns, id)
         ) WITHOUT ROWID;
-        CREATE INDEX crashes_by_time ON crashes (tenant, app, time_ns);
         CREATE INDEX crashes_by_group ON crashes (tenant, app, fingerprint, time_ns);
+        CREATE INDEX crashes_by_version ON crashes (tenant, app, fingerprint, version, time_ns);
         CREATE INDEX crashes_by_day ON crashes (day);
         INSERT INTO crashes
-            SELECT tenant, id, service, fingerprint, time_ns, name, body,
+            SELECT tenant, service, time_ns, id, fingerprint, name, body,
                 coalesce((SELECT a.value ->> 1 FROM json_each(attributes) AS a
                     WHERE a.value ->> 0 = 'app.version'), ''),
                 coalesce((SELECT a.value ->> 1 FROM json_each(attributes) AS a

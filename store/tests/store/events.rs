@@ -1,7 +1,8 @@
 //! Log records and crashes: kept once, found by every filter.
 
 use vigil_store::{
-    CrashCount, CrashDimension, CrashGroupCount, CrashQuery, EventKind, EventQuery, EventRecord,
+    CrashCount, CrashDimension, CrashGroupCount, CrashQuery, CrashReach, EventKind, EventQuery,
+    EventRecord,
 };
 use vigil_testing::{Backend, on_both_backends};
 
@@ -242,24 +243,26 @@ async fn crash_groups_count_crashes_sessions_and_users(backend: Backend) {
         filters: Vec::new(),
         fingerprints: Vec::new(),
     };
-    let group = |fingerprint: &str, [events, sessions, users]: [u64; 3], first: u64, last: u64| {
-        CrashGroupCount {
-            fingerprint: fingerprint.into(),
-            exception_type: crashes[last as usize].name.clone(),
-            message: format!("crash {last}"),
-            events,
-            sessions,
-            users,
-            first_ns: ns(NOW + first) + first,
-            last_ns: ns(NOW + last) + last,
-        }
+    let group = |fingerprint: &str, events: u64, first: u64, last: u64| CrashGroupCount {
+        fingerprint: fingerprint.into(),
+        exception_type: crashes[last as usize].name.clone(),
+        message: format!("crash {last}"),
+        events,
+        first_ns: ns(NOW + first) + first,
+        last_ns: ns(NOW + last) + last,
+    };
+    let reach = |fingerprint: &str, sessions: u64, users: u64| CrashReach {
+        fingerprint: fingerprint.into(),
+        sessions,
+        users,
     };
     assert_eq!(
         store.crash_groups(&all).await.expect("reads"),
-        [
-            group("f00d", [4, 2, 1], 0, 3),
-            group("beef", [2, 2, 1], 4, 5)
-        ]
+        [group("f00d", 4, 0, 3), group("beef", 2, 4, 5)]
+    );
+    assert_eq!(
+        store.crash_reach(&all).await.expect("reads"),
+        [reach("beef", 2, 1), reach("f00d", 2, 1)]
     );
 
     let mut filtered = all.clone();
@@ -267,10 +270,12 @@ async fn crash_groups_count_crashes_sessions_and_users(backend: Backend) {
     filtered.from_ns = ns(NOW + 2);
     assert_eq!(
         store.crash_groups(&filtered).await.expect("reads"),
-        [
-            group("beef", [2, 2, 1], 4, 5),
-            group("f00d", [2, 1, 1], 2, 3)
-        ]
+        [group("beef", 2, 4, 5), group("f00d", 2, 2, 3)]
+    );
+    filtered.fingerprints = vec!["f00d".into()];
+    assert_eq!(
+        store.crash_reach(&filtered).await.expect("reads"),
+        [reach("f00d", 1, 1)]
     );
     let mut native = all.clone();
     native.filters = vec![
@@ -280,7 +285,7 @@ async fn crash_groups_count_crashes_sessions_and_users(backend: Backend) {
     native.fingerprints = vec!["beef".into(), "cafe".into()];
     assert_eq!(
         store.crash_groups(&native).await.expect("reads"),
-        [group("beef", [2, 2, 1], 4, 5)]
+        [group("beef", 2, 4, 5)]
     );
     let mut injected = all.clone();
     injected.filters = vec![(CrashDimension::Os, "android' OR '1'='1".into())];
