@@ -8,17 +8,31 @@
 //! | `client.session.duration` | session end | duration, ms | — |
 //! | `client.app_start` (`start.kind` cold/warm) | app start | duration, ms | — |
 //! | `client.crashes` (`crash.kind`, `exception.type`, `crash.foreground`, `crash.recurred`) | crash | 1 | always |
+//! | `client.crashes.launch` | crash while launching | 1 | always |
+//! | `client.crash_loops` | the Nth launch crash in a row on a device (`aggregator.crash_loop_launches`) | 1 | always |
+//! | `client.anrs` (`anr.foreground`) | ANR | blocked, ms | always |
 //! | `client.frames`, `client.frames.slow`, `client.frames.frozen` | stutter report | frames | — |
-//! | `client.frame.duration` | frame duration given | duration, ms | over 16 ms |
+//! | `client.frame.duration` | frame duration given | duration, ms | over the frame budget (1000 / refresh rate) |
 //! | `client.http` (`http.host`, `http.route`, `http.request.method`, `http.response.status_code`) | request | duration, ms | no response, or 5xx |
+//! | `client.http.bytes_sent`, `client.http.bytes_received` (as `client.http`) | request | bytes | — |
+//! | `client.http.repeated` (as `client.http`) | repeated request | 1 | — |
 //! | `client.battery` (`power.charging`, `power.thermal_state`) | power sample | level, 0–1 | — |
-//! | `client.memory.resident` | memory sample | bytes | low-memory warning |
+//! | `client.power.drain` (`power.foreground`) | power sample with usage | battery, % per hour | — |
+//! | `client.power.wake_lock`, `.cpu`, `.gps`, `.sensor` (`power.foreground`) | power sample with usage | ms per hour | — |
+//! | `client.memory.resident`, `client.memory.available` | memory sample | bytes | low-memory warning (resident) |
+//! | `client.memory.kills` | low-memory kill | 1 | always |
+//! | `client.storage.app_data`, `client.storage.cache` | storage sample | bytes | — |
 //! | `client.page.<timing>` (`page.route`) | page load | ms (CLS unitless) | — |
 //!
 //! Rates follow from sums: crashes per session is the count of
 //! `client.crashes` over the sum of `client.sessions`, the slow-frame rate
-//! the sum of `client.frames.slow` over the sum of `client.frames`. Crash
-//! events themselves are kept raw, with their stack fingerprint.
+//! the sum of `client.frames.slow` over the sum of `client.frames`, bytes
+//! per session the sum of `client.http.bytes_sent` over the sessions, the
+//! share of repeated requests the count of `client.http.repeated` over
+//! that of `client.http`. Power usage is per hour of the interval it was
+//! measured over, so its mean is the drain per hour of foreground (or
+//! background) use. Crash events themselves are kept raw, with their stack
+//! fingerprint.
 
 use vigil_domain::model::{Fnv, Kind, SeriesKey};
 use vigil_domain::tenant::TenantId;
@@ -27,8 +41,10 @@ use vigil_store::{EventKind, EventRecord};
 
 use crate::points::{Amount, DecodeError, Observation, decode, seconds};
 
-/// A frame slower than this, in ms, is slow (one missed 60 Hz vsync).
-const SLOW_FRAME_MS: f64 = 16.0;
+/// The refresh rate of a display that reports none.
+const DEFAULT_REFRESH_HZ: f64 = 60.0;
+
+const MS_PER_HOUR: f64 = 3_600_000.0;
 
 /// Observations and crash events of one client telemetry message.
 pub struct Client {
@@ -37,11 +53,13 @@ pub struct Client {
 }
 
 /// Reads an `ExportClientRequest`. `event_id` numbers the message's events
-/// so that writing them again (a replay) keeps one copy.
+/// so that writing them again (a replay) keeps one copy; a device's
+/// `crash_loop_launches`th launch crash in a row is a crash loop.
 pub fn client(
     tenant: &TenantId,
     payload: &[u8],
     event_id: impl Fn(usize) -> u64,
+    crash_loop_launches: u32,
 ) -> Result<Client, DecodeError> {
     let request: ExportClientRequest = decode(payload, "vigil.client.v1.ExportClientRequest")?;
     let mut out = Client {
@@ -61,7 +79,7 @@ pub fn client(
                     amount: Amount::Point { value, error },
                 });
             };
-            observe(&series, event, &mut push);
+            observe(&series, event, crash_loop_launches, &mut push);
             if let Some(crash) = &event.crash {
                 out.crashes.push(EventRecord {
                     tenant: tenant.clone(),
@@ -119,7 +137,12 @@ impl<'a> Series<'a> {
 }
 
 /// Pushes the observations of one event.
-fn observe(series: &Series, event: &ClientEvent, push: &mut impl FnMut(SeriesKey, f64, bool)) {
+fn observe(
+    series: &Series,
+    event: &ClientEvent,
+    crash_loop_launches: u32,
+    push: &mut impl FnMut(SeriesKey, f64, bool),
+) {
     if event.session_start.is_some() {
         push(series.key("client.sessions", &[]), 1.0, false);
     }
@@ -144,13 +167,33 @@ fn observe(series: &Series, event: &ClientEvent, push: &mut impl FnMut(SeriesKey
             1.0,
             true,
         );
+        if crash.during_launch {
+            push(series.key("client.crashes.launch", &[]), 1.0, true);
+        }
+        if crash.consecutive_launch_crashes == crash_loop_launches {
+            push(series.key("client.crash_loops", &[]), 1.0, true);
+        }
+    }
+    if let Some(anr) = &event.anr {
+        let foreground = [("anr.foreground", anr.foreground.to_string())];
+        push(
+            series.key("client.anrs", &foreground),
+            anr.duration_ms,
+            true,
+        );
     }
     if let Some(stutter) = &event.stutter {
+        let refresh_hz = if stutter.refresh_rate_hz > 0.0 {
+            stutter.refresh_rate_hz
+        } else {
+            DEFAULT_REFRESH_HZ
+        };
+        let budget_ms = 1000.0 / refresh_hz;
         let given = stutter.frame_durations_ms.len() as u64;
         let slow_given = stutter
             .frame_durations_ms
             .iter()
-            .filter(|&&ms| ms > SLOW_FRAME_MS)
+            .filter(|&&ms| ms > budget_ms)
             .count() as u64;
         let total = stutter.total_frames.max(given);
         let slow = stutter.slow_frames.max(slow_given);
@@ -163,7 +206,7 @@ fn observe(series: &Series, event: &ClientEvent, push: &mut impl FnMut(SeriesKey
         );
         let frame = series.key("client.frame.duration", &[]);
         for &ms in &stutter.frame_durations_ms {
-            push(frame.clone(), ms, ms > SLOW_FRAME_MS);
+            push(frame.clone(), ms, ms > budget_ms);
         }
     }
     if let Some(request) = &event.network_request {
@@ -179,6 +222,15 @@ fn observe(series: &Series, event: &ClientEvent, push: &mut impl FnMut(SeriesKey
             request.duration_ms,
             failed || !request.error.is_empty(),
         );
+        for (name, bytes) in [
+            ("client.http.bytes_sent", request.bytes_sent),
+            ("client.http.bytes_received", request.bytes_received),
+        ] {
+            push(series.key(name, &labels), bytes as f64, false);
+        }
+        if request.repeated {
+            push(series.key("client.http.repeated", &labels), 1.0, false);
+        }
     }
     if let Some(power) = &event.power {
         let labels = [
@@ -190,6 +242,19 @@ fn observe(series: &Series, event: &ClientEvent, push: &mut impl FnMut(SeriesKey
             power.battery_level,
             false,
         );
+        if power.interval_ms > 0.0 {
+            let hours = power.interval_ms / MS_PER_HOUR;
+            let foreground = [("power.foreground", power.foreground.to_string())];
+            for (name, used) in [
+                ("client.power.drain", power.battery_drain_percent),
+                ("client.power.wake_lock", power.wake_lock_ms),
+                ("client.power.cpu", power.cpu_time_ms),
+                ("client.power.gps", power.gps_ms),
+                ("client.power.sensor", power.sensor_ms),
+            ] {
+                push(series.key(name, &foreground), used / hours, false);
+            }
+        }
     }
     if let Some(memory) = &event.memory {
         push(
@@ -197,6 +262,22 @@ fn observe(series: &Series, event: &ClientEvent, push: &mut impl FnMut(SeriesKey
             memory.resident_bytes as f64,
             memory.low_memory_warning,
         );
+        push(
+            series.key("client.memory.available", &[]),
+            memory.available_bytes as f64,
+            false,
+        );
+        if memory.low_memory_kill {
+            push(series.key("client.memory.kills", &[]), 1.0, true);
+        }
+    }
+    if let Some(storage) = &event.storage {
+        for (name, bytes) in [
+            ("client.storage.app_data", storage.app_data_bytes),
+            ("client.storage.cache", storage.cache_bytes),
+        ] {
+            push(series.key(name, &[]), bytes as f64, false);
+        }
     }
     if let Some(page) = &event.page_load {
         let route = [("page.route", page.route.clone())];
@@ -310,7 +391,8 @@ fn crash_attributes(
 mod tests {
     use prost::Message as _;
     use vigil_proto::client::v1::{
-        Breadcrumb, ClientBatch, Crash, SessionStart, StackFrame, Stutter,
+        Anr, Breadcrumb, ClientBatch, Crash, MemorySample, NetworkRequest, PowerSample,
+        SessionStart, StackFrame, StorageSample, Stutter,
     };
 
     use super::*;
@@ -352,6 +434,7 @@ mod tests {
                     total_frames: 0,
                     slow_frames: 0,
                     frozen_frames: 1,
+                    refresh_rate_hz: 0.0,
                 }),
                 ..Default::default()
             },
@@ -362,7 +445,8 @@ mod tests {
                 events,
             }],
         };
-        let out = client(&tenant, &request.encode_to_vec(), |i| 100 + i as u64).expect("decodes");
+        let out =
+            client(&tenant, &request.encode_to_vec(), |i| 100 + i as u64, 3).expect("decodes");
         let seen: Vec<(&str, f64, bool)> = out
             .observations
             .iter()
@@ -395,6 +479,141 @@ mod tests {
         assert_eq!(out.crashes[0].id, 101);
         assert_eq!(out.crashes[0].fingerprint, "f00d");
         assert_eq!(out.crashes[0].service, "wallet");
+    }
+
+    /// Launch crashes, crash loops, ANRs, the frame budget of a 120 Hz
+    /// screen, traffic, power per hour, memory kills and storage.
+    #[test]
+    fn stability_signals_become_series() {
+        let tenant = TenantId::parse("acme").expect("tenant");
+        let at = |event: ClientEvent| ClientEvent {
+            time_unix_nano: 20_000_000_000,
+            ..event
+        };
+        let launch_crash = |consecutive| {
+            at(ClientEvent {
+                crash: Some(Crash {
+                    kind: "native".into(),
+                    exception_type: "SIGABRT".into(),
+                    during_launch: true,
+                    consecutive_launch_crashes: consecutive,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        };
+        let events = vec![
+            launch_crash(2),
+            launch_crash(3),
+            launch_crash(4),
+            at(ClientEvent {
+                anr: Some(Anr {
+                    duration_ms: 5_000.0,
+                    foreground: true,
+                }),
+                ..Default::default()
+            }),
+            at(ClientEvent {
+                stutter: Some(Stutter {
+                    frame_durations_ms: vec![8.0, 9.0, 20.0],
+                    refresh_rate_hz: 120.0,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            at(ClientEvent {
+                network_request: Some(NetworkRequest {
+                    host: "api.acme.com".into(),
+                    method: "GET".into(),
+                    status_code: 200,
+                    bytes_sent: 300,
+                    bytes_received: 4_000,
+                    repeated: true,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            at(ClientEvent {
+                power: Some(PowerSample {
+                    battery_level: 0.5,
+                    interval_ms: 1_800_000.0,
+                    battery_drain_percent: 2.0,
+                    wake_lock_ms: 60_000.0,
+                    cpu_time_ms: 90_000.0,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            at(ClientEvent {
+                memory: Some(MemorySample {
+                    resident_bytes: 100,
+                    available_bytes: 900,
+                    low_memory_kill: true,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            at(ClientEvent {
+                storage: Some(StorageSample {
+                    app_data_bytes: 5_000,
+                    cache_bytes: 700,
+                }),
+                ..Default::default()
+            }),
+        ];
+        let request = ExportClientRequest {
+            batches: vec![ClientBatch {
+                context: Some(context()),
+                events,
+            }],
+        };
+        let out = client(&tenant, &request.encode_to_vec(), |i| i as u64, 3).expect("decodes");
+        let seen: Vec<(&str, f64, bool)> = out
+            .observations
+            .iter()
+            .filter(|o| o.series.name != "client.crashes")
+            .map(|o| match o.amount {
+                Amount::Point { value, error } => (o.series.name.as_str(), value, error),
+                Amount::Many(_) => panic!("client events are single values"),
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("client.crashes.launch", 1.0, true),
+                ("client.crashes.launch", 1.0, true),
+                ("client.crash_loops", 1.0, true),
+                ("client.crashes.launch", 1.0, true),
+                ("client.anrs", 5_000.0, true),
+                ("client.frames", 3.0, false),
+                ("client.frames.slow", 2.0, false),
+                ("client.frames.frozen", 0.0, false),
+                ("client.frame.duration", 8.0, false),
+                ("client.frame.duration", 9.0, true),
+                ("client.frame.duration", 20.0, true),
+                ("client.http", 0.0, false),
+                ("client.http.bytes_sent", 300.0, false),
+                ("client.http.bytes_received", 4_000.0, false),
+                ("client.http.repeated", 1.0, false),
+                ("client.battery", 0.5, false),
+                ("client.power.drain", 4.0, false),
+                ("client.power.wake_lock", 120_000.0, false),
+                ("client.power.cpu", 180_000.0, false),
+                ("client.power.gps", 0.0, false),
+                ("client.power.sensor", 0.0, false),
+                ("client.memory.resident", 100.0, false),
+                ("client.memory.available", 900.0, false),
+                ("client.memory.kills", 1.0, true),
+                ("client.storage.app_data", 5_000.0, false),
+                ("client.storage.cache", 700.0, false),
+            ]
+        );
+        let anr = out
+            .observations
+            .iter()
+            .find(|o| o.series.name == "client.anrs")
+            .expect("an ANR");
+        assert_eq!(anr.series.label("anr.foreground"), Some("true"));
     }
 
     fn frame(module: &str, function: &str, line: u32, in_app: bool) -> StackFrame {

@@ -587,7 +587,12 @@ fn decode(
             })
         }
         Stream::Client => {
-            let client = client_telemetry::client(&tenant, &message.payload, event_id)?;
+            let client = client_telemetry::client(
+                &tenant,
+                &message.payload,
+                event_id,
+                config.crash_loop_launches,
+            )?;
             Ok(Decoded {
                 observations: client.observations,
                 events: client.crashes,

@@ -1,18 +1,22 @@
 //! `GET /api/v1/client/health`: how mobile and web apps fare, per app and
 //! app version — sessions, crashes and crash-free sessions, crashes by
-//! type, app-start percentiles by start kind, slow and frozen frame rates.
+//! type, launch crashes and crash loops, ANRs, app-start percentiles by
+//! start kind, slow and frozen frame rates, traffic, battery and memory.
 //!
-//! From the client series the aggregator writes: `client.sessions` (one per
-//! session start), `client.crashes`, `client.app_start`, `client.frames`,
-//! `client.frames.slow` and `client.frames.frozen` (frame counts).
+//! From the client series the aggregator writes
+//! (`aggregator/src/client_telemetry.rs`), and the crashes kept raw: a
+//! crash-free session is a session none of whose crashes was reported, so
+//! crashed sessions are the distinct session hashes of the version's
+//! crashes (a crash without one counting as one session), not the crashes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
 use serde_json::{Map, Value, json};
 use vigil_domain::model::{Kind, Rollup};
+use vigil_store::{CrashDimension, CrashQuery};
 
 use crate::error::ApiError;
 use crate::openapi::{Endpoint, FROM, Method, Param, TO};
@@ -23,7 +27,7 @@ use crate::server::{Answer, AppState, Incoming, range_json, seconds};
 pub const ENDPOINT: Endpoint = Endpoint {
     method: Method::Get,
     path: "/api/v1/client/health",
-    summary: "Per app and version over the range (default the last day): sessions, crash-free sessions, crashes by type, app-start p50/p90/p99, slow and frozen frame rates",
+    summary: "Per app and version over the range (default the last day): sessions, crashed and crash-free sessions, crashes by type, launch crashes and their rate, crash loops, ANRs per session, app-start p50/p90/p99, slow and frozen frame rates, bytes sent and received per session, the share of repeated requests, battery drain per hour in the foreground and background, low-memory kills",
     path_params: &[],
     params: &[
         Param {
@@ -47,31 +51,65 @@ const VERSION: &str = "app.version";
 struct Version {
     sessions: f64,
     crashes: u64,
+    crashed_sessions: u64,
     crash_types: Vec<Value>,
     starts: Map<String, Value>,
+    app_starts: u64,
+    launch_crashes: u64,
+    crash_loops: u64,
+    anrs: u64,
     frames: f64,
     slow: f64,
     frozen: f64,
+    requests: u64,
+    repeated: u64,
+    bytes_sent: f64,
+    bytes_received: f64,
+    /// Battery drained per hour, % of capacity: foreground, background.
+    drain: [Rollup; 2],
+    memory_kills: u64,
 }
 
 pub async fn handler(State(state): State<Arc<AppState>>, incoming: Incoming) -> Answer {
     let call = state.begin(&ENDPOINT, &incoming)?;
     let (from_s, to_s) = seconds(call.params.range(86_400_000)?);
     let app = call.params.text("app");
-    let versions = state.within(read(&call.reader, app, from_s, to_s)).await?;
+    let versions = state
+        .within(async {
+            let mut versions = read(&call.reader, app, from_s, to_s).await?;
+            crashed_sessions(&call.reader, &mut versions, from_s, to_s).await?;
+            Ok(versions)
+        })
+        .await?;
     let mut apps: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for ((app, version), v) in versions {
         let ratio = |part: f64, whole: f64| (whole > 0.0).then(|| part / whole);
+        let crashed = v.crashed_sessions as f64;
+        let [foreground, background] = &v.drain;
         apps.entry(app).or_default().push(json!({
             "version": version,
             "sessions": v.sessions,
             "crashes": v.crashes,
-            "crash_free_sessions": ratio(v.crashes as f64, v.sessions).map(|r| (1.0 - r).max(0.0)),
+            "crashed_sessions": v.crashed_sessions,
+            "crash_free_sessions": ratio(crashed, v.sessions).map(|r| (1.0 - r).max(0.0)),
             "crashes_by_type": v.crash_types,
+            "launch_crashes": v.launch_crashes,
+            "launch_crash_rate": ratio(v.launch_crashes as f64, (v.app_starts + v.launch_crashes) as f64),
+            "crash_loops": v.crash_loops,
+            "anrs": v.anrs,
+            "anrs_per_session": ratio(v.anrs as f64, v.sessions),
             "app_start_ms": v.starts,
             "frames": v.frames,
             "slow_frame_rate": ratio(v.slow, v.frames),
             "frozen_frame_rate": ratio(v.frozen, v.frames),
+            "bytes_sent_per_session": ratio(v.bytes_sent, v.sessions),
+            "bytes_received_per_session": ratio(v.bytes_received, v.sessions),
+            "repeated_request_share": ratio(v.repeated as f64, v.requests as f64),
+            "battery_drain_per_hour": {
+                "foreground": foreground.values.mean(),
+                "background": background.values.mean(),
+            },
+            "low_memory_kills": v.memory_kills,
         }));
     }
     let apps: Vec<Value> = apps
@@ -137,6 +175,31 @@ async fn read(
             }),
         );
     }
+    for (group, rollup) in totals("client.app_start", &[]).await? {
+        version(&mut versions, &group).app_starts += rollup.values.count();
+    }
+    for (name, field) in [
+        ("client.crashes.launch", Count::LaunchCrashes),
+        ("client.crash_loops", Count::CrashLoops),
+        ("client.anrs", Count::Anrs),
+        ("client.http", Count::Requests),
+        ("client.http.repeated", Count::Repeated),
+        ("client.memory.kills", Count::MemoryKills),
+    ] {
+        for (group, rollup) in totals(name, &[]).await? {
+            *field.of(version(&mut versions, &group)) += rollup.values.count();
+        }
+    }
+    for (group, bytes) in sums(totals("client.http.bytes_sent", &[]).await?) {
+        version(&mut versions, &group).bytes_sent += bytes;
+    }
+    for (group, bytes) in sums(totals("client.http.bytes_received", &[]).await?) {
+        version(&mut versions, &group).bytes_received += bytes;
+    }
+    for (group, rollup) in totals("client.power.drain", &["power.foreground"]).await? {
+        let side = usize::from(group[2] != "true");
+        version(&mut versions, &group).drain[side].merge(&rollup);
+    }
     for (group, frames) in sums(totals("client.frames", &[]).await?) {
         version(&mut versions, &group).frames += frames;
     }
@@ -147,4 +210,59 @@ async fn read(
         version(&mut versions, &group).frozen += frozen;
     }
     Ok(versions)
+}
+
+/// A count of [`Version`] read from the count of a series' points.
+#[derive(Clone, Copy)]
+enum Count {
+    LaunchCrashes,
+    CrashLoops,
+    Anrs,
+    Requests,
+    Repeated,
+    MemoryKills,
+}
+
+impl Count {
+    fn of(self, version: &mut Version) -> &mut u64 {
+        match self {
+            Count::LaunchCrashes => &mut version.launch_crashes,
+            Count::CrashLoops => &mut version.crash_loops,
+            Count::Anrs => &mut version.anrs,
+            Count::Requests => &mut version.requests,
+            Count::Repeated => &mut version.repeated,
+            Count::MemoryKills => &mut version.memory_kills,
+        }
+    }
+}
+
+/// The sessions with a crash per version of each app, from the crashes
+/// kept raw.
+async fn crashed_sessions(
+    reader: &Reader,
+    versions: &mut BTreeMap<(String, String), Version>,
+    from_s: u64,
+    to_s: u64,
+) -> Result<(), ApiError> {
+    let apps: BTreeSet<String> = versions.keys().map(|(app, _)| app.clone()).collect();
+    for app in apps {
+        let query = CrashQuery {
+            tenant: reader.tenant.clone(),
+            app: app.clone(),
+            from_ns: from_s.saturating_mul(1_000_000_000),
+            to_ns: to_s.saturating_mul(1_000_000_000),
+            filters: Vec::new(),
+            fingerprints: Vec::new(),
+        };
+        let reach = reader
+            .store
+            .crash_reach(&query, Some(CrashDimension::Version))
+            .await?;
+        for version in reach {
+            if let Some(v) = versions.get_mut(&(app.clone(), version.key)) {
+                v.crashed_sessions = version.sessions + version.without_session;
+            }
+        }
+    }
+    Ok(())
 }

@@ -365,10 +365,10 @@ async fn reach(
     let range = (selection.from_ns, selection.to_ns);
     let reach: HashMap<String, (u64, u64)> = reader
         .store
-        .crash_reach(&selection.query(reader, range, &fingerprints, true))
+        .crash_reach(&selection.query(reader, range, &fingerprints, true), None)
         .await?
         .into_iter()
-        .map(|r| (r.fingerprint, (r.sessions, r.users)))
+        .map(|r| (r.key, (r.sessions, r.users)))
         .collect();
     for summary in summaries {
         (summary.sessions, summary.users) = reach

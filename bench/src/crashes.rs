@@ -60,7 +60,7 @@ fn crash(tenant: &TenantId, i: u64, time_ns: u64, version: u64) -> EventRecord {
     // Squared: group 0 is the most frequent, most groups are rare.
     let spread = (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) % GROUPS;
     let group = spread * spread / GROUPS;
-    let native = group % 4 == 0;
+    let native = group.is_multiple_of(4);
     let frames = format!(
         r#"[{{"function":"f{group}","module":"Wallet","file":"F{group}.swift","line":{},"inApp":true,"address":""}},{{"function":"main","module":"libdyld.dylib","file":"","line":0,"inApp":false,"address":"0x1a2b"}}]"#,
         i % 100
@@ -69,7 +69,12 @@ fn crash(tenant: &TenantId, i: u64, time_ns: u64, version: u64) -> EventRecord {
         ("app.version", format!("5.{version}")),
         (
             "os.name",
-            if i % 3 == 0 { "android" } else { "ios" }.to_owned(),
+            if i.is_multiple_of(3) {
+                "android"
+            } else {
+                "ios"
+            }
+            .to_owned(),
         ),
         ("device.model.identifier", format!("model-{}", i % 40)),
         ("os.version", format!("{}", 14 + i % 4)),
@@ -82,8 +87,8 @@ fn crash(tenant: &TenantId, i: u64, time_ns: u64, version: u64) -> EventRecord {
             if native { "native" } else { "managed" }.to_owned(),
         ),
         ("exception.type", format!("Error{}", group % 50)),
-        ("crash.foreground", (i % 5 != 0).to_string()),
-        ("crash.recurred", (i % 7 == 0).to_string()),
+        ("crash.foreground", (!i.is_multiple_of(5)).to_string()),
+        ("crash.recurred", i.is_multiple_of(7).to_string()),
     ];
     EventRecord {
         tenant: tenant.clone(),

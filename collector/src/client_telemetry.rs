@@ -150,6 +150,8 @@ fn kinds(event: &ClientEvent) -> impl Iterator<Item = &'static str> {
         (event.power.is_some(), "power"),
         (event.memory.is_some(), "memory"),
         (event.page_load.is_some(), "page_load"),
+        (event.anr.is_some(), "anr"),
+        (event.storage.is_some(), "storage"),
     ]
     .into_iter()
     .filter_map(|(set, name)| set.then_some(name))
@@ -162,8 +164,8 @@ fn check_event(rules: &Rules, what: Item<'_>, event: &ClientEvent) -> Result<(),
         0 => {
             return Err(Rejection::new(
                 "no_event",
-                "client event: none of session_start, session_end, app_start, crash, stutter, \
-                 network_request, power, memory, page_load is set",
+                "client event: none of session_start, session_end, app_start, crash, anr, \
+                 stutter, network_request, power, memory, storage, page_load is set",
             ));
         }
         _ => {
@@ -217,10 +219,14 @@ fn check_event(rules: &Rules, what: Item<'_>, event: &ClientEvent) -> Result<(),
             rules.text(what, "breadcrumbs.message", &breadcrumb.message)?;
         }
     }
+    if let Some(anr) = &event.anr {
+        non_negative(what, "duration_ms", anr.duration_ms)?;
+    }
     if let Some(stutter) = &event.stutter {
         for &duration in &stutter.frame_durations_ms {
             non_negative(what, "frame_durations_ms", duration)?;
         }
+        non_negative(what, "refresh_rate_hz", stutter.refresh_rate_hz)?;
         if stutter.slow_frames > stutter.total_frames
             || stutter.frozen_frames > stutter.total_frames
         {
@@ -256,6 +262,16 @@ fn check_event(rules: &Rules, what: Item<'_>, event: &ClientEvent) -> Result<(),
         rules.text(what, "error", &request.error)?;
     }
     if let Some(power) = &event.power {
+        for (field, value) in [
+            ("interval_ms", power.interval_ms),
+            ("battery_drain_percent", power.battery_drain_percent),
+            ("wake_lock_ms", power.wake_lock_ms),
+            ("cpu_time_ms", power.cpu_time_ms),
+            ("gps_ms", power.gps_ms),
+            ("sensor_ms", power.sensor_ms),
+        ] {
+            non_negative(what, field, value)?;
+        }
         finite(what, "battery_level", power.battery_level)?;
         if !(0.0..=1.0).contains(&power.battery_level) {
             return Err(Rejection::new(

@@ -35,6 +35,11 @@ pub struct AggregatorConfig {
     /// deployment.environment, cloud.region).
     #[serde(default = "default_span_dimensions")]
     pub span_dimensions: Vec<String>,
+    /// A device's launch crashes in a row (as its SDK counts them) that make
+    /// a crash loop, counted in `client.crash_loops`: the point where an app
+    /// falls back to a safe mode.
+    #[serde(default = "default_crash_loop_launches")]
+    pub crash_loop_launches: u32,
     /// Whether every flush's rows are also published on the rollups topic,
     /// which the alerter reads.
     #[serde(default = "default_true")]
@@ -62,6 +67,7 @@ impl Default for AggregatorConfig {
             max_flush_rows: default_max_flush_rows(),
             cumulative_max_staleness_s: default_cumulative_max_staleness_s(),
             span_dimensions: default_span_dimensions(),
+            crash_loop_launches: default_crash_loop_launches(),
             publish_rollups: true,
             metrics_listen: default_aggregator_metrics_listen(),
             max_active_series_per_tenant: default_max_active_series_per_tenant(),
@@ -96,6 +102,10 @@ fn default_max_flush_rows() -> usize {
 
 fn default_cumulative_max_staleness_s() -> u64 {
     300
+}
+
+fn default_crash_loop_launches() -> u32 {
+    3
 }
 
 fn default_span_dimensions() -> Vec<String> {
@@ -133,6 +143,12 @@ impl AggregatorConfig {
             aggregator.max_flush_rows,
             1..=1_000_000,
             " (one ClickHouse insert block)",
+        )?;
+        check_range(
+            "aggregator.crash_loop_launches",
+            aggregator.crash_loop_launches,
+            2..=100,
+            "",
         )?;
         check_range(
             "aggregator.cumulative_max_staleness_s",

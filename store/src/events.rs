@@ -163,13 +163,16 @@ pub struct CrashGroupCount {
     pub last_ns: u64,
 }
 
-/// How many sessions and users one crash group hit: distinct session and
-/// user hashes (a crash sent without one counts for none).
+/// How many sessions and users the crashes of one group (or of one value
+/// of a dimension) hit: distinct session and user hashes, and the crashes
+/// sent without a session hash.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CrashReach {
-    pub fingerprint: String,
+    /// The fingerprint, or the dimension's value.
+    pub key: String,
     pub sessions: u64,
     pub users: u64,
+    pub without_session: u64,
 }
 
 /// The crashes of one group with one value of a dimension.
@@ -196,10 +199,15 @@ pub trait EventStore: Send + Sync {
     /// crashes first, then by fingerprint.
     async fn crash_groups(&self, query: &CrashQuery) -> Result<Vec<CrashGroupCount>, StoreError>;
 
-    /// The sessions and users the crashes the query selects hit, per
-    /// group, by fingerprint. Distinct counts cost more than counts: the
-    /// API asks for the groups of a page only.
-    async fn crash_reach(&self, query: &CrashQuery) -> Result<Vec<CrashReach>, StoreError>;
+    /// The sessions and users the crashes the query selects hit, per group
+    /// or, with `by`, per value of a dimension (every group together),
+    /// ordered by key. Distinct counts cost more than counts: the API asks
+    /// for the groups of a page only.
+    async fn crash_reach(
+        &self,
+        query: &CrashQuery,
+        by: Option<CrashDimension>,
+    ) -> Result<Vec<CrashReach>, StoreError>;
 
     /// The crashes the query selects, per group and value of `by`, ordered
     /// by fingerprint, then most crashes first, then by value.

@@ -7,6 +7,7 @@
 //! - [`promql`]: PromQL answered as a real Prometheus and `/api/v1/query` answer;
 //! - [`releases`]: a failing canary of the demo service is rolled back;
 //! - [`crashes`]: an app's crashes grouped, judged and shown as sent;
+//! - [`stability`]: an app's stability signals read back exactly;
 //! - [`probes`]: the prober's runs and the demo's spans, on the bus and in
 //!   the store.
 
@@ -17,3 +18,4 @@ mod promql;
 mod releases;
 mod retention;
 mod sdk;
+mod stability;

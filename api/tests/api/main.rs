@@ -418,7 +418,32 @@ async fn write_known_data(store: &dyn Store) -> u64 {
     }
     store.write_spans(&spans).await.unwrap();
     store.write_events(&logs(start)).await.unwrap();
+    store.write_events(&crashes(start)).await.unwrap();
     t
+}
+
+/// The three crashes of wallet-ios 2.0 that its rollups count, in two
+/// sessions: crash-free sessions are 98 of 100.
+fn crashes(start: u64) -> Vec<EventRecord> {
+    (0..3)
+        .map(|i| EventRecord {
+            tenant: tenant("acme"),
+            kind: EventKind::Crash,
+            id: i,
+            time_ns: start + i * 1_000_000,
+            service: "wallet-ios".into(),
+            name: "NSRangeException".into(),
+            body: String::new(),
+            trace_id: String::new(),
+            span_id: String::new(),
+            fingerprint: "range-1".into(),
+            attributes: vec![
+                ("app.version".into(), "2.0".into()),
+                ("crash.kind".into(), "native".into()),
+                ("session.id_hash".into(), format!("{:032x}", i / 2)),
+            ],
+        })
+        .collect()
 }
 
 /// Log records: three of the trace (the last of span `charge`), one of

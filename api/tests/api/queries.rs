@@ -346,6 +346,8 @@ async fn limits_health_metrics_and_openapi(backend: Backend) {
             "/api/v1/alerts",
             "/api/v1/alerts/history",
             "/api/v1/client/health",
+            "/api/v1/crashes",
+            "/api/v1/crashes/{fingerprint}",
             "/api/v1/localize",
             "/api/v1/logs",
             "/api/v1/playbooks",

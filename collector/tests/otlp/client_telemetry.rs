@@ -226,7 +226,8 @@ async fn invalid_client_events_and_batches_are_rejected_and_counted() {
         "7 events rejected: client event \"app_start\": kind \"lukewarm\" is not one of cold, warm; \
          client event \"power\": battery_level 1.5 is outside [0, 1]; client event: sets \
          session_start and crash; send one kind per event; client event: none of session_start, \
-         session_end, app_start, crash, stutter, network_request, power, memory, page_load is set; \
+         session_end, app_start, crash, anr, stutter, network_request, power, memory, storage, \
+         page_load is set; \
          batch of app \"com.acme.wallet\": user_id_hash must be a hash (16 to 128 hex digits), \
          never a raw id"
     );

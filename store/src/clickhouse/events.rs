@@ -41,9 +41,10 @@ struct CrashGroupRow {
 
 #[derive(Row, Deserialize)]
 struct CrashReachRow {
-    fingerprint: String,
+    key: String,
     sessions: u64,
     users: u64,
+    without_session: u64,
 }
 
 #[derive(Row, Deserialize)]
@@ -156,24 +157,32 @@ impl EventStore for ClickHouseStore {
             .collect())
     }
 
-    async fn crash_reach(&self, query: &CrashQuery) -> Result<Vec<CrashReach>, StoreError> {
+    async fn crash_reach(
+        &self,
+        query: &CrashQuery,
+        by: Option<CrashDimension>,
+    ) -> Result<Vec<CrashReach>, StoreError> {
+        let key = by.map_or("fingerprint".to_owned(), |d| crash_attribute(d.attribute()));
+        // A crash without a session hash counts once, replayed or not.
         let columns = format!(
-            "fingerprint, uniqExactIf({session}, {session} != '') AS sessions,
-                uniqExactIf({user}, {user} != '') AS users",
+            "{key} AS key, uniqExactIf({session}, {session} != '') AS sessions,
+                uniqExactIf({user}, {user} != '') AS users,
+                uniqExactIf(id, {session} = '') AS without_session",
             session = crash_attribute("session.id_hash"),
             user = crash_attribute("user.id_hash"),
         );
         let rows: Vec<CrashReachRow> = self
-            .crash_select(query, &columns, "GROUP BY fingerprint ORDER BY fingerprint")
+            .crash_select(query, &columns, "GROUP BY key ORDER BY key")
             .fetch_all()
             .await
             .map_err(classify)?;
         Ok(rows
             .into_iter()
             .map(|row| CrashReach {
-                fingerprint: row.fingerprint,
+                key: row.key,
                 sessions: row.sessions,
                 users: row.users,
+                without_session: row.without_session,
             })
             .collect())
     }

@@ -315,16 +315,21 @@ impl EventStore for SqliteStore {
         .await
     }
 
-    async fn crash_reach(&self, query: &CrashQuery) -> Result<Vec<CrashReach>, StoreError> {
+    async fn crash_reach(
+        &self,
+        query: &CrashQuery,
+        by: Option<CrashDimension>,
+    ) -> Result<Vec<CrashReach>, StoreError> {
         let clauses = crash_clauses(query);
         self.run(move |connection| {
+            let key = by.map_or("fingerprint", column);
             let mut statement = connection
                 .prepare_cached(&format!(
-                    "SELECT fingerprint, count(DISTINCT nullif(session_hash, '')),
-                        count(DISTINCT nullif(user_hash, ''))
+                    "SELECT {key}, count(DISTINCT nullif(session_hash, '')),
+                        count(DISTINCT nullif(user_hash, '')), sum(session_hash = '')
                      FROM crashes
                      WHERE tenant = ?1 AND app = ?2 AND time_ns >= ?3 AND time_ns < ?4{}
-                     GROUP BY fingerprint ORDER BY fingerprint",
+                     GROUP BY {key} ORDER BY {key}",
                     clauses.sql
                 ))
                 .map_err(fatal)?;
@@ -334,9 +339,10 @@ impl EventStore for SqliteStore {
             let mut reach = Vec::new();
             while let Some(row) = rows.next().map_err(fatal)? {
                 reach.push(CrashReach {
-                    fingerprint: row.get(0).map_err(fatal)?,
+                    key: row.get(0).map_err(fatal)?,
                     sessions: from_sql(row.get(1).map_err(fatal)?),
                     users: from_sql(row.get(2).map_err(fatal)?),
+                    without_session: from_sql(row.get(3).map_err(fatal)?),
                 });
             }
             Ok(reach)

@@ -251,18 +251,26 @@ async fn crash_groups_count_crashes_sessions_and_users(backend: Backend) {
         first_ns: ns(NOW + first) + first,
         last_ns: ns(NOW + last) + last,
     };
-    let reach = |fingerprint: &str, sessions: u64, users: u64| CrashReach {
-        fingerprint: fingerprint.into(),
+    let reach = |key: &str, sessions: u64, users: u64, without_session: u64| CrashReach {
+        key: key.into(),
         sessions,
         users,
+        without_session,
     };
     assert_eq!(
         store.crash_groups(&all).await.expect("reads"),
         [group("f00d", 4, 0, 3), group("beef", 2, 4, 5)]
     );
     assert_eq!(
-        store.crash_reach(&all).await.expect("reads"),
-        [reach("beef", 2, 1), reach("f00d", 2, 1)]
+        store.crash_reach(&all, None).await.expect("reads"),
+        [reach("beef", 2, 1, 0), reach("f00d", 2, 1, 1)]
+    );
+    assert_eq!(
+        store
+            .crash_reach(&all, Some(CrashDimension::Version))
+            .await
+            .expect("reads"),
+        [reach("2.0", 1, 1, 0), reach("2.1", 3, 2, 1)]
     );
 
     let mut filtered = all.clone();
@@ -274,8 +282,8 @@ async fn crash_groups_count_crashes_sessions_and_users(backend: Backend) {
     );
     filtered.fingerprints = vec!["f00d".into()];
     assert_eq!(
-        store.crash_reach(&filtered).await.expect("reads"),
-        [reach("f00d", 1, 1)]
+        store.crash_reach(&filtered, None).await.expect("reads"),
+        [reach("f00d", 1, 1, 1)]
     );
     let mut native = all.clone();
     native.filters = vec![
