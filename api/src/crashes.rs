@@ -281,34 +281,37 @@ async fn summaries(
 ) -> Result<(Vec<Summary>, u64), ApiError> {
     let store = &reader.store;
     let range = (selection.from_ns, selection.to_ns);
-    let current = store
-        .crash_groups(&selection.query(reader, range, fingerprints, true))
-        .await?;
-    let total = current.iter().map(|group| group.events).sum();
-    if current.is_empty() {
-        return Ok((Vec::new(), total));
-    }
     let length = selection.to_ns - selection.from_ns;
     let before = (selection.from_ns.saturating_sub(length), selection.from_ns);
-    let previous: HashMap<String, u64> = store
-        .crash_groups(&selection.query(reader, before, fingerprints, true))
-        .await?
+    // Read side by side. Each group's versions unfiltered: its history is
+    // the group's, not the selection's.
+    let queries = [
+        selection.query(reader, range, fingerprints, true),
+        selection.query(reader, before, fingerprints, true),
+        selection.query(reader, (0, selection.to_ns), fingerprints, false),
+    ];
+    let (current, previous, history, catalogue) = tokio::try_join!(
+        store.crash_groups(&queries[0]),
+        store.crash_groups(&queries[1]),
+        store.crash_counts(&queries[2], CrashDimension::Version),
+        store.series(&reader.tenant, Some(Kind::Client), Some(&selection.app)),
+    )?;
+    let total = current.iter().map(|group| group.events).sum();
+    let previous: HashMap<String, u64> = previous
         .into_iter()
         .map(|group| (group.fingerprint, group.events))
         .collect();
-    // Each group's versions, unfiltered: its history is the group's, not
-    // the selection's.
-    let history = store
-        .crash_counts(
-            &selection.query(reader, (0, selection.to_ns), fingerprints, false),
-            CrashDimension::Version,
-        )
-        .await?;
     let mut by_group: HashMap<&str, Vec<&CrashCount>> = HashMap::new();
     for count in &history {
         by_group.entry(&count.fingerprint).or_default().push(count);
     }
-    let versions = app_versions(reader, &selection.app, &history).await?;
+    // Every version the app sent telemetry from, and every version it
+    // crashed in.
+    let versions: BTreeSet<&str> = catalogue
+        .iter()
+        .filter_map(|entry| entry.series.label("app.version"))
+        .chain(history.iter().map(|count| count.value.as_str()))
+        .collect();
     let summaries = current
         .into_iter()
         .map(|count| {
@@ -323,7 +326,7 @@ async fn summaries(
             let state = CrashState::of(
                 judged,
                 seen.iter().map(|c| c.value.as_str()),
-                versions.iter().map(String::as_str),
+                versions.iter().copied(),
             );
             Summary {
                 sessions: 0,
@@ -377,25 +380,6 @@ async fn reach(
             .unwrap_or_default();
     }
     Ok(())
-}
-
-/// Every version the app sent telemetry from (its client series), and
-/// every version it crashed in.
-async fn app_versions(
-    reader: &Reader,
-    app: &str,
-    history: &[CrashCount],
-) -> Result<BTreeSet<String>, ApiError> {
-    let series = reader
-        .store
-        .series(&reader.tenant, Some(Kind::Client), Some(app))
-        .await?;
-    Ok(series
-        .iter()
-        .filter_map(|entry| entry.series.label("app.version"))
-        .chain(history.iter().map(|count| count.value.as_str()))
-        .map(str::to_owned)
-        .collect())
 }
 
 pub async fn list(State(state): State<Arc<AppState>>, incoming: Incoming) -> Answer {
@@ -478,28 +462,33 @@ pub async fn group(
                 .map(|(dimension, value)| (dimension.attribute().to_owned(), value.clone()))
                 .collect();
             query.limit = samples;
-            let crashes = if samples == 0 {
-                Vec::new()
-            } else {
-                reader.store.events(&query).await?
-            };
-            let range = (selection.from_ns, selection.to_ns);
-            let mut by = Vec::new();
-            for (name, dimension) in [
-                ("versions", CrashDimension::Version),
-                ("devices", CrashDimension::Device),
-                ("os", CrashDimension::Os),
-                ("os_versions", CrashDimension::OsVersion),
-            ] {
-                let counts = reader
-                    .store
-                    .crash_counts(
-                        &selection.query(reader, range, &fingerprints, true),
-                        dimension,
-                    )
-                    .await?;
-                by.push((name, counts));
-            }
+            let group = selection.query(
+                reader,
+                (selection.from_ns, selection.to_ns),
+                &fingerprints,
+                true,
+            );
+            let store = &reader.store;
+            // Read side by side.
+            let (crashes, versions, devices, os, os_versions) = tokio::try_join!(
+                async {
+                    if samples == 0 {
+                        Ok(Vec::new())
+                    } else {
+                        store.events(&query).await
+                    }
+                },
+                store.crash_counts(&group, CrashDimension::Version),
+                store.crash_counts(&group, CrashDimension::Device),
+                store.crash_counts(&group, CrashDimension::Os),
+                store.crash_counts(&group, CrashDimension::OsVersion),
+            )?;
+            let by = [
+                ("versions", versions),
+                ("devices", devices),
+                ("os", os),
+                ("os_versions", os_versions),
+            ];
             Ok((summary, crashes, by))
         })
         .await?;

@@ -92,6 +92,18 @@ fn crash_clauses(query: &CrashQuery) -> Clauses {
     clauses
 }
 
+/// The table the crashes of `query` are read from: a few groups' crashes
+/// through the groups' index (without statistics SQLite scans the range
+/// instead: 110 ms instead of 65 for one group of 30,000 crashes among a
+/// million), more of them in time order.
+fn crash_source(query: &CrashQuery) -> &'static str {
+    if (1..=4).contains(&query.fingerprints.len()) {
+        "crashes INDEXED BY crashes_by_group"
+    } else {
+        "crashes"
+    }
+}
+
 /// An attribute of an event, empty when it has none.
 fn attribute<'a>(event: &'a EventRecord, key: &str) -> &'a str {
     event
@@ -272,6 +284,7 @@ impl EventStore for SqliteStore {
 
     async fn crash_groups(&self, query: &CrashQuery) -> Result<Vec<CrashGroupCount>, StoreError> {
         let clauses = crash_clauses(query);
+        let source = crash_source(query);
         self.run(move |connection| {
             let filters = &clauses.sql;
             // The newest crash's type and message: one step down the
@@ -288,7 +301,7 @@ impl EventStore for SqliteStore {
                 .prepare_cached(&format!(
                     "SELECT g.*, {}, {} FROM (
                         SELECT fingerprint, count(*) AS events, min(time_ns), max(time_ns)
-                        FROM crashes
+                        FROM {source}
                         WHERE tenant = ?1 AND app = ?2 AND time_ns >= ?3 AND time_ns < ?4{filters}
                         GROUP BY fingerprint) AS g
                      ORDER BY events DESC, fingerprint",
@@ -321,13 +334,14 @@ impl EventStore for SqliteStore {
         by: Option<CrashDimension>,
     ) -> Result<Vec<CrashReach>, StoreError> {
         let clauses = crash_clauses(query);
+        let source = crash_source(query);
         self.run(move |connection| {
             let key = by.map_or("fingerprint", column);
             let mut statement = connection
                 .prepare_cached(&format!(
                     "SELECT {key}, count(DISTINCT nullif(session_hash, '')),
                         count(DISTINCT nullif(user_hash, '')), sum(session_hash = '')
-                     FROM crashes
+                     FROM {source}
                      WHERE tenant = ?1 AND app = ?2 AND time_ns >= ?3 AND time_ns < ?4{}
                      GROUP BY {key} ORDER BY {key}",
                     clauses.sql
@@ -356,12 +370,13 @@ impl EventStore for SqliteStore {
         by: CrashDimension,
     ) -> Result<Vec<CrashCount>, StoreError> {
         let clauses = crash_clauses(query);
+        let source = crash_source(query);
         self.run(move |connection| {
             let by = column(by);
             let mut statement = connection
                 .prepare_cached(&format!(
                     "SELECT fingerprint, {by}, count(*) AS events, min(time_ns), max(time_ns)
-                     FROM crashes
+                     FROM {source}
                      WHERE tenant = ?1 AND app = ?2 AND time_ns >= ?3 AND time_ns < ?4{}
                      GROUP BY fingerprint, {by}
                      ORDER BY fingerprint, events DESC, {by}",
