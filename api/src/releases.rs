@@ -27,7 +27,7 @@ use crate::server::{Answer, AppState, Incoming, range_json, seconds};
 pub const HEALTH: Endpoint = Endpoint {
     method: Method::Get,
     path: "/api/v1/releases/{service}/health",
-    summary: "A release's canary against its baseline over the range (default the last hour): per signal (server error ratio, p50 and p99 latency; client crash rate, also by type, app-start p90, slow-frame rate) both values, the difference, the test, its p-value and pass, fail or inconclusive; then promote, hold or rollback with the reasons",
+    summary: "A release's canary against its baseline over the range (default the last hour): per signal (server error ratio, p50 and p99 latency; client crash rate, also by type, app-start p90, launch crash rate, ANRs and crash loops per session once either cohort has one, slow-frame rate) both values, the difference, the test, its p-value and pass, fail or inconclusive; then promote, hold or rollback with the reasons",
     path_params: &[("service", "The service, or the app of client telemetry")],
     params: &[
         Param {
@@ -122,6 +122,30 @@ pub async fn health(
     if starts.0.values.count() + starts.1.values.count() > 0 {
         judgements.push(criteria.values("app_start_p90", 0.9, &starts.0.values, &starts.1.values));
     }
+    // Launch crashes per launch (a launch that crashes never starts), ANRs
+    // and crash loops per session: judged once either cohort has one.
+    let launches = split(&data.launch_crashes);
+    let (launch_crashes, starts) = (
+        (launches.0.values.count(), launches.1.values.count()),
+        (starts.0.values.count(), starts.1.values.count()),
+    );
+    if launch_crashes.0 + launch_crashes.1 > 0 {
+        judgements.push(criteria.ratio(
+            "launch_crash_rate",
+            (launch_crashes.0, starts.0 + launch_crashes.0),
+            (launch_crashes.1, starts.1 + launch_crashes.1),
+        ));
+    }
+    for (name, groups) in [
+        ("anr_rate", &data.anrs),
+        ("crash_loop_rate", &data.crash_loops),
+    ] {
+        let (canary, baseline) = split(groups);
+        let events = (canary.values.count(), baseline.values.count());
+        if events.0 + events.1 > 0 {
+            judgements.push(criteria.ratio(name, (events.0, sessions.0), (events.1, sessions.1)));
+        }
+    }
     let frames = split(&data.frames);
     let slow = split(&data.slow_frames);
     if total(&frames.0) + total(&frames.1) > 0 {
@@ -160,6 +184,9 @@ struct Data {
     starts: Groups,
     frames: Groups,
     slow_frames: Groups,
+    launch_crashes: Groups,
+    anrs: Groups,
+    crash_loops: Groups,
 }
 
 impl Data {
@@ -172,6 +199,9 @@ impl Data {
             &self.starts,
             &self.frames,
             &self.slow_frames,
+            &self.launch_crashes,
+            &self.anrs,
+            &self.crash_loops,
         ]
         .into_iter()
         .flatten()
@@ -204,15 +234,24 @@ async fn read(reader: &Reader, service: &str, from_s: u64, to_s: u64) -> Result<
         client("client.frames", &[]),
         client("client.frames.slow", &[]),
     );
-    // Six independent reads, at once.
-    let (spans, sessions, crashes, starts, frames, slow_frames) = tokio::try_join!(
-        reader.totals(&spans, from_s, to_s),
-        reader.totals(&sessions, from_s, to_s),
-        reader.totals(&crashes, from_s, to_s),
-        reader.totals(&starts, from_s, to_s),
-        reader.totals(&frames, from_s, to_s),
-        reader.totals(&slow_frames, from_s, to_s),
-    )?;
+    let (launch_crashes, anrs, crash_loops) = (
+        client("client.crashes.launch", &[]),
+        client("client.anrs", &[]),
+        client("client.crash_loops", &[]),
+    );
+    // Nine independent reads, at once.
+    let (spans, sessions, crashes, starts, frames, slow_frames, launch_crashes, anrs, crash_loops) =
+        tokio::try_join!(
+            reader.totals(&spans, from_s, to_s),
+            reader.totals(&sessions, from_s, to_s),
+            reader.totals(&crashes, from_s, to_s),
+            reader.totals(&starts, from_s, to_s),
+            reader.totals(&frames, from_s, to_s),
+            reader.totals(&slow_frames, from_s, to_s),
+            reader.totals(&launch_crashes, from_s, to_s),
+            reader.totals(&anrs, from_s, to_s),
+            reader.totals(&crash_loops, from_s, to_s),
+        )?;
     Ok(Data {
         spans,
         sessions,
@@ -220,6 +259,9 @@ async fn read(reader: &Reader, service: &str, from_s: u64, to_s: u64) -> Result<
         starts,
         frames,
         slow_frames,
+        launch_crashes,
+        anrs,
+        crash_loops,
     })
 }
 

@@ -502,9 +502,11 @@ pub async fn load(
 /// (canary, unit-a), a few sessions a second each; 5.1 crashes four times
 /// as often and starts a little slower. Both crash in checkout (a group
 /// with a stack fingerprint); half of 5.1's crashes are a new native one
-/// in its ledger, grouped by its frames. Its log records (OTLP, as a mobile
-/// OpenTelemetry SDK sends them): a sync per release each second, and an
-/// error before each crash.
+/// in its ledger, grouped by its frames. 5.1 also crashes while launching
+/// on about one device in sixty, three launches in a row (a crash loop). Each
+/// session makes API calls (one in ten repeated) and reports its battery
+/// use. Its log records (OTLP, as a mobile OpenTelemetry SDK sends them): a
+/// sync per release each second, and an error before each crash.
 async fn app_telemetry(collector: String, shutdown: Shutdown) {
     let client = reqwest::Client::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -537,8 +539,27 @@ async fn app_telemetry(collector: String, shutdown: Shutdown) {
                 let mut events = vec![
                     json!({"timeUnixNano": now, "sessionStart": {}}),
                     json!({"timeUnixNano": now, "appStart": {"kind": "cold", "durationMs": start_ms + (n % 7) as f64 * 20.0}}),
-                    json!({"timeUnixNano": now, "stutter": {"totalFrames": 600, "slowFrames": 6 + n % 3, "frozenFrames": 0}}),
+                    json!({"timeUnixNano": now, "stutter": {"totalFrames": 600, "slowFrames": 6 + n % 3, "frozenFrames": 0, "refreshRateHz": 120.0}}),
+                    json!({"timeUnixNano": now, "networkRequest": {
+                        "host": "api.wallet.example", "route": "/v1/balance", "method": "GET",
+                        "statusCode": 200, "durationMs": 80.0 + (n % 5) as f64 * 10.0,
+                        "bytesSent": 420, "bytesReceived": 2_600 + n % 400,
+                        "repeated": n.is_multiple_of(10)}}),
+                    json!({"timeUnixNano": now, "power": {
+                        "batteryLevel": 0.8, "foreground": true, "intervalMs": 600_000.0,
+                        "batteryDrainPercent": if version == "5.1" { 1.2 } else { 1.0 },
+                        "cpuTimeMs": 45_000.0, "wakeLockMs": 2_000.0}}),
                 ];
+                if version == "5.1" && n.is_multiple_of(60) {
+                    // About one device in sixty fails to launch three times in a row.
+                    for launch in 1..=3 {
+                        events.push(json!({"timeUnixNano": now, "crash": {
+                            "foreground": true, "kind": "native", "exceptionType": "SIGABRT",
+                            "message": "migration 42 failed: duplicate column",
+                            "stackFingerprint": "wallet-launch-migration",
+                            "duringLaunch": true, "consecutiveLaunchCrashes": launch}}));
+                    }
+                }
                 if n.is_multiple_of(sessions_per_crash) {
                     let ledger = version == "5.1" && (n / sessions_per_crash).is_multiple_of(2);
                     events.push(json!({"timeUnixNano": now, "crash": demo_crash(ledger, n)}));

@@ -63,6 +63,17 @@ async fn write_releases(store: &dyn Store) {
         );
         client(version, cohort, "client.frames", &[], vec![100.0; 100]);
         client(version, cohort, "client.frames.slow", &[], vec![slow]);
+        // The canary crashes while launching 30 times in 1,030 launches,
+        // the baseline twice in 1,002; ANRs about alike.
+        let (launch_crashes, anrs) = if version == "5.1" { (30, 12) } else { (2, 10) };
+        client(
+            version,
+            cohort,
+            "client.crashes.launch",
+            &[],
+            vec![1.0; launch_crashes],
+        );
+        client(version, cohort, "client.anrs", &[], vec![5000.0; anrs]);
         for (kind, n) in crashes {
             if n > 0 {
                 client(
@@ -214,9 +225,13 @@ async fn releases_are_judged_canary_against_baseline(backend: Backend) {
         owned(&[
             ("crash_rate", "fail", 1_000, 1_000),
             ("app_start_p90", "pass", 1_000, 1_000),
+            ("launch_crash_rate", "fail", 1_030, 1_002),
+            ("anr_rate", "pass", 1_000, 1_000),
             ("slow_frame_rate", "pass", 10_000, 10_000),
         ])
     );
+    assert_eq!(body["signals"][2]["canary"], json!(30.0 / 1030.0));
+    assert_eq!(body["signals"][2]["baseline"], json!(2.0 / 1002.0));
     assert_eq!(body["signals"][0]["canary"], json!(0.04));
     assert_eq!(body["signals"][0]["baseline"], json!(0.005));
     let by_type: Vec<(String, String)> = body["crash_rate_by_type"]
@@ -261,10 +276,11 @@ async fn releases_are_judged_canary_against_baseline(backend: Backend) {
         .iter()
         .map(|r| r.as_str().unwrap())
         .collect();
-    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
     assert!(reasons[0].starts_with("crash_rate: canary 0.0400 against baseline 0.0050 (p = "));
+    assert!(reasons[1].starts_with("launch_crash_rate: canary 0.0291 against baseline 0.0020"));
     assert!(
-        reasons[1].starts_with("crash_rate{exception.type=\"IndexOutOfBounds\"}: canary 0.0300")
+        reasons[2].starts_with("crash_rate{exception.type=\"IndexOutOfBounds\"}: canary 0.0300")
     );
 
     let (status, body) = server.get(Some(ACME), &health("")).await;
