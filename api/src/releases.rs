@@ -27,7 +27,7 @@ use crate::server::{Answer, AppState, Incoming, range_json, seconds};
 pub const HEALTH: Endpoint = Endpoint {
     method: Method::Get,
     path: "/api/v1/releases/{service}/health",
-    summary: "A release's canary against its baseline over the range (default the last hour): per signal (server error ratio, p50 and p99 latency; client crash rate, also by type, app-start p90, launch crash rate, ANRs and crash loops per session once either cohort has one, slow-frame rate) both values, the difference, the test, its p-value and pass, fail or inconclusive; then promote, hold or rollback with the reasons",
+    summary: "A release's canary against its baseline over the range (default the last hour): per signal (server error ratio, p50 and p99 latency; client crash rate, also by type, app-start p90, launch crash rate, ANRs and crash loops per session, battery drained per hour in the foreground (p50), bytes sent and received per request (p90) once either cohort has any, slow-frame rate) both values, the difference, the test, its p-value and pass, fail or inconclusive; then promote, hold or rollback with the reasons",
     path_params: &[("service", "The service, or the app of client telemetry")],
     params: &[
         Param {
@@ -146,6 +146,17 @@ pub async fn health(
             judgements.push(criteria.ratio(name, (events.0, sessions.0), (events.1, sessions.1)));
         }
     }
+    // Battery drained per hour of foreground use, bytes per request.
+    for (name, q, groups) in [
+        ("battery_drain_p50", 0.5, &data.drain),
+        ("bytes_sent_p90", 0.9, &data.bytes_sent),
+        ("bytes_received_p90", 0.9, &data.bytes_received),
+    ] {
+        let (canary, baseline) = split(groups);
+        if canary.values.count() + baseline.values.count() > 0 {
+            judgements.push(criteria.amounts(name, q, &canary.values, &baseline.values, 0.0));
+        }
+    }
     let frames = split(&data.frames);
     let slow = split(&data.slow_frames);
     if total(&frames.0) + total(&frames.1) > 0 {
@@ -187,6 +198,9 @@ struct Data {
     launch_crashes: Groups,
     anrs: Groups,
     crash_loops: Groups,
+    drain: Groups,
+    bytes_sent: Groups,
+    bytes_received: Groups,
 }
 
 impl Data {
@@ -202,6 +216,9 @@ impl Data {
             &self.launch_crashes,
             &self.anrs,
             &self.crash_loops,
+            &self.drain,
+            &self.bytes_sent,
+            &self.bytes_received,
         ]
         .into_iter()
         .flatten()
@@ -239,19 +256,29 @@ async fn read(reader: &Reader, service: &str, from_s: u64, to_s: u64) -> Result<
         client("client.anrs", &[]),
         client("client.crash_loops", &[]),
     );
-    // Nine independent reads, at once.
-    let (spans, sessions, crashes, starts, frames, slow_frames, launch_crashes, anrs, crash_loops) =
-        tokio::try_join!(
-            reader.totals(&spans, from_s, to_s),
-            reader.totals(&sessions, from_s, to_s),
-            reader.totals(&crashes, from_s, to_s),
-            reader.totals(&starts, from_s, to_s),
-            reader.totals(&frames, from_s, to_s),
-            reader.totals(&slow_frames, from_s, to_s),
-            reader.totals(&launch_crashes, from_s, to_s),
-            reader.totals(&anrs, from_s, to_s),
-            reader.totals(&crash_loops, from_s, to_s),
-        )?;
+    let (drain, bytes_sent, bytes_received) = (
+        client("client.power.drain", &[]).matching("power.foreground", "true"),
+        client("client.http.bytes_sent", &[]),
+        client("client.http.bytes_received", &[]),
+    );
+    // Independent reads, at once.
+    let read = |selection| reader.totals(selection, from_s, to_s);
+    let (spans, sessions, crashes, starts, frames, slow_frames) = tokio::try_join!(
+        read(&spans),
+        read(&sessions),
+        read(&crashes),
+        read(&starts),
+        read(&frames),
+        read(&slow_frames),
+    )?;
+    let (launch_crashes, anrs, crash_loops, drain, bytes_sent, bytes_received) = tokio::try_join!(
+        read(&launch_crashes),
+        read(&anrs),
+        read(&crash_loops),
+        read(&drain),
+        read(&bytes_sent),
+        read(&bytes_received),
+    )?;
     Ok(Data {
         spans,
         sessions,
@@ -262,6 +289,9 @@ async fn read(reader: &Reader, service: &str, from_s: u64, to_s: u64) -> Result<
         launch_crashes,
         anrs,
         crash_loops,
+        drain,
+        bytes_sent,
+        bytes_received,
     })
 }
 

@@ -251,6 +251,19 @@ impl Criteria {
         canary: &Distribution,
         baseline: &Distribution,
     ) -> Judgement {
+        self.amounts(signal, q, canary, baseline, MIN_WORSE_MS)
+    }
+
+    /// Like [`Criteria::values`] for amounts other than durations (battery
+    /// drained, bytes): worse by any amount past the tolerance fails.
+    pub fn amounts(
+        &self,
+        signal: &str,
+        q: f64,
+        canary: &Distribution,
+        baseline: &Distribution,
+        min_worse: f64,
+    ) -> Judgement {
         let p_value = mann_whitney(canary, baseline);
         self.judge(
             signal,
@@ -258,7 +271,7 @@ impl Criteria {
             (canary.quantile(q), baseline.quantile(q)),
             (canary.count(), baseline.count()),
             p_value,
-            MIN_WORSE_MS,
+            min_worse,
         )
     }
 

@@ -74,6 +74,18 @@ async fn write_releases(store: &dyn Store) {
             vec![1.0; launch_crashes],
         );
         client(version, cohort, "client.anrs", &[], vec![5000.0; anrs]);
+        // The canary drains the battery a fifth faster in the foreground;
+        // background use is not judged.
+        let drain = if version == "5.1" { 7.2 } else { 6.0 };
+        for (foreground, drain) in [("true", drain), ("false", 50.0)] {
+            client(
+                version,
+                cohort,
+                "client.power.drain",
+                &[("power.foreground", foreground)],
+                vec![drain; 200],
+            );
+        }
         for (kind, n) in crashes {
             if n > 0 {
                 client(
@@ -227,6 +239,7 @@ async fn releases_are_judged_canary_against_baseline(backend: Backend) {
             ("app_start_p90", "pass", 1_000, 1_000),
             ("launch_crash_rate", "fail", 1_030, 1_002),
             ("anr_rate", "pass", 1_000, 1_000),
+            ("battery_drain_p50", "fail", 200, 200),
             ("slow_frame_rate", "pass", 10_000, 10_000),
         ])
     );
@@ -276,11 +289,15 @@ async fn releases_are_judged_canary_against_baseline(backend: Backend) {
         .iter()
         .map(|r| r.as_str().unwrap())
         .collect();
-    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
     assert!(reasons[0].starts_with("crash_rate: canary 0.0400 against baseline 0.0050 (p = "));
     assert!(reasons[1].starts_with("launch_crash_rate: canary 0.0291 against baseline 0.0020"));
     assert!(
-        reasons[2].starts_with("crash_rate{exception.type=\"IndexOutOfBounds\"}: canary 0.0300")
+        reasons[2].starts_with("battery_drain_p50: canary 7.2"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[3].starts_with("crash_rate{exception.type=\"IndexOutOfBounds\"}: canary 0.0300")
     );
 
     let (status, body) = server.get(Some(ACME), &health("")).await;
