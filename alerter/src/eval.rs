@@ -77,8 +77,11 @@ impl FeedKey {
             service: rule.service.clone(),
             series: rule.series.clone(),
             matchers: rule.matchers.clone(),
-            group_by: match rule.check {
-                Check::Canary { .. } => canary::SPAN_GROUP.map(str::to_owned).to_vec(),
+            group_by: match (&rule.check, rule.kind) {
+                (Check::Canary { .. }, Kind::Client) => {
+                    canary::CLIENT_GROUP.map(str::to_owned).to_vec()
+                }
+                (Check::Canary { .. }, _) => canary::SPAN_GROUP.map(str::to_owned).to_vec(),
                 _ => rule.group_by.clone(),
             },
             keep,
@@ -400,7 +403,13 @@ impl Engine {
             };
             let feed = &mut self.feeds[feed];
             if let Check::Canary { window_s, criteria } = &rule.check {
-                releases(i, boundary, *window_s, criteria, feed, &mut verdicts);
+                let release = Judged {
+                    rule: i,
+                    kind: rule.kind,
+                    window_s: *window_s,
+                    criteria,
+                };
+                releases(&release, boundary, feed, &mut verdicts);
                 continue;
             }
             for (group, track) in feed.tracks.iter_mut() {
@@ -443,36 +452,64 @@ impl Engine {
 /// Judges each canary version (a version with `vigil.cohort=canary`) in a
 /// canary rule's feed against its baseline at `boundary`: a rollback
 /// verdict holds, labelled with the version and the first failed signal.
-fn releases(
-    rule: usize,
-    boundary: u64,
-    window_s: u64,
-    criteria: &canary::Criteria,
-    feed: &mut Feed,
-    verdicts: &mut Vec<Verdict>,
-) {
+/// Server spans are judged by [`canary::Criteria::spans`], an app's client
+/// series (grouped by [`canary::CLIENT_GROUP`]) by
+/// [`canary::Criteria::client`].
+fn releases(release: &Judged<'_>, boundary: u64, feed: &mut Feed, verdicts: &mut Vec<Verdict>) {
+    let Judged {
+        rule,
+        kind,
+        window_s,
+        criteria,
+    } = *release;
     for track in feed.tracks.values_mut() {
         track.merged(boundary, window_s);
     }
-    let members: Vec<(canary::Member<'_>, &Rollup)> = feed
+    let members: Vec<(&Group, &Rollup)> = feed
         .tracks
         .iter()
-        .filter_map(|(group, track)| Some((canary::Member::of(group), track.cached(window_s)?)))
+        .filter_map(|(group, track)| Some((group, track.cached(window_s)?)))
         .collect();
     let versions: BTreeSet<&str> = members
         .iter()
-        .filter(|(m, _)| m.cohort == "canary")
-        .map(|(m, _)| m.version)
+        .map(|(group, _)| canary::Member::of(group))
+        .filter(|m| m.cohort == "canary")
+        .map(|m| m.version)
         .collect();
+    let version_label = match kind {
+        Kind::Client => "app.version",
+        _ => "service.version",
+    };
     for version in versions {
         let release = canary::Release {
             version,
             baseline: None,
             unit: None,
         };
-        let cohorts = release.cohorts(members.iter().map(|(m, _)| *m));
-        let (canaries, baselines) = cohorts.merge(members.iter().copied());
-        let judgements = criteria.spans(&canaries, &baselines);
+        let cohorts = release.cohorts(members.iter().map(|(group, _)| canary::Member::of(group)));
+        let judgements = match kind {
+            Kind::Client => criteria.client(|name| {
+                // A group's name and power.foreground (CLIENT_GROUP).
+                let foreground_only = name == "client.power.drain";
+                cohorts.merge(
+                    members
+                        .iter()
+                        .filter(|(group, _)| {
+                            group.get(3).is_some_and(|n| n == name)
+                                && (!foreground_only || group.get(4).is_some_and(|f| f == "true"))
+                        })
+                        .map(|(group, rollup)| (canary::Member::of(group), *rollup)),
+                )
+            }),
+            _ => {
+                let (canaries, baselines) = cohorts.merge(
+                    members
+                        .iter()
+                        .map(|(group, rollup)| (canary::Member::of(group), *rollup)),
+                );
+                criteria.spans(&canaries, &baselines)
+            }
+        };
         let failed = judgements
             .iter()
             .find(|j| j.result == canary::Outcome::Fail);
@@ -480,13 +517,23 @@ fn releases(
             verdicts.push(Verdict {
                 rule,
                 labels: vec![
-                    ("service.version".to_owned(), version.to_owned()),
+                    (version_label.to_owned(), version.to_owned()),
                     ("signal".to_owned(), failed.signal.clone()),
                 ],
                 value: failed.p_value,
             });
         }
     }
+}
+
+/// What a canary rule judges: its index, the kind of its series, its
+/// window and criteria.
+#[derive(Clone, Copy)]
+struct Judged<'a> {
+    rule: usize,
+    kind: Kind,
+    window_s: u64,
+    criteria: &'a canary::Criteria,
 }
 
 /// Checks one group at `boundary` for rule `index`, calling
@@ -895,6 +942,74 @@ mod tests {
         let labels = vec![
             ("service.version".to_owned(), "2.1".to_owned()),
             ("signal".to_owned(), "error_ratio".to_owned()),
+        ];
+        assert_eq!(
+            fired,
+            vec![(10, labels.clone()), (20, labels.clone()), (30, labels)]
+        );
+    }
+
+    /// An app release whose canary crashes more fires; one that drains
+    /// the battery faster in the background only does not.
+    #[test]
+    fn a_client_canary_rule_judges_app_releases() {
+        let rules = rules(
+            "rules:\n  - {name: app, type: canary, kind: client, service: wallet, window: 30s, min_samples: 50}\n",
+        );
+        let mut engine = Engine::new(rules, T0);
+        let client = |name: &str, version: &str, cohort: &str, foreground: Option<&str>| {
+            let mut labels = vec![
+                ("app.version".to_owned(), version.to_owned()),
+                ("vigil.unit".to_owned(), "u1".to_owned()),
+                ("vigil.cohort".to_owned(), cohort.to_owned()),
+            ];
+            labels.extend(foreground.map(|f| ("power.foreground".to_owned(), f.to_owned())));
+            SeriesKey::new(
+                TenantId::parse("acme").expect("tenant"),
+                Kind::Client,
+                "wallet",
+                name,
+                labels,
+            )
+        };
+        for k in 0..3 {
+            let start = T0 + k * 10;
+            for (version, cohort, crashes, background_drain) in [
+                ("5.0", "stable", 1, 5.0),
+                ("5.1", "canary", 20, 5.0),
+                ("5.2", "canary", 1, 50.0),
+            ] {
+                let mut add = |series: SeriesKey, rollup: Rollup| {
+                    engine.ingest(&series, 10, start, &rollup);
+                };
+                add(
+                    client("client.sessions", version, cohort, None),
+                    rollup(100, 1.0, 0),
+                );
+                add(
+                    client("client.crashes", version, cohort, None),
+                    rollup(crashes, 1.0, crashes),
+                );
+                add(
+                    client("client.power.drain", version, cohort, Some("true")),
+                    rollup(100, 6.0, 0),
+                );
+                add(
+                    client("client.power.drain", version, cohort, Some("false")),
+                    rollup(100, background_drain, 0),
+                );
+            }
+        }
+        let fired: Vec<(u64, Labels)> = fired(&mut engine, T0 + 30)
+            .into_iter()
+            .map(|(b, labels, p)| {
+                assert!(p.expect("a p-value") < 1e-3, "{labels:?}: {p:?}");
+                (b - T0, labels)
+            })
+            .collect();
+        let labels = vec![
+            ("app.version".to_owned(), "5.1".to_owned()),
+            ("signal".to_owned(), "crash_rate".to_owned()),
         ];
         assert_eq!(
             fired,

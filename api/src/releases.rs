@@ -15,7 +15,9 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use serde_json::json;
-use vigil_domain::canary::{self, Cohorts, Criteria, Judgement, Member, Outcome, Release, Side};
+use vigil_domain::canary::{
+    self, Cohorts, Criteria, Judgement, Member, Outcome, Release, Side, total,
+};
 use vigil_domain::model::{Kind, Rollup};
 
 use crate::error::{ApiError, BadParameter};
@@ -107,64 +109,18 @@ pub async fn health(
     if canary_spans.values.count() + baseline_spans.values.count() > 0 {
         judgements.extend(criteria.spans(&canary_spans, &baseline_spans));
     }
-    let sessions = split(&data.sessions);
-    let crashes = split(&data.crashes);
-    let sessions = (total(&sessions.0), total(&sessions.1));
+    let client = |name: &str| {
+        data.client
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, groups)| split(groups))
+            .unwrap_or_default()
+    };
+    judgements.extend(criteria.client(client));
+    let (canary_sessions, baseline_sessions) = client("client.sessions");
+    let sessions = (total(&canary_sessions), total(&baseline_sessions));
     if sessions.0 + sessions.1 > 0 {
-        judgements.push(criteria.ratio(
-            "crash_rate",
-            (crashes.0.values.count(), sessions.0),
-            (crashes.1.values.count(), sessions.1),
-        ));
-        by_type = crash_types(&criteria, &cohorts, &data.crashes, sessions);
-    }
-    let starts = split(&data.starts);
-    if starts.0.values.count() + starts.1.values.count() > 0 {
-        judgements.push(criteria.values("app_start_p90", 0.9, &starts.0.values, &starts.1.values));
-    }
-    // Launch crashes per launch (a launch that crashes never starts), ANRs
-    // and crash loops per session: judged once either cohort has one.
-    let launches = split(&data.launch_crashes);
-    let (launch_crashes, starts) = (
-        (launches.0.values.count(), launches.1.values.count()),
-        (starts.0.values.count(), starts.1.values.count()),
-    );
-    if launch_crashes.0 + launch_crashes.1 > 0 {
-        judgements.push(criteria.ratio(
-            "launch_crash_rate",
-            (launch_crashes.0, starts.0 + launch_crashes.0),
-            (launch_crashes.1, starts.1 + launch_crashes.1),
-        ));
-    }
-    for (name, groups) in [
-        ("anr_rate", &data.anrs),
-        ("crash_loop_rate", &data.crash_loops),
-    ] {
-        let (canary, baseline) = split(groups);
-        let events = (canary.values.count(), baseline.values.count());
-        if events.0 + events.1 > 0 {
-            judgements.push(criteria.ratio(name, (events.0, sessions.0), (events.1, sessions.1)));
-        }
-    }
-    // Battery drained per hour of foreground use, bytes per request.
-    for (name, q, groups) in [
-        ("battery_drain_p50", 0.5, &data.drain),
-        ("bytes_sent_p90", 0.9, &data.bytes_sent),
-        ("bytes_received_p90", 0.9, &data.bytes_received),
-    ] {
-        let (canary, baseline) = split(groups);
-        if canary.values.count() + baseline.values.count() > 0 {
-            judgements.push(criteria.amounts(name, q, &canary.values, &baseline.values, 0.0));
-        }
-    }
-    let frames = split(&data.frames);
-    let slow = split(&data.slow_frames);
-    if total(&frames.0) + total(&frames.1) > 0 {
-        judgements.push(criteria.ratio(
-            "slow_frame_rate",
-            (total(&slow.0), total(&frames.0)),
-            (total(&slow.1), total(&frames.1)),
-        ));
+        by_type = crash_types(&criteria, &cohorts, &data.crashes_by_type, sessions);
     }
 
     // A crash type that rises significantly fails the release; one with
@@ -190,38 +146,20 @@ pub async fn health(
 /// What a release's signals are read from.
 struct Data {
     spans: Groups,
-    sessions: Groups,
-    crashes: Groups,
-    starts: Groups,
-    frames: Groups,
-    slow_frames: Groups,
-    launch_crashes: Groups,
-    anrs: Groups,
-    crash_loops: Groups,
-    drain: Groups,
-    bytes_sent: Groups,
-    bytes_received: Groups,
+    /// Each of [`canary::CLIENT_SERIES`], by name.
+    client: Vec<(&'static str, Groups)>,
+    /// `client.crashes` by exception type too.
+    crashes_by_type: Groups,
 }
 
 impl Data {
     /// Every group read, of every signal.
     fn groups(&self) -> impl Iterator<Item = &(Vec<String>, Rollup)> {
-        [
-            &self.spans,
-            &self.sessions,
-            &self.crashes,
-            &self.starts,
-            &self.frames,
-            &self.slow_frames,
-            &self.launch_crashes,
-            &self.anrs,
-            &self.crash_loops,
-            &self.drain,
-            &self.bytes_sent,
-            &self.bytes_received,
-        ]
-        .into_iter()
-        .flatten()
+        self.client
+            .iter()
+            .flat_map(|(_, groups)| groups)
+            .chain(&self.spans)
+            .chain(&self.crashes_by_type)
     }
 }
 
@@ -235,69 +173,39 @@ async fn read(reader: &Reader, service: &str, from_s: u64, to_s: u64) -> Result<
     let client = |name: &str, extra: &[&str]| {
         let mut group_by = vec!["app.version", UNIT, COHORT];
         group_by.extend(extra);
-        Selection {
+        let selection = Selection {
             service: Some(service.to_owned()),
             name: Some(name.to_owned()),
             ..Selection::new(Kind::Client)
         }
-        .grouped_by(&group_by)
+        .grouped_by(&group_by);
+        // Battery drain is judged on foreground use.
+        if name == "client.power.drain" {
+            selection.matching("power.foreground", "true")
+        } else {
+            selection
+        }
     };
-    let (sessions, crashes, starts) = (
-        client("client.sessions", &[]),
-        client("client.crashes", &["exception.type"]),
-        client("client.app_start", &[]),
-    );
-    let (frames, slow_frames) = (
-        client("client.frames", &[]),
-        client("client.frames.slow", &[]),
-    );
-    let (launch_crashes, anrs, crash_loops) = (
-        client("client.crashes.launch", &[]),
-        client("client.anrs", &[]),
-        client("client.crash_loops", &[]),
-    );
-    let (drain, bytes_sent, bytes_received) = (
-        client("client.power.drain", &[]).matching("power.foreground", "true"),
-        client("client.http.bytes_sent", &[]),
-        client("client.http.bytes_received", &[]),
-    );
+    let by_type = client("client.crashes", &["exception.type"]);
+    let selections: Vec<Selection> = canary::CLIENT_SERIES
+        .iter()
+        .map(|name| client(name, &[]))
+        .collect();
     // Independent reads, at once.
-    let read = |selection| reader.totals(selection, from_s, to_s);
-    let (spans, sessions, crashes, starts, frames, slow_frames) = tokio::try_join!(
-        read(&spans),
-        read(&sessions),
-        read(&crashes),
-        read(&starts),
-        read(&frames),
-        read(&slow_frames),
-    )?;
-    let (launch_crashes, anrs, crash_loops, drain, bytes_sent, bytes_received) = tokio::try_join!(
-        read(&launch_crashes),
-        read(&anrs),
-        read(&crash_loops),
-        read(&drain),
-        read(&bytes_sent),
-        read(&bytes_received),
+    let (spans, crashes_by_type, client) = tokio::try_join!(
+        reader.totals(&spans, from_s, to_s),
+        reader.totals(&by_type, from_s, to_s),
+        futures_util::future::try_join_all(
+            selections
+                .iter()
+                .map(|selection| reader.totals(selection, from_s, to_s)),
+        ),
     )?;
     Ok(Data {
         spans,
-        sessions,
-        crashes,
-        starts,
-        frames,
-        slow_frames,
-        launch_crashes,
-        anrs,
-        crash_loops,
-        drain,
-        bytes_sent,
-        bytes_received,
+        client: canary::CLIENT_SERIES.into_iter().zip(client).collect(),
+        crashes_by_type,
     })
-}
-
-/// The sum of a rollup's values (session, frame counts) as a count.
-fn total(rollup: &Rollup) -> u64 {
-    rollup.values.sum().max(0.0).round() as u64
 }
 
 /// Crashes per session of each exception type.

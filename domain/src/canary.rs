@@ -105,6 +105,38 @@ pub struct Release<'a> {
 /// cohort, in [`Member`]'s order.
 pub const SPAN_GROUP: [&str; 3] = ["service.version", "vigil.unit", "vigil.cohort"];
 
+/// The labels an app release's client series are grouped by: version,
+/// unit and cohort in [`Member`]'s order, then the series' name and
+/// whether a power sample was taken in the foreground.
+pub const CLIENT_GROUP: [&str; 5] = [
+    "app.version",
+    "vigil.unit",
+    "vigil.cohort",
+    "name",
+    "power.foreground",
+];
+
+/// The client series a [`CLIENT_GROUP`] group's name may be and the
+/// signals of [`Criteria::client`] read.
+pub const CLIENT_SERIES: [&str; 11] = [
+    "client.sessions",
+    "client.crashes",
+    "client.app_start",
+    "client.crashes.launch",
+    "client.anrs",
+    "client.crash_loops",
+    "client.power.drain",
+    "client.http.bytes_sent",
+    "client.http.bytes_received",
+    "client.frames",
+    "client.frames.slow",
+];
+
+/// The sum of a rollup's values (sessions, frames) as a count.
+pub fn total(rollup: &Rollup) -> u64 {
+    rollup.values.sum().max(0.0).round() as u64
+}
+
 /// A group of a release's series: its version, `vigil.unit` and
 /// `vigil.cohort`.
 #[derive(Debug, Clone, Copy)]
@@ -273,6 +305,78 @@ impl Criteria {
             p_value,
             min_worse,
         )
+    }
+
+    /// An app release's signals from its client series, `series(name)`
+    /// giving the canary's and the baseline's merged rollups of each of
+    /// [`CLIENT_SERIES`] (battery drain: foreground samples only): crashes
+    /// per session, app-start p90, launch crashes per launch (a launch
+    /// that crashes never starts), ANRs and crash loops per session,
+    /// battery drained per hour (p50), bytes per request (p90), slow
+    /// frames per frame. Each once either cohort has data for it.
+    pub fn client(&self, series: impl Fn(&str) -> (Rollup, Rollup)) -> Vec<Judgement> {
+        let count = |name: &str| {
+            let (canary, baseline) = series(name);
+            (canary.values.count(), baseline.values.count())
+        };
+        let sum = |name: &str| {
+            let (canary, baseline) = series(name);
+            (total(&canary), total(&baseline))
+        };
+        let some = |(canary, baseline): (u64, u64)| canary + baseline > 0;
+        let mut judgements = Vec::new();
+        let sessions = sum("client.sessions");
+        if some(sessions) {
+            let crashes = count("client.crashes");
+            judgements.push(self.ratio(
+                "crash_rate",
+                (crashes.0, sessions.0),
+                (crashes.1, sessions.1),
+            ));
+        }
+        let (canary_starts, baseline_starts) = series("client.app_start");
+        let starts = (canary_starts.values.count(), baseline_starts.values.count());
+        if some(starts) {
+            judgements.push(self.values(
+                "app_start_p90",
+                0.9,
+                &canary_starts.values,
+                &baseline_starts.values,
+            ));
+        }
+        let launch_crashes = count("client.crashes.launch");
+        if some(launch_crashes) {
+            judgements.push(self.ratio(
+                "launch_crash_rate",
+                (launch_crashes.0, starts.0 + launch_crashes.0),
+                (launch_crashes.1, starts.1 + launch_crashes.1),
+            ));
+        }
+        for (signal, name) in [
+            ("anr_rate", "client.anrs"),
+            ("crash_loop_rate", "client.crash_loops"),
+        ] {
+            let events = count(name);
+            if some(events) {
+                judgements.push(self.ratio(signal, (events.0, sessions.0), (events.1, sessions.1)));
+            }
+        }
+        for (signal, q, name) in [
+            ("battery_drain_p50", 0.5, "client.power.drain"),
+            ("bytes_sent_p90", 0.9, "client.http.bytes_sent"),
+            ("bytes_received_p90", 0.9, "client.http.bytes_received"),
+        ] {
+            let (canary, baseline) = series(name);
+            if canary.values.count() + baseline.values.count() > 0 {
+                judgements.push(self.amounts(signal, q, &canary.values, &baseline.values, 0.0));
+            }
+        }
+        let frames = sum("client.frames");
+        if some(frames) {
+            let slow = sum("client.frames.slow");
+            judgements.push(self.ratio("slow_frame_rate", (slow.0, frames.0), (slow.1, frames.1)));
+        }
+        judgements
     }
 
     /// The server signals of a service's spans: error ratio, p50 and p99

@@ -238,13 +238,20 @@ pub(super) fn check_rule(
     let kind = spec.kind.unwrap_or(Kind::Span);
     let mut matchers = matchers;
     if let Check::Canary { .. } = check {
-        if kind != Kind::Span {
-            return Err("a canary rule judges server spans: kind must be span (app releases: GET /api/v1/releases/{app}/health)".into());
-        }
         if !spec.group_by.is_empty() {
             return Err("group_by does not apply to a canary rule: it compares versions, units and cohorts itself".into());
         }
-        matchers.push(Matcher::equal("span.kind", "server"));
+        match kind {
+            Kind::Span => matchers.push(Matcher::equal("span.kind", "server")),
+            Kind::Client => {
+                if spec.series.is_some() {
+                    return Err("series does not apply to a client canary rule: it reads the app's crashes, starts, ANRs, frames, battery and traffic itself".into());
+                }
+            }
+            _ => {
+                return Err("a canary rule judges server spans (kind span) or an app's releases (kind client)".into());
+            }
+        }
     }
     let rule = Rule {
         name: spec.name,

@@ -54,6 +54,12 @@
 //!     significance: 0.05
 //!     tolerance: 0.1              # worse by more than 10 % of the baseline
 //!     actions: [rollback]
+//!   - name: wallet-release
+//!     type: canary                # kind: client: each canary app version against
+//!     kind: client                # its baseline on the app's client series (crash,
+//!     service: wallet-ios         # launch crash, ANR and crash loop rates, app
+//!     window: 30m                 # start, battery, traffic, slow frames); labelled
+//!     actions: [rollback]         # app.version and the failed signal
 //! receivers:
 //!   - name: oncall
 //!     url: http://hooks.example/alerts

@@ -144,8 +144,12 @@ fn bad_rules_name_the_file_line_and_reason() {
             "rules/pay.yaml:3: rule a: group_by does not apply to a canary rule: it compares versions, units and cohorts itself",
         ),
         (
-            "tenant: acme\nrules:\n  - {name: a, type: canary, kind: client, service: wallet}\n",
-            "rules/pay.yaml:3: rule a: a canary rule judges server spans: kind must be span (app releases: GET /api/v1/releases/{app}/health)",
+            "tenant: acme\nrules:\n  - {name: a, type: canary, kind: metric, service: wallet}\n",
+            "rules/pay.yaml:3: rule a: a canary rule judges server spans (kind span) or an app's releases (kind client)",
+        ),
+        (
+            "tenant: acme\nrules:\n  - {name: a, type: canary, kind: client, service: wallet, series: client.crashes}\n",
+            "rules/pay.yaml:3: rule a: series does not apply to a client canary rule: it reads the app's crashes, starts, ANRs, frames, battery and traffic itself",
         ),
         (
             "tenant: acme\nrules:\n  - {name: a, type: canary, service: pay, significance: 0.9}\n",
