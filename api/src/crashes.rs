@@ -7,19 +7,16 @@
 //! all the crashes kept until the range's end: first and last seen, first
 //! and last version, and its state in its last version (or the `version`
 //! asked for) among every version the app sent telemetry from
-//! ([`CrashState`]).
+//! ([`CrashState`]), as `vigil_store::crash_groups` judges them.
 
-use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
 use serde_json::{Map, Value, json};
 use vigil_domain::crash::{CrashState, compare_versions};
-use vigil_domain::model::Kind;
-use vigil_store::{
-    CrashCount, CrashDimension, CrashGroupCount, CrashQuery, EventKind, EventQuery, EventRecord,
-};
+use vigil_store::crash_groups::{self, CrashGroup};
+use vigil_store::{CrashDimension, CrashQuery, EventKind, EventQuery, EventRecord};
 
 use crate::error::{ApiError, BadParameter};
 use crate::openapi::{Endpoint, FROM, Method, Param, TO};
@@ -192,25 +189,14 @@ impl Selection {
         })
     }
 
-    /// Its crashes in `[from_ns, to_ns)`, of the given groups (all when
-    /// empty), with or without its filters.
-    fn query(
-        &self,
-        reader: &Reader,
-        (from_ns, to_ns): (u64, u64),
-        fingerprints: &[String],
-        filtered: bool,
-    ) -> CrashQuery {
+    /// Its crashes, of the given groups (all when empty).
+    fn query(&self, reader: &Reader, fingerprints: &[String]) -> CrashQuery {
         CrashQuery {
             tenant: reader.tenant.clone(),
             app: self.app.clone(),
-            from_ns,
-            to_ns,
-            filters: if filtered {
-                self.filters.clone()
-            } else {
-                Vec::new()
-            },
+            from_ns: self.from_ns,
+            to_ns: self.to_ns,
+            filters: self.filters.clone(),
             fingerprints: fingerprints.to_vec(),
         }
     }
@@ -224,43 +210,27 @@ impl Selection {
 }
 
 /// One group as both endpoints show it.
-struct Summary {
-    count: CrashGroupCount,
-    /// Filled by [`reach`] for the groups shown.
-    sessions: u64,
-    users: u64,
-    previous_events: u64,
-    state: CrashState,
-    /// Over every crash of the group kept until the range's end.
-    first_ns: u64,
-    last_ns: u64,
-    first_version: String,
-    last_version: String,
-}
-
-impl Summary {
-    fn json(&self, total: u64) -> Value {
-        let count = &self.count;
-        let change = (self.previous_events > 0).then(|| {
-            (count.events as f64 - self.previous_events as f64) / self.previous_events as f64
-        });
-        json!({
-            "fingerprint": count.fingerprint,
-            "exception_type": count.exception_type,
-            "message": count.message,
-            "state": self.state.as_str(),
-            "events": count.events,
-            "sessions": self.sessions,
-            "users": self.users,
-            "share": share(count.events, total),
-            "previous_events": self.previous_events,
-            "change": change,
-            "first_seen": ms(self.first_ns),
-            "last_seen": ms(self.last_ns),
-            "first_version": self.first_version,
-            "last_version": self.last_version,
-        })
-    }
+fn group_json(group: &CrashGroup, total: u64) -> Value {
+    let count = &group.count;
+    let change = (group.previous_events > 0).then(|| {
+        (count.events as f64 - group.previous_events as f64) / group.previous_events as f64
+    });
+    json!({
+        "fingerprint": count.fingerprint,
+        "exception_type": count.exception_type,
+        "message": count.message,
+        "state": group.state.as_str(),
+        "events": count.events,
+        "sessions": group.sessions,
+        "users": group.users,
+        "share": share(count.events, total),
+        "previous_events": group.previous_events,
+        "change": change,
+        "first_seen": ms(group.first_ns),
+        "last_seen": ms(group.last_ns),
+        "first_version": group.first_version,
+        "last_version": group.last_version,
+    })
 }
 
 fn share(part: u64, total: u64) -> f64 {
@@ -269,117 +239,6 @@ fn share(part: u64, total: u64) -> f64 {
     } else {
         part as f64 / total as f64
     }
-}
-
-/// The groups `selection` selects (of `fingerprints` when not empty), most
-/// crashes first, and the crashes of all of them; without their sessions
-/// and users ([`reach`]).
-async fn summaries(
-    reader: &Reader,
-    selection: &Selection,
-    fingerprints: &[String],
-) -> Result<(Vec<Summary>, u64), ApiError> {
-    let store = &reader.store;
-    let range = (selection.from_ns, selection.to_ns);
-    let length = selection.to_ns - selection.from_ns;
-    let before = (selection.from_ns.saturating_sub(length), selection.from_ns);
-    // Read side by side. Each group's versions unfiltered: its history is
-    // the group's, not the selection's.
-    let queries = [
-        selection.query(reader, range, fingerprints, true),
-        selection.query(reader, before, fingerprints, true),
-        selection.query(reader, (0, selection.to_ns), fingerprints, false),
-    ];
-    let (current, previous, history, catalogue) = tokio::try_join!(
-        store.crash_groups(&queries[0]),
-        store.crash_groups(&queries[1]),
-        store.crash_counts(&queries[2], CrashDimension::Version),
-        store.series(&reader.tenant, Some(Kind::Client), Some(&selection.app)),
-    )?;
-    let total = current.iter().map(|group| group.events).sum();
-    let previous: HashMap<String, u64> = previous
-        .into_iter()
-        .map(|group| (group.fingerprint, group.events))
-        .collect();
-    let mut by_group: HashMap<&str, Vec<&CrashCount>> = HashMap::new();
-    for count in &history {
-        by_group.entry(&count.fingerprint).or_default().push(count);
-    }
-    // Every version the app sent telemetry from, and every version it
-    // crashed in.
-    let versions: BTreeSet<&str> = catalogue
-        .iter()
-        .filter_map(|entry| entry.series.label("app.version"))
-        .chain(history.iter().map(|count| count.value.as_str()))
-        .collect();
-    let summaries = current
-        .into_iter()
-        .map(|count| {
-            let seen = by_group
-                .remove(count.fingerprint.as_str())
-                .unwrap_or_default();
-            let order = |a: &&&CrashCount, b: &&&CrashCount| compare_versions(&a.value, &b.value);
-            let first_version = seen.iter().min_by(order).map(|c| c.value.clone());
-            let last_version = seen.iter().max_by(order).map(|c| c.value.clone());
-            let last_version = last_version.unwrap_or_default();
-            let judged = selection.version().unwrap_or(&last_version);
-            let state = CrashState::of(
-                judged,
-                seen.iter().map(|c| c.value.as_str()),
-                versions.iter().copied(),
-            );
-            Summary {
-                sessions: 0,
-                users: 0,
-                previous_events: previous.get(&count.fingerprint).copied().unwrap_or(0),
-                state,
-                first_ns: seen
-                    .iter()
-                    .map(|c| c.first_ns)
-                    .min()
-                    .unwrap_or(count.first_ns),
-                last_ns: seen
-                    .iter()
-                    .map(|c| c.last_ns)
-                    .max()
-                    .unwrap_or(count.last_ns),
-                first_version: first_version.unwrap_or_default(),
-                last_version,
-                count,
-            }
-        })
-        .collect();
-    Ok((summaries, total))
-}
-
-/// Fills the sessions and users each of `summaries` hit.
-async fn reach(
-    reader: &Reader,
-    selection: &Selection,
-    summaries: &mut [Summary],
-) -> Result<(), ApiError> {
-    if summaries.is_empty() {
-        return Ok(());
-    }
-    let fingerprints: Vec<String> = summaries
-        .iter()
-        .map(|summary| summary.count.fingerprint.clone())
-        .collect();
-    let range = (selection.from_ns, selection.to_ns);
-    let reach: HashMap<String, (u64, u64)> = reader
-        .store
-        .crash_reach(&selection.query(reader, range, &fingerprints, true), None)
-        .await?
-        .into_iter()
-        .map(|r| (r.key, (r.sessions, r.users)))
-        .collect();
-    for summary in summaries {
-        (summary.sessions, summary.users) = reach
-            .get(&summary.count.fingerprint)
-            .copied()
-            .unwrap_or_default();
-    }
-    Ok(())
 }
 
 pub async fn list(State(state): State<Arc<AppState>>, incoming: Incoming) -> Answer {
@@ -401,19 +260,22 @@ pub async fn list(State(state): State<Arc<AppState>>, incoming: Incoming) -> Ans
         .params
         .number("limit", 1, 1000)?
         .map_or(50, |n| n as usize);
+    let reader = &call.reader;
+    let query = selection.query(reader, &[]);
     let (page, total) = state
         .within(async {
-            let (summaries, total) = summaries(&call.reader, &selection, &[]).await?;
-            let mut page: Vec<Summary> = summaries
+            let store = reader.store.as_ref();
+            let (groups, total) = crash_groups::judged(store, &query, selection.version()).await?;
+            let mut page: Vec<CrashGroup> = groups
                 .into_iter()
-                .filter(|summary| wanted.is_none_or(|state| summary.state == state))
+                .filter(|group| wanted.is_none_or(|state| group.state == state))
                 .take(limit)
                 .collect();
-            reach(&call.reader, &selection, &mut page).await?;
+            crash_groups::reach(store, &query, &mut page).await?;
             Ok((page, total))
         })
         .await?;
-    let groups: Vec<Value> = page.iter().map(|summary| summary.json(total)).collect();
+    let groups: Vec<Value> = page.iter().map(|group| group_json(group, total)).collect();
     Ok(Json(json!({
         "app": selection.app,
         "from": ms(selection.from_ns),
@@ -435,18 +297,19 @@ pub async fn group(
         .number("samples", 0, 100)?
         .map_or(10, |n| n as usize);
     let reader = &call.reader;
-    let fingerprints = [fingerprint.clone()];
+    let group = selection.query(reader, &[fingerprint.clone()]);
     let (summary, crashes, by) = state
         .within(async {
-            let (summaries, _) = summaries(reader, &selection, &fingerprints).await?;
-            let Some(summary) = summaries.into_iter().next() else {
+            let store = reader.store.as_ref();
+            let (groups, _) = crash_groups::judged(store, &group, selection.version()).await?;
+            let Some(summary) = groups.into_iter().next() else {
                 return Err(ApiError::NotFound(format!(
                     "no crash of group {fingerprint:?} of app {:?} in the range",
                     selection.app
                 )));
             };
             let mut summary = [summary];
-            reach(reader, &selection, &mut summary).await?;
+            crash_groups::reach(store, &group, &mut summary).await?;
             let [summary] = summary;
             let mut query = EventQuery::new(
                 reader.tenant.clone(),
@@ -462,13 +325,7 @@ pub async fn group(
                 .map(|(dimension, value)| (dimension.attribute().to_owned(), value.clone()))
                 .collect();
             query.limit = samples;
-            let group = selection.query(
-                reader,
-                (selection.from_ns, selection.to_ns),
-                &fingerprints,
-                true,
-            );
-            let store = &reader.store;
+
             // Read side by side.
             let (crashes, versions, devices, os, os_versions) = tokio::try_join!(
                 async {
@@ -495,7 +352,7 @@ pub async fn group(
     let events = summary.count.events;
     let mut answer = Map::new();
     answer.insert("app".into(), selection.app.clone().into());
-    answer.insert("group".into(), summary.json(events));
+    answer.insert("group".into(), group_json(&summary, events));
     answer.insert(
         "samples".into(),
         crashes.iter().map(sample_json).collect::<Vec<_>>().into(),

@@ -19,6 +19,7 @@
 
 mod clickhouse;
 mod codec;
+pub mod crash_groups;
 mod events;
 mod retention;
 mod rollups;
@@ -79,11 +80,11 @@ pub trait IngestStore: RollupStore + TraceStore + EventStore {}
 
 impl<T: RollupStore + TraceStore + EventStore + ?Sized> IngestStore for T {}
 
-/// What the alerter reads and keeps: rollups (to rebuild its windows) and
-/// its state with history.
-pub trait AlertStore: RollupStore + StateStore {}
+/// What the alerter reads and keeps: rollups (to rebuild its windows), its
+/// state with history, and crashes (its `crash_group` rules).
+pub trait AlertStore: RollupStore + StateStore + EventStore {}
 
-impl<T: RollupStore + StateStore + ?Sized> AlertStore for T {}
+impl<T: RollupStore + StateStore + EventStore + ?Sized> AlertStore for T {}
 
 /// A whole store: every concern, plus its schema and retention. See the
 /// module documentation for the guarantees. A component takes the narrowest
