@@ -69,7 +69,9 @@ impl FeedKey {
             Check::Threshold { .. } | Check::Anomaly { .. } | Check::Canary { .. } => Keep::Rollups,
             Check::BurnRate { latency_ms, .. } => Keep::Counts(latency_ms.map(f64::to_bits)),
             Check::Absence => Keep::Presence,
-            Check::Promql(_) => unreachable!("PromQL rules have no feed"),
+            Check::Promql(_) | Check::CrashGroup { .. } => {
+                unreachable!("PromQL and crash group rules have no feed")
+            }
         };
         FeedKey {
             tenant: rule.tenant.clone(),
@@ -102,7 +104,7 @@ fn slots_s(rule: &Rule) -> u64 {
         | Check::Canary { window_s, .. } => *window_s,
         Check::BurnRate { windows, .. } => windows.iter().map(|w| w.long_s).max().unwrap_or(0),
         Check::Absence => rule.for_s,
-        Check::Promql(_) => 0,
+        Check::Promql(_) | Check::CrashGroup { .. } => 0,
     }
 }
 
@@ -236,7 +238,7 @@ impl Engine {
         let mut feeds: Vec<Feed> = Vec::new();
         let mut feed_of = Vec::with_capacity(rules.len());
         for rule in &rules {
-            if let Check::Promql(_) = rule.check {
+            if let Check::Promql(_) | Check::CrashGroup { .. } = rule.check {
                 feed_of.push(None);
                 continue;
             }
@@ -647,8 +649,9 @@ fn check(
             }
         }
         // Judged over all the feed's groups at once, in `releases`; PromQL
-        // rules over their series, in `Promql::evaluate`.
-        Check::Canary { .. } | Check::Promql(_) => {}
+        // rules over their series, in `Promql::evaluate`; crash groups by
+        // the control loop.
+        Check::Canary { .. } | Check::Promql(_) | Check::CrashGroup { .. } => {}
     }
 }
 

@@ -286,6 +286,8 @@ impl Parts {
             metrics: Arc::clone(&self.metrics),
             outbox: Outbox::restore(outbox.into_iter().map(|(_, pending)| pending)),
             runs: Runs::restore(runs, now_ms),
+            crash_verdicts: std::collections::HashMap::new(),
+            crashes_read_at: 0,
         };
         control.publish_playbooks(now_ms).await;
         control

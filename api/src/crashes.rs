@@ -297,7 +297,7 @@ pub async fn group(
         .number("samples", 0, 100)?
         .map_or(10, |n| n as usize);
     let reader = &call.reader;
-    let group = selection.query(reader, &[fingerprint.clone()]);
+    let group = selection.query(reader, std::slice::from_ref(&fingerprint));
     let (summary, crashes, by) = state
         .within(async {
             let store = reader.store.as_ref();

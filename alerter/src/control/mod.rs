@@ -4,6 +4,7 @@
 //! actions are in [`remediation`], playbook runs in [`playbooks`], what it
 //! keeps in the store in [`state`].
 
+mod crashes;
 mod located;
 mod outbox;
 mod playbooks;
@@ -52,6 +53,10 @@ pub(crate) struct Control {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) outbox: Outbox,
     pub(crate) runs: Runs,
+    /// The last verdicts of each `crash_group` rule read, by rule index,
+    /// and the boundary they were read at.
+    pub(crate) crash_verdicts: HashMap<usize, Vec<crate::eval::Verdict>>,
+    pub(crate) crashes_read_at: u64,
 }
 
 impl Control {
@@ -164,6 +169,9 @@ impl Control {
                 let dispatcher = std::mem::take(&mut self.dispatcher);
                 self.dispatcher = dispatcher.reload(&ruleset);
                 self.ruleset = ruleset;
+                // Rule indices change with the rules.
+                self.crash_verdicts.clear();
+                self.crashes_read_at = 0;
                 self.publish_playbooks(now_ms()).await;
                 self.metrics.rules.set(count as i64);
                 tracing::info!(rules = count, "rules reloaded");
@@ -180,7 +188,15 @@ impl Control {
     async fn tick(&mut self, now_ms: u64) {
         let due_s = now_ms.saturating_sub(self.settings.evaluation_delay_ms) / 1_000;
         let started = Instant::now();
-        let rounds = self.engine.advance(due_s);
+        let mut rounds = self.engine.advance(due_s);
+        // Crash group rules read the store once per tick, at its last
+        // boundary; their verdicts hold for each boundary of the tick.
+        if let Some(&(last, _)) = rounds.last() {
+            let crashes = self.crash_verdicts(last).await;
+            for (_, verdicts) in &mut rounds {
+                verdicts.extend(crashes.iter().cloned());
+            }
+        }
         if !rounds.is_empty() {
             self.metrics
                 .evaluation_seconds

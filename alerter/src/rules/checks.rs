@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use vigil_domain::canary::Criteria;
+use vigil_domain::crash::CrashState;
 use vigil_domain::model::Kind;
 use vigil_domain::signal::{Matcher, Signal, is_label_name, parse_filter};
 use vigil_domain::template::{JsonTemplate, Template};
@@ -78,7 +79,54 @@ pub(super) fn check_rule(
             None => Ok(()),
         }
     };
+    if !matches!(spec.r#type, RuleType::CrashGroup) {
+        unused(&[
+            ("states", spec.states.is_some()),
+            ("velocity", spec.velocity.is_some()),
+        ])?;
+    }
     let check = match spec.r#type {
+        RuleType::CrashGroup => {
+            unused(&[
+                ("signal", spec.signal.is_some()),
+                ("op", spec.op.is_some()),
+                ("value", spec.value.is_some()),
+                ("objective", spec.objective.is_some()),
+                ("method", spec.method.is_some()),
+                ("series", spec.series.is_some()),
+                ("filter", spec.filter.is_some()),
+                ("group_by", !spec.group_by.is_empty()),
+            ])?;
+            if spec.service.is_none() {
+                return Err("service is required: the app whose crash groups are watched".into());
+            }
+            let states = match &spec.states {
+                None => vec![CrashState::New, CrashState::Regressed],
+                Some(names) => names
+                    .iter()
+                    .map(|name| {
+                        CrashState::parse(name).ok_or_else(|| {
+                            format!("states: {name:?} is not one of new, regressed, ongoing")
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            };
+            if let Some(velocity) = spec.velocity
+                && !(velocity > 0.0 && velocity <= 1.0)
+            {
+                return Err(format!(
+                    "velocity must be a share of sessions above 0 and at most 1, got {velocity}"
+                ));
+            }
+            Check::CrashGroup {
+                window_s: spec
+                    .window
+                    .map_or(Ok(3_600), |w| step_multiple("window", w.0))?,
+                states,
+                min_count: spec.min_count.unwrap_or(1),
+                velocity: spec.velocity,
+            }
+        }
         RuleType::Threshold => {
             unused(&[
                 ("objective", spec.objective.is_some()),
@@ -235,7 +283,13 @@ pub(super) fn check_rule(
             }
         }
     };
-    let kind = spec.kind.unwrap_or(Kind::Span);
+    let kind = match (&check, spec.kind) {
+        (Check::CrashGroup { .. }, None | Some(Kind::Client)) => Kind::Client,
+        (Check::CrashGroup { .. }, Some(_)) => {
+            return Err("a crash_group rule watches an app's crashes: kind must be client".into());
+        }
+        (_, kind) => kind.unwrap_or(Kind::Span),
+    };
     let mut matchers = matchers;
     if let Check::Canary { .. } = check {
         if !spec.group_by.is_empty() {

@@ -60,6 +60,13 @@
 //!     service: wallet-ios         # launch crash, ANR and crash loop rates, app
 //!     window: 30m                 # start, battery, traffic, slow frames); labelled
 //!     actions: [rollback]         # app.version and the failed signal
+//!   - name: wallet-crash-groups
+//!     type: crash_group           # the app's crash groups (vigil_store::crash_groups)
+//!     service: wallet-ios         # over the window: a group in one of states with
+//!     window: 1h                  # at least min_count crashes, or one that hit
+//!     states: [new, regressed]    # velocity of its last version's sessions;
+//!     min_count: 10               # labelled app.version, crash.fingerprint,
+//!     velocity: 0.01              # exception.type, crash.state (control/crashes.rs)
 //! receivers:
 //!   - name: oncall
 //!     url: http://hooks.example/alerts
@@ -106,6 +113,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use vigil_domain::canary::Criteria;
+use vigil_domain::crash::CrashState;
 use vigil_domain::model::Kind;
 use vigil_domain::signal::Matcher;
 use vigil_domain::signal::Signal;
@@ -230,6 +238,18 @@ pub enum Check {
     /// A Prometheus alerting rule's expression: each series of its result
     /// at a boundary is a verdict (see `prometheus.rs`).
     Promql(Box<Expression>),
+    /// An app's crash groups over the last `window_s`, as
+    /// `vigil_store::crash_groups` judges them: a group in one of `states`
+    /// with at least `min_count` crashes, or (with `velocity`) one whose
+    /// crashed sessions in its last version are at least this share of
+    /// that version's sessions. Read from the store by the control loop at
+    /// each boundary, not from the stream (`control/crashes.rs`).
+    CrashGroup {
+        window_s: u64,
+        states: Vec<CrashState>,
+        min_count: u64,
+        velocity: Option<f64>,
+    },
 }
 
 /// A threshold's comparison, written `>`, `>=`, `<` or `<=`.
@@ -300,7 +320,9 @@ impl Rule {
     /// How far back the rule reads, in seconds.
     pub fn range_s(&self) -> u64 {
         match &self.check {
-            Check::Threshold { window_s, .. } | Check::Canary { window_s, .. } => *window_s,
+            Check::Threshold { window_s, .. }
+            | Check::Canary { window_s, .. }
+            | Check::CrashGroup { window_s, .. } => *window_s,
             Check::Absence => self.for_s,
             Check::BurnRate { windows, .. } => {
                 windows.iter().map(|w| w.long_s).max().unwrap_or(STEP_S)
@@ -342,6 +364,8 @@ impl Rule {
             Check::Promql(_) => [Kind::Span, Kind::Metric, Kind::Client, Kind::Probe]
                 .map(|kind| (kind, None))
                 .to_vec(),
+            // Crashes, not rollups.
+            Check::CrashGroup { .. } => Vec::new(),
             _ => vec![(self.kind, self.service.clone())],
         }
     }

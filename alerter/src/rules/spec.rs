@@ -39,6 +39,7 @@ pub(super) enum RuleType {
     BurnRate,
     Anomaly,
     Canary,
+    CrashGroup,
 }
 
 impl RuleType {
@@ -49,6 +50,7 @@ impl RuleType {
             RuleType::BurnRate => "burn_rate",
             RuleType::Anomaly => "anomaly",
             RuleType::Canary => "canary",
+            RuleType::CrashGroup => "crash_group",
         }
     }
 }
@@ -108,6 +110,10 @@ pub(super) struct RuleSpec {
     pub(super) min_samples: Option<u64>,
     #[serde(default)]
     pub(super) significance: Option<f64>,
+    #[serde(default)]
+    pub(super) states: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) velocity: Option<f64>,
     #[serde(default)]
     pub(super) labels: BTreeMap<String, String>,
     #[serde(default)]

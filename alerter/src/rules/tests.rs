@@ -117,7 +117,7 @@ fn bad_rules_name_the_file_line_and_reason() {
     let cases: &[(&str, &str)] = &[
         (
             "rules:\n  - name: a\n    type: treshold\n",
-            "rules/pay.yaml:3: rules[0].type: unknown variant `treshold`, expected one of `threshold`, `absence`, `burn_rate`, `anomaly`, `canary`",
+            "rules/pay.yaml:3: rules[0].type: unknown variant `treshold`, expected one of `threshold`, `absence`, `burn_rate`, `anomaly`, `canary`, `crash_group`",
         ),
         (
             "rules:\n  - name: a\n    type: threshold\n    signal: p99\n    op: '>'\n    value: 1\n",
@@ -150,6 +150,26 @@ fn bad_rules_name_the_file_line_and_reason() {
         (
             "tenant: acme\nrules:\n  - {name: a, type: canary, kind: client, service: wallet, series: client.crashes}\n",
             "rules/pay.yaml:3: rule a: series does not apply to a client canary rule: it reads the app's crashes, starts, ANRs, frames, battery and traffic itself",
+        ),
+        (
+            "tenant: acme\nrules:\n  - {name: a, type: crash_group}\n",
+            "rules/pay.yaml:3: rule a: service is required: the app whose crash groups are watched",
+        ),
+        (
+            "tenant: acme\nrules:\n  - {name: a, type: crash_group, service: w, states: [resolved]}\n",
+            "rules/pay.yaml:3: rule a: states: \"resolved\" is not one of new, regressed, ongoing",
+        ),
+        (
+            "tenant: acme\nrules:\n  - {name: a, type: crash_group, service: w, velocity: 2}\n",
+            "rules/pay.yaml:3: rule a: velocity must be a share of sessions above 0 and at most 1, got 2",
+        ),
+        (
+            "tenant: acme\nrules:\n  - {name: a, type: crash_group, service: w, kind: span}\n",
+            "rules/pay.yaml:3: rule a: a crash_group rule watches an app's crashes: kind must be client",
+        ),
+        (
+            "tenant: acme\nrules:\n  - {name: a, type: threshold, service: w, signal: rate, op: '>', value: 1, velocity: 0.1}\n",
+            "rules/pay.yaml:3: rule a: velocity does not apply to a threshold rule",
         ),
         (
             "tenant: acme\nrules:\n  - {name: a, type: canary, service: pay, significance: 0.9}\n",

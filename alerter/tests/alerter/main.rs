@@ -1093,4 +1093,5 @@ async fn prometheus_rule_files_fire_through_a_real_alertmanager() {
     let _ = std::fs::remove_dir_all(&s.folder);
 }
 
+mod crashes;
 mod playbooks;
