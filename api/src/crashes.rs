@@ -392,7 +392,7 @@ fn sample_json(crash: &EventRecord) -> Value {
             _ => CrashDimension::ALL
                 .into_iter()
                 .find(|d| d.attribute() == key)
-                .map(|d| (sample_field(d), dimension_json(d, value))),
+                .map(|d| (d.name(), dimension_json(d, value))),
         };
         match named {
             Some((name, value)) => {
@@ -416,18 +416,6 @@ fn sample_json(crash: &EventRecord) -> Value {
         sample.insert("attributes".into(), Value::Object(attributes));
     }
     sample
-}
-
-fn sample_field(dimension: CrashDimension) -> &'static str {
-    match dimension {
-        CrashDimension::Version => "version",
-        CrashDimension::Os => "os",
-        CrashDimension::OsVersion => "os_version",
-        CrashDimension::Device => "device",
-        CrashDimension::Kind => "kind",
-        CrashDimension::Foreground => "foreground",
-        CrashDimension::Recurred => "recurred",
-    }
 }
 
 /// Foreground and recurred as booleans, the others as text.

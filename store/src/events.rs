@@ -125,6 +125,20 @@ impl CrashDimension {
         CrashDimension::Recurred,
     ];
 
+    /// Its short name: `version`, `os`, `os_version`, `device`, `kind`,
+    /// `foreground`, `recurred`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CrashDimension::Version => "version",
+            CrashDimension::Os => "os",
+            CrashDimension::OsVersion => "os_version",
+            CrashDimension::Device => "device",
+            CrashDimension::Kind => "kind",
+            CrashDimension::Foreground => "foreground",
+            CrashDimension::Recurred => "recurred",
+        }
+    }
+
     /// The attribute of a crash event that holds it.
     pub fn attribute(self) -> &'static str {
         match self {

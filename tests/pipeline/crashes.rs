@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 use vigil_testing::{Backend, on_both_backends};
 
-use crate::harness::{INGEST, Stack, now_s};
+use crate::harness::{Stack, now_s};
 
 on_both_backends!(crash_groups_are_counted_judged_and_shown_as_sent);
 
@@ -123,15 +123,7 @@ async fn crash_groups_are_counted_judged_and_shown_as_sent(backend: Backend) {
             )],
         ),
     ];
-    let response = reqwest::Client::new()
-        .post(format!("{}/v1/client", stack.otlp_endpoint()))
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {INGEST}"))
-        .body(json!({ "batches": batches }).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    stack.send_client(batches).await;
 
     let range = format!("app=wallet&from={from}&to={to}");
     let minute = |n: u64| (from + n * MINUTE_MS) as f64;

@@ -107,6 +107,25 @@ impl Stack {
         format!("http://{}", self.pipeline.otlp())
     }
 
+    /// Posts client telemetry batches (JSON) to the collector as acme; every
+    /// event must be accepted.
+    pub async fn send_client(&self, batches: Vec<Value>) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/v1/client", self.otlp_endpoint()))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {INGEST}"))
+            .body(serde_json::json!({ "batches": batches }).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let answer: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        assert_eq!(
+            answer,
+            serde_json::json!({"rejectedEvents": 0, "errorMessage": ""})
+        );
+    }
+
     /// The dashboard API over the pipeline's store, on a free port.
     pub async fn api(&self) -> ApiClient {
         let api = Api::start(

@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 use vigil_testing::{Backend, on_both_backends};
 
-use crate::harness::{ApiClient, INGEST, Stack, now_s};
+use crate::harness::{ApiClient, Stack, now_s};
 
 on_both_backends!(stability_signals_are_read_back_exactly);
 
@@ -128,15 +128,7 @@ async fn stability_signals_are_read_back_exactly(backend: Backend) {
             ],
         ),
     ];
-    let response = reqwest::Client::new()
-        .post(format!("{}/v1/client", stack.otlp_endpoint()))
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {INGEST}"))
-        .body(json!({ "batches": batches }).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    stack.send_client(batches).await;
 
     let range = format!("from={from}&to={to}");
     // Every series, read as the API reads it.

@@ -48,17 +48,9 @@ impl Clauses {
     }
 }
 
-/// The column of `crashes` holding a dimension.
+/// The column of `crashes` holding a dimension: its name.
 fn column(dimension: CrashDimension) -> &'static str {
-    match dimension {
-        CrashDimension::Version => "version",
-        CrashDimension::Os => "os",
-        CrashDimension::OsVersion => "os_version",
-        CrashDimension::Device => "device",
-        CrashDimension::Kind => "kind",
-        CrashDimension::Foreground => "foreground",
-        CrashDimension::Recurred => "recurred",
-    }
+    dimension.name()
 }
 
 /// The crashes of `query` as clauses after tenant ?1, app ?2 and the range
