@@ -577,7 +577,22 @@ fn the_readme_walkthrough_answers() {
         .iter()
         .map(|s| s["signal"].as_str().unwrap())
         .collect();
-    assert_eq!(signals, ["crash_rate", "app_start_p90", "slow_frame_rate"]);
+    // Launch crashes and crash loops appear once 5.1's first loop came
+    // (about 20 s after the start); the others from the first second.
+    let always = [
+        "crash_rate",
+        "app_start_p90",
+        "battery_drain_p50",
+        "bytes_sent_p90",
+        "bytes_received_p90",
+        "slow_frame_rate",
+    ];
+    let judged: Vec<&str> = signals
+        .iter()
+        .copied()
+        .filter(|s| !["launch_crash_rate", "crash_loop_rate"].contains(s))
+        .collect();
+    assert_eq!(judged, always, "{app}");
     assert_eq!(
         answers[8].1.lines().count(),
         3,
@@ -598,8 +613,27 @@ fn the_readme_walkthrough_answers() {
         json!({"service": "payments", "unit": "unit-b"}),
         "{runs}"
     );
+    // The app's crash groups, one group's newest crash, its error logs.
+    let crashes = json(13);
+    let groups: Vec<&str> = crashes["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["fingerprint"].as_str().unwrap())
+        .collect();
+    assert!(groups.contains(&"wallet-checkout-1"), "{crashes}");
+    let group = json(14);
     assert_eq!(
-        answers[13].1.lines().count(),
+        group["group"]["fingerprint"], "wallet-checkout-1",
+        "{group}"
+    );
+    assert_eq!(group["samples"].as_array().unwrap().len(), 1, "{group}");
+    let logs = json(15);
+    let logs = logs["logs"].as_array().unwrap();
+    assert_eq!(logs.len(), 3, "{logs:?}");
+    assert!(logs.iter().all(|l| l["severity"] == "ERROR"), "{logs:?}");
+    assert_eq!(
+        answers[16].1.lines().count(),
         4,
         "faults cleared on three instances, and the demo's routing restored"
     );
