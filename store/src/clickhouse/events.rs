@@ -56,10 +56,60 @@ struct CrashCountRow {
     last_ns: u64,
 }
 
-/// A crash attribute's value in a row of `events` ('' when absent: the
-/// element 0 of an array is its type's default).
-fn crash_attribute(key: &str) -> String {
-    format!("attribute_values[indexOf(attribute_keys, '{key}')]")
+/// A crash as a row of `crashes`: its dimensions as columns, named by
+/// [`CrashDimension::name`].
+#[derive(Row, Serialize)]
+struct CrashRow {
+    tenant: String,
+    app: String,
+    time_ns: u64,
+    id: u64,
+    fingerprint: String,
+    exception_type: String,
+    message: String,
+    version: String,
+    os: String,
+    os_version: String,
+    device: String,
+    kind: String,
+    foreground: String,
+    recurred: String,
+    user_hash: String,
+    session_hash: String,
+    day: u32,
+}
+
+impl CrashRow {
+    fn of(event: &EventRecord) -> Self {
+        let attribute = |key: &str| {
+            event
+                .attributes
+                .iter()
+                .find(|(k, _)| k == key)
+                .map_or_else(String::new, |(_, v)| v.clone())
+        };
+        let [version, os, os_version, device, kind, foreground, recurred] =
+            CrashDimension::ALL.map(|d| attribute(d.attribute()));
+        CrashRow {
+            tenant: event.tenant.as_str().to_owned(),
+            app: event.service.clone(),
+            time_ns: event.time_ns,
+            id: event.id,
+            fingerprint: event.fingerprint.clone(),
+            exception_type: event.name.clone(),
+            message: event.body.clone(),
+            version,
+            os,
+            os_version,
+            device,
+            kind,
+            foreground,
+            recurred,
+            user_hash: attribute("user.id_hash"),
+            session_hash: attribute("session.id_hash"),
+            day: day_u32(event.time_ns / 1_000_000_000),
+        }
+    }
 }
 
 #[async_trait]
@@ -83,7 +133,18 @@ impl EventStore for ClickHouseStore {
                 day: day_u32(event.time_ns / 1_000_000_000),
             }
         });
-        self.insert_all("events", rows.collect()).await
+        self.insert_all("events", rows.collect()).await?;
+        // Written after the events: a failure between the two is retried
+        // whole, and a crash counts once by its id.
+        let crashes: Vec<CrashRow> = events
+            .iter()
+            .filter(|event| event.kind == EventKind::Crash)
+            .map(CrashRow::of)
+            .collect();
+        if crashes.is_empty() {
+            return Ok(());
+        }
+        self.insert_all("crashes", crashes).await
     }
 
     async fn events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
@@ -136,8 +197,8 @@ impl EventStore for ClickHouseStore {
         let rows: Vec<CrashGroupRow> = self
             .crash_select(
                 query,
-                "fingerprint, argMax(name, time_ns) AS exception_type,
-                    argMax(body, time_ns) AS message, uniqExact(id) AS events,
+                "fingerprint, argMax(exception_type, time_ns) AS exception_type,
+                    argMax(message, time_ns) AS message, uniqExact(id) AS events,
                     min(time_ns) AS first_ns, max(time_ns) AS last_ns",
                 "GROUP BY fingerprint ORDER BY events DESC, fingerprint",
             )
@@ -162,14 +223,12 @@ impl EventStore for ClickHouseStore {
         query: &CrashQuery,
         by: Option<CrashDimension>,
     ) -> Result<Vec<CrashReach>, StoreError> {
-        let key = by.map_or("fingerprint".to_owned(), |d| crash_attribute(d.attribute()));
+        let key = by.map_or("fingerprint", CrashDimension::name);
         // A crash without a session hash counts once, replayed or not.
         let columns = format!(
-            "{key} AS key, uniqExactIf({session}, {session} != '') AS sessions,
-                uniqExactIf({user}, {user} != '') AS users,
-                uniqExactIf(id, {session} = '') AS without_session",
-            session = crash_attribute("session.id_hash"),
-            user = crash_attribute("user.id_hash"),
+            "{key} AS key, uniqExactIf(session_hash, session_hash != '') AS sessions,
+                uniqExactIf(user_hash, user_hash != '') AS users,
+                uniqExactIf(id, session_hash = '') AS without_session"
         );
         let rows: Vec<CrashReachRow> = self
             .crash_select(query, &columns, "GROUP BY key ORDER BY key")
@@ -195,7 +254,7 @@ impl EventStore for ClickHouseStore {
         let columns = format!(
             "fingerprint, {} AS value, uniqExact(id) AS events, min(time_ns) AS first_ns,
                 max(time_ns) AS last_ns",
-            crash_attribute(by.attribute())
+            by.name()
         );
         let rows: Vec<CrashCountRow> = self
             .crash_select(
@@ -220,7 +279,7 @@ impl EventStore for ClickHouseStore {
 }
 
 impl ClickHouseStore {
-    /// `SELECT {columns} FROM events` over the crashes of `query`, then
+    /// `SELECT {columns} FROM crashes` over the crashes of `query`, then
     /// `{rest}` (GROUP BY, ORDER BY). Crashes are counted by distinct id:
     /// a crash written twice (a replay) and not yet merged counts once.
     fn crash_select(
@@ -232,7 +291,7 @@ impl ClickHouseStore {
         let filters: String = query
             .filters
             .iter()
-            .map(|(dimension, _)| format!(" AND {} = ?", crash_attribute(dimension.attribute())))
+            .map(|(dimension, _)| format!(" AND {} = ?", dimension.name()))
             .collect();
         let fingerprints = match query.fingerprints.len() {
             0 => String::new(),
@@ -241,17 +300,17 @@ impl ClickHouseStore {
         let mut select = self
             .client
             .query(&format!(
-                "SELECT {columns} FROM events
-                 WHERE tenant = ? AND kind = 'crash' AND day >= ? AND day <= ?
-                    AND time_ns >= ? AND time_ns < ? AND service = ?{filters}{fingerprints}
+                "SELECT {columns} FROM crashes
+                 WHERE tenant = ? AND app = ? AND day >= ? AND day <= ?
+                    AND time_ns >= ? AND time_ns < ?{filters}{fingerprints}
                  {rest}"
             ))
             .bind(query.tenant.as_str())
+            .bind(query.app.as_str())
             .bind(day_u32(query.from_ns / 1_000_000_000))
             .bind(day_u32(query.to_ns / 1_000_000_000))
             .bind(query.from_ns)
-            .bind(query.to_ns)
-            .bind(query.app.as_str());
+            .bind(query.to_ns);
         for (_, value) in &query.filters {
             select = select.bind(value.as_str());
         }
