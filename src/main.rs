@@ -20,6 +20,11 @@ use vigil_domain::shutdown::Shutdown;
 use vigil_store::Retention;
 use vigil_synthetic::Synthetic;
 
+/// mimalloc rather than the system allocator: the allocator was a third of
+/// `vigil up`'s time under remote-write load (README, "Benchmarks").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Vigil: availability monitoring for a whole payment ecosystem.
 #[derive(Debug, Parser)]
 #[command(name = "vigil", version)]
