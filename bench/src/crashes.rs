@@ -7,7 +7,7 @@
 //! [`crate::api::measure`] times the API's crash pages
 //! ([`Suite::Crashes`](crate::api::Suite)).
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use vigil_domain::tenant::TenantId;
 use vigil_store::{EventKind, EventRecord, Store};
@@ -27,32 +27,13 @@ pub struct Options {
 pub const APP: &str = "bench-app";
 const GROUPS: u64 = 1_000;
 const VERSIONS: u64 = 20;
-const PER_WRITE: u64 = 100_000;
-const DAY_NS: u64 = 86_400 * 1_000_000_000;
 
 /// Writes the crashes; how long it took.
 pub async fn load(store: &dyn Store, records: u64) -> Result<Duration, Box<dyn std::error::Error>> {
-    let tenant = TenantId::parse("bench")?;
-    let now_ns = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64;
-    let start = Instant::now();
-    let step = DAY_NS / records.max(1);
-    let mut from = 0;
-    while from < records {
-        let to = (from + PER_WRITE).min(records);
-        let batch: Vec<EventRecord> = (from..to)
-            .map(|i| {
-                crash(
-                    &tenant,
-                    i,
-                    now_ns - DAY_NS + i * step,
-                    i * VERSIONS / records,
-                )
-            })
-            .collect();
-        store.write_events(&batch).await?;
-        from = to;
-    }
-    Ok(start.elapsed())
+    crate::logs::load_events(store, records, |tenant, i, time_ns| {
+        crash(tenant, i, time_ns, i * VERSIONS / records)
+    })
+    .await
 }
 
 /// Crash `i`, of version `5.{version}`.

@@ -42,6 +42,37 @@ pub fn trace_id(i: u64) -> String {
 
 /// Writes the records; how long it took.
 pub async fn load(store: &dyn Store, records: u64) -> Result<Duration, Box<dyn std::error::Error>> {
+    load_events(store, records, |tenant, i, time_ns| EventRecord {
+        tenant: tenant.clone(),
+        kind: EventKind::Log,
+        id: i,
+        time_ns,
+        service: format!("service-{}", i % SERVICES),
+        name: if i % 5 == 0 { "ERROR" } else { "INFO" }.into(),
+        body: if i % 1_000_000 == 500_000 {
+            format!("order {i}: card needle by the issuer")
+        } else {
+            format!("order {i}: card {} by the issuer", WORDS[(i % 8) as usize])
+        },
+        trace_id: trace_id(i),
+        span_id: format!("{:016x}", i),
+        fingerprint: String::new(),
+        attributes: vec![
+            ("vigil.unit".into(), format!("unit-{}", i % 5)),
+            ("http.route".into(), format!("/r{}", i % 20)),
+        ],
+    })
+    .await
+}
+
+/// Writes `records` events of tenant `bench`, `event(tenant, i, time)`
+/// the `i`th, spread evenly over the last 24 hours, in writes of 100,000;
+/// how long it took. Also [`crate::crashes::load`]'s.
+pub async fn load_events(
+    store: &dyn Store,
+    records: u64,
+    event: impl Fn(&TenantId, u64, u64) -> EventRecord,
+) -> Result<Duration, Box<dyn std::error::Error>> {
     let tenant = TenantId::parse("bench")?;
     let now_ns = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64;
     let start = Instant::now();
@@ -50,26 +81,7 @@ pub async fn load(store: &dyn Store, records: u64) -> Result<Duration, Box<dyn s
     while from < records {
         let to = (from + PER_WRITE).min(records);
         let batch: Vec<EventRecord> = (from..to)
-            .map(|i| EventRecord {
-                tenant: tenant.clone(),
-                kind: EventKind::Log,
-                id: i,
-                time_ns: now_ns - DAY_NS + i * step,
-                service: format!("service-{}", i % SERVICES),
-                name: if i % 5 == 0 { "ERROR" } else { "INFO" }.into(),
-                body: if i % 1_000_000 == 500_000 {
-                    format!("order {i}: card needle by the issuer")
-                } else {
-                    format!("order {i}: card {} by the issuer", WORDS[(i % 8) as usize])
-                },
-                trace_id: trace_id(i),
-                span_id: format!("{:016x}", i),
-                fingerprint: String::new(),
-                attributes: vec![
-                    ("vigil.unit".into(), format!("unit-{}", i % 5)),
-                    ("http.route".into(), format!("/r{}", i % 20)),
-                ],
-            })
+            .map(|i| event(&tenant, i, now_ns - DAY_NS + i * step))
             .collect();
         store.write_events(&batch).await?;
         from = to;
