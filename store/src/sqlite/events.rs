@@ -48,11 +48,6 @@ impl Clauses {
     }
 }
 
-/// The column of `crashes` holding a dimension: its name.
-fn column(dimension: CrashDimension) -> &'static str {
-    dimension.name()
-}
-
 /// The crashes of `query` as clauses after tenant ?1, app ?2 and the range
 /// ?3–?4.
 fn crash_clauses(query: &CrashQuery) -> Clauses {
@@ -64,7 +59,7 @@ fn crash_clauses(query: &CrashQuery) -> Clauses {
     ]);
     for (dimension, value) in &query.filters {
         clauses.and(
-            &format!("{} = ?", column(*dimension)),
+            &format!("{} = ?", dimension.name()),
             vec![value.clone().into()],
         );
     }
@@ -328,7 +323,7 @@ impl EventStore for SqliteStore {
         let clauses = crash_clauses(query);
         let source = crash_source(query);
         self.run(move |connection| {
-            let key = by.map_or("fingerprint", column);
+            let key = by.map_or("fingerprint", CrashDimension::name);
             let mut statement = connection
                 .prepare_cached(&format!(
                     "SELECT {key}, count(DISTINCT nullif(session_hash, '')),
@@ -364,7 +359,7 @@ impl EventStore for SqliteStore {
         let clauses = crash_clauses(query);
         let source = crash_source(query);
         self.run(move |connection| {
-            let by = column(by);
+            let by = by.name();
             let mut statement = connection
                 .prepare_cached(&format!(
                     "SELECT fingerprint, {by}, count(*) AS events, min(time_ns), max(time_ns)
