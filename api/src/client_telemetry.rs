@@ -165,7 +165,9 @@ async fn read(
     }
     for (group, rollup) in totals("client.app_start", &["start.kind"]).await? {
         let values = &rollup.values;
-        version(&mut versions, &group).starts.insert(
+        let v = version(&mut versions, &group);
+        v.app_starts += values.count();
+        v.starts.insert(
             group[2].clone(),
             json!({
                 "count": values.count(),
@@ -175,19 +177,18 @@ async fn read(
             }),
         );
     }
-    for (group, rollup) in totals("client.app_start", &[]).await? {
-        version(&mut versions, &group).app_starts += rollup.values.count();
-    }
-    for (name, field) in [
-        ("client.crashes.launch", Count::LaunchCrashes),
-        ("client.crash_loops", Count::CrashLoops),
-        ("client.anrs", Count::Anrs),
-        ("client.http", Count::Requests),
-        ("client.http.repeated", Count::Repeated),
-        ("client.memory.kills", Count::MemoryKills),
-    ] {
+    // Counts of points, each into its field.
+    let counts: [(&str, Field); 6] = [
+        ("client.crashes.launch", |v| &mut v.launch_crashes),
+        ("client.crash_loops", |v| &mut v.crash_loops),
+        ("client.anrs", |v| &mut v.anrs),
+        ("client.http", |v| &mut v.requests),
+        ("client.http.repeated", |v| &mut v.repeated),
+        ("client.memory.kills", |v| &mut v.memory_kills),
+    ];
+    for (name, field) in counts {
         for (group, rollup) in totals(name, &[]).await? {
-            *field.of(version(&mut versions, &group)) += rollup.values.count();
+            *field(version(&mut versions, &group)) += rollup.values.count();
         }
     }
     for (group, bytes) in sums(totals("client.http.bytes_sent", &[]).await?) {
@@ -212,29 +213,8 @@ async fn read(
     Ok(versions)
 }
 
-/// A count of [`Version`] read from the count of a series' points.
-#[derive(Clone, Copy)]
-enum Count {
-    LaunchCrashes,
-    CrashLoops,
-    Anrs,
-    Requests,
-    Repeated,
-    MemoryKills,
-}
-
-impl Count {
-    fn of(self, version: &mut Version) -> &mut u64 {
-        match self {
-            Count::LaunchCrashes => &mut version.launch_crashes,
-            Count::CrashLoops => &mut version.crash_loops,
-            Count::Anrs => &mut version.anrs,
-            Count::Requests => &mut version.requests,
-            Count::Repeated => &mut version.repeated,
-            Count::MemoryKills => &mut version.memory_kills,
-        }
-    }
-}
+/// A count of [`Version`], for the count of a series' points.
+type Field = fn(&mut Version) -> &mut u64;
 
 /// The sessions with a crash per version of each app, from the crashes
 /// kept raw.
