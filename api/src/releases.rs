@@ -101,7 +101,9 @@ pub async fn health(
         .filter(|m| cohorts.side(m) == Some(Side::Baseline))
         .map(|m| m.version)
         .collect();
-    let split = |groups: &Groups| cohorts.merge(groups.iter().map(|(g, r)| (Member::of(g), r)));
+    let split = |groups: &[(Vec<String>, Rollup)]| {
+        cohorts.merge(groups.iter().map(|(g, r)| (Member::of(g), r)))
+    };
     let mut judgements = Vec::new();
     let mut by_type = Vec::new();
 
@@ -109,18 +111,18 @@ pub async fn health(
     if canary_spans.values.count() + baseline_spans.values.count() > 0 {
         judgements.extend(criteria.spans(&canary_spans, &baseline_spans));
     }
-    let client = |name: &str| {
+    let groups = |name: &str| {
         data.client
             .iter()
             .find(|(n, _)| *n == name)
-            .map(|(_, groups)| split(groups))
-            .unwrap_or_default()
+            .map_or(&[][..], |(_, groups)| groups.as_slice())
     };
+    let client = |name: &str| split(groups(name));
     judgements.extend(criteria.client(client));
     let (canary_sessions, baseline_sessions) = client("client.sessions");
     let sessions = (total(&canary_sessions), total(&baseline_sessions));
     if sessions.0 + sessions.1 > 0 {
-        by_type = crash_types(&criteria, &cohorts, &data.crashes_by_type, sessions);
+        by_type = crash_types(&criteria, &cohorts, groups("client.crashes"), sessions);
     }
 
     // A crash type that rises significantly fails the release; one with
@@ -146,10 +148,9 @@ pub async fn health(
 /// What a release's signals are read from.
 struct Data {
     spans: Groups,
-    /// Each of [`canary::CLIENT_SERIES`], by name.
+    /// Each of [`canary::CLIENT_SERIES`], by name; `client.crashes` by
+    /// exception type too.
     client: Vec<(&'static str, Groups)>,
-    /// `client.crashes` by exception type too.
-    crashes_by_type: Groups,
 }
 
 impl Data {
@@ -159,7 +160,6 @@ impl Data {
             .iter()
             .flat_map(|(_, groups)| groups)
             .chain(&self.spans)
-            .chain(&self.crashes_by_type)
     }
 }
 
@@ -186,15 +186,17 @@ async fn read(reader: &Reader, service: &str, from_s: u64, to_s: u64) -> Result<
             selection
         }
     };
-    let by_type = client("client.crashes", &["exception.type"]);
+    // Crashes by type too: merged over the types, they are the crashes.
     let selections: Vec<Selection> = canary::CLIENT_SERIES
         .iter()
-        .map(|name| client(name, &[]))
+        .map(|&name| match name {
+            "client.crashes" => client(name, &["exception.type"]),
+            _ => client(name, &[]),
+        })
         .collect();
     // Independent reads, at once.
-    let (spans, crashes_by_type, client) = tokio::try_join!(
+    let (spans, client) = tokio::try_join!(
         reader.totals(&spans, from_s, to_s),
-        reader.totals(&by_type, from_s, to_s),
         futures_util::future::try_join_all(
             selections
                 .iter()
@@ -204,7 +206,6 @@ async fn read(reader: &Reader, service: &str, from_s: u64, to_s: u64) -> Result<
     Ok(Data {
         spans,
         client: canary::CLIENT_SERIES.into_iter().zip(client).collect(),
-        crashes_by_type,
     })
 }
 
@@ -212,7 +213,7 @@ async fn read(reader: &Reader, service: &str, from_s: u64, to_s: u64) -> Result<
 fn crash_types(
     criteria: &Criteria,
     cohorts: &Cohorts<'_>,
-    crashes: &Groups,
+    crashes: &[(Vec<String>, Rollup)],
     sessions: (u64, u64),
 ) -> Vec<Judgement> {
     let kind = |group: &[String]| group.get(3).map_or("", String::as_str).to_owned();
