@@ -581,6 +581,7 @@ fn the_readme_walkthrough_answers() {
     // (about 20 s after the start); the others from the first second.
     let always = [
         "crash_rate",
+        "user_crash_rate",
         "app_start_p90",
         "battery_drain_p50",
         "bytes_sent_p90",

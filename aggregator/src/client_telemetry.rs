@@ -33,8 +33,14 @@
 //! measured over, so its mean is the drain per hour of foreground (or
 //! background) use. Crash events themselves are kept raw, with their stack
 //! fingerprint.
+//!
+//! The rollups of sessions, crashes, launch crashes, crash loops and ANRs
+//! also count the distinct users (the context's `user_id_hash`) in a
+//! mergeable sketch (`vigil_domain::distinct`): the users of an app
+//! version are those of its sessions and crashes merged, and crash-free
+//! users one less the share of them in the crashes' sketch.
 
-use vigil_domain::model::{Fnv, Kind, SeriesKey};
+use vigil_domain::model::{Fnv, Kind, Rollup, SeriesKey};
 use vigil_domain::tenant::TenantId;
 use vigil_proto::client::v1::{ClientContext, ClientEvent, Crash, ExportClientRequest};
 use vigil_store::{EventKind, EventRecord};
@@ -71,15 +77,12 @@ pub fn client(
         let context = batch.context.unwrap_or_default();
         let series = Series::of(tenant, &context);
         for event in &batch.events {
-            let time_s = seconds(event.time_unix_nano);
-            let mut push = |series: SeriesKey, value: f64, error: bool| {
-                out.observations.push(Observation {
-                    series,
-                    time_s,
-                    amount: Amount::Point { value, error },
-                });
+            let mut points = Points {
+                observations: &mut out.observations,
+                time_s: seconds(event.time_unix_nano),
+                user: &context.user_id_hash,
             };
-            observe(&series, event, crash_loop_launches, &mut push);
+            observe(&series, event, crash_loop_launches, &mut points);
             if let Some(crash) = &event.crash {
                 out.crashes.push(EventRecord {
                     tenant: tenant.clone(),
@@ -136,18 +139,50 @@ impl<'a> Series<'a> {
     }
 }
 
+/// Where one event's observations go: its time, and the user its context
+/// names, counted in the rollups of the series that count users.
+struct Points<'a> {
+    observations: &'a mut Vec<Observation>,
+    time_s: u64,
+    /// The context's user hash; empty: none.
+    user: &'a str,
+}
+
+impl Points<'_> {
+    fn push(&mut self, series: SeriesKey, value: f64, error: bool) {
+        self.observations.push(Observation {
+            series,
+            time_s: self.time_s,
+            amount: Amount::Point { value, error },
+        });
+    }
+
+    /// A point whose rollups also count its user, so that the distinct
+    /// users of sessions, crashes, launch crashes, crash loops and ANRs can
+    /// be read over any range, version or region.
+    fn of_user(&mut self, series: SeriesKey, value: f64, error: bool) {
+        let mut rollup = Rollup::default();
+        // A value the windows refuse goes as a point, refused and counted
+        // as every other.
+        if self.user.is_empty() || rollup.record(value, error).is_err() {
+            return self.push(series, value, error);
+        }
+        rollup.users.insert(self.user);
+        self.observations.push(Observation {
+            series,
+            time_s: self.time_s,
+            amount: Amount::Many(rollup),
+        });
+    }
+}
+
 /// Pushes the observations of one event.
-fn observe(
-    series: &Series,
-    event: &ClientEvent,
-    crash_loop_launches: u32,
-    push: &mut impl FnMut(SeriesKey, f64, bool),
-) {
+fn observe(series: &Series, event: &ClientEvent, crash_loop_launches: u32, out: &mut Points) {
     if event.session_start.is_some() {
-        push(series.key("client.sessions", &[]), 1.0, false);
+        out.of_user(series.key("client.sessions", &[]), 1.0, false);
     }
     if let Some(end) = &event.session_end {
-        push(
+        out.push(
             series.key("client.session.duration", &[]),
             end.duration_ms,
             false,
@@ -155,28 +190,28 @@ fn observe(
     }
     if let Some(start) = &event.app_start {
         let kind = [("start.kind", start.kind.clone())];
-        push(
+        out.push(
             series.key("client.app_start", &kind),
             start.duration_ms,
             false,
         );
     }
     if let Some(crash) = &event.crash {
-        push(
+        out.of_user(
             series.key("client.crashes", &crash_labels(crash)),
             1.0,
             true,
         );
         if crash.during_launch {
-            push(series.key("client.crashes.launch", &[]), 1.0, true);
+            out.of_user(series.key("client.crashes.launch", &[]), 1.0, true);
         }
         if crash.consecutive_launch_crashes == crash_loop_launches {
-            push(series.key("client.crash_loops", &[]), 1.0, true);
+            out.of_user(series.key("client.crash_loops", &[]), 1.0, true);
         }
     }
     if let Some(anr) = &event.anr {
         let foreground = [("anr.foreground", anr.foreground.to_string())];
-        push(
+        out.of_user(
             series.key("client.anrs", &foreground),
             anr.duration_ms,
             true,
@@ -197,16 +232,16 @@ fn observe(
             .count() as u64;
         let total = stutter.total_frames.max(given);
         let slow = stutter.slow_frames.max(slow_given);
-        push(series.key("client.frames", &[]), total as f64, false);
-        push(series.key("client.frames.slow", &[]), slow as f64, false);
-        push(
+        out.push(series.key("client.frames", &[]), total as f64, false);
+        out.push(series.key("client.frames.slow", &[]), slow as f64, false);
+        out.push(
             series.key("client.frames.frozen", &[]),
             stutter.frozen_frames as f64,
             false,
         );
         let frame = series.key("client.frame.duration", &[]);
         for &ms in &stutter.frame_durations_ms {
-            push(frame.clone(), ms, ms > budget_ms);
+            out.push(frame.clone(), ms, ms > budget_ms);
         }
     }
     if let Some(request) = &event.network_request {
@@ -217,7 +252,7 @@ fn observe(
             ("http.response.status_code", request.status_code.to_string()),
         ];
         let failed = request.status_code == 0 || request.status_code >= 500;
-        push(
+        out.push(
             series.key("client.http", &labels),
             request.duration_ms,
             failed || !request.error.is_empty(),
@@ -226,10 +261,10 @@ fn observe(
             ("client.http.bytes_sent", request.bytes_sent),
             ("client.http.bytes_received", request.bytes_received),
         ] {
-            push(series.key(name, &labels), bytes as f64, false);
+            out.push(series.key(name, &labels), bytes as f64, false);
         }
         if request.repeated {
-            push(series.key("client.http.repeated", &labels), 1.0, false);
+            out.push(series.key("client.http.repeated", &labels), 1.0, false);
         }
     }
     if let Some(power) = &event.power {
@@ -237,7 +272,7 @@ fn observe(
             ("power.charging", power.charging.to_string()),
             ("power.thermal_state", power.thermal_state.clone()),
         ];
-        push(
+        out.push(
             series.key("client.battery", &labels),
             power.battery_level,
             false,
@@ -252,23 +287,23 @@ fn observe(
                 ("client.power.gps", power.gps_ms),
                 ("client.power.sensor", power.sensor_ms),
             ] {
-                push(series.key(name, &foreground), used / hours, false);
+                out.push(series.key(name, &foreground), used / hours, false);
             }
         }
     }
     if let Some(memory) = &event.memory {
-        push(
+        out.push(
             series.key("client.memory.resident", &[]),
             memory.resident_bytes as f64,
             memory.low_memory_warning,
         );
-        push(
+        out.push(
             series.key("client.memory.available", &[]),
             memory.available_bytes as f64,
             false,
         );
         if memory.low_memory_kill {
-            push(series.key("client.memory.kills", &[]), 1.0, true);
+            out.push(series.key("client.memory.kills", &[]), 1.0, true);
         }
     }
     if let Some(storage) = &event.storage {
@@ -276,7 +311,7 @@ fn observe(
             ("client.storage.app_data", storage.app_data_bytes),
             ("client.storage.cache", storage.cache_bytes),
         ] {
-            push(series.key(name, &[]), bytes as f64, false);
+            out.push(series.key(name, &[]), bytes as f64, false);
         }
     }
     if let Some(page) = &event.page_load {
@@ -293,7 +328,7 @@ fn observe(
         // Zero is "not measured" in proto3; the load time is always kept.
         for (name, value) in timings {
             if value != 0.0 || name == "client.page.load" {
-                push(series.key(name, &route), value, false);
+                out.push(series.key(name, &route), value, false);
             }
         }
     }
@@ -404,7 +439,25 @@ mod tests {
             os_name: "android".into(),
             unit: "u1".into(),
             cohort: "canary".into(),
+            user_id_hash: "user-1".into(),
             ..Default::default()
+        }
+    }
+
+    /// An observation as (series, value, error, users counted).
+    fn seen(o: &Observation) -> (&str, f64, bool, u64) {
+        let name = o.series.name.as_str();
+        match &o.amount {
+            Amount::Point { value, error } => (name, *value, *error, 0),
+            Amount::Many(rollup) => {
+                assert_eq!(rollup.values.count(), 1, "{name}: one point");
+                (
+                    name,
+                    rollup.values.sum(),
+                    rollup.errors == 1,
+                    rollup.users.count(),
+                )
+            }
         }
     }
 
@@ -447,25 +500,18 @@ mod tests {
         };
         let out =
             client(&tenant, &request.encode_to_vec(), |i| 100 + i as u64, 3).expect("decodes");
-        let seen: Vec<(&str, f64, bool)> = out
-            .observations
-            .iter()
-            .map(|o| match o.amount {
-                Amount::Point { value, error } => (o.series.name.as_str(), value, error),
-                Amount::Many(_) => panic!("client events are single values"),
-            })
-            .collect();
+        let seen: Vec<(&str, f64, bool, u64)> = out.observations.iter().map(seen).collect();
         assert_eq!(
             seen,
             vec![
-                ("client.sessions", 1.0, false),
-                ("client.crashes", 1.0, true),
-                ("client.frames", 3.0, false),
-                ("client.frames.slow", 2.0, false),
-                ("client.frames.frozen", 1.0, false),
-                ("client.frame.duration", 8.0, false),
-                ("client.frame.duration", 20.0, true),
-                ("client.frame.duration", 800.0, true),
+                ("client.sessions", 1.0, false, 1),
+                ("client.crashes", 1.0, true, 1),
+                ("client.frames", 3.0, false, 0),
+                ("client.frames.slow", 2.0, false, 0),
+                ("client.frames.frozen", 1.0, false, 0),
+                ("client.frame.duration", 8.0, false, 0),
+                ("client.frame.duration", 20.0, true, 0),
+                ("client.frame.duration", 800.0, true, 0),
             ]
         );
         let crash = &out.observations[1].series;
@@ -568,44 +614,41 @@ mod tests {
             }],
         };
         let out = client(&tenant, &request.encode_to_vec(), |i| i as u64, 3).expect("decodes");
-        let seen: Vec<(&str, f64, bool)> = out
+        let seen: Vec<(&str, f64, bool, u64)> = out
             .observations
             .iter()
             .filter(|o| o.series.name != "client.crashes")
-            .map(|o| match o.amount {
-                Amount::Point { value, error } => (o.series.name.as_str(), value, error),
-                Amount::Many(_) => panic!("client events are single values"),
-            })
+            .map(seen)
             .collect();
         assert_eq!(
             seen,
             vec![
-                ("client.crashes.launch", 1.0, true),
-                ("client.crashes.launch", 1.0, true),
-                ("client.crash_loops", 1.0, true),
-                ("client.crashes.launch", 1.0, true),
-                ("client.anrs", 5_000.0, true),
-                ("client.frames", 3.0, false),
-                ("client.frames.slow", 2.0, false),
-                ("client.frames.frozen", 0.0, false),
-                ("client.frame.duration", 8.0, false),
-                ("client.frame.duration", 9.0, true),
-                ("client.frame.duration", 20.0, true),
-                ("client.http", 0.0, false),
-                ("client.http.bytes_sent", 300.0, false),
-                ("client.http.bytes_received", 4_000.0, false),
-                ("client.http.repeated", 1.0, false),
-                ("client.battery", 0.5, false),
-                ("client.power.drain", 4.0, false),
-                ("client.power.wake_lock", 120_000.0, false),
-                ("client.power.cpu", 180_000.0, false),
-                ("client.power.gps", 0.0, false),
-                ("client.power.sensor", 0.0, false),
-                ("client.memory.resident", 100.0, false),
-                ("client.memory.available", 900.0, false),
-                ("client.memory.kills", 1.0, true),
-                ("client.storage.app_data", 5_000.0, false),
-                ("client.storage.cache", 700.0, false),
+                ("client.crashes.launch", 1.0, true, 1),
+                ("client.crashes.launch", 1.0, true, 1),
+                ("client.crash_loops", 1.0, true, 1),
+                ("client.crashes.launch", 1.0, true, 1),
+                ("client.anrs", 5_000.0, true, 1),
+                ("client.frames", 3.0, false, 0),
+                ("client.frames.slow", 2.0, false, 0),
+                ("client.frames.frozen", 0.0, false, 0),
+                ("client.frame.duration", 8.0, false, 0),
+                ("client.frame.duration", 9.0, true, 0),
+                ("client.frame.duration", 20.0, true, 0),
+                ("client.http", 0.0, false, 0),
+                ("client.http.bytes_sent", 300.0, false, 0),
+                ("client.http.bytes_received", 4_000.0, false, 0),
+                ("client.http.repeated", 1.0, false, 0),
+                ("client.battery", 0.5, false, 0),
+                ("client.power.drain", 4.0, false, 0),
+                ("client.power.wake_lock", 120_000.0, false, 0),
+                ("client.power.cpu", 180_000.0, false, 0),
+                ("client.power.gps", 0.0, false, 0),
+                ("client.power.sensor", 0.0, false, 0),
+                ("client.memory.resident", 100.0, false, 0),
+                ("client.memory.available", 900.0, false, 0),
+                ("client.memory.kills", 1.0, true, 0),
+                ("client.storage.app_data", 5_000.0, false, 0),
+                ("client.storage.cache", 700.0, false, 0),
             ]
         );
         let anr = out

@@ -532,7 +532,10 @@ fn histogram_amount(
         })?,
         Value::Sum(_) => return Ok(None),
     };
-    Ok((values.count() > 0).then_some(Amount::Many(Rollup { values, errors: 0 })))
+    Ok((values.count() > 0).then_some(Amount::Many(Rollup {
+        values,
+        ..Rollup::default()
+    })))
 }
 
 #[cfg(test)]

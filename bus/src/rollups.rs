@@ -8,6 +8,7 @@ use prost::Message as _;
 use vigil_proto::bus::v1 as proto;
 
 use super::{Message, Record};
+use vigil_domain::distinct::Distinct;
 use vigil_domain::distribution::Distribution;
 use vigil_domain::model::{Checkpoint, RollupRow};
 use vigil_domain::model::{Kind, Rollup, SeriesKey};
@@ -59,6 +60,7 @@ fn encode_row(row: &RollupRow) -> proto::Rollup {
         values: Some((&row.rollup.values).into()),
         errors: row.rollup.errors,
         correction: row.correction,
+        users: row.rollup.users.to_bytes(),
     }
 }
 
@@ -69,6 +71,7 @@ fn decode_row(row: proto::Rollup, partition: i32) -> Result<RollupRow, String> {
         Some(values) => Distribution::try_from(values).map_err(|e| format!("values: {e}"))?,
         None => Distribution::new(),
     };
+    let users = Distinct::from_bytes(&row.users).map_err(|e| format!("users: {e}"))?;
     let labels = row.labels.into_iter().map(|l| (l.key, l.value)).collect();
     Ok(RollupRow {
         series: Arc::new(SeriesKey::new(tenant, kind, row.service, row.name, labels)),
@@ -78,6 +81,7 @@ fn decode_row(row: proto::Rollup, partition: i32) -> Result<RollupRow, String> {
         rollup: Rollup {
             values,
             errors: row.errors,
+            users,
         },
         correction: row.correction,
     })
@@ -174,6 +178,9 @@ mod tests {
         for ms in 1..=index % 50 + 1 {
             rollup.record(ms as f64, ms == 1).expect("finite");
         }
+        for user in 0..index % 3 {
+            rollup.users.insert(&format!("user-{user}"));
+        }
         RollupRow {
             series: Arc::new(series),
             partition: 3,
@@ -222,6 +229,7 @@ mod tests {
                 got.rollup.values.to_buckets(),
                 sent.rollup.values.to_buckets()
             );
+            assert_eq!(got.rollup.users, sent.rollup.users);
         }
     }
 

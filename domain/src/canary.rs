@@ -310,7 +310,8 @@ impl Criteria {
     /// An app release's signals from its client series, `series(name)`
     /// giving the canary's and the baseline's merged rollups of each of
     /// [`CLIENT_SERIES`] (battery drain: foreground samples only): crashes
-    /// per session, app-start p90, launch crashes per launch (a launch
+    /// per session, the share of users with a crash (1 − crash-free users,
+    /// from the users' sketches), app-start p90, launch crashes per launch (a launch
     /// that crashes never starts), ANRs and crash loops per session,
     /// battery drained per hour (p50), bytes per request (p90), slow
     /// frames per frame. Each once either cohort has data for it.
@@ -333,6 +334,19 @@ impl Criteria {
                 (crashes.0, sessions.0),
                 (crashes.1, sessions.1),
             ));
+        }
+        // Users: those of the sessions and the crashes, from their sketches.
+        let users = |crashed: &Rollup, sessions: &Rollup| {
+            let mut all = crashed.users.clone();
+            all.merge(&sessions.users);
+            (crashed.users.count(), all.count())
+        };
+        let ((canary_crashes, baseline_crashes), (canary_sessions, baseline_sessions)) =
+            (series("client.crashes"), series("client.sessions"));
+        let canary_users = users(&canary_crashes, &canary_sessions);
+        let baseline_users = users(&baseline_crashes, &baseline_sessions);
+        if canary_users.1 + baseline_users.1 > 0 {
+            judgements.push(self.ratio("user_crash_rate", canary_users, baseline_users));
         }
         let (canary_starts, baseline_starts) = series("client.app_start");
         let starts = (canary_starts.values.count(), baseline_starts.values.count());

@@ -8,6 +8,7 @@
 //!   of filters, rules and silences;
 //! - [`canary`]: canary against baseline, the statistical tests and the
 //!   verdict of a release;
+//! - [`distinct`]: the mergeable distinct count (users) kept with rollups;
 //! - [`crash`]: the order of app versions and the state of a crash group
 //!   in one;
 //! - [`alert`] and [`silence`]: the alerts and silences the alerter and the
@@ -25,6 +26,7 @@
 pub mod alert;
 pub mod canary;
 pub mod crash;
+pub mod distinct;
 pub mod distribution;
 pub mod localize;
 pub mod located;

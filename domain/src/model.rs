@@ -8,6 +8,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::distinct::Distinct;
 use crate::distribution::{Distribution, DistributionError};
 use crate::tenant::TenantId;
 
@@ -163,6 +164,9 @@ pub struct Rollup {
     pub values: Distribution,
     /// Points that were errors (failed spans, failed requests, crashes…).
     pub errors: u64,
+    /// The distinct users the points came from, where a point names one
+    /// (client sessions, crashes): empty for every other series.
+    pub users: Distinct,
 }
 
 impl Rollup {
@@ -177,6 +181,9 @@ impl Rollup {
     pub fn merge(&mut self, other: &Rollup) {
         self.values.merge(&other.values);
         self.errors += other.errors;
+        if !other.users.is_empty() {
+            self.users.merge(&other.users);
+        }
     }
 }
 

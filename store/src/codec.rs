@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use crate::{StoreError, StoredRollup};
+use vigil_domain::distinct::Distinct;
 use vigil_domain::distribution::Distribution;
 use vigil_domain::model::{Kind, Rollup, SeriesKey};
 use vigil_domain::tenant::TenantId;
@@ -48,6 +49,7 @@ pub(super) struct Stats {
     pub errors: u64,
     pub keys: Vec<i32>,
     pub counts: Vec<u64>,
+    pub users: Distinct,
 }
 
 impl Stats {
@@ -61,7 +63,17 @@ impl Stats {
             errors: rollup.errors,
             keys,
             counts,
+            users: rollup.users.clone(),
         }
+    }
+
+    /// Adds the users of stored registers.
+    pub fn merge_users(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        if !bytes.is_empty() {
+            let users = Distinct::from_bytes(bytes).map_err(|e| corrupt("users", e))?;
+            self.users.merge(&users);
+        }
+        Ok(())
     }
 
     pub fn into_rollup(self) -> Result<Rollup, StoreError> {
@@ -77,6 +89,7 @@ impl Stats {
         Ok(Rollup {
             values,
             errors: self.errors,
+            users: self.users,
         })
     }
 }

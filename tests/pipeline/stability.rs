@@ -8,7 +8,10 @@ use vigil_testing::{Backend, on_both_backends};
 
 use crate::harness::{ApiClient, Stack, now_s};
 
-on_both_backends!(stability_signals_are_read_back_exactly);
+on_both_backends!(
+    stability_signals_are_read_back_exactly,
+    users_are_counted_within_the_sketch_bound
+);
 
 /// `signal` of the client series `name` of app `kiosk` over `range`, once
 /// the aggregator has written it.
@@ -42,10 +45,12 @@ async fn stability_signals_are_read_back_exactly(backend: Backend) {
         e[event] = body;
         e
     };
+    // Sessions 1 and 2 are user a's, 3 user b's, 4 user c's.
     let batch = |session: u64, events: Vec<Value>| {
+        let user = format!("{:016x}", [0xa, 0xa, 0xb, 0xc][session as usize - 1]);
         json!({
             "context": {"appId": "kiosk", "appVersion": "3.0", "osName": "android",
-                        "sessionIdHash": format!("{session:032x}")},
+                        "sessionIdHash": format!("{session:032x}"), "userIdHash": user},
             "events": events,
         })
     };
@@ -176,7 +181,8 @@ async fn stability_signals_are_read_back_exactly(backend: Backend) {
     };
     let expected = json!({
         "version": "3.0", "sessions": 4.0, "crashes": 4, "crashed_sessions": 3,
-        "crash_free_sessions": 0.25, "launch_crashes": 3, "launch_crash_rate": 0.5,
+        "crash_free_sessions": 0.25, "users": 3, "crashed_users": 2,
+        "crash_free_users": 1.0 - 2.0 / 3.0, "launch_crashes": 3, "launch_crash_rate": 0.5,
         "crash_loops": 1, "anrs": 1, "anrs_per_session": 0.25, "frames": 4.0,
         "slow_frame_rate": 0.75, "frozen_frame_rate": 0.25,
         "bytes_sent_per_session": 500.0, "bytes_received_per_session": 2000.0,
@@ -187,6 +193,74 @@ async fn stability_signals_are_read_back_exactly(backend: Backend) {
     for (key, value) in expected.as_object().unwrap() {
         assert_eq!(&version[key], value, "{key}: {version}");
     }
+    stack.stop().await;
+    server.wait().await;
+}
+
+/// 5,000 users of app fleet, one batch each as their devices send them:
+/// even users start two sessions, every 25th crashes. Client health counts
+/// the users (not the 7,500 sessions) and the crashed ones within the
+/// sketch's 2 %, and crash-free users from them.
+async fn users_are_counted_within_the_sketch_bound(backend: Backend) {
+    let Some(stack) = Stack::start(backend).await else {
+        return;
+    };
+    let server = stack.api().await;
+    let to = now_s() * 1000;
+    let from = to - 600_000;
+    let time = (from + 60_000) * 1_000_000;
+    for part in 0..10 {
+        let batches = (part * 500..(part + 1) * 500)
+            .map(|user: u64| {
+                let mut events = vec![json!({"timeUnixNano": time, "sessionStart": {}})];
+                if user.is_multiple_of(2) {
+                    events.push(json!({"timeUnixNano": time + 1, "sessionStart": {}}));
+                }
+                if user.is_multiple_of(25) {
+                    events.push(json!({"timeUnixNano": time + 2,
+                        "crash": {"kind": "managed", "exceptionType": "OOM",
+                                  "stackFingerprint": "oom"}}));
+                }
+                json!({
+                    "context": {"appId": "fleet", "appVersion": "1.0", "osName": "ios",
+                                "userIdHash": format!("{user:016x}")},
+                    "events": events,
+                })
+            })
+            .collect();
+        stack.send_client(batches).await;
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(90);
+    let version = loop {
+        let body = server
+            .ok(&format!(
+                "/api/v1/client/health?app=fleet&from={from}&to={to}"
+            ))
+            .await;
+        let version = body["apps"][0]["versions"][0].clone();
+        if version["sessions"] == 7_500.0 && version["crashes"] == 200 {
+            break version;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "client health never had every session: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    let users = version["users"].as_u64().expect("users");
+    let crashed = version["crashed_users"].as_u64().expect("crashed users");
+    assert!(users.abs_diff(5_000) <= 100, "users {users}: {version}");
+    assert!(
+        crashed.abs_diff(200) <= 4,
+        "crashed users {crashed}: {version}"
+    );
+    let crash_free = version["crash_free_users"]
+        .as_f64()
+        .expect("crash-free users");
+    // (serde_json reads floats to within an ulp)
+    assert!((crash_free - (1.0 - crashed as f64 / users as f64)).abs() < 1e-12);
+    // Exactly 0.96; the bounds above keep it within 0.002.
+    assert!((crash_free - 0.96).abs() <= 0.002, "{version}");
     stack.stop().await;
     server.wait().await;
 }

@@ -6,9 +6,10 @@
 //! A group qualifies by volume — it is in one of the rule's `states` (new
 //! or regressed by default) and crashed at least `min_count` times in the
 //! window — or by velocity, as Crashlytics' velocity alerts: its crashed
-//! sessions in its last version over the window are at least `velocity`
-//! of that version's sessions (`client.sessions`). Sessions rather than
-//! users, until the distinct-user sketch exists.
+//! users in its last version over the window (distinct user hashes of its
+//! crashes) are at least `velocity` of that version's users (the sketch of
+//! its sessions' and crashes' users kept with their rollups). An app that
+//! names no user is judged on sessions the same way.
 //!
 //! The store is read once a minute (crash groups change slowly, and the
 //! tick that sends pages should not wait on them every 10 s), within
@@ -18,6 +19,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
+use vigil_domain::distinct::Distinct;
 use vigil_domain::model::Kind;
 use vigil_store::crash_groups::{self, CrashGroup};
 use vigil_store::{Aggregation, AlertStore, CrashDimension, CrashQuery, StoreError};
@@ -117,8 +119,17 @@ async fn rule_verdicts(
         .collect())
 }
 
-/// Each group's crashed sessions in its last version over its window, as
-/// a share of that version's sessions.
+/// A version's users (of its sessions and crashes) and its sessions over
+/// the window.
+#[derive(Default)]
+struct Reach {
+    users: Distinct,
+    sessions: f64,
+}
+
+/// Each group's crashed users in its last version over its window, as a
+/// share of that version's users; of its sessions for an app that names
+/// no user.
 async fn shares(
     store: &dyn AlertStore,
     query: &CrashQuery,
@@ -126,33 +137,42 @@ async fn shares(
     from_s: u64,
     to_s: u64,
 ) -> Result<HashMap<String, f64>, StoreError> {
-    let sessions: HashMap<String, f64> = store
-        .aggregate(&Aggregation {
-            tenant: query.tenant.clone(),
-            kind: Kind::Client,
-            width_s: 10,
-            from_s,
-            to_s,
-            step_s: to_s - from_s,
-            service: Some(query.app.clone()),
-            name: Some("client.sessions".to_owned()),
-            matchers: Vec::new(),
-            group_by: vec!["app.version".to_owned()],
-            limit: 10_000,
-        })
-        .await?
-        .into_iter()
-        .fold(HashMap::new(), |mut sums, row| {
+    let mut versions: HashMap<String, Reach> = HashMap::new();
+    for name in ["client.sessions", "client.crashes"] {
+        let rows = store
+            .aggregate(&Aggregation {
+                tenant: query.tenant.clone(),
+                kind: Kind::Client,
+                width_s: 10,
+                from_s,
+                to_s,
+                step_s: to_s - from_s,
+                service: Some(query.app.clone()),
+                name: Some(name.to_owned()),
+                matchers: Vec::new(),
+                group_by: vec!["app.version".to_owned()],
+                limit: 10_000,
+            })
+            .await?;
+        for row in rows {
             let version = row.group.into_iter().next().unwrap_or_default();
-            *sums.entry(version).or_default() += row.rollup.values.sum();
-            sums
-        });
-    let versions: BTreeSet<&str> = groups.iter().map(|g| g.last_version.as_str()).collect();
+            let reach = versions.entry(version).or_default();
+            reach.users.merge(&row.rollup.users);
+            if name == "client.sessions" {
+                reach.sessions += row.rollup.values.sum();
+            }
+        }
+    }
+    let last: BTreeSet<&str> = groups.iter().map(|g| g.last_version.as_str()).collect();
     let mut shares = HashMap::new();
-    for version in versions {
-        let Some(&total) = sessions.get(version).filter(|&&n| n > 0.0) else {
+    for version in last {
+        let Some(totals) = versions.get(version) else {
             continue;
         };
+        let users = totals.users.count();
+        if users == 0 && totals.sessions <= 0.0 {
+            continue;
+        }
         let in_version = CrashQuery {
             filters: vec![(CrashDimension::Version, version.to_owned())],
             ..query.clone()
@@ -162,8 +182,12 @@ async fn shares(
                 .iter()
                 .any(|g| g.count.fingerprint == reach.key && g.last_version == version);
             if last {
-                let crashed = (reach.sessions + reach.without_session) as f64;
-                shares.insert(reach.key, crashed / total);
+                let share = if users > 0 {
+                    reach.users as f64 / users as f64
+                } else {
+                    (reach.sessions + reach.without_session) as f64 / totals.sessions
+                };
+                shares.insert(reach.key, share.min(1.0));
             }
         }
     }

@@ -115,7 +115,7 @@ pub(super) fn check_rule(
                 && !(velocity > 0.0 && velocity <= 1.0)
             {
                 return Err(format!(
-                    "velocity must be a share of sessions above 0 and at most 1, got {velocity}"
+                    "velocity must be a share of users above 0 and at most 1, got {velocity}"
                 ));
             }
             Check::CrashGroup {

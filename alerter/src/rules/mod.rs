@@ -64,7 +64,7 @@
 //!     type: crash_group           # the app's crash groups (vigil_store::crash_groups)
 //!     service: wallet-ios         # over the window: a group in one of states with
 //!     window: 1h                  # at least min_count crashes, or one that hit
-//!     states: [new, regressed]    # velocity of its last version's sessions;
+//!     states: [new, regressed]    # velocity of its last version's users;
 //!     min_count: 10               # labelled app.version, crash.fingerprint,
 //!     velocity: 0.01              # exception.type, crash.state (control/crashes.rs)
 //! receivers:
@@ -241,8 +241,8 @@ pub enum Check {
     /// An app's crash groups over the last `window_s`, as
     /// `vigil_store::crash_groups` judges them: a group in one of `states`
     /// with at least `min_count` crashes, or (with `velocity`) one whose
-    /// crashed sessions in its last version are at least this share of
-    /// that version's sessions. Read from the store by the control loop at
+    /// crashed users in its last version are at least this share of that
+    /// version's users (of its sessions, for an app naming no user). Read from the store by the control loop at
     /// each boundary, not from the stream (`control/crashes.rs`).
     CrashGroup {
         window_s: u64,

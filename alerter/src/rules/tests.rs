@@ -161,7 +161,7 @@ fn bad_rules_name_the_file_line_and_reason() {
         ),
         (
             "tenant: acme\nrules:\n  - {name: a, type: crash_group, service: w, velocity: 2}\n",
-            "rules/pay.yaml:3: rule a: velocity must be a share of sessions above 0 and at most 1, got 2",
+            "rules/pay.yaml:3: rule a: velocity must be a share of users above 0 and at most 1, got 2",
         ),
         (
             "tenant: acme\nrules:\n  - {name: a, type: crash_group, service: w, kind: span}\n",

@@ -98,6 +98,26 @@ async fn write_releases(store: &dyn Store) {
             }
         }
     }
+    // Each version's 1,000 sessions are of 1,000 users; 5.0's crashes are
+    // of 5 of them, 5.1's 40 of 8 (the same users crash again and again):
+    // its crash rate fails, its share of users with a crash (0.8 % against
+    // 0.5 %) does not.
+    for row in &mut rows {
+        let series = &row.series;
+        let crashed = if series.label("app.version") == Some("5.1") {
+            8
+        } else {
+            5
+        };
+        let users = match series.name.as_str() {
+            "client.sessions" => 1_000,
+            "client.crashes" => crashed,
+            _ => 0,
+        };
+        for user in 0..users {
+            row.rollup.users.insert(&format!("user-{user}"));
+        }
+    }
     // A crash type of unit-b only, where the canary does not run: not in
     // the baseline of any crash type.
     let labels = [
@@ -236,6 +256,8 @@ async fn releases_are_judged_canary_against_baseline(backend: Backend) {
         results(&body),
         owned(&[
             ("crash_rate", "fail", 1_000, 1_000),
+            // The sketch estimates the 1,000 users as 994 (0.6 %).
+            ("user_crash_rate", "pass", 994, 994),
             ("app_start_p90", "pass", 1_000, 1_000),
             ("launch_crash_rate", "fail", 1_030, 1_002),
             ("anr_rate", "pass", 1_000, 1_000),
@@ -243,8 +265,10 @@ async fn releases_are_judged_canary_against_baseline(backend: Backend) {
             ("slow_frame_rate", "pass", 10_000, 10_000),
         ])
     );
-    assert_eq!(body["signals"][2]["canary"], json!(30.0 / 1030.0));
-    assert_eq!(body["signals"][2]["baseline"], json!(2.0 / 1002.0));
+    assert_eq!(body["signals"][1]["canary"], json!(8.0 / 994.0));
+    assert_eq!(body["signals"][1]["baseline"], json!(5.0 / 994.0));
+    assert_eq!(body["signals"][3]["canary"], json!(30.0 / 1030.0));
+    assert_eq!(body["signals"][3]["baseline"], json!(2.0 / 1002.0));
     assert_eq!(body["signals"][0]["canary"], json!(0.04));
     assert_eq!(body["signals"][0]["baseline"], json!(0.005));
     let by_type: Vec<(String, String)> = body["crash_rate_by_type"]

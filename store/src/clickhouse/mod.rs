@@ -157,6 +157,14 @@ const MIGRATIONS: &[(u32, &str, &[&str])] = &[
             FROM events WHERE kind = 'crash'",
         ],
     ),
+    (
+        8,
+        "distinct users with rollups",
+        // The HyperLogLog registers of the users a client series' points
+        // came from (`vigil_domain::distinct`); empty where none is named.
+        // Merged in Rust: 18.16 has no maxMap.
+        &["ALTER TABLE rollups ADD COLUMN users Array(UInt8)"],
+    ),
 ];
 
 /// The ClickHouse store.
@@ -314,11 +322,13 @@ impl Store for ClickHouseStore {
                 continue;
             }
             for statement in statements {
-                self.client
-                    .query(statement)
-                    .execute()
-                    .await
-                    .map_err(classify)?;
+                match self.client.query(statement).execute().await {
+                    // A column added by a run that stopped before it was
+                    // recorded (18.16 has no ADD COLUMN IF NOT EXISTS).
+                    Err(clickhouse::error::Error::BadResponse(text))
+                        if text.contains("Code: 44,") && statement.contains("ADD COLUMN") => {}
+                    done => done.map_err(classify)?,
+                }
             }
             self.client
                 .query("INSERT INTO vigil_migrations SELECT ?, ?, now()")

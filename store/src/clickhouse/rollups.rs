@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
-use vigil_domain::model::Kind;
 use vigil_domain::model::{Checkpoint, CumulativeState};
+use vigil_domain::model::{Kind, Rollup};
 use vigil_domain::tenant::TenantId;
 
 use super::{CHECKPOINT_KIND, ClickHouseStore, classify, day_u32};
@@ -40,6 +40,7 @@ struct RollupOut {
     replay_from: i64,
     watermark: u64,
     day: u32,
+    users: Vec<u8>,
 }
 
 #[derive(Row, Deserialize)]
@@ -58,6 +59,7 @@ struct RollupIn {
     max: f64,
     errors: u64,
     buckets: (Vec<i32>, Vec<u64>),
+    users: Vec<Vec<u8>>,
 }
 
 #[derive(Row, Deserialize)]
@@ -70,6 +72,29 @@ struct AggregatedIn {
     max: f64,
     errors: u64,
     buckets: (Vec<i32>, Vec<u64>),
+    users: Vec<Vec<u8>>,
+}
+
+/// A merged rollup from its summed columns, buckets and users' registers.
+fn stats(
+    (count, sum, min, max, errors): (u64, f64, f64, f64, u64),
+    (keys, counts): (Vec<i32>, Vec<u64>),
+    users: &[Vec<u8>],
+) -> Result<Rollup, StoreError> {
+    let mut stats = Stats {
+        count,
+        sum,
+        min,
+        max,
+        errors,
+        keys,
+        counts,
+        users: Default::default(),
+    };
+    for registers in users {
+        stats.merge_users(registers)?;
+    }
+    stats.into_rollup()
 }
 
 /// A value bound to a `?` of a query, in the order of the `?`s.
@@ -159,6 +184,7 @@ impl RollupStore for ClickHouseStore {
                 source: source.to_owned(),
                 bus_partition: row.partition,
                 day,
+                users: stats.users.to_bytes(),
                 ..RollupOut::default()
             }
         });
@@ -274,7 +300,7 @@ impl RollupStore for ClickHouseStore {
         let mut sql = String::from(
             "SELECT tenant, kind, service, name, any(label_keys), any(label_values), width, start,
                 sum(count), sum(sum), min(min), max(max), sum(errors),
-                sumMap(bucket_keys, bucket_counts)
+                sumMap(bucket_keys, bucket_counts), groupArrayIf(users, notEmpty(users))
              FROM rollups
              WHERE kind != ? AND width = ? AND start >= ? AND start < ?",
         );
@@ -326,16 +352,11 @@ impl RollupStore for ClickHouseStore {
                     row.label_keys,
                     row.label_values,
                 )?;
-                let rollup = Stats {
-                    count: row.count,
-                    sum: row.sum,
-                    min: row.min,
-                    max: row.max,
-                    errors: row.errors,
-                    keys: row.buckets.0,
-                    counts: row.buckets.1,
-                }
-                .into_rollup()?;
+                let rollup = stats(
+                    (row.count, row.sum, row.min, row.max, row.errors),
+                    row.buckets,
+                    &row.users,
+                )?;
                 Ok(StoredRollup {
                     series,
                     width_s: row.width,
@@ -390,7 +411,8 @@ impl RollupStore for ClickHouseStore {
                 intDiv(start, ?) * ? AS step_start,
                 sum(count) AS total, sum(sum) AS value_sum, minIf(min, count > 0) AS low,
                 maxIf(max, count > 0) AS high, sum(errors) AS failed,
-                sumMap(bucket_keys, bucket_counts) AS merged_buckets
+                sumMap(bucket_keys, bucket_counts) AS merged_buckets,
+                groupArrayIf(users, notEmpty(users)) AS user_registers
              FROM rollups
              WHERE tenant = ? AND kind = ? AND width = ? AND day >= ? AND start >= ? AND start < ?
                 {filters}
@@ -407,16 +429,11 @@ impl RollupStore for ClickHouseStore {
         let rows: Vec<AggregatedIn> = statement.fetch_all().await.map_err(classify)?;
         rows.into_iter()
             .map(|row| {
-                let rollup = Stats {
-                    count: row.count,
-                    sum: row.sum,
-                    min: row.min,
-                    max: row.max,
-                    errors: row.errors,
-                    keys: row.buckets.0,
-                    counts: row.buckets.1,
-                }
-                .into_rollup()?;
+                let rollup = stats(
+                    (row.count, row.sum, row.min, row.max, row.errors),
+                    row.buckets,
+                    &row.users,
+                )?;
                 Ok(Aggregated {
                     group: row.group,
                     start_s: row.start,

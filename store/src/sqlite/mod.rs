@@ -166,6 +166,13 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
                 day
             FROM events WHERE kind = 'crash';",
     ),
+    (
+        9,
+        "distinct users with rollups",
+        // The HyperLogLog registers of the users a client series' points
+        // came from (`vigil_domain::distinct`); NULL where none is named.
+        "ALTER TABLE rollups ADD COLUMN users BLOB;",
+    ),
 ];
 
 /// How much of the file is memory-mapped (address space, not memory).

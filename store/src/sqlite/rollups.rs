@@ -35,6 +35,15 @@ fn series_from_row(
     crate::codec::series_from(tenant, kind, service, name, keys, values)
 }
 
+/// The users column of a row: NULL (none named) reads as no bytes.
+fn users_of<'r>(row: &'r rusqlite::Row<'_>, index: usize) -> Result<&'r [u8], StoreError> {
+    let value = row.get_ref(index).map_err(fatal)?;
+    Ok(value
+        .as_blob_or_null()
+        .map_err(|e| corrupt("users", e))?
+        .unwrap_or_default())
+}
+
 #[async_trait]
 impl RollupStore for SqliteStore {
     async fn write(&self, flush: &Flush) -> Result<(), StoreError> {
@@ -47,9 +56,9 @@ impl RollupStore for SqliteStore {
                     .prepare_cached(
                         "INSERT INTO rollups (tenant, kind, service, name, labels, series, width,
                             start, count, sum, min, max, errors, buckets, correction, source,
-                            bus_partition, day)
+                            bus_partition, day, users)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,
-                            ?15, ?16, ?17, ?18)",
+                            ?15, ?16, ?17, ?18, ?19)",
                     )
                     .map_err(fatal)?;
                 for row in &flush.rows {
@@ -75,6 +84,7 @@ impl RollupStore for SqliteStore {
                             flush.source,
                             row.partition,
                             day,
+                            (!stats.users.is_empty()).then(|| stats.users.to_bytes()),
                         ])
                         .map_err(fatal)?;
                 }
@@ -227,7 +237,7 @@ impl RollupStore for SqliteStore {
         self.run(move |connection| {
             let mut sql = String::from(
                 "SELECT tenant, kind, service, name, labels, width, start, count, sum, min, max,
-                    errors, buckets, series
+                    errors, buckets, series, users
                  FROM rollups WHERE width = ? AND start >= ? AND start < ?",
             );
             let mut values = vec![
@@ -280,7 +290,7 @@ impl RollupStore for SqliteStore {
                 };
                 let blob: Vec<u8> = row.get(12).map_err(fatal)?;
                 let (keys, counts) = blob_buckets(&blob)?;
-                let stats = Stats {
+                let mut stats = Stats {
                     count: from_sql(row.get(7).map_err(fatal)?),
                     sum: row.get(8).map_err(fatal)?,
                     min: row.get(9).map_err(fatal)?,
@@ -288,7 +298,9 @@ impl RollupStore for SqliteStore {
                     errors: from_sql(row.get(11).map_err(fatal)?),
                     keys,
                     counts,
+                    users: Default::default(),
                 };
+                stats.merge_users(users_of(row, 14)?)?;
                 stored.push(StoredRollup {
                     series,
                     width_s: row.get(5).map_err(fatal)?,
@@ -305,7 +317,8 @@ impl RollupStore for SqliteStore {
         let query = query.clone();
         self.run(move |connection| {
             let mut sql = String::from(
-                "SELECT series, service, name, labels, start, count, sum, min, max, errors, buckets
+                "SELECT series, service, name, labels, start, count, sum, min, max, errors, buckets,
+                    users
                  FROM rollups
                  WHERE tenant = ? AND kind = ? AND width = ? AND start >= ? AND start < ?",
             );
@@ -384,6 +397,7 @@ impl RollupStore for SqliteStore {
                     .as_blob()
                     .map_err(|e| corrupt("buckets", e))?;
                 extend_buckets(blob, &mut stats.keys, &mut stats.counts)?;
+                stats.merge_users(users_of(row, 11)?)?;
             }
             let mut out: Vec<Aggregated> = merged
                 .into_iter()

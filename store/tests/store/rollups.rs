@@ -426,8 +426,94 @@ async fn cumulative_state_is_read_back_as_of_the_checkpoint(backend: Backend) {
     }
 }
 
+/// The users of `range` (`user-{i}`) as a rollup of one session each.
+fn sessions_of(range: std::ops::Range<u64>) -> Rollup {
+    let mut rollup = Rollup::default();
+    for i in range {
+        rollup.record(1.0, false).expect("finite");
+        rollup.users.insert(&format!("user-{i}"));
+    }
+    rollup
+}
+
+async fn users_merge_with_their_rollups(backend: Backend) {
+    let Some(store) = open(backend).await else {
+        return;
+    };
+    let start = NOW - NOW % 60 - 120;
+    let app = |version: &str| {
+        Arc::new(SeriesKey::new(
+            tenant("acme"),
+            Kind::Client,
+            "wallet",
+            "client.sessions",
+            vec![("app.version".into(), version.into())],
+        ))
+    };
+    let (old, new) = (app("1.0"), app("1.1"));
+    // Sparse registers, dense ones (20,000 users), a correction of the same
+    // window, and a row naming no user.
+    let mut late = row(&old, 10, start, sessions_of(1_000..21_000));
+    late.correction = true;
+    store
+        .write(&flush(
+            vec![checkpoint(1, 100)],
+            vec![
+                row(&old, 10, start, sessions_of(0..100)),
+                late,
+                row(&old, 10, start + 10, sessions_of(50..150)),
+                row(&new, 10, start, sessions_of(140..160)),
+                row(&new, 10, start + 20, rollup(&[1.0], 0)),
+            ],
+        ))
+        .await
+        .expect("writes");
+    let union = |ranges: &[std::ops::Range<u64>]| {
+        let mut all = Rollup::default();
+        for range in ranges {
+            all.merge(&sessions_of(range.clone()));
+        }
+        all.users
+    };
+    let mut query = RollupQuery::new(10, start, start + 10);
+    query.tenant = Some(tenant("acme"));
+    let rows = store.rollups(&query).await.expect("reads");
+    let window = rows.iter().find(|r| r.series == *old).expect("1.0");
+    assert_eq!(window.rollup.users, union(&[0..100, 1_000..21_000]));
+    assert_eq!(window.rollup.values.count(), 20_100);
+
+    let merged = store
+        .aggregate(&Aggregation {
+            tenant: tenant("acme"),
+            kind: Kind::Client,
+            width_s: 10,
+            from_s: start,
+            to_s: start + 60,
+            step_s: 60,
+            service: Some("wallet".into()),
+            name: None,
+            matchers: Vec::new(),
+            group_by: vec!["app.version".into()],
+            limit: 100,
+        })
+        .await
+        .expect("aggregates");
+    let users: Vec<(String, u64)> = merged
+        .iter()
+        .map(|a| (a.group[0].clone(), a.rollup.users.count()))
+        .collect();
+    assert_eq!(users[1], ("1.1".to_owned(), 20));
+    assert_eq!(
+        merged[0].rollup.users,
+        union(&[0..100, 1_000..21_000, 50..150])
+    );
+    // 20,150 users, within the sketch's 2 %.
+    assert!(users[0].1.abs_diff(20_150) <= 403, "{users:?}");
+}
+
 on_both_backends!(
     cumulative_state_is_read_back_as_of_the_checkpoint,
+    users_merge_with_their_rollups,
     partial_and_correction_rows_merge_into_one_window,
     queries_select_by_every_filter,
     rollups_merge_by_group_and_step,
