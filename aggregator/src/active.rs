@@ -22,6 +22,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use vigil_domain::model::SeriesKey;
 use vigil_domain::tenant::TenantId;
 
+use crate::IdMap;
 use crate::metrics::Metrics;
 
 /// How often a tenant's series unseen for the idle time are forgotten.
@@ -39,7 +40,7 @@ pub struct ActiveSeries {
 #[derive(Debug, Default)]
 struct Tenant {
     /// Per series id: when last seen (unix seconds).
-    seen: HashMap<u64, u64>,
+    seen: IdMap<u64, u64>,
     swept_s: u64,
     /// When the limit was last reported in the log.
     warned_s: Option<u64>,
@@ -158,20 +159,20 @@ mod tests {
     use vigil_domain::model::Kind;
 
     fn observation(tenant: &str, kind: Kind, name: &str) -> Observation {
-        Observation {
-            series: SeriesKey::new(
+        Observation::new(
+            SeriesKey::new(
                 TenantId::parse(tenant).unwrap(),
                 kind,
                 "checkout",
                 name,
                 Vec::new(),
             ),
-            time_s: 0,
-            amount: Amount::Point {
+            0,
+            Amount::Point {
                 value: 1.0,
                 error: false,
             },
-        }
+        )
     }
 
     /// The names of the observations `active` lets through at `now_s`.
@@ -184,7 +185,7 @@ mod tests {
         let mut admission = active.admission(now_s, metrics);
         batch
             .iter()
-            .filter(|o| admission.admit(&o.series, o.series.id()))
+            .filter(|o| admission.admit(&o.series, o.id))
             .map(|o| o.series.name.clone())
             .collect()
     }
@@ -253,7 +254,7 @@ mod tests {
             observation("acme", Kind::Span, "a").series,
             observation("acme", Kind::Span, "b").series,
         ];
-        active.restore(&restored, 0, &metrics);
+        active.restore(restored.iter().map(|s| &**s), 0, &metrics);
         let batch = [
             observation("acme", Kind::Span, "b"),
             observation("acme", Kind::Span, "c"),

@@ -150,11 +150,11 @@ struct Points<'a> {
 
 impl Points<'_> {
     fn push(&mut self, series: SeriesKey, value: f64, error: bool) {
-        self.observations.push(Observation {
+        self.observations.push(Observation::new(
             series,
-            time_s: self.time_s,
-            amount: Amount::Point { value, error },
-        });
+            self.time_s,
+            Amount::Point { value, error },
+        ));
     }
 
     /// A point whose rollups also count its user, so that the distinct
@@ -168,11 +168,8 @@ impl Points<'_> {
             return self.push(series, value, error);
         }
         rollup.users.insert(self.user);
-        self.observations.push(Observation {
-            series,
-            time_s: self.time_s,
-            amount: Amount::Many(rollup),
-        });
+        self.observations
+            .push(Observation::new(series, self.time_s, Amount::Many(rollup)));
     }
 }
 

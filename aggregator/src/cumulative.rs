@@ -20,10 +20,10 @@
 //! value again. A series unseen (in event time) for the staleness is
 //! forgotten.
 
-use std::collections::{HashMap, HashSet};
-
 use vigil_domain::distribution::MAX_OTLP_BUCKETS;
 use vigil_domain::model::CumulativeState;
+
+use crate::{IdMap, IdSet};
 
 /// The value of a cumulative point.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,9 +60,9 @@ struct Last {
 /// Per-series state for turning cumulative points into deltas.
 #[derive(Debug, Default)]
 pub struct Cumulative {
-    series: HashMap<u64, Last>,
+    series: IdMap<u64, Last>,
     /// Series with a new last point since [`Cumulative::changed`].
-    changed: HashSet<u64>,
+    changed: IdSet<u64>,
 }
 
 impl Cumulative {
@@ -123,7 +123,7 @@ impl Cumulative {
     /// (never written by this version) is skipped: its series' next point
     /// becomes its base, as for a series without a start time.
     pub fn restore(states: Vec<CumulativeState>) -> Self {
-        let mut series = HashMap::with_capacity(states.len());
+        let mut series = IdMap::with_capacity_and_hasher(states.len(), Default::default());
         for stored in states {
             match decode(&stored.state) {
                 Some((start_ns, value)) => {
@@ -145,7 +145,7 @@ impl Cumulative {
         }
         Cumulative {
             series,
-            changed: HashSet::new(),
+            changed: IdSet::default(),
         }
     }
 }

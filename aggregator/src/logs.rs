@@ -67,14 +67,14 @@ pub fn logs(
             };
             let mut labels = base_labels.clone();
             labels.push(("severity".to_owned(), severity.clone()));
-            out.observations.push(Observation {
-                series: SeriesKey::new(tenant.clone(), Kind::Metric, &service, LOG_SERIES, labels),
-                time_s: seconds(time_ns),
-                amount: Amount::Point {
+            out.observations.push(Observation::new(
+                SeriesKey::new(tenant.clone(), Kind::Metric, &service, LOG_SERIES, labels),
+                seconds(time_ns),
+                Amount::Point {
                     value: 1.0,
                     error: record.severity_number >= FIRST_ERROR_SEVERITY,
                 },
-            });
+            ));
             out.events.push(EventRecord {
                 tenant: tenant.clone(),
                 kind: EventKind::Log,

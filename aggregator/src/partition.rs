@@ -11,13 +11,13 @@
 //! resumes at `next_offset`. So a crash anywhere neither loses nor
 //! double-counts.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use vigil_domain::model::{Checkpoint, CumulativeState, RollupRow};
 use vigil_domain::model::{Rollup, SeriesKey};
 use vigil_store::StoredRollup;
 
+use crate::IdMap;
 use crate::cumulative::Cumulative;
 use crate::points::{Amount, Observation};
 use crate::window::{Arrival, Windows};
@@ -38,9 +38,9 @@ pub struct Written {
 pub struct Partition {
     pub id: i32,
     windows: Windows,
-    series: HashMap<u64, Arc<SeriesKey>>,
+    series: IdMap<u64, Arc<SeriesKey>>,
     /// 10 s rows since the last flush, by (series, window start, late).
-    pending: HashMap<(u64, u64, bool), Rollup>,
+    pending: IdMap<(u64, u64, bool), Rollup>,
     pub cumulative: Cumulative,
     seq: u64,
     /// The next offset to take; earlier ones are done with.
@@ -63,7 +63,7 @@ impl Partition {
         now_s: u64,
     ) -> Self {
         let mut windows = Windows::new(lateness_s);
-        let mut series = HashMap::new();
+        let mut series = IdMap::default();
         let (seq, next_offset) = match checkpoint {
             Some(c) => {
                 windows.resume_at(c.watermark_s);
@@ -83,7 +83,7 @@ impl Partition {
             id,
             windows,
             series,
-            pending: HashMap::new(),
+            pending: IdMap::default(),
             cumulative: Cumulative::restore(cumulative),
             seq,
             next_offset,
@@ -110,12 +110,11 @@ impl Partition {
     }
 
     /// Counts one observation. A value that is not a number is refused.
-    /// `id` is the observation's series id.
     pub fn observe(
         &mut self,
         observation: Observation,
-        id: u64,
     ) -> Result<(), vigil_domain::distribution::DistributionError> {
+        let id = observation.id;
         let start_s = observation.time_s - observation.time_s % FINEST_S;
         match &observation.amount {
             Amount::Point { value, error } => {
@@ -137,9 +136,7 @@ impl Partition {
                     .merge(rollup);
             }
         }
-        self.series
-            .entry(id)
-            .or_insert_with(|| Arc::new(observation.series));
+        self.series.entry(id).or_insert(observation.series);
         Ok(())
     }
 
@@ -243,14 +240,7 @@ mod tests {
             value: 1.0,
             error: false,
         };
-        (
-            Observation {
-                series,
-                time_s,
-                amount,
-            },
-            id,
-        )
+        (Observation::new(series, time_s, amount), id)
     }
 
     #[test]
@@ -260,8 +250,8 @@ mod tests {
         assert!(partition.take(0));
         let (open, open_id) = point("open", now);
         let (late, late_id) = point("late", now - 5_000);
-        partition.observe(open, open_id).unwrap();
-        partition.observe(late, late_id).unwrap();
+        partition.observe(open).unwrap();
+        partition.observe(late).unwrap();
         let written = partition.flush(now, 300).unwrap();
         assert_eq!(
             written.rows.len(),

@@ -8,6 +8,8 @@
 //! `vigil.probe.name` is a synthetic probe step: its series is of kind
 //! [`Kind::Probe`], named after the probe, with the step and location.
 
+use std::sync::Arc;
+
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -50,9 +52,55 @@ pub enum Amount {
 /// One thing seen: a series, an event time and an amount.
 #[derive(Debug, Clone)]
 pub struct Observation {
-    pub series: SeriesKey,
+    /// Shared by the points of one series in one message.
+    pub series: Arc<SeriesKey>,
+    /// `series.id()`, computed once per series and message.
+    pub id: u64,
     pub time_s: u64,
     pub amount: Amount,
+}
+
+impl Observation {
+    pub fn new(series: SeriesKey, time_s: u64, amount: Amount) -> Self {
+        let id = series.id();
+        Observation {
+            series: Arc::new(series),
+            id,
+            time_s,
+            amount,
+        }
+    }
+}
+
+/// The series of the previous point of a run of points (a metric's data
+/// points), kept while the next ones have the same attributes: the points
+/// of one series, as remote-write sends them, share one key and one id.
+#[derive(Default)]
+struct Previous<'a> {
+    attributes: Option<&'a [KeyValue]>,
+    series: Option<(Arc<SeriesKey>, u64)>,
+}
+
+impl<'a> Previous<'a> {
+    /// The series of a point with `attributes`, made by `make` unless the
+    /// previous point's attributes were the same.
+    fn series(
+        &mut self,
+        attributes: &'a [KeyValue],
+        make: impl FnOnce() -> SeriesKey,
+    ) -> (Arc<SeriesKey>, u64) {
+        match (&self.series, self.attributes) {
+            (Some(found), Some(previous)) if previous == attributes => found.clone(),
+            _ => {
+                let series = make();
+                let id = series.id();
+                let found = (Arc::new(series), id);
+                self.attributes = Some(attributes);
+                self.series = Some(found.clone());
+                found
+            }
+        }
+    }
 }
 
 /// Why a message could not be read.
@@ -171,20 +219,20 @@ pub fn spans(
                     if let Some(days_left) = certificate_days_left(&span) {
                         let mut labels = labels.clone();
                         labels.push(("vigil.probe.name".to_owned(), probe.clone()));
-                        out.observations.push(Observation {
-                            series: SeriesKey::new(
+                        out.observations.push(Observation::new(
+                            SeriesKey::new(
                                 tenant.clone(),
                                 Kind::Metric,
                                 &service,
                                 CERTIFICATE_DAYS_LEFT,
                                 labels,
                             ),
-                            time_s: seconds(span.end_time_unix_nano),
-                            amount: Amount::Point {
+                            seconds(span.end_time_unix_nano),
+                            Amount::Point {
                                 value: days_left,
                                 error: false,
                             },
-                        });
+                        ));
                     }
                     labels.push(("status".to_owned(), status_name.to_owned()));
                     SeriesKey::new(tenant.clone(), Kind::Probe, &service, probe, labels)
@@ -200,14 +248,14 @@ pub fn spans(
                     SeriesKey::new(tenant.clone(), Kind::Span, &service, &span.name, labels)
                 }
             };
-            out.observations.push(Observation {
+            out.observations.push(Observation::new(
                 series,
-                time_s: seconds(span.end_time_unix_nano),
-                amount: Amount::Point {
+                seconds(span.end_time_unix_nano),
+                Amount::Point {
                     value: duration_ns as f64 / 1e6,
                     error,
                 },
-            });
+            ));
             let attributes = resource
                 .iter()
                 .chain(&span.attributes)
@@ -264,10 +312,11 @@ pub fn metrics(
     let request: ExportMetricsServiceRequest = decode(payload, "OTLP ExportMetricsServiceRequest")?;
     let mut out = Vec::new();
     let mut refused = 0;
-    let mut push = |series: SeriesKey, time_ns: u64, amount: Option<Amount>| {
+    let mut push = |(series, id): (Arc<SeriesKey>, u64), time_ns: u64, amount: Option<Amount>| {
         if let Some(amount) = amount {
             out.push(Observation {
                 series,
+                id,
                 time_s: seconds(time_ns),
                 amount,
             });
@@ -296,23 +345,29 @@ pub fn metrics(
             let name = metric.name;
             match metric.data {
                 Some(metric::Data::Gauge(gauge)) => {
+                    let mut previous = Previous::default();
                     for point in gauge.data_points.iter().filter(|p| recorded(p.flags)) {
-                        let series = series_of(&name, &point.attributes, None);
+                        let series = previous.series(&point.attributes, || {
+                            series_of(&name, &point.attributes, None)
+                        });
                         push(series, point.time_unix_nano, Some(number(point.value)));
                     }
                 }
                 Some(metric::Data::Sum(sum)) => {
                     let cumulative_sum =
                         sum.aggregation_temporality == AggregationTemporality::Cumulative as i32;
+                    let mut previous = Previous::default();
                     for point in sum.data_points.iter().filter(|p| recorded(p.flags)) {
-                        let series = series_of(&name, &point.attributes, None);
+                        let series = previous.series(&point.attributes, || {
+                            series_of(&name, &point.attributes, None)
+                        });
                         let amount = if cumulative_sum && sum.is_monotonic {
                             let Amount::Point { value, .. } = number(point.value) else {
                                 continue;
                             };
                             cumulative
                                 .delta(
-                                    stream(series.id(), source),
+                                    stream(series.1, source),
                                     point.start_time_unix_nano,
                                     point.time_unix_nano,
                                     offset,
@@ -336,8 +391,11 @@ pub fn metrics(
                 Some(metric::Data::Histogram(histogram)) => {
                     let is_cumulative = histogram.aggregation_temporality
                         == AggregationTemporality::Cumulative as i32;
+                    let mut previous = Previous::default();
                     for point in histogram.data_points.iter().filter(|p| recorded(p.flags)) {
-                        let series = series_of(&name, &point.attributes, None);
+                        let series = previous.series(&point.attributes, || {
+                            series_of(&name, &point.attributes, None)
+                        });
                         let value = Value::Explicit {
                             bounds: point.explicit_bounds.clone(),
                             counts: point.bucket_counts.clone(),
@@ -357,8 +415,11 @@ pub fn metrics(
                 Some(metric::Data::ExponentialHistogram(histogram)) => {
                     let is_cumulative = histogram.aggregation_temporality
                         == AggregationTemporality::Cumulative as i32;
+                    let mut previous = Previous::default();
                     for point in histogram.data_points.iter().filter(|p| recorded(p.flags)) {
-                        let series = series_of(&name, &point.attributes, None);
+                        let series = previous.series(&point.attributes, || {
+                            series_of(&name, &point.attributes, None)
+                        });
                         let buckets = |b: &Option<Buckets>| {
                             b.as_ref()
                                 .map_or((0, Vec::new()), |b| (b.offset, b.bucket_counts.clone()))
@@ -392,6 +453,8 @@ pub fn metrics(
                         for quantile in &point.quantile_values {
                             let label = ("quantile".to_owned(), quantile.quantile.to_string());
                             let series = series_of(&name, &point.attributes, Some(label));
+                            let id = series.id();
+                            let series = (Arc::new(series), id);
                             let amount = Amount::Point {
                                 value: quantile.value,
                                 error: false,
@@ -405,7 +468,7 @@ pub fn metrics(
             // Explicit and exponential histogram points alike.
             for (series, point) in histograms.drain(..) {
                 let time_ns = point.times.1;
-                match point.amount(cumulative, stream(series.id(), source), offset) {
+                match point.amount(cumulative, stream(series.1, source), offset) {
                     Ok(amount) => push(series, time_ns, amount),
                     Err(_) => refused += 1,
                 }
@@ -541,8 +604,8 @@ fn histogram_amount(
 #[cfg(test)]
 mod tests {
     use opentelemetry_proto::tonic::metrics::v1::{
-        AggregationTemporality, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
-        metric, number_data_point,
+        AggregationTemporality, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+        Sum, metric, number_data_point,
     };
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use prost::Message as _;
@@ -622,5 +685,51 @@ mod tests {
         }
         assert_eq!(series.len(), 1, "one series, without the instance");
         assert_eq!(total, 145.0);
+    }
+
+    #[test]
+    fn the_points_of_one_series_share_its_key_and_id() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let point = |route: &str, time_s: u64| NumberDataPoint {
+            attributes: vec![text_attribute("http.route", route)],
+            time_unix_nano: time_s * 1_000_000_000,
+            value: Some(number_data_point::Value::AsDouble(1.0)),
+            ..Default::default()
+        };
+        let message = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![text_attribute("service.name", "pay")],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "in_flight".to_owned(),
+                        data: Some(metric::Data::Gauge(Gauge {
+                            data_points: vec![
+                                point("/pay", 10),
+                                point("/pay", 20),
+                                point("/refund", 20),
+                                point("/pay", 30),
+                            ],
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec();
+        let (seen, _) = metrics(&tenant, &message, 0, &mut Cumulative::default()).unwrap();
+        assert_eq!(seen.len(), 4);
+        for observation in &seen {
+            assert_eq!(observation.id, observation.series.id());
+        }
+        assert!(Arc::ptr_eq(&seen[0].series, &seen[1].series), "made once");
+        assert_eq!(seen[2].series.label("http.route"), Some("/refund"));
+        // Back to /pay after another series: made again, the same series.
+        assert_eq!(seen[3].series, seen[0].series);
+        assert_eq!(seen[3].id, seen[0].id);
     }
 }

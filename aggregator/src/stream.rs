@@ -15,7 +15,7 @@
 //! [`FLUSH_GIVE_UP`] of failures the pipeline gives up its state and starts
 //! again from the store, so it never writes for a partition it lost.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,6 +29,7 @@ use vigil_store::{
     StoreError,
 };
 
+use crate::IdMap;
 use crate::active::ActiveSeries;
 use crate::metrics::Metrics;
 use crate::partition::Partition;
@@ -106,7 +107,7 @@ pub struct StreamLoop {
     events: Vec<EventRecord>,
     /// Per series: first and last window start seen, and when last written.
     /// A series leaves it when no partition holds it any more.
-    catalogue: HashMap<u64, (u64, u64, Option<u64>)>,
+    catalogue: IdMap<u64, (u64, u64, Option<u64>)>,
     /// When series no window holds were last forgotten.
     pruned_s: u64,
 }
@@ -134,7 +135,7 @@ impl StreamLoop {
             partitions: BTreeMap::new(),
             spans: Vec::new(),
             events: Vec::new(),
-            catalogue: HashMap::new(),
+            catalogue: IdMap::default(),
             pruned_s: now_s(),
         }
     }
@@ -262,12 +263,12 @@ impl StreamLoop {
         };
         let mut admission = self.active.admission(now_s(), &self.metrics);
         for observation in observations {
-            let (id, time_s) = (observation.series.id(), observation.time_s);
+            let (id, time_s) = (observation.id, observation.time_s);
             if !admission.admit(&observation.series, id) {
                 continue;
             }
             let late_before = partition.late_points();
-            if partition.observe(observation, id).is_ok() {
+            if partition.observe(observation).is_ok() {
                 self.metrics
                     .late_points
                     .inc_by(partition.late_points() - late_before);

@@ -1,9 +1,11 @@
 //! Event-time tumbling windows with allowed lateness, at 10 s, 1 min and 1 h.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
 use vigil_domain::distribution::DistributionError;
 use vigil_domain::model::Rollup;
+
+use crate::{IdMap, IdSet};
 
 /// The window widths Vigil keeps, in seconds: each level is fed by the
 /// closed windows of the one before, so a point is recorded once.
@@ -34,9 +36,9 @@ pub enum Arrival {
 struct Level {
     width_s: u64,
     /// Open windows by start, then by series: closing pops from the front.
-    open: BTreeMap<u64, HashMap<u64, Rollup>>,
+    open: BTreeMap<u64, IdMap<u64, Rollup>>,
     /// Late data by (series, window start), leaving at the next close.
-    corrections: HashMap<(u64, u64), Rollup>,
+    corrections: IdMap<(u64, u64), Rollup>,
 }
 
 impl Level {
@@ -114,7 +116,7 @@ impl Windows {
                 .map(|&width_s| Level {
                     width_s,
                     open: BTreeMap::new(),
-                    corrections: HashMap::new(),
+                    corrections: IdMap::default(),
                 })
                 .collect(),
             late_points: 0,
@@ -215,11 +217,11 @@ impl Windows {
     }
 
     /// The series of every open window.
-    pub fn series(&self) -> HashSet<u64> {
+    pub fn series(&self) -> IdSet<u64> {
         self.levels
             .iter()
             .flat_map(|level| level.open.values())
-            .flat_map(HashMap::keys)
+            .flat_map(IdMap::keys)
             .copied()
             .collect()
     }
@@ -229,7 +231,7 @@ impl Windows {
         self.levels
             .iter()
             .flat_map(|level| level.open.values())
-            .map(HashMap::len)
+            .map(IdMap::len)
             .sum()
     }
 }

@@ -96,6 +96,7 @@ pub async fn run(
 ) -> Result<BenchReport, BenchError> {
     let mut config = config.clone();
     config.bus.kind = BusKind::Kafka;
+    fresh_topics(&mut config);
     let collector = ChildCollector::start(exe, &config, &["collector"])?;
     let report = load(&collector, options).await;
     collector.stop();
@@ -204,19 +205,23 @@ where
 /// CPU time and memory are measured.
 pub(crate) struct ChildCollector {
     child: Child,
-    grpc_address: String,
+    pub(crate) grpc_address: String,
+    /// Its standard output, line by line, and the lines read so far.
+    printed: std::sync::mpsc::Receiver<String>,
+    lines: Vec<String>,
     config_path: std::path::PathBuf,
 }
 
 impl ChildCollector {
     /// Runs `exe` with `args` (the subcommand) on `base`, with its listeners
-    /// on free ports and one tenant without limits.
+    /// on free ports and one tenant without limits. Processes that share a
+    /// bus share `base`'s topics: give it topics of its own with
+    /// [`fresh_topics`].
     pub(crate) fn start(exe: &Path, base: &Config, args: &[&str]) -> Result<Self, BenchError> {
         let mut config = base.clone();
         let run = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
-        config.bus.topic_prefix = format!("bench.{}.{run}.", std::process::id());
         config.collector.grpc_listen = ([127, 0, 0, 1], 0).into();
         config.collector.http_listen = ([127, 0, 0, 1], 0).into();
         config.collector.metrics_listen = ([127, 0, 0, 1], 0).into();
@@ -242,46 +247,63 @@ impl ChildCollector {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| BenchError::Start(format!("cannot run {}: {e}", exe.display())))?;
-        // `vigil collector` prints "OTLP/gRPC on <address>, …" first,
-        // `vigil up` a line "  collector   OTLP/gRPC http://<address>  …"
-        // among others.
         let stdout = child
             .stdout
             .take()
             .ok_or_else(|| BenchError::Start("no standard output".to_owned()))?;
         // Read to the end, so that no later line meets a closed pipe.
-        let (address, printed) = std::sync::mpsc::channel();
+        let (line, printed) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let found = line.split("OTLP/gRPC ").nth(1).and_then(|rest| {
-                    let address = rest
-                        .trim_start_matches("on ")
-                        .trim_start_matches("http://")
-                        .split([',', ' '])
-                        .next()?;
-                    Some(address.to_owned())
-                });
-                if let Some(found) = found {
-                    let _ = address.send(found);
-                }
+            for text in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = line.send(text);
             }
         });
-        let grpc_address = printed
-            .recv_timeout(Duration::from_secs(60))
-            .map_err(|_| BenchError::Start("the OTLP/gRPC address was not printed".to_owned()))?;
-        Ok(ChildCollector {
+        let mut collector = ChildCollector {
             child,
-            grpc_address,
+            grpc_address: String::new(),
+            printed,
+            lines: Vec::new(),
             config_path,
-        })
+        };
+        if args.first() != Some(&"aggregator") {
+            collector.grpc_address = collector.address("OTLP/gRPC ")?;
+        }
+        Ok(collector)
+    }
+
+    /// The address printed after `marker` (`vigil collector` prints
+    /// "OTLP/gRPC on <address>, …", `vigil up` "  collector   OTLP/gRPC
+    /// http://<address>  …", `vigil aggregator` "metrics on
+    /// http://<address>/metrics"), waiting up to a minute for it.
+    pub(crate) fn address(&mut self, marker: &str) -> Result<String, BenchError> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let found = self.lines.iter().find_map(|line| {
+                let rest = line.split(marker).nth(1)?;
+                let address = rest
+                    .trim_start_matches("on ")
+                    .trim_start_matches("http://")
+                    .split([',', ' ', '/'])
+                    .next()?;
+                Some(address.to_owned())
+            });
+            if let Some(found) = found {
+                return Ok(found);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.printed.recv_timeout(left).map_err(|_| {
+                BenchError::Start(format!("no address after {marker:?} was printed"))
+            })?;
+            self.lines.push(line);
+        }
     }
 
     /// User plus system CPU time of the collector so far.
-    fn cpu_seconds(&self) -> Result<f64, BenchError> {
+    pub(crate) fn cpu_seconds(&self) -> Result<f64, BenchError> {
         cpu_seconds(self.child.id())
     }
 
-    fn peak_rss_bytes(&self) -> Result<u64, BenchError> {
+    pub(crate) fn peak_rss_bytes(&self) -> Result<u64, BenchError> {
         let path = format!("/proc/{}/status", self.child.id());
         let status = std::fs::read_to_string(&path).map_err(|e| BenchError::Proc(e.to_string()))?;
         status
@@ -306,6 +328,14 @@ impl ChildCollector {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.config_path);
     }
+}
+
+/// Topics no earlier run wrote: a prefix of this process and time.
+pub(crate) fn fresh_topics(config: &mut Config) {
+    let run = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    config.bus.topic_prefix = format!("bench.{}.{run}.", std::process::id());
 }
 
 /// User plus system CPU time of process `pid` so far.
@@ -375,7 +405,7 @@ fn metrics_request(batch: usize) -> ExportMetricsServiceRequest {
 
 /// `batch` server spans over 10 services, with the attributes a traced HTTP
 /// handler carries.
-fn spans_request(batch: usize) -> ExportTraceServiceRequest {
+pub(crate) fn spans_request(batch: usize) -> ExportTraceServiceRequest {
     let now = now_ns();
     let services = 10;
     let per_service = batch.div_ceil(services);

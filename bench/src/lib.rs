@@ -8,6 +8,7 @@
 //! - [`alerter`]: one window's rows and rule evaluation on one core;
 //! - [`prober`]: probe steps per second and schedule lateness;
 //! - [`remote_write`]: Prometheus remote-write into any running receiver;
+//! - [`ingest`]: points/s and CPU per point through the whole pipeline;
 //! - [`api`]: dashboard API latency over a loaded store;
 //! - [`localize`]: root-cause localization's F1 and time per case;
 //! - [`detection`]: fault to firing webhook, through every component.
@@ -24,6 +25,7 @@ pub mod bus;
 pub mod collector;
 pub mod crashes;
 pub mod detection;
+pub mod ingest;
 pub mod localize;
 pub mod logs;
 pub mod prober;
@@ -85,6 +87,11 @@ pub enum Bench {
     /// second of that receiver's CPU (`--pid`): one load generator to
     /// compare receivers side by side.
     RemoteWrite(remote_write::Options),
+    /// Points per second and CPU-seconds per million points through the
+    /// whole pipeline (collector, bus, aggregator, store), driven over
+    /// loopback by remote-write, OTLP metrics and OTLP spans: one `vigil
+    /// up`, or a collector and an aggregator on Kafka, each measured.
+    Ingest(ingest::Options),
     /// Root-cause localization on one core: F1 and time per case over
     /// generated cases of 48,000 and of 1,000,000 leaves.
     Localize(localize::Options),
@@ -127,6 +134,7 @@ pub async fn run(config: Config, bench: Bench) -> Result<(), Error> {
             .await
         }
         Bench::RemoteWrite(options) => run_remote_write(options).await,
+        Bench::Ingest(options) => run_ingest(config, options).await,
         Bench::Localize(options) => {
             run_localize(options);
             Ok(())
@@ -169,6 +177,46 @@ async fn run_remote_write(options: remote_write::Options) -> Result<(), Error> {
         figures.per_core_second(),
         figures.cpu_seconds_per_million()
     );
+    Ok(())
+}
+
+async fn run_ingest(config: Config, options: ingest::Options) -> Result<(), Error> {
+    let exe = match &options.exe {
+        Some(exe) => exe.clone(),
+        None => std::env::current_exe()?,
+    };
+    println!(
+        "ingest through {}: {} connections, {} s per workload; CPU counted until the aggregator took everything",
+        match options.deployment {
+            ingest::Deployment::Embedded =>
+                "vigil up (embedded bus, fsync interval; SQLite)".to_owned(),
+            ingest::Deployment::Kafka => format!(
+                "vigil collector + vigil aggregator (Kafka at {}, {:?} store)",
+                config.bus.kafka.brokers, config.store.kind
+            ),
+        },
+        options.connections,
+        options.seconds
+    );
+    let figures = ingest::run(&exe, &config, &options)
+        .await
+        .map_err(|e| -> Error { e.to_string().into() })?;
+    for figures in figures {
+        let cpu: Vec<String> = figures
+            .cpu_seconds
+            .iter()
+            .map(|(name, seconds)| {
+                format!("{name} {:.2}", figures.cpu_seconds_per_million(*seconds))
+            })
+            .collect();
+        println!(
+            "  {:<17} {:>9.0} points/s   CPU-s per million points: {}   (drained {:.1} s after the load)",
+            figures.workload,
+            figures.per_second(),
+            cpu.join(", "),
+            figures.drain_seconds
+        );
+    }
     Ok(())
 }
 
