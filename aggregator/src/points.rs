@@ -604,8 +604,8 @@ fn histogram_amount(
 #[cfg(test)]
 mod tests {
     use opentelemetry_proto::tonic::metrics::v1::{
-        AggregationTemporality, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
-        Sum, metric, number_data_point,
+        AggregationTemporality, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+        metric, number_data_point,
     };
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use prost::Message as _;

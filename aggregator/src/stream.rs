@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 use vigil_bus::{Bus, Consumer, Message, Position, Record, Topics, rollups};
 use vigil_config::AggregatorConfig;
-use vigil_domain::model::Fnv;
+use vigil_domain::model::{Fnv, Kind, SPAN_KIND, SeriesKey, service_total};
 use vigil_domain::shutdown::Shutdown;
 use vigil_store::{
     CATALOGUE_REFRESH_S, CatalogueEntry, EventRecord, Flush, IngestStore, RollupQuery, SpanRecord,
@@ -262,6 +262,11 @@ impl StreamLoop {
             }
         };
         let mut admission = self.active.admission(now_s(), &self.metrics);
+        let mut totals = Vec::new();
+        let observations = observations.into_iter().flat_map(|observation| {
+            let total = service_observation(&mut totals, &observation);
+            std::iter::once(observation).chain(total)
+        });
         for observation in observations {
             let (id, time_s) = (observation.id, observation.time_s);
             if !admission.admit(&observation.series, id) {
@@ -601,4 +606,36 @@ fn decode(
             })
         }
     }
+}
+
+/// The observation a span observation adds to its service's total
+/// ([`Kind::Service`]); none for other kinds. `made` keeps the totals'
+/// series made for the message so far, one per span kind.
+fn service_observation(
+    made: &mut Vec<(Arc<SeriesKey>, u64)>,
+    observation: &Observation,
+) -> Option<Observation> {
+    let span = &observation.series;
+    if span.kind != Kind::Span {
+        return None;
+    }
+    let kind = span.label(SPAN_KIND);
+    let found = made
+        .iter()
+        .find(|(total, _)| total.service == span.service && total.label(SPAN_KIND) == kind);
+    let (series, id) = match found {
+        Some(found) => found.clone(),
+        None => {
+            let total = service_total(span);
+            let id = total.id();
+            made.push((Arc::new(total), id));
+            made[made.len() - 1].clone()
+        }
+    };
+    Some(Observation {
+        series,
+        id,
+        time_s: observation.time_s,
+        amount: observation.amount.clone(),
+    })
 }

@@ -85,7 +85,7 @@ pub const KIND: Param = Param {
     name: "kind",
     kind: "string",
     required: true,
-    description: "span, metric, client or probe.",
+    description: "span, metric, client, probe or service (every span of a service, per span.kind).",
 };
 pub const NAME: Param = Param {
     name: "name",

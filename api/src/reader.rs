@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use vigil_domain::model::Rollup;
+use vigil_domain::model::{Kind, Rollup, SPAN_KIND};
 use vigil_domain::tenant::TenantId;
 use vigil_store::{Aggregation, Store};
 
@@ -33,6 +33,8 @@ impl Reader {
         to_s: u64,
         step_s: Option<u64>,
     ) -> Result<Merged, ApiError> {
+        let totals = self.through_totals(selection, from_s).await?;
+        let selection = totals.as_ref().unwrap_or(selection);
         let closed_until = self.now_s.saturating_sub(self.settle_s);
         let mut merged = Merged::new();
         for segment in cover(from_s, to_s, &widths(step_s), closed_until) {
@@ -75,6 +77,45 @@ impl Reader {
             }
         }
         Ok(merged)
+    }
+
+    /// `selection` read from the services' totals ([`Kind::Service`]) when
+    /// they answer it alike: every span of a service or of all, filtered and
+    /// grouped by service and span kind only, over a range they cover (they
+    /// are kept from the first start of a version that writes them). One
+    /// series per service and span kind is read instead of each operation's.
+    async fn through_totals(
+        &self,
+        selection: &Selection,
+        from_s: u64,
+    ) -> Result<Option<Selection>, ApiError> {
+        let total_labels = ["service.name", SPAN_KIND];
+        let answerable = selection.kind == Kind::Span
+            && selection.name.is_none()
+            && selection
+                .matchers
+                .iter()
+                .all(|m| total_labels.contains(&m.name.as_str()))
+            && selection
+                .group_by
+                .iter()
+                .all(|key| total_labels.contains(&key.as_str()));
+        if !answerable {
+            return Ok(None);
+        }
+        let since = self
+            .store
+            .series(&self.tenant, Some(Kind::Service), None)
+            .await?
+            .iter()
+            .map(|entry| entry.first_seen_s)
+            .min();
+        Ok(since
+            .is_some_and(|since| since <= from_s)
+            .then(|| Selection {
+                kind: Kind::Service,
+                ..selection.clone()
+            }))
     }
 
     /// Like [`Reader::merged`] without a step: one rollup per group.

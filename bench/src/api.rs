@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use vigil_config::{ApiToken, Config, Role, Secret};
 use vigil_domain::model::RollupRow;
-use vigil_domain::model::{Kind, Rollup, SeriesKey};
+use vigil_domain::model::{Kind, Rollup, SeriesKey, service_total};
 use vigil_domain::shutdown::Shutdown;
 use vigil_domain::tenant::TenantId;
 use vigil_store::{CatalogueEntry, Flush, RollupStore, Store};
@@ -137,20 +137,39 @@ pub async fn load(
     let started = Instant::now();
     let mut rows = Vec::with_capacity(ROWS_PER_FLUSH);
     let mut written = 0;
+    // Each service's total, as the aggregator writes it beside its spans.
+    let totals: Vec<Arc<SeriesKey>> = series
+        .iter()
+        .take(shape.services)
+        .map(|span| Arc::new(service_total(span)))
+        .collect();
     for (n, &(width_s, start_s)) in windows.iter().enumerate() {
+        let mut merged = vec![Rollup::default(); totals.len()];
         for (i, series) in series.iter().enumerate() {
+            let rollup = &templates[(n + i) % templates.len()];
+            merged[i % shape.services].merge(rollup);
             rows.push(RollupRow {
                 series: Arc::clone(series),
                 partition: 0,
                 width_s,
                 start_s,
-                rollup: templates[(n + i) % templates.len()].clone(),
+                rollup: rollup.clone(),
                 correction: false,
             });
-            if rows.len() == ROWS_PER_FLUSH {
-                written += rows.len();
-                store.write(&flush(std::mem::take(&mut rows), now)).await?;
-            }
+        }
+        for (total, rollup) in totals.iter().zip(merged) {
+            rows.push(RollupRow {
+                series: Arc::clone(total),
+                partition: 0,
+                width_s,
+                start_s,
+                rollup,
+                correction: false,
+            });
+        }
+        if rows.len() >= ROWS_PER_FLUSH {
+            written += rows.len();
+            store.write(&flush(std::mem::take(&mut rows), now)).await?;
         }
     }
     written += rows.len();
@@ -160,6 +179,7 @@ pub async fn load(
     let first_seen_s = windows.iter().map(|&(_, start)| start).min().unwrap_or(now);
     let entries: Vec<CatalogueEntry> = series
         .iter()
+        .chain(&totals)
         .map(|series| CatalogueEntry {
             series: SeriesKey::clone(series),
             first_seen_s,

@@ -35,10 +35,21 @@ pub enum Kind {
     Client,
     /// A synthetic probe step: latency in ms, errors are failed steps.
     Probe,
+    /// Every span of one service merged per `span.kind`: written by the
+    /// aggregator beside the span series (see [`service_total`]), so that
+    /// service-wide answers read one series per kind instead of every
+    /// operation's.
+    Service,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Span, Kind::Metric, Kind::Client, Kind::Probe];
+    pub const ALL: [Kind; 5] = [
+        Kind::Span,
+        Kind::Metric,
+        Kind::Client,
+        Kind::Probe,
+        Kind::Service,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -46,6 +57,7 @@ impl Kind {
             Kind::Metric => "metric",
             Kind::Client => "client",
             Kind::Probe => "probe",
+            Kind::Service => "service",
         }
     }
 
@@ -131,6 +143,23 @@ impl SeriesKey {
         }
         hash.finish().max(1)
     }
+}
+
+/// The label of a span series that its service total keeps.
+pub const SPAN_KIND: &str = "span.kind";
+
+/// The [`Kind::Service`] series that totals span series `span`: its
+/// tenant and service, named after the service, labelled with its
+/// `span.kind` only.
+pub fn service_total(span: &SeriesKey) -> SeriesKey {
+    let kind = span.label(SPAN_KIND).unwrap_or_default();
+    SeriesKey::new(
+        span.tenant.clone(),
+        Kind::Service,
+        span.service.clone(),
+        span.service.clone(),
+        vec![(SPAN_KIND.to_owned(), kind.to_owned())],
+    )
 }
 
 /// FNV-1a, 64 bits: a hash that stays the same across processes and

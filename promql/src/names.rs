@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | metric `m` of service `s` | `m` (dots as `_`) | `job="s"`, its attributes |
 //! | span `n` of service `s` | `vigil_span_requests_total`, `vigil_span_errors_total`, `vigil_span_duration_seconds_bucket`, `_sum`, `_count` | `service="s"`, `span_name="n"`, `span_kind`, `status`, `vigil_unit`… |
+//! | every span of service `s` (its total per span kind) | `vigil_service_requests_total`, `vigil_service_errors_total`, `vigil_service_duration_seconds_bucket`, `_sum`, `_count` | `service="s"`, `span_kind` |
 //! | probe `p` | `vigil_probe_runs_total`, `vigil_probe_failures_total`, `vigil_probe_duration_seconds_bucket`, `_sum`, `_count` | `service`, `probe="p"`, `vigil_probe_step`, `vigil_probe_location`, `status` |
 //! | client signal `client.x` of app `a` | `vigil_client_x_total`, `vigil_client_x_sum`, `vigil_client_x_bucket` | `app="a"`, its dimensions |
 //!
@@ -101,6 +102,10 @@ pub fn prometheus_series(key: &SeriesKey) -> Vec<Named> {
                 ("service", key.service.clone()),
                 ("span_name", key.name.clone()),
             ],
+        ),
+        Kind::Service => (
+            counted("service", "requests", "errors"),
+            vec![("service", key.service.clone())],
         ),
         Kind::Probe => (
             counted("probe", "runs", "failures"),

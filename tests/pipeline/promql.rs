@@ -384,6 +384,28 @@ async fn sdk_data_reads_the_same_through_promtool(
             "kind=span&service=checkout&signal=mean",
             0.001,
         ),
+        // The service's totals, written by the aggregator beside its spans,
+        // against what the spans answer (a filter on `status`, true of every
+        // span, keeps the query API on the spans).
+        (
+            format!("sum(increase(vigil_service_requests_total{spans}[10s]))"),
+            "kind=span&service=checkout&signal=count&filter=status!%3D%22-%22",
+            1.0,
+        ),
+        (
+            format!(
+                "sum(increase(vigil_service_errors_total{spans}[10s])) / sum(increase(vigil_service_requests_total{spans}[10s]))"
+            ),
+            "kind=span&service=checkout&signal=error_ratio&filter=status!%3D%22-%22",
+            1.0,
+        ),
+        (
+            format!(
+                "histogram_quantile(0.5, sum(rate(vigil_service_duration_seconds_bucket{spans}[10s])))"
+            ),
+            "kind=span&service=checkout&signal=p50&filter=status!%3D%22-%22",
+            0.001,
+        ),
         (
             "histogram_quantile(0.5, sum(rate(payment_latency_bucket{job=\"checkout\"}[10s])))"
                 .to_owned(),

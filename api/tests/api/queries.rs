@@ -131,12 +131,12 @@ async fn bad_requests_name_the_parameter(backend: Backend) {
         (
             "/api/v1/query?kind=spans&signal=p99",
             "kind",
-            "unknown kind \"spans\"; use span, metric, client or probe",
+            "unknown kind \"spans\"; use span, metric, client, probe or service",
         ),
         (
             "/api/v1/query?signal=p99",
             "kind",
-            "required: span, metric, client or probe",
+            "required: span, metric, client, probe or service",
         ),
         (
             "/api/v1/query?kind=span&signal=p99&from=now&to=now-1h",
@@ -425,7 +425,102 @@ async fn a_query_over_its_time_is_stopped_with_422() {
     hold.abort();
 }
 
+/// A service-wide read — every span of a service, filtered and grouped by
+/// service and span kind only — reads the services' totals once they cover
+/// the range; any other read, the spans. Totals that differ from the spans
+/// on purpose show which was read.
+async fn service_wide_reads_take_the_services_totals(backend: Backend) {
+    let Some(config) = testing::config(backend) else {
+        return;
+    };
+    let config = api_config(config);
+    let store = store::open(&config.store).await.unwrap();
+    let t = write_known_data(store.as_ref()).await;
+    let server = Server::start(&config, Arc::clone(&store)).await;
+    let (from, to) = ((t - 60) * 1000, (t + 180) * 1000);
+    let count = |extra: &str| {
+        format!(
+            "/api/v1/query?kind=span&service=pay&signal=count&step=1h&from={from}&to={to}{extra}"
+        )
+    };
+    let sum = |body: Value| -> f64 {
+        body["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["points"].as_array().unwrap().clone())
+            .map(|p| number(&p[1]))
+            .sum()
+    };
+    // No totals yet: the 150 server and 20 internal spans.
+    assert_eq!(sum(server.ok(&count("")).await), 170.0);
+
+    let total = |service: &str, name: &str, kind: &str| {
+        let span = SeriesKey::new(
+            tenant("acme"),
+            Kind::Span,
+            service,
+            name,
+            vec![("span.kind".into(), kind.into())],
+        );
+        Arc::new(vigil_domain::model::service_total(&span))
+    };
+    let (pay, ledger) = (
+        total("pay", "POST /pay", "server"),
+        total("ledger", "post", "internal"),
+    );
+    let mut rows = rows_at(&pay, t + 5, &rollup([1.0; 7], 0));
+    rows.extend(rows_at(&ledger, t + 5, &rollup([2.0; 10], 1)));
+    store
+        .write(&Flush::rows("test", now_s(), rows))
+        .await
+        .unwrap();
+    let covering = |series: &Arc<SeriesKey>| CatalogueEntry {
+        series: SeriesKey::clone(series),
+        first_seen_s: t - 3_600,
+        last_seen_s: t,
+    };
+    store
+        .record_series(&[covering(&pay), covering(&ledger)])
+        .await
+        .unwrap();
+    assert_eq!(sum(server.ok(&count("")).await), 7.0);
+    assert_eq!(sum(server.ok(&count("&group_by=span.kind")).await), 7.0);
+    let server_kind = urlencode(r#"span.kind="server""#);
+    assert_eq!(
+        sum(server.ok(&count(&format!("&filter={server_kind}"))).await),
+        7.0
+    );
+    // One operation, one unit: the spans.
+    assert_eq!(sum(server.ok(&count("&name=POST%20/pay")).await), 150.0);
+    let unit = urlencode(r#"vigil.unit="u1""#);
+    assert_eq!(
+        sum(server.ok(&count(&format!("&filter={unit}"))).await),
+        100.0
+    );
+    // A range that starts before the totals: the spans.
+    let early = format!(
+        "/api/v1/query?kind=span&service=pay&signal=count&step=1h&from={}&to={to}",
+        (t - 7_200) * 1000
+    );
+    assert_eq!(sum(server.ok(&early).await), 170.0);
+    // The services list reads the totals.
+    let body = server.ok("/api/v1/services").await;
+    let requests: Vec<(Value, Value)> = body["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["service"].clone(), s["requests"].clone()))
+        .collect();
+    assert_eq!(
+        requests,
+        vec![(json!("ledger"), json!(10)), (json!("pay"), json!(7))]
+    );
+    server.stop().await;
+}
+
 on_both_backends!(
+    service_wide_reads_take_the_services_totals,
     services_and_queries_answer_exactly,
     bad_requests_name_the_parameter,
     tenants_see_only_their_own_data,
