@@ -263,24 +263,33 @@ impl StreamLoop {
         };
         let mut admission = self.active.admission(now_s(), &self.metrics);
         let mut totals = Vec::new();
-        let observations = observations.into_iter().flat_map(|observation| {
-            let total = service_observation(&mut totals, &observation);
-            std::iter::once(observation).chain(total)
-        });
+        let catalogue = &mut self.catalogue;
+        let mut seen = |id: u64, time_s: u64| {
+            let seen = catalogue.entry(id).or_insert((time_s, time_s, None));
+            seen.0 = seen.0.min(time_s);
+            seen.1 = seen.1.max(time_s);
+        };
         for observation in observations {
             let (id, time_s) = (observation.id, observation.time_s);
             if !admission.admit(&observation.series, id) {
                 continue;
             }
+            // An admitted span also counts in its service's total, which is
+            // not a point of its own: neither counted nor limited apart.
+            let total = service_observation(&mut totals, &observation);
             let late_before = partition.late_points();
             if partition.observe(observation).is_ok() {
                 self.metrics
                     .late_points
                     .inc_by(partition.late_points() - late_before);
                 self.metrics.observations.inc();
-                let seen = self.catalogue.entry(id).or_insert((time_s, time_s, None));
-                seen.0 = seen.0.min(time_s);
-                seen.1 = seen.1.max(time_s);
+                seen(id, time_s);
+                if let Some(total) = total {
+                    let id = total.id;
+                    if partition.observe(total).is_ok() {
+                        seen(id, time_s);
+                    }
+                }
             } else {
                 self.metrics.refused_points.inc();
             }
