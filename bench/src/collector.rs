@@ -16,10 +16,6 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::metrics::v1::metric::Data;
-use opentelemetry_proto::tonic::metrics::v1::{
-    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, number_data_point,
-};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use tonic::transport::Channel;
@@ -367,40 +363,7 @@ fn now_ns() -> u64 {
 /// `batch` gauge points over 10 services, each point its own series among a
 /// fixed set, as a fleet reporting host metrics would.
 fn metrics_request(batch: usize) -> ExportMetricsServiceRequest {
-    let now = now_ns();
-    let services = 10;
-    let per_service = batch.div_ceil(services);
-    ExportMetricsServiceRequest {
-        resource_metrics: (0..services)
-            .map(|s| ResourceMetrics {
-                resource: Some(Resource {
-                    attributes: vec![string_attribute("service.name", &format!("svc-{s}"))],
-                    ..Default::default()
-                }),
-                scope_metrics: vec![ScopeMetrics {
-                    metrics: vec![Metric {
-                        name: "http.server.active_requests".to_owned(),
-                        data: Some(Data::Gauge(Gauge {
-                            data_points: (0..per_service)
-                                .map(|i| NumberDataPoint {
-                                    attributes: vec![
-                                        string_attribute("host", &format!("host-{i}")),
-                                        string_attribute("vigil.unit", "unit-a"),
-                                    ],
-                                    time_unix_nano: now,
-                                    value: Some(number_data_point::Value::AsDouble(i as f64)),
-                                    ..Default::default()
-                                })
-                                .collect(),
-                        })),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            })
-            .collect(),
-    }
+    crate::ingest::gauges("http.server.active_requests", ("host", "host-"), batch, 1)
 }
 
 /// `batch` server spans over 10 services, with the attributes a traced HTTP

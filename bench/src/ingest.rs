@@ -121,12 +121,20 @@ fn workloads() -> Vec<Workload> {
         Workload {
             name: "otlp-many-series",
             bodies: (0..100)
-                .map(|turn| Body::Metrics(gauges(turn, 1_000, 1)))
+                .map(|turn| {
+                    let prefix = format!("q-{turn}-");
+                    Body::Metrics(gauges("queue.depth", ("queue", &prefix), 1_000, 1))
+                })
                 .collect(),
         },
         Workload {
             name: "otlp-many-points",
-            bodies: vec![Body::Metrics(gauges(0, 10, 100))],
+            bodies: vec![Body::Metrics(gauges(
+                "queue.depth",
+                ("queue", "q-"),
+                10,
+                100,
+            ))],
         },
         Workload {
             name: "otlp-spans",
@@ -135,9 +143,14 @@ fn workloads() -> Vec<Workload> {
     ]
 }
 
-/// `series` gauge series of turn `turn` (series of other turns are other
-/// series), `points` each a second apart ending now, over 10 services.
-fn gauges(turn: usize, series: usize, points: usize) -> ExportMetricsServiceRequest {
+/// `series` series of gauge `metric` over 10 services, told apart by
+/// attribute `key` (`{prefix}{i}`), `points` each a second apart ending now.
+pub(crate) fn gauges(
+    metric: &str,
+    (key, prefix): (&str, &str),
+    series: usize,
+    points: usize,
+) -> ExportMetricsServiceRequest {
     let now_s = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -150,13 +163,13 @@ fn gauges(turn: usize, series: usize, points: usize) -> ExportMetricsServiceRequ
             }),
             scope_metrics: vec![ScopeMetrics {
                 metrics: vec![Metric {
-                    name: "queue.depth".to_owned(),
+                    name: metric.to_owned(),
                     data: Some(Data::Gauge(Gauge {
                         data_points: (0..per_service)
                             .flat_map(|i| {
                                 (0..points).map(move |k| NumberDataPoint {
                                     attributes: vec![
-                                        string_attribute("queue", &format!("q-{turn}-{i}")),
+                                        string_attribute(key, &format!("{prefix}{i}")),
                                         string_attribute("vigil.unit", "unit-a"),
                                     ],
                                     time_unix_nano: (now_s - (points - k) as u64) * 1_000_000_000,
