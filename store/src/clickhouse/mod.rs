@@ -165,6 +165,24 @@ const MIGRATIONS: &[(u32, &str, &[&str])] = &[
         // Merged in Rust: 18.16 has no maxMap.
         &["ALTER TABLE rollups ADD COLUMN users Array(UInt8)"],
     ),
+    (
+        9,
+        "rollups in granules of 1,024 rows",
+        // A service's day at 1 min is 1,440 rows, but its buckets were
+        // read in whole granules of 8,192 rows of arrays: 45 ms of the
+        // read. 18.16 sets the granularity only when a table is made; as in
+        // migration 3, a rerun drops the leftovers and starts over.
+        &[
+            "DROP TABLE IF EXISTS rollups_v4",
+            "DROP TABLE IF EXISTS rollups_v5",
+            "CREATE TABLE rollups_v5 AS rollups ENGINE = MergeTree PARTITION BY day
+                ORDER BY (tenant, kind, width, service, start, name, series)
+                SETTINGS index_granularity = 1024",
+            "INSERT INTO rollups_v5 SELECT * FROM rollups",
+            "RENAME TABLE rollups TO rollups_v4, rollups_v5 TO rollups",
+            "DROP TABLE rollups_v4",
+        ],
+    ),
 ];
 
 /// The ClickHouse store.
