@@ -351,7 +351,7 @@ mod tests {
     #[test]
     fn the_hash_is_pinned() {
         // Stored registers depend on it: it must never change.
-        assert_eq!(hash("user-1"), hash("user-1"));
         assert_eq!(hash(""), 0xefd0_1f60_ba99_2926);
+        assert_eq!(hash("user-1"), 0x41a2_fca5_c684_01c5);
     }
 }
