@@ -326,13 +326,14 @@ impl Criteria {
         };
         let some = |(canary, baseline): (u64, u64)| canary + baseline > 0;
         let mut judgements = Vec::new();
-        let sessions = sum("client.sessions");
+        let (canary_sessions, baseline_sessions) = series("client.sessions");
+        let (canary_crashes, baseline_crashes) = series("client.crashes");
+        let sessions = (total(&canary_sessions), total(&baseline_sessions));
         if some(sessions) {
-            let crashes = count("client.crashes");
             judgements.push(self.ratio(
                 "crash_rate",
-                (crashes.0, sessions.0),
-                (crashes.1, sessions.1),
+                (canary_crashes.values.count(), sessions.0),
+                (baseline_crashes.values.count(), sessions.1),
             ));
         }
         // Users: those of the sessions and the crashes, from their sketches.
@@ -341,8 +342,6 @@ impl Criteria {
             all.merge(&sessions.users);
             (crashed.users.count(), all.count())
         };
-        let ((canary_crashes, baseline_crashes), (canary_sessions, baseline_sessions)) =
-            (series("client.crashes"), series("client.sessions"));
         let canary_users = users(&canary_crashes, &canary_sessions);
         let baseline_users = users(&baseline_crashes, &baseline_sessions);
         if canary_users.1 + baseline_users.1 > 0 {
