@@ -82,8 +82,10 @@ impl Reader {
     /// `selection` read from the services' totals ([`Kind::Service`]) when
     /// they answer it alike: every span of a service or of all, filtered and
     /// grouped by service and span kind only, over a range they cover (they
-    /// are kept from the first start of a version that writes them). One
-    /// series per service and span kind is read instead of each operation's.
+    /// are kept from the first start of a version that writes them: a
+    /// service's from its own first total, every service's from the
+    /// earliest). One series per service and span kind is read instead of
+    /// each operation's.
     async fn through_totals(
         &self,
         selection: &Selection,
@@ -103,9 +105,15 @@ impl Reader {
         if !answerable {
             return Ok(None);
         }
+        // The catalogue of the service's totals (of every service's when the
+        // selection names none).
         let since = self
             .store
-            .series(&self.tenant, Some(Kind::Service), None)
+            .series(
+                &self.tenant,
+                Some(Kind::Service),
+                selection.service.as_deref(),
+            )
             .await?
             .iter()
             .map(|entry| entry.first_seen_s)
