@@ -45,20 +45,12 @@ fn sessions((app, version): (&str, &str), start_s: u64, n: u64, users: &[&str]) 
     for user in users {
         rollup.users.insert(user);
     }
-    RollupRow {
-        series: Arc::new(SeriesKey::new(
-            TenantId::parse("acme").unwrap(),
-            Kind::Client,
-            app,
-            "client.sessions",
-            vec![("app.version".into(), version.into())],
-        )),
-        partition: 0,
-        width_s: 10,
+    ten_s_row(
+        (Kind::Client, app, "client.sessions"),
+        vec![("app.version".into(), version.into())],
         start_s,
         rollup,
-        correction: false,
-    }
+    )
 }
 
 async fn crash_groups_page_by_volume_and_by_velocity(backend: Backend) {

@@ -215,19 +215,20 @@ actions:
     )
 }
 
-/// A 10 s row of service pay in `unit`: `n` requests, `errors` failed.
-fn row(unit: &str, start_s: u64, n: u64, errors: u64) -> RollupRow {
-    let mut rollup = Rollup::default();
-    for i in 0..n {
-        rollup.record(20.0, i < errors).unwrap();
-    }
+/// A 10 s row of tenant acme's series at `start_s`.
+fn ten_s_row(
+    (kind, service, name): (Kind, &str, &str),
+    labels: Vec<(String, String)>,
+    start_s: u64,
+    rollup: Rollup,
+) -> RollupRow {
     RollupRow {
         series: Arc::new(SeriesKey::new(
             TenantId::parse("acme").unwrap(),
-            Kind::Span,
-            "pay",
-            "POST /pay",
-            vec![("vigil.unit".into(), unit.into())],
+            kind,
+            service,
+            name,
+            labels,
         )),
         partition: 0,
         width_s: 10,
@@ -235,6 +236,25 @@ fn row(unit: &str, start_s: u64, n: u64, errors: u64) -> RollupRow {
         rollup,
         correction: false,
     }
+}
+
+/// `n` requests of 20 ms, `errors` of them failed.
+fn requests(n: u64, errors: u64) -> Rollup {
+    let mut rollup = Rollup::default();
+    for i in 0..n {
+        rollup.record(20.0, i < errors).unwrap();
+    }
+    rollup
+}
+
+/// A 10 s row of service pay in `unit`: `n` requests, `errors` failed.
+fn row(unit: &str, start_s: u64, n: u64, errors: u64) -> RollupRow {
+    ten_s_row(
+        (Kind::Span, "pay", "POST /pay"),
+        vec![("vigil.unit".into(), unit.into())],
+        start_s,
+        requests(n, errors),
+    )
 }
 
 async fn publish(bus: &dyn Bus, config: &Config, seq: u64, rows: &[RollupRow]) {
@@ -741,27 +761,15 @@ async fn a_standby_takes_over_within_15_s_of_the_leaders_death(backend: Backend)
 /// A row of pay's `POST /pay` in `unit` and `version`: `n` requests,
 /// `errors` failed, in the 10 s window at `start_s`.
 fn versioned(unit: &str, version: &str, start_s: u64, n: u64, errors: u64) -> RollupRow {
-    let mut rollup = Rollup::default();
-    for i in 0..n {
-        rollup.record(20.0, i < errors).unwrap();
-    }
-    RollupRow {
-        series: Arc::new(SeriesKey::new(
-            TenantId::parse("acme").unwrap(),
-            Kind::Span,
-            "pay",
-            "POST /pay",
-            vec![
-                ("vigil.unit".into(), unit.into()),
-                ("service.version".into(), version.into()),
-            ],
-        )),
-        partition: 0,
-        width_s: 10,
+    ten_s_row(
+        (Kind::Span, "pay", "POST /pay"),
+        vec![
+            ("vigil.unit".into(), unit.into()),
+            ("service.version".into(), version.into()),
+        ],
         start_s,
-        rollup,
-        correction: false,
-    }
+        requests(n, errors),
+    )
 }
 
 /// The first page of an alert names where its change is: pay in two units
