@@ -206,6 +206,28 @@ impl ApiClient {
         body
     }
 
+    /// The body of `GET path` once `done` holds of it, asked again every
+    /// 250 ms for at most `within`: the aggregator writes as it flushes.
+    pub async fn eventually(
+        &self,
+        path: &str,
+        within: std::time::Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let body = self.ok(path).await;
+            if done(&body) {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{path} never answered as awaited: {body}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+
     pub async fn wait(self) {
         self.api.wait().await.unwrap();
     }

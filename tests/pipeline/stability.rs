@@ -4,7 +4,9 @@
 //! aggregator and the store, read back exactly from the API.
 
 use serde_json::{Value, json};
-use vigil_testing::{Backend, on_both_backends};
+use std::time::Duration;
+
+use vigil_testing::{Backend, number, on_both_backends};
 
 use crate::harness::{ApiClient, Stack, now_s};
 
@@ -19,18 +21,12 @@ async fn value(server: &ApiClient, range: &str, name: &str, signal: &str) -> f64
     let path = format!(
         "/api/v1/query?kind=client&service=kiosk&name={name}&signal={signal}&step=1d&{range}"
     );
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let body = server.ok(&path).await;
-        if let Some(value) = body["series"][0]["points"][0][1].as_f64() {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name} did not arrive: {body}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
+    let body = server
+        .eventually(&path, Duration::from_secs(60), |body| {
+            body["series"][0]["points"][0][1].is_number()
+        })
+        .await;
+    number(&body["series"][0]["points"][0][1])
 }
 
 async fn stability_signals_are_read_back_exactly(backend: Backend) {
@@ -164,21 +160,14 @@ async fn stability_signals_are_read_back_exactly(backend: Backend) {
     }
 
     // And what client health makes of them.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    let version = loop {
-        let body = server
-            .ok(&format!("/api/v1/client/health?app=kiosk&{range}"))
-            .await;
-        let version = body["apps"][0]["versions"][0].clone();
-        if version["crashes"] == 4 && version["low_memory_kills"] == 1 {
-            break version;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "client health never had every crash: {body}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    };
+    let path = format!("/api/v1/client/health?app=kiosk&{range}");
+    let body = server
+        .eventually(&path, Duration::from_secs(60), |body| {
+            let version = &body["apps"][0]["versions"][0];
+            version["crashes"] == 4 && version["low_memory_kills"] == 1
+        })
+        .await;
+    let version = &body["apps"][0]["versions"][0];
     let expected = json!({
         "version": "3.0", "sessions": 4.0, "crashes": 4, "crashed_sessions": 3,
         "crash_free_sessions": 0.25, "users": 3, "crashed_users": 2,
@@ -230,23 +219,14 @@ async fn users_are_counted_within_the_sketch_bound(backend: Backend) {
             .collect();
         stack.send_client(batches).await;
     }
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(90);
-    let version = loop {
-        let body = server
-            .ok(&format!(
-                "/api/v1/client/health?app=fleet&from={from}&to={to}"
-            ))
-            .await;
-        let version = body["apps"][0]["versions"][0].clone();
-        if version["sessions"] == 7_500.0 && version["crashes"] == 200 {
-            break version;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "client health never had every session: {body}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    };
+    let path = format!("/api/v1/client/health?app=fleet&from={from}&to={to}");
+    let body = server
+        .eventually(&path, Duration::from_secs(90), |body| {
+            let version = &body["apps"][0]["versions"][0];
+            version["sessions"] == 7_500.0 && version["crashes"] == 200
+        })
+        .await;
+    let version = &body["apps"][0]["versions"][0];
     let users = version["users"].as_u64().expect("users");
     let crashed = version["crashed_users"].as_u64().expect("crashed users");
     assert!(users.abs_diff(5_000) <= 100, "users {users}: {version}");
