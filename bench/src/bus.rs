@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use vigil_bus::{Bus, EmbeddedBus, Record};
 use vigil_config::{BusKind, Config, EmbeddedBusConfig, Fsync, StoreKind};
 
-use crate::collector::{self, BenchReport, ChildCollector};
+use crate::collector::{self, BenchReport, VigilProcess};
 
 /// What to run.
 #[derive(Debug, Clone, clap::Args)]
@@ -68,8 +68,8 @@ pub async fn run(exe: &Path, config: &Config, options: &Options) -> Result<Figur
         config.store.kind = StoreKind::Sqlite;
         config.store.sqlite.path = data.join("vigil.sqlite");
         let data_arg = data.display().to_string();
-        let up = ChildCollector::start(exe, &config, &["up", "--data", &data_arg])?;
-        let report = collector::load(&up, &options.load).await;
+        let mut up = VigilProcess::start(exe, &config, &["up", "--data", &data_arg])?;
+        let report = collector::load(&mut up, &options.load).await;
         up.stop();
         ingest.push((fsync, report?));
     }

@@ -93,18 +93,18 @@ pub async fn run(
     let mut config = config.clone();
     config.bus.kind = BusKind::Kafka;
     fresh_topics(&mut config);
-    let collector = ChildCollector::start(exe, &config, &["collector"])?;
-    let report = load(&collector, options).await;
+    let mut collector = VigilProcess::start(exe, &config, &["collector"])?;
+    let report = load(&mut collector, options).await;
     collector.stop();
     report
 }
 
 /// Sends metrics, then spans, to the OTLP/gRPC listener of `collector`.
 pub(crate) async fn load(
-    collector: &ChildCollector,
+    collector: &mut VigilProcess,
     options: &Options,
 ) -> Result<BenchReport, BenchError> {
-    let endpoint = format!("http://{}", collector.grpc_address);
+    let endpoint = format!("http://{}", collector.address("OTLP/gRPC ")?);
 
     let batch = options.batch as u64;
 
@@ -142,7 +142,7 @@ pub(crate) async fn load(
 /// `options.seconds` pass, counting `items_per_request` per answered request
 /// and the collector's CPU time meanwhile.
 async fn measure<Client, Export, Sent>(
-    collector: &ChildCollector,
+    collector: &VigilProcess,
     options: &Options,
     items_per_request: u64,
     clients: Vec<Client>,
@@ -197,18 +197,18 @@ where
     })
 }
 
-/// A `vigil` process serving OTLP (`vigil collector` or `vigil up`), whose
-/// CPU time and memory are measured.
-pub(crate) struct ChildCollector {
+/// A `vigil` child process (`vigil collector`, `vigil aggregator`, `vigil
+/// up`) whose CPU time and memory are measured, and whose addresses are read
+/// from what it prints.
+pub(crate) struct VigilProcess {
     child: Child,
-    pub(crate) grpc_address: String,
     /// Its standard output, line by line, and the lines read so far.
     printed: std::sync::mpsc::Receiver<String>,
     lines: Vec<String>,
     config_path: std::path::PathBuf,
 }
 
-impl ChildCollector {
+impl VigilProcess {
     /// Runs `exe` with `args` (the subcommand) on `base`, with its listeners
     /// on free ports and one tenant without limits. Processes that share a
     /// bus share `base`'s topics: give it topics of its own with
@@ -254,17 +254,12 @@ impl ChildCollector {
                 let _ = line.send(text);
             }
         });
-        let mut collector = ChildCollector {
+        Ok(VigilProcess {
             child,
-            grpc_address: String::new(),
             printed,
             lines: Vec::new(),
             config_path,
-        };
-        if args.first() != Some(&"aggregator") {
-            collector.grpc_address = collector.address("OTLP/gRPC ")?;
-        }
-        Ok(collector)
+        })
     }
 
     /// The address printed after `marker` (`vigil collector` prints

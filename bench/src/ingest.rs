@@ -37,7 +37,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use vigil_config::{BusKind, Config, StoreKind};
 
-use crate::collector::{ChildCollector, fresh_topics, spans_request};
+use crate::collector::{VigilProcess, fresh_topics, spans_request};
 use crate::{remote_write, string_attribute};
 
 /// Where the pipeline runs.
@@ -192,7 +192,7 @@ pub(crate) fn gauges(
 /// The processes measured, the collector's addresses and the aggregator's
 /// metrics URL.
 struct Pipeline {
-    processes: Vec<(&'static str, ChildCollector)>,
+    processes: Vec<(&'static str, VigilProcess)>,
     grpc: String,
     http: String,
     aggregator_metrics: String,
@@ -221,11 +221,12 @@ impl Pipeline {
                 config.store.kind = StoreKind::Sqlite;
                 config.store.sqlite.path = data.join("vigil.sqlite");
                 let data_arg = data.display().to_string();
-                let mut up = ChildCollector::start(exe, &config, &["up", "--data", &data_arg])?;
+                let mut up = VigilProcess::start(exe, &config, &["up", "--data", &data_arg])?;
+                let grpc = up.address("OTLP/gRPC ")?;
                 let http = up.address("OTLP/HTTP ")?;
                 let aggregator_metrics = up.address("aggregator  metrics ")?;
                 Ok(Pipeline {
-                    grpc: up.grpc_address.clone(),
+                    grpc,
                     processes: vec![("vigil up", up)],
                     http,
                     aggregator_metrics,
@@ -234,12 +235,13 @@ impl Pipeline {
             }
             Deployment::Kafka => {
                 config.bus.kind = BusKind::Kafka;
-                let mut collector = ChildCollector::start(exe, &config, &["collector"])?;
-                let mut aggregator = ChildCollector::start(exe, &config, &["aggregator"])?;
+                let mut collector = VigilProcess::start(exe, &config, &["collector"])?;
+                let mut aggregator = VigilProcess::start(exe, &config, &["aggregator"])?;
+                let grpc = collector.address("OTLP/gRPC ")?;
                 let http = collector.address("OTLP/HTTP ")?;
                 let aggregator_metrics = aggregator.address("metrics on ")?;
                 Ok(Pipeline {
-                    grpc: collector.grpc_address.clone(),
+                    grpc,
                     processes: vec![
                         ("vigil collector", collector),
                         ("vigil aggregator", aggregator),
