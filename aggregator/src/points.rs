@@ -23,22 +23,13 @@ use vigil_domain::distribution::{
     Distribution, DistributionError, ExplicitHistogram, ExponentialHistogram,
 };
 use vigil_domain::model::{
-    CERTIFICATE_DAYS_LEFT, Fnv, Kind, Rollup, SeriesKey, TLS_NOT_AFTER, hex,
+    CERTIFICATE_DAYS_LEFT, Fnv, Kind, RESOURCE_DIMENSIONS, Rollup, SeriesKey, TLS_NOT_AFTER, hex,
 };
 use vigil_domain::tenant::TenantId;
 use vigil_domain::time::parse_rfc3339;
 use vigil_store::SpanRecord;
 
 use crate::cumulative::{Cumulative, Exponential, Value};
-
-/// Resource attributes every series keeps as dimensions.
-pub const RESOURCE_DIMENSIONS: [&str; 5] = [
-    "service.version",
-    "vigil.unit",
-    "vigil.cohort",
-    "deployment.environment",
-    "cloud.region",
-];
 
 /// What one observation adds to its window.
 #[derive(Debug, Clone)]

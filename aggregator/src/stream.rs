@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 use vigil_bus::{Bus, Consumer, Message, Position, Record, Topics, rollups};
 use vigil_config::AggregatorConfig;
-use vigil_domain::model::{Fnv, Kind, SPAN_KIND, SeriesKey, service_total};
+use vigil_domain::model::{Fnv, Kind, SeriesKey, service_total, tenant_total};
 use vigil_domain::shutdown::Shutdown;
 use vigil_store::{
     CATALOGUE_REFRESH_S, CatalogueEntry, EventRecord, Flush, IngestStore, RollupQuery, SpanRecord,
@@ -262,7 +262,7 @@ impl StreamLoop {
             }
         };
         let mut admission = self.active.admission(now_s(), &self.metrics);
-        let mut totals = Vec::new();
+        let mut totals = Totals::default();
         let catalogue = &mut self.catalogue;
         let mut seen = |id: u64, time_s: u64| {
             let seen = catalogue.entry(id).or_insert((time_s, time_s, None));
@@ -274,9 +274,10 @@ impl StreamLoop {
             if !admission.admit(&observation.series, id) {
                 continue;
             }
-            // An admitted span also counts in its service's total, which is
-            // not a point of its own: neither counted nor limited apart.
-            let total = service_observation(&mut totals, &observation);
+            // An admitted span also counts in its service's and its
+            // tenant's totals, which are not points of their own: neither
+            // counted nor limited apart.
+            let totals = totals.of(&observation);
             let late_before = partition.late_points();
             if partition.observe(observation).is_ok() {
                 self.metrics
@@ -284,7 +285,7 @@ impl StreamLoop {
                     .inc_by(partition.late_points() - late_before);
                 self.metrics.observations.inc();
                 seen(id, time_s);
-                if let Some(total) = total {
+                for total in totals {
                     let id = total.id;
                     if partition.observe(total).is_ok() {
                         seen(id, time_s);
@@ -323,8 +324,10 @@ impl StreamLoop {
             }
             None => (Vec::new(), Vec::new()),
         };
+        // Totals are not series under the tenant's limit.
+        let sent = stored.iter().filter(|row| !row.series.kind.is_total());
         self.active
-            .restore(stored.iter().map(|row| &row.series), now_s(), &self.metrics);
+            .restore(sent.map(|row| &row.series), now_s(), &self.metrics);
         tracing::info!(
             source = %self.source, partition = id, ?checkpoint, restored = stored.len(),
             cumulative = cumulative.len(), "resuming partition"
@@ -617,34 +620,35 @@ fn decode(
     }
 }
 
-/// The observation a span observation adds to its service's total
-/// ([`Kind::Service`]); none for other kinds. `made` keeps the totals'
-/// series made for the message so far, one per span kind.
-fn service_observation(
-    made: &mut Vec<(Arc<SeriesKey>, u64)>,
-    observation: &Observation,
-) -> Option<Observation> {
-    let span = &observation.series;
-    if span.kind != Kind::Span {
-        return None;
-    }
-    let kind = span.label(SPAN_KIND);
-    let found = made
-        .iter()
-        .find(|(total, _)| total.service == span.service && total.label(SPAN_KIND) == kind);
-    let (series, id) = match found {
-        Some(found) => found.clone(),
-        None => {
-            let total = service_total(span);
-            let id = total.id();
-            made.push((Arc::new(total), id));
-            made[made.len() - 1].clone()
+/// The totals' series of the span series of one message, made once per
+/// span series.
+#[derive(Default)]
+struct Totals {
+    made: IdMap<u64, [(Arc<SeriesKey>, u64); 2]>,
+}
+
+impl Totals {
+    /// The observations a span observation adds to its service's total
+    /// ([`Kind::Service`]) and its tenant's ([`Kind::Tenant`]); none for
+    /// other kinds.
+    fn of(&mut self, observation: &Observation) -> Vec<Observation> {
+        let span = &observation.series;
+        if span.kind != Kind::Span {
+            return Vec::new();
         }
-    };
-    Some(Observation {
-        series,
-        id,
-        time_s: observation.time_s,
-        amount: observation.amount.clone(),
-    })
+        let made = self.made.entry(observation.id).or_insert_with(|| {
+            [service_total(span), tenant_total(span)].map(|total| {
+                let id = total.id();
+                (Arc::new(total), id)
+            })
+        });
+        made.iter()
+            .map(|(series, id)| Observation {
+                series: Arc::clone(series),
+                id: *id,
+                time_s: observation.time_s,
+                amount: observation.amount.clone(),
+            })
+            .collect()
+    }
 }

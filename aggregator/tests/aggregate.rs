@@ -179,14 +179,16 @@ impl Setup {
         (aggregator, shutdown)
     }
 
-    /// The stored rollups of `kind` and `name` in the window of width
-    /// `width_s` holding `time_s`, merged.
+    /// The stored rollups of service pay's `kind` and `name` (the tenant's
+    /// totals: no service) in the window of width `width_s` holding
+    /// `time_s`, merged.
     async fn total(&self, kind: Kind, name: &str, width_s: u32, time_s: u64) -> Rollup {
         let from = time_s - time_s % u64::from(width_s);
         let mut query = RollupQuery::new(width_s, from, from + u64::from(width_s));
         query.tenant = Some(TenantId::parse("acme").expect("tenant"));
         query.kind = Some(kind);
-        query.service = Some("pay".into());
+        // The tenant's totals belong to no service.
+        query.service = Some(if kind == Kind::Tenant { "" } else { "pay" }.into());
         query.name = Some(name.into());
         let mut total = Rollup::default();
         for row in self.store.rollups(&query).await.expect("reads rollups") {
@@ -341,6 +343,14 @@ async fn every_signal_is_rolled_up_exactly(backend: Backend) {
     assert_eq!(total.values.to_buckets(), latency.values.to_buckets());
     for width in [10, 60, 3600] {
         let late = setup.settled(Kind::Service, "pay", width, old, 20).await;
+        assert_rollup(&late, 20, (1..=20).map(f64::from).sum(), 1);
+    }
+    // So does the tenant's (pay is its only service).
+    let total = setup.settled(Kind::Tenant, "", 10, now, 100).await;
+    assert_rollup(&total, 100, exact_sum, 7);
+    assert_eq!(total.values.to_buckets(), latency.values.to_buckets());
+    for width in [10, 60, 3600] {
+        let late = setup.settled(Kind::Tenant, "", width, old, 20).await;
         assert_rollup(&late, 20, (1..=20).map(f64::from).sum(), 1);
     }
 

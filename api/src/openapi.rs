@@ -85,7 +85,7 @@ pub const KIND: Param = Param {
     name: "kind",
     kind: "string",
     required: true,
-    description: "span, metric, client, probe or service (every span of a service, per span.kind).",
+    description: "span, metric, client, probe, service (every span of a service, per span.kind and deployment labels) or tenant (every span of every service, likewise).",
 };
 pub const NAME: Param = Param {
     name: "name",

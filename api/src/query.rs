@@ -49,12 +49,17 @@ impl Selection {
     /// The selection of a request's `kind`, `name`, `service` and `filter`.
     pub fn from_params(params: &Params) -> Result<Selection, BadParameter> {
         let kind_name = params.get("kind").ok_or_else(|| {
-            BadParameter::new("kind", "required: span, metric, client, probe or service")
+            BadParameter::new(
+                "kind",
+                "required: span, metric, client, probe, service or tenant",
+            )
         })?;
         let kind = Kind::parse(kind_name).ok_or_else(|| {
             BadParameter::new(
                 "kind",
-                format!("unknown kind {kind_name:?}; use span, metric, client, probe or service"),
+                format!(
+                    "unknown kind {kind_name:?}; use span, metric, client, probe, service or tenant"
+                ),
             )
         })?;
         Ok(Selection {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use vigil_domain::model::{Kind, Rollup, SPAN_KIND};
+use vigil_domain::model::{Kind, Rollup, TOTAL_LABELS};
 use vigil_domain::tenant::TenantId;
 use vigil_store::{Aggregation, Store};
 
@@ -79,51 +79,55 @@ impl Reader {
         Ok(merged)
     }
 
-    /// `selection` read from the services' totals ([`Kind::Service`]) when
-    /// they answer it alike: every span of a service or of all, filtered and
-    /// grouped by service and span kind only, over a range they cover (they
+    /// `selection` read from the span series' totals when they answer it
+    /// alike: every span of a service or of all, filtered and grouped by
+    /// service, span kind and deployment labels only ([`TOTAL_LABELS`]),
+    /// over a range they cover. A read of every service that neither
+    /// filters nor groups by service takes the tenant's totals
+    /// ([`Kind::Tenant`]), others the services' ([`Kind::Service`]). Totals
     /// are kept from the first start of a version that writes them: a
     /// service's from its own first total, every service's from the
-    /// earliest). One series per service and span kind is read instead of
-    /// each operation's.
-    async fn through_totals(
+    /// earliest. A few series per span kind and deployment are read instead
+    /// of each operation's.
+    pub async fn through_totals(
         &self,
         selection: &Selection,
         from_s: u64,
     ) -> Result<Option<Selection>, ApiError> {
-        let total_labels = ["service.name", SPAN_KIND];
+        let service_wide = |key: &str| key == "service.name" || TOTAL_LABELS.contains(&key);
         let answerable = selection.kind == Kind::Span
             && selection.name.is_none()
-            && selection
-                .matchers
-                .iter()
-                .all(|m| total_labels.contains(&m.name.as_str()))
-            && selection
-                .group_by
-                .iter()
-                .all(|key| total_labels.contains(&key.as_str()));
+            && selection.matchers.iter().all(|m| service_wide(&m.name))
+            && selection.group_by.iter().all(|key| service_wide(key));
         if !answerable {
             return Ok(None);
         }
-        // The catalogue of the service's totals (of every service's when the
-        // selection names none).
-        let since = self
-            .store
-            .series(
-                &self.tenant,
-                Some(Kind::Service),
-                selection.service.as_deref(),
-            )
-            .await?
-            .iter()
-            .map(|entry| entry.first_seen_s)
-            .min();
-        Ok(since
-            .is_some_and(|since| since <= from_s)
-            .then(|| Selection {
-                kind: Kind::Service,
-                ..selection.clone()
-            }))
+        let of_every_service = selection.service.is_none()
+            && selection.matchers.iter().all(|m| m.name != "service.name")
+            && selection.group_by.iter().all(|key| key != "service.name");
+        let levels: &[Kind] = if of_every_service {
+            &[Kind::Tenant, Kind::Service]
+        } else {
+            &[Kind::Service]
+        };
+        for &kind in levels {
+            // The catalogue of the service's totals (of every service's when
+            // the selection names none).
+            let since = self
+                .store
+                .series(&self.tenant, Some(kind), selection.service.as_deref())
+                .await?
+                .iter()
+                .map(|entry| entry.first_seen_s)
+                .min();
+            if since.is_some_and(|since| since <= from_s) {
+                return Ok(Some(Selection {
+                    kind,
+                    ..selection.clone()
+                }));
+            }
+        }
+        Ok(None)
     }
 
     /// Like [`Reader::merged`] without a step: one rollup per group.

@@ -12,12 +12,13 @@
 //! series (`/prometheus/api/v1/query_range`, [`Suite::Promql`]), and reports
 //! the latencies.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use vigil_config::{ApiToken, Config, Role, Secret};
 use vigil_domain::model::RollupRow;
-use vigil_domain::model::{Kind, Rollup, SeriesKey, service_total};
+use vigil_domain::model::{Kind, Rollup, SeriesKey, service_total, tenant_total};
 use vigil_domain::shutdown::Shutdown;
 use vigil_domain::tenant::TenantId;
 use vigil_store::{CatalogueEntry, Flush, RollupStore, Store};
@@ -137,17 +138,28 @@ pub async fn load(
     let started = Instant::now();
     let mut rows = Vec::with_capacity(ROWS_PER_FLUSH);
     let mut written = 0;
-    // Each service's total, as the aggregator writes it beside its spans.
-    let totals: Vec<Arc<SeriesKey>> = series
+    // The services' and the tenant's totals, as the aggregator writes them
+    // beside the spans; `totals_of[i]` are those of `series[i]`.
+    let mut totals: Vec<Arc<SeriesKey>> = Vec::new();
+    let mut index: HashMap<SeriesKey, usize> = HashMap::new();
+    let totals_of: Vec<[usize; 2]> = series
         .iter()
-        .take(shape.services)
-        .map(|span| Arc::new(service_total(span)))
+        .map(|span| {
+            [service_total(span), tenant_total(span)].map(|total| {
+                *index.entry(total.clone()).or_insert_with(|| {
+                    totals.push(Arc::new(total));
+                    totals.len() - 1
+                })
+            })
+        })
         .collect();
     for (n, &(width_s, start_s)) in windows.iter().enumerate() {
         let mut merged = vec![Rollup::default(); totals.len()];
         for (i, series) in series.iter().enumerate() {
             let rollup = &templates[(n + i) % templates.len()];
-            merged[i % shape.services].merge(rollup);
+            for total in totals_of[i] {
+                merged[total].merge(rollup);
+            }
             rows.push(RollupRow {
                 series: Arc::clone(series),
                 partition: 0,

@@ -35,20 +35,25 @@ pub enum Kind {
     Client,
     /// A synthetic probe step: latency in ms, errors are failed steps.
     Probe,
-    /// Every span of one service merged per `span.kind`: written by the
-    /// aggregator beside the span series (see [`service_total`]), so that
-    /// service-wide answers read one series per kind instead of every
-    /// operation's.
+    /// Every span of one service merged per [`TOTAL_LABELS`]: written by
+    /// the aggregator beside the span series (see [`service_total`]), so
+    /// that service-wide answers read one series per span kind and
+    /// deployment instead of every operation's.
     Service,
+    /// Every span of a tenant merged per [`TOTAL_LABELS`] (see
+    /// [`tenant_total`]): what answers reads of every service, grouped by
+    /// unit, version or cohort, from a few series.
+    Tenant,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Span,
         Kind::Metric,
         Kind::Client,
         Kind::Probe,
         Kind::Service,
+        Kind::Tenant,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,7 +63,14 @@ impl Kind {
             Kind::Client => "client",
             Kind::Probe => "probe",
             Kind::Service => "service",
+            Kind::Tenant => "tenant",
         }
+    }
+
+    /// Whether its series are totals of span series the aggregator writes
+    /// ([`Kind::Service`], [`Kind::Tenant`]), not series sent.
+    pub fn is_total(self) -> bool {
+        matches!(self, Kind::Service | Kind::Tenant)
     }
 
     /// The kind named `name`, as [`Kind::as_str`] spells it.
@@ -145,21 +157,59 @@ impl SeriesKey {
     }
 }
 
-/// The label of a span series that its service total keeps.
+/// The label of a span series naming its span kind.
 pub const SPAN_KIND: &str = "span.kind";
+
+/// Resource attributes every series keeps as dimensions.
+pub const RESOURCE_DIMENSIONS: [&str; 5] = [
+    "service.version",
+    "vigil.unit",
+    "vigil.cohort",
+    "deployment.environment",
+    "cloud.region",
+];
+
+/// The labels of a span series that its totals ([`Kind::Service`],
+/// [`Kind::Tenant`]) keep: its span kind and where it ran. The operation's
+/// name, status and span dimensions are merged away.
+pub const TOTAL_LABELS: [&str; 6] = [
+    SPAN_KIND,
+    RESOURCE_DIMENSIONS[0],
+    RESOURCE_DIMENSIONS[1],
+    RESOURCE_DIMENSIONS[2],
+    RESOURCE_DIMENSIONS[3],
+    RESOURCE_DIMENSIONS[4],
+];
 
 /// The [`Kind::Service`] series that totals span series `span`: its
 /// tenant and service, named after the service, labelled with its
-/// `span.kind` only.
+/// [`TOTAL_LABELS`].
 pub fn service_total(span: &SeriesKey) -> SeriesKey {
-    let kind = span.label(SPAN_KIND).unwrap_or_default();
-    SeriesKey::new(
-        span.tenant.clone(),
-        Kind::Service,
-        span.service.clone(),
-        span.service.clone(),
-        vec![(SPAN_KIND.to_owned(), kind.to_owned())],
-    )
+    total(span, Kind::Service, &span.service)
+}
+
+/// The [`Kind::Tenant`] series that totals span series `span` with every
+/// other service's: its tenant, no service or name, labelled with its
+/// [`TOTAL_LABELS`].
+pub fn tenant_total(span: &SeriesKey) -> SeriesKey {
+    total(span, Kind::Tenant, "")
+}
+
+fn total(span: &SeriesKey, kind: Kind, name: &str) -> SeriesKey {
+    // `span.labels` is sorted and unique, and so stays its subset.
+    let labels = span
+        .labels
+        .iter()
+        .filter(|(key, _)| TOTAL_LABELS.contains(&key.as_str()))
+        .cloned()
+        .collect();
+    SeriesKey {
+        tenant: span.tenant.clone(),
+        kind,
+        service: name.to_owned(),
+        name: name.to_owned(),
+        labels,
+    }
 }
 
 /// FNV-1a, 64 bits: a hash that stays the same across processes and
@@ -281,6 +331,36 @@ mod tests {
 
     fn tenant() -> TenantId {
         TenantId::parse("acme").expect("valid tenant")
+    }
+
+    #[test]
+    fn totals_keep_the_span_kind_and_where_it_ran() {
+        let span = SeriesKey::new(
+            tenant(),
+            Kind::Span,
+            "pay",
+            "POST /pay",
+            vec![
+                ("status".into(), "error".into()),
+                ("vigil.unit".into(), "u1".into()),
+                ("http.route".into(), "/pay".into()),
+                ("span.kind".into(), "server".into()),
+                ("service.version".into(), "1.1.0".into()),
+            ],
+        );
+        let kept = vec![
+            ("service.version".to_owned(), "1.1.0".to_owned()),
+            ("span.kind".to_owned(), "server".to_owned()),
+            ("vigil.unit".to_owned(), "u1".to_owned()),
+        ];
+        assert_eq!(
+            service_total(&span),
+            SeriesKey::new(tenant(), Kind::Service, "pay", "pay", kept.clone())
+        );
+        assert_eq!(
+            tenant_total(&span),
+            SeriesKey::new(tenant(), Kind::Tenant, "", "", kept)
+        );
     }
 
     #[test]

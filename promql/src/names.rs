@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | metric `m` of service `s` | `m` (dots as `_`) | `job="s"`, its attributes |
 //! | span `n` of service `s` | `vigil_span_requests_total`, `vigil_span_errors_total`, `vigil_span_duration_seconds_bucket`, `_sum`, `_count` | `service="s"`, `span_name="n"`, `span_kind`, `status`, `vigil_unit`… |
-//! | every span of service `s` (its total per span kind) | `vigil_service_requests_total`, `vigil_service_errors_total`, `vigil_service_duration_seconds_bucket`, `_sum`, `_count` | `service="s"`, `span_kind` |
+//! | every span of service `s` (its total per span kind and deployment) | `vigil_service_requests_total`, `vigil_service_errors_total`, `vigil_service_duration_seconds_bucket`, `_sum`, `_count` | `service="s"`, `span_kind`, `vigil_unit`, `service_version`, `vigil_cohort`, `deployment_environment`, `cloud_region` |
 //! | probe `p` | `vigil_probe_runs_total`, `vigil_probe_failures_total`, `vigil_probe_duration_seconds_bucket`, `_sum`, `_count` | `service`, `probe="p"`, `vigil_probe_step`, `vigil_probe_location`, `status` |
 //! | client signal `client.x` of app `a` | `vigil_client_x_total`, `vigil_client_x_sum`, `vigil_client_x_bucket` | `app="a"`, its dimensions |
 //!
@@ -23,6 +23,10 @@
 //! Prometheus native histogram does, and has no `le` label: a classic
 //! `histogram_quantile(0.99, sum by (le) (rate(x_bucket[5m])))` reads the
 //! merged distribution (grouping by the absent `le` changes nothing).
+//!
+//! A tenant's totals (every span of every service) have no name: a sum of
+//! `vigil_span_*` over every service by span kind and deployment labels
+//! reads them in place of the span series.
 
 use std::collections::BTreeMap;
 
@@ -107,6 +111,9 @@ pub fn prometheus_series(key: &SeriesKey) -> Vec<Named> {
             counted("service", "requests", "errors"),
             vec![("service", key.service.clone())],
         ),
+        // A tenant's totals are read in place of its span series when they
+        // answer alike, never by a name of their own.
+        Kind::Tenant => return Vec::new(),
         Kind::Probe => (
             counted("probe", "runs", "failures"),
             vec![
@@ -187,9 +194,9 @@ fn counted(kind: &str, events: &str, failures: &str) -> Vec<(String, Reading, bo
 pub fn vigil_label(series: &SeriesKey, name: &str) -> Result<Option<String>, Unmapped> {
     let own = match (series.kind, name) {
         (_, "__name__") => return Err(Unmapped),
-        (Kind::Metric, "job") | (Kind::Span | Kind::Probe, "service") | (Kind::Client, "app") => {
-            Some("service.name")
-        }
+        (Kind::Metric, "job")
+        | (Kind::Span | Kind::Probe | Kind::Service, "service")
+        | (Kind::Client, "app") => Some("service.name"),
         (Kind::Span, "span_name") | (Kind::Probe, "probe") => Some("name"),
         _ => None,
     };

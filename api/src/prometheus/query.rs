@@ -30,7 +30,7 @@ use vigil_promql::{distinct, matchers, matches};
 use super::{Asked, Form, PromError, seen, success};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::query::{MAX_POINTS, cover, widths};
+use crate::query::{MAX_POINTS, Selection, cover, widths};
 use crate::server::AppState;
 
 impl From<EvalError> for PromError {
@@ -330,20 +330,26 @@ async fn read(
         else {
             continue;
         };
+        // Span series summed as their totals are, by span kind and
+        // deployment: the totals' few series are read instead.
+        let selection = reader
+            .through_totals(&merge.selection, from_s)
+            .await?
+            .unwrap_or(merge.selection);
         let mut groups: HashMap<Vec<String>, Vec<Window>> = HashMap::new();
         let mut rows = 0;
         for segment in cover(from_s, to_s, &usable, closed_until) {
             let query = Aggregation {
                 tenant: caller.tenant.clone(),
-                kind: merge.kind,
+                kind: selection.kind,
                 width_s: segment.width_s,
                 from_s: segment.from_s,
                 to_s: segment.to_s,
                 step_s: u64::from(segment.width_s),
-                service: merge.service.clone(),
-                name: merge.name.clone(),
-                matchers: merge.matchers.clone(),
-                group_by: merge.group_by.clone(),
+                service: selection.service.clone(),
+                name: selection.name.clone(),
+                matchers: selection.matchers.clone(),
+                group_by: selection.group_by.clone(),
                 limit: reader.max_points + 1,
             };
             let merged = state
@@ -506,12 +512,8 @@ fn merged_selectors(expr: &Expr) -> HashMap<String, Vec<String>> {
 
 /// How the store selects and groups a selector's series to merge them.
 struct Merge {
-    kind: Kind,
-    service: Option<String>,
-    name: Option<String>,
-    matchers: Vec<Matcher>,
-    /// The Vigil labels of the Prometheus labels summed by.
-    group_by: Vec<String>,
+    /// Grouped by the Vigil labels of the Prometheus labels summed by.
+    selection: Selection,
     reading: Reading,
 }
 
@@ -589,11 +591,13 @@ impl Merge {
         let exact = picked.len() == chosen.len()
             && chosen.iter().all(|(series, _)| picked.contains(series));
         exact.then_some(Merge {
-            kind: first.kind,
-            service,
-            name,
-            matchers,
-            group_by,
+            selection: Selection {
+                kind: first.kind,
+                service,
+                name,
+                matchers,
+                group_by,
+            },
             reading,
         })
     }

@@ -3,6 +3,7 @@
 //! document; a query over its time is stopped.
 
 use super::*;
+use vigil_domain::model::{service_total, tenant_total};
 
 async fn services_and_queries_answer_exactly(backend: Backend) {
     let Some((server, t)) = start_with_known_data(backend).await else {
@@ -131,12 +132,12 @@ async fn bad_requests_name_the_parameter(backend: Backend) {
         (
             "/api/v1/query?kind=spans&signal=p99",
             "kind",
-            "unknown kind \"spans\"; use span, metric, client, probe or service",
+            "unknown kind \"spans\"; use span, metric, client, probe, service or tenant",
         ),
         (
             "/api/v1/query?signal=p99",
             "kind",
-            "required: span, metric, client, probe or service",
+            "required: span, metric, client, probe, service or tenant",
         ),
         (
             "/api/v1/query?kind=span&signal=p99&from=now&to=now-1h",
@@ -425,10 +426,12 @@ async fn a_query_over_its_time_is_stopped_with_422() {
     hold.abort();
 }
 
-/// A service-wide read — every span of a service, filtered and grouped by
-/// service and span kind only — reads the services' totals once they cover
-/// the range; any other read, the spans. Totals that differ from the spans
-/// on purpose show which was read.
+/// A service-wide read — every span of a service or of all, filtered and
+/// grouped by service, span kind and deployment labels only — reads the
+/// totals once they cover the range: the tenant's for every service when
+/// neither filtered nor grouped by service, else the services'; any other
+/// read, the spans. Totals that differ from the spans on purpose show which
+/// was read.
 async fn service_wide_reads_take_the_services_totals(backend: Backend) {
     let Some(config) = testing::config(backend) else {
         return;
@@ -439,64 +442,180 @@ async fn service_wide_reads_take_the_services_totals(backend: Backend) {
     let server = Server::start(&config, Arc::clone(&store)).await;
     let (from, to) = ((t - 60) * 1000, (t + 180) * 1000);
     let count = |extra: &str| {
-        format!(
-            "/api/v1/query?kind=span&service=pay&signal=count&step=1h&from={from}&to={to}{extra}"
-        )
+        format!("/api/v1/query?kind=span&signal=count&step=1h&from={from}&to={to}{extra}")
     };
-    let sum = |body: Value| -> f64 {
-        body["series"]
+    let of_pay = |extra: &str| count(&format!("&service=pay{extra}"));
+    let groups = |body: Value| -> Vec<(Value, f64)> {
+        let mut groups: Vec<(Value, f64)> = body["series"]
             .as_array()
             .unwrap()
             .iter()
-            .flat_map(|s| s["points"].as_array().unwrap().clone())
-            .map(|p| number(&p[1]))
-            .sum()
+            .map(|s| {
+                let points = s["points"].as_array().unwrap();
+                (
+                    s["labels"].clone(),
+                    points.iter().map(|p| number(&p[1])).sum(),
+                )
+            })
+            .collect();
+        groups.sort_by(|a, b| a.0.to_string().cmp(&b.0.to_string()));
+        groups
     };
+    let sum = |body: Value| -> f64 { groups(body).iter().map(|(_, n)| n).sum() };
     // No totals yet: the 150 server and 20 internal spans.
-    assert_eq!(sum(server.ok(&count("")).await), 170.0);
+    assert_eq!(sum(server.ok(&of_pay("")).await), 170.0);
 
-    let total = |service: &str, name: &str, kind: &str| {
-        let span = SeriesKey::new(
-            tenant("acme"),
-            Kind::Span,
-            service,
-            name,
-            vec![("span.kind".into(), kind.into())],
-        );
-        Arc::new(vigil_domain::model::service_total(&span))
+    let span = |service: &str, name: &str, labels: &[(&str, &str)]| {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        SeriesKey::new(tenant("acme"), Kind::Span, service, name, labels)
     };
-    let (pay, ledger) = (
-        total("pay", "POST /pay", "server"),
-        total("ledger", "post", "internal"),
-    );
-    let mut rows = rows_at(&pay, t + 5, &rollup([1.0; 7], 0));
-    rows.extend(rows_at(&ledger, t + 5, &rollup([2.0; 10], 1)));
-    store
-        .write(&Flush::rows("test", now_s(), rows))
-        .await
-        .unwrap();
-    let covering = |series: &Arc<SeriesKey>| CatalogueEntry {
-        series: SeriesKey::clone(series),
-        first_seen_s: t - 3_600,
-        last_seen_s: t,
+    let at_unit = |unit| {
+        span(
+            "pay",
+            "POST /pay",
+            &[
+                ("span.kind", "server"),
+                ("vigil.unit", unit),
+                ("http.route", "/pay"),
+            ],
+        )
     };
-    store
-        .record_series(&[covering(&pay), covering(&ledger)])
-        .await
-        .unwrap();
-    assert_eq!(sum(server.ok(&count("")).await), 7.0);
-    assert_eq!(sum(server.ok(&count("&group_by=span.kind")).await), 7.0);
+    let ledger = span("ledger", "post", &[("span.kind", "internal")]);
+    let services = [
+        (service_total(&at_unit("u1")), 7),
+        (service_total(&at_unit("u2")), 3),
+        (service_total(&ledger), 10),
+    ];
+    let tenants = [
+        (tenant_total(&at_unit("u1")), 40),
+        (tenant_total(&at_unit("u2")), 20),
+        (tenant_total(&ledger), 30),
+    ];
+    let write = async |totals: &[(SeriesKey, usize)]| {
+        let mut rows = Vec::new();
+        for (series, n) in totals {
+            rows.extend(rows_at(
+                &Arc::new(series.clone()),
+                t + 5,
+                &rollup(vec![1.0; *n], 0),
+            ));
+        }
+        store
+            .write(&Flush::rows("test", now_s(), rows))
+            .await
+            .unwrap();
+        let covering: Vec<CatalogueEntry> = totals
+            .iter()
+            .map(|(series, _)| CatalogueEntry {
+                series: series.clone(),
+                first_seen_s: t - 3_600,
+                last_seen_s: t,
+            })
+            .collect();
+        store.record_series(&covering).await.unwrap();
+    };
+    write(&services).await;
+    assert_eq!(sum(server.ok(&of_pay("")).await), 10.0);
+    assert_eq!(sum(server.ok(&of_pay("&group_by=span.kind")).await), 10.0);
     let server_kind = urlencode(r#"span.kind="server""#);
     assert_eq!(
-        sum(server.ok(&count(&format!("&filter={server_kind}"))).await),
-        7.0
+        sum(server.ok(&of_pay(&format!("&filter={server_kind}"))).await),
+        10.0
     );
-    // One operation, one unit: the spans.
-    assert_eq!(sum(server.ok(&count("&name=POST%20/pay")).await), 150.0);
     let unit = urlencode(r#"vigil.unit="u1""#);
     assert_eq!(
-        sum(server.ok(&count(&format!("&filter={unit}"))).await),
-        100.0
+        sum(server.ok(&of_pay(&format!("&filter={unit}"))).await),
+        7.0
+    );
+    assert_eq!(
+        groups(server.ok(&of_pay("&group_by=vigil.unit")).await),
+        vec![
+            (json!({"vigil.unit": "u1"}), 7.0),
+            (json!({"vigil.unit": "u2"}), 3.0)
+        ]
+    );
+    // Every service, without the tenant's totals: the services'.
+    assert_eq!(sum(server.ok(&count("")).await), 20.0);
+    write(&tenants).await;
+    assert_eq!(sum(server.ok(&count("")).await), 90.0);
+    assert_eq!(
+        groups(server.ok(&count("&group_by=vigil.unit")).await),
+        vec![
+            (json!({"vigil.unit": ""}), 30.0),
+            (json!({"vigil.unit": "u1"}), 40.0),
+            (json!({"vigil.unit": "u2"}), 20.0)
+        ]
+    );
+    // PromQL sums of span series read them alike.
+    let promql = async |query: &str| -> Vec<(String, String)> {
+        let at = t + 120;
+        let path = format!(
+            "/prometheus/api/v1/query?query={}&time={at}",
+            urlencode(query)
+        );
+        let body = server.ok(&path).await;
+        let mut samples: Vec<(String, String)> = body["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                assert_eq!(s["value"][0], json!(at));
+                (
+                    s["metric"].to_string(),
+                    s["value"][1].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        samples.sort();
+        samples
+    };
+    let pairs = |expected: &[(&str, &str)]| -> Vec<(String, String)> {
+        expected
+            .iter()
+            .map(|(metric, value)| ((*metric).to_owned(), (*value).to_owned()))
+            .collect()
+    };
+    assert_eq!(
+        promql("sum by (vigil_unit) (increase(vigil_span_requests_total[2m]))").await,
+        pairs(&[
+            ("{\"vigil_unit\":\"u1\"}", "40"),
+            ("{\"vigil_unit\":\"u2\"}", "20"),
+            ("{}", "30")
+        ])
+    );
+    assert_eq!(
+        promql(r#"sum by (vigil_unit) (increase(vigil_span_requests_total{service="pay"}[2m]))"#)
+            .await,
+        pairs(&[
+            ("{\"vigil_unit\":\"u1\"}", "7"),
+            ("{\"vigil_unit\":\"u2\"}", "3")
+        ])
+    );
+    assert_eq!(
+        promql(r#"sum by (span_name) (increase(vigil_span_requests_total{service="pay"}[2m]))"#)
+            .await,
+        pairs(&[
+            ("{\"span_name\":\"POST /pay\"}", "150"),
+            ("{\"span_name\":\"db.query\"}", "20")
+        ])
+    );
+    // Grouped by service: the services' totals.
+    assert_eq!(
+        groups(server.ok(&count("&group_by=service.name")).await),
+        vec![
+            (json!({"service.name": "ledger"}), 10.0),
+            (json!({"service.name": "pay"}), 10.0)
+        ]
+    );
+    // One operation, a span dimension: the spans.
+    assert_eq!(sum(server.ok(&of_pay("&name=POST%20/pay")).await), 150.0);
+    let route = urlencode(r#"http.route="/pay""#);
+    assert_eq!(
+        sum(server.ok(&of_pay(&format!("&filter={route}"))).await),
+        150.0
     );
     // A range that starts before the totals: the spans.
     let early = format!(
@@ -504,7 +623,7 @@ async fn service_wide_reads_take_the_services_totals(backend: Backend) {
         (t - 7_200) * 1000
     );
     assert_eq!(sum(server.ok(&early).await), 170.0);
-    // The services list reads the totals.
+    // The services list reads the services' totals.
     let body = server.ok("/api/v1/services").await;
     let requests: Vec<(Value, Value)> = body["services"]
         .as_array()
@@ -514,7 +633,7 @@ async fn service_wide_reads_take_the_services_totals(backend: Backend) {
         .collect();
     assert_eq!(
         requests,
-        vec![(json!("ledger"), json!(10)), (json!("pay"), json!(7))]
+        vec![(json!("ledger"), json!(10)), (json!("pay"), json!(10))]
     );
     server.stop().await;
 }
