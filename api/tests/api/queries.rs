@@ -458,7 +458,7 @@ async fn service_wide_reads_take_the_services_totals(backend: Backend) {
                 )
             })
             .collect();
-        groups.sort_by(|a, b| a.0.to_string().cmp(&b.0.to_string()));
+        groups.sort_by_key(|group| group.0.to_string());
         groups
     };
     let sum = |body: Value| -> f64 { groups(body).iter().map(|(_, n)| n).sum() };
