@@ -33,6 +33,9 @@ pub struct Selection {
     pub name: Option<String>,
     pub matchers: Vec<Matcher>,
     pub group_by: Vec<String>,
+    /// Whether the read needs the distributions' buckets (quantiles); the
+    /// store skips them otherwise.
+    pub buckets: bool,
 }
 
 impl Selection {
@@ -43,6 +46,7 @@ impl Selection {
             name: None,
             matchers: Vec::new(),
             group_by: Vec::new(),
+            buckets: true,
         }
     }
 

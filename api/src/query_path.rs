@@ -69,6 +69,7 @@ pub async fn handler(State(state): State<Arc<AppState>>, incoming: Incoming) -> 
     let mut selection = Selection::from_params(params)?;
     let kind = selection.kind;
     selection.group_by = params.labels("group_by")?.unwrap_or_default();
+    selection.buckets = matches!(signal, Signal::Quantile(_));
     let step_ms = params.duration_ms("step")?.unwrap_or(60_000);
     if !step_ms.is_multiple_of(1000) {
         return Err(BadParameter::new(

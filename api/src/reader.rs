@@ -53,6 +53,7 @@ impl Reader {
                 name: selection.name.clone(),
                 matchers: selection.matchers.clone(),
                 group_by: selection.group_by.clone(),
+                buckets: selection.buckets,
                 limit: self.max_points + 1,
             };
             for row in self.store.aggregate(&aggregation).await? {

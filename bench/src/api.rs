@@ -12,7 +12,7 @@
 //! series (`/prometheus/api/v1/query_range`, [`Suite::Promql`]), and reports
 //! the latencies.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -72,6 +72,8 @@ pub struct Figure {
 const OPERATIONS: usize = 20;
 const UNITS: usize = 5;
 const ROWS_PER_FLUSH: usize = 50_000;
+/// The bus's partitions, as `bus.partitions` has them by default.
+const PARTITIONS: usize = 8;
 const TOKEN: &str = "bench-token-0123456789";
 
 fn now_s() -> u64 {
@@ -139,17 +141,22 @@ pub async fn load(
     let mut rows = Vec::with_capacity(ROWS_PER_FLUSH);
     let mut written = 0;
     // The services' and the tenant's totals, as the aggregator writes them
-    // beside the spans; `totals_of[i]` are those of `series[i]`.
-    let mut totals: Vec<Arc<SeriesKey>> = Vec::new();
-    let mut index: HashMap<SeriesKey, usize> = HashMap::new();
+    // beside the spans: each partition its own rows of a total, a service's
+    // spans in one partition. `totals_of[i]` are those of `series[i]`.
+    let partition_of = |i: usize| (i % shape.services % PARTITIONS) as i32;
+    let mut totals: Vec<(Arc<SeriesKey>, i32)> = Vec::new();
+    let mut index: HashMap<(SeriesKey, i32), usize> = HashMap::new();
     let totals_of: Vec<[usize; 2]> = series
         .iter()
-        .map(|span| {
+        .enumerate()
+        .map(|(i, span)| {
             [service_total(span), tenant_total(span)].map(|total| {
-                *index.entry(total.clone()).or_insert_with(|| {
-                    totals.push(Arc::new(total));
-                    totals.len() - 1
-                })
+                *index
+                    .entry((total.clone(), partition_of(i)))
+                    .or_insert_with(|| {
+                        totals.push((Arc::new(total), partition_of(i)));
+                        totals.len() - 1
+                    })
             })
         })
         .collect();
@@ -162,17 +169,17 @@ pub async fn load(
             }
             rows.push(RollupRow {
                 series: Arc::clone(series),
-                partition: 0,
+                partition: partition_of(i),
                 width_s,
                 start_s,
                 rollup: rollup.clone(),
                 correction: false,
             });
         }
-        for (total, rollup) in totals.iter().zip(merged) {
+        for ((total, partition), rollup) in totals.iter().zip(merged) {
             rows.push(RollupRow {
                 series: Arc::clone(total),
-                partition: 0,
+                partition: *partition,
                 width_s,
                 start_s,
                 rollup,
@@ -189,9 +196,11 @@ pub async fn load(
     // The catalogue, as an aggregator keeps it: what the Prometheus API
     // resolves its selectors against.
     let first_seen_s = windows.iter().map(|&(_, start)| start).min().unwrap_or(now);
+    let mut listed = HashSet::new();
     let entries: Vec<CatalogueEntry> = series
         .iter()
-        .chain(&totals)
+        .chain(totals.iter().map(|(total, _)| total))
+        .filter(|series| listed.insert(Arc::clone(series)))
         .map(|series| CatalogueEntry {
             series: SeriesKey::clone(series),
             first_seen_s,

@@ -346,7 +346,7 @@ async fn run_api(config: Config, options: api::Options, suite: api::Suite) -> Re
     if shape.series > 0 {
         let loaded = api::load(store.as_ref(), shape).await?;
         println!(
-            "loaded {} rollup rows into the {:?} store in {:.0} s: {} span series over {} services (and each service's total); 1 h windows over {} days, 1 min over 25 h, 10 s over {} h",
+            "loaded {} rollup rows into the {:?} store in {:.0} s: {} span series over {} services (and their services' and tenant's totals, in 8 partitions); 1 h windows over {} days, 1 min over 25 h, 10 s over {} h",
             loaded.rows,
             config.store.kind,
             loaded.took.as_secs_f64(),

@@ -256,17 +256,29 @@ impl Builder {
     }
 
     fn put(&mut self, labels: Labels, step: usize, sample: Sample) -> Result<(), EvalError> {
+        self.put_series(labels, [(step, sample)])
+    }
+
+    /// Puts the samples of one series, `(step, sample)`: its labels are
+    /// looked up once, not once per step.
+    fn put_series(
+        &mut self,
+        labels: Labels,
+        samples: impl IntoIterator<Item = (usize, Sample)>,
+    ) -> Result<(), EvalError> {
         let steps = self.steps;
         let points = self
             .series
             .entry(labels)
             .or_insert_with(|| vec![None; steps]);
-        if points[step].is_some() {
-            return Err(EvalError::Execution(
-                "vector cannot contain metrics with the same labelset".to_owned(),
-            ));
+        for (step, sample) in samples {
+            if points[step].is_some() {
+                return Err(EvalError::Execution(
+                    "vector cannot contain metrics with the same labelset".to_owned(),
+                ));
+            }
+            points[step] = Some(sample);
         }
-        points[step] = Some(sample);
         Ok(())
     }
 
@@ -277,6 +289,14 @@ impl Builder {
             .map(|(labels, points)| Series { labels, points })
             .collect()
     }
+}
+
+/// The samples of `points` with their steps.
+fn stepped(points: Vec<Option<Sample>>) -> impl Iterator<Item = (usize, Sample)> {
+    points
+        .into_iter()
+        .enumerate()
+        .filter_map(|(step, point)| Some((step, point?)))
 }
 
 /// The labels a `by` or `on` list keeps, or those a `without` or
@@ -499,15 +519,13 @@ impl Evaluator<'_> {
                 for s in series {
                     let mut labels = without_name(&s.labels);
                     labels.remove("le");
-                    for (step, point) in s.points.iter().enumerate() {
-                        if let Some(Sample::Histogram(h)) = point {
-                            out.put(
-                                labels.clone(),
-                                step,
-                                Sample::Float(quantile_of(h, phi[step])),
-                            )?;
-                        }
-                    }
+                    let quantiles = s.points.iter().enumerate().filter_map(|(step, point)| {
+                        let Some(Sample::Histogram(h)) = point else {
+                            return None;
+                        };
+                        Some((step, Sample::Float(quantile_of(h, phi[step]))))
+                    });
+                    out.put_series(labels, quantiles)?;
                 }
                 Ok(Value::Vector(out.build()))
             }
@@ -529,13 +547,11 @@ impl Evaluator<'_> {
         let mut out = Builder::new(self.steps.len());
         for s in series {
             let labels = named(&s.labels, drop_name);
-            for (step, point) in s.points.iter().enumerate() {
-                if let Some(v) = point.as_ref().and_then(Sample::float)
-                    && let Some(v) = f(step, v)
-                {
-                    out.put(labels.clone(), step, Sample::Float(v))?;
-                }
-            }
+            let values = s.points.iter().enumerate().filter_map(|(step, point)| {
+                let v = f(step, point.as_ref().and_then(Sample::float)?)?;
+                Some((step, Sample::Float(v)))
+            });
+            out.put_series(labels, values)?;
         }
         Ok(Value::Vector(out.build()))
     }
@@ -546,11 +562,7 @@ impl Evaluator<'_> {
             let mut labels = s.labels.clone();
             f(&mut labels);
             labels.retain(|_, v| !v.is_empty());
-            for (step, point) in s.points.into_iter().enumerate() {
-                if let Some(sample) = point {
-                    out.put(labels.clone(), step, sample)?;
-                }
-            }
+            out.put_series(labels, stepped(s.points))?;
         }
         Ok(Value::Vector(out.build()))
     }
@@ -650,12 +662,7 @@ impl Evaluator<'_> {
         let drop_name = name != "last_over_time";
         let mut out = Builder::new(self.steps.len());
         for s in series {
-            let labels = named(&s.labels, drop_name);
-            for (step, point) in s.points.into_iter().enumerate() {
-                if let Some(sample) = point {
-                    out.put(labels.clone(), step, sample)?;
-                }
-            }
+            out.put_series(named(&s.labels, drop_name), stepped(s.points))?;
         }
         Ok(Value::Vector(out.build()))
     }
@@ -720,21 +727,37 @@ impl Evaluator<'_> {
                 .as_ref()
                 .map_or_else(Labels::new, |modifier| kept(labels, modifier))
         };
-        let groups: Vec<Labels> = series.iter().map(|s| group_of(&s.labels)).collect();
-        let mut out = Builder::new(self.steps.len());
-        for step in 0..self.steps.len() {
-            let mut members: BTreeMap<&Labels, Vec<(usize, &Sample)>> = BTreeMap::new();
-            for (i, s) in series.iter().enumerate() {
-                if let Some(sample) = &s.points[step] {
-                    members.entry(&groups[i]).or_default().push((i, sample));
+        // Each series' group, found once; then, step by step, each group's
+        // samples, taken out of their series.
+        let mut index: BTreeMap<Labels, usize> = BTreeMap::new();
+        let group_of_series: Vec<usize> = series
+            .iter()
+            .map(|s| {
+                let next = index.len();
+                *index.entry(group_of(&s.labels)).or_insert(next)
+            })
+            .collect();
+        let steps = self.steps.len();
+        let mut series = series;
+        let mut members: Vec<Vec<(usize, Sample)>> = vec![Vec::new(); index.len()];
+        let mut points: Vec<Vec<Option<Sample>>> = vec![vec![None; steps]; index.len()];
+        // topk and bottomk keep their members' labels.
+        let mut ranked_out = Builder::new(steps);
+        for step in 0..steps {
+            for (i, s) in series.iter_mut().enumerate() {
+                if let Some(sample) = s.points[step].take() {
+                    members[group_of_series[i]].push((i, sample));
                 }
             }
-            for (group, samples) in members {
+            for (group, samples) in members.iter_mut().enumerate() {
+                if samples.is_empty() {
+                    continue;
+                }
                 let floats: Vec<f64> = samples.iter().filter_map(|(_, s)| s.float()).collect();
                 let value = match op.as_str() {
                     "sum" => {
-                        if let Some(merged) = merge_histograms(samples.iter().map(|(_, s)| *s)) {
-                            out.put(group.clone(), step, merged)?;
+                        if let Some(merged) = merge_histograms(samples.drain(..).map(|(_, s)| s)) {
+                            points[group][step] = Some(merged);
                             continue;
                         }
                         floats.iter().sum::<f64>()
@@ -762,8 +785,8 @@ impl Evaluator<'_> {
                             0
                         };
                         let mut ranked: Vec<(usize, f64)> = samples
-                            .iter()
-                            .filter_map(|(i, s)| s.float().map(|v| (*i, v)))
+                            .drain(..)
+                            .filter_map(|(i, s)| s.float().map(|v| (i, v)))
                             .collect();
                         ranked.sort_by(|a, b| {
                             if op == "topk" {
@@ -773,7 +796,7 @@ impl Evaluator<'_> {
                             }
                         });
                         for (i, v) in ranked.into_iter().take(k) {
-                            out.put(series[i].labels.clone(), step, Sample::Float(v))?;
+                            ranked_out.put(series[i].labels.clone(), step, Sample::Float(v))?;
                         }
                         continue;
                     }
@@ -784,11 +807,23 @@ impl Evaluator<'_> {
                     }
                 };
                 if !floats.is_empty() || matches!(op.as_str(), "count" | "group") {
-                    out.put(group.clone(), step, Sample::Float(value))?;
+                    points[group][step] = Some(Sample::Float(value));
                 }
+                samples.clear();
             }
         }
-        Ok(out.build())
+        if matches!(op.as_str(), "topk" | "bottomk") {
+            return Ok(ranked_out.build());
+        }
+        // In label order, as the builder gives them.
+        Ok(index
+            .into_iter()
+            .map(|(labels, group)| Series {
+                labels,
+                points: std::mem::take(&mut points[group]),
+            })
+            .filter(|s| s.points.iter().any(Option::is_some))
+            .collect())
     }
 
     fn binary(&self, binary: &BinaryExpr) -> Result<Value, EvalError> {
@@ -1094,17 +1129,17 @@ fn quantile_of(histogram: &Histogram, phi: f64) -> f64 {
 }
 
 /// The sum of the histogram samples among `samples`, if any.
-fn merge_histograms<'s>(samples: impl Iterator<Item = &'s Sample>) -> Option<Sample> {
-    let mut merged: Option<Histogram> = None;
+fn merge_histograms(samples: impl Iterator<Item = Sample>) -> Option<Sample> {
+    let mut merged: Option<Box<Histogram>> = None;
     for sample in samples {
         if let Sample::Histogram(h) = sample {
             match &mut merged {
                 Some(m) => m.distribution.merge(&h.distribution),
-                None => merged = Some(h.as_ref().clone()),
+                None => merged = Some(h),
             }
         }
     }
-    merged.map(|h| Sample::Histogram(Box::new(h)))
+    merged.map(Sample::Histogram)
 }
 
 /// The sample of a series at `t` (see the module documentation).

@@ -76,10 +76,15 @@ impl Stats {
         Ok(())
     }
 
-    pub fn into_rollup(self) -> Result<Rollup, StoreError> {
-        let values =
+    /// The merged rollup; without `buckets` (none were read), its
+    /// distribution is a [`Distribution::summary`].
+    pub fn into_rollup(self, buckets: bool) -> Result<Rollup, StoreError> {
+        let values = if buckets {
             Distribution::from_buckets(&self.keys, &self.counts, self.sum, self.min, self.max)
-                .map_err(|e| corrupt("distribution", e))?;
+        } else {
+            Distribution::summary(self.count, self.sum, self.min, self.max)
+        }
+        .map_err(|e| corrupt("distribution", e))?;
         if values.count() != self.count {
             return Err(corrupt(
                 "distribution",

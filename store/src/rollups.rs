@@ -93,6 +93,11 @@ pub struct Aggregation {
     pub name: Option<String>,
     pub matchers: Vec<Matcher>,
     pub group_by: Vec<String>,
+    /// Whether the merged rollups keep their distributions' buckets, for
+    /// quantiles; without them each is a
+    /// [`vigil_domain::distribution::Distribution::summary`] (count,
+    /// sum, min, max and errors), and the store reads and merges no buckets.
+    pub buckets: bool,
     /// At most this many merged rows are returned.
     pub limit: usize,
 }

@@ -402,6 +402,7 @@ async fn stored_runs(store: &dyn Store, from_s: u64) -> BTreeMap<String, (u64, u
         name: Some("pay-e2e".to_owned()),
         matchers: vec![Matcher::equal("vigil.probe.step", "")],
         group_by: vec!["vigil.probe.location".to_owned()],
+        buckets: false,
         limit: 10_000,
     };
     let mut runs: BTreeMap<String, (u64, u64, f64)> = BTreeMap::new();
@@ -798,6 +799,7 @@ probes:
             name: Some(CERTIFICATE_DAYS_LEFT.to_owned()),
             matchers: Vec::new(),
             group_by: vec!["vigil.probe.name".to_owned()],
+            buckets: false,
             limit: 10_000,
         };
         let rows = stack.pipeline.store.aggregate(&query).await.unwrap();

@@ -151,6 +151,7 @@ async fn shares(
                 name: Some(name.to_owned()),
                 matchers: Vec::new(),
                 group_by: vec!["app.version".to_owned()],
+                buckets: false,
                 limit: 10_000,
             })
             .await?;

@@ -116,6 +116,8 @@ impl Control {
                 name: rule.series.clone(),
                 matchers: matchers.clone(),
                 group_by: dimensions.clone(),
+                // A latency measure counts values above a quantile.
+                buckets: true,
                 limit: MAX_LEAVES,
             };
             async move {

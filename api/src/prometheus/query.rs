@@ -350,6 +350,7 @@ async fn read(
                 name: selection.name.clone(),
                 matchers: selection.matchers.clone(),
                 group_by: selection.group_by.clone(),
+                buckets: selection.buckets,
                 limit: reader.max_points + 1,
             };
             let merged = state
@@ -597,6 +598,7 @@ impl Merge {
                 name,
                 matchers,
                 group_by,
+                buckets: matches!(reading, Reading::Histogram { .. }),
             },
             reading,
         })

@@ -161,7 +161,8 @@ impl Distribution {
 
     /// The `q`-quantile (nearest rank: the value at rank ⌈q·count⌉, at least 1),
     /// within [`RELATIVE_ERROR`] of the exact one. `q = 0` gives the exact min
-    /// and `q = 1` the exact max. `None` when empty or when `q` is not in `[0, 1]`.
+    /// and `q = 1` the exact max. `None` when empty, when `q` is not in
+    /// `[0, 1]`, or for a [`Distribution::summary`] between its min and max.
     pub fn quantile(&self, q: f64) -> Option<f64> {
         if self.count == 0 || !(0.0..=1.0).contains(&q) {
             return None;
@@ -173,7 +174,7 @@ impl Distribution {
         if rank == self.count {
             return Some(self.max);
         }
-        let estimate = self.value_at_rank(rank);
+        let estimate = self.value_at_rank(rank)?;
         Some(estimate.clamp(self.min, self.max))
     }
 
@@ -222,26 +223,27 @@ impl Distribution {
     }
 
     /// The representative value of the bucket holding the `rank`-th smallest
-    /// value (1-based, `rank ≤ count`).
-    fn value_at_rank(&self, rank: u64) -> f64 {
+    /// value (1-based, `rank ≤ count`); `None` when the buckets hold fewer
+    /// values (a [`Distribution::summary`]).
+    fn value_at_rank(&self, rank: u64) -> Option<f64> {
         let mut seen = 0;
         for (index, n) in self.negative.iter().rev() {
             seen += n;
             if seen >= rank {
-                return -representative(index);
+                return Some(-representative(index));
             }
         }
         seen += self.zero;
         if seen >= rank {
-            return 0.0;
+            return Some(0.0);
         }
         for (index, n) in self.positive.iter() {
             seen += n;
             if seen >= rank {
-                return representative(index);
+                return Some(representative(index));
             }
         }
-        self.max
+        None
     }
 
     /// The non-empty buckets in the storage encoding: keys (ascending) and their
@@ -297,6 +299,20 @@ impl Distribution {
                 .ok_or(DistributionError::CountOverflow)?;
         }
         if distribution.count > 0 {
+            distribution.set_stats(sum, min, max)?;
+        }
+        Ok(distribution)
+    }
+
+    /// A distribution known by its statistics only, without buckets: what a
+    /// read that needs no quantile takes, so that the store need not read or
+    /// merge buckets. Count, sum, min, max and mean are right; quantiles
+    /// other than the min and max are `None`, and merging it with a
+    /// distribution that has buckets leaves their quantiles wrong.
+    pub fn summary(count: u64, sum: f64, min: f64, max: f64) -> Result<Self, DistributionError> {
+        let mut distribution = Distribution::new();
+        if count > 0 {
+            distribution.count = count;
             distribution.set_stats(sum, min, max)?;
         }
         Ok(distribution)

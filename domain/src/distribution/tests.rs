@@ -556,3 +556,21 @@ fn invalid_explicit_histograms_are_refused() {
     let single = import(&[], &[5]).unwrap();
     assert_eq!((single.count(), single.quantile(0.5)), (5, Some(0.0)));
 }
+
+#[test]
+fn a_summary_knows_its_statistics_but_no_quantile() {
+    let summary = Distribution::summary(4, 10.0, 1.0, 4.0).unwrap();
+    assert_eq!(
+        (summary.count(), summary.sum(), summary.mean()),
+        (4, 10.0, Some(2.5))
+    );
+    assert_eq!((summary.min(), summary.max()), (Some(1.0), Some(4.0)));
+    assert_eq!(summary.quantile(0.0), Some(1.0));
+    assert_eq!(summary.quantile(0.5), None);
+    assert_eq!(summary.quantile(1.0), Some(4.0));
+    assert_eq!(Distribution::summary(0, 0.0, 0.0, 0.0).unwrap().count(), 0);
+    assert_eq!(
+        Distribution::summary(1, 1.0, 2.0, 1.0).unwrap_err(),
+        DistributionError::MinAboveMax { min: 2.0, max: 1.0 }
+    );
+}

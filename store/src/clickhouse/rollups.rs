@@ -75,11 +75,13 @@ struct AggregatedIn {
     users: Vec<Vec<u8>>,
 }
 
-/// A merged rollup from its summed columns, buckets and users' registers.
+/// A merged rollup from its summed columns, buckets (none when `buckets`
+/// is false: a summary) and users' registers.
 fn stats(
     (count, sum, min, max, errors): (u64, f64, f64, f64, u64),
     (keys, counts): (Vec<i32>, Vec<u64>),
     users: &[Vec<u8>],
+    buckets: bool,
 ) -> Result<Rollup, StoreError> {
     let mut stats = Stats {
         count,
@@ -94,7 +96,7 @@ fn stats(
     for registers in users {
         stats.merge_users(registers)?;
     }
-    stats.into_rollup()
+    stats.into_rollup(buckets)
 }
 
 /// A value bound to a `?` of a query, in the order of the `?`s.
@@ -356,6 +358,7 @@ impl RollupStore for ClickHouseStore {
                     (row.count, row.sum, row.min, row.max, row.errors),
                     row.buckets,
                     &row.users,
+                    true,
                 )?;
                 Ok(StoredRollup {
                     series,
@@ -406,12 +409,24 @@ impl RollupStore for ClickHouseStore {
         bound.push(Bound::Number(
             u64::try_from(query.limit).unwrap_or(u64::MAX),
         ));
+        // ClickHouse 18.16's sumMap costs about 15 µs per group and step
+        // however few rows it merges: a service's totals, about one row per
+        // group and step, are merged here instead (appended: a key may
+        // repeat). One service by unit over 24 h at 1 min, 7,215 rows:
+        // 120 ms in sumMap, 35 ms so.
+        let buckets = if !query.buckets {
+            "(CAST([] AS Array(Int32)), CAST([] AS Array(UInt64)))"
+        } else if query.kind.is_total() && query.service.is_some() {
+            "(groupArrayArray(bucket_keys), groupArrayArray(bucket_counts))"
+        } else {
+            "sumMap(bucket_keys, bucket_counts)"
+        };
         let sql = format!(
             "SELECT CAST([{groups}] AS Array(String)) AS group,
                 intDiv(start, ?) * ? AS step_start,
                 sum(count) AS total, sum(sum) AS value_sum, minIf(min, count > 0) AS low,
                 maxIf(max, count > 0) AS high, sum(errors) AS failed,
-                sumMap(bucket_keys, bucket_counts) AS merged_buckets,
+                {buckets} AS merged_buckets,
                 groupArrayIf(users, notEmpty(users)) AS user_registers
              FROM rollups
              WHERE tenant = ? AND kind = ? AND width = ? AND day >= ? AND start >= ? AND start < ?
@@ -433,6 +448,7 @@ impl RollupStore for ClickHouseStore {
                     (row.count, row.sum, row.min, row.max, row.errors),
                     row.buckets,
                     &row.users,
+                    query.buckets,
                 )?;
                 Ok(Aggregated {
                     group: row.group,

@@ -305,7 +305,7 @@ impl RollupStore for SqliteStore {
                     series,
                     width_s: row.get(5).map_err(fatal)?,
                     start_s: from_sql(row.get(6).map_err(fatal)?),
-                    rollup: stats.into_rollup()?,
+                    rollup: stats.into_rollup(true)?,
                 });
             }
             Ok(merge_rows(stored))
@@ -317,12 +317,13 @@ impl RollupStore for SqliteStore {
         let query = query.clone();
         self.run(move |connection| {
             let mut sql = String::from(
-                "SELECT series, service, name, labels, start, count, sum, min, max, errors, buckets,
-                    users
+                "SELECT series, service, name, labels, start, count, sum, min, max, errors,
+                    CASE WHEN ? THEN buckets END, users
                  FROM rollups
                  WHERE tenant = ? AND kind = ? AND width = ? AND start >= ? AND start < ?",
             );
             let mut values = vec![
+                Value::from(query.buckets),
                 Value::from(query.tenant.as_str().to_owned()),
                 Value::from(query.kind.as_str().to_owned()),
                 Value::from(query.width_s),
@@ -391,12 +392,14 @@ impl RollupStore for SqliteStore {
                 stats.count += count;
                 stats.sum += row.get::<_, f64>(6).map_err(fatal)?;
                 stats.errors += from_sql(row.get(9).map_err(fatal)?);
-                let blob = row
-                    .get_ref(10)
-                    .map_err(fatal)?
-                    .as_blob()
-                    .map_err(|e| corrupt("buckets", e))?;
-                extend_buckets(blob, &mut stats.keys, &mut stats.counts)?;
+                if query.buckets {
+                    let blob = row
+                        .get_ref(10)
+                        .map_err(fatal)?
+                        .as_blob()
+                        .map_err(|e| corrupt("buckets", e))?;
+                    extend_buckets(blob, &mut stats.keys, &mut stats.counts)?;
+                }
                 stats.merge_users(users_of(row, 11)?)?;
             }
             let mut out: Vec<Aggregated> = merged
@@ -405,7 +408,7 @@ impl RollupStore for SqliteStore {
                     Ok(Aggregated {
                         group: groups[group].clone(),
                         start_s,
-                        rollup: stats.into_rollup()?,
+                        rollup: stats.into_rollup(query.buckets)?,
                     })
                 })
                 .collect::<Result<_, StoreError>>()?;

@@ -224,6 +224,7 @@ async fn rollups_merge_by_group_and_step(backend: Backend) {
         name: None,
         matchers: Vec::new(),
         group_by: vec!["vigil.unit".into()],
+        buckets: true,
         limit: 100,
     };
     let summary = |rows: Vec<Aggregated>| -> Vec<(Vec<String>, u64, u64, u64, f64)> {
@@ -302,6 +303,91 @@ async fn rollups_merge_by_group_and_step(backend: Backend) {
             .expect("aggregates")
             .is_empty()
     );
+}
+
+/// The totals of a service and of a tenant merge like any series, whether
+/// the store merges their buckets itself or hands them over (a service's
+/// totals), and a read without buckets keeps every statistic but quantiles.
+async fn totals_and_summaries_merge_alike(backend: Backend) {
+    let Some(store) = open(backend).await else {
+        return;
+    };
+    let start = NOW - NOW % 60 - 120;
+    let span = |service: &str, unit: &str| {
+        SeriesKey::new(
+            tenant("acme"),
+            Kind::Span,
+            service,
+            "POST /pay",
+            vec![
+                ("span.kind".into(), "server".into()),
+                ("vigil.unit".into(), unit.into()),
+            ],
+        )
+    };
+    let service = Arc::new(vigil_domain::model::service_total(&span("pay", "u1")));
+    let whole = Arc::new(vigil_domain::model::tenant_total(&span("pay", "u1")));
+    let other = Arc::new(vigil_domain::model::tenant_total(&span("ledger", "u2")));
+    let (first, second) = ([1.0, 2.0, 3.0, 40.0], [2.0, 3.0, 500.0]);
+    // Each total in two partitions' rows of one window, as two aggregators
+    // write them.
+    let mut rows = Vec::new();
+    for total in [&service, &whole] {
+        rows.push(row(total, 10, start, rollup(&first, 1)));
+        let mut other_partition = row(total, 10, start + 5, rollup(&second, 2));
+        other_partition.partition = 4;
+        rows.push(other_partition);
+    }
+    rows.push(row(&other, 10, start, rollup(&[7.0], 0)));
+    store
+        .write(&flush(vec![checkpoint(1, 100)], rows))
+        .await
+        .expect("writes");
+    let all = rollup(&[first.as_slice(), second.as_slice()].concat(), 3);
+    let read = |kind: Kind, service: Option<&str>, buckets: bool| Aggregation {
+        tenant: tenant("acme"),
+        kind,
+        width_s: 10,
+        from_s: start,
+        to_s: start + 60,
+        step_s: 60,
+        service: service.map(str::to_owned),
+        name: None,
+        matchers: Vec::new(),
+        group_by: vec!["vigil.unit".into()],
+        buckets,
+        limit: 100,
+    };
+    for query in [
+        read(Kind::Service, Some("pay"), true),
+        read(Kind::Tenant, None, true),
+    ] {
+        let merged = store.aggregate(&query).await.expect("aggregates");
+        let groups: Vec<Vec<String>> = merged.iter().map(|a| a.group.clone()).collect();
+        let mut expected = vec![vec!["u1".to_owned()]];
+        if query.kind == Kind::Tenant {
+            expected.push(vec!["u2".to_owned()]);
+        }
+        assert_eq!(groups, expected, "{:?}", query.kind);
+        let u1 = &merged[0].rollup;
+        assert_eq!(u1.values.to_buckets(), all.values.to_buckets());
+        assert_eq!(
+            (u1.values.count(), u1.values.sum(), u1.errors),
+            (7, 551.0, 3)
+        );
+        assert_eq!(u1.values.quantile(0.5), all.values.quantile(0.5));
+    }
+    let summaries = store
+        .aggregate(&read(Kind::Service, Some("pay"), false))
+        .await
+        .expect("aggregates");
+    let u1 = &summaries[0].rollup;
+    assert_eq!(
+        (u1.values.count(), u1.values.sum(), u1.errors),
+        (7, 551.0, 3)
+    );
+    assert_eq!((u1.values.min(), u1.values.max()), (Some(1.0), Some(500.0)));
+    assert_eq!(u1.values.quantile(0.5), None);
 }
 
 async fn the_catalogue_widens_first_and_last_seen(backend: Backend) {
@@ -494,6 +580,7 @@ async fn users_merge_with_their_rollups(backend: Backend) {
             name: None,
             matchers: Vec::new(),
             group_by: vec!["app.version".into()],
+            buckets: false,
             limit: 100,
         })
         .await
@@ -514,6 +601,7 @@ async fn users_merge_with_their_rollups(backend: Backend) {
 on_both_backends!(
     cumulative_state_is_read_back_as_of_the_checkpoint,
     users_merge_with_their_rollups,
+    totals_and_summaries_merge_alike,
     partial_and_correction_rows_merge_into_one_window,
     queries_select_by_every_filter,
     rollups_merge_by_group_and_step,
