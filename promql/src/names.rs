@@ -75,11 +75,12 @@ pub struct Named {
 
 /// The Prometheus series a Vigil series is seen as (see the module's table).
 pub fn prometheus_series(key: &SeriesKey) -> Vec<Named> {
-    let mut labels: Labels = key
-        .labels()
-        .iter()
-        .map(|(k, v)| (label_name(k), v.clone()))
-        .collect();
+    prometheus_series_named(key, |_| true)
+}
+
+/// The Prometheus series of `key` whose name `wanted` takes: the labels are
+/// built only when some name is.
+pub fn prometheus_series_named(key: &SeriesKey, wanted: impl Fn(&str) -> bool) -> Vec<Named> {
     let listed = |name: String, reading| (name, reading, true);
     let (names, own) = match key.kind {
         Kind::Metric => {
@@ -136,6 +137,18 @@ pub fn prometheus_series(key: &SeriesKey) -> Vec<Named> {
             )
         }
     };
+    let names: Vec<(String, Reading, bool)> = names
+        .into_iter()
+        .filter(|(name, _, _)| wanted(name))
+        .collect();
+    if names.is_empty() {
+        return Vec::new();
+    }
+    let mut labels: Labels = key
+        .labels()
+        .iter()
+        .map(|(k, v)| (label_name(k), v.clone()))
+        .collect();
     for (name, value) in own {
         labels.insert(name.to_owned(), value);
     }
@@ -192,11 +205,11 @@ fn counted(kind: &str, events: &str, failures: &str) -> Vec<(String, Reading, bo
 /// such label; [`Unmapped`] for `__name__`, or when two of its labels are
 /// both seen as `name`.
 pub fn vigil_label(series: &SeriesKey, name: &str) -> Result<Option<String>, Unmapped> {
+    if name == "__name__" {
+        return Err(Unmapped);
+    }
     let own = match (series.kind, name) {
-        (_, "__name__") => return Err(Unmapped),
-        (Kind::Metric, "job")
-        | (Kind::Span | Kind::Probe | Kind::Service, "service")
-        | (Kind::Client, "app") => Some("service.name"),
+        _ if service_label(series.kind) == Some(name) => Some("service.name"),
         (Kind::Span, "span_name") | (Kind::Probe, "probe") => Some("name"),
         _ => None,
     };
@@ -213,6 +226,28 @@ pub fn vigil_label(series: &SeriesKey, name: &str) -> Result<Option<String>, Unm
         (Some(key), None) => Ok(Some(key.clone())),
         (Some(_), Some(_)) => Err(Unmapped),
     }
+}
+
+/// The Prometheus label that holds the service of a series of `kind`.
+pub fn service_label(kind: Kind) -> Option<&'static str> {
+    match kind {
+        Kind::Metric => Some("job"),
+        Kind::Span | Kind::Probe | Kind::Service => Some("service"),
+        Kind::Client => Some("app"),
+        Kind::Tenant => None,
+    }
+}
+
+/// The kinds whose series a Prometheus series named `name` can be: a
+/// metric's name is its own, the others' begin with `vigil_<kind>_`.
+pub fn kinds_named(name: &str) -> Vec<Kind> {
+    let mut kinds = vec![Kind::Metric];
+    kinds.extend(
+        [Kind::Span, Kind::Service, Kind::Probe, Kind::Client]
+            .into_iter()
+            .filter(|kind| name.starts_with(&format!("vigil_{}_", kind.as_str()))),
+    );
+    kinds
 }
 
 /// A Prometheus label that is no one label of a Vigil series.

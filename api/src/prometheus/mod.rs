@@ -35,6 +35,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::params::parse_time;
 use crate::server::AppState;
+use vigil_domain::model::Kind;
 use vigil_domain::tenant::TenantId;
 use vigil_promql::names::{Labels, prometheus_series};
 use vigil_promql::{matchers, matches};
@@ -216,9 +217,23 @@ async fn seen(
     start: u64,
     end: u64,
 ) -> Result<Vec<CatalogueEntry>, PromError> {
-    let mut catalogue = state
-        .within(async { Ok(state.store().series(tenant, None, None).await?) })
-        .await?;
+    seen_in(state, tenant, start, end, &[(None, None)]).await
+}
+
+/// [`seen`] of the parts of the catalogue `scopes` name: a kind's series (of
+/// one service), or every series for `(None, _)`.
+async fn seen_in(
+    state: &AppState,
+    tenant: &TenantId,
+    start: u64,
+    end: u64,
+    scopes: &[(Option<Kind>, Option<String>)],
+) -> Result<Vec<CatalogueEntry>, PromError> {
+    let mut catalogue = Vec::new();
+    for (kind, service) in scopes {
+        let read = state.store().series(tenant, *kind, service.as_deref());
+        catalogue.extend(state.within(async { Ok(read.await?) }).await?);
+    }
     // A series may have been seen up to CATALOGUE_REFRESH_S after its
     // catalogue entry says.
     catalogue.retain(|e| {

@@ -7,7 +7,7 @@
 //! whole windows), where those windows have closed, and 10 s windows for
 //! the rest, as `/api/v1/query` reads them (`crate::query::cover`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -24,10 +24,12 @@ use vigil_promql::eval::{
     Data, EvalError, Evaluator, Fetched, Need, Sample, Series, Value, Window, millis, needs,
     offset_ms, selector_key,
 };
-use vigil_promql::names::{Labels, Named, Reading, prometheus_series, vigil_label};
+use vigil_promql::names::{
+    Labels, Named, Reading, kinds_named, prometheus_series_named, service_label, vigil_label,
+};
 use vigil_promql::{distinct, matchers, matches};
 
-use super::{Asked, Form, PromError, seen, success};
+use super::{Asked, Form, PromError, seen_in, success};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::query::{MAX_POINTS, Selection, cover, widths};
@@ -307,7 +309,7 @@ async fn read(
     if usable.is_empty() {
         usable = vec![10];
     }
-    let catalogue = seen(state, &caller.tenant, from_s, to_s).await?;
+    let catalogue = seen_in(state, &caller.tenant, from_s, to_s, &scopes(&wanted)).await?;
     let mut chosen: HashMap<String, Vec<(SeriesKey, Named)>> = wanted
         .iter()
         .map(|need| (selector_key(&need.selector), resolve(&catalogue, need)))
@@ -444,6 +446,44 @@ async fn read(
         data.insert(key, fetched);
     }
     Ok(data)
+}
+
+/// The parts of the catalogue the selectors of `wanted` can choose from: for
+/// a selector naming its metric by an equality, the kinds of series so named
+/// (of one service when an equality on the kind's service label names it);
+/// every series when a selector names none.
+fn scopes(wanted: &[Need]) -> Vec<(Option<Kind>, Option<String>)> {
+    let mut scopes: BTreeSet<(Kind, Option<String>)> = BTreeSet::new();
+    for need in wanted {
+        let matchers = matchers(&need.selector);
+        if !matchers.or_matchers.is_empty() {
+            return vec![(None, None)];
+        }
+        let equal = |label: &str| {
+            matchers
+                .matchers
+                .iter()
+                .find(|m| m.name == label && matches!(m.op, MatchOp::Equal))
+                .map(|m| m.value.clone())
+        };
+        let Some(name) = equal("__name__") else {
+            return vec![(None, None)];
+        };
+        for kind in kinds_named(&name) {
+            scopes.insert((kind, service_label(kind).and_then(equal)));
+        }
+    }
+    // A kind read whole holds its services' series.
+    let whole: Vec<Kind> = scopes
+        .iter()
+        .filter(|(_, service)| service.is_none())
+        .map(|(kind, _)| *kind)
+        .collect();
+    scopes
+        .into_iter()
+        .filter(|(kind, service)| service.is_none() || !whole.contains(kind))
+        .map(|(kind, service)| (Some(kind), service))
+        .collect()
 }
 
 fn too_many(max_points: usize) -> PromError {
@@ -618,8 +658,20 @@ fn gcd(a: i64, b: i64) -> i64 {
 /// `_bucket`, `_count` or `_sum` with the same labels.
 fn resolve(catalogue: &[CatalogueEntry], need: &Need) -> Vec<(SeriesKey, Named)> {
     let matchers = matchers(&need.selector);
+    // The name is matched first: the labels of names not asked for are
+    // never built.
+    let names: Vec<&promql_parser::label::Matcher> = if matchers.or_matchers.is_empty() {
+        matchers
+            .matchers
+            .iter()
+            .filter(|m| m.name == "__name__")
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let wanted = |name: &str| names.iter().all(|m| m.is_match(name));
     distinct(catalogue.iter().flat_map(|entry| {
-        prometheus_series(&entry.series)
+        prometheus_series_named(&entry.series, wanted)
             .into_iter()
             .filter(|named| matches(&matchers, &named.labels))
             .map(|named| (entry.series.clone(), named))
