@@ -13,6 +13,7 @@
 
 mod alerts;
 mod auth;
+mod cache;
 mod client_telemetry;
 mod crashes;
 mod error;

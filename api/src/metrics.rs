@@ -22,10 +22,20 @@ struct PathLabels {
     path: String,
 }
 
+/// Where a merged window came from: `store` or `cache`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub from: String,
+}
+
+/// Merged windows answered, by where they came from.
+pub type Windows = Family<SourceLabels, Counter>;
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     duration: Family<PathLabels, Histogram>,
+    windows: Windows,
     /// Rendering borrows the registry; one scrape at a time is plenty.
     render_lock: Mutex<()>,
 }
@@ -48,10 +58,17 @@ impl Default for Metrics {
             "Time from request to answer, by path",
             duration.clone(),
         );
+        let windows = Windows::default();
+        registry.register(
+            "merged_windows",
+            "Merged windows of rollups answered, read from the store or kept in the cache (api.cache_bytes)",
+            windows.clone(),
+        );
         Metrics {
             registry,
             requests,
             duration,
+            windows,
             render_lock: Mutex::new(()),
         }
     }
@@ -70,6 +87,11 @@ impl Metrics {
         self.duration
             .get_or_create(&PathLabels { path })
             .observe(took.as_secs_f64());
+    }
+
+    /// The count of merged windows answered, by source.
+    pub fn windows(&self) -> Windows {
+        self.windows.clone()
     }
 
     /// Every metric in the text exposition format.

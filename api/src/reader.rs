@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use vigil_domain::model::{Kind, Rollup, TOTAL_LABELS};
 use vigil_domain::tenant::TenantId;
-use vigil_store::{Aggregation, Store};
+use vigil_store::{Aggregated, Aggregation, Store};
+
+use crate::cache::Cache;
 
 use crate::error::ApiError;
 use crate::query::{Merged, Selection, cover, widths};
@@ -13,6 +15,7 @@ use crate::query::{Merged, Selection, cover, widths};
 /// The store as one request of one tenant reads it.
 pub struct Reader {
     pub store: Arc<dyn Store>,
+    pub cache: Arc<Cache>,
     pub tenant: TenantId,
     /// Unix seconds.
     pub now_s: u64,
@@ -56,7 +59,7 @@ impl Reader {
                 buckets: selection.buckets,
                 limit: self.max_points + 1,
             };
-            for row in self.store.aggregate(&aggregation).await? {
+            for row in self.aggregate(&aggregation).await? {
                 let start = if step_s.is_some() {
                     row.start_s
                 } else {
@@ -129,6 +132,19 @@ impl Reader {
             }
         }
         Ok(None)
+    }
+
+    /// The store's merged rollups of `query`, its closed windows kept
+    /// between requests ([`Cache`]).
+    pub async fn aggregate(&self, query: &Aggregation) -> Result<Vec<Aggregated>, ApiError> {
+        let closed_until = self.now_s.saturating_sub(self.settle_s);
+        let store = &self.store;
+        Ok(self
+            .cache
+            .counted(query, closed_until, |query| async move {
+                store.aggregate(&query).await
+            })
+            .await?)
     }
 
     /// Like [`Reader::merged`] without a step: one rollup per group.

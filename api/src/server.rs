@@ -25,6 +25,7 @@ use vigil_store::Store;
 use vigil_tls::server::{HTTP_1_1, Listener};
 
 use crate::auth::{Auth, Caller};
+use crate::cache::Cache;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::openapi::{self, Endpoint};
@@ -100,10 +101,12 @@ impl Api {
         let address = listener.local_addr().map_err(bind_error)?;
         let listener = Listener::new(listener, config.api.tls.as_ref(), &[HTTP_1_1])?;
         let flush_s = config.aggregator.flush_interval_ms.div_ceil(1000);
+        let metrics = Metrics::default();
         let state = Arc::new(AppState {
             store,
             auth: Auth::new(&config.api),
-            metrics: Metrics::default(),
+            cache: Arc::new(Cache::new(config.api.cache_bytes, metrics.windows())),
+            metrics,
             slos: config.slos.clone(),
             canary: config.canary.clone(),
             timeout: Duration::from_millis(config.api.query_timeout_ms),
@@ -141,6 +144,7 @@ const SETTLE_MARGIN_S: u64 = 2;
 pub struct AppState {
     store: Arc<dyn Store>,
     auth: Auth,
+    cache: Arc<Cache>,
     metrics: Metrics,
     pub slos: Vec<SloConfig>,
     pub canary: CanaryConfig,
@@ -221,6 +225,7 @@ impl AppState {
     pub fn reader(&self, tenant: TenantId, now_s: u64) -> Reader {
         Reader {
             store: Arc::clone(&self.store),
+            cache: Arc::clone(&self.cache),
             tenant,
             now_s,
             settle_s: self.settle_s,

@@ -24,6 +24,11 @@ pub struct ApiConfig {
     /// with 422.
     #[serde(default = "default_max_points")]
     pub max_points: usize,
+    /// Bytes of merged rollups of closed windows kept between requests
+    /// (a dashboard's refresh reads only the windows closed since); 0
+    /// keeps none.
+    #[serde(default = "default_cache_bytes")]
+    pub cache_bytes: usize,
     /// Who may read: bearer tokens, each standing for a tenant and a role.
     #[serde(default)]
     pub tokens: Vec<ApiToken>,
@@ -36,6 +41,7 @@ impl Default for ApiConfig {
             tls: None,
             query_timeout_ms: default_query_timeout_ms(),
             max_points: default_max_points(),
+            cache_bytes: default_cache_bytes(),
             tokens: Vec::new(),
         }
     }
@@ -74,6 +80,10 @@ fn default_max_points() -> usize {
     200_000
 }
 
+fn default_cache_bytes() -> usize {
+    256 << 20
+}
+
 impl ApiConfig {
     /// Checks what types alone cannot.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
@@ -88,6 +98,12 @@ impl ApiConfig {
             " (10 minutes)",
         )?;
         check_range("api.max_points", api.max_points, 1_000..=10_000_000, "")?;
+        check_range(
+            "api.cache_bytes",
+            api.cache_bytes,
+            0..=64 << 30,
+            " (64 GiB)",
+        )?;
         let mut seen = std::collections::HashSet::new();
         for (i, token) in api.tokens.iter().enumerate() {
             let key = format!("api.tokens[{i}].token");

@@ -48,6 +48,14 @@ impl Default for Registers {
 pub struct DistinctError(&'static str);
 
 impl Distinct {
+    /// The bytes its registers take on the heap (beside the struct itself).
+    pub fn heap_bytes(&self) -> usize {
+        match &self.registers {
+            Registers::Sparse(set) => set.capacity() * std::mem::size_of::<(u16, u8)>(),
+            Registers::Dense(_) => M,
+        }
+    }
+
     /// The sketch of one item.
     pub fn of(item: &str) -> Self {
         let mut sketch = Distinct::default();

@@ -355,9 +355,7 @@ async fn read(
                 buckets: selection.buckets,
                 limit: reader.max_points + 1,
             };
-            let merged = state
-                .within(async { Ok(reader.store.aggregate(&query).await?) })
-                .await?;
+            let merged = state.within(reader.aggregate(&query)).await?;
             rows += merged.len();
             if rows > reader.max_points {
                 return Err(too_many(reader.max_points));

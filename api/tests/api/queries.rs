@@ -638,7 +638,55 @@ async fn service_wide_reads_take_the_services_totals(backend: Backend) {
     server.stop().await;
 }
 
+/// A dashboard's refresh: the closed windows a query merged are kept, and
+/// the same query again reads none of them from the store.
+async fn repeated_queries_take_closed_windows_from_the_cache(backend: Backend) {
+    let Some(config) = testing::config(backend) else {
+        return;
+    };
+    let config = api_config(config);
+    let store = store::open(&config.store).await.unwrap();
+    let t = write_known_data(store.as_ref()).await;
+    let server = Server::start(&config, Arc::clone(&store)).await;
+    let path = format!(
+        "/api/v1/query?kind=span&service=pay&signal=count&step=1m&group_by=vigil.unit&from={}&to={}",
+        (t - 60) * 1000,
+        (t + 180) * 1000
+    );
+    let windows = async || -> Vec<String> {
+        let (_, metrics) = server.get(None, "/metrics").await;
+        metrics
+            .as_str()
+            .unwrap()
+            .lines()
+            .filter(|line| line.starts_with("vigil_api_merged_windows_total"))
+            .map(str::to_owned)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    };
+    // u1's and u2's server spans, and the internal ones without a unit.
+    let first = server.ok(&path).await;
+    assert_eq!(
+        windows().await,
+        [
+            r#"vigil_api_merged_windows_total{from="cache"} 0"#,
+            r#"vigil_api_merged_windows_total{from="store"} 3"#
+        ]
+    );
+    assert_eq!(server.ok(&path).await, first);
+    assert_eq!(
+        windows().await,
+        [
+            r#"vigil_api_merged_windows_total{from="cache"} 3"#,
+            r#"vigil_api_merged_windows_total{from="store"} 3"#
+        ]
+    );
+    server.stop().await;
+}
+
 on_both_backends!(
+    repeated_queries_take_closed_windows_from_the_cache,
     service_wide_reads_take_the_services_totals,
     services_and_queries_answer_exactly,
     bad_requests_name_the_parameter,

@@ -11,6 +11,11 @@ pub(super) struct Buckets {
 }
 
 impl Buckets {
+    /// The bytes its counts take on the heap.
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.counts.capacity() * std::mem::size_of::<u64>()
+    }
+
     #[inline]
     pub(super) fn add(&mut self, index: i32, n: u64) {
         // A negative difference wraps to a huge usize and misses, like one past the end.

@@ -134,6 +134,11 @@ impl Distribution {
         self.max = self.max.max(other.max);
     }
 
+    /// The bytes its buckets take on the heap (beside the struct itself).
+    pub fn heap_bytes(&self) -> usize {
+        self.positive.heap_bytes() + self.negative.heap_bytes()
+    }
+
     /// Number of recorded values.
     pub fn count(&self) -> u64 {
         self.count
