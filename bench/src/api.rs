@@ -63,6 +63,10 @@ pub struct Loaded {
 #[derive(Debug, Clone)]
 pub struct Figure {
     pub what: &'static str,
+    /// Whether the API kept closed windows between requests
+    /// (`api.cache_bytes`): every request but the first of a path reads
+    /// them from its cache.
+    pub cached: bool,
     pub requests: usize,
     pub p50: Duration,
     pub p99: Duration,
@@ -339,8 +343,30 @@ impl Suite {
 }
 
 /// Serves the API over `store` on a free port and times `requests`
-/// requests of each path of `suite`, one at a time.
+/// requests of each path of `suite`, one at a time: for rollups, without
+/// the cache of closed windows (each request as a first one), then with it
+/// (as a dashboard's refreshes).
 pub async fn measure(
+    config: &Config,
+    store: Arc<dyn Store>,
+    requests: usize,
+    suite: Suite,
+) -> Result<Vec<Figure>, Box<dyn std::error::Error>> {
+    // Only rollups are kept: logs and crashes are read alike either way.
+    let settings = match suite {
+        Suite::Api | Suite::Promql => vec![0, config.api.cache_bytes],
+        Suite::Logs | Suite::Crashes => vec![config.api.cache_bytes],
+    };
+    let mut figures = Vec::new();
+    for cache_bytes in settings {
+        let mut config = config.clone();
+        config.api.cache_bytes = cache_bytes;
+        figures.extend(measure_with(&config, Arc::clone(&store), requests, suite).await?);
+    }
+    Ok(figures)
+}
+
+async fn measure_with(
     config: &Config,
     store: Arc<dyn Store>,
     requests: usize,
@@ -381,6 +407,7 @@ pub async fn measure(
         let at = crate::nearest_rank(took);
         figures.push(Figure {
             what,
+            cached: config.api.cache_bytes > 0,
             requests,
             p50: at(0.5),
             p99: at(0.99),

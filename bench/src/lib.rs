@@ -389,8 +389,9 @@ async fn run_events(
 fn print_figures(figures: Vec<api::Figure>) {
     for figure in figures {
         println!(
-            "  {:<50} {} requests: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            "  {:<50} {:<10} {} requests: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
             figure.what,
+            if figure.cached { "cached" } else { "uncached" },
             figure.requests,
             figure.p50.as_secs_f64() * 1e3,
             figure.p99.as_secs_f64() * 1e3,
