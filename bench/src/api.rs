@@ -4,7 +4,9 @@
 //! rollups of `series` span series (spread over `services` services, 20
 //! operations and 5 units each): 1 h windows over `days` days, 1 min windows
 //! over the last 25 hours and 10 s windows over the last `raw_hours` hours —
-//! every row a distribution of 30 latencies; and the series' catalogue.
+//! every row a distribution of 30 latencies; the totals of the services and
+//! of the tenant beside them, as 8 aggregator partitions write them; and the
+//! series' catalogue.
 //! [`measure`] then asks, over
 //! HTTP, for one service's p99 over 24 h at a 1 min step (whole, and by
 //! unit) and for `/api/v1/services` ([`Suite::Api`]), or for PromQL's request
