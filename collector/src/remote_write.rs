@@ -132,7 +132,7 @@ pub(crate) fn to_otlp(
             let attributes: Vec<(String, String)> = series
                 .labels
                 .iter()
-                .filter(|l| !matches!(l.name.as_str(), "__name__" | "job" | "instance" | "le"))
+                .filter(|l| !matches!(l.name.as_str(), "__name__" | "job" | "le"))
                 .map(|l| (l.name.clone(), l.value.clone()))
                 .collect();
             for sample in &series.samples {
@@ -270,13 +270,15 @@ fn gap(name: &str, value: f64, rejections: &mut Rejections) -> bool {
     true
 }
 
-/// A series' labels as a point's attributes: all but the name, the job and
-/// the instance (which name the metric and the resource).
+/// A series' labels as a point's attributes: all but the name and the job
+/// (which name the metric and the resource). The instance is also the
+/// resource's `service.instance.id`, and stays an attribute, so that each
+/// target's series stay apart as in Prometheus (`up{instance="…"}`).
 fn attributes_of(series: &TimeSeries) -> Vec<KeyValue> {
     series
         .labels
         .iter()
-        .filter(|l| !matches!(l.name.as_str(), "__name__" | "job" | "instance"))
+        .filter(|l| !matches!(l.name.as_str(), "__name__" | "job"))
         .map(|l| string_attribute(&l.name, &l.value))
         .collect()
 }
@@ -387,7 +389,10 @@ mod tests {
                 );
                 assert_eq!(
                     sum.data_points[0].attributes,
-                    vec![string_attribute("code", "200")]
+                    vec![
+                        string_attribute("code", "200"),
+                        string_attribute("instance", "a:9090")
+                    ]
                 );
             }
             other => panic!("{other:?}"),
