@@ -175,12 +175,15 @@ pub fn document(endpoints: &[&Endpoint]) -> Value {
             .or_insert_with(|| json!({}));
         methods[endpoint.method.as_str()] = operation;
     }
+    for (path, methods) in crate::prometheus::openapi_paths() {
+        paths.insert(path, methods);
+    }
     json!({
         "openapi": "3.0.3",
         "info": {
             "title": "Vigil dashboard API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Services, queries, traces, SLOs, client health, probes, alerts and silences. Times are RFC 3339 or unix ms; durations are ms."
+            "description": "Services, queries, traces, SLOs, client health, probes, alerts and silences. Times are RFC 3339 or unix ms; durations are ms. The paths tagged prometheus are Prometheus's HTTP API, with its parameters, times (unix seconds) and answers."
         },
         "paths": paths,
         "components": {
@@ -191,6 +194,15 @@ pub fn document(endpoints: &[&Endpoint]) -> Value {
                              "properties": {"by": {"type": "string", "description": "Who approves, for the run's record."}}},
                 "Pause": {"type": "object", "required": ["paused"], "additionalProperties": false,
                           "properties": {"paused": {"type": "boolean"}, "by": {"type": "string"}}},
+                "PrometheusError": {
+                    "type": "object",
+                    "required": ["status", "errorType", "error"],
+                    "properties": {
+                        "status": {"type": "string", "enum": ["error"]},
+                        "errorType": {"type": "string", "enum": ["bad_data", "execution", "unavailable", "internal"]},
+                        "error": {"type": "string"}
+                    }
+                },
                 "Error": {
                 "type": "object",
                 "required": ["error"],

@@ -52,6 +52,111 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/metadata", get(metadata))
 }
 
+/// The paths of [`routes`] in the OpenAPI document (under
+/// `/prometheus/api/v1`): parameters as Prometheus takes them, in the query
+/// string or (for POST) a form body; answers in Prometheus's envelope.
+pub fn openapi_paths() -> Vec<(String, Value)> {
+    let time = "RFC 3339 or unix seconds (fractions allowed)";
+    let param = |name: &str, required: bool, description: &str| {
+        json!({"name": name, "in": "query", "required": required,
+               "description": description, "schema": {"type": "string"}})
+    };
+    let matches = param(
+        "match[]",
+        false,
+        "a series selector; repeated for several (any of them)",
+    );
+    let answers = json!({
+        "200": {"description": "{\"status\": \"success\", \"data\": …}", "content": {"application/json": {}}},
+        "400": {"description": "bad_data: an unparsable expression or parameter, an unsupported function (named)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PrometheusError"}}}},
+        "401": {"description": "No token (bearer, or basic auth's password), or an unknown one.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PrometheusError"}}}},
+        "422": {"description": "execution: the query cannot be answered (duplicate series, api.max_points)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PrometheusError"}}}},
+        "503": {"description": "unavailable: the store is; retry later.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PrometheusError"}}}},
+    });
+    let operation = |summary: &str, parameters: Vec<Value>| {
+        json!({"summary": summary, "tags": ["prometheus"], "security": [{"bearer": []}],
+               "parameters": parameters, "responses": answers})
+    };
+    let both = |summary: &str, parameters: Vec<Value>| {
+        let operation = operation(summary, parameters);
+        json!({"get": operation, "post": operation})
+    };
+    let at = |path: &str| format!("/prometheus/api/v1{path}");
+    vec![
+        (
+            at("/query"),
+            both(
+                "PromQL at one instant (resultType vector, scalar or string)",
+                vec![
+                    param("query", true, "a PromQL expression"),
+                    param("time", false, &format!("{time}; default now")),
+                ],
+            ),
+        ),
+        (
+            at("/query_range"),
+            both(
+                "PromQL at each step of a range (resultType matrix)",
+                vec![
+                    param("query", true, "a PromQL expression"),
+                    param("start", true, time),
+                    param("end", true, time),
+                    param(
+                        "step",
+                        true,
+                        "seconds or a duration (15s, 1m); at most 11,000 steps",
+                    ),
+                ],
+            ),
+        ),
+        (
+            at("/series"),
+            both(
+                "The series passing any match[] selector",
+                vec![
+                    matches.clone(),
+                    param("start", false, time),
+                    param("end", false, time),
+                ],
+            ),
+        ),
+        (
+            at("/labels"),
+            both(
+                "Label names",
+                vec![
+                    matches.clone(),
+                    param("start", false, time),
+                    param("end", false, time),
+                ],
+            ),
+        ),
+        (
+            at("/label/{name}/values"),
+            json!({"get": {
+                "summary": "The values of one label",
+                "tags": ["prometheus"], "security": [{"bearer": []}],
+                "parameters": [
+                    {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
+                    matches, param("start", false, time), param("end", false, time)
+                ],
+                "responses": answers
+            }}),
+        ),
+        (
+            at("/metadata"),
+            json!({"get": operation(
+                "Metric families with their type",
+                vec![matches.clone(), param("start", false, time), param("end", false, time)],
+            )}),
+        ),
+        (
+            at("/status/buildinfo"),
+            json!({"get": operation("The version Grafana reads", Vec::new())}),
+        ),
+    ]
+}
+
 /// Why a request failed, as Prometheus says it.
 struct PromError {
     status: StatusCode,

@@ -200,6 +200,32 @@ async fn catalogue_paths_answer_as_prometheus_does(backend: Backend) {
              vigil_probe_location=\"u1\", vigil_probe_step=\"create\"}\n"
         );
     }
+    // Every path is in the API's OpenAPI document, with the methods routed.
+    let document = server.ok("/api/v1/openapi.json").await;
+    let documented: Vec<(String, Vec<String>)> = document["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(path, _)| path.starts_with(base))
+        .map(|(path, methods)| {
+            let methods = methods.as_object().unwrap().keys().cloned().collect();
+            (path.clone(), methods)
+        })
+        .collect();
+    let both = || vec!["get".to_owned(), "post".to_owned()];
+    let get = || vec!["get".to_owned()];
+    assert_eq!(
+        documented,
+        vec![
+            (format!("{base}/label/{{name}}/values"), get()),
+            (format!("{base}/labels"), both()),
+            (format!("{base}/metadata"), get()),
+            (format!("{base}/query"), both()),
+            (format!("{base}/query_range"), both()),
+            (format!("{base}/series"), both()),
+            (format!("{base}/status/buildinfo"), get()),
+        ]
+    );
     server.stop().await;
 }
 
