@@ -28,7 +28,9 @@
 //! `vigil_span_*` over every service by span kind and deployment labels
 //! reads them in place of the span series.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use vigil_domain::model::{Kind, SeriesKey};
 use vigil_domain::prometheus::{label_name, metric_name};
@@ -81,7 +83,7 @@ pub fn prometheus_series(key: &SeriesKey) -> Vec<Named> {
 /// The Prometheus series of `key` whose name `wanted` takes: the labels are
 /// built only when some name is.
 pub fn prometheus_series_named(key: &SeriesKey, wanted: impl Fn(&str) -> bool) -> Vec<Named> {
-    let listed = |name: String, reading| (name, reading, true);
+    let listed = |name: String, reading| (Cow::Owned(name), reading, true);
     let (names, own) = match key.kind {
         Kind::Metric => {
             let name = metric_name(&key.name);
@@ -90,7 +92,8 @@ pub fn prometheus_series_named(key: &SeriesKey, wanted: impl Fn(&str) -> bool) -
             } else {
                 Reading::Gauge
             };
-            let queried = |suffix: &str, reading| (format!("{name}_{suffix}"), reading, false);
+            let queried =
+                |suffix: &str, reading| (Cow::Owned(format!("{name}_{suffix}")), reading, false);
             (
                 vec![
                     queried("bucket", Reading::Histogram { unit: 1.0 }),
@@ -98,28 +101,25 @@ pub fn prometheus_series_named(key: &SeriesKey, wanted: impl Fn(&str) -> bool) -
                     queried("sum", Reading::Counter(Part::Sum { unit: 1.0 })),
                     listed(name, reading),
                 ],
-                vec![("job", key.service.clone())],
+                vec![("job", key.service.as_str())],
             )
         }
         Kind::Span => (
-            counted("span", "requests", "errors"),
+            counted(&SPAN),
             vec![
-                ("service", key.service.clone()),
-                ("span_name", key.name.clone()),
+                ("service", key.service.as_str()),
+                ("span_name", key.name.as_str()),
             ],
         ),
-        Kind::Service => (
-            counted("service", "requests", "errors"),
-            vec![("service", key.service.clone())],
-        ),
+        Kind::Service => (counted(&SERVICE), vec![("service", key.service.as_str())]),
         // A tenant's totals are read in place of its span series when they
         // answer alike, never by a name of their own.
         Kind::Tenant => return Vec::new(),
         Kind::Probe => (
-            counted("probe", "runs", "failures"),
+            counted(&PROBE),
             vec![
-                ("service", key.service.clone()),
-                ("probe", key.name.clone()),
+                ("service", key.service.as_str()),
+                ("probe", key.name.as_str()),
             ],
         ),
         Kind::Client => {
@@ -133,11 +133,11 @@ pub fn prometheus_series_named(key: &SeriesKey, wanted: impl Fn(&str) -> bool) -
                     ),
                     listed(format!("{base}_total"), Reading::Counter(Part::Count)),
                 ],
-                vec![("app", key.service.clone())],
+                vec![("app", key.service.as_str())],
             )
         }
     };
-    let names: Vec<(String, Reading, bool)> = names
+    let names: Vec<(Cow<'static, str>, Reading, bool)> = names
         .into_iter()
         .filter(|(name, _, _)| wanted(name))
         .collect();
@@ -150,13 +150,13 @@ pub fn prometheus_series_named(key: &SeriesKey, wanted: impl Fn(&str) -> bool) -
         .map(|(k, v)| (label_name(k), v.clone()))
         .collect();
     for (name, value) in own {
-        labels.insert(name.to_owned(), value);
+        labels.insert(name.to_owned(), value.to_owned());
     }
     names
         .into_iter()
         .map(|(name, reading, listed)| {
             let mut series = labels.clone();
-            series.insert("__name__".to_owned(), name);
+            series.insert("__name__".to_owned(), name.into_owned());
             Named {
                 labels: series,
                 reading,
@@ -166,37 +166,44 @@ pub fn prometheus_series_named(key: &SeriesKey, wanted: impl Fn(&str) -> bool) -
         .collect()
 }
 
+/// The names of the family of a `vigil_<kind>` series, made once.
+type Family = LazyLock<[(String, Reading); 5]>;
+
+static SPAN: Family = LazyLock::new(|| family("span", "requests", "errors"));
+static SERVICE: Family = LazyLock::new(|| family("service", "requests", "errors"));
+static PROBE: Family = LazyLock::new(|| family("probe", "runs", "failures"));
+
 /// The family of a `vigil_<kind>` series that counts `events`, `failures`
 /// among them, and their duration in seconds.
-fn counted(kind: &str, events: &str, failures: &str) -> Vec<(String, Reading, bool)> {
+fn family(kind: &str, events: &str, failures: &str) -> [(String, Reading); 5] {
     let duration = format!("vigil_{kind}_duration_seconds");
-    vec![
+    [
         (
             format!("{duration}_bucket"),
             Reading::Histogram { unit: MS },
-            true,
         ),
-        (
-            format!("{duration}_count"),
-            Reading::Counter(Part::Count),
-            true,
-        ),
+        (format!("{duration}_count"), Reading::Counter(Part::Count)),
         (
             format!("{duration}_sum"),
             Reading::Counter(Part::Sum { unit: MS }),
-            true,
         ),
         (
             format!("vigil_{kind}_{failures}_total"),
             Reading::Counter(Part::Errors),
-            true,
         ),
         (
             format!("vigil_{kind}_{events}_total"),
             Reading::Counter(Part::Count),
-            true,
         ),
     ]
+}
+
+/// A family's names, listed, borrowed.
+fn counted(family: &'static Family) -> Vec<(Cow<'static, str>, Reading, bool)> {
+    family
+        .iter()
+        .map(|(name, reading)| (Cow::Borrowed(name.as_str()), *reading, true))
+        .collect()
 }
 
 /// The Vigil label a Prometheus label `name` of `series` reads, as
