@@ -61,11 +61,18 @@ pub fn openapi_paths() -> Vec<(String, Value)> {
         json!({"name": name, "in": "query", "required": required,
                "description": description, "schema": {"type": "string"}})
     };
-    let matches = param(
-        "match[]",
-        false,
-        "a series selector; repeated for several (any of them)",
-    );
+    // What the catalogue paths select by.
+    let selecting = || {
+        vec![
+            param(
+                "match[]",
+                false,
+                "a series selector; repeated for several (any of them)",
+            ),
+            param("start", false, time),
+            param("end", false, time),
+        ]
+    };
     let answers = json!({
         "200": {"description": "{\"status\": \"success\", \"data\": …}", "content": {"application/json": {}}},
         "400": {"description": "bad_data: an unparsable expression or parameter, an unsupported function (named)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PrometheusError"}}}},
@@ -111,43 +118,24 @@ pub fn openapi_paths() -> Vec<(String, Value)> {
         ),
         (
             at("/series"),
-            both(
-                "The series passing any match[] selector",
-                vec![
-                    matches.clone(),
-                    param("start", false, time),
-                    param("end", false, time),
-                ],
-            ),
+            both("The series passing any match[] selector", selecting()),
         ),
-        (
-            at("/labels"),
-            both(
-                "Label names",
-                vec![
-                    matches.clone(),
-                    param("start", false, time),
-                    param("end", false, time),
-                ],
-            ),
-        ),
+        (at("/labels"), both("Label names", selecting())),
         (
             at("/label/{name}/values"),
-            json!({"get": {
-                "summary": "The values of one label",
-                "tags": ["prometheus"], "security": [{"bearer": []}],
-                "parameters": [
-                    {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
-                    matches, param("start", false, time), param("end", false, time)
-                ],
-                "responses": answers
-            }}),
+            json!({"get": operation(
+                "The values of one label",
+                [json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}})]
+                    .into_iter()
+                    .chain(selecting())
+                    .collect(),
+            )}),
         ),
         (
             at("/metadata"),
             json!({"get": operation(
                 "Metric families with their type",
-                vec![matches.clone(), param("start", false, time), param("end", false, time)],
+                selecting(),
             )}),
         ),
         (
