@@ -132,7 +132,7 @@ pub(crate) fn to_otlp(
             let attributes: Vec<(String, String)> = series
                 .labels
                 .iter()
-                .filter(|l| !matches!(l.name.as_str(), "__name__" | "job" | "le"))
+                .filter(|l| !matches!(l.name.as_str(), "__name__" | "job" | "instance" | "le"))
                 .map(|l| (l.name.clone(), l.value.clone()))
                 .collect();
             for sample in &series.samples {
@@ -270,15 +270,13 @@ fn gap(name: &str, value: f64, rejections: &mut Rejections) -> bool {
     true
 }
 
-/// A series' labels as a point's attributes: all but the name and the job
-/// (which name the metric and the resource). The instance is also the
-/// resource's `service.instance.id`, and stays an attribute, so that each
-/// target's series stay apart as in Prometheus (`up{instance="…"}`).
+/// A series' labels as a point's attributes: all but the name, the job and
+/// the instance (which name the metric and the resource).
 fn attributes_of(series: &TimeSeries) -> Vec<KeyValue> {
     series
         .labels
         .iter()
-        .filter(|l| !matches!(l.name.as_str(), "__name__" | "job"))
+        .filter(|l| !matches!(l.name.as_str(), "__name__" | "job" | "instance"))
         .map(|l| string_attribute(&l.name, &l.value))
         .collect()
 }
@@ -389,10 +387,7 @@ mod tests {
                 );
                 assert_eq!(
                     sum.data_points[0].attributes,
-                    vec![
-                        string_attribute("code", "200"),
-                        string_attribute("instance", "a:9090")
-                    ]
+                    vec![string_attribute("code", "200")]
                 );
             }
             other => panic!("{other:?}"),
