@@ -101,6 +101,7 @@ impl Fetched {
             Reading::Histogram { unit } => Sample::Histogram(Box::new(Histogram {
                 distribution: window.rollup.values.clone(),
                 unit,
+                rate_s: None,
             })),
         })
     }
@@ -207,6 +208,9 @@ impl EvalError {
 pub struct Histogram {
     pub distribution: Distribution,
     pub unit: f64,
+    /// For a `rate`, the seconds its counts are over (they are read per
+    /// second); NaN for a sum of rates over different ranges.
+    pub rate_s: Option<f64>,
 }
 
 /// One sample of a series at one step.
@@ -1134,7 +1138,12 @@ fn merge_histograms(samples: impl Iterator<Item = Sample>) -> Option<Sample> {
     for sample in samples {
         if let Sample::Histogram(h) = sample {
             match &mut merged {
-                Some(m) => m.distribution.merge(&h.distribution),
+                Some(m) => {
+                    m.distribution.merge(&h.distribution);
+                    if m.rate_s != h.rate_s {
+                        m.rate_s = Some(f64::NAN);
+                    }
+                }
                 None => merged = Some(h),
             }
         }
@@ -1208,6 +1217,7 @@ fn over_range(
             Some(Sample::Histogram(Box::new(Histogram {
                 distribution,
                 unit,
+                rate_s: (name == "rate").then_some(range_s),
             })))
         }
         Reading::Counter(part) => {

@@ -7,7 +7,7 @@
 //! whole windows), where those windows have closed, and 10 s windows for
 //! the rest, as `/api/v1/query` reads them (`crate::query::cover`).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -86,15 +86,13 @@ pub async fn instant(
             "result": [timestamp(time), text],
         }),
         Value::Vector(series) => {
-            let result = series
-                .iter()
-                .filter_map(|s| {
-                    let sample = s.points[0].as_ref()?;
-                    Some(float(sample).map(
-                        |v| json!({"metric": s.labels, "value": [timestamp(time), number(v)]}),
-                    ))
+            let result: Vec<Json> = floats(series)?
+                .into_iter()
+                .filter_map(|(labels, points)| {
+                    let v = points[0]?;
+                    Some(json!({"metric": labels, "value": [timestamp(time), number(v)]}))
                 })
-                .collect::<Result<Vec<_>, _>>()?;
+                .collect();
             json!({"resultType": "vector", "result": result})
         }
     };
@@ -156,19 +154,15 @@ pub async fn range(
         }
         Value::String(_) => Vec::new(),
     };
-    let result = series
-        .iter()
-        .map(|s| {
-            let values = s
-                .points
+    let result = floats(series)?
+        .into_iter()
+        .map(|(labels, points)| {
+            let values: Vec<Json> = points
                 .iter()
                 .zip(&steps)
-                .filter_map(|(point, &t)| {
-                    let sample = point.as_ref()?;
-                    Some(float(sample).map(|v| json!([timestamp(t), number(v)])))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(json!({"metric": s.labels, "values": values}))
+                .filter_map(|(point, &t)| Some(json!([timestamp(t), number((*point)?)])))
+                .collect();
+            Ok(json!({"metric": labels, "values": values}))
         })
         .collect::<Result<Vec<_>, PromError>>()?;
     Ok(success(json!({"resultType": "matrix", "result": result})))
@@ -211,11 +205,107 @@ fn step_ms(form: &Form) -> Result<i64, PromError> {
 fn float(sample: &Sample) -> Result<f64, PromError> {
     match sample {
         Sample::Float(v) => Ok(*v),
-        Sample::Histogram(_) => Err(EvalError::Execution(
-            "the result holds distributions (a _bucket series): read them with histogram_quantile(), or use _count and _sum".to_owned(),
-        )
-        .into()),
+        Sample::Histogram(_) => Err(mixed()),
     }
+}
+
+fn mixed() -> PromError {
+    EvalError::Execution("a series holds both floats and distributions".to_owned()).into()
+}
+
+/// A series of the answer as Prometheus has it: its labels, and a float or
+/// none per step.
+type Floats = (Labels, Vec<Option<f64>>);
+
+/// The answer's series as Prometheus's series of floats, a point or none
+/// per step. A series of distributions (a `_bucket` series read without
+/// `histogram_quantile`, as a Grafana heatmap asks for it) is answered as
+/// a classic histogram: one series per `le`, cumulative, at the upper
+/// bounds of buckets growing by 2^¼ (±9 %; values ≤ 0 under `le="0"`),
+/// and `+Inf`; a rate's counts per second.
+fn floats(series: Vec<Series>) -> Result<Vec<Floats>, PromError> {
+    let mut out = Vec::new();
+    for s in series {
+        let distributions = s
+            .points
+            .iter()
+            .flatten()
+            .any(|point| matches!(point, Sample::Histogram(_)));
+        if distributions {
+            out.extend(classic_buckets(&s)?);
+        } else {
+            let points = s
+                .points
+                .iter()
+                .map(|point| point.as_ref().map(float).transpose())
+                .collect::<Result<_, _>>()?;
+            out.push((s.labels, points));
+        }
+    }
+    Ok(out)
+}
+
+/// `series`' distributions as classic cumulative buckets (see [`floats`]).
+fn classic_buckets(series: &Series) -> Result<Vec<Floats>, PromError> {
+    // A bucket by the quarter-exponent of its upper bound (None: ≤ 0).
+    type Bucket = Option<i64>;
+    let mut bounds: BTreeSet<Bucket> = BTreeSet::new();
+    let mut steps: Vec<Option<(BTreeMap<Bucket, u64>, f64)>> = Vec::new();
+    for point in &series.points {
+        let Some(point) = point else {
+            steps.push(None);
+            continue;
+        };
+        let Sample::Histogram(h) = point else {
+            return Err(mixed());
+        };
+        let over = match h.rate_s {
+            None => 1.0,
+            Some(range_s) if range_s.is_finite() && range_s > 0.0 => range_s,
+            Some(_) => {
+                return Err(EvalError::Execution(
+                    "rates over different ranges were summed into one distribution".to_owned(),
+                )
+                .into());
+            }
+        };
+        let mut counts: BTreeMap<Bucket, u64> = BTreeMap::new();
+        for (value, n) in h.distribution.ascending() {
+            let value = value * h.unit;
+            let bucket = (value > 0.0).then(|| (4.0 * value.log2()).ceil() as i64);
+            *counts.entry(bucket).or_default() += n;
+            bounds.insert(bucket);
+        }
+        steps.push(Some((counts, over)));
+    }
+    let named = |le: String| {
+        let mut labels = series.labels.clone();
+        labels.insert("le".to_owned(), le);
+        labels
+    };
+    let below = |bound: Option<Bucket>| -> Vec<Option<f64>> {
+        steps
+            .iter()
+            .map(|step| {
+                let (counts, over) = step.as_ref()?;
+                let n: u64 = counts
+                    .iter()
+                    .filter(|(bucket, _)| bound.is_none_or(|bound| **bucket <= bound))
+                    .map(|(_, n)| n)
+                    .sum();
+                Some(n as f64 / over)
+            })
+            .collect()
+    };
+    let mut out: Vec<Floats> = bounds
+        .iter()
+        .map(|&bucket| {
+            let le = bucket.map_or(0.0, |quarter| (quarter as f64 / 4.0).exp2());
+            (named(number(le)), below(Some(bucket)))
+        })
+        .collect();
+    out.push((named("+Inf".to_owned()), below(None)));
+    Ok(out)
 }
 
 /// A time as Prometheus writes it: unix seconds, with milliseconds when

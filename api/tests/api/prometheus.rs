@@ -331,14 +331,43 @@ async fn queries_answer_as_prometheus_does(backend: Backend) {
             "function \"holt_winters\" is not supported by Vigil's PromQL"
         )
     );
-    assert_eq!(
-        instant(ACME, "sum(rate(vigil_span_duration_seconds_bucket[2m]))").await,
-        error(
-            422,
-            "execution",
-            "the result holds distributions (a _bucket series): read them with histogram_quantile(), or use _count and _sum"
-        )
+    // A distribution left as it is (a Grafana heatmap) answers as classic
+    // cumulative buckets, per second for a rate: the 180 spans over 120 s.
+    let (status, body) = instant(
+        ACME,
+        "sum by (le) (rate(vigil_span_duration_seconds_bucket[2m]))",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let mut buckets: Vec<(f64, f64)> = body["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let le = s["metric"]["le"].as_str().unwrap();
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap()
+            };
+            (le, s["value"][1].as_str().unwrap().parse().unwrap())
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert_eq!(buckets.last(), Some(&(f64::INFINITY, 1.5)));
+    assert!(
+        buckets.windows(2).all(|w| w[0].1 <= w[1].1),
+        "cumulative: {buckets:?}"
     );
+    // The bucket bounded by 2^(-13/4) s = 105.1 ms holds the 130 spans of
+    // 100 ms or less (u1's 1..=100, the 20 queries and ledger's 10), not
+    // u2's 111 ms and more.
+    let at_105_ms: Vec<(f64, f64)> = buckets
+        .iter()
+        .copied()
+        .filter(|(le, _)| *le > 0.1 && *le < 0.111)
+        .collect();
+    assert_eq!(at_105_ms, [((-13f64 / 4.0).exp2(), 130.0 / 120.0)]);
     let ranged = |query: &str, step: &str| {
         format!(
             "/prometheus/api/v1/query_range?query={}&start={t}&end={at}&step={step}",
