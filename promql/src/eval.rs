@@ -1165,7 +1165,7 @@ fn sample_at(fetched: &Fetched, t: i64) -> Option<Sample> {
 }
 
 /// The functions of a range vector.
-const RANGE_FUNCTIONS: [&str; 15] = [
+const RANGE_FUNCTIONS: [&str; 17] = [
     "rate",
     "increase",
     "irate",
@@ -1181,6 +1181,8 @@ const RANGE_FUNCTIONS: [&str; 15] = [
     "stddev_over_time",
     "stdvar_over_time",
     "present_over_time",
+    "changes",
+    "resets",
 ];
 
 /// A range function over the windows `span` of `fetched`.
@@ -1289,6 +1291,7 @@ fn over_range(
                     .reduce(f64::max)
                     .map(Sample::Float),
                 "last_over_time" => means.last().copied().map(Sample::Float),
+                "changes" | "resets" => float(turns(name, &means)),
                 "quantile_over_time" => {
                     if !(0.0..=1.0).contains(&phi) {
                         return float(if phi < 0.0 {
@@ -1333,9 +1336,25 @@ fn levels(name: &str, totals: &[f64], phi: f64) -> Option<Sample> {
         "quantile_over_time" => quantile(phi, totals.to_vec()),
         "stdvar_over_time" => totals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n,
         "stddev_over_time" => (totals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt(),
+        "changes" | "resets" => turns(name, totals),
         _ => return None,
     };
     Some(Sample::Float(value))
+}
+
+/// `changes`: how often consecutive levels differ; `resets`: how often one
+/// is below the one before (a counter's running totals never are).
+fn turns(name: &str, levels: &[f64]) -> f64 {
+    levels
+        .windows(2)
+        .filter(|pair| {
+            if name == "resets" {
+                pair[1] < pair[0]
+            } else {
+                pair[1] != pair[0]
+            }
+        })
+        .count() as f64
 }
 
 #[cfg(test)]
@@ -1429,6 +1448,11 @@ mod tests {
         );
         let increase = floats(eval("increase(reqs_total[40s])", &data, &[1040]).unwrap());
         assert_eq!(increase[0].1, vec![Some(75.0)]);
+        // Running totals 5, 15, 35, 75: three changes, never a reset.
+        let changes = floats(eval("changes(reqs_total[40s])", &data, &[1040]).unwrap());
+        assert_eq!(changes[0].1, vec![Some(3.0)]);
+        let resets = floats(eval("resets(reqs_total[40s])", &data, &[1040]).unwrap());
+        assert_eq!(resets[0].1, vec![Some(0.0)]);
         // A bare counter is its running total; it keeps its name.
         let total = floats(eval("reqs_total", &data, &[1030, 1040, 1400]).unwrap());
         assert_eq!(total[0].0["__name__"], "reqs_total");
@@ -1500,6 +1524,10 @@ mod tests {
         assert_eq!(read("count_over_time(temp[30s])"), 5.0);
         assert_eq!(read("sum_over_time(temp[30s])"), 26.0);
         assert_eq!(read("delta(temp[30s])"), 4.0);
+        // Means 2, 10, 6: two changes, one of them down.
+        assert_eq!(read("changes(temp[30s])"), 2.0);
+        assert_eq!(read("resets(temp[30s])"), 1.0);
+        assert_eq!(read("changes(temp[10s])"), 0.0);
         assert_eq!(read("clamp_max(temp, 2)"), 2.0);
         let values: Vec<f64> = (1..=1000).map(f64::from).collect();
         let latency = |unit| {
