@@ -725,6 +725,24 @@ impl Evaluator<'_> {
             },
             _ => None,
         };
+        // count_values' label: a string.
+        let value_label = match aggregate.param.as_deref() {
+            Some(Expr::StringLiteral(label)) if op == "count_values" => {
+                if !is_label_name(&label.val) {
+                    return Err(EvalError::BadData(format!(
+                        "invalid label name {:?}",
+                        label.val
+                    )));
+                }
+                Some(label.val.clone())
+            }
+            _ if op == "count_values" => {
+                return Err(EvalError::BadData(
+                    "the parameter of count_values() must be a string".to_owned(),
+                ));
+            }
+            _ => None,
+        };
         let group_of = |labels: &Labels| {
             aggregate
                 .modifier
@@ -742,10 +760,15 @@ impl Evaluator<'_> {
             })
             .collect();
         let steps = self.steps.len();
+        let mut group_labels: Vec<&Labels> = vec![&EMPTY; index.len()];
+        for (labels, &group) in &index {
+            group_labels[group] = labels;
+        }
         let mut series = series;
         let mut members: Vec<Vec<(usize, Sample)>> = vec![Vec::new(); index.len()];
         let mut points: Vec<Vec<Option<Sample>>> = vec![vec![None; steps]; index.len()];
-        // topk and bottomk keep their members' labels.
+        // topk and bottomk keep their members' labels, count_values makes
+        // its own.
         let mut ranked_out = Builder::new(steps);
         for step in 0..steps {
             for (i, s) in series.iter_mut().enumerate() {
@@ -804,6 +827,20 @@ impl Evaluator<'_> {
                         }
                         continue;
                     }
+                    "count_values" => {
+                        let label = value_label.as_deref().unwrap_or_default();
+                        let mut counts: BTreeMap<String, f64> = BTreeMap::new();
+                        for v in &floats {
+                            *counts.entry(float_text(*v)).or_default() += 1.0;
+                        }
+                        for (value, n) in counts {
+                            let mut labels = group_labels[group].clone();
+                            labels.insert(label.to_owned(), value);
+                            ranked_out.put(labels, step, Sample::Float(n))?;
+                        }
+                        samples.clear();
+                        continue;
+                    }
                     other => {
                         return Err(EvalError::BadData(format!(
                             "aggregation {other:?} is not supported by Vigil's PromQL"
@@ -816,7 +853,7 @@ impl Evaluator<'_> {
                 samples.clear();
             }
         }
-        if matches!(op.as_str(), "topk" | "bottomk") {
+        if matches!(op.as_str(), "topk" | "bottomk" | "count_values") {
             return Ok(ranked_out.build());
         }
         // In label order, as the builder gives them.
@@ -1062,6 +1099,20 @@ fn show(signature: &Labels) -> String {
 
 fn binary_set_operator(op: &str) -> bool {
     matches!(op, "and" | "or" | "unless")
+}
+
+/// No labels.
+static EMPTY: Labels = Labels::new();
+
+/// A float as Prometheus writes it in a label (`count_values`).
+fn float_text(v: f64) -> String {
+    if v == f64::INFINITY {
+        "+Inf".to_owned()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".to_owned()
+    } else {
+        v.to_string()
+    }
 }
 
 fn is_label_name(name: &str) -> bool {
@@ -1554,6 +1605,28 @@ mod tests {
             vec![None],
             "a distribution is no float"
         );
+    }
+
+    #[test]
+    fn count_values_counts_each_value() {
+        let gauge = |unit: &str, value: f64| {
+            Fetched::new(
+                labels(&[("__name__", "g"), ("unit", unit)]),
+                Reading::Gauge,
+                windows(1000, &[&[value]]),
+            )
+        };
+        let data = [("g", vec![gauge("a", 2.0), gauge("b", 2.0), gauge("c", 0.5)])];
+        let counted = floats(eval(r#"count_values("v", g)"#, &data, &[1010]).unwrap());
+        assert_eq!(
+            counted,
+            vec![
+                (labels(&[("v", "0.5")]), vec![Some(1.0)]),
+                (labels(&[("v", "2")]), vec![Some(2.0)]),
+            ]
+        );
+        let error = eval(r#"count_values("not a label", g)"#, &data, &[1010]).unwrap_err();
+        assert_eq!(error.to_string(), "invalid label name \"not a label\"");
     }
 
     #[test]
