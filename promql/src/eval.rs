@@ -516,6 +516,7 @@ impl Evaluator<'_> {
             "label_replace" => self.label_replace(call),
             "label_join" => self.label_join(call),
             "absent" | "absent_over_time" => self.absent(call),
+            "timestamp" => self.timestamp(call),
             "histogram_quantile" => {
                 let phi = self.scalar_arg(call, 0)?;
                 let series = self.vector_arg(call, 1)?;
@@ -556,6 +557,30 @@ impl Evaluator<'_> {
                 Some((step, Sample::Float(v)))
             });
             out.put_series(labels, values)?;
+        }
+        Ok(Value::Vector(out.build()))
+    }
+
+    /// `timestamp(v)`: when each sample was taken — for a selector, the end
+    /// of the window read (at most the step's time); otherwise the step's
+    /// time, as in Prometheus.
+    fn timestamp(&self, call: &Call) -> Result<Value, EvalError> {
+        let Some(Expr::VectorSelector(selector)) = call.args.args.first().map(|arg| arg.as_ref())
+        else {
+            let series = self.vector_arg(call, 0)?;
+            return self.per_step(series, true, |step, _| {
+                Some(self.steps[step] as f64 / 1000.0)
+            });
+        };
+        let offset = offset_ms(selector);
+        let mut out = Builder::new(self.steps.len());
+        for fetched in self.fetched(selector) {
+            let times = self.steps.iter().enumerate().filter_map(|(step, &t)| {
+                let window = &fetched.windows[newest_at(fetched, t - offset)?];
+                let taken = window.end_ms.min(t - offset) as f64 / 1000.0;
+                Some((step, Sample::Float(taken)))
+            });
+            out.put_series(without_name(&fetched.labels), times)?;
         }
         Ok(Value::Vector(out.build()))
     }
@@ -1204,15 +1229,17 @@ fn merge_histograms(samples: impl Iterator<Item = Sample>) -> Option<Sample> {
 
 /// The sample of a series at `t` (see the module documentation).
 fn sample_at(fetched: &Fetched, t: i64) -> Option<Sample> {
+    fetched.sample(newest_at(fetched, t)?)
+}
+
+/// The window of a series read at `t`: the newest begun before it, unless
+/// it ended more than the lookback before.
+fn newest_at(fetched: &Fetched, t: i64) -> Option<usize> {
     let newest = fetched
         .windows
         .partition_point(|w| w.start_ms < t)
         .checked_sub(1)?;
-    let window = &fetched.windows[newest];
-    if window.end_ms <= t - LOOKBACK_MS {
-        return None;
-    }
-    fetched.sample(newest)
+    (fetched.windows[newest].end_ms > t - LOOKBACK_MS).then_some(newest)
 }
 
 /// The functions of a range vector.
@@ -1579,6 +1606,15 @@ mod tests {
         assert_eq!(read("changes(temp[30s])"), 2.0);
         assert_eq!(read("resets(temp[30s])"), 1.0);
         assert_eq!(read("changes(temp[10s])"), 0.0);
+        // The newest window, 1020–1030 s, ended by 1030 s; read at 1025 s,
+        // the sample is that step's; an expression's samples are the step's.
+        assert_eq!(read("timestamp(temp)"), 1030.0);
+        let at_1025 = floats(eval("timestamp(temp)", &data, &[1025]).unwrap());
+        assert_eq!(at_1025[0].1, vec![Some(1025.0)]);
+        assert_eq!(at_1025[0].0, Labels::new());
+        let at_1035 = |q| floats(eval(q, &data, &[1035]).unwrap())[0].1[0];
+        assert_eq!(at_1035("timestamp(temp)"), Some(1030.0));
+        assert_eq!(at_1035("timestamp(temp * 2)"), Some(1035.0));
         assert_eq!(read("clamp_max(temp, 2)"), 2.0);
         let values: Vec<f64> = (1..=1000).map(f64::from).collect();
         let latency = |unit| {
