@@ -277,7 +277,7 @@ impl StreamLoop {
             // An admitted span also counts in its service's and its
             // tenant's totals, which are not points of their own: neither
             // counted nor limited apart.
-            let totals = totals.of(&observation);
+            let added = totals.of(&observation);
             let late_before = partition.late_points();
             if partition.observe(observation).is_ok() {
                 self.metrics
@@ -285,7 +285,7 @@ impl StreamLoop {
                     .inc_by(partition.late_points() - late_before);
                 self.metrics.observations.inc();
                 seen(id, time_s);
-                for total in totals {
+                for total in added.into_iter().flatten() {
                     let id = total.id;
                     if partition.observe(total).is_ok() {
                         seen(id, time_s);
@@ -631,10 +631,10 @@ impl Totals {
     /// The observations a span observation adds to its service's total
     /// ([`Kind::Service`]) and its tenant's ([`Kind::Tenant`]); none for
     /// other kinds.
-    fn of(&mut self, observation: &Observation) -> Vec<Observation> {
+    fn of(&mut self, observation: &Observation) -> Option<[Observation; 2]> {
         let span = &observation.series;
         if span.kind != Kind::Span {
-            return Vec::new();
+            return None;
         }
         let made = self.made.entry(observation.id).or_insert_with(|| {
             [service_total(span), tenant_total(span)].map(|total| {
@@ -642,13 +642,11 @@ impl Totals {
                 (Arc::new(total), id)
             })
         });
-        made.iter()
-            .map(|(series, id)| Observation {
-                series: Arc::clone(series),
-                id: *id,
-                time_s: observation.time_s,
-                amount: observation.amount.clone(),
-            })
-            .collect()
+        Some(made.each_ref().map(|(series, id)| Observation {
+            series: Arc::clone(series),
+            id: *id,
+            time_s: observation.time_s,
+            amount: observation.amount.clone(),
+        }))
     }
 }
