@@ -337,21 +337,16 @@ async fn every_signal_is_rolled_up_exactly(backend: Backend) {
     assert_eq!(aggregator.metrics().late_points.get(), 20);
 
     // Service pay's total holds the same spans, on time and late alike,
-    // and is no point of its own.
-    let total = setup.settled(Kind::Service, "pay", 10, now, 100).await;
-    assert_rollup(&total, 100, exact_sum, 7);
-    assert_eq!(total.values.to_buckets(), latency.values.to_buckets());
-    for width in [10, 60, 3600] {
-        let late = setup.settled(Kind::Service, "pay", width, old, 20).await;
-        assert_rollup(&late, 20, (1..=20).map(f64::from).sum(), 1);
-    }
-    // So does the tenant's (pay is its only service).
-    let total = setup.settled(Kind::Tenant, "", 10, now, 100).await;
-    assert_rollup(&total, 100, exact_sum, 7);
-    assert_eq!(total.values.to_buckets(), latency.values.to_buckets());
-    for width in [10, 60, 3600] {
-        let late = setup.settled(Kind::Tenant, "", width, old, 20).await;
-        assert_rollup(&late, 20, (1..=20).map(f64::from).sum(), 1);
+    // and is no point of its own; so does the tenant's (pay is its only
+    // service).
+    for (kind, name) in [(Kind::Service, "pay"), (Kind::Tenant, "")] {
+        let total = setup.settled(kind, name, 10, now, 100).await;
+        assert_rollup(&total, 100, exact_sum, 7);
+        assert_eq!(total.values.to_buckets(), latency.values.to_buckets());
+        for width in [10, 60, 3600] {
+            let late = setup.settled(kind, name, width, old, 20).await;
+            assert_rollup(&late, 20, (1..=20).map(f64::from).sum(), 1);
+        }
     }
 
     let payments = setup

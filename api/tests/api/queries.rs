@@ -578,36 +578,37 @@ async fn service_wide_reads_take_the_services_totals(backend: Backend) {
         samples.sort();
         samples
     };
-    let pairs = |expected: &[(&str, &str)]| -> Vec<(String, String)> {
-        expected
+    let queries: [(&str, &[(&str, &str)]); 3] = [
+        (
+            "sum by (vigil_unit) (increase(vigil_span_requests_total[2m]))",
+            &[
+                (r#"{"vigil_unit":"u1"}"#, "40"),
+                (r#"{"vigil_unit":"u2"}"#, "20"),
+                ("{}", "30"),
+            ],
+        ),
+        (
+            r#"sum by (vigil_unit) (increase(vigil_span_requests_total{service="pay"}[2m]))"#,
+            &[
+                (r#"{"vigil_unit":"u1"}"#, "7"),
+                (r#"{"vigil_unit":"u2"}"#, "3"),
+            ],
+        ),
+        (
+            r#"sum by (span_name) (increase(vigil_span_requests_total{service="pay"}[2m]))"#,
+            &[
+                (r#"{"span_name":"POST /pay"}"#, "150"),
+                (r#"{"span_name":"db.query"}"#, "20"),
+            ],
+        ),
+    ];
+    for (query, expected) in queries {
+        let expected: Vec<(String, String)> = expected
             .iter()
             .map(|(metric, value)| ((*metric).to_owned(), (*value).to_owned()))
-            .collect()
-    };
-    assert_eq!(
-        promql("sum by (vigil_unit) (increase(vigil_span_requests_total[2m]))").await,
-        pairs(&[
-            ("{\"vigil_unit\":\"u1\"}", "40"),
-            ("{\"vigil_unit\":\"u2\"}", "20"),
-            ("{}", "30")
-        ])
-    );
-    assert_eq!(
-        promql(r#"sum by (vigil_unit) (increase(vigil_span_requests_total{service="pay"}[2m]))"#)
-            .await,
-        pairs(&[
-            ("{\"vigil_unit\":\"u1\"}", "7"),
-            ("{\"vigil_unit\":\"u2\"}", "3")
-        ])
-    );
-    assert_eq!(
-        promql(r#"sum by (span_name) (increase(vigil_span_requests_total{service="pay"}[2m]))"#)
-            .await,
-        pairs(&[
-            ("{\"span_name\":\"POST /pay\"}", "150"),
-            ("{\"span_name\":\"db.query\"}", "20")
-        ])
-    );
+            .collect();
+        assert_eq!(promql(query).await, expected, "{query}");
+    }
     // Grouped by service: the services' totals.
     assert_eq!(
         groups(server.ok(&count("&group_by=service.name")).await),
