@@ -31,7 +31,8 @@ pub struct Transition {
 pub struct Alerts {
     alerts: BTreeMap<String, Alert>,
     /// When each alert fired or resolved within the flap window, by
-    /// fingerprint (kept in memory: a restart starts counting again).
+    /// fingerprint (a restart reads them back from the history:
+    /// [`Alerts::recall`]).
     changes: BTreeMap<String, VecDeque<u64>>,
     flap: Flap,
     /// The value each firing alert was last saved with, and when (unix
@@ -66,11 +67,26 @@ impl Alerts {
         }
     }
 
+    /// Takes back when alerts fired or resolved, as (fingerprint, unix
+    /// ms), so flap detection goes on counting across a restart.
+    pub fn recall(&mut self, changes: impl IntoIterator<Item = (String, u64)>) {
+        for (fingerprint, at_ms) in changes {
+            let times = self.changes.entry(fingerprint).or_default();
+            let at = times.partition_point(|&t| t <= at_ms);
+            times.insert(at, at_ms);
+        }
+    }
+
     /// Marks the alerts that started or stopped flapping at `now_ms`, and
     /// returns them as they are now.
     pub fn flaps(&mut self, now_ms: u64) -> Vec<Alert> {
         let mut changed = Vec::new();
         if self.flap.changes == 0 {
+            // Flap detection was turned off: what it held settles.
+            for alert in self.alerts.values_mut().filter(|a| a.flapping) {
+                alert.flapping = false;
+                changed.push(alert.clone());
+            }
             return changed;
         }
         let oldest = now_ms.saturating_sub(self.flap.window_ms);
@@ -152,6 +168,32 @@ impl Alerts {
         verdicts: &[Verdict],
         now_ms: u64,
     ) -> Vec<Transition> {
+        self.judge(rules, verdicts, now_ms, true)
+    }
+
+    /// Applies the verdicts of a slide (`crate::eval::Engine::slide`) at
+    /// `now_ms`: they start and hold alerts, but stop none. A slide's
+    /// window is longer than the boundary's that follows it (it still
+    /// holds the slot the boundary drops), so the rows that made it hold
+    /// weigh more at the boundary, but the older rows it also holds may
+    /// make it stop an alert the boundary would start again at once.
+    pub fn apply_slide(
+        &mut self,
+        rules: &[std::sync::Arc<Rule>],
+        verdicts: &[Verdict],
+        now_ms: u64,
+    ) -> Vec<Transition> {
+        self.judge(rules, verdicts, now_ms, false)
+    }
+
+    /// Applies verdicts; with `stops`, the alerts without one stop.
+    fn judge(
+        &mut self,
+        rules: &[std::sync::Arc<Rule>],
+        verdicts: &[Verdict],
+        now_ms: u64,
+        stops: bool,
+    ) -> Vec<Transition> {
         let mut transitions = Vec::new();
         let mut held = std::collections::BTreeSet::new();
         for verdict in verdicts {
@@ -217,7 +259,8 @@ impl Alerts {
             .alerts
             .iter()
             .filter(|(fingerprint, alert)| {
-                alert.state != State::Resolved
+                stops
+                    && alert.state != State::Resolved
                     && !held.contains(*fingerprint)
                     && !kept_firing(rules, alert, now_ms)
             })
@@ -367,6 +410,28 @@ mod tests {
     }
 
     #[test]
+    fn a_slide_starts_alerts_and_stops_none() {
+        let rules = rule(
+            "{name: errors, type: threshold, service: pay, group_by: [vigil.unit], signal: error_ratio, op: '>', value: 0.1}",
+        );
+        let mut alerts = Alerts::default();
+        let t = 1_000_000;
+        let fired = alerts.apply_slide(&rules, &[verdict("u1", 0.5)], t);
+        assert_eq!(states(&fired), vec![(None, Some(State::Firing))]);
+        assert_eq!(fired[0].alert.fired_ms, Some(t));
+        // A slide whose condition no longer holds stops nothing…
+        assert!(alerts.apply_slide(&rules, &[], t + 1_000).is_empty());
+        let alert = alerts.iter().next().expect("the alert");
+        assert_eq!(alert.state, State::Firing);
+        // …the next boundary does.
+        let stopped = alerts.apply(&rules, &[], t + 2_000);
+        assert_eq!(
+            states(&stopped),
+            vec![(Some(State::Firing), Some(State::Resolved))]
+        );
+    }
+
+    #[test]
     fn a_firing_alerts_changed_value_is_saved_at_most_once_a_minute() {
         let rules = rule(
             "{name: errors, type: threshold, service: pay, group_by: [vigil.unit], signal: error_ratio, op: '>', value: 0.1}",
@@ -437,6 +502,58 @@ mod tests {
             }
         }
         assert_eq!(settled_at, Some(630_000));
+    }
+
+    #[test]
+    fn changes_recalled_after_a_restart_count_toward_flapping() {
+        let rules = rule(
+            "{name: errors, type: threshold, service: pay, group_by: [vigil.unit], signal: error_ratio, op: '>', value: 0.1}",
+        );
+        let flap = Flap {
+            changes: 4,
+            window_ms: 600_000,
+        };
+        let t = 1_000_000;
+        // Before the restart it fired and resolved twice.
+        let mut before = Alerts::restore([], flap);
+        for k in 0..4u64 {
+            let verdicts = if k % 2 == 0 {
+                vec![verdict("u1", 0.5)]
+            } else {
+                vec![]
+            };
+            before.apply(&rules, &verdicts, t + k * 10_000);
+        }
+        let fingerprint = before.iter().next().expect("the alert").fingerprint.clone();
+        // Restarted from nothing but those four changes (the history), its
+        // third firing is the fifth change: one too many.
+        let mut after = Alerts::restore([], flap);
+        after.recall(
+            (0..4u64)
+                .rev()
+                .map(|k| (fingerprint.clone(), t + k * 10_000)),
+        );
+        let at = t + 40_000;
+        after.apply(&rules, &[verdict("u1", 0.5)], at);
+        let flapping: Vec<bool> = after.flaps(at).iter().map(|a| a.flapping).collect();
+        assert_eq!(flapping, vec![true]);
+        // Changes older than the window do not count.
+        let mut late = Alerts::restore([], flap);
+        late.recall((0..4u64).map(|k| (fingerprint.clone(), t + k * 10_000)));
+        let at = t + 640_000;
+        late.apply(&rules, &[verdict("u1", 0.5)], at);
+        assert!(late.flaps(at).is_empty());
+        // Flap detection turned off: an alert still marked flapping settles.
+        let mut off = Alerts::restore(
+            after.iter().cloned(),
+            Flap {
+                changes: 0,
+                window_ms: 600_000,
+            },
+        );
+        let settled: Vec<bool> = off.flaps(at).iter().map(|a| a.flapping).collect();
+        assert_eq!(settled, vec![false]);
+        assert!(off.flaps(at + 1_000).is_empty());
     }
 
     #[test]

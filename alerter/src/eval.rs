@@ -2,6 +2,20 @@
 //! the aggregators publish them, and each time a window boundary has
 //! passed (plus the evaluation delay) every rule gives a verdict per group.
 //!
+//! Between boundaries the rules that slide ([`Rule::slides`]: thresholds
+//! and anomalies of signals that do not depend on the window's length, and
+//! burn rates) are judged again at every flush ([`Engine::slide`]), over
+//! their window before the last boundary and every row published since —
+//! the open window judged by what it holds. The window judged is thus never
+//! shorter than the rule's, and a change shows as soon as its rows are
+//! published rather than at the next boundary; `min_count` and `for` hold
+//! as at boundaries; a slide starts alerts but stops none
+//! (`crate::alerts::Alerts::apply_slide`). Signals that grow with the
+//! window (count, sum, rate) cannot be judged over a window still filling
+//! and wait for boundaries; so do absence, canary, PromQL and crash group
+//! rules. The last boundary of each evaluation is judged the same way, so
+//! a slide and the boundary after it do not disagree about the same rows.
+//!
 //! Rules that select the same series, group them by the same labels and
 //! need the same kind of data share one feed, which keeps per group (the
 //! values of the `group_by` labels) what they need over their ranges:
@@ -12,6 +26,7 @@
 //! from two running totals. Which feeds and group a series reaches is
 //! worked out once per series.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -130,9 +145,11 @@ struct Track {
     counts_base: (u64, u64),
     /// End of the newest slot with data.
     last_seen_end: u64,
-    /// The merged rollups of the windows asked for at the boundary being
-    /// evaluated, by window length; emptied when the boundary is done.
+    /// The merged rollups of the windows asked for at `merged_at`, by
+    /// window length: kept until the next boundary, so a slide merges only
+    /// the freshest rows on top.
     merged: Vec<(u64, Rollup)>,
+    merged_at: u64,
     /// Values of past evaluations, by rule: anomaly rules.
     history: Vec<(usize, VecDeque<(u64, f64)>)>,
 }
@@ -166,7 +183,17 @@ impl Track {
     /// The merged rollup of the slots in `[boundary − window_s, boundary)`,
     /// merged once per boundary for all the feed's rules.
     fn merged(&mut self, boundary: u64, window_s: u64) -> &Rollup {
-        let at = match self.merged.iter().position(|(w, _)| *w == window_s) {
+        let at = self.merge(boundary, window_s);
+        &self.merged[at].1
+    }
+
+    /// What [`Track::merged`] reads, by its place in `merged`.
+    fn merge(&mut self, boundary: u64, window_s: u64) -> usize {
+        if self.merged_at != boundary {
+            self.merged.clear();
+            self.merged_at = boundary;
+        }
+        match self.merged.iter().position(|(w, _)| *w == window_s) {
             Some(at) => at,
             None => {
                 let mut rollup = Rollup::default();
@@ -176,8 +203,23 @@ impl Track {
                 self.merged.push((window_s, rollup));
                 self.merged.len() - 1
             }
-        };
-        &self.merged[at].1
+        }
+    }
+
+    /// The rollup a rule judges at `at`: the window before the boundary,
+    /// and when `at` is fresh every slot from the boundary on.
+    fn window(&mut self, at: Moment, window_s: u64) -> Cow<'_, Rollup> {
+        let index = self.merge(at.boundary, window_s);
+        let merged = &self.merged[index].1;
+        let mut fresh = self.rollups.range(at.fresh_from()..).peekable();
+        if fresh.peek().is_none() {
+            return Cow::Borrowed(merged);
+        }
+        let mut rollup = merged.clone();
+        for (_, slot) in fresh {
+            rollup.merge(slot);
+        }
+        Cow::Owned(rollup)
     }
 
     /// What [`Track::merged`] merged for `window_s` at this boundary.
@@ -199,8 +241,7 @@ impl Track {
         &mut self.history[at].1
     }
 
-    /// Drops what is older than `oldest`, and the windows merged for the
-    /// boundary just evaluated.
+    /// Drops what is older than `oldest`.
     fn prune(&mut self, oldest: u64) {
         self.rollups = self.rollups.split_off(&oldest);
         while self.counts.front().is_some_and(|(s, _, _)| *s < oldest) {
@@ -208,7 +249,25 @@ impl Track {
                 self.counts_base = (events, bad);
             }
         }
-        self.merged.clear();
+    }
+}
+
+/// When rules are judged: at a boundary, or between two (a slide).
+#[derive(Debug, Clone, Copy)]
+struct Moment {
+    /// The last boundary: windows end there.
+    boundary: u64,
+    /// The slots from the boundary on count too (for the rules that slide).
+    fresh: bool,
+    /// A boundary, not a slide: anomaly rules keep their history.
+    at_boundary: bool,
+}
+
+impl Moment {
+    /// The first slot start judged beyond the window: the boundary when
+    /// fresh, else none.
+    fn fresh_from(self) -> u64 {
+        if self.fresh { self.boundary } else { u64::MAX }
     }
 }
 
@@ -385,24 +444,47 @@ impl Engine {
     }
 
     /// Evaluates every boundary up to `now_s` not evaluated yet, oldest
-    /// first; returns the verdicts of each, with the boundary.
+    /// first; returns the verdicts of each, with the boundary. The last
+    /// one's rules that slide also judge the rows published after it.
     pub fn advance(&mut self, now_s: u64) -> Vec<(u64, Vec<Verdict>)> {
         let mut done = Vec::new();
         while self.evaluated_through + STEP_S <= now_s {
             let boundary = self.evaluated_through + STEP_S;
-            done.push((boundary, self.evaluate(boundary)));
+            let at = Moment {
+                boundary,
+                fresh: boundary + STEP_S > now_s,
+                at_boundary: true,
+            };
+            done.push((boundary, self.evaluate(at)));
             self.evaluated_through = boundary;
         }
         done
     }
 
-    fn evaluate(&mut self, boundary: u64) -> Vec<Verdict> {
+    /// Judges the rules that slide again, over their windows before the
+    /// last boundary evaluated and every row published since; the verdicts
+    /// of the other rules stand until the next boundary.
+    pub fn slide(&mut self) -> Vec<Verdict> {
+        self.evaluate(Moment {
+            boundary: self.evaluated_through,
+            fresh: true,
+            at_boundary: false,
+        })
+    }
+
+    fn evaluate(&mut self, at: Moment) -> Vec<Verdict> {
+        let boundary = at.boundary;
         let mut verdicts = Vec::new();
-        self.promql.evaluate(&self.rules, boundary, &mut verdicts);
+        if at.at_boundary {
+            self.promql.evaluate(&self.rules, boundary, &mut verdicts);
+        }
         for (i, rule) in self.rules.iter().enumerate() {
             let Some(feed) = self.feed_of[i] else {
                 continue;
             };
+            if !at.at_boundary && !rule.slides() {
+                continue;
+            }
             let feed = &mut self.feeds[feed];
             if let Check::Canary { window_s, criteria } = &rule.check {
                 let release = Judged {
@@ -414,8 +496,12 @@ impl Engine {
                 releases(&release, boundary, feed, &mut verdicts);
                 continue;
             }
+            let at = Moment {
+                fresh: at.fresh && rule.slides(),
+                ..at
+            };
             for (group, track) in feed.tracks.iter_mut() {
-                check(rule, i, boundary, track, |extra, value| {
+                check(rule, i, at, track, |extra, value| {
                     let mut labels: Vec<(String, String)> = rule
                         .group_by
                         .iter()
@@ -430,6 +516,9 @@ impl Engine {
                     });
                 });
             }
+        }
+        if !at.at_boundary {
+            return verdicts;
         }
         for feed in &mut self.feeds {
             let oldest = boundary.saturating_sub(feed.slots_s);
@@ -538,16 +627,17 @@ struct Judged<'a> {
     criteria: &'a canary::Criteria,
 }
 
-/// Checks one group at `boundary` for rule `index`, calling
+/// Checks one group at `at` for rule `index`, calling
 /// `verdict(extra labels, value)` for each alert of it whose condition
 /// holds.
 fn check(
     rule: &Rule,
     index: usize,
-    boundary: u64,
+    at: Moment,
     track: &mut Track,
     mut verdict: impl FnMut(Vec<(String, String)>, Option<f64>),
 ) {
+    let boundary = at.boundary;
     match &rule.check {
         Check::Threshold {
             signal,
@@ -556,9 +646,9 @@ fn check(
             value: bound,
             min_count,
         } => {
-            let rollup = track.merged(boundary, *window_s);
+            let rollup = track.window(at, *window_s);
             let value = (rollup.values.count() >= *min_count)
-                .then(|| signal.value(rollup, *window_s))
+                .then(|| signal.value(&rollup, *window_s))
                 .flatten();
             if let Some(value) = value.filter(|v| op.holds(*v, *bound)) {
                 verdict(Vec::new(), Some(value));
@@ -574,7 +664,8 @@ fn check(
             budget, windows, ..
         } => {
             let rate = |window_s: u64| {
-                let (events, bad) = track.counts_in(boundary - window_s, boundary);
+                let end = if at.fresh { u64::MAX } else { boundary };
+                let (events, bad) = track.counts_in(boundary - window_s, end);
                 (events > 0).then(|| bad as f64 / events as f64 / budget)
             };
             for window in windows {
@@ -596,11 +687,21 @@ fn check(
             direction,
             min_count,
         } => {
-            let rollup = track.merged(boundary, *window_s);
-            let Some(value) = (rollup.values.count() >= *min_count)
-                .then(|| signal.value(rollup, *window_s))
-                .flatten()
-            else {
+            let value_of = |rollup: &Rollup| {
+                (rollup.values.count() >= *min_count)
+                    .then(|| signal.value(rollup, *window_s))
+                    .flatten()
+            };
+            // The history keeps the boundaries' windows; a fresh moment is
+            // judged over its rows too.
+            let exact = value_of(track.merged(boundary, *window_s));
+            let kept = exact.filter(|_| at.at_boundary);
+            let judged = if at.fresh {
+                value_of(&track.window(at, *window_s))
+            } else {
+                exact
+            };
+            let Some(value) = judged else {
                 return;
             };
             let history = track.history(index);
@@ -613,7 +714,7 @@ fn check(
                         history.pop_front();
                     }
                     let past: Vec<f64> = history.iter().map(|(_, v)| *v).collect();
-                    history.push_back((boundary, value));
+                    history.extend(kept.map(|v| (boundary, v)));
                     robust_z(value, &past)
                 }
                 Method::Seasonal { period_s, .. } => {
@@ -630,7 +731,7 @@ fn check(
                         .find(|(at, _)| *at <= then && then < at + 60)
                         .map(|(_, v)| *v);
                     if boundary.is_multiple_of(60) {
-                        history.push_back((boundary, value));
+                        history.extend(kept.map(|v| (boundary, v)));
                     }
                     baseline.map(|base| relative_deviation(value, base))
                 }
@@ -794,6 +895,85 @@ mod tests {
             let p99 = value.expect("a value");
             assert!((p99 - 500.0).abs() <= 500.0 * 0.01, "{p99}");
         }
+    }
+
+    #[test]
+    fn rules_that_slide_judge_the_freshest_rows_between_boundaries() {
+        let rules = rules(concat!(
+            "rules:\n",
+            "  - {name: failing, type: threshold, service: pay, group_by: [vigil.unit], signal: error_ratio, window: 10s, op: '>', value: 0.05, min_count: 10}\n",
+            "  - {name: busy, type: threshold, service: pay, signal: rate, window: 10s, op: '>', value: 0.8}\n",
+            "  - {name: slo, type: burn_rate, service: pay, objective: 99, windows: [{long: 1m, short: 10s, factor: 10, severity: page}]}\n",
+        ));
+        let mut engine = Engine::new(rules, T0);
+        let pay = series("pay", "u1");
+        engine.ingest(&pay, 10, T0, &rollup(5, 5.0, 0));
+        assert_eq!(fired(&mut engine, T0 + 10), Vec::new());
+        // Slot T0+10 fills: 6 points, 3 failed. Too few for `failing`
+        // alone, but its window counts the 5 before the boundary: 3 of
+        // 11. `busy` is a rate (1.1/s over those 10 s and what came
+        // since): it waits for the boundary.
+        engine.ingest(&pay, 10, T0 + 10, &rollup(6, 5.0, 3));
+        let judged = |verdicts: Vec<Verdict>| -> Vec<(usize, Option<f64>)> {
+            verdicts.into_iter().map(|v| (v.rule, v.value)).collect()
+        };
+        assert_eq!(
+            judged(engine.slide()),
+            vec![(0, Some(3.0 / 11.0)), (2, Some(3.0 / 11.0 / 0.01))]
+        );
+        // The slot ends with 4 more healthy points; the boundary after
+        // judges it and, as the last one due, the fresh slot too: 13 of
+        // 20 failed; `busy` judges the slot alone (1/s).
+        engine.ingest(&pay, 10, T0 + 10, &rollup(4, 5.0, 0));
+        engine.ingest(&pay, 10, T0 + 20, &rollup(10, 5.0, 10));
+        let at_boundary: Vec<(usize, Option<f64>)> = engine
+            .advance(T0 + 20)
+            .into_iter()
+            .flat_map(|(_, verdicts)| judged(verdicts))
+            .collect();
+        assert_eq!(
+            at_boundary,
+            vec![
+                (0, Some(13.0 / 20.0)),
+                (1, Some(1.0)),
+                (2, Some(13.0 / 25.0 / 0.01))
+            ]
+        );
+        // A slide before any new row says the same of the rules that slide.
+        assert_eq!(
+            judged(engine.slide()),
+            vec![(0, Some(13.0 / 20.0)), (2, Some(13.0 / 25.0 / 0.01))]
+        );
+    }
+
+    #[test]
+    fn a_slide_keeps_no_anomaly_history() {
+        let rules = rules(
+            "rules:\n  - {name: odd, type: anomaly, service: pay, signal: error_ratio, window: 10s, method: zscore, history: 10m, threshold: 3, min_count: 5}\n",
+        );
+        let mut engine = Engine::new(rules, T0);
+        let pay = series("pay", "u1");
+        // Ten quiet windows make the history, a slide after each.
+        for k in 0..10 {
+            let errors = k % 2;
+            engine.ingest(&pay, 10, T0 + k * 10, &rollup(20, 5.0, errors));
+            assert_eq!(fired(&mut engine, T0 + (k + 1) * 10), Vec::new());
+            assert_eq!(engine.slide(), Vec::new());
+        }
+        let history = |engine: &Engine| -> usize {
+            engine.feeds[0]
+                .tracks
+                .values()
+                .map(|t| t.history.iter().map(|(_, h)| h.len()).sum::<usize>())
+                .sum()
+        };
+        assert_eq!(history(&engine), 10);
+        // Half of the open slot fails: the slide sees it, keeps nothing.
+        engine.ingest(&pay, 10, T0 + 100, &rollup(20, 5.0, 10));
+        let verdicts = engine.slide();
+        assert_eq!(verdicts.len(), 1);
+        assert!(verdicts[0].value.is_some_and(|z| z > 3.0), "{verdicts:?}");
+        assert_eq!(history(&engine), 10);
     }
 
     fn prometheus_rules(bound: f64) -> Vec<Arc<Rule>> {

@@ -10,7 +10,8 @@
 //!
 //! One loop does it all, in order: take the published rows, and once a
 //! second evaluate every 10 s boundary that passed
-//! `alerter.evaluation_delay_ms` ago ([`eval`]), move alerts along
+//! `alerter.evaluation_delay_ms` ago ([`eval`]) — or, between boundaries,
+//! judge the rules that slide over the freshest rows — move alerts along
 //! ([`alerts`]), fire the actions of alerts that started firing, and send
 //! the notifications that are due ([`notify`]). Webhook calls run on their
 //! own tasks, so a slow receiver holds nothing up.
@@ -36,6 +37,7 @@ mod promql;
 pub mod rules;
 pub mod webhook;
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -48,13 +50,14 @@ use vigil_domain::alert::Collection;
 use vigil_domain::metrics_endpoint;
 use vigil_domain::playbook::Run;
 use vigil_domain::shutdown::Shutdown;
+use vigil_domain::tenant::TenantId;
 use vigil_domain::yaml::{self, FileError};
 use vigil_store::{AlertStore, StoreError};
 
 pub use metrics::Metrics;
 
 use alerts::{Alert, Alerts};
-use control::{Control, Outbox, Pending, Runs, expired, read_state, rebuild};
+use control::{Control, Outbox, Pending, Runs, expired, read_state, rebuild, recent_changes};
 use eval::Engine;
 use notify::{Dispatcher, GroupState};
 
@@ -247,6 +250,18 @@ impl Parts {
             .map(|(_, run)| run)
             .collect();
         store.put_state(&expired(&runs, now_ms)).await?;
+        let flap = alerts::Flap {
+            changes: settings.flap_changes as usize,
+            window_ms: settings.flap_window_s * 1_000,
+        };
+        let changes = if flap.changes == 0 {
+            Vec::new()
+        } else {
+            let tenants: BTreeSet<TenantId> =
+                ruleset.rules.iter().map(|r| r.tenant.clone()).collect();
+            let window = (now_ms.saturating_sub(flap.window_ms), now_ms + 1);
+            recent_changes(&*store, tenants, window).await?
+        };
         let mut engine = Engine::new(ruleset.engine_rules(), now_ms / 1_000);
         let rebuilt_through = engine.evaluated_through();
         let restored = rebuild(&mut engine, &*store, rebuilt_through).await?;
@@ -266,13 +281,12 @@ impl Parts {
                 &settings.external_url,
                 saved_groups.into_iter().map(|(_, group)| group).collect(),
             ),
-            alerts: Alerts::restore(
-                saved_alerts.into_iter().map(|(_, alert)| alert),
-                alerts::Flap {
-                    changes: settings.flap_changes as usize,
-                    window_ms: settings.flap_window_s * 1_000,
-                },
-            ),
+            alerts: {
+                let mut alerts =
+                    Alerts::restore(saved_alerts.into_iter().map(|(_, alert)| alert), flap);
+                alerts.recall(changes);
+                alerts
+            },
             ruleset,
             engine,
             rebuilt_through,

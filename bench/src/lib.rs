@@ -135,29 +135,43 @@ pub async fn run(config: Config, bench: Bench) -> Result<(), Error> {
         }
         Bench::RemoteWrite(options) => run_remote_write(options).await,
         Bench::Ingest(options) => run_ingest(config, options).await,
-        Bench::Localize(options) => {
-            run_localize(options);
-            Ok(())
-        }
+        Bench::Localize(options) => run_localize(options),
     }
 }
 
-fn run_localize(options: localize::Options) {
-    for (sizes, cases) in [
-        (vec![10, 12, 10, 8, 5], options.cases),
-        (vec![10; 6], options.large_cases),
-    ] {
-        let figures = localize::run(&sizes, cases, options.seed);
+fn run_localize(options: localize::Options) -> Result<(), Error> {
+    let print = |what: String, figures: localize::Figures| {
         println!(
-            "localize: dimensions of {:?} values ({} leaves), {} cases: F1 {:.3}; per case p50 {:.0} ms, max {:.0} ms",
-            figures.sizes,
+            "localize: {what} ({} leaves), {} cases: F1 {:.3}; per case p50 {:.0} ms, max {:.0} ms",
             figures.leaves,
             figures.cases,
             figures.f1,
             figures.p50.as_secs_f64() * 1e3,
             figures.max.as_secs_f64() * 1e3
         );
+    };
+    if !options.dataset.is_empty() {
+        for directory in &options.dataset {
+            let figures = localize::run_dataset(directory)?;
+            print(
+                format!(
+                    "{} (dimensions of {:?} values)",
+                    directory.display(),
+                    figures.sizes
+                ),
+                figures,
+            );
+        }
+        return Ok(());
     }
+    for (sizes, cases) in [
+        (vec![10, 12, 10, 8, 5], options.cases),
+        (vec![10; 6], options.large_cases),
+    ] {
+        let figures = localize::run(&sizes, cases, options.seed);
+        print(format!("dimensions of {:?} values", figures.sizes), figures);
+    }
+    Ok(())
 }
 
 async fn run_remote_write(options: remote_write::Options) -> Result<(), Error> {
@@ -257,13 +271,24 @@ async fn run_alerter(options: alerter::Options) -> Result<(), Error> {
 async fn run_detection(config: Config, options: detection::Options) -> Result<(), Error> {
     let trials = options.trials;
     println!(
-        "detection: {trials} faults (half of the demo's requests fail), {:?} bus, {:?} store; about {} s",
+        "detection: {} s of healthy traffic, then {trials} faults (half of the demo's requests fail), {:?} bus, {:?} store; about {} s",
+        options.healthy,
         config.bus.kind,
         config.store.kind,
-        20 + trials * 30
+        20 + options.healthy + trials as u64 * 30
     );
-    let latencies = detection::run(config, trials).await?;
-    let rank = nearest_rank(latencies);
+    let detection = detection::run(config, options).await?;
+    println!(
+        "  false alerts on {} s of healthy traffic: {}{}",
+        options.healthy,
+        detection.false_alerts.len(),
+        if detection.false_alerts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", detection.false_alerts.join(", "))
+        }
+    );
+    let rank = nearest_rank(detection.latencies);
     let q = |q| rank(q).as_secs_f64();
     println!(
         "  fault to firing webhook: p50 {:.1} s, p90 {:.1} s, p99 {:.1} s, max {:.1} s (min {:.1} s)",

@@ -65,6 +65,13 @@ impl Signal {
         })
     }
 
+    /// Whether the signal's value grows with its window (count, sum) or
+    /// needs the window's length (rate): such a signal cannot be judged
+    /// over a window that is still filling.
+    pub fn is_extensive(self) -> bool {
+        matches!(self, Signal::Count | Signal::Sum | Signal::Rate)
+    }
+
     /// The signal's value over a step of `step_s` seconds; `None` without
     /// points.
     pub fn value(self, rollup: &Rollup, step_s: u64) -> Option<f64> {

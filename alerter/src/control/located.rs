@@ -33,7 +33,7 @@ type Catalogues = HashMap<(TenantId, Kind, Option<String>), Arc<[CatalogueEntry]
 impl Control {
     /// Locates the change of each alert that started firing; what cannot be
     /// read is logged and leaves the alert without causes.
-    pub(super) async fn locate(&mut self, transitions: &mut [Transition]) {
+    pub(super) async fn locate(&mut self, transitions: &mut [Transition], now_ms: u64) {
         let mut catalogues = Catalogues::new();
         for transition in transitions
             .iter_mut()
@@ -47,7 +47,7 @@ impl Control {
                 continue;
             };
             match self
-                .explain(&rule, alert, measure, window_s, &mut catalogues)
+                .explain(&rule, alert, (measure, window_s), now_ms, &mut catalogues)
                 .await
             {
                 Ok(found) => {
@@ -65,8 +65,8 @@ impl Control {
         &self,
         rule: &Rule,
         alert: &Alert,
-        measure: Measure,
-        window_s: u64,
+        (measure, window_s): (Measure, u64),
+        now_ms: u64,
         catalogues: &mut Catalogues,
     ) -> Result<Vec<Located>, StoreError> {
         // The rule's series of the alert's group.
@@ -100,9 +100,17 @@ impl Control {
         if dimensions.is_empty() || dimensions.len() > MAX_DIMENSIONS {
             return Ok(Vec::new());
         }
-        let boundary_s = alert.fired_ms.unwrap_or(alert.active_since_ms) / 1_000;
-        let boundary_s = boundary_s - boundary_s % STEP_S;
+        // The range the rule judged: its window before the boundary and,
+        // for a rule that slides, the rows published since.
+        let at_s = alert.fired_ms.unwrap_or(alert.active_since_ms) / 1_000;
+        let boundary_s = at_s - at_s % STEP_S;
         let from_s = boundary_s.saturating_sub(window_s);
+        let now_s = (now_ms / 1_000).max(boundary_s);
+        let (to_s, range_s) = if rule.slides() {
+            (now_s - now_s % STEP_S + STEP_S, now_s - from_s)
+        } else {
+            (boundary_s, window_s)
+        };
         let read = |from_s: u64, to_s: u64| {
             let query = Aggregation {
                 tenant: rule.tenant.clone(),
@@ -132,7 +140,7 @@ impl Control {
             }
         };
         let (Some(now), Some(before)) = (
-            read(from_s, boundary_s).await?,
+            read(from_s, to_s).await?,
             read(from_s.saturating_sub(BASELINE_S), from_s).await?,
         ) else {
             tracing::info!(rule = %rule.name, "more than {MAX_LEAVES} leaves: the alert is not located");
@@ -143,7 +151,7 @@ impl Control {
             &dimensions,
             &now,
             &before,
-            (window_s, BASELINE_S),
+            (range_s, BASELINE_S),
             CAUSES,
         )
         .causes)

@@ -33,7 +33,7 @@ use crate::{ASSIGNMENT_WAIT, Metrics, Reply, SILENCE_REFRESH, TICK, now_ms};
 pub(crate) use outbox::{Outbox, Pending};
 pub(crate) use playbooks::{Runs, expired};
 use state::{alert_record, state_record};
-pub(crate) use state::{read_state, rebuild};
+pub(crate) use state::{read_state, rebuild, recent_changes};
 
 pub(crate) struct Control {
     pub(crate) settings: AlerterConfig,
@@ -57,6 +57,13 @@ pub(crate) struct Control {
     /// and the boundary they were read at.
     pub(crate) crash_verdicts: HashMap<usize, Vec<crate::eval::Verdict>>,
     pub(crate) crashes_read_at: u64,
+}
+
+/// One evaluation's verdicts: a boundary's, or a slide's between two.
+struct Round {
+    at_ms: u64,
+    verdicts: Vec<crate::eval::Verdict>,
+    slide: bool,
 }
 
 impl Control {
@@ -186,16 +193,33 @@ impl Control {
     }
 
     async fn tick(&mut self, now_ms: u64) {
-        let due_s = now_ms.saturating_sub(self.settings.evaluation_delay_ms) / 1_000;
+        let due_ms = now_ms.saturating_sub(self.settings.evaluation_delay_ms);
         let started = Instant::now();
-        let mut rounds = self.engine.advance(due_s);
+        let mut rounds: Vec<Round> = self
+            .engine
+            .advance(due_ms / 1_000)
+            .into_iter()
+            .map(|(boundary, verdicts)| Round {
+                at_ms: boundary * 1_000,
+                verdicts,
+                slide: false,
+            })
+            .collect();
         // Crash group rules read the store once per tick, at its last
         // boundary; their verdicts hold for each boundary of the tick.
-        if let Some(&(last, _)) = rounds.last() {
-            let crashes = self.crash_verdicts(last).await;
-            for (_, verdicts) in &mut rounds {
-                verdicts.extend(crashes.iter().cloned());
+        if let Some(last) = rounds.last() {
+            let crashes = self.crash_verdicts(last.at_ms / 1_000).await;
+            for round in &mut rounds {
+                round.verdicts.extend(crashes.iter().cloned());
             }
+        } else if due_ms > self.engine.evaluated_through() * 1_000 {
+            // Between boundaries, the rules that slide judge the freshest
+            // rows.
+            rounds.push(Round {
+                at_ms: due_ms,
+                verdicts: self.engine.slide(),
+                slide: true,
+            });
         }
         if !rounds.is_empty() {
             self.metrics
@@ -204,18 +228,23 @@ impl Control {
         }
         let mut transitions = Vec::new();
         let mut flaps = Vec::new();
-        // Verdicts of the playbooks' checks make no alerts: runs read them.
+        // Verdicts of the playbooks' checks make no alerts: runs read them
+        // at boundaries.
         let alerting = self.ruleset.rules.len();
         let mut checked = Vec::new();
-        for (boundary, verdicts) in rounds {
+        for round in rounds {
             let (alerts, checks): (Vec<_>, Vec<_>) =
-                verdicts.into_iter().partition(|v| v.rule < alerting);
-            transitions.extend(
-                self.alerts
-                    .apply(self.engine.rules(), &alerts, boundary * 1_000),
-            );
-            flaps.extend(self.alerts.flaps(boundary * 1_000));
-            checked.push((boundary, checks));
+                round.verdicts.into_iter().partition(|v| v.rule < alerting);
+            let rules = self.engine.rules();
+            transitions.extend(if round.slide {
+                self.alerts.apply_slide(rules, &alerts, round.at_ms)
+            } else {
+                self.alerts.apply(rules, &alerts, round.at_ms)
+            });
+            flaps.extend(self.alerts.flaps(round.at_ms));
+            if !round.slide {
+                checked.push((round.at_ms / 1_000, checks));
+            }
         }
         if !flaps.is_empty() {
             self.record_flaps(&flaps, now_ms).await;
@@ -230,7 +259,7 @@ impl Control {
         self.put(&refreshed).await;
         self.refresh_silences().await;
         if !transitions.is_empty() {
-            self.locate(&mut transitions).await;
+            self.locate(&mut transitions, now_ms).await;
             self.record(&transitions, now_ms).await;
             self.remediate(&transitions, now_ms).await;
             self.start_runs(&transitions, now_ms).await;

@@ -9,13 +9,18 @@ use serde_json::json;
 use vigil_domain::alert::Collection;
 use vigil_domain::model::Kind;
 use vigil_domain::tenant::TenantId;
-use vigil_store::{HistoryEntry, RollupQuery, RollupStore, StateRecord, StateStore, StoreError};
+use vigil_store::{
+    HistoryEntry, HistoryQuery, RollupQuery, RollupStore, StateRecord, StateStore, StoreError,
+};
 
 use super::Control;
 use crate::alerts::{Alert, State, Transition};
 use crate::eval::Engine;
 use crate::rules::Rule;
 use crate::{Metrics, REBUILD_MAX_S};
+
+/// The most transitions read back per tenant on start.
+const RECALLED_MAX: usize = 100_000;
 
 /// Every record of a collection, as (tenant, key, body); bodies that do not
 /// read are logged and left out.
@@ -34,6 +39,35 @@ pub(crate) async fn read_state<T: serde::de::DeserializeOwned>(
             }
         })
         .collect())
+}
+
+/// When each alert of `tenants` fired or resolved in `[from_ms, to_ms)`, as
+/// (fingerprint, unix ms), from the history.
+pub(crate) async fn recent_changes(
+    store: &dyn StateStore,
+    tenants: impl IntoIterator<Item = TenantId>,
+    (from_ms, to_ms): (u64, u64),
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let mut changes = Vec::new();
+    for tenant in tenants {
+        let entries = store
+            .history(&HistoryQuery {
+                tenant,
+                from_ms,
+                to_ms,
+                rule: None,
+                subject: None,
+                limit: RECALLED_MAX,
+            })
+            .await?;
+        for entry in entries.into_iter().filter(|e| e.kind == "transition") {
+            let body: serde_json::Value = serde_json::from_str(&entry.body).unwrap_or_default();
+            if matches!(body["to"].as_str(), Some("firing" | "resolved")) {
+                changes.push((entry.subject, entry.time_ms));
+            }
+        }
+    }
+    Ok(changes)
 }
 
 /// Feeds the engine the 10 s rows the store holds for its rules' ranges

@@ -317,6 +317,22 @@ impl Rule {
         }
     }
 
+    /// Whether the rule is also judged between boundaries, over its window
+    /// and the freshest rows (see [`crate::eval`]): thresholds and
+    /// anomalies of signals that do not depend on the window's length, and
+    /// burn rates.
+    pub fn slides(&self) -> bool {
+        match &self.check {
+            Check::Threshold { signal, .. } | Check::Anomaly { signal, .. } => {
+                !signal.is_extensive()
+            }
+            Check::BurnRate { .. } => true,
+            Check::Absence | Check::Canary { .. } | Check::Promql(_) | Check::CrashGroup { .. } => {
+                false
+            }
+        }
+    }
+
     /// How far back the rule reads, in seconds.
     pub fn range_s(&self) -> u64 {
         match &self.check {
