@@ -203,14 +203,6 @@ fn cutoff(deviations: &[f64], right: bool) -> f64 {
     if right { noise } else { -noise }
 }
 
-/// An element's key in one cuboid: its values in mixed radix.
-fn key(cuboid: &[usize], sizes: &[u32], values: &[u32]) -> u64 {
-    cuboid.iter().fold(0u64, |key, &d| {
-        key.wrapping_mul(u64::from(sizes[d]) + 1)
-            .wrapping_add(u64::from(values[d]))
-    })
-}
-
 /// Per dimension, the values whose elements explain too little, or hold
 /// no abnormal leaf, to be a cause or a part of one.
 fn prune(sizes: &[u32], scored: &[Scored], leaves: &[Leaf], threshold: f64) -> Vec<Vec<bool>> {
@@ -231,14 +223,50 @@ fn prune(sizes: &[u32], scored: &[Scored], leaves: &[Leaf], threshold: f64) -> V
         .collect()
 }
 
+/// What a cuboid pass adds up per element: its share of the change, its
+/// abnormal leaves (how many, and their weight), its normal leaves'
+/// weight, and one of its leaves (to name it), as an index into `scored`
+/// plus one (0: no leaf yet).
 #[derive(Default, Clone, Copy)]
 struct Sums {
     share: f64,
-    abnormal: usize,
+    abnormal_weight: f64,
+    normal_weight: f64,
+    abnormal: u32,
+    first: u32,
 }
+
+impl Sums {
+    fn add(&mut self, at: usize, s: &Scored) {
+        self.share += s.share;
+        if s.abnormal {
+            self.abnormal += 1;
+            self.abnormal_weight += s.weight;
+        } else {
+            self.normal_weight += s.weight;
+        }
+        if self.first == 0 {
+            self.first = at as u32 + 1;
+        }
+    }
+
+    /// RiskLoc's high risk: the weighted share of abnormal leaves.
+    fn high_risk(&self) -> f64 {
+        let normal = self.normal_weight + 1.0;
+        self.abnormal_weight / (self.abnormal_weight + normal)
+    }
+}
+
+/// Cuboids with at most this many elements add up in an array indexed by
+/// element; larger ones in a hash map.
+const DENSE_MAX: u64 = 1 << 21;
 
 /// The first layer holding a cause: its element with the largest share
 /// whose risk passes the threshold, with that risk.
+///
+/// Each cuboid is one pass over the leaves' values, read by dimension;
+/// since the low risk is never negative, an element whose high risk is
+/// below the threshold is passed over without reading its leaves again.
 fn search(
     sizes: &[u32],
     scored: &[Scored],
@@ -247,37 +275,59 @@ fn search(
     threshold: f64,
     settings: Settings,
 ) -> Option<(Vec<(usize, u32)>, f64)> {
+    let columns: Vec<Vec<u32>> = (0..sizes.len())
+        .map(|d| scored.iter().map(|s| leaves[s.at].values[d]).collect())
+        .collect();
+    // Whether each leaf has a pruned value, by dimension.
+    let kept: Vec<Vec<bool>> = columns
+        .iter()
+        .zip(pruned)
+        .map(|(column, pruned)| column.iter().map(|&v| !pruned[v as usize]).collect())
+        .collect();
+    let mut dense: Vec<Sums> = Vec::new();
     for layer in 1..=sizes.len() {
         let mut best: Option<(Vec<(usize, u32)>, f64)> = None;
         let mut best_share = threshold;
         for cuboid in combinations(sizes.len(), layer) {
-            let mut sums: HashMap<u64, (Sums, usize)> = HashMap::new();
-            for s in scored {
-                let values = &leaves[s.at].values;
-                if layer > 1 && cuboid.iter().any(|&d| pruned[d][values[d] as usize]) {
-                    continue;
+            let space: u64 = cuboid.iter().map(|&d| u64::from(sizes[d])).product();
+            let key = |i: usize| {
+                cuboid.iter().fold(0u64, |key, &d| {
+                    key * u64::from(sizes[d]) + u64::from(columns[d][i])
+                })
+            };
+            let usable = |i: usize| layer == 1 || cuboid.iter().all(|&d| kept[d][i]);
+            let wanted = |e: &Sums| {
+                e.abnormal > 0 && e.share > best_share && e.high_risk() >= settings.risk_threshold
+            };
+            let mut candidates: Vec<Sums> = if space <= DENSE_MAX {
+                dense.clear();
+                dense.resize(space as usize, Sums::default());
+                for (i, s) in scored.iter().enumerate() {
+                    if usable(i) {
+                        dense[key(i) as usize].add(i, s);
+                    }
                 }
-                let entry = sums
-                    .entry(key(&cuboid, sizes, values))
-                    .or_insert((Sums::default(), s.at));
-                entry.0.share += s.share;
-                entry.0.abnormal += usize::from(s.abnormal);
-            }
-            let mut candidates: Vec<(f64, usize)> = sums
-                .values()
-                .filter(|(sums, _)| sums.abnormal > 0 && sums.share > best_share)
-                .map(|(sums, first)| (sums.share, *first))
-                .collect();
-            candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
-            for (share, first) in candidates {
+                dense.iter().copied().filter(wanted).collect()
+            } else {
+                let mut sparse: HashMap<u64, Sums> = HashMap::new();
+                for (i, s) in scored.iter().enumerate() {
+                    if usable(i) {
+                        sparse.entry(key(i)).or_default().add(i, s);
+                    }
+                }
+                sparse.into_values().filter(wanted).collect()
+            };
+            candidates.sort_by(|a, b| b.share.total_cmp(&a.share));
+            for candidate in candidates {
+                let first = scored[candidate.first as usize - 1].at;
                 let element: Vec<(usize, u32)> = cuboid
                     .iter()
                     .map(|&d| (d, leaves[first].values[d]))
                     .collect();
-                let score = risk(&element, scored, leaves);
+                let score = candidate.high_risk() - low_risk(&element, scored, leaves);
                 if score >= settings.risk_threshold {
                     best = Some((element, score));
-                    best_share = share;
+                    best_share = candidate.share;
                     break;
                 }
             }
@@ -289,45 +339,35 @@ fn search(
     None
 }
 
-/// An element's risk: the weighted share of abnormal leaves under it, less
-/// how unevenly its leaves changed against one common factor.
-fn risk(element: &[(usize, u32)], scored: &[Scored], leaves: &[Leaf]) -> f64 {
-    let under: Vec<&Scored> = scored
+/// RiskLoc's low risk of an element: how unevenly its leaves changed
+/// against one common factor, relative to how far they moved (never
+/// negative).
+fn low_risk(element: &[(usize, u32)], scored: &[Scored], leaves: &[Leaf]) -> f64 {
+    let nonzero: Vec<&Scored> = scored
         .iter()
-        .filter(|s| element.iter().all(|&(d, v)| leaves[s.at].values[d] == v))
+        .filter(|s| {
+            let leaf = &leaves[s.at];
+            element.iter().all(|&(d, v)| leaf.values[d] == v)
+                && leaf.actual != 0.0
+                && leaf.expected != 0.0
+        })
         .collect();
-    let abnormal: f64 = under.iter().filter(|s| s.abnormal).map(|s| s.weight).sum();
-    let normal: f64 = under
-        .iter()
-        .filter(|s| !s.abnormal)
-        .map(|s| s.weight)
-        .sum::<f64>()
-        + 1.0;
-    let high = abnormal / (abnormal + normal);
-    let nonzero: Vec<&&Scored> = under
-        .iter()
-        .filter(|s| leaves[s.at].actual != 0.0 && leaves[s.at].expected != 0.0)
-        .collect();
-    let mut low = 0.0;
-    if !nonzero.is_empty() {
-        let a: f64 = nonzero.iter().map(|s| leaves[s.at].actual).sum();
-        let f: f64 = nonzero.iter().map(|s| leaves[s.at].expected).sum();
-        let uneven: f64 = nonzero
-            .iter()
-            .map(|s| {
-                let leaf = &leaves[s.at];
-                let scaled = leaf.expected * a / f;
-                (2.0 * (scaled - leaf.actual) / (scaled + leaf.actual)).abs()
-            })
-            .sum::<f64>()
-            / nonzero.len() as f64;
-        let moved: f64 =
-            nonzero.iter().map(|s| s.deviation.abs()).sum::<f64>() / nonzero.len() as f64;
-        if moved != 0.0 {
-            low = uneven / moved;
-        }
+    if nonzero.is_empty() {
+        return 0.0;
     }
-    high - low
+    let a: f64 = nonzero.iter().map(|s| leaves[s.at].actual).sum();
+    let f: f64 = nonzero.iter().map(|s| leaves[s.at].expected).sum();
+    let uneven: f64 = nonzero
+        .iter()
+        .map(|s| {
+            let leaf = &leaves[s.at];
+            let scaled = leaf.expected * a / f;
+            (2.0 * (scaled - leaf.actual) / (scaled + leaf.actual)).abs()
+        })
+        .sum::<f64>()
+        / nonzero.len() as f64;
+    let moved: f64 = nonzero.iter().map(|s| s.deviation.abs()).sum::<f64>() / nonzero.len() as f64;
+    if moved == 0.0 { 0.0 } else { uneven / moved }
 }
 
 /// Every `k`-subset of `0..n`, in lexicographic order.
