@@ -191,3 +191,39 @@ impl Tally {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dataset_in_risklocs_format_is_read_and_scored() {
+        let directory = std::env::temp_dir().join(format!("vigil-localize-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).expect("a directory");
+        // Columns in any order; dimensions are read in name order. Every
+        // leaf of b=b2 fell by half: the cause.
+        std::fs::write(
+            directory.join("1650.csv"),
+            "b,real,a,predict\nb1,100,a1,100\nb1,80,a2,82\nb2,50,a1,100\nb2,40,a2,80\nb3,0,a1,0\nb3,30,a2,29\n",
+        )
+        .expect("a case");
+        // A true cause named in another order, and one no leaf has.
+        std::fs::write(
+            directory.join("injection_info.csv"),
+            "timestamp,set\n1650,b=b2;a=a9&b=b1\n",
+        )
+        .expect("the labels");
+        let case = read_case(&directory.join("1650.csv"), "b=b2;b=b1&a=a9").expect("read");
+        assert_eq!(case.sizes, vec![2, 3]);
+        assert_eq!(case.causes, vec![vec![(1, 1)], vec![(0, u32::MAX), (1, 0)]]);
+        assert_eq!(
+            case.leaves.iter().map(|l| l.seen).collect::<Vec<_>>(),
+            vec![true, true, true, true, false, true]
+        );
+        let figures = run_dataset(&directory).expect("scored");
+        assert_eq!((figures.cases, figures.leaves), (1, 6));
+        // b=b2 found, the other missed: F1 = 2 / (2 + 0 + 1).
+        assert!((figures.f1 - 2.0 / 3.0).abs() < 1e-12, "{figures:?}");
+        std::fs::remove_dir_all(&directory).expect("removed");
+    }
+}
