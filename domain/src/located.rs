@@ -65,6 +65,8 @@ pub enum Measure {
     Failures(bool),
     /// Points above the baseline's quantile.
     Above(f64),
+    /// Points above a fixed value: a latency objective's slow points.
+    Over(f64),
 }
 
 impl Measure {
@@ -128,6 +130,7 @@ pub fn explain(
     }
     let threshold = match measure {
         Measure::Above(q) => whole.values.quantile(q),
+        Measure::Over(bound) => Some(bound),
         _ => None,
     };
     // Every group seen in either range is a leaf; each dimension's values
@@ -186,7 +189,7 @@ pub fn explain(
                 (a, e)
             }
         }
-        Measure::Above(_) => (actual / points as f64, expected / points as f64),
+        Measure::Above(_) | Measure::Over(_) => (actual / points as f64, expected / points as f64),
     };
     let causes = localize(&sizes, &leaves, settings)
         .into_iter()
@@ -255,12 +258,68 @@ fn leaf_values(
             (read(now), read(before) * scale)
         }
         Measure::Failures(_) => (now.errors as f64, points * share_of(base.errors as f64)),
-        Measure::Above(_) => {
+        Measure::Above(_) | Measure::Over(_) => {
             let Some(threshold) = threshold else {
                 return (0.0, 0.0);
             };
             let above = |rollup: &Rollup| rollup.values.count_above(threshold) as f64;
             (above(now), points * share_of(above(base)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` points of `ms`.
+    fn points(n: u64, ms: f64) -> Rollup {
+        let mut rollup = Rollup::default();
+        for _ in 0..n {
+            rollup.record(ms, false).expect("finite");
+        }
+        rollup
+    }
+
+    #[test]
+    fn slow_points_over_a_fixed_bound_are_located() {
+        let group = |unit: &str, route: &str| vec![unit.to_owned(), route.to_owned()];
+        let dimensions = vec!["vigil.unit".to_owned(), "http.route".to_owned()];
+        let mut before = Groups::new();
+        let mut now = Groups::new();
+        for unit in ["u1", "u2", "u3"] {
+            for route in ["/pay", "/orders"] {
+                let mut base = points(990, 50.0);
+                base.merge(&points(10, 400.0));
+                before.insert(group(unit, route), base);
+                // u2's /pay: half its points over 300 ms now.
+                let slow = if (unit, route) == ("u2", "/pay") {
+                    50
+                } else {
+                    1
+                };
+                let mut recent = points(100 - slow, 50.0);
+                recent.merge(&points(slow, 400.0));
+                now.insert(group(unit, route), recent);
+            }
+        }
+        let explained = explain(
+            Measure::Over(300.0),
+            &dimensions,
+            &now,
+            &before,
+            (60, 600),
+            3,
+        );
+        let causes: Vec<(&BTreeMap<String, String>, f64, f64)> = explained
+            .causes
+            .iter()
+            .map(|c| (&c.labels, c.actual, c.expected))
+            .collect();
+        let labels: BTreeMap<String, String> = [("http.route", "/pay"), ("vigil.unit", "u2")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into();
+        // Of its 100 points 50 were slow; 1 in 100 were before.
+        assert_eq!(causes, vec![(&labels, 0.5, 0.01)]);
     }
 }

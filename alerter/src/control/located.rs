@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use vigil_domain::located::{self, Groups, Located, MAX_DIMENSIONS, Measure};
 use vigil_domain::model::Kind;
-use vigil_domain::signal::{Matcher, Signal};
+use vigil_domain::signal::Matcher;
 use vigil_domain::tenant::TenantId;
 use vigil_store::{Aggregation, CatalogueEntry, StoreError};
 
@@ -159,22 +159,24 @@ impl Control {
 }
 
 /// The measure of the signal a rule judges, and over how long; `None` for
-/// rules whose change cannot be located (absence, canary, PromQL, latency
-/// burn rates, means and extremes).
+/// rules whose change cannot be located (absence, canary, PromQL, means
+/// and extremes).
 fn question(rule: &Rule) -> Option<(Measure, u64)> {
-    let (signal, window_s) = match &rule.check {
+    match &rule.check {
         Check::Threshold {
             signal, window_s, ..
         }
         | Check::Anomaly {
             signal, window_s, ..
-        } => (*signal, *window_s),
+        } => Some((Measure::of(*signal)?, *window_s)),
         Check::BurnRate {
-            latency_ms: None,
+            latency_ms,
             windows,
             ..
-        } => (Signal::ErrorRatio, windows.iter().map(|w| w.short_s).min()?),
-        _ => return None,
-    };
-    Some((Measure::of(signal)?, window_s))
+        } => {
+            let measure = latency_ms.map_or(Measure::Failures(false), Measure::Over);
+            Some((measure, windows.iter().map(|w| w.short_s).min()?))
+        }
+        _ => None,
+    }
 }
