@@ -333,8 +333,8 @@ fn up_with_the_demo_shows_data_and_fires_an_alert_after_a_fault() {
     assert!(fault.status.success(), "{}", stderr(&fault));
     assert_eq!(
         stdout(&fault).lines().count(),
-        3,
-        "sent to the three instances"
+        4,
+        "sent to the four instances"
     );
     let alerts = until("the payments-errors alert of unit-b", &|| {
         let body = get("/alerts?state=firing&rule=payments-errors");
@@ -596,8 +596,8 @@ fn the_readme_walkthrough_answers() {
     assert_eq!(judged, always, "{app}");
     assert_eq!(
         answers[8].1.lines().count(),
-        3,
-        "the fault sent to three instances"
+        4,
+        "the fault sent to four instances"
     );
     let alerts = json(10);
     assert_eq!(
@@ -635,8 +635,8 @@ fn the_readme_walkthrough_answers() {
     assert!(logs.iter().all(|l| l["severity"] == "ERROR"), "{logs:?}");
     assert_eq!(
         answers[16].1.lines().count(),
-        4,
-        "faults cleared on three instances, and the demo's routing restored"
+        5,
+        "faults cleared on four instances, and the demo's routing restored"
     );
 
     line(

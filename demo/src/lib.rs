@@ -1,5 +1,5 @@
 //! What `vigil up --demo` adds: the demo payment service in two units (a
-//! stable version in each, a canary in unit-a) under steady load, a probe
+//! stable version and a canary in each) under steady load, a probe
 //! of its payment flow from both units, generated telemetry of a mobile
 //! app in a gray release, example rules and an SLO, and a webhook sink that
 //! prints the alerts and remediation calls it receives. `vigil demo fault`
@@ -45,7 +45,7 @@ struct Instance {
     cohort: &'static str,
 }
 
-const INSTANCES: [Instance; 3] = [
+const INSTANCES: [Instance; 4] = [
     Instance {
         unit: "unit-a",
         version: "1.0.0",
@@ -58,6 +58,11 @@ const INSTANCES: [Instance; 3] = [
     },
     Instance {
         unit: "unit-a",
+        version: "1.1.0",
+        cohort: "canary",
+    },
+    Instance {
+        unit: "unit-b",
         version: "1.1.0",
         cohort: "canary",
     },
