@@ -2,7 +2,7 @@
 //! units, two versions and two routes (12 leaves), a baseline hour of 100
 //! requests a minute per leaf with 1 % failed, then 10 minutes in which
 //! unit b's version 1.1.0 fails half its requests on both routes and unit
-//! c's traffic drops to a fifth.
+//! c's traffic drops to a fifth; and an app's crashes and a probe's steps.
 
 use super::*;
 
@@ -184,4 +184,127 @@ async fn causes_are_the_label_sets_that_changed(backend: Backend) {
     server.stop().await;
 }
 
-on_both_backends!(causes_are_the_label_sets_that_changed,);
+/// Client telemetry and probes are localized by their own labels: an
+/// app's crashes rose on 5.1 on Android (both regions), and the pay step of
+/// the probe from unit-b fails half its runs.
+async fn every_kind_is_localized_by_its_labels(backend: Backend) {
+    let Some(config) = testing::config(backend) else {
+        return;
+    };
+    let config = api_config(config);
+    let store = store::open(&config.store).await.unwrap();
+    let hour = now_s() - now_s() % 3_600 - 3 * 3_600;
+    let (baseline, incident) = ((hour, hour + 3_600), (hour + 3_600, hour + 4_200));
+    let mut rows = Vec::new();
+    let mut keys = Vec::new();
+    for version in ["5.0", "5.1"] {
+        for os in ["Android", "iOS"] {
+            for region in ["eu", "us"] {
+                let key = series(
+                    "acme",
+                    Kind::Client,
+                    "wallet",
+                    "client.crashes",
+                    &[
+                        ("app.version", version),
+                        ("os.name", os),
+                        ("cloud.region", region),
+                    ],
+                );
+                rows.extend(minutes(&key, baseline, 10, 0));
+                let crashes = if (version, os) == ("5.1", "Android") {
+                    40
+                } else {
+                    10
+                };
+                rows.extend(minutes(&key, incident, crashes, 0));
+                keys.push(key);
+            }
+        }
+    }
+    for location in ["unit-a", "unit-b"] {
+        for step in ["create", "pay"] {
+            let key = series(
+                "acme",
+                Kind::Probe,
+                "vigil-synthetic",
+                "pay-e2e",
+                &[
+                    ("vigil.probe.location", location),
+                    ("vigil.probe.step", step),
+                    ("status", "unset"),
+                ],
+            );
+            rows.extend(minutes(&key, baseline, 6, 0));
+            let failed = if (location, step) == ("unit-b", "pay") {
+                3
+            } else {
+                0
+            };
+            rows.extend(minutes(&key, incident, 6, failed));
+            keys.push(key);
+        }
+    }
+    let catalogue: Vec<CatalogueEntry> = keys
+        .iter()
+        .map(|key| CatalogueEntry {
+            series: (**key).clone(),
+            first_seen_s: hour,
+            last_seen_s: hour + 4_200,
+        })
+        .collect();
+    store.record_series(&catalogue).await.unwrap();
+    store
+        .write(&Flush::rows("test", now_s(), rows))
+        .await
+        .unwrap();
+    let server = Server::start(&config, store).await;
+    let range = format!("from={}&to={}", incident.0 * 1000, incident.1 * 1000);
+
+    let (status, body) = server
+        .get(
+            Some(ACME),
+            &format!("/api/v1/localize?kind=client&service=wallet&name=client.crashes&signal=count&{range}"),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let causes = body["root_causes"].as_array().unwrap();
+    assert_eq!(causes.len(), 1, "{body}");
+    assert_eq!(
+        causes[0]["labels"],
+        json!({"app.version": "5.1", "os.name": "Android"})
+    );
+    // Two regions, ten minutes of 40 crashes; 10 a minute expected.
+    assert_eq!(causes[0]["actual"], 800.0);
+    assert!(
+        (number(&causes[0]["expected"]) - 200.0).abs() < 1e-9,
+        "{body}"
+    );
+
+    let (status, body) = server
+        .get(
+            Some(ACME),
+            &format!("/api/v1/localize?kind=probe&name=pay-e2e&signal=error_ratio&{range}"),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["dimensions"],
+        json!(["vigil.probe.location", "vigil.probe.step"]),
+        "{body}"
+    );
+    let causes = body["root_causes"].as_array().unwrap();
+    assert_eq!(causes.len(), 1, "{body}");
+    assert_eq!(
+        causes[0]["labels"],
+        json!({"vigil.probe.location": "unit-b", "vigil.probe.step": "pay"})
+    );
+    assert_eq!(causes[0]["actual"], 0.5);
+    assert_eq!(causes[0]["expected"], 0.0);
+    server.stop().await;
+}
+
+on_both_backends!(
+    causes_are_the_label_sets_that_changed,
+    every_kind_is_localized_by_its_labels,
+);
