@@ -44,17 +44,44 @@ fn minutes(
     rows
 }
 
-async fn causes_are_the_label_sets_that_changed(backend: Backend) {
-    let Some(config) = testing::config(backend) else {
-        return;
-    };
-    let config = api_config(config);
-    let store = store::open(&config.store).await.unwrap();
-    // A closed hour, three hours back, then ten minutes.
+/// A closed hour three hours back (the baseline), and the ten minutes
+/// after it (the incident).
+fn ranges() -> ((u64, u64), (u64, u64)) {
     let hour = now_s() - now_s() % 3_600 - 3 * 3_600;
-    let (baseline, incident) = ((hour, hour + 3_600), (hour + 3_600, hour + 4_200));
+    ((hour, hour + 3_600), (hour + 3_600, hour + 4_200))
+}
+
+/// The API over a store holding `rows` of the series `keys`, seen from the
+/// baseline to the incident's end; `None` without the backend.
+async fn serve(
+    backend: Backend,
+    (baseline, incident): ((u64, u64), (u64, u64)),
+    keys: &[Arc<SeriesKey>],
+    rows: Vec<RollupRow>,
+) -> Option<Server> {
+    let config = api_config(testing::config(backend)?);
+    let store = store::open(&config.store).await.unwrap();
+    let catalogue: Vec<CatalogueEntry> = keys
+        .iter()
+        .map(|key| CatalogueEntry {
+            series: (**key).clone(),
+            first_seen_s: baseline.0,
+            last_seen_s: incident.1,
+        })
+        .collect();
+    store.record_series(&catalogue).await.unwrap();
+    store
+        .write(&Flush::rows("test", now_s(), rows))
+        .await
+        .unwrap();
+    Some(Server::start(&config, store).await)
+}
+
+async fn causes_are_the_label_sets_that_changed(backend: Backend) {
+    let (baseline, incident) = ranges();
+    let hour = baseline.0;
     let mut rows = Vec::new();
-    let mut catalogue = Vec::new();
+    let mut keys = Vec::new();
     for unit in ["a", "b", "c"] {
         for version in ["1.0.0", "1.1.0"] {
             for route in ["/pay", "/refund"] {
@@ -77,20 +104,13 @@ async fn causes_are_the_label_sets_that_changed(backend: Backend) {
                     _ => (100, 1),
                 };
                 rows.extend(minutes(&key, incident, requests, failed));
-                catalogue.push(CatalogueEntry {
-                    series: (*key).clone(),
-                    first_seen_s: hour,
-                    last_seen_s: hour + 4_200,
-                });
+                keys.push(key);
             }
         }
     }
-    store.record_series(&catalogue).await.unwrap();
-    store
-        .write(&Flush::rows("test", now_s(), rows))
-        .await
-        .unwrap();
-    let server = Server::start(&config, store).await;
+    let Some(server) = serve(backend, (baseline, incident), &keys, rows).await else {
+        return;
+    };
     let range = format!("from={}&to={}", incident.0 * 1000, incident.1 * 1000);
     let localize = |signal: &str, extra: &str| {
         let path = format!("/api/v1/localize?kind=span&service=pay&signal={signal}&{range}{extra}");
@@ -188,13 +208,7 @@ async fn causes_are_the_label_sets_that_changed(backend: Backend) {
 /// app's crashes rose on 5.1 on Android (both regions), and the pay step of
 /// the probe from unit-b fails half its runs.
 async fn every_kind_is_localized_by_its_labels(backend: Backend) {
-    let Some(config) = testing::config(backend) else {
-        return;
-    };
-    let config = api_config(config);
-    let store = store::open(&config.store).await.unwrap();
-    let hour = now_s() - now_s() % 3_600 - 3 * 3_600;
-    let (baseline, incident) = ((hour, hour + 3_600), (hour + 3_600, hour + 4_200));
+    let (baseline, incident) = ranges();
     let mut rows = Vec::new();
     let mut keys = Vec::new();
     for version in ["5.0", "5.1"] {
@@ -245,20 +259,9 @@ async fn every_kind_is_localized_by_its_labels(backend: Backend) {
             keys.push(key);
         }
     }
-    let catalogue: Vec<CatalogueEntry> = keys
-        .iter()
-        .map(|key| CatalogueEntry {
-            series: (**key).clone(),
-            first_seen_s: hour,
-            last_seen_s: hour + 4_200,
-        })
-        .collect();
-    store.record_series(&catalogue).await.unwrap();
-    store
-        .write(&Flush::rows("test", now_s(), rows))
-        .await
-        .unwrap();
-    let server = Server::start(&config, store).await;
+    let Some(server) = serve(backend, (baseline, incident), &keys, rows).await else {
+        return;
+    };
     let range = format!("from={}&to={}", incident.0 * 1000, incident.1 * 1000);
 
     let (status, body) = server
