@@ -197,7 +197,7 @@ struct Order {
     paid_with: Option<String>,
 }
 
-/// A fault and how many matching requests it has seen.
+/// A fault and how many matching requests of each route it has seen.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Fault {
@@ -216,7 +216,7 @@ struct Fault {
     #[serde(default = "default_fault_status")]
     status: u16,
     #[serde(skip)]
-    seen: u64,
+    seen: [u64; ROUTES.len()],
 }
 
 fn default_fault_status() -> u16 {
@@ -250,8 +250,18 @@ impl Demo {
                 continue;
             }
             latency += Duration::from_millis(fault.latency_ms);
-            fault.seen += 1;
-            if fails(fault.seen, fault.error_rate) && error.is_none() {
+            // Spread evenly over each route's requests, not over all: a
+            // service whose requests alternate between routes would
+            // otherwise fail one route only.
+            let Some(seen) = ROUTES
+                .iter()
+                .position(|r| *r == route)
+                .map(|at| &mut fault.seen[at])
+            else {
+                continue;
+            };
+            *seen += 1;
+            if fails(*seen, fault.error_rate) && error.is_none() {
                 error = Some(fault.status);
             }
         }

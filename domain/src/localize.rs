@@ -21,7 +21,9 @@
 //!    moves its leaves alike) — passes the threshold is a cause; its leaves
 //!    are taken out and the search starts again until what is left
 //!    explains less than `min_share` of the change. Elements of the first
-//!    layer that explain nothing are left out of the deeper layers.
+//!    layer that explain nothing are left out of the deeper layers. Of
+//!    elements with the same share the riskier is the cause (RiskLoc keeps
+//!    the first found); when every leaf with points moved, there is none.
 //!
 //! Derived measures (an error ratio) are localized through an additive one
 //! by the caller: each leaf's expected errors are its actual requests at
@@ -135,6 +137,12 @@ pub fn localize(sizes: &[u32], leaves: &[Leaf], settings: Settings) -> Vec<Cause
             }
         })
         .collect();
+    // Every leaf with points moved: the change is the whole selection's,
+    // and no element finer than it explains it (RiskLoc would name one at
+    // random among those that split it).
+    if scored.iter().all(|s| s.abnormal || !leaves[s.at].seen) {
+        return Vec::new();
+    }
     // Shares are read in the direction the abnormal leaves moved.
     let abnormal_share: f64 = scored.iter().filter(|s| s.abnormal).map(|s| s.share).sum();
     if abnormal_share < 0.0 {
@@ -257,6 +265,12 @@ impl Sums {
     }
 }
 
+/// Shares this close, relatively, are one: two elements covering the same
+/// abnormal leaves (a unit, and the server spans that are all in it) explain
+/// the same part of the change, and the riskier one (the one covering fewer
+/// normal leaves) is the cause. RiskLoc keeps the first found.
+const SAME_SHARE: f64 = 1e-9;
+
 /// Cuboids with at most this many elements add up in an array indexed by
 /// element; larger ones in a hash map.
 const DENSE_MAX: u64 = 1 << 21;
@@ -296,8 +310,14 @@ fn search(
                 })
             };
             let usable = |i: usize| layer == 1 || cuboid.iter().all(|&d| kept[d][i]);
+            // Once a cause is found, an element of the same share may still
+            // be riskier.
+            let floor = match best {
+                Some(_) => best_share * (1.0 - SAME_SHARE),
+                None => best_share,
+            };
             let wanted = |e: &Sums| {
-                e.abnormal > 0 && e.share > best_share && e.high_risk() >= settings.risk_threshold
+                e.abnormal > 0 && e.share > floor && e.high_risk() >= settings.risk_threshold
             };
             let mut candidates: Vec<Sums> = if space <= DENSE_MAX {
                 dense.clear();
@@ -326,8 +346,16 @@ fn search(
                     .collect();
                 let score = candidate.high_risk() - low_risk(&element, scored, leaves);
                 if score >= settings.risk_threshold {
-                    best = Some((element, score));
-                    best_share = candidate.share;
+                    let better = match &best {
+                        None => true,
+                        Some((_, best_score)) => {
+                            candidate.share > best_share * (1.0 + SAME_SHARE) || score > *best_score
+                        }
+                    };
+                    if better {
+                        best = Some((element, score));
+                        best_share = candidate.share;
+                    }
                     break;
                 }
             }
@@ -692,6 +720,46 @@ mod tests {
             fn_ += n;
         }
         (2.0 * tp as f64 / (2 * tp + fp + fn_) as f64, tp, fp, fn_)
+    }
+
+    #[test]
+    fn a_change_of_every_leaf_has_no_finer_cause() {
+        // Both routes of both versions failed twice as often: the whole
+        // selection changed, and neither a route nor a version explains it.
+        let leaves = [
+            leaf([0, 0], 20.0, 10.0),
+            leaf([0, 1], 22.0, 11.0),
+            leaf([1, 0], 18.0, 9.0),
+            leaf([1, 1], 24.0, 12.0),
+        ];
+        assert_eq!(localize(&[2, 2], &leaves, Settings::default()), Vec::new());
+        // One leaf that did not move, and the rest is a cause again.
+        let mut leaves = leaves.to_vec();
+        leaves[3] = leaf([1, 1], 12.0, 12.0);
+        assert!(!localize(&[2, 2], &leaves, Settings::default()).is_empty());
+    }
+
+    #[test]
+    fn of_two_elements_of_one_share_the_riskier_is_the_cause() {
+        // Span kind (server, client) × unit (a, b) × route (three): b's
+        // server spans fail ten times as often on every route; a's server
+        // spans and b's one client route have traffic and fail nothing.
+        // "Server" and "b" cover the same failures; "server" also covers
+        // a's three quiet leaves, "b" one: "b" is the cause, though its
+        // dimension comes second.
+        let at = |kind: u32, unit: u32, route: u32, actual: f64, expected: f64| Leaf {
+            values: vec![kind, unit, route],
+            actual,
+            expected,
+            seen: true,
+        };
+        let mut leaves: Vec<Leaf> = (0..3)
+            .flat_map(|route| [at(0, 0, route, 0.0, 0.0), at(0, 1, route, 30.0, 3.0)])
+            .collect();
+        leaves.push(at(1, 1, 0, 0.0, 0.0));
+        let causes = localize(&[2, 2, 3], &leaves, Settings::default());
+        let elements: Vec<&[(usize, u32)]> = causes.iter().map(|c| c.element.as_slice()).collect();
+        assert_eq!(elements, vec![&[(1, 1)][..]]);
     }
 
     #[test]
