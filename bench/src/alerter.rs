@@ -42,6 +42,8 @@ pub struct Figures {
     pub ingest_ms: Distribution,
     pub evaluate_ms: Distribution,
     pub total_ms: Distribution,
+    /// A slide between boundaries over the window's rows, once they are in.
+    pub slide_ms: Distribution,
     pub active_verdicts: usize,
 }
 
@@ -118,22 +120,34 @@ pub fn run(options: Options) -> Result<Figures, FileError> {
         ingest_ms: Distribution::new(),
         evaluate_ms: Distribution::new(),
         total_ms: Distribution::new(),
+        slide_ms: Distribution::new(),
         active_verdicts: 0,
     };
-    for w in 0..warm_up + options.windows {
+    let take = |engine: &mut Engine, w: usize| {
         let window = start + w as u64 * 10;
-        let began = Instant::now();
         for (i, key) in series.iter().enumerate() {
             engine.ingest(key, 10, window, &shapes[(i + w) % shapes.len()]);
         }
-        let ingested = began.elapsed();
-        let verdicts = engine.advance(window + 10);
-        let total = began.elapsed();
+    };
+    take(&mut engine, 0);
+    for w in 0..warm_up + options.windows {
+        let boundary = start + w as u64 * 10 + 10;
+        let began = Instant::now();
+        let verdicts = engine.advance(boundary);
+        let evaluated = began.elapsed();
+        // The next window's rows, then one slide over them (of the nine
+        // between two boundaries).
+        take(&mut engine, w + 1);
+        let ingested = began.elapsed() - evaluated;
+        let sliding = Instant::now();
+        engine.slide();
+        let slid = sliding.elapsed();
         if w >= warm_up {
             let ms = |d: std::time::Duration| d.as_secs_f64() * 1_000.0;
             let _ = figures.ingest_ms.record(ms(ingested));
-            let _ = figures.evaluate_ms.record(ms(total - ingested));
-            let _ = figures.total_ms.record(ms(total));
+            let _ = figures.evaluate_ms.record(ms(evaluated));
+            let _ = figures.total_ms.record(ms(ingested + evaluated));
+            let _ = figures.slide_ms.record(ms(slid));
             figures.active_verdicts += verdicts.iter().map(|(_, v)| v.len()).sum::<usize>();
         }
     }

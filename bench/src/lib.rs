@@ -264,6 +264,10 @@ async fn run_alerter(options: alerter::Options) -> Result<(), Error> {
         "  per window               {}",
         quantiles(&figures.total_ms)
     );
+    println!(
+        "  a slide over its rows    {}",
+        quantiles(&figures.slide_ms)
+    );
     println!("  active verdicts          {}", figures.active_verdicts);
     Ok(())
 }
