@@ -26,7 +26,6 @@
 //! from two running totals. Which feeds and group a series reaches is
 //! worked out once per series.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -150,6 +149,11 @@ struct Track {
     /// the freshest rows on top.
     merged: Vec<(u64, Rollup)>,
     merged_at: u64,
+    /// Those windows with the fresh slots on top, by window length, for
+    /// the evaluation numbered `judged_in`: merged once for all the feed's
+    /// rules that slide.
+    judged: Vec<(u64, Rollup)>,
+    judged_in: u64,
     /// Values of past evaluations, by rule: anomaly rules.
     history: Vec<(usize, VecDeque<(u64, f64)>)>,
 }
@@ -208,18 +212,27 @@ impl Track {
 
     /// The rollup a rule judges at `at`: the window before the boundary,
     /// and when `at` is fresh every slot from the boundary on.
-    fn window(&mut self, at: Moment, window_s: u64) -> Cow<'_, Rollup> {
+    fn window(&mut self, at: Moment, window_s: u64) -> &Rollup {
         let index = self.merge(at.boundary, window_s);
-        let merged = &self.merged[index].1;
-        let mut fresh = self.rollups.range(at.fresh_from()..).peekable();
-        if fresh.peek().is_none() {
-            return Cow::Borrowed(merged);
+        if !at.fresh || self.rollups.range(at.boundary..).next().is_none() {
+            return &self.merged[index].1;
         }
-        let mut rollup = merged.clone();
-        for (_, slot) in fresh {
-            rollup.merge(slot);
+        if self.judged_in != at.evaluation {
+            self.judged.clear();
+            self.judged_in = at.evaluation;
         }
-        Cow::Owned(rollup)
+        let at_length = match self.judged.iter().position(|(w, _)| *w == window_s) {
+            Some(at_length) => at_length,
+            None => {
+                let mut rollup = self.merged[index].1.clone();
+                for (_, slot) in self.rollups.range(at.boundary..) {
+                    rollup.merge(slot);
+                }
+                self.judged.push((window_s, rollup));
+                self.judged.len() - 1
+            }
+        };
+        &self.judged[at_length].1
     }
 
     /// What [`Track::merged`] merged for `window_s` at this boundary.
@@ -261,14 +274,9 @@ struct Moment {
     fresh: bool,
     /// A boundary, not a slide: anomaly rules keep their history.
     at_boundary: bool,
-}
-
-impl Moment {
-    /// The first slot start judged beyond the window: the boundary when
-    /// fresh, else none.
-    fn fresh_from(self) -> u64 {
-        if self.fresh { self.boundary } else { u64::MAX }
-    }
+    /// Which evaluation this is (numbered from 1): what a track merged
+    /// with the fresh slots holds for this one only.
+    evaluation: u64,
 }
 
 /// The rules and the state of their groups.
@@ -286,6 +294,8 @@ pub struct Engine {
     promql: Promql,
     /// The last boundary evaluated.
     evaluated_through: u64,
+    /// Evaluations made, boundaries and slides.
+    evaluations: u64,
 }
 
 impl Engine {
@@ -340,6 +350,7 @@ impl Engine {
             index,
             routes: HashMap::new(),
             evaluated_through: boundary,
+            evaluations: 0,
         }
     }
 
@@ -454,6 +465,7 @@ impl Engine {
                 boundary,
                 fresh: boundary + STEP_S > now_s,
                 at_boundary: true,
+                evaluation: 0,
             };
             done.push((boundary, self.evaluate(at)));
             self.evaluated_through = boundary;
@@ -469,10 +481,16 @@ impl Engine {
             boundary: self.evaluated_through,
             fresh: true,
             at_boundary: false,
+            evaluation: 0,
         })
     }
 
     fn evaluate(&mut self, at: Moment) -> Vec<Verdict> {
+        self.evaluations += 1;
+        let at = Moment {
+            evaluation: self.evaluations,
+            ..at
+        };
         let boundary = at.boundary;
         let mut verdicts = Vec::new();
         if at.at_boundary {
@@ -648,7 +666,7 @@ fn check(
         } => {
             let rollup = track.window(at, *window_s);
             let value = (rollup.values.count() >= *min_count)
-                .then(|| signal.value(&rollup, *window_s))
+                .then(|| signal.value(rollup, *window_s))
                 .flatten();
             if let Some(value) = value.filter(|v| op.holds(*v, *bound)) {
                 verdict(Vec::new(), Some(value));
@@ -697,7 +715,7 @@ fn check(
             let exact = value_of(track.merged(boundary, *window_s));
             let kept = exact.filter(|_| at.at_boundary);
             let judged = if at.fresh {
-                value_of(&track.window(at, *window_s))
+                value_of(track.window(at, *window_s))
             } else {
                 exact
             };
@@ -921,10 +939,16 @@ mod tests {
             judged(engine.slide()),
             vec![(0, Some(3.0 / 11.0)), (2, Some(3.0 / 11.0 / 0.01))]
         );
-        // The slot ends with 4 more healthy points; the boundary after
-        // judges it and, as the last one due, the fresh slot too: 13 of
-        // 20 failed; `busy` judges the slot alone (1/s).
+        // The slot ends with 4 more healthy points: the next slide reads
+        // them (3 of 15), not what the last one merged.
         engine.ingest(&pay, 10, T0 + 10, &rollup(4, 5.0, 0));
+        assert_eq!(
+            judged(engine.slide()),
+            vec![(0, Some(3.0 / 15.0)), (2, Some(3.0 / 15.0 / 0.01))]
+        );
+        // The boundary after judges the slot and, as the last one due, the
+        // fresh slot too: 13 of 20 failed; `busy` judges the slot alone
+        // (1/s).
         engine.ingest(&pay, 10, T0 + 20, &rollup(10, 5.0, 10));
         let at_boundary: Vec<(usize, Option<f64>)> = engine
             .advance(T0 + 20)
