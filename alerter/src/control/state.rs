@@ -62,7 +62,11 @@ pub(crate) async fn recent_changes(
             .await?;
         for entry in entries.into_iter().filter(|e| e.kind == "transition") {
             let body: serde_json::Value = serde_json::from_str(&entry.body).unwrap_or_default();
-            if matches!(body["to"].as_str(), Some("firing" | "resolved")) {
+            let to = body["to"].as_str();
+            if [State::Firing, State::Resolved]
+                .iter()
+                .any(|state| to == Some(state.as_str()))
+            {
                 changes.push((entry.subject, entry.time_ms));
             }
         }
