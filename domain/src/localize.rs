@@ -303,7 +303,10 @@ fn search(
         let mut best: Option<(Vec<(usize, u32)>, f64)> = None;
         let mut best_share = threshold;
         for cuboid in combinations(sizes.len(), layer) {
-            let space: u64 = cuboid.iter().map(|&d| u64::from(sizes[d])).product();
+            // How many elements the cuboid has, if that fits in a u64.
+            let space = cuboid
+                .iter()
+                .try_fold(1u64, |space, &d| space.checked_mul(u64::from(sizes[d])));
             let key = |i: usize| {
                 cuboid.iter().fold(0u64, |key, &d| {
                     key * u64::from(sizes[d]) + u64::from(columns[d][i])
@@ -319,23 +322,24 @@ fn search(
             let wanted = |e: &Sums| {
                 e.abnormal > 0 && e.share > floor && e.high_risk() >= settings.risk_threshold
             };
-            let mut candidates: Vec<Sums> = if space <= DENSE_MAX {
-                dense.clear();
-                dense.resize(space as usize, Sums::default());
-                for (i, s) in scored.iter().enumerate() {
-                    if usable(i) {
-                        dense[key(i) as usize].add(i, s);
+            let mut candidates: Vec<Sums> = match space {
+                Some(space) if space <= DENSE_MAX => {
+                    dense.clear();
+                    dense.resize(space as usize, Sums::default());
+                    for (i, s) in scored.iter().enumerate() {
+                        if usable(i) {
+                            dense[key(i) as usize].add(i, s);
+                        }
                     }
+                    dense.iter().copied().filter(wanted).collect()
                 }
-                dense.iter().copied().filter(wanted).collect()
-            } else {
-                let mut sparse: HashMap<u64, Sums> = HashMap::new();
-                for (i, s) in scored.iter().enumerate() {
-                    if usable(i) {
-                        sparse.entry(key(i)).or_default().add(i, s);
-                    }
-                }
-                sparse.into_values().filter(wanted).collect()
+                Some(_) => sparse(scored, usable, key).filter(wanted).collect(),
+                // Too many elements to number: keyed by their values.
+                None => sparse(scored, usable, |i| {
+                    cuboid.iter().map(|&d| columns[d][i]).collect::<Vec<u32>>()
+                })
+                .filter(wanted)
+                .collect(),
             };
             candidates.sort_by(|a, b| b.share.total_cmp(&a.share));
             for candidate in candidates {
@@ -365,6 +369,22 @@ fn search(
         }
     }
     None
+}
+
+/// What a cuboid pass adds up per element, the elements keyed by `key`
+/// of a leaf's index into `scored`; only the leaves `usable` says.
+fn sparse<K: std::hash::Hash + Eq>(
+    scored: &[Scored],
+    usable: impl Fn(usize) -> bool,
+    key: impl Fn(usize) -> K,
+) -> impl Iterator<Item = Sums> {
+    let mut elements: HashMap<K, Sums> = HashMap::new();
+    for (i, s) in scored.iter().enumerate() {
+        if usable(i) {
+            elements.entry(key(i)).or_default().add(i, s);
+        }
+    }
+    elements.into_values()
 }
 
 /// RiskLoc's low risk of an element: how unevenly its leaves changed
@@ -760,6 +780,33 @@ mod tests {
         let causes = localize(&[2, 2, 3], &leaves, Settings::default());
         let elements: Vec<&[(usize, u32)]> = causes.iter().map(|c| c.element.as_slice()).collect();
         assert_eq!(elements, vec![&[(1, 1)][..]]);
+    }
+
+    #[test]
+    fn cuboids_of_more_elements_than_a_u64_numbers_are_searched() {
+        // Three dimensions of 3 million values each (as declared; the
+        // leaves use few): a cuboid of all three has more elements than a
+        // u64 counts. b=1 in the last two dimensions rose, a pair cause.
+        let at = |values: [u32; 3], actual: f64| Leaf {
+            values: values.to_vec(),
+            actual,
+            expected: 10.0,
+            seen: true,
+        };
+        let mut leaves = Vec::new();
+        for a in 0..3 {
+            for b in 0..3 {
+                for c in 0..3 {
+                    let rose = b == 1 && c == 2;
+                    leaves.push(at([a, b, c], if rose { 40.0 } else { 10.0 }));
+                }
+            }
+        }
+        let small = localize(&[3, 3, 3], &leaves, Settings::default());
+        let large = localize(&[3_000_000; 3], &leaves, Settings::default());
+        let elements: Vec<&[(usize, u32)]> = large.iter().map(|c| c.element.as_slice()).collect();
+        assert_eq!(elements, vec![&[(1, 1), (2, 2)][..]]);
+        assert_eq!(large, small);
     }
 
     #[test]
