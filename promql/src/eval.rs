@@ -28,6 +28,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use chrono::{Datelike, Timelike};
+
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{
     AggregateExpr, BinaryExpr, Call, Expr, LabelModifier, Offset, VectorMatchCardinality,
@@ -513,6 +515,22 @@ impl Evaluator<'_> {
                 }
                 Ok(Value::Vector(series))
             }
+            "acos" => math(f64::acos),
+            "acosh" => math(f64::acosh),
+            "asin" => math(f64::asin),
+            "asinh" => math(f64::asinh),
+            "atan" => math(f64::atan),
+            "atanh" => math(f64::atanh),
+            "cos" => math(f64::cos),
+            "cosh" => math(f64::cosh),
+            "sin" => math(f64::sin),
+            "sinh" => math(f64::sinh),
+            "tan" => math(f64::tan),
+            "tanh" => math(f64::tanh),
+            "deg" => math(f64::to_degrees),
+            "rad" => math(f64::to_radians),
+            "pi" => Ok(Value::Scalar(vec![std::f64::consts::PI; self.steps.len()])),
+            _ if DATE_FUNCTIONS.contains(&name) => self.date(call),
             "label_replace" => self.label_replace(call),
             "label_join" => self.label_join(call),
             "absent" | "absent_over_time" => self.absent(call),
@@ -559,6 +577,42 @@ impl Evaluator<'_> {
             out.put_series(labels, values)?;
         }
         Ok(Value::Vector(out.build()))
+    }
+
+    /// `day_of_week(v)`, `hour(v)`…: the part of the UTC date each value
+    /// (unix seconds) falls on; of `vector(time())` without an argument.
+    fn date(&self, call: &Call) -> Result<Value, EvalError> {
+        let name = call.func.name;
+        let part = move |v: f64| -> f64 {
+            let Some(at) = (v.is_finite())
+                .then(|| chrono::DateTime::from_timestamp(v.floor() as i64, 0))
+                .flatten()
+            else {
+                return f64::NAN;
+            };
+            f64::from(match name {
+                "day_of_month" => at.day(),
+                "day_of_week" => at.weekday().num_days_from_sunday(),
+                "day_of_year" => at.ordinal(),
+                "days_in_month" => u32::from(at.num_days_in_month()),
+                "hour" => at.hour(),
+                "minute" => at.minute(),
+                "month" => at.month(),
+                _ => return f64::from(at.year()),
+            })
+        };
+        if call.args.is_empty() {
+            let values = self
+                .steps
+                .iter()
+                .map(|&t| Some(Sample::Float(part(t.div_euclid(1000) as f64))));
+            return Ok(Value::Vector(vec![Series {
+                labels: Labels::new(),
+                points: values.collect(),
+            }]));
+        }
+        let series = self.vector_arg(call, 0)?;
+        self.per_step(series, true, |_, v| Some(part(v)))
     }
 
     /// `timestamp(v)`: when each sample was taken — for a selector, the end
@@ -673,10 +727,10 @@ impl Evaluator<'_> {
 
     fn range_call(&self, call: &Call) -> Result<Value, EvalError> {
         let name = call.func.name;
-        let (param, arg) = if name == "quantile_over_time" {
-            (Some(self.scalar_arg(call, 0)?), &call.args.args[1])
-        } else {
-            (None, &call.args.args[0])
+        let (param, arg) = match name {
+            "quantile_over_time" => (Some(self.scalar_arg(call, 0)?), &call.args.args[1]),
+            "predict_linear" => (Some(self.scalar_arg(call, 1)?), &call.args.args[0]),
+            _ => (None, &call.args.args[0]),
         };
         let Expr::MatrixSelector(ms) = arg.as_ref() else {
             return Err(EvalError::BadData(format!(
@@ -684,9 +738,14 @@ impl Evaluator<'_> {
             )));
         };
         let range_ms = millis(ms.range);
+        let offset = offset_ms(&ms.vs);
         let series = self.range_values(&ms.vs, range_ms, |fetched, span, step| {
-            let phi = param.as_ref().map_or(0.0, |p| p[step]);
-            over_range(name, fetched, span, range_ms, phi)
+            let over = Over {
+                range_ms,
+                at_ms: self.steps[step] - offset,
+                param: param.as_ref().map_or(0.0, |p| p[step]),
+            };
+            over_range(name, fetched, span, over)
         })?;
         let drop_name = name != "last_over_time";
         let mut out = Builder::new(self.steps.len());
@@ -1243,7 +1302,21 @@ fn newest_at(fetched: &Fetched, t: i64) -> Option<usize> {
 }
 
 /// The functions of a range vector.
-const RANGE_FUNCTIONS: [&str; 17] = [
+/// The functions that read a part of a date.
+const DATE_FUNCTIONS: [&str; 8] = [
+    "day_of_month",
+    "day_of_week",
+    "day_of_year",
+    "days_in_month",
+    "hour",
+    "minute",
+    "month",
+    "year",
+];
+
+const RANGE_FUNCTIONS: [&str; 19] = [
+    "deriv",
+    "predict_linear",
     "rate",
     "increase",
     "irate",
@@ -1263,16 +1336,27 @@ const RANGE_FUNCTIONS: [&str; 17] = [
     "resets",
 ];
 
+/// Where a range function is evaluated.
+#[derive(Debug, Clone, Copy)]
+struct Over {
+    /// The range, `[at − range, at)`.
+    range_ms: i64,
+    /// The evaluation time, its offset taken off.
+    at_ms: i64,
+    /// `quantile_over_time`'s φ, `predict_linear`'s seconds ahead.
+    param: f64,
+}
+
 /// A range function over the windows `span` of `fetched`.
 fn over_range(
     name: &str,
     fetched: &Fetched,
     span: std::ops::Range<usize>,
-    range_ms: i64,
-    phi: f64,
+    over: Over,
 ) -> Option<Sample> {
     let windows = &fetched.windows[span.clone()];
-    let range_s = range_ms as f64 / 1000.0;
+    let range_s = over.range_ms as f64 / 1000.0;
+    let phi = over.param;
     let float = |v: f64| Some(Sample::Float(v));
     let merged = || {
         let mut values = Distribution::new();
@@ -1286,6 +1370,34 @@ fn over_range(
     }
     if name == "present_over_time" {
         return float(1.0);
+    }
+    if name == "deriv" || name == "predict_linear" {
+        // A gauge's level is its window's mean, at the window's middle; a
+        // counter's its running total, at the window's end.
+        let seconds = |ms: i64| (ms - over.at_ms) as f64 / 1000.0;
+        let points: Vec<(f64, f64)> = match fetched.reading {
+            Reading::Gauge => windows
+                .iter()
+                .filter_map(|w| {
+                    Some((
+                        seconds((w.start_ms + w.end_ms) / 2),
+                        w.rollup.values.mean()?,
+                    ))
+                })
+                .collect(),
+            Reading::Counter(_) => windows
+                .iter()
+                .zip(&fetched.totals[span])
+                .map(|(w, &total)| (seconds(w.end_ms), total))
+                .collect(),
+            Reading::Histogram { .. } => return None,
+        };
+        let (slope, intercept) = least_squares(&points)?;
+        return float(if name == "deriv" {
+            slope
+        } else {
+            intercept + slope * over.param
+        });
     }
     match fetched.reading {
         Reading::Histogram { unit } => {
@@ -1399,6 +1511,25 @@ fn over_range(
             }
         }
     }
+}
+
+/// The slope and intercept (at x = 0) of the least-squares line through
+/// `points`, as Prometheus's `deriv` and `predict_linear` fit their
+/// samples; `None` for fewer than two points.
+fn least_squares(points: &[(f64, f64)]) -> Option<(f64, f64)> {
+    if points.len() < 2 {
+        return None;
+    }
+    let n = points.len() as f64;
+    let (sx, sy) = points
+        .iter()
+        .fold((0.0, 0.0), |(sx, sy), (x, y)| (sx + x, sy + y));
+    let (mx, my) = (sx / n, sy / n);
+    let (sxy, sxx) = points.iter().fold((0.0, 0.0), |(sxy, sxx), (x, y)| {
+        (sxy + (x - mx) * (y - my), sxx + (x - mx) * (x - mx))
+    });
+    let slope = sxy / sxx;
+    Some((slope, my - slope * mx))
 }
 
 /// A `*_over_time` function over a counter's running totals.
@@ -1641,6 +1772,67 @@ mod tests {
             vec![None],
             "a distribution is no float"
         );
+    }
+
+    #[test]
+    fn dates_are_read_in_utc() {
+        // 2024-02-29 13:45:30 UTC, a Thursday, the 60th day of a leap year.
+        let at = 1_709_214_330;
+        let data = [(
+            "t",
+            vec![Fetched::new(
+                labels(&[("__name__", "t"), ("unit", "a")]),
+                Reading::Gauge,
+                windows(1000, &[&[at as f64]]),
+            )],
+        )];
+        let read = |q: &str| floats(eval(q, &data, &[1010]).unwrap());
+        for (function, expected) in [
+            ("year", 2024.0),
+            ("month", 2.0),
+            ("day_of_month", 29.0),
+            ("day_of_week", 4.0),
+            ("day_of_year", 60.0),
+            ("days_in_month", 29.0),
+            ("hour", 13.0),
+            ("minute", 45.0),
+        ] {
+            assert_eq!(
+                read(&format!("{function}(t)")),
+                vec![(labels(&[("unit", "a")]), vec![Some(expected)])],
+                "{function}"
+            );
+        }
+        // Without an argument, of the evaluation time: 1970-01-01 00:16:50.
+        let now = floats(eval("minute()", &data, &[1010]).unwrap());
+        assert_eq!(now, vec![(Labels::new(), vec![Some(16.0)])]);
+        assert_eq!(read("deg(vector(pi()))")[0].1, vec![Some(180.0)]);
+        assert_eq!(read("cos(vector(0))")[0].1, vec![Some(1.0)]);
+    }
+
+    #[test]
+    fn deriv_and_predict_linear_fit_a_line() {
+        // A gauge rising 2 a second: window means 10, 30, 50 at their
+        // middles, 1005, 1015, 1025 s.
+        let gauge = Fetched::new(
+            labels(&[("__name__", "g")]),
+            Reading::Gauge,
+            windows(1000, &[&[5.0, 15.0], &[30.0], &[50.0]]),
+        );
+        let data = [
+            ("g", vec![gauge]),
+            ("reqs_total", vec![requests("a", &[&[5.0], &[5.0], &[5.0]])]),
+        ];
+        let read = |q: &str| floats(eval(q, &data, &[1030]).unwrap())[0].1[0].unwrap();
+        assert!((read("deriv(g[30s])") - 2.0).abs() < 1e-9);
+        // At 1030 s the line is at 60; 100 s later at 260.
+        assert!((read("predict_linear(g[30s], 100)") - 260.0).abs() < 1e-9);
+        // Running totals 5, 10, 15 at 1010, 1020, 1030 s: half a request a
+        // second.
+        assert!((read("deriv(reqs_total[30s])") - 0.5).abs() < 1e-9);
+        assert!((read("predict_linear(reqs_total[30s], 60)") - 45.0).abs() < 1e-9);
+        let one = floats(eval("deriv(g[10s])", &data, &[1010]).unwrap());
+        assert!(one.is_empty(), "one point has no slope: {one:?}");
     }
 
     #[test]
