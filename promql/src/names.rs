@@ -16,8 +16,13 @@
 //! its increase, as the aggregator stores a cumulative counter), a gauge
 //! otherwise. A metric `m` can also be queried as `m_bucket` (its
 //! distribution: what an OpenTelemetry or classic Prometheus histogram is
-//! stored as), `m_count` and `m_sum` (counters of its values), unless a
-//! metric has that name itself; these are not listed in the catalogue.
+//! stored as), `m_count` and `m_sum` (counters of its values), and, when
+//! its name does not end in `_total`, as `m_total`: the counter of its
+//! values' sum, which is what an OpenTelemetry counter `m` is read as (the
+//! aggregator stores a monotonic sum's increases, whatever its name), under
+//! the name OpenTelemetry's Prometheus exporters give it. A metric that has
+//! one of these names itself is read as itself; they are not listed in the
+//! catalogue.
 //!
 //! A `_bucket` series carries its whole distribution in each sample, as a
 //! Prometheus native histogram does, and has no `le` label: a classic
@@ -94,15 +99,16 @@ pub fn prometheus_series_named(key: &SeriesKey, wanted: impl Fn(&str) -> bool) -
             };
             let queried =
                 |suffix: &str, reading| (Cow::Owned(format!("{name}_{suffix}")), reading, false);
-            (
-                vec![
-                    queried("bucket", Reading::Histogram { unit: 1.0 }),
-                    queried("count", Reading::Counter(Part::Count)),
-                    queried("sum", Reading::Counter(Part::Sum { unit: 1.0 })),
-                    listed(name, reading),
-                ],
-                vec![("job", key.service.as_str())],
-            )
+            let mut names = vec![
+                queried("bucket", Reading::Histogram { unit: 1.0 }),
+                queried("count", Reading::Counter(Part::Count)),
+                queried("sum", Reading::Counter(Part::Sum { unit: 1.0 })),
+            ];
+            if reading == Reading::Gauge {
+                names.push(queried("total", Reading::Counter(Part::Sum { unit: 1.0 })));
+            }
+            names.push(listed(name, reading));
+            (names, vec![("job", key.service.as_str())])
         }
         Kind::Span => (
             counted(&SPAN),

@@ -229,9 +229,13 @@ async fn promql_answers_as_prometheus_and_the_query_api_do(backend: Backend) {
     api.wait().await;
 }
 
+/// What the SDK's counter `payments` adds up to: `i % 7 + 1` for the 150
+/// spans of u1 and the 60 of u2.
+const PAID: f64 = 597.0 + 238.0;
+
 /// Spans of `checkout` in units u1 and u2 (every tenth failed), a
-/// histogram metric, sent by the OpenTelemetry SDK; returns the range
-/// of 10 s steps they fall in.
+/// histogram metric and a counter ([`PAID`] in all), sent by the
+/// OpenTelemetry SDK; returns the range of 10 s steps they fall in.
 async fn send_sdk_data(stack: &Stack) -> (u64, u64) {
     use opentelemetry::KeyValue;
     use opentelemetry::metrics::MeterProvider as _;
@@ -272,8 +276,10 @@ async fn send_sdk_data(stack: &Stack) -> (u64, u64) {
                 .build();
             let meter = provider.meter("vigil-test");
             let latency = meter.f64_histogram("payment.latency").build();
+            let paid = meter.u64_counter("payments").build();
             for i in 1..=spans {
                 latency.record(i as f64, &[]);
+                paid.add(i % 7 + 1, &[]);
             }
             provider.force_flush().unwrap();
             provider.shutdown().unwrap();
@@ -306,12 +312,24 @@ async fn sdk_data_reads_the_same_through_promtool(
         let metric = api
             .ok(&format!("/api/v1/query?kind=metric&service=checkout&name=payment.latency&signal=count&step=1d&{range}"))
             .await;
+        let paid = api
+            .ok(&format!("/api/v1/query?kind=metric&service=checkout&name=payments&signal=sum&step=1d&{range}"))
+            .await;
         let spans = body["series"][0]["points"][0][1].as_f64();
         let points = metric["series"][0]["points"][0][1].as_f64();
-        if spans == Some(210.0) && points == Some(210.0) {
+        let paid_sum: f64 = paid["series"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|series| series["points"][0][1].as_f64())
+            .sum();
+        if spans == Some(210.0) && points == Some(210.0) && paid_sum == PAID {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{body} {metric}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{body} {metric} {paid}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let spans = r#"{service="checkout"}"#;
@@ -411,6 +429,18 @@ async fn sdk_data_reads_the_same_through_promtool(
                 .to_owned(),
             "kind=metric&service=checkout&name=payment.latency&signal=p50",
             1.0,
+        ),
+        // An OpenTelemetry counter not named `…_total`, read under the
+        // name OpenTelemetry's Prometheus exporters give it.
+        (
+            "sum(increase(payments_total[10s]))".to_owned(),
+            "kind=metric&service=checkout&name=payments&signal=sum",
+            1.0,
+        ),
+        (
+            r#"sum by (vigil_unit) (rate(payments_total{job="checkout"}[10s]))"#.to_owned(),
+            "kind=metric&service=checkout&name=payments&signal=sum&group_by=vigil.unit",
+            0.1,
         ),
         (
             "sum(increase(payment_latency_count[10s]))".to_owned(),
