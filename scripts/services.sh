@@ -6,6 +6,8 @@
 # and installs the programs tests run themselves:
 #   - Prometheus, Debian's prometheus package (2.42), remote-writing to the collector
 #   - Alertmanager, Debian's prometheus-alertmanager package (0.25), as a receiver
+#   - Chromium and ChromeDriver, Debian's chromium and chromium-driver packages,
+#     for the console's browser tests
 # Idempotent: a service that already answers is left alone.
 #
 #   scripts/services.sh          install + start, wait until both answer
@@ -99,6 +101,15 @@ install_prometheus() {
         || die "apt-get install prometheus prometheus-alertmanager failed"
 }
 
+install_browser() {
+    command -v chromium >/dev/null && command -v chromedriver >/dev/null && return
+    log "installing chromium and chromium-driver from Debian's packages"
+    as_root apt-get update -q >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        chromium chromium-driver >/dev/null \
+        || die "apt-get install chromium chromium-driver failed"
+}
+
 start_kafka() {
     if kafka_ready; then
         log "a Kafka-protocol broker already answers on 127.0.0.1:$KAFKA_PORT"
@@ -145,6 +156,7 @@ start)
     start_clickhouse
     start_kafka
     install_prometheus
+    install_browser
     log "ClickHouse: http://127.0.0.1:$CLICKHOUSE_HTTP_PORT (native 127.0.0.1:$CLICKHOUSE_TCP_PORT)"
     log "Kafka:      127.0.0.1:$KAFKA_PORT"
     ;;

@@ -15,6 +15,7 @@ mod alerts;
 mod auth;
 mod cache;
 mod client_telemetry;
+mod console;
 mod crashes;
 mod error;
 mod localize;

@@ -32,8 +32,8 @@ use crate::openapi::{self, Endpoint};
 use crate::params::Params;
 use crate::reader::Reader;
 use crate::{
-    alerts, client_telemetry, crashes, localize, logs, playbooks, probes, prometheus, query_path,
-    releases, services, silences, slo, traces,
+    alerts, client_telemetry, console, crashes, localize, logs, playbooks, probes, prometheus,
+    query_path, releases, services, silences, slo, traces,
 };
 use vigil_domain::signal::Signal;
 
@@ -113,7 +113,10 @@ impl Api {
             max_points: config.api.max_points,
             settle_s: config.aggregator.allowed_lateness_s + flush_s + SETTLE_MARGIN_S,
         });
-        let router = router(state);
+        let api = router(Arc::clone(&state));
+        let router = api
+            .clone()
+            .merge(console::routes(state, api, config.api.tls.is_some()));
         let task = tokio::spawn(async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move { shutdown.wait().await })
@@ -187,6 +190,11 @@ pub struct Call {
 pub type Answer = Result<Json<Value>, ApiError>;
 
 impl AppState {
+    /// Who the tokens stand for.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
     /// Authenticates a request to `endpoint`, checks that the token's role
     /// may call it, and checks its parameters (after the token, so an
     /// unknown caller learns nothing of them).

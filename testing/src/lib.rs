@@ -2,6 +2,7 @@
 //! starts. On CI (`CI=true`) a service that cannot be reached fails the test;
 //! elsewhere the test is skipped with a message saying how to start it.
 
+pub mod browser;
 pub mod daemon;
 pub mod fuzz;
 pub mod pki;

@@ -4,6 +4,7 @@
 //! `tests/pipeline/`.
 
 mod alerts;
+mod console;
 mod fuzz;
 mod localize;
 mod logs;
