@@ -190,6 +190,7 @@ pub async fn run(mut config: Config, options: Options) -> Result<(), Error> {
         reachable(pipeline.collector.metrics_address())
     );
     println!("  api         {api_url}/api/v1  (OpenAPI: {api_url}/api/v1/openapi.json)");
+    println!("  console     {api_url}/console/  (sign in with an API token)");
     println!(
         "  alerter     {} rules; metrics http://{}/metrics",
         pipeline.alerter.metrics().rules.get(),

@@ -17,7 +17,9 @@
 mod alerts;
 pub mod chart;
 mod overview;
+mod releases;
 mod service;
+mod trace;
 
 use std::sync::Arc;
 
@@ -66,6 +68,9 @@ pub fn routes(state: Arc<AppState>, api: Router, secure: bool) -> Router {
         )
         .route("/console/", get(overview::page))
         .route("/console/services/{service}", get(service::page))
+        .route("/console/traces", get(trace::search))
+        .route("/console/traces/{trace_id}", get(trace::page))
+        .route("/console/releases", get(releases::page))
         .route("/console/alerts", get(alerts::page))
         .route("/console/silences", post(alerts::create))
         .route("/console/silences/{id}/expire", post(alerts::expire))
@@ -314,7 +319,14 @@ fn layout(title: &str, session: &Session, view: &View, path: &str, content: Mark
                     nav aria-label="pages" {
                         a.brand href=(view.link("/console/")) { "Vigil" }
                         a href=(view.link("/console/")) { "Overview" }
+                        a href=(view.link("/console/releases")) { "Releases" }
                         a href=(view.link("/console/alerts")) { "Alerts" }
+                    }
+                    form.search method="get" action="/console/traces" role="search" {
+                        label { span.visually-hidden { "Trace id" }
+                            input type="search" name="trace_id" placeholder="trace id" size="20" pattern="[0-9a-fA-F]{32}" required;
+                        }
+                        button type="submit" { "Find" }
                     }
                     form.picker method="get" action=(path) {
                         label { "Range "

@@ -189,7 +189,8 @@ fn spans_table(answer: &Value) -> Markup {
                             td { (span["operation"].as_str().unwrap_or("")) }
                             td.num { (span["duration_ms"].as_f64().map_or("–".to_owned(), |v| Unit::Millis.format(v))) }
                             td { (span["status_message"].as_str().filter(|m| !m.is_empty()).unwrap_or("error")) }
-                            td { code { (span["trace_id"].as_str().unwrap_or("")) } }
+                            @let trace = span["trace_id"].as_str().unwrap_or("");
+                            td { a href=(format!("/console/traces/{}", encode(trace))) { code { (trace) } } }
                         }
                     }
                 }

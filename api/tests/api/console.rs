@@ -104,9 +104,15 @@ fn answered(answer: &Value) -> BTreeMap<String, Vec<f64>> {
 }
 
 async fn pages_show_what_the_api_answers(backend: Backend) {
-    let Some((server, _)) = start_with_known_data(backend).await else {
+    let Some(config) = testing::config(backend) else {
         return;
     };
+    let mut config = api_config(config);
+    config.slos = slos();
+    let store = store::open(&config.store).await.unwrap();
+    write_known_data(store.as_ref()).await;
+    super::releases::write_releases(store.as_ref()).await;
+    let server = Server::start(&config, store).await;
     let Some(browser) = Browser::start().await else {
         return;
     };
@@ -119,7 +125,7 @@ async fn pages_show_what_the_api_answers(backend: Backend) {
         .await;
     assert_eq!(
         rows,
-        serde_json::json!(["ledger", "pay"]),
+        serde_json::json!(["checkout", "ledger", "pay"]),
         "acme's services only"
     );
     // The chart holds one circle per point the API answers, with its value.
@@ -132,7 +138,7 @@ async fn pages_show_what_the_api_answers(backend: Backend) {
     let expected = answered(&answer);
     assert_eq!(
         expected.keys().collect::<Vec<_>>(),
-        ["u1", "u2"],
+        ["u1", "u2", "unit-a", "unit-b"],
         "{answer}"
     );
     assert_eq!(drawn(&browser, "Error ratio by unit").await, expected);
@@ -168,6 +174,59 @@ async fn pages_show_what_the_api_answers(backend: Backend) {
         &name("service-by-version"),
     )
     .await;
+
+    // The trace's waterfall: a bar per span the API answers.
+    open(
+        &browser,
+        &server,
+        &format!("/console/traces/{TRACE}?range=1h"),
+        &name("trace"),
+    )
+    .await;
+    let (_, trace) = server
+        .get(Some(ACME), &format!("/api/v1/traces/{TRACE}"))
+        .await;
+    let bars = browser
+        .eval("return document.querySelectorAll('ol.waterfall li.span .bar').length")
+        .await;
+    assert_eq!(bars, trace["span_count"], "{trace}");
+    assert_eq!(trace["span_count"], 4);
+
+    // The release report: the API's verdict, and its p-values to the digit.
+    open(
+        &browser,
+        &server,
+        "/console/releases?service=checkout&version=1.1&range=1h",
+        &name("release"),
+    )
+    .await;
+    let (_, health) = server
+        .get(
+            Some(ACME),
+            "/api/v1/releases/checkout/health?version=1.1&from=now-1h&to=now",
+        )
+        .await;
+    let shown = browser
+        .eval("return [document.querySelector('[data-verdict]').dataset.verdict,
+                 Array.from(document.querySelectorAll('tr[data-signal]')).map(r => [r.dataset.signal, r.querySelector('td[data-p]').dataset.p])]")
+        .await;
+    let expected: Vec<(String, String)> = health["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let p = s["p_value"]
+                .as_f64()
+                .map_or(String::new(), |p| p.to_string());
+            (s["signal"].as_str().unwrap().to_owned(), p)
+        })
+        .collect();
+    assert_eq!(shown[0], health["verdict"], "{health}");
+    assert_eq!(health["verdict"], "promote", "{health}");
+    assert_eq!(
+        serde_json::from_value::<Vec<(String, String)>>(shown[1].clone()).unwrap(),
+        expected
+    );
 
     open(
         &browser,

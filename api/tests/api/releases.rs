@@ -4,7 +4,7 @@ use super::*;
 
 /// Span and client rollups of releases, as the aggregator writes them,
 /// ten minutes ago.
-async fn write_releases(store: &dyn Store) {
+pub(super) async fn write_releases(store: &dyn Store) {
     let t = now_s() - now_s() % 60 - 600;
     let mut rows = Vec::new();
     let mut spans = |version: &str, unit: &str, cohort: &str, ms: f64, n: usize, errors: usize| {
