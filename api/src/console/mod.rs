@@ -15,6 +15,7 @@
 //! double-submit token), checked before anything is sent to the API.
 
 mod alerts;
+mod apps;
 pub mod chart;
 mod overview;
 mod releases;
@@ -71,6 +72,8 @@ pub fn routes(state: Arc<AppState>, api: Router, secure: bool) -> Router {
         .route("/console/traces", get(trace::search))
         .route("/console/traces/{trace_id}", get(trace::page))
         .route("/console/releases", get(releases::page))
+        .route("/console/apps", get(apps::apps))
+        .route("/console/probes", get(apps::probes))
         .route("/console/alerts", get(alerts::page))
         .route("/console/silences", post(alerts::create))
         .route("/console/silences/{id}/expire", post(alerts::expire))
@@ -320,6 +323,8 @@ fn layout(title: &str, session: &Session, view: &View, path: &str, content: Mark
                         a.brand href=(view.link("/console/")) { "Vigil" }
                         a href=(view.link("/console/")) { "Overview" }
                         a href=(view.link("/console/releases")) { "Releases" }
+                        a href=(view.link("/console/apps")) { "Apps" }
+                        a href=(view.link("/console/probes")) { "Probes" }
                         a href=(view.link("/console/alerts")) { "Alerts" }
                     }
                     form.search method="get" action="/console/traces" role="search" {

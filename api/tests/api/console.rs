@@ -228,6 +228,50 @@ async fn pages_show_what_the_api_answers(backend: Backend) {
         expected
     );
 
+    // The app's versions and the probes' grid, as the API reads them.
+    open(
+        &browser,
+        &server,
+        "/console/apps?range=1h&app=wallet-ios",
+        &name("apps"),
+    )
+    .await;
+    let (_, health) = server
+        .get(
+            Some(ACME),
+            "/api/v1/client/health?app=wallet-ios&from=now-1h&to=now",
+        )
+        .await;
+    let shown = browser
+        .eval("return document.querySelector('table[data-app=\"wallet-ios\"] tr[data-version=\"2.0\"] td[data-value]').dataset.value")
+        .await;
+    let expected = &health["apps"][0]["versions"][0];
+    assert_eq!(expected["version"], "2.0", "{health}");
+    assert_eq!(
+        shown.as_str().unwrap().parse::<f64>().ok(),
+        expected["crash_free_sessions"].as_f64(),
+        "{health}"
+    );
+    open(
+        &browser,
+        &server,
+        "/console/probes?range=1h&probe=pay-e2e",
+        &name("probes"),
+    )
+    .await;
+    let (_, probes) = server
+        .get(Some(ACME), "/api/v1/probes?from=now-1h&to=now")
+        .await;
+    let availability = browser
+        .eval("return document.querySelector('tr[data-probe=\"pay-e2e\"] td[data-location=\"u1\"]').dataset.availability")
+        .await;
+    assert_eq!(
+        availability.as_str().unwrap().parse::<f64>().ok(),
+        probes["probes"][0]["locations"][0]["availability"].as_f64(),
+        "{probes}"
+    );
+    assert_eq!(probes["probes"][0]["locations"][0]["location"], "u1");
+
     open(
         &browser,
         &server,
