@@ -264,8 +264,8 @@ impl View {
         vigil_domain::time::parse_duration_ms(self.step()).unwrap_or(60_000)
     }
 
-    /// The range as unix seconds for the paths that take no `now-…`
-    /// (PromQL's): `[now − range, now]` widened to whole steps.
+    /// The range as unix seconds, in whole steps: from the step holding
+    /// `now − range` to the end of the last step that has ended.
     fn seconds(&self) -> (u64, u64) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -274,12 +274,15 @@ impl View {
         let range = vigil_domain::time::parse_duration_ms(self.range()).unwrap_or(3_600_000) / 1000;
         let step = (self.step_ms() / 1000).max(1);
         let start = now.saturating_sub(range);
-        (start - start % step, now.div_ceil(step) * step)
+        (start - start % step, now - now % step)
     }
 
-    /// The API parameters of the range (and tenant), to append to a query.
+    /// The API parameters of the range (and tenant), to append to a query:
+    /// whole steps up to the last one that has ended, so that no chart ends
+    /// in a step still filling (whose rate would read low).
     fn api(&self) -> String {
-        let mut text = format!("from=now-{}&to=now", self.range());
+        let (from_s, to_s) = self.seconds();
+        let mut text = format!("from={}&to={}", from_s * 1000, to_s * 1000);
         if let Some(tenant) = self.tenant.as_deref().filter(|t| !t.is_empty()) {
             text.push_str(&format!("&tenant={}", encode(tenant)));
         }
