@@ -242,6 +242,8 @@ pub enum Suite {
     Logs,
     /// `/api/v1/crashes` and one group (`vigil bench crashes`).
     Crashes,
+    /// The console's pages, rendered on the server (`vigil bench console`).
+    Console,
 }
 
 impl Suite {
@@ -316,6 +318,27 @@ impl Suite {
                     ),
                 ]
             }
+            Suite::Console => vec![
+                (
+                    "console: overview, last hour",
+                    "/console/?range=1h".to_owned(),
+                ),
+                ("console: overview, 24 h", "/console/?range=24h".to_owned()),
+                (
+                    "console: one service, last hour",
+                    "/console/services/service-7?range=1h".to_owned(),
+                ),
+                (
+                    "console: one service, 24 h",
+                    "/console/services/service-7?range=24h".to_owned(),
+                ),
+                (
+                    "console: one service by version, 24 h",
+                    "/console/services/service-7?range=24h&by=service.version".to_owned(),
+                ),
+                ("console: alerts", "/console/alerts?range=1h".to_owned()),
+                ("console: probes", "/console/probes?range=1h".to_owned()),
+            ],
             Suite::Promql => vec![
                 (
                     "one service: sum by unit of rate[5m]",
@@ -356,7 +379,7 @@ pub async fn measure(
 ) -> Result<Vec<Figure>, Box<dyn std::error::Error>> {
     // Only rollups are kept: logs and crashes are read alike either way.
     let settings = match suite {
-        Suite::Api | Suite::Promql => vec![0, config.api.cache_bytes],
+        Suite::Api | Suite::Promql | Suite::Console => vec![0, config.api.cache_bytes],
         Suite::Logs | Suite::Crashes => vec![config.api.cache_bytes],
     };
     let mut figures = Vec::new();
@@ -390,11 +413,14 @@ async fn measure_with(
         let mut took = Vec::with_capacity(requests);
         for _ in 0..requests {
             let start = Instant::now();
-            let response = client
-                .get(format!("{base}{path}"))
-                .bearer_auth(TOKEN)
-                .send()
-                .await?;
+            let request = client.get(format!("{base}{path}"));
+            // The console's pages read the token from their session cookie.
+            let request = if suite == Suite::Console {
+                request.header("cookie", format!("vigil_console={TOKEN}; vigil_csrf=bench"))
+            } else {
+                request.bearer_auth(TOKEN)
+            };
+            let response = request.send().await?;
             let status = response.status();
             let body = response.bytes().await?;
             took.push(start.elapsed());

@@ -82,6 +82,10 @@ pub enum Bench {
     /// configured store loaded as for `api`: the request rate and p99 by
     /// unit over 24 h at a 1 min step, of one service and of every series.
     Promql(api::Options),
+    /// The console's pages rendered on the server over the configured
+    /// store loaded as for `api`: the overview and one service over the
+    /// last hour and 24 h, the alerts and probes pages.
+    Console(api::Options),
     /// Prometheus remote-write samples per second into a receiver already
     /// running (a Vigil collector, `vigil up`, VictoriaMetrics…), and per
     /// second of that receiver's CPU (`--pid`): one load generator to
@@ -121,6 +125,7 @@ pub async fn run(config: Config, bench: Bench) -> Result<(), Error> {
         Bench::Synthetic(options) => run_prober(config, options).await,
         Bench::Api(options) => run_api(config, options, api::Suite::Api).await,
         Bench::Promql(options) => run_api(config, options, api::Suite::Promql).await,
+        Bench::Console(options) => run_api(config, options, api::Suite::Console).await,
         Bench::Logs(options) => {
             run_events(config, options.records, options.requests, api::Suite::Logs).await
         }
