@@ -19,9 +19,35 @@ use super::{Console, Session, View, encode, failed, layout};
 pub struct Asked {
     #[serde(default)]
     app: String,
+    /// Crash groups of one kind: `managed` or `native`.
+    #[serde(default)]
+    kind: String,
+    /// Crash groups of crashes in the foreground (`true`) or background.
+    #[serde(default)]
+    foreground: String,
     #[serde(flatten)]
     view: View,
 }
+
+/// The crash filters offered: parameter, its values and their names.
+const CRASH_FILTERS: [(&str, [(&str, &str); 3]); 2] = [
+    (
+        "kind",
+        [
+            ("", "every kind"),
+            ("managed", "managed"),
+            ("native", "native"),
+        ],
+    ),
+    (
+        "foreground",
+        [
+            ("", "foreground and background"),
+            ("true", "foreground"),
+            ("false", "background"),
+        ],
+    ),
+];
 
 fn ratio(value: &Value) -> String {
     value
@@ -48,9 +74,15 @@ pub async fn apps(
             if app.is_empty() {
                 None
             } else {
+                let mut wanted = String::new();
+                for (name, value) in [("kind", &asked.kind), ("foreground", &asked.foreground)] {
+                    if !value.is_empty() {
+                        wanted.push_str(&format!("{name}={}&", encode(value)));
+                    }
+                }
                 Some(
                     console
-                        .get(&session, format!("/api/v1/crashes?{filter}{range}"))
+                        .get(&session, format!("/api/v1/crashes?{filter}{wanted}{range}"))
                         .await,
                 )
             }
@@ -64,6 +96,7 @@ pub async fn apps(
         }
         @if let Some(crashes) = &crashes {
             h2 { "Crash groups of " (app) }
+            (crash_filters(&asked, app))
             @match crashes {
                 Ok(answer) => (groups(answer)),
                 Err(failure) => (failed("crash groups", failure)),
@@ -106,6 +139,40 @@ fn versions(answer: &Value, view: &View) -> Markup {
                             td.num { (version["anrs_per_session"].as_f64().map_or("–".to_owned(), chart::significant)) }
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// Links choosing the crash groups' kind and foreground, the chosen one
+/// marked.
+fn crash_filters(asked: &Asked, app: &str) -> Markup {
+    let link = |name: &str, value: &str| {
+        let mut link = format!("{}&app={}", asked.view.link("/console/apps"), encode(app));
+        for (other, chosen) in [("kind", &asked.kind), ("foreground", &asked.foreground)] {
+            let value = if other == name {
+                value
+            } else {
+                chosen.as_str()
+            };
+            if !value.is_empty() {
+                link.push_str(&format!("&{other}={}", encode(value)));
+            }
+        }
+        link
+    };
+    html! {
+        @for (name, choices) in CRASH_FILTERS {
+            @let chosen = if name == "kind" { &asked.kind } else { &asked.foreground };
+            nav.filters aria-label=(name) {
+                @for (value, title) in choices {
+                    @if value == chosen {
+                        strong aria-current="true" { (title) }
+                    } @else {
+                        a href=(link(name, value)) { (title) }
+                    }
+                    " "
                 }
             }
         }

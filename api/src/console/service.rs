@@ -67,6 +67,35 @@ pub async fn page(
         ),
         console.get(&session, heatmap),
     );
+    // Slow: the server spans over the service's p99 in the range.
+    let slowest = match &top_p99 {
+        Ok(_) => {
+            let whole = console
+                .get(
+                    &session,
+                    format!("/api/v1/query?kind=span&service={name}&signal=p99&{server}&step={}&{range}", view.range()),
+                )
+                .await;
+            whole
+                .ok()
+                .and_then(|answer| answer["series"][0]["points"][0][1].as_f64())
+        }
+        Err(_) => None,
+    };
+    let slow = match slowest {
+        Some(p99) => Some(
+            console
+                .get(
+                    &session,
+                    format!(
+                        "/api/v1/traces?service={name}&min_duration={}&limit=10&{range}",
+                        p99.ceil() as u64
+                    ),
+                )
+                .await,
+        ),
+        None => None,
+    };
     let path = format!("/console/services/{name}");
     let content = html! {
         h1 { "Service " (service) }
@@ -104,10 +133,18 @@ pub async fn page(
                 (Err(failure), _, _) | (_, Err(failure), _) | (_, _, Err(failure)) => (failed("operations", failure)),
             }
         }
+        section aria-labelledby="slow" {
+            h2 #slow { "Recent slow spans" @if let Some(p99) = slowest { " (over the p99, " (Unit::Millis.format(p99)) ")" } }
+            @match &slow {
+                Some(Ok(answer)) => (spans_table(answer, "No slow span in this range.")),
+                Some(Err(failure)) => (failed("slow spans", failure)),
+                None => p { "No requests in this range." },
+            }
+        }
         section aria-labelledby="failed" {
             h2 #failed { "Recent failed spans" }
             @match &failing {
-                Ok(answer) => (spans_table(answer)),
+                Ok(answer) => (spans_table(answer, "No failed span in this range.")),
                 Err(failure) => (failed("failed spans", failure)),
             }
         }
@@ -168,11 +205,11 @@ fn operations_table(rate: &Value, errors: &Value, p99: &Value) -> Markup {
     }
 }
 
-fn spans_table(answer: &Value) -> Markup {
+fn spans_table(answer: &Value, none: &str) -> Markup {
     let spans = answer["spans"].as_array().cloned().unwrap_or_default();
     html! {
         @if spans.is_empty() {
-            p.calm { "No failed span in this range." }
+            p.calm { (none) }
         } @else {
             table.spans {
                 thead { tr {
@@ -188,7 +225,12 @@ fn spans_table(answer: &Value) -> Markup {
                             td { (span["start"].as_f64().map_or(String::new(), |ms| chart::clock(ms as u64, 0))) }
                             td { (span["operation"].as_str().unwrap_or("")) }
                             td.num { (span["duration_ms"].as_f64().map_or("–".to_owned(), |v| Unit::Millis.format(v))) }
-                            td { (span["status_message"].as_str().filter(|m| !m.is_empty()).unwrap_or("error")) }
+                            td {
+                                @match span["status"].as_str() {
+                                    Some("error") => (span["status_message"].as_str().filter(|m| !m.is_empty()).unwrap_or("error")),
+                                    other => (other.unwrap_or("unset")),
+                                }
+                            }
                             @let trace = span["trace_id"].as_str().unwrap_or("");
                             td { a href=(format!("/console/traces/{}", encode(trace))) { code { (trace) } } }
                         }
