@@ -464,5 +464,55 @@ async fn sessions_and_forms_are_checked(backend: Backend) {
     assert_eq!(page.status(), 200);
     let policy = page.headers()["content-security-policy"].to_str().unwrap();
     assert!(policy.contains("script-src 'self'"), "{policy}");
+
+    // An admin reads another tenant through the tenant field; a viewer
+    // asking for another tenant is refused by the API, and the page says so.
+    let session_of = |token: &str| {
+        let client = client.clone();
+        let base = base.clone();
+        let token = token.to_owned();
+        async move {
+            let signed = client
+                .post(format!("{base}/console/sign-in"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form(&[("token", &token)]))
+                .send()
+                .await
+                .unwrap();
+            signed
+                .headers()
+                .get_all("set-cookie")
+                .iter()
+                .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+                .collect::<Vec<_>>()
+                .join("; ")
+        }
+    };
+    let overview = |cookie: String, query: &'static str| {
+        let client = client.clone();
+        let base = base.clone();
+        async move {
+            let page = client
+                .get(format!("{base}/console/?range=1h{query}"))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(page.status(), 200);
+            page.text().await.unwrap()
+        }
+    };
+    let admin = session_of(ADMIN).await;
+    let own = overview(admin.clone(), "").await;
+    assert!(
+        own.contains("No service sent spans in this range."),
+        "{own}"
+    );
+    let acme = overview(admin, "&tenant=acme").await;
+    assert!(acme.contains(r#"data-service="pay""#), "{acme}");
+    let viewer = session_of(ACME).await;
+    let refused = overview(viewer, "&tenant=evil").await;
+    assert!(refused.contains(r#"data-status="403""#), "{refused}");
+    assert!(!refused.contains("data-service="), "{refused}");
     server.stop().await;
 }
