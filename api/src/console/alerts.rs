@@ -107,7 +107,7 @@ fn active(answer: &Value) -> Markup {
                             td { (state) @if !alert["silenced_by"].as_array().is_none_or(Vec::is_empty) { " (silenced)" } }
                             th scope="row" { (alert["rule"].as_str().unwrap_or("")) }
                             td { (labels_text(&alert["labels"])) }
-                            td.num { (alert["value"].as_f64().map_or("–".to_owned(), chart::significant)) }
+                            td.num { (chart::figure(&alert["value"])) }
                             td { (alert["active_since"].as_u64().map_or(String::new(), |t| chart::clock(t, u64::MAX))) }
                             td { (alert["located"].as_array().map_or(String::new(), |l| l.iter().map(labels_text).collect::<Vec<_>>().join("; "))) }
                         }

@@ -49,12 +49,6 @@ const CRASH_FILTERS: [(&str, [(&str, &str); 3]); 2] = [
     ),
 ];
 
-fn ratio(value: &Value) -> String {
-    value
-        .as_f64()
-        .map_or("–".to_owned(), |v| Unit::Ratio.format(v))
-}
-
 pub async fn apps(
     State(console): State<Arc<Console>>,
     session: Session,
@@ -130,13 +124,13 @@ fn versions(answer: &Value, view: &View) -> Markup {
                     @for version in app["versions"].as_array().into_iter().flatten() {
                         tr data-version=(version["version"].as_str().unwrap_or("")) {
                             th scope="row" { (version["version"].as_str().unwrap_or("")) }
-                            td.num { (version["sessions"].as_f64().map_or("–".to_owned(), chart::significant)) }
-                            td.num data-value=(version["crash_free_sessions"]) { (ratio(&version["crash_free_sessions"])) }
-                            td.num { (ratio(&version["crash_free_users"])) }
-                            td.num { (version["app_start_ms"]["cold"]["p90"].as_f64().map_or("–".to_owned(), |v| Unit::Millis.format(v))) }
-                            td.num { (ratio(&version["slow_frame_rate"])) }
-                            td.num { (ratio(&version["frozen_frame_rate"])) }
-                            td.num { (version["anrs_per_session"].as_f64().map_or("–".to_owned(), chart::significant)) }
+                            td.num { (chart::figure(&version["sessions"])) }
+                            td.num data-value=(version["crash_free_sessions"]) { (Unit::Ratio.read(&version["crash_free_sessions"])) }
+                            td.num { (Unit::Ratio.read(&version["crash_free_users"])) }
+                            td.num { (Unit::Millis.read(&version["app_start_ms"]["cold"]["p90"])) }
+                            td.num { (Unit::Ratio.read(&version["slow_frame_rate"])) }
+                            td.num { (Unit::Ratio.read(&version["frozen_frame_rate"])) }
+                            td.num { (chart::figure(&version["anrs_per_session"])) }
                         }
                     }
                 }
@@ -299,7 +293,7 @@ fn grid(answer: &Value, view: &View) -> Markup {
                                     Some(found) => {
                                         @let failing = found["failed"].as_u64().unwrap_or(0) > 0;
                                         td.num.failing[failing] data-location=(location) data-availability=(found["availability"]) {
-                                            (ratio(&found["availability"])) " of " (found["runs"].as_u64().unwrap_or(0))
+                                            (Unit::Ratio.read(&found["availability"])) " of " (found["runs"].as_u64().unwrap_or(0))
                                         }
                                     }
                                     None => td { "–" },
@@ -334,7 +328,7 @@ fn runs_table(answer: &Value) -> Markup {
                         tr.failing[!ok] {
                             td { (run["start"].as_f64().map_or(String::new(), |ms| chart::clock(ms as u64, 0))) }
                             td { (run["location"].as_str().unwrap_or("")) }
-                            td.num { (run["duration_ms"].as_f64().map_or("–".to_owned(), |v| Unit::Millis.format(v))) }
+                            td.num { (Unit::Millis.read(&run["duration_ms"])) }
                             td { @if ok { "ok" } @else { (run["failure"].as_str().unwrap_or("failed")) } }
                             td { a href=(format!("/console/traces/{}", encode(trace))) { code { (trace) } } }
                         }

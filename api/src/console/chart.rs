@@ -7,6 +7,7 @@
 //! plotting library's SVG back end does not give.
 
 use maud::{Markup, html};
+use serde_json::Value;
 
 /// Okabe and Ito's palette, told apart by every kind of colour vision.
 pub const PALETTE: [&str; 8] = [
@@ -36,6 +37,16 @@ impl Unit {
         }
     }
 
+    /// A figure of the API's answer in this unit; `–` when it has none.
+    pub fn read(self, value: &Value) -> String {
+        self.maybe(value.as_f64())
+    }
+
+    /// `value` in this unit; `–` when there is none.
+    pub fn maybe(self, value: Option<f64>) -> String {
+        value.map_or_else(|| MISSING.to_owned(), |v| self.format(v))
+    }
+
     /// `value` as the axis and read-outs show it.
     pub fn format(self, value: f64) -> String {
         match self {
@@ -46,10 +57,20 @@ impl Unit {
     }
 }
 
+/// What a table shows where the API answered no figure.
+const MISSING: &str = "–";
+
+/// A figure of the API's answer without a unit; `–` when it has none.
+pub fn figure(value: &Value) -> String {
+    value
+        .as_f64()
+        .map_or_else(|| MISSING.to_owned(), significant)
+}
+
 /// Three significant digits at most, without trailing zeros.
 pub fn significant(value: f64) -> String {
     if !value.is_finite() {
-        return "–".to_owned();
+        return MISSING.to_owned();
     }
     let magnitude = value.abs();
     let decimals = if magnitude >= 100.0 || magnitude == 0.0 {

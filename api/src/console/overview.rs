@@ -137,11 +137,6 @@ fn services_table(answer: &Value, spark: Option<&Value>, view: &View) -> Markup 
                 });
         }
     }
-    let ratio = |v: &Value| v.as_f64().map_or("–".to_owned(), |v| Unit::Ratio.format(v));
-    let millis = |v: &Value| {
-        v.as_f64()
-            .map_or("–".to_owned(), |v| Unit::Millis.format(v))
-    };
     html! {
         @if services.is_empty() {
             p { "No service sent spans in this range." }
@@ -160,10 +155,10 @@ fn services_table(answer: &Value, spark: Option<&Value>, view: &View) -> Markup 
                         @let name = service["service"].as_str().unwrap_or("");
                         tr data-service=(name) {
                             th scope="row" { a href=(view.link(&format!("/console/services/{}", super::encode(name)))) { (name) } }
-                            td.num { (service["rate_per_s"].as_f64().map_or("–".to_owned(), chart::significant)) }
-                            td.num { (ratio(&service["error_ratio"])) }
-                            td.num { (millis(&service["p99_ms"])) }
-                            td.num { (ratio(&service["availability"])) }
+                            td.num { (chart::figure(&service["rate_per_s"])) }
+                            td.num { (Unit::Ratio.read(&service["error_ratio"])) }
+                            td.num { (Unit::Millis.read(&service["p99_ms"])) }
+                            td.num { (Unit::Ratio.read(&service["availability"])) }
                             td { (chart::sparkline(&format!("{name} error ratio by unit"), Unit::Ratio, from, to, by_service.get(name).map_or(&[][..], Vec::as_slice))) }
                         }
                     }
@@ -175,7 +170,6 @@ fn services_table(answer: &Value, spark: Option<&Value>, view: &View) -> Markup 
 
 fn probes_table(answer: &Value) -> Markup {
     let probes = answer["probes"].as_array().cloned().unwrap_or_default();
-    let ratio = |v: &Value| v.as_f64().map_or("–".to_owned(), |v| Unit::Ratio.format(v));
     html! {
         @if probes.is_empty() {
             p { "No probe ran in this range." }
@@ -197,7 +191,7 @@ fn probes_table(answer: &Value) -> Markup {
                                 td { (location["location"].as_str().unwrap_or("")) }
                                 td.num { (location["runs"].as_u64().unwrap_or(0)) }
                                 td.num { (location["failed"].as_u64().unwrap_or(0)) }
-                                td.num { (ratio(&location["availability"])) }
+                                td.num { (Unit::Ratio.read(&location["availability"])) }
                             }
                         }
                     }

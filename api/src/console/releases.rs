@@ -104,10 +104,6 @@ async fn report(
     }
 }
 
-fn figure(value: &Value) -> String {
-    value.as_f64().map_or("–".to_owned(), chart::significant)
-}
-
 fn verdict(health: &Value) -> Markup {
     let verdict = health["verdict"].as_str().unwrap_or("hold");
     let signals = health["signals"].as_array().cloned().unwrap_or_default();
@@ -134,10 +130,10 @@ fn verdict(health: &Value) -> Markup {
                     @let result = signal["result"].as_str().unwrap_or("");
                     tr class=(result) data-signal=(signal["signal"].as_str().unwrap_or("")) {
                         th scope="row" { (signal["signal"].as_str().unwrap_or("")) }
-                        td.num { (figure(&signal["canary"])) }
-                        td.num { (figure(&signal["baseline"])) }
-                        td.num { (figure(&signal["difference"])) }
-                        td.num data-p=(signal["p_value"].as_f64().map_or(String::new(), |p| p.to_string())) { (figure(&signal["p_value"])) }
+                        td.num { (chart::figure(&signal["canary"])) }
+                        td.num { (chart::figure(&signal["baseline"])) }
+                        td.num { (chart::figure(&signal["difference"])) }
+                        td.num data-p=(signal["p_value"].as_f64().map_or(String::new(), |p| p.to_string())) { (chart::figure(&signal["p_value"])) }
                         td { (result) }
                         td.num {
                             (signal["canary_samples"].as_u64().unwrap_or(0)) " / " (signal["baseline_samples"].as_u64().unwrap_or(0))

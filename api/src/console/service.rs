@@ -195,8 +195,8 @@ fn operations_table(rate: &Value, errors: &Value, p99: &Value) -> Markup {
                         tr {
                             th scope="row" { (name) }
                             td.num { (chart::significant(*value)) }
-                            td.num { (point_of(errors, name).map_or("–".to_owned(), |v| Unit::Ratio.format(v))) }
-                            td.num { (point_of(p99, name).map_or("–".to_owned(), |v| Unit::Millis.format(v))) }
+                            td.num { (Unit::Ratio.maybe(point_of(errors, name))) }
+                            td.num { (Unit::Millis.maybe(point_of(p99, name))) }
                         }
                     }
                 }
@@ -224,7 +224,7 @@ fn spans_table(answer: &Value, none: &str) -> Markup {
                         tr {
                             td { (span["start"].as_f64().map_or(String::new(), |ms| chart::clock(ms as u64, 0))) }
                             td { (span["operation"].as_str().unwrap_or("")) }
-                            td.num { (span["duration_ms"].as_f64().map_or("–".to_owned(), |v| Unit::Millis.format(v))) }
+                            td.num { (Unit::Millis.read(&span["duration_ms"])) }
                             td {
                                 @match span["status"].as_str() {
                                     Some("error") => (span["status_message"].as_str().filter(|m| !m.is_empty()).unwrap_or("error")),
