@@ -146,6 +146,17 @@ impl Browser {
         found.as_str().unwrap_or_default().to_owned()
     }
 
+    /// Presses and releases a key, as a person at the keyboard does:
+    /// `"\u{E004}"` is Tab, `"\u{E007}"` Enter (WebDriver's key codes).
+    pub async fn press(&self, key: &str) {
+        let actions = json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+            {"type": "keyDown", "value": key},
+            {"type": "keyUp", "value": key},
+        ]}]});
+        self.session_call(reqwest::Method::POST, "/actions", Some(actions))
+            .await;
+    }
+
     /// Resizes the window (the viewport follows).
     pub async fn resize(&self, width: u32, height: u32) {
         self.session_call(

@@ -16,6 +16,10 @@ on_both_backends!(
     sessions_and_forms_are_checked
 );
 
+/// WebDriver's key codes.
+const TAB: &str = "\u{E004}";
+const ENTER: &str = "\u{E007}";
+
 /// acme's silences, as the API lists them.
 async fn silences(server: &Server) -> Vec<Value> {
     let (status, body) = server.get(Some(ACME), "/api/v1/silences").await;
@@ -279,6 +283,37 @@ async fn pages_show_what_the_api_answers(backend: Backend) {
         &name("alerts"),
     )
     .await;
+    // By keyboard alone: Tab reaches the Alerts link, Enter follows it.
+    open(
+        &browser,
+        &server,
+        "/console/?range=1h",
+        &name("overview-keyboard"),
+    )
+    .await;
+    let mut focused = Value::Null;
+    for _ in 0..10 {
+        browser.press(TAB).await;
+        focused = browser
+            .eval("return document.activeElement.textContent")
+            .await;
+        if focused == "Alerts" {
+            break;
+        }
+    }
+    assert_eq!(focused, "Alerts", "Tab never reached the Alerts link");
+    browser.screenshot(&name("overview-keyboard-focus")).await;
+    browser.press(ENTER).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !browser.location().await.starts_with("/console/alerts") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Enter did not follow the link"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    browser.wait_loaded().await;
+
     // At a phone's width the pages still load and hold their tables.
     browser.resize(390, 844).await;
     open(
