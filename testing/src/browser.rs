@@ -6,6 +6,7 @@
 //! sent with reqwest here rather than through a WebDriver client crate,
 //! whose builds bring a second HTTP stack for the same few requests.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -29,7 +30,10 @@ impl Browser {
         let driver = crate::program("chromedriver")?;
         let chromium = crate::program("chromium")?;
         let port = crate::free_port().expect("a free port");
+        // Its own process group, which the Chromium it starts joins: a
+        // test that fails before `quit` still leaves no browser behind.
         let driver = Command::new(driver)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -221,7 +225,8 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.driver.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
     }
