@@ -21,7 +21,7 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use tokio::time::{Instant, sleep};
 use vigil_config::{Config, Secret, TenantConfig};
-use vigil_demo::{self as demo, DemoOptions, DemoService};
+use vigil_demo::{self as demo, DemoOptions, DemoService, WATCHING_RULES};
 use vigil_domain::shutdown::Shutdown;
 use vigil_domain::tenant::TenantId;
 use vigil_up::Pipeline;
@@ -159,10 +159,10 @@ pub async fn run(mut config: Config, options: Options) -> Result<Detection, Erro
 /// last 10 s window; notified at once.
 const TIMED: &str = "payments-failing";
 
-/// The rule timed, and as the demo has them one the faults do not touch (a
-/// unit's p99 over a minute above 500 ms: it may only fire falsely) and
-/// the service's objective's burn rate (its pages during the faults are
-/// not timed).
+/// The rule timed, and the demo's own [`WATCHING_RULES`]: a unit's p99
+/// over a minute above 500 ms, which the faults do not touch (it may only
+/// fire falsely), and the service's burn rate (its pages during the faults
+/// are not timed).
 fn rule_file(tenant: &TenantId, sink: SocketAddr) -> String {
     format!(
         r#"tenant: {tenant}
@@ -178,22 +178,7 @@ rules:
     min_count: 10
     annotations:
       summary: "{{{{value}}}} of payments requests fail in {{{{vigil.unit}}}}"
-  - name: payments-slow
-    type: threshold
-    service: payments
-    filter: 'span.kind="server"'
-    group_by: [vigil.unit]
-    signal: p99
-    window: 1m
-    op: '>'
-    value: 500
-    min_count: 20
-  - name: payments-slo
-    type: burn_rate
-    service: payments
-    filter: 'span.kind="server"'
-    objective: 99.5
-receivers:
+{WATCHING_RULES}receivers:
   - name: sink
     url: http://{sink}/hook
 route:
@@ -250,4 +235,20 @@ async fn wait_for(received: &Received, seen: usize, status: &str) -> Result<Inst
 
 fn lock(received: &Received) -> std::sync::MutexGuard<'_, Vec<(Instant, Value)>> {
     received.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rule_file_loads_with_the_demos_watching_rules() {
+        let tenant = TenantId::parse("detection-1").unwrap();
+        let text = rule_file(&tenant, ([127, 0, 0, 1], 9).into());
+        let files = vec![(std::path::PathBuf::from("rules.yaml"), text)];
+        let set = vigil_alerter::rules::parse(&files, &|_| None, None).unwrap();
+        let names: Vec<&str> = set.rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, [TIMED, "payments-slow", "payments-slo"]);
+        assert!(set.rules.iter().all(|r| r.tenant == tenant));
+    }
 }

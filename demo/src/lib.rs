@@ -264,6 +264,30 @@ async fn print(UrlPath(path): UrlPath<String>, body: String) -> &'static str {
     "ok"
 }
 
+/// The demo's rules that watch the payments service whatever the fault: a
+/// unit's p99 over a minute above 500 ms, and the burn rate of its
+/// objective (99.5 %). `vigil bench detection` runs them too, to count
+/// their false alerts. Entries of a rule file's `rules:` list.
+pub const WATCHING_RULES: &str = r#"  - name: payments-slow
+    type: threshold
+    service: payments
+    filter: 'span.kind="server"'
+    group_by: [vigil.unit]
+    signal: p99
+    window: 1m
+    op: '>'
+    value: 500
+    min_count: 20
+    labels: {severity: ticket}
+    annotations: {summary: "payments p99 is {{value}} ms in {{vigil.unit}}"}
+  - name: payments-slo
+    type: burn_rate
+    service: payments
+    filter: 'span.kind="server"'
+    objective: 99.5
+    annotations: {summary: "payments burns its error budget {{value}} times too fast"}
+"#;
+
 fn rule_file(sink: SocketAddr) -> String {
     format!(
         r#"tenant: {TENANT}
@@ -280,25 +304,7 @@ rules:
     min_count: 20
     labels: {{severity: page}}
     annotations: {{summary: "{{{{value}}}} of payments requests fail in {{{{vigil.unit}}}}"}}
-  - name: payments-slow
-    type: threshold
-    service: payments
-    filter: 'span.kind="server"'
-    group_by: [vigil.unit]
-    signal: p99
-    window: 1m
-    op: '>'
-    value: 500
-    min_count: 20
-    labels: {{severity: ticket}}
-    annotations: {{summary: "payments p99 is {{{{value}}}} ms in {{{{vigil.unit}}}}"}}
-  - name: payments-slo
-    type: burn_rate
-    service: payments
-    filter: 'span.kind="server"'
-    objective: 99.5
-    annotations: {{summary: "payments burns its error budget {{{{value}}}} times too fast"}}
-  - name: pay-e2e-failing
+{WATCHING_RULES}  - name: pay-e2e-failing
     type: threshold
     kind: probe
     series: pay-e2e
