@@ -53,7 +53,7 @@ pub async fn page(
         )),
         view.tenant()
     );
-    let (rate, errors, p50, p99, top_rate, top_errors, top_p99, failing, buckets) = tokio::join!(
+    let (rate, errors, p50, p99, top_rate, top_errors, top_p99, whole_p99, failing, buckets) = tokio::join!(
         console.get(&session, grouped("rate")),
         console.get(&session, grouped("error_ratio")),
         console.get(&session, grouped("p50")),
@@ -63,25 +63,21 @@ pub async fn page(
         console.get(&session, operations("p99")),
         console.get(
             &session,
+            format!(
+                "/api/v1/query?kind=span&service={name}&signal=p99&{server}&step={}&{range}",
+                view.range()
+            )
+        ),
+        console.get(
+            &session,
             format!("/api/v1/traces?service={name}&error=true&limit=10&{range}")
         ),
         console.get(&session, heatmap),
     );
-    // Slow: the server spans over the service's p99 in the range.
-    let slowest = match &top_p99 {
-        Ok(_) => {
-            let whole = console
-                .get(
-                    &session,
-                    format!("/api/v1/query?kind=span&service={name}&signal=p99&{server}&step={}&{range}", view.range()),
-                )
-                .await;
-            whole
-                .ok()
-                .and_then(|answer| answer["series"][0]["points"][0][1].as_f64())
-        }
-        Err(_) => None,
-    };
+    // Slow: the spans over the service's p99 in the range, once it is known.
+    let slowest = whole_p99
+        .ok()
+        .and_then(|answer| answer["series"][0]["points"][0][1].as_f64());
     let slow = match slowest {
         Some(p99) => Some(
             console

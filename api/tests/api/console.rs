@@ -170,6 +170,54 @@ async fn pages_show_what_the_api_answers(backend: Backend) {
         .eval("return Array.from(document.querySelectorAll('table.operations th[scope=row]')).map(t => t.textContent)")
         .await;
     assert_eq!(operations, serde_json::json!(["POST /pay"]));
+    // The failed and the slow spans are the span search's answers: the
+    // trace's two failed spans, and those over the service's p99.
+    let listed = |section: &str| {
+        format!(
+            "return Array.from(document.querySelectorAll('section[aria-labelledby={section}] table.spans tbody tr')).map(r => r.children[1].textContent)"
+        )
+    };
+    let operations_of = |answer: &Value| -> Vec<String> {
+        answer["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["operation"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, failed) = server
+        .get(
+            Some(ACME),
+            "/api/v1/traces?service=pay&error=true&limit=10&from=now-1h&to=now",
+        )
+        .await;
+    let mut expected = operations_of(&failed);
+    assert_eq!(
+        browser.eval(&listed("failed")).await,
+        serde_json::json!(expected)
+    );
+    expected.sort();
+    assert_eq!(expected, ["POST /pay", "charge"]);
+    let (_, whole) = server
+        .get(
+            Some(ACME),
+            "/api/v1/query?kind=span&service=pay&signal=p99&filter=span.kind%3D%22server%22&step=1h&from=now-1h&to=now",
+        )
+        .await;
+    let p99 = whole["series"][0]["points"][0][1].as_f64().unwrap();
+    let (_, slow) = server
+        .get(
+            Some(ACME),
+            &format!(
+                "/api/v1/traces?service=pay&min_duration={}&limit=10&from=now-1h&to=now",
+                p99.ceil() as u64
+            ),
+        )
+        .await;
+    assert_eq!(
+        browser.eval(&listed("slow")).await,
+        serde_json::json!(operations_of(&slow))
+    );
     // Grouped by version instead.
     open(
         &browser,
