@@ -95,10 +95,14 @@ pub type Merged = BTreeMap<(Vec<String>, u64), Rollup>;
 pub struct Query {
     pub selection: Selection,
     pub signal: Signal,
-    /// `[from_s, to_s)`, aligned to the step.
+    /// `[from_s, to_s)`, aligned to the step — unless the step holds the
+    /// whole range, which is then read exactly as asked.
     pub from_s: u64,
     pub to_s: u64,
     pub step_s: u64,
+    /// One step over exactly `[from_s, to_s)`: a step at least as long as
+    /// the range (aligned steps would split it in two and reach outside it).
+    pub whole: bool,
 }
 
 /// One series of the answer: its group's label values and its points
@@ -137,6 +141,16 @@ impl Query {
                 ),
             ));
         }
+        if step_s >= to_s - from_s {
+            return Ok(Query {
+                selection,
+                signal,
+                from_s,
+                to_s,
+                step_s: to_s - from_s,
+                whole: true,
+            });
+        }
         let from_s = from_s - from_s % step_s;
         let to_s = to_s.div_ceil(step_s) * step_s;
         let steps = (to_s - from_s) / step_s;
@@ -152,7 +166,14 @@ impl Query {
             from_s,
             to_s,
             step_s,
+            whole: false,
         })
+    }
+
+    /// The step the store merges by: none for one step over the whole
+    /// range.
+    pub fn store_step(&self) -> Option<u64> {
+        (!self.whole).then_some(self.step_s)
     }
 
     /// The series of merged rollups: groups in label order, points in time

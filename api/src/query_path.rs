@@ -41,7 +41,7 @@ pub const ENDPOINT: Endpoint = Endpoint {
             name: "step",
             kind: "string",
             required: false,
-            description: "Step: ms or with a unit (1m), a multiple of 10 s; default 1m.",
+            description: "Step: ms or with a unit (1m), a multiple of 10 s; default 1m. Steps start at multiples of the step; a step at least as long as the range answers one point over exactly the range.",
         },
     ],
     body: None,
@@ -90,7 +90,7 @@ pub async fn handler(State(state): State<Arc<AppState>>, incoming: Incoming) -> 
             &query.selection,
             query.from_s,
             query.to_s,
-            Some(query.step_s),
+            query.store_step(),
         ))
         .await?;
     let series: Vec<Value> = query

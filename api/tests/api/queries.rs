@@ -692,7 +692,36 @@ async fn repeated_queries_take_closed_windows_from_the_cache(backend: Backend) {
     server.stop().await;
 }
 
+/// A step at least as long as the range reads exactly the range, as one
+/// point starting at `from`: aligned to the hour, it would also hold u1's
+/// spans before the range.
+async fn a_step_as_long_as_the_range_reads_exactly_the_range(backend: Backend) {
+    let Some((server, t)) = start_with_known_data(backend).await else {
+        return;
+    };
+    let (from, to) = ((t + 30) * 1000, (t + 90) * 1000);
+    for (signal, expected) in [("count", 50.0), ("rate", 50.0 / 60.0)] {
+        let body = server
+            .ok(&format!(
+                "/api/v1/query?kind=span&service=pay&name=POST%20%2Fpay&signal={signal}&step=1h&from={from}&to={to}"
+            ))
+            .await;
+        assert_eq!(
+            body["series"][0]["points"],
+            json!([[from, expected]]),
+            "{body}"
+        );
+        assert_eq!(body["series"].as_array().unwrap().len(), 1, "{body}");
+        assert_eq!(
+            (body["from"].clone(), body["step"].clone()),
+            (json!(from), json!(60_000))
+        );
+    }
+    server.stop().await;
+}
+
 on_both_backends!(
+    a_step_as_long_as_the_range_reads_exactly_the_range,
     repeated_queries_take_closed_windows_from_the_cache,
     service_wide_reads_take_the_services_totals,
     services_and_queries_answer_exactly,
