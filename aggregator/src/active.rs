@@ -16,7 +16,6 @@
 //! refused before the restart may be taken by the replay, and nothing is
 //! counted twice.
 
-use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use vigil_domain::model::SeriesKey;
@@ -34,7 +33,8 @@ const SWEEP_S: u64 = 60;
 pub struct ActiveSeries {
     max_per_tenant: usize,
     idle_s: u64,
-    tenants: Mutex<HashMap<TenantId, Tenant>>,
+    /// Looked up for every observation: FxHash, as the series ids.
+    tenants: Mutex<IdMap<TenantId, Tenant>>,
 }
 
 #[derive(Debug, Default)]
@@ -86,7 +86,7 @@ impl ActiveSeries {
 /// The active series while one message's observations go through.
 pub struct Admission<'a> {
     active: &'a ActiveSeries,
-    tenants: MutexGuard<'a, HashMap<TenantId, Tenant>>,
+    tenants: MutexGuard<'a, IdMap<TenantId, Tenant>>,
     now_s: u64,
     metrics: &'a Metrics,
 }

@@ -168,8 +168,11 @@ impl Points<'_> {
             return self.push(series, value, error);
         }
         rollup.users.insert(self.user);
-        self.observations
-            .push(Observation::new(series, self.time_s, Amount::Many(rollup)));
+        self.observations.push(Observation::new(
+            series,
+            self.time_s,
+            Amount::Many(Box::new(rollup)),
+        ));
     }
 }
 

@@ -10,15 +10,16 @@
 
 use std::sync::Arc;
 
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, DataPointFlags, metric, number_data_point,
+    AggregationTemporality, DataPointFlags, Metric, metric,
 };
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use prost::Message as _;
 use vigil_domain::distribution::{
     Distribution, DistributionError, ExplicitHistogram, ExponentialHistogram,
 };
@@ -30,14 +31,16 @@ use vigil_domain::time::parse_rfc3339;
 use vigil_store::SpanRecord;
 
 use crate::cumulative::{Cumulative, Exponential, Value};
+use crate::wire::{Fields, Malformed, NumberPoint};
 
 /// What one observation adds to its window.
 #[derive(Debug, Clone)]
 pub enum Amount {
     /// One value (a latency in ms, a gauge reading, a counter increase).
     Point { value: f64, error: bool },
-    /// Many values at once (a histogram).
-    Many(Rollup),
+    /// Many values at once (a histogram). Boxed: observations are moved by
+    /// the million, and most are points.
+    Many(Box<Rollup>),
 }
 
 /// One thing seen: a series, an event time and an amount.
@@ -63,13 +66,16 @@ impl Observation {
     }
 }
 
+/// A series' key, shared by the observations of its points, and its id.
+type Shared = (Arc<SeriesKey>, u64);
+
 /// The series of the previous point of a run of points (a metric's data
 /// points), kept while the next ones have the same attributes: the points
 /// of one series, as remote-write sends them, share one key and one id.
 #[derive(Default)]
 struct Previous<'a> {
     attributes: Option<&'a [KeyValue]>,
-    series: Option<(Arc<SeriesKey>, u64)>,
+    series: Option<Shared>,
 }
 
 impl<'a> Previous<'a> {
@@ -79,7 +85,7 @@ impl<'a> Previous<'a> {
         &mut self,
         attributes: &'a [KeyValue],
         make: impl FnOnce() -> SeriesKey,
-    ) -> (Arc<SeriesKey>, u64) {
+    ) -> Shared {
         match (&self.series, self.attributes) {
             (Some(found), Some(previous)) if previous == attributes => found.clone(),
             _ => {
@@ -103,6 +109,11 @@ pub enum DecodeError {
     Payload {
         what: &'static str,
         source: prost::DecodeError,
+    },
+    #[error("payload is not a {what}: {reason}")]
+    Malformed {
+        what: &'static str,
+        reason: Malformed,
     },
 }
 
@@ -293,180 +304,391 @@ fn span_kind(kind: i32) -> &'static str {
 
 /// Reads an `ExportMetricsServiceRequest`. Cumulative points go through
 /// `cumulative`. Points whose values cannot be recorded (not finite, broken
-/// histograms) are counted in the second value and skipped.
+/// histograms) are counted in the second value and skipped. Gauges and sums
+/// are read in place (`wire.rs`), the rest with prost.
 pub fn metrics(
     tenant: &TenantId,
     payload: &[u8],
     offset: i64,
     cumulative: &mut Cumulative,
 ) -> Result<(Vec<Observation>, u64), DecodeError> {
-    let request: ExportMetricsServiceRequest = decode(payload, "OTLP ExportMetricsServiceRequest")?;
-    let mut out = Vec::new();
-    let mut refused = 0;
-    let mut push = |(series, id): (Arc<SeriesKey>, u64), time_ns: u64, amount: Option<Amount>| {
+    let mut reader = MetricsReader {
+        tenant,
+        offset,
+        cumulative,
+        out: Vec::new(),
+        refused: 0,
+    };
+    let malformed = |reason| DecodeError::Malformed {
+        what: "OTLP ExportMetricsServiceRequest",
+        reason,
+    };
+    // ExportMetricsServiceRequest.resource_metrics = 1
+    for field in Fields::new(payload) {
+        let field = field.map_err(malformed)?;
+        if field.number == 1 {
+            reader.resource(field.value.bytes().map_err(malformed)?)?;
+        }
+    }
+    Ok((reader.out, reader.refused))
+}
+
+/// What [`metrics`] reads into.
+struct MetricsReader<'a> {
+    tenant: &'a TenantId,
+    offset: i64,
+    cumulative: &'a mut Cumulative,
+    out: Vec<Observation>,
+    refused: u64,
+}
+
+/// The resource of the metrics being read.
+struct Source {
+    service: String,
+    labels: Vec<(String, String)>,
+    /// See [`source_of`].
+    id: u64,
+}
+
+impl MetricsReader<'_> {
+    fn push(&mut self, (series, id): Shared, time_ns: u64, amount: Option<Amount>) {
         if let Some(amount) = amount {
-            out.push(Observation {
+            self.out.push(Observation {
                 series,
                 id,
                 time_s: seconds(time_ns),
                 amount,
             });
         }
+    }
+
+    fn series_of(
+        &self,
+        source: &Source,
+        name: &str,
+        attributes: &[KeyValue],
+        extra: Option<(String, String)>,
+    ) -> SeriesKey {
+        let mut labels = source.labels.clone();
+        labels.extend(
+            attributes
+                .iter()
+                .map(|kv| (kv.key.clone(), text(kv.value.as_ref()))),
+        );
+        labels.extend(extra);
+        SeriesKey::new(
+            self.tenant.clone(),
+            Kind::Metric,
+            &source.service,
+            name,
+            labels,
+        )
+    }
+
+    /// A `ResourceMetrics`: resource = 1, scope_metrics = 2 (and in it,
+    /// metrics = 2).
+    fn resource(&mut self, message: &[u8]) -> Result<(), DecodeError> {
+        let mut resource = Resource::default();
+        let mut scopes = Vec::new();
+        for field in Fields::new(message) {
+            let field = field.map_err(malformed_metrics)?;
+            match field.number {
+                1 => resource
+                    .merge(field.value.bytes().map_err(malformed_metrics)?)
+                    .map_err(|source| DecodeError::Payload {
+                        what: "OTLP Resource",
+                        source,
+                    })?,
+                2 => scopes.push(field.value.bytes().map_err(malformed_metrics)?),
+                _ => {}
+            }
+        }
+        let (service, labels) = resource_labels(&resource.attributes);
+        let source = Source {
+            service,
+            labels,
+            id: source_of(&resource.attributes),
+        };
+        for scope in scopes {
+            for field in Fields::new(scope) {
+                let field = field.map_err(malformed_metrics)?;
+                if field.number == 2 {
+                    self.metric(&source, field.value.bytes().map_err(malformed_metrics)?)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A `Metric`: name = 1; gauge = 5 and sum = 7 read in place, histogram
+    /// = 9, exponential_histogram = 10 and summary = 11 with prost.
+    fn metric(&mut self, source: &Source, message: &[u8]) -> Result<(), DecodeError> {
+        let mut name: &[u8] = &[];
+        let mut data = None;
+        let mut data_fields = 0;
+        for field in Fields::new(message) {
+            let field = field.map_err(malformed_metrics)?;
+            match field.number {
+                1 => name = field.value.bytes().map_err(malformed_metrics)?,
+                5 | 7 | 9 | 10 | 11 => {
+                    data = Some((
+                        field.number,
+                        field.value.bytes().map_err(malformed_metrics)?,
+                    ));
+                    data_fields += 1;
+                }
+                _ => {}
+            }
+        }
+        let name = std::str::from_utf8(name).map_err(|_| DecodeError::Malformed {
+            what: "OTLP Metric",
+            reason: Malformed("a metric name is not UTF-8"),
+        })?;
+        match data {
+            Some((number @ (5 | 7), bytes)) if data_fields == 1 => {
+                self.numbers(source, name, number == 7, bytes)
+            }
+            None => Ok(()),
+            Some(_) => {
+                let metric: Metric = decode(message, "OTLP Metric")?;
+                self.metric_decoded(source, metric)
+            }
+        }
+    }
+
+    /// A `Gauge` (data_points = 1) or a `Sum` (data_points = 1,
+    /// aggregation_temporality = 2, is_monotonic = 3).
+    fn numbers(
+        &mut self,
+        source: &Source,
+        name: &str,
+        is_sum: bool,
+        message: &[u8],
+    ) -> Result<(), DecodeError> {
+        let mut points = Vec::new();
+        let (mut temporality, mut monotonic) = (0, false);
+        for field in Fields::new(message) {
+            let field = field.map_err(malformed_metrics)?;
+            match field.number {
+                1 => points.push(
+                    NumberPoint::read(field.value.bytes().map_err(malformed_metrics)?)
+                        .map_err(malformed_metrics)?,
+                ),
+                2 if is_sum => temporality = field.value.varint().map_err(malformed_metrics)?,
+                3 if is_sum => monotonic = field.value.varint().map_err(malformed_metrics)? != 0,
+                _ => {}
+            }
+        }
+        let counter =
+            is_sum && monotonic && temporality == AggregationTemporality::Cumulative as u64;
+        let mut previous: Option<(&[u8], Shared)> = None;
+        for point in &points {
+            let series = match &previous {
+                Some((attributes, series)) if *attributes == point.attributes.as_ref() => {
+                    series.clone()
+                }
+                _ => {
+                    let attributes = decode_attributes(&point.attributes)?;
+                    let key = self.series_of(source, name, &attributes, None);
+                    let id = key.id();
+                    let series = (Arc::new(key), id);
+                    previous = Some((point.attributes.as_ref(), series.clone()));
+                    series
+                }
+            };
+            if !recorded(point.flags) {
+                continue;
+            }
+            let value = point.value.unwrap_or(f64::NAN);
+            let amount = if counter {
+                self.cumulative
+                    .delta(
+                        stream(series.1, source.id),
+                        point.start_time_unix_nano,
+                        point.time_unix_nano,
+                        self.offset,
+                        Value::Sum(value),
+                    )
+                    .and_then(|delta| match delta {
+                        Value::Sum(increase) => Some(Amount::Point {
+                            value: increase,
+                            error: false,
+                        }),
+                        _ => None,
+                    })
+            } else {
+                // Gauges and delta sums as they are; a non-monotonic
+                // cumulative sum is a level, like a gauge.
+                Some(Amount::Point {
+                    value,
+                    error: false,
+                })
+            };
+            self.push(series, point.time_unix_nano, amount);
+        }
+        Ok(())
+    }
+
+    /// A metric prost decoded: a histogram or a summary, or (once written
+    /// again as prost writes it, with one data field) a gauge or a sum.
+    fn metric_decoded(&mut self, source: &Source, metric: Metric) -> Result<(), DecodeError> {
+        let name = metric.name;
+        let mut histograms = Vec::new();
+        match metric.data {
+            Some(data @ (metric::Data::Gauge(_) | metric::Data::Sum(_))) => {
+                let is_sum = matches!(data, metric::Data::Sum(_));
+                let mut bytes = Vec::new();
+                data.encode(&mut bytes);
+                // The oneof wrote its one field: read its content.
+                let field = Fields::new(&bytes)
+                    .next()
+                    .expect("a field")
+                    .map_err(malformed_metrics)?;
+                let content = field.value.bytes().map_err(malformed_metrics)?;
+                return self.numbers(source, &name, is_sum, content);
+            }
+            Some(metric::Data::Histogram(histogram)) => {
+                let is_cumulative =
+                    histogram.aggregation_temporality == AggregationTemporality::Cumulative as i32;
+                let mut previous = Previous::default();
+                for point in histogram.data_points.iter().filter(|p| recorded(p.flags)) {
+                    let series = previous.series(&point.attributes, || {
+                        self.series_of(source, &name, &point.attributes, None)
+                    });
+                    let value = Value::Explicit {
+                        bounds: point.explicit_bounds.clone(),
+                        counts: point.bucket_counts.clone(),
+                        sum: point.sum.unwrap_or(0.0),
+                    };
+                    histograms.push((
+                        series,
+                        HistogramPoint {
+                            times: (point.start_time_unix_nano, point.time_unix_nano),
+                            extremes: (point.min, point.max),
+                            is_cumulative,
+                            value,
+                        },
+                    ));
+                }
+            }
+            Some(metric::Data::ExponentialHistogram(histogram)) => {
+                let is_cumulative =
+                    histogram.aggregation_temporality == AggregationTemporality::Cumulative as i32;
+                let mut previous = Previous::default();
+                for point in histogram.data_points.iter().filter(|p| recorded(p.flags)) {
+                    let series = previous.series(&point.attributes, || {
+                        self.series_of(source, &name, &point.attributes, None)
+                    });
+                    let buckets = |b: &Option<Buckets>| {
+                        b.as_ref()
+                            .map_or((0, Vec::new()), |b| (b.offset, b.bucket_counts.clone()))
+                    };
+                    let (positive_offset, positive) = buckets(&point.positive);
+                    let (negative_offset, negative) = buckets(&point.negative);
+                    let value = Value::Exponential(Exponential {
+                        scale: point.scale,
+                        zero_count: point.zero_count,
+                        positive_offset,
+                        positive,
+                        negative_offset,
+                        negative,
+                        sum: point.sum.unwrap_or(0.0),
+                    });
+                    histograms.push((
+                        series,
+                        HistogramPoint {
+                            times: (point.start_time_unix_nano, point.time_unix_nano),
+                            extremes: (point.min, point.max),
+                            is_cumulative,
+                            value,
+                        },
+                    ));
+                }
+            }
+            Some(metric::Data::Summary(summary)) => {
+                // Quantiles as the source computed them: one series per
+                // quantile, never merged into a distribution.
+                for point in summary.data_points.iter().filter(|p| recorded(p.flags)) {
+                    for quantile in &point.quantile_values {
+                        let label = ("quantile".to_owned(), quantile.quantile.to_string());
+                        let series = self.series_of(source, &name, &point.attributes, Some(label));
+                        let id = series.id();
+                        let amount = Amount::Point {
+                            value: quantile.value,
+                            error: false,
+                        };
+                        self.push((Arc::new(series), id), point.time_unix_nano, Some(amount));
+                    }
+                }
+            }
+            None => {}
+        }
+        // Explicit and exponential histogram points alike.
+        for (series, point) in histograms {
+            let time_ns = point.times.1;
+            match point.amount(self.cumulative, stream(series.1, source.id), self.offset) {
+                Ok(amount) => self.push(series, time_ns, amount),
+                Err(_) => self.refused += 1,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// [`metrics`], with every metric decoded by prost: what the in-place
+/// reading is checked against (`fuzz.rs`).
+#[cfg(test)]
+pub(crate) fn metrics_with_prost(
+    tenant: &TenantId,
+    payload: &[u8],
+    offset: i64,
+    cumulative: &mut Cumulative,
+) -> Result<(Vec<Observation>, u64), DecodeError> {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    let request: ExportMetricsServiceRequest = decode(payload, "OTLP ExportMetricsServiceRequest")?;
+    let mut reader = MetricsReader {
+        tenant,
+        offset,
+        cumulative,
+        out: Vec::new(),
+        refused: 0,
     };
     for resource_metrics in request.resource_metrics {
         let resource = resource_metrics.resource.unwrap_or_default().attributes;
-        let (service, base_labels) = resource_labels(&resource);
-        let source = source_of(&resource);
-        let series_of = |name: &str, attributes: &[KeyValue], extra: Option<(String, String)>| {
-            let mut labels = base_labels.clone();
-            labels.extend(
-                attributes
-                    .iter()
-                    .map(|kv| (kv.key.clone(), text(kv.value.as_ref()))),
-            );
-            labels.extend(extra);
-            SeriesKey::new(tenant.clone(), Kind::Metric, &service, name, labels)
+        let (service, labels) = resource_labels(&resource);
+        let source = Source {
+            service,
+            labels,
+            id: source_of(&resource),
         };
-        let mut histograms = Vec::new();
         for metric in resource_metrics
             .scope_metrics
             .into_iter()
             .flat_map(|scope| scope.metrics)
         {
-            let name = metric.name;
-            match metric.data {
-                Some(metric::Data::Gauge(gauge)) => {
-                    let mut previous = Previous::default();
-                    for point in gauge.data_points.iter().filter(|p| recorded(p.flags)) {
-                        let series = previous.series(&point.attributes, || {
-                            series_of(&name, &point.attributes, None)
-                        });
-                        push(series, point.time_unix_nano, Some(number(point.value)));
-                    }
-                }
-                Some(metric::Data::Sum(sum)) => {
-                    let cumulative_sum =
-                        sum.aggregation_temporality == AggregationTemporality::Cumulative as i32;
-                    let mut previous = Previous::default();
-                    for point in sum.data_points.iter().filter(|p| recorded(p.flags)) {
-                        let series = previous.series(&point.attributes, || {
-                            series_of(&name, &point.attributes, None)
-                        });
-                        let amount = if cumulative_sum && sum.is_monotonic {
-                            let Amount::Point { value, .. } = number(point.value) else {
-                                continue;
-                            };
-                            cumulative
-                                .delta(
-                                    stream(series.1, source),
-                                    point.start_time_unix_nano,
-                                    point.time_unix_nano,
-                                    offset,
-                                    Value::Sum(value),
-                                )
-                                .and_then(|delta| match delta {
-                                    Value::Sum(increase) => Some(Amount::Point {
-                                        value: increase,
-                                        error: false,
-                                    }),
-                                    _ => None,
-                                })
-                        } else {
-                            // Delta sums as they are; a non-monotonic
-                            // cumulative sum is a level, like a gauge.
-                            Some(number(point.value))
-                        };
-                        push(series, point.time_unix_nano, amount);
-                    }
-                }
-                Some(metric::Data::Histogram(histogram)) => {
-                    let is_cumulative = histogram.aggregation_temporality
-                        == AggregationTemporality::Cumulative as i32;
-                    let mut previous = Previous::default();
-                    for point in histogram.data_points.iter().filter(|p| recorded(p.flags)) {
-                        let series = previous.series(&point.attributes, || {
-                            series_of(&name, &point.attributes, None)
-                        });
-                        let value = Value::Explicit {
-                            bounds: point.explicit_bounds.clone(),
-                            counts: point.bucket_counts.clone(),
-                            sum: point.sum.unwrap_or(0.0),
-                        };
-                        histograms.push((
-                            series,
-                            HistogramPoint {
-                                times: (point.start_time_unix_nano, point.time_unix_nano),
-                                extremes: (point.min, point.max),
-                                is_cumulative,
-                                value,
-                            },
-                        ));
-                    }
-                }
-                Some(metric::Data::ExponentialHistogram(histogram)) => {
-                    let is_cumulative = histogram.aggregation_temporality
-                        == AggregationTemporality::Cumulative as i32;
-                    let mut previous = Previous::default();
-                    for point in histogram.data_points.iter().filter(|p| recorded(p.flags)) {
-                        let series = previous.series(&point.attributes, || {
-                            series_of(&name, &point.attributes, None)
-                        });
-                        let buckets = |b: &Option<Buckets>| {
-                            b.as_ref()
-                                .map_or((0, Vec::new()), |b| (b.offset, b.bucket_counts.clone()))
-                        };
-                        let (positive_offset, positive) = buckets(&point.positive);
-                        let (negative_offset, negative) = buckets(&point.negative);
-                        let value = Value::Exponential(Exponential {
-                            scale: point.scale,
-                            zero_count: point.zero_count,
-                            positive_offset,
-                            positive,
-                            negative_offset,
-                            negative,
-                            sum: point.sum.unwrap_or(0.0),
-                        });
-                        histograms.push((
-                            series,
-                            HistogramPoint {
-                                times: (point.start_time_unix_nano, point.time_unix_nano),
-                                extremes: (point.min, point.max),
-                                is_cumulative,
-                                value,
-                            },
-                        ));
-                    }
-                }
-                Some(metric::Data::Summary(summary)) => {
-                    // Quantiles as the source computed them: one series per
-                    // quantile, never merged into a distribution.
-                    for point in summary.data_points.iter().filter(|p| recorded(p.flags)) {
-                        for quantile in &point.quantile_values {
-                            let label = ("quantile".to_owned(), quantile.quantile.to_string());
-                            let series = series_of(&name, &point.attributes, Some(label));
-                            let id = series.id();
-                            let series = (Arc::new(series), id);
-                            let amount = Amount::Point {
-                                value: quantile.value,
-                                error: false,
-                            };
-                            push(series, point.time_unix_nano, Some(amount));
-                        }
-                    }
-                }
-                None => {}
-            }
-            // Explicit and exponential histogram points alike.
-            for (series, point) in histograms.drain(..) {
-                let time_ns = point.times.1;
-                match point.amount(cumulative, stream(series.1, source), offset) {
-                    Ok(amount) => push(series, time_ns, amount),
-                    Err(_) => refused += 1,
-                }
-            }
+            reader.metric_decoded(&source, metric)?;
         }
     }
-    Ok((out, refused))
+    Ok((reader.out, reader.refused))
+}
+
+fn malformed_metrics(reason: Malformed) -> DecodeError {
+    DecodeError::Malformed {
+        what: "OTLP metrics",
+        reason,
+    }
+}
+
+/// A point's attributes, from their fields as written (see [`NumberPoint`]).
+fn decode_attributes(fields: &[u8]) -> Result<Vec<KeyValue>, DecodeError> {
+    Fields::new(fields)
+        .map(|field| {
+            let bytes = field
+                .and_then(|f| f.value.bytes())
+                .map_err(malformed_metrics)?;
+            decode(bytes, "OTLP KeyValue")
+        })
+        .collect()
 }
 
 /// What tells apart the sources of one series: the resource attributes
@@ -506,18 +728,6 @@ fn stream(series: u64, source: u64) -> u64 {
 /// Whether an OTLP point carries a value (not flagged "no recorded value").
 fn recorded(flags: u32) -> bool {
     flags & DataPointFlags::NoRecordedValueMask as u32 == 0
-}
-
-fn number(value: Option<number_data_point::Value>) -> Amount {
-    let value = match value {
-        Some(number_data_point::Value::AsDouble(d)) => d,
-        Some(number_data_point::Value::AsInt(i)) => i as f64,
-        None => f64::NAN,
-    };
-    Amount::Point {
-        value,
-        error: false,
-    }
 }
 
 /// One histogram data point, explicit or exponential.
@@ -586,20 +796,20 @@ fn histogram_amount(
         })?,
         Value::Sum(_) => return Ok(None),
     };
-    Ok((values.count() > 0).then_some(Amount::Many(Rollup {
-        values,
-        ..Rollup::default()
-    })))
+    Ok((values.count() > 0).then(|| {
+        Amount::Many(Box::new(Rollup {
+            values,
+            ..Rollup::default()
+        }))
+    }))
 }
 
 #[cfg(test)]
 mod tests {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::metrics::v1::{
-        AggregationTemporality, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
-        metric, number_data_point,
+        Gauge, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, number_data_point,
     };
-    use opentelemetry_proto::tonic::resource::v1::Resource;
-    use prost::Message as _;
 
     use super::*;
 

@@ -2,6 +2,7 @@
 //! authentication, limits, validation and `partial_success` as OTLP, one bus
 //! message per batch, keyed `{tenant}/{app_id}`.
 
+use prost::Message as _;
 use vigil_bus::Topics;
 use vigil_proto::client::v1::{
     ClientBatch, ClientContext, ClientEvent, ExportClientRequest, ExportClientResponse,
@@ -9,7 +10,7 @@ use vigil_proto::client::v1::{
 
 use crate::budget::Root;
 use crate::limits::Admission;
-use crate::otlp::{ExportRequest, retain_valid};
+use crate::otlp::{Export, ExportRequest, retain_valid};
 use crate::validate::{Item, Rejection, Rejections, Rules, finite};
 
 const COHORTS: [&str; 4] = ["", "canary", "baseline", "stable"];
@@ -19,10 +20,9 @@ const COHORTS: [&str; 4] = ["", "canary", "baseline", "stable"];
 const MAX_FRAMES: usize = 256;
 const MAX_BREADCRUMBS: usize = 100;
 
-impl ExportRequest for ExportClientRequest {
+impl Export for ExportClientRequest {
     type Response = ExportClientResponse;
     const NAME: &'static str = "client";
-    const BUDGET: Root = Root::Client;
     const ITEMS: &'static str = "events";
 
     fn topic(topics: &Topics) -> &str {
@@ -78,6 +78,13 @@ impl ExportRequest for ExportClientRequest {
             error_message: rejections.message(Self::ITEMS),
         }
     }
+    fn payload(&self) -> Vec<u8> {
+        self.encode_to_vec()
+    }
+}
+
+impl ExportRequest for ExportClientRequest {
+    const BUDGET: Root = Root::Client;
 }
 
 fn check_context(rules: &Rules, context: Option<&ClientContext>) -> Result<(), Rejection> {

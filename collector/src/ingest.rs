@@ -15,7 +15,7 @@ use crate::classic_histogram::Histograms;
 use crate::error::IngestError;
 use crate::limits::{Admission, RateLimiter, SeriesLimiter};
 use crate::metrics::Metrics;
-use crate::otlp::ExportRequest;
+use crate::otlp::Export;
 use crate::validate::{Rejection, Rejections, Rules};
 
 pub(crate) struct Ingest {
@@ -61,7 +61,7 @@ impl Ingest {
 
     /// Stores the valid items of `request` for its sender and says which
     /// were not.
-    pub(crate) async fn export<S: ExportRequest>(
+    pub(crate) async fn export<S: Export>(
         &self,
         sender: &Sender,
         request: S,
@@ -72,7 +72,7 @@ impl Ingest {
 
     /// As [`Ingest::export`], for a request that lost items already on its
     /// way in (while translated from another format), `rejections` says which.
-    pub(crate) async fn export_after<S: ExportRequest>(
+    pub(crate) async fn export_after<S: Export>(
         &self,
         sender: &Sender,
         mut request: S,
@@ -95,7 +95,7 @@ impl Ingest {
             .into_iter()
             .map(|(service, part)| Record {
                 key: message_key(tenant, &service),
-                payload: Bytes::from(part.encode_to_vec()),
+                payload: Bytes::from(part.payload()),
             })
             .collect();
         if !records.is_empty() {

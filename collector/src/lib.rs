@@ -29,6 +29,7 @@ mod metrics;
 mod native_histogram;
 mod otlp;
 mod remote_write;
+mod series_metrics;
 mod server;
 mod validate;
 

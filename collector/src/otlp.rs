@@ -21,20 +21,22 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message as _;
 use vigil_bus::Topics;
 use vigil_domain::distribution::{MAX_OTLP_BUCKETS, exponential_range_is_valid};
 
 use crate::budget::Root;
 use crate::limits::{Admission, attributes_hash};
+use crate::series_metrics::SeriesPoints;
 use crate::validate::{Item, Rejection, Rejections, Rules, finite, span_id, trace_id};
 
 /// Service name of a resource without `service.name`, as the OTel SDKs say.
 const UNKNOWN_SERVICE: &str = "unknown_service";
 
-/// One OTLP signal: its request, its response, and how its items are checked.
-pub(crate) trait ExportRequest:
-    prost::Message + Default + serde::de::DeserializeOwned + Send + 'static
-{
+/// What the pipeline does with a request, whatever it was read from: check
+/// its items, split it per resource, write each part as the bus's OTLP
+/// protobuf, answer with `partial_success`.
+pub(crate) trait Export: Sized + Send + 'static {
     type Response: prost::Message + serde::Serialize + Send + 'static;
 
     /// The signal's name in self-metrics: "traces", "metrics", "logs".
@@ -42,10 +44,6 @@ pub(crate) trait ExportRequest:
 
     /// What the items are called in messages: "spans", "data points", …
     const ITEMS: &'static str;
-
-    /// How the decoded size of its protobuf bytes is estimated (`None`: as
-    /// a multiple of them).
-    const BUDGET: Root;
 
     fn topic(topics: &Topics) -> &str;
 
@@ -63,7 +61,19 @@ pub(crate) trait ExportRequest:
     /// Spans, data points or log records in the request.
     fn items(&self) -> usize;
 
+    /// The bus message: the signal's OTLP (or `vigil.client.v1`) protobuf.
+    fn payload(&self) -> Vec<u8>;
+
     fn response(rejections: &Rejections) -> Self::Response;
+}
+
+/// One OTLP signal as it is received: a protobuf (or OTLP/JSON) message.
+pub(crate) trait ExportRequest:
+    Export + prost::Message + Default + serde::de::DeserializeOwned
+{
+    /// How the decoded size of its protobuf bytes is estimated (`None`: as
+    /// a multiple of them).
+    const BUDGET: Root;
 }
 
 /// A string attribute.
@@ -78,7 +88,7 @@ pub(crate) fn string_attribute(key: &str, value: &str) -> KeyValue {
 }
 
 /// A resource or a scope: what holds attributes for many items.
-trait Holder {
+pub(crate) trait Holder {
     /// What it is, in rejection messages.
     const KIND: &'static str;
     fn name(&self) -> &str;
@@ -109,9 +119,13 @@ impl Holder for InstrumentationScope {
     }
 }
 
-/// Whether a resource's or scope's own attributes keep to the limits. If
-/// not, what it holds (`children`, of `items` items each) is rejected for it
-/// and emptied.
+/// Whether a resource's or scope's own attributes keep to the limits.
+pub(crate) fn holder_check<H: Holder>(rules: &Rules, holder: &H) -> Result<(), Rejection> {
+    rules.attributes(Item::new(H::KIND, holder.name()), holder.attributes())
+}
+
+/// As [`holder_check`]; if not, what it holds (`children`, of `items` items
+/// each) is rejected for it and emptied.
 fn holder_valid<H: Holder, C>(
     rules: &Rules,
     holder: Option<&H>,
@@ -122,8 +136,7 @@ fn holder_valid<H: Holder, C>(
     let Some(holder) = holder else {
         return true;
     };
-    let item = Item::new(H::KIND, holder.name());
-    match rules.attributes(item, holder.attributes()) {
+    match holder_check(rules, holder) {
         Ok(()) => true,
         Err(rejection) => {
             let count: usize = children.iter().map(items).sum();
@@ -134,7 +147,7 @@ fn holder_valid<H: Holder, C>(
     }
 }
 
-fn service_name(resource: Option<&Resource>) -> String {
+pub(crate) fn service_name(resource: Option<&Resource>) -> String {
     resource
         .into_iter()
         .flat_map(|r| &r.attributes)
@@ -161,10 +174,9 @@ pub(crate) fn retain_valid<T>(
     });
 }
 
-impl ExportRequest for ExportTraceServiceRequest {
+impl Export for ExportTraceServiceRequest {
     type Response = ExportTraceServiceResponse;
     const NAME: &'static str = "traces";
-    const BUDGET: Root = Root::Traces;
     const ITEMS: &'static str = "spans";
 
     fn topic(topics: &Topics) -> &str {
@@ -237,6 +249,13 @@ impl ExportRequest for ExportTraceServiceRequest {
             }),
         }
     }
+    fn payload(&self) -> Vec<u8> {
+        self.encode_to_vec()
+    }
+}
+
+impl ExportRequest for ExportTraceServiceRequest {
+    const BUDGET: Root = Root::Traces;
 }
 
 fn check_span(rules: &Rules, what: Item<'_>, span: &Span) -> Result<(), Rejection> {
@@ -267,10 +286,9 @@ fn check_span(rules: &Rules, what: Item<'_>, span: &Span) -> Result<(), Rejectio
     Ok(())
 }
 
-impl ExportRequest for ExportMetricsServiceRequest {
+impl Export for ExportMetricsServiceRequest {
     type Response = ExportMetricsServiceResponse;
     const NAME: &'static str = "metrics";
-    const BUDGET: Root = Root::Metrics;
     const ITEMS: &'static str = "data points";
 
     fn topic(topics: &Topics) -> &str {
@@ -355,9 +373,16 @@ impl ExportRequest for ExportMetricsServiceRequest {
             }),
         }
     }
+    fn payload(&self) -> Vec<u8> {
+        self.encode_to_vec()
+    }
 }
 
-fn data_points(metric: &Metric) -> usize {
+impl ExportRequest for ExportMetricsServiceRequest {
+    const BUDGET: Root = Root::Metrics;
+}
+
+pub(crate) fn data_points(metric: &Metric) -> usize {
     match &metric.data {
         Some(Data::Gauge(g)) => g.data_points.len(),
         Some(Data::Sum(s)) => s.data_points.len(),
@@ -370,32 +395,84 @@ fn data_points(metric: &Metric) -> usize {
 
 /// The checks of one metric's points: the rules, then the series limit, then
 /// the rate.
-struct MetricGate<'r, 'a> {
+pub(crate) struct MetricGate<'r, 'a> {
     rules: &'r Rules,
     admission: &'r mut Admission<'a>,
     /// The series identity of the resource the metric belongs to.
     resource_series: u64,
 }
 
-impl MetricGate<'_, '_> {
-    fn validate(&mut self, metric: &mut Metric, rejections: &mut Rejections) {
-        if metric.name.is_empty() {
-            let points = data_points(metric) as u64;
-            rejections.add(
-                Rejection::new("empty_name", "a metric has an empty name"),
-                points,
-            );
-            metric.data = None;
+impl<'r, 'a> MetricGate<'r, 'a> {
+    pub(crate) fn new(
+        rules: &'r Rules,
+        admission: &'r mut Admission<'a>,
+        resource_series: u64,
+    ) -> Self {
+        MetricGate {
+            rules,
+            admission,
+            resource_series,
+        }
+    }
+
+    /// Whether a metric may be called `name`.
+    fn name(&self, name: &str) -> Result<(), Rejection> {
+        if name.is_empty() {
+            return Err(Rejection::new("empty_name", "a metric has an empty name"));
+        }
+        self.rules.name(Item::new("metric", name), name)
+    }
+
+    /// Checks the number points of metric `name`, held by series (see
+    /// `series_metrics.rs`): as [`MetricGate::validate`] checks a gauge's or
+    /// a sum's points, each series' attributes checked and admitted once.
+    pub(crate) fn validate_series(
+        &mut self,
+        name: &str,
+        monotonic: bool,
+        series: &mut Vec<SeriesPoints>,
+        rejections: &mut Rejections,
+    ) {
+        if let Err(rejection) = self.name(name) {
+            let points: usize = series.iter().map(|s| s.points.len()).sum();
+            rejections.add(rejection, points as u64);
+            series.clear();
             return;
         }
-        let name = metric.name.as_str();
         let what = Item::new("metric", name);
-        let rules = self.rules;
-        if let Err(rejection) = rules.name(what, name) {
+        let (rules, resource_series) = (self.rules, self.resource_series);
+        self.admission.metric(name, |admission| {
+            series.retain_mut(|series| {
+                retain_valid(&mut series.points, rejections, |&(time_ns, value)| {
+                    check_sample(rules, what, time_ns, value, monotonic)
+                });
+                if series.points.is_empty() {
+                    return false;
+                }
+                let admitted = rules.attributes(what, &series.attributes).and_then(|()| {
+                    let identity = attributes_hash(&series.attributes).rotate_left(1);
+                    admission.admit(what, resource_series ^ identity)
+                });
+                match admitted {
+                    Ok(()) => true,
+                    Err(rejection) => {
+                        rejections.add(rejection, series.points.len() as u64);
+                        false
+                    }
+                }
+            });
+        });
+    }
+
+    pub(crate) fn validate(&mut self, metric: &mut Metric, rejections: &mut Rejections) {
+        let name = metric.name.as_str();
+        if let Err(rejection) = self.name(name) {
             rejections.add(rejection, data_points(metric) as u64);
             metric.data = None;
             return;
         }
+        let what = Item::new("metric", name);
+        let rules = self.rules;
         if metric.data.is_none() {
             rejections.add(
                 Rejection::new(
@@ -460,10 +537,7 @@ fn check_number(
     monotonic: bool,
 ) -> Result<(), Rejection> {
     let value = match point.value {
-        Some(Value::AsDouble(v)) => {
-            finite(what, "value", v)?;
-            v
-        }
+        Some(Value::AsDouble(v)) => v,
         Some(Value::AsInt(v)) => v as f64,
         None => {
             return Err(Rejection::new(
@@ -472,14 +546,26 @@ fn check_number(
             ));
         }
     };
+    check_sample(rules, what, point.time_unix_nano, value, monotonic)?;
+    rules.attributes(what, &point.attributes)
+}
+
+/// A number point's value and time.
+fn check_sample(
+    rules: &Rules,
+    what: Item<'_>,
+    time_ns: u64,
+    value: f64,
+    monotonic: bool,
+) -> Result<(), Rejection> {
+    finite(what, "value", value)?;
     if monotonic && value < 0.0 {
         return Err(Rejection::new(
             "negative_count",
             format!("{what}: a monotonic sum cannot be negative, got {value}"),
         ));
     }
-    rules.time(what, "time_unix_nano", point.time_unix_nano)?;
-    rules.attributes(what, &point.attributes)
+    rules.time(what, "time_unix_nano", time_ns)
 }
 
 fn check_optional_stats(
@@ -608,10 +694,9 @@ fn check_summary(rules: &Rules, what: Item<'_>, point: &SummaryDataPoint) -> Res
     rules.attributes(what, &point.attributes)
 }
 
-impl ExportRequest for ExportLogsServiceRequest {
+impl Export for ExportLogsServiceRequest {
     type Response = ExportLogsServiceResponse;
     const NAME: &'static str = "logs";
-    const BUDGET: Root = Root::Logs;
     const ITEMS: &'static str = "log records";
 
     fn topic(topics: &Topics) -> &str {
@@ -679,6 +764,13 @@ impl ExportRequest for ExportLogsServiceRequest {
             }),
         }
     }
+    fn payload(&self) -> Vec<u8> {
+        self.encode_to_vec()
+    }
+}
+
+impl ExportRequest for ExportLogsServiceRequest {
+    const BUDGET: Root = Root::Logs;
 }
 
 fn check_log(rules: &Rules, what: Item<'_>, record: &LogRecord) -> Result<(), Rejection> {

@@ -15,13 +15,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram,
-    HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
-    number_data_point,
+    AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint, Histogram,
+    HistogramDataPoint, Metric,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use vigil_proto::prometheus::metric_metadata::MetricType;
@@ -30,6 +28,7 @@ use vigil_proto::prometheus::{TimeSeries, WriteRequest};
 use crate::classic_histogram::{self, Gathering, PointKey};
 use crate::native_histogram;
 use crate::otlp::string_attribute;
+use crate::series_metrics::{Numbers, SeriesMetrics, SeriesPoints, SeriesResource};
 use crate::validate::{Rejection, Rejections};
 
 /// Prometheus marks a series that ended with this NaN; it carries no value.
@@ -41,11 +40,11 @@ pub(crate) const NAN_REASON: &str = "nan";
 /// Samples that are gaps, not errors: counted, never answered as a failure.
 pub(crate) const GAP_REASONS: [&str; 2] = [STALE_REASON, NAN_REASON];
 
-/// Where a resource's points go: metric name → number points, family →
-/// histogram points.
+/// Where a resource's points go: metric name → number points by series,
+/// family → histogram points.
 #[derive(Default)]
 struct Points {
-    numbers: BTreeMap<String, Vec<NumberDataPoint>>,
+    numbers: BTreeMap<String, Vec<SeriesPoints>>,
     histograms: BTreeMap<String, Vec<HistogramDataPoint>>,
     native: BTreeMap<String, Vec<ExponentialHistogramDataPoint>>,
 }
@@ -66,7 +65,8 @@ pub(crate) fn has_histogram_parts(write: &WriteRequest) -> bool {
         .any(|series| label(series, "__name__").is_some_and(histogram_like))
 }
 
-/// The OTLP request holding the samples of `write`. Classic histogram parts
+/// The OTLP metrics holding the samples of `write`, number points by series
+/// (see `series_metrics.rs`). Classic histogram parts
 /// go through `histograms`, the tenant's histograms in the making (see
 /// `classic_histogram.rs`), and its complete points come out as histograms;
 /// native histograms become exponential histograms (`native_histogram.rs`).
@@ -77,7 +77,7 @@ pub(crate) fn to_otlp(
     mut histograms: Option<&mut Gathering>,
     now: Instant,
     rejections: &mut Rejections,
-) -> ExportMetricsServiceRequest {
+) -> SeriesMetrics {
     let counters: HashMap<&str, bool> = write
         .metadata
         .iter()
@@ -157,26 +157,27 @@ pub(crate) fn to_otlp(
             }
             continue;
         }
-        let attributes = attributes_of(series);
-        let points = resources
+        let points = series
+            .samples
+            .iter()
+            .filter(|sample| !gap(name, sample.value, rejections))
+            .map(|sample| {
+                let time_ns = u64::try_from(sample.timestamp)
+                    .unwrap_or(0)
+                    .saturating_mul(1_000_000);
+                (time_ns, sample.value)
+            })
+            .collect();
+        resources
             .entry((job.to_owned(), instance.to_owned()))
             .or_default()
             .numbers
             .entry(name.to_owned())
-            .or_default();
-        for sample in &series.samples {
-            if gap(name, sample.value, rejections) {
-                continue;
-            }
-            points.push(NumberDataPoint {
-                attributes: attributes.clone(),
-                time_unix_nano: u64::try_from(sample.timestamp)
-                    .unwrap_or(0)
-                    .saturating_mul(1_000_000),
-                value: Some(number_data_point::Value::AsDouble(sample.value)),
-                ..Default::default()
+            .or_default()
+            .push(SeriesPoints {
+                attributes: attributes_of(series),
+                points,
             });
-        }
     }
     if let Some(histograms) = histograms {
         for (key, point) in histograms.take_complete(now, rejections) {
@@ -189,7 +190,7 @@ pub(crate) fn to_otlp(
                 .push(point);
         }
     }
-    let resource_metrics = resources
+    let resources = resources
         .into_iter()
         .map(|((job, instance), points)| {
             let mut attributes = Vec::new();
@@ -199,27 +200,19 @@ pub(crate) fn to_otlp(
             if !instance.is_empty() {
                 attributes.push(string_attribute("service.instance.id", &instance));
             }
-            let numbers = points.numbers.into_iter().map(|(name, data_points)| {
-                let counter = counters
-                    .get(name.as_str())
-                    .or_else(|| counters.get(name.trim_end_matches("_total")))
-                    .copied()
-                    .unwrap_or_else(|| name.ends_with("_total"));
-                let data = if counter {
-                    Data::Sum(Sum {
-                        data_points,
-                        aggregation_temporality: AggregationTemporality::Cumulative as i32,
-                        is_monotonic: true,
-                    })
-                } else {
-                    Data::Gauge(Gauge { data_points })
-                };
-                Metric {
+            let numbers = points
+                .numbers
+                .into_iter()
+                .map(|(name, series)| Numbers {
+                    counter: counters
+                        .get(name.as_str())
+                        .or_else(|| counters.get(name.trim_end_matches("_total")))
+                        .copied()
+                        .unwrap_or_else(|| name.ends_with("_total")),
                     name,
-                    data: Some(data),
-                    ..Default::default()
-                }
-            });
+                    series,
+                })
+                .collect();
             let histograms = points
                 .histograms
                 .into_iter()
@@ -239,20 +232,17 @@ pub(crate) fn to_otlp(
                 })),
                 ..Default::default()
             });
-            ResourceMetrics {
-                resource: Some(Resource {
+            SeriesResource {
+                resource: Resource {
                     attributes,
                     ..Default::default()
-                }),
-                scope_metrics: vec![ScopeMetrics {
-                    metrics: numbers.chain(histograms).chain(native).collect(),
-                    ..Default::default()
-                }],
-                ..Default::default()
+                },
+                numbers,
+                metrics: histograms.chain(native).collect(),
             }
         })
         .collect();
-    ExportMetricsServiceRequest { resource_metrics }
+    SeriesMetrics { resources }
 }
 
 /// Whether `value` (of metric `name`) is a gap rather than a value: a
@@ -301,9 +291,18 @@ fn describe(series: &TimeSeries) -> String {
 
 #[cfg(test)]
 mod tests {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::metrics::v1::number_data_point;
+    use prost::Message;
     use vigil_proto::prometheus::{Label, MetricMetadata, Sample};
 
     use super::*;
+    use crate::otlp::Export;
+
+    /// The OTLP request the bus gets for `metrics`.
+    fn otlp(metrics: &SeriesMetrics) -> ExportMetricsServiceRequest {
+        ExportMetricsServiceRequest::decode(&metrics.payload()[..]).expect("OTLP metrics")
+    }
 
     fn series(labels: &[(&str, &str)], samples: &[(f64, i64)]) -> TimeSeries {
         TimeSeries {
@@ -359,7 +358,7 @@ mod tests {
             }],
         };
         let mut rejections = Rejections::default();
-        let request = to_otlp(write, None, Instant::now(), &mut rejections);
+        let request = otlp(&to_otlp(write, None, Instant::now(), &mut rejections));
         assert_eq!(rejections.count(), 0);
         assert_eq!(request.resource_metrics.len(), 2);
         let a = &request.resource_metrics[0];
@@ -449,7 +448,12 @@ mod tests {
         };
         let mut gathering = Gathering::default();
         let mut rejections = Rejections::default();
-        let request = to_otlp(write, Some(&mut gathering), Instant::now(), &mut rejections);
+        let request = otlp(&to_otlp(
+            write,
+            Some(&mut gathering),
+            Instant::now(),
+            &mut rejections,
+        ));
         assert_eq!(rejections.count(), 0);
         let metrics = &request.resource_metrics[0].scope_metrics[0].metrics;
         let names: Vec<&str> = metrics.iter().map(|m| m.name.as_str()).collect();
@@ -510,7 +514,7 @@ mod tests {
             metadata: Vec::new(),
         };
         let mut rejections = Rejections::default();
-        let request = to_otlp(write, None, Instant::now(), &mut rejections);
+        let request = otlp(&to_otlp(write, None, Instant::now(), &mut rejections));
         assert_eq!(rejections.count(), 6);
         let reasons: Vec<(&str, u64)> = rejections.by_reason().collect();
         assert_eq!(
