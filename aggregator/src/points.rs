@@ -81,11 +81,7 @@ struct Previous<'a> {
 impl<'a> Previous<'a> {
     /// The series of a point with `attributes`, made by `make` unless the
     /// previous point's attributes were the same.
-    fn series(
-        &mut self,
-        attributes: &'a [KeyValue],
-        make: impl FnOnce() -> SeriesKey,
-    ) -> Shared {
+    fn series(&mut self, attributes: &'a [KeyValue], make: impl FnOnce() -> SeriesKey) -> Shared {
         match (&self.series, self.attributes) {
             (Some(found), Some(previous)) if previous == attributes => found.clone(),
             _ => {

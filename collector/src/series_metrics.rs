@@ -11,7 +11,7 @@
 //! byte (tested below), so the topic stays OTLP for every consumer.
 
 use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, Metric};
@@ -67,12 +67,13 @@ impl Numbers {
 }
 
 impl Export for SeriesMetrics {
+    // Answered, named and published as the OTLP metrics request it is.
     type Response = ExportMetricsServiceResponse;
-    const NAME: &'static str = "metrics";
-    const ITEMS: &'static str = "data points";
+    const NAME: &'static str = ExportMetricsServiceRequest::NAME;
+    const ITEMS: &'static str = ExportMetricsServiceRequest::ITEMS;
 
     fn topic(topics: &Topics) -> &str {
-        &topics.metrics
+        ExportMetricsServiceRequest::topic(topics)
     }
 
     fn validate(
@@ -155,12 +156,7 @@ impl Export for SeriesMetrics {
     }
 
     fn response(rejections: &Rejections) -> Self::Response {
-        ExportMetricsServiceResponse {
-            partial_success: rejections.any().then(|| ExportMetricsPartialSuccess {
-                rejected_data_points: rejections.count() as i64,
-                error_message: rejections.message(Self::ITEMS),
-            }),
-        }
+        ExportMetricsServiceRequest::response(rejections)
     }
 }
 
@@ -306,7 +302,6 @@ impl Numbers {
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::metrics::v1::metric::Data;
     use opentelemetry_proto::tonic::metrics::v1::{
         Gauge, Histogram, HistogramDataPoint, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
