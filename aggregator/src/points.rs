@@ -28,10 +28,11 @@ use vigil_domain::model::{
 };
 use vigil_domain::tenant::TenantId;
 use vigil_domain::time::parse_rfc3339;
+use vigil_proto::wire::{Fields, Malformed};
 use vigil_store::SpanRecord;
 
 use crate::cumulative::{Cumulative, Exponential, Value};
-use crate::wire::{Fields, Malformed, NumberPoint};
+use crate::wire::NumberPoint;
 
 /// What one observation adds to its window.
 #[derive(Debug, Clone)]

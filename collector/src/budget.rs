@@ -32,6 +32,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use vigil_proto::client::v1::{ClientBatch, ClientContext, ClientEvent};
 use vigil_proto::prometheus::{Label, MetricMetadata, Sample, TimeSeries};
+use vigil_proto::wire::{Fields, Value};
 
 use crate::error::IngestError;
 use crate::native_histogram;
@@ -205,8 +206,20 @@ impl Kind {
         .unwrap_or(0)
     }
 
+    /// The messages that hold none counted here: their fields need no walk.
+    const LEAVES: [Kind; 8] = [
+        Kind::Label,
+        Kind::Sample,
+        Kind::MetricMetadata,
+        Kind::Status,
+        Kind::ValueAtQuantile,
+        Kind::Buckets,
+        Kind::ClientContext,
+        Kind::ClientEvent,
+    ];
+
     /// The type of message field `field`, per the OTLP protos.
-    fn child(self, field: u64) -> Option<Kind> {
+    fn child(self, field: u32) -> Option<Kind> {
         Some(match (self, field) {
             (Kind::Request(Root::Traces), 1) => Kind::ResourceSpans,
             (Kind::Request(Root::Metrics), 1) => Kind::ResourceMetrics,
@@ -259,55 +272,22 @@ impl Kind {
     }
 }
 
-/// Reads a varint at `*at`, moving past it.
-fn varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = *bytes.get(*at)?;
-        *at += 1;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some(value);
-        }
+/// Calls `visit` with the number and value of every field of the message in
+/// `bytes`; `None` when the bytes are not protobuf (decoding will say why)
+/// or `visit` says so.
+fn fields(bytes: &[u8], mut visit: impl FnMut(u32, Value<'_>) -> Option<()>) -> Option<()> {
+    for field in Fields::new(bytes) {
+        let field = field.ok()?;
+        visit(field.number, field.value)?;
     }
-    None
-}
-
-/// A field of a protobuf message, as the walk meets it.
-enum Field<'a> {
-    Varint(u64),
-    Bytes(&'a [u8]),
-}
-
-/// Calls `visit` with the number and value of every varint and
-/// length-delimited field of the message in `bytes`, skipping fixed-width
-/// ones; `None` when the bytes are not protobuf (decoding will say why) or
-/// `visit` says so.
-fn fields(bytes: &[u8], mut visit: impl FnMut(u64, Field<'_>) -> Option<()>) -> Option<()> {
-    let mut at = 0;
-    while at < bytes.len() {
-        let tag = varint(bytes, &mut at)?;
-        match tag & 7 {
-            0 => visit(tag >> 3, Field::Varint(varint(bytes, &mut at)?))?,
-            1 => at += 8,
-            5 => at += 4,
-            2 => {
-                let len = usize::try_from(varint(bytes, &mut at)?).ok()?;
-                let end = at.checked_add(len).filter(|&end| end <= bytes.len())?;
-                visit(tag >> 3, Field::Bytes(&bytes[at..end]))?;
-                at = end;
-            }
-            _ => return None,
-        }
-    }
-    (at == bytes.len()).then_some(())
+    Some(())
 }
 
 /// [`fields`] for the length-delimited fields only.
-fn each_field(bytes: &[u8], mut visit: impl FnMut(u64, &[u8]) -> Option<()>) -> Option<()> {
+fn each_field(bytes: &[u8], mut visit: impl FnMut(u32, &[u8]) -> Option<()>) -> Option<()> {
     fields(bytes, |field, value| match value {
-        Field::Bytes(body) => visit(field, body),
-        Field::Varint(_) => Some(()),
+        Value::Bytes(body) => visit(field, body),
+        _ => Some(()),
     })
 }
 
@@ -327,8 +307,8 @@ fn native_width(histogram: &[u8]) -> Option<usize> {
         fields(span, |field, value| {
             match (field, value) {
                 // sint32: zigzag; its magnitude is what fills a gap.
-                (1, Field::Varint(v)) => offset = (v >> 1) + (v & 1),
-                (2, Field::Varint(v)) => length = v,
+                (1, Value::Varint(v)) => offset = (v >> 1) + (v & 1),
+                (2, Value::Varint(v)) => length = v,
                 _ => {}
             }
             Some(())
@@ -359,20 +339,23 @@ fn messages(bytes: &[u8], kind: Kind, depth: usize) -> Option<usize> {
     let mut total = 0usize;
     each_field(bytes, |field, body| {
         if let Some(child) = kind.child(field) {
-            total = total.saturating_add(child.size()).saturating_add(messages(
-                body,
-                child,
-                depth + 1,
-            )?);
+            let nested = if Kind::LEAVES.contains(&child) {
+                0
+            } else {
+                messages(body, child, depth + 1)?
+            };
+            total = total.saturating_add(child.size()).saturating_add(nested);
         }
         Some(())
     })?;
     Some(total)
 }
 
-/// What turning a remote-write request into OTLP adds: every sample becomes
-/// a data point with its own copy of its series' labels, so a series of many
-/// labels and many samples costs labels × samples, whatever its wire size.
+/// What turning a remote-write request into OTLP adds: a series' labels
+/// become its attributes once (`series_metrics.rs`), but each sample is
+/// written into the bus message as a data point with its own copy of their
+/// bytes, so a series of many labels and many samples costs labels × samples
+/// bytes, whatever its wire size.
 fn remote_write_points(bytes: &[u8]) -> Option<usize> {
     let mut total = 0usize;
     each_field(bytes, |field, series| {
@@ -401,9 +384,16 @@ fn remote_write_points(bytes: &[u8]) -> Option<usize> {
         })?;
         let attribute = size_of::<KeyValue>() + size_of::<AnyValue>();
         let attributes = labels.saturating_mul(attribute).saturating_add(label_bytes);
-        let point = size_of::<NumberDataPoint>().saturating_add(attributes);
+        // Held as (time, value); written as a key, a length, the time and
+        // the value (20 bytes), and each attribute as a label's bytes and
+        // four more (its field's key and length, its value's).
+        let written = 20usize
+            .saturating_add(label_bytes)
+            .saturating_add(labels.saturating_mul(4));
+        let point = size_of::<(u64, f64)>().saturating_add(written);
         let native = size_of::<ExponentialHistogramDataPoint>().saturating_add(attributes);
         total = total
+            .saturating_add(attributes)
             .saturating_add(samples.saturating_mul(point))
             .saturating_add(histograms.saturating_mul(native))
             .saturating_add(buckets.saturating_mul(size_of::<u64>()));
@@ -514,6 +504,13 @@ mod tests {
     }
 
     #[test]
+    fn leaves_hold_no_message_counted() {
+        for leaf in Kind::LEAVES {
+            assert!((0..64).all(|field| leaf.child(field).is_none()), "{leaf:?}");
+        }
+    }
+
+    #[test]
     fn json_objects_count_outside_strings_only() {
         let body = br#"{"a":[{},{"s":"{{\"{"}]}"#;
         assert_eq!(estimate_json(body), body.len() + 3 * Kind::largest());
@@ -534,15 +531,16 @@ mod tests {
             ..Default::default()
         };
         let bytes = write.encode_to_vec();
-        // Each of the 2 samples becomes a data point with its own 3
-        // attributes (empty labels: no bytes to copy).
-        let point =
-            size_of::<NumberDataPoint>() + 3 * (size_of::<KeyValue>() + size_of::<AnyValue>());
+        // Each series' 3 attributes are held once; each of its 2 samples as
+        // (time, value), and written with 3 attributes' keys and lengths
+        // (empty labels: no bytes to copy).
+        let attributes = 3 * (size_of::<KeyValue>() + size_of::<AnyValue>());
+        let point = size_of::<(u64, f64)>() + 20 + 3 * 4;
         assert_eq!(
             estimate(Root::RemoteWrite, &bytes),
             bytes.len()
                 + 10 * (size_of::<TimeSeries>() + 3 * size_of::<Label>() + 2 * size_of::<Sample>())
-                + 10 * 2 * point
+                + 10 * (attributes + 2 * point)
         );
     }
 
@@ -562,8 +560,8 @@ mod tests {
         };
         let bytes = write.encode_to_vec();
         assert!(bytes.len() < 40_000, "{} bytes", bytes.len());
-        // 100 labels of 30 bytes, copied into each of 10,000 points.
-        let copies = 10_000 * 100 * (size_of::<KeyValue>() + size_of::<AnyValue>() + 30);
+        // 100 labels of 30 bytes, written into each of 10,000 points.
+        let copies = 10_000 * 100 * 30;
         assert!(
             estimate(Root::RemoteWrite, &bytes) > copies,
             "{} ≤ {copies}",

@@ -29,6 +29,7 @@ use crate::limits::{Admission, SeriesLimiter};
 use crate::otlp::{Export, ExportRequest};
 use crate::remote_write;
 use crate::validate::{Rejections, Rules};
+use crate::write_request;
 
 fn client() -> ExportClientRequest {
     let json = format!(
@@ -173,7 +174,14 @@ proptest! {
     #[test]
     fn fuzz_remote_write(bytes in mutations(vec![remote_write().encode_to_vec()])) {
         prop_assert!(budget::estimate(Root::RemoteWrite, &bytes) >= bytes.len());
-        if let Ok(write) = WriteRequest::decode(&bytes[..]) {
+        let read = write_request::WriteRequest::read(&bytes);
+        if let Ok(expected) = WriteRequest::decode(&bytes[..]) {
+            // What prost reads is read in place alike.
+            prop_assert!(read.is_ok(), "{:?}", read.as_ref().err());
+            let read = read.as_ref().map(|write| format!("{write:?}"));
+            prop_assert_eq!(read.unwrap_or_default(), format!("{:?}", write_request::borrowed(&expected)));
+        }
+        if let Ok(write) = read {
             let mut rejections = Rejections::default();
             let mut gathering = crate::classic_histogram::Gathering::default();
             let now = std::time::Instant::now();

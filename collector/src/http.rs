@@ -18,7 +18,6 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use vigil_proto::client::v1::ExportClientRequest;
-use vigil_proto::prometheus::WriteRequest;
 
 use crate::auth::Sender;
 use crate::budget::{self, Budget, Reserved, Root};
@@ -28,6 +27,7 @@ use crate::json;
 use crate::otlp::ExportRequest;
 use crate::remote_write;
 use crate::validate::Rejections;
+use crate::write_request::WriteRequest;
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
@@ -149,7 +149,10 @@ async fn remote_write(
         .request("http", "remote_write", body.as_ref().map_or(0, Bytes::len));
     let outcome = async {
         let sender = sender?;
-        let (write, _reserved) = decode_remote_write(&headers, &body?, limit, &ingest.budget)?;
+        let (body, _reserved) = decompress_remote_write(&headers, &body?, limit, &ingest.budget)?;
+        let write = WriteRequest::read(&body).map_err(|e| {
+            IngestError::InvalidArgument(format!("malformed remote-write protobuf: {e}"))
+        })?;
         let mut rejections = Rejections::default();
         let request = {
             let histograms = remote_write::has_histogram_parts(&write)
@@ -193,14 +196,14 @@ async fn remote_write(
     }
 }
 
-/// Decodes a remote-write body, once its decoded size is taken from
+/// Decompresses a remote-write body, once its decoded size is taken from
 /// `budget` (held until the returned reservation is dropped).
-fn decode_remote_write(
+fn decompress_remote_write(
     headers: &HeaderMap,
     body: &[u8],
     limit: usize,
     budget: &Budget,
-) -> Result<(WriteRequest, Reserved), IngestError> {
+) -> Result<(Vec<u8>, Reserved), IngestError> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -221,10 +224,7 @@ fn decode_remote_write(
         .decompress_vec(body)
         .map_err(|e| IngestError::InvalidArgument(format!("malformed snappy body: {e}")))?;
     let reserved = budget.reserve(budget::estimate(Root::RemoteWrite, &decompressed))?;
-    let write = WriteRequest::decode(&decompressed[..]).map_err(|e| {
-        IngestError::InvalidArgument(format!("malformed remote-write protobuf: {e}"))
-    })?;
-    Ok((write, reserved))
+    Ok((decompressed, reserved))
 }
 
 /// `body` gunzipped, refused past `limit` bytes (read no further than that).

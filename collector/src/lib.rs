@@ -32,5 +32,6 @@ mod remote_write;
 mod series_metrics;
 mod server;
 mod validate;
+mod write_request;
 
 pub use server::{Collector, CollectorError};

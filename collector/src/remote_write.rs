@@ -12,6 +12,7 @@
 //! with no observations) and a staleness marker are gaps, counted by reason
 //! and never answered as an error.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
@@ -23,13 +24,13 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use vigil_proto::prometheus::metric_metadata::MetricType;
-use vigil_proto::prometheus::{TimeSeries, WriteRequest};
 
 use crate::classic_histogram::{self, Gathering, PointKey};
 use crate::native_histogram;
 use crate::otlp::string_attribute;
 use crate::series_metrics::{Numbers, SeriesMetrics, SeriesPoints, SeriesResource};
 use crate::validate::{Rejection, Rejections};
+use crate::write_request::{TimeSeries, WriteRequest};
 
 /// Prometheus marks a series that ended with this NaN; it carries no value.
 const STALE_MARKER: u64 = 0x7ff0_0000_0000_0002;
@@ -41,12 +42,13 @@ pub(crate) const NAN_REASON: &str = "nan";
 pub(crate) const GAP_REASONS: [&str; 2] = [STALE_REASON, NAN_REASON];
 
 /// Where a resource's points go: metric name → number points by series,
-/// family → histogram points.
+/// family → histogram points. Names are borrowed from the request, but for
+/// classic histograms', which may come from an earlier one.
 #[derive(Default)]
-struct Points {
-    numbers: BTreeMap<String, Vec<SeriesPoints>>,
+struct Points<'a> {
+    numbers: BTreeMap<&'a str, Vec<SeriesPoints>>,
     histograms: BTreeMap<String, Vec<HistogramDataPoint>>,
-    native: BTreeMap<String, Vec<ExponentialHistogramDataPoint>>,
+    native: BTreeMap<&'a str, Vec<ExponentialHistogramDataPoint>>,
 }
 
 /// Whether `name` may be part of a classic histogram.
@@ -97,7 +99,8 @@ pub(crate) fn to_otlp(
         let families: Vec<String> = families.collect();
         histograms.saw_buckets(families.iter().map(String::as_str), now);
     }
-    let mut resources: BTreeMap<(String, String), Points> = BTreeMap::new();
+    // By (job, instance).
+    let mut resources: BTreeMap<(Cow<str>, Cow<str>), Points> = BTreeMap::new();
     for series in &write.timeseries {
         let Some(name) = label(series, "__name__").filter(|n| !n.is_empty()) else {
             rejections.add(
@@ -113,10 +116,10 @@ pub(crate) fn to_otlp(
         let instance = label(series, "instance").unwrap_or_default();
         if !series.histograms.is_empty() {
             let points = resources
-                .entry((job.to_owned(), instance.to_owned()))
+                .entry((job.into(), instance.into()))
                 .or_default()
                 .native
-                .entry(name.to_owned())
+                .entry(name)
                 .or_default();
             for histogram in &series.histograms {
                 match native_histogram::point(name, histogram, attributes_of(series)) {
@@ -132,8 +135,8 @@ pub(crate) fn to_otlp(
             let attributes: Vec<(String, String)> = series
                 .labels
                 .iter()
-                .filter(|l| !matches!(l.name.as_str(), "__name__" | "job" | "instance" | "le"))
-                .map(|l| (l.name.clone(), l.value.clone()))
+                .filter(|l| !matches!(l.name, "__name__" | "job" | "instance" | "le"))
+                .map(|l| (l.name.to_owned(), l.value.to_owned()))
                 .collect();
             for sample in &series.samples {
                 if gap(name, sample.value, rejections) {
@@ -169,10 +172,10 @@ pub(crate) fn to_otlp(
             })
             .collect();
         resources
-            .entry((job.to_owned(), instance.to_owned()))
+            .entry((job.into(), instance.into()))
             .or_default()
             .numbers
-            .entry(name.to_owned())
+            .entry(name)
             .or_default()
             .push(SeriesPoints {
                 attributes: attributes_of(series),
@@ -182,7 +185,7 @@ pub(crate) fn to_otlp(
     if let Some(histograms) = histograms {
         for (key, point) in histograms.take_complete(now, rejections) {
             resources
-                .entry((key.job, key.instance))
+                .entry((key.job.into(), key.instance.into()))
                 .or_default()
                 .histograms
                 .entry(key.family)
@@ -205,11 +208,11 @@ pub(crate) fn to_otlp(
                 .into_iter()
                 .map(|(name, series)| Numbers {
                     counter: counters
-                        .get(name.as_str())
+                        .get(name)
                         .or_else(|| counters.get(name.trim_end_matches("_total")))
                         .copied()
                         .unwrap_or_else(|| name.ends_with("_total")),
-                    name,
+                    name: name.to_owned(),
                     series,
                 })
                 .collect();
@@ -225,7 +228,7 @@ pub(crate) fn to_otlp(
                     ..Default::default()
                 });
             let native = points.native.into_iter().map(|(name, data_points)| Metric {
-                name,
+                name: name.to_owned(),
                 data: Some(Data::ExponentialHistogram(ExponentialHistogram {
                     data_points,
                     aggregation_temporality: AggregationTemporality::Cumulative as i32,
@@ -266,17 +269,17 @@ fn attributes_of(series: &TimeSeries) -> Vec<KeyValue> {
     series
         .labels
         .iter()
-        .filter(|l| !matches!(l.name.as_str(), "__name__" | "job" | "instance"))
-        .map(|l| string_attribute(&l.name, &l.value))
+        .filter(|l| !matches!(l.name, "__name__" | "job" | "instance"))
+        .map(|l| string_attribute(l.name, l.value))
         .collect()
 }
 
-fn label<'a>(series: &'a TimeSeries, name: &str) -> Option<&'a str> {
+fn label<'a>(series: &TimeSeries<'a>, name: &str) -> Option<&'a str> {
     series
         .labels
         .iter()
         .find(|l| l.name == name)
-        .map(|l| l.value.as_str())
+        .map(|l| l.value)
 }
 
 /// `{a="1", b="2"}`, for messages.
@@ -294,18 +297,25 @@ mod tests {
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::metrics::v1::number_data_point;
     use prost::Message;
-    use vigil_proto::prometheus::{Label, MetricMetadata, Sample};
+    use vigil_proto::prometheus::{self, Label, MetricMetadata, Sample};
 
     use super::*;
     use crate::otlp::Export;
 
-    /// The OTLP request the bus gets for `metrics`.
-    fn otlp(metrics: &SeriesMetrics) -> ExportMetricsServiceRequest {
+    /// The OTLP request the bus gets for `write`, as sent.
+    fn otlp(
+        write: prometheus::WriteRequest,
+        histograms: Option<&mut Gathering>,
+        rejections: &mut Rejections,
+    ) -> ExportMetricsServiceRequest {
+        let body = write.encode_to_vec();
+        let write = WriteRequest::read(&body).expect("a remote-write request");
+        let metrics = to_otlp(write, histograms, Instant::now(), rejections);
         ExportMetricsServiceRequest::decode(&metrics.payload()[..]).expect("OTLP metrics")
     }
 
-    fn series(labels: &[(&str, &str)], samples: &[(f64, i64)]) -> TimeSeries {
-        TimeSeries {
+    fn series(labels: &[(&str, &str)], samples: &[(f64, i64)]) -> prometheus::TimeSeries {
+        prometheus::TimeSeries {
             labels: labels
                 .iter()
                 .map(|(name, value)| Label {
@@ -323,7 +333,7 @@ mod tests {
 
     #[test]
     fn series_become_resources_metrics_and_points() {
-        let write = WriteRequest {
+        let write = prometheus::WriteRequest {
             timeseries: vec![
                 series(
                     &[
@@ -358,7 +368,7 @@ mod tests {
             }],
         };
         let mut rejections = Rejections::default();
-        let request = otlp(&to_otlp(write, None, Instant::now(), &mut rejections));
+        let request = otlp(write, None, &mut rejections);
         assert_eq!(rejections.count(), 0);
         assert_eq!(request.resource_metrics.len(), 2);
         let a = &request.resource_metrics[0];
@@ -414,7 +424,7 @@ mod tests {
                 &[(value, 1_000)],
             )
         };
-        let write = WriteRequest {
+        let write = prometheus::WriteRequest {
             timeseries: vec![
                 bucket("0.1", 2.0),
                 bucket("0.5", 5.0),
@@ -448,12 +458,7 @@ mod tests {
         };
         let mut gathering = Gathering::default();
         let mut rejections = Rejections::default();
-        let request = otlp(&to_otlp(
-            write,
-            Some(&mut gathering),
-            Instant::now(),
-            &mut rejections,
-        ));
+        let request = otlp(write, Some(&mut gathering), &mut rejections);
         assert_eq!(rejections.count(), 0);
         let metrics = &request.resource_metrics[0].scope_metrics[0].metrics;
         let names: Vec<&str> = metrics.iter().map(|m| m.name.as_str()).collect();
@@ -502,7 +507,7 @@ mod tests {
                 ..Default::default()
             },
         ];
-        let write = WriteRequest {
+        let write = prometheus::WriteRequest {
             timeseries: vec![
                 series(
                     &[("__name__", "up"), ("job", "api")],
@@ -514,7 +519,7 @@ mod tests {
             metadata: Vec::new(),
         };
         let mut rejections = Rejections::default();
-        let request = otlp(&to_otlp(write, None, Instant::now(), &mut rejections));
+        let request = otlp(write, None, &mut rejections);
         assert_eq!(rejections.count(), 6);
         let reasons: Vec<(&str, u64)> = rejections.by_reason().collect();
         assert_eq!(

@@ -29,3 +29,5 @@ pub mod prometheus {
 /// run time, like the prober's gRPC steps.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/vigil_descriptors.bin"));
+
+pub mod wire;

@@ -1,0 +1,216 @@
+//! Protobuf read in place: a message's fields in the order they are written,
+//! their values borrowed from its bytes. For the messages read by the
+//! million, where prost's owned strings and vectors would be made only to be
+//! compared and dropped: the collector's remote-write bodies and its decoding
+//! budget, the aggregator's OTLP gauges and sums. Inlined where it is used:
+//! without it, the calls across crates took an eighth of `vigil up`'s CPU
+//! under remote-write load.
+
+/// Why bytes are not the message they should be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed(pub &'static str);
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for Malformed {}
+
+/// A field's value, by wire type.
+#[derive(Debug, Clone, Copy)]
+pub enum Value<'a> {
+    Varint(u64),
+    Fixed64(u64),
+    Fixed32,
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Value<'a> {
+    /// A length-delimited field's bytes (a message, a string, packed values).
+    #[inline]
+    pub fn bytes(self) -> Result<&'a [u8], Malformed> {
+        match self {
+            Value::Bytes(bytes) => Ok(bytes),
+            _ => Err(Malformed("a message field has the wrong wire type")),
+        }
+    }
+
+    #[inline]
+    pub fn varint(self) -> Result<u64, Malformed> {
+        match self {
+            Value::Varint(value) => Ok(value),
+            _ => Err(Malformed("a varint field has the wrong wire type")),
+        }
+    }
+
+    #[inline]
+    pub fn fixed64(self) -> Result<u64, Malformed> {
+        match self {
+            Value::Fixed64(value) => Ok(value),
+            _ => Err(Malformed("a 64-bit field has the wrong wire type")),
+        }
+    }
+}
+
+/// One field: its number, its value, and the bytes it took in its message
+/// (key included), as offsets.
+pub struct Field<'a> {
+    pub number: u32,
+    pub value: Value<'a>,
+    pub span: (usize, usize),
+}
+
+/// The fields of one message, in the order they are written.
+pub struct Fields<'a> {
+    message: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Fields<'a> {
+    #[inline]
+    pub fn new(message: &'a [u8]) -> Self {
+        Fields { message, at: 0 }
+    }
+
+    #[inline]
+    fn varint(&mut self) -> Result<u64, Malformed> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let &byte = self
+                .message
+                .get(self.at)
+                .ok_or(Malformed("a varint runs past the end"))?;
+            self.at += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return Ok(value);
+            }
+        }
+        Err(Malformed("a varint is longer than ten bytes"))
+    }
+
+    #[inline]
+    fn take(&mut self, length: u64) -> Result<&'a [u8], Malformed> {
+        let end = usize::try_from(length)
+            .ok()
+            .and_then(|length| self.at.checked_add(length))
+            .filter(|&end| end <= self.message.len())
+            .ok_or(Malformed("a field runs past the end of its message"))?;
+        let bytes = &self.message[self.at..end];
+        self.at = end;
+        Ok(bytes)
+    }
+
+    #[inline]
+    fn field(&mut self) -> Result<Field<'a>, Malformed> {
+        let start = self.at;
+        let key = self.varint()?;
+        let number = u32::try_from(key >> 3)
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or(Malformed("a field number is out of range"))?;
+        let value = match key & 7 {
+            0 => Value::Varint(self.varint()?),
+            1 => Value::Fixed64(u64::from_le_bytes(
+                self.take(8)?.try_into().expect("eight bytes"),
+            )),
+            2 => {
+                let length = self.varint()?;
+                Value::Bytes(self.take(length)?)
+            }
+            5 => {
+                self.take(4)?;
+                Value::Fixed32
+            }
+            _ => return Err(Malformed("a field has a wire type OTLP does not use")),
+        };
+        Ok(Field {
+            number,
+            value,
+            span: (start, self.at),
+        })
+    }
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Result<Field<'a>, Malformed>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.at >= self.message.len() {
+            return None;
+        }
+        let field = self.field();
+        if field.is_err() {
+            self.at = self.message.len();
+        }
+        Some(field)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+    use crate::prometheus::{Label, Sample, TimeSeries};
+
+    #[test]
+    fn fields_are_read_in_order_with_their_places() {
+        let series = TimeSeries {
+            labels: vec![Label {
+                name: "job".to_owned(),
+                value: "api".to_owned(),
+            }],
+            samples: vec![Sample {
+                value: 2.5,
+                timestamp: -1,
+            }],
+            histograms: Vec::new(),
+        };
+        let bytes = series.encode_to_vec();
+        let fields: Vec<Field<'_>> = Fields::new(&bytes).map(Result::unwrap).collect();
+        let numbers: Vec<u32> = fields.iter().map(|f| f.number).collect();
+        assert_eq!(numbers, [1, 2]);
+        assert_eq!(fields[0].span, (0, 12));
+        assert_eq!(fields[1].span, (12, bytes.len()));
+        let label = fields[0].value.bytes().unwrap();
+        assert_eq!(Label::decode(label).unwrap(), series.labels[0]);
+        let sample: Vec<Value<'_>> = Fields::new(fields[1].value.bytes().unwrap())
+            .map(|f| f.unwrap().value)
+            .collect();
+        assert_eq!(f64::from_bits(sample[0].fixed64().unwrap()), 2.5);
+        assert_eq!(sample[1].varint().unwrap() as i64, -1);
+    }
+
+    #[test]
+    fn broken_bytes_end_the_fields_with_an_error() {
+        let cases: [(&[u8], &str); 5] = [
+            (&[0x0a, 5, 1], "a field runs past the end of its message"),
+            (&[0x09, 1, 2], "a field runs past the end of its message"),
+            (&[0x08, 0x80], "a varint runs past the end"),
+            (
+                &[
+                    0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                ],
+                "a varint is longer than ten bytes",
+            ),
+            (&[0x03], "a field number is out of range"),
+        ];
+        for (bytes, reason) in cases {
+            let mut fields = Fields::new(bytes);
+            assert_eq!(
+                fields.next().map(|f| f.err()),
+                Some(Some(Malformed(reason)))
+            );
+            assert!(fields.next().is_none(), "nothing after an error");
+        }
+        let group = [0x0b];
+        assert_eq!(
+            Fields::new(&group).next().map(|f| f.err()),
+            Some(Some(Malformed("a field has a wire type OTLP does not use")))
+        );
+    }
+}
