@@ -269,6 +269,8 @@ impl StreamLoop {
             seen.0 = seen.0.min(time_s);
             seen.1 = seen.1.max(time_s);
         };
+        // Counted here, added to the self-metrics once per message.
+        let (mut observed, mut late, mut refused) = (0, 0, 0);
         for observation in observations {
             let (id, time_s) = (observation.id, observation.time_s);
             if !admission.admit(&observation.series, id) {
@@ -280,10 +282,8 @@ impl StreamLoop {
             let added = totals.of(&observation);
             let late_before = partition.late_points();
             if partition.observe(observation).is_ok() {
-                self.metrics
-                    .late_points
-                    .inc_by(partition.late_points() - late_before);
-                self.metrics.observations.inc();
+                late += partition.late_points() - late_before;
+                observed += 1;
                 seen(id, time_s);
                 for total in added.into_iter().flatten() {
                     let id = total.id;
@@ -292,9 +292,12 @@ impl StreamLoop {
                     }
                 }
             } else {
-                self.metrics.refused_points.inc();
+                refused += 1;
             }
         }
+        self.metrics.late_points.inc_by(late);
+        self.metrics.observations.inc_by(observed);
+        self.metrics.refused_points.inc_by(refused);
         Ok(())
     }
 

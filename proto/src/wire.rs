@@ -74,7 +74,7 @@ impl<'a> Fields<'a> {
         Fields { message, at: 0 }
     }
 
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, Malformed> {
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
@@ -103,7 +103,7 @@ impl<'a> Fields<'a> {
         Ok(bytes)
     }
 
-    #[inline]
+    #[inline(always)]
     fn field(&mut self) -> Result<Field<'a>, Malformed> {
         let start = self.at;
         let key = self.varint()?;
