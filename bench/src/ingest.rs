@@ -69,6 +69,13 @@ pub struct Options {
     /// builds compared side by side under one load generator.
     #[arg(long)]
     pub exe: Option<PathBuf>,
+    /// Only these workloads (`remote-write`, `otlp-many-series`,
+    /// `otlp-many-points`, `otlp-spans`; default: all, in that order): a
+    /// broker that keeps what it was sent (tansu's memory storage) slows
+    /// down as it fills, so a workload after a faster one meets a fuller
+    /// broker.
+    #[arg(long = "workload")]
+    pub workloads: Vec<String>,
 }
 
 /// The figures of one workload.
@@ -275,9 +282,20 @@ impl Pipeline {
 /// Runs every workload through a pipeline started from `exe` (the `vigil`
 /// binary) with `config`.
 pub async fn run(exe: &Path, config: &Config, options: &Options) -> Result<Vec<Figures>, Error> {
+    let chosen: Vec<Workload> = workloads()
+        .into_iter()
+        .filter(|w| options.workloads.is_empty() || options.workloads.iter().any(|n| n == w.name))
+        .collect();
+    if chosen.is_empty() {
+        let names: Vec<&str> = workloads().iter().map(|w| w.name).collect();
+        return Err(Error::from(format!(
+            "no workload is called {:?}; there are {names:?}",
+            options.workloads
+        )));
+    }
     let pipeline = Pipeline::start(exe, config, options)?;
     let mut figures = Vec::new();
-    for workload in workloads() {
+    for workload in chosen {
         match measure(&pipeline, &workload, options).await {
             Ok(found) => figures.push(found),
             Err(error) => {
