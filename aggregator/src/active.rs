@@ -60,6 +60,7 @@ impl ActiveSeries {
         Admission {
             active: self,
             tenants: self.tenants.lock().unwrap_or_else(PoisonError::into_inner),
+            current: None,
             now_s,
             metrics,
         }
@@ -87,8 +88,20 @@ impl ActiveSeries {
 pub struct Admission<'a> {
     active: &'a ActiveSeries,
     tenants: MutexGuard<'a, IdMap<TenantId, Tenant>>,
+    /// The tenant of the last observation, out of `tenants` until another
+    /// comes (or the admission ends): a message's observations are all of
+    /// one tenant, looked up once rather than per observation.
+    current: Option<(TenantId, Tenant)>,
     now_s: u64,
     metrics: &'a Metrics,
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        if let Some((id, tenant)) = self.current.take() {
+            self.tenants.insert(id, tenant);
+        }
+    }
 }
 
 impl Admission<'_> {
@@ -127,19 +140,21 @@ impl Admission<'_> {
     /// minute.
     fn tenant(&mut self, id: &TenantId) -> &mut Tenant {
         let now_s = self.now_s;
-        if !self.tenants.contains_key(id) {
-            self.tenants.insert(
-                id.clone(),
-                Tenant {
-                    swept_s: now_s,
-                    ..Tenant::default()
-                },
-            );
+        if self
+            .current
+            .as_ref()
+            .is_none_or(|(current, _)| current != id)
+        {
+            if let Some((previous, tenant)) = self.current.take() {
+                self.tenants.insert(previous, tenant);
+            }
+            let tenant = self.tenants.remove(id).unwrap_or_else(|| Tenant {
+                swept_s: now_s,
+                ..Tenant::default()
+            });
+            self.current = Some((id.clone(), tenant));
         }
-        let tenant = self
-            .tenants
-            .get_mut(id)
-            .expect("the tenant was inserted above");
+        let (_, tenant) = self.current.as_mut().expect("the tenant was taken above");
         if now_s.saturating_sub(tenant.swept_s) >= SWEEP_S {
             tenant.swept_s = now_s;
             let idle_s = self.active.idle_s;
