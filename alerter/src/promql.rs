@@ -17,7 +17,7 @@ use vigil_domain::model::{Rollup, SeriesKey};
 use vigil_domain::tenant::TenantId;
 use vigil_promql::eval::{Data, Evaluator, Fetched, Sample, Value, Window, selector_key};
 use vigil_promql::names::{Named, prometheus_series};
-use vigil_promql::{distinct, matchers, matches};
+use vigil_promql::{distinct, matchers, selects};
 
 use crate::eval::Verdict;
 use crate::rules::{Check, Expression, Rule, STEP_S};
@@ -116,7 +116,7 @@ impl Promql {
                 continue;
             }
             for one in &named {
-                if matches(&selector.matchers, &one.labels) {
+                if selects(&selector.matchers, one) {
                     chosen.push((at, one.clone()));
                 }
             }

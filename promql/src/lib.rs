@@ -22,13 +22,43 @@ use names::{Labels, Named};
 
 /// Whether `labels` pass `matchers` (each `or` group is an alternative).
 pub fn matches(matchers: &Matchers, labels: &Labels) -> bool {
-    let all = |group: &[Matcher]| {
+    all_match(&matchers.matchers, labels)
+        && (matchers.or_matchers.is_empty()
+            || matchers
+                .or_matchers
+                .iter()
+                .any(|group| all_match(group, labels)))
+}
+
+fn all_match(group: &[Matcher], labels: &Labels) -> bool {
+    group
+        .iter()
+        .all(|m| m.is_match(labels.get(&m.name).map_or("", String::as_str)))
+}
+
+/// Whether a selector with `matchers` chooses `named`: its labels match,
+/// and a name it is only queried by (a metric's `_bucket`, `_count`, `_sum`
+/// or `_total`, not in the catalogue) is asked for by that very name. As in
+/// Prometheus, where those series exist only for histograms and counters,
+/// `{__name__=~"m.*"}` finds `m` and not its `m_count` beside it.
+pub fn selects(matchers: &Matchers, named: &Named) -> bool {
+    if !matches(matchers, &named.labels) {
+        return false;
+    }
+    if named.listed {
+        return true;
+    }
+    let name = named.labels.get("__name__").map_or("", String::as_str);
+    let names_it = |group: &[Matcher]| {
         group
             .iter()
-            .all(|m| m.is_match(labels.get(&m.name).map_or("", String::as_str)))
+            .any(|m| m.name == "__name__" && matches!(m.op, MatchOp::Equal) && m.value == name)
     };
-    all(&matchers.matchers)
-        && (matchers.or_matchers.is_empty() || matchers.or_matchers.iter().any(|group| all(group)))
+    names_it(&matchers.matchers)
+        || matchers
+            .or_matchers
+            .iter()
+            .any(|group| names_it(group) && all_match(group, &named.labels))
 }
 
 /// A selector's matchers, its metric name among them.
@@ -58,4 +88,53 @@ pub fn distinct<K>(candidates: impl IntoIterator<Item = (K, Named)>) -> Vec<(K, 
     let mut chosen: Vec<(K, Named)> = chosen.into_values().collect();
     chosen.sort_by(|a, b| a.1.labels.cmp(&b.1.labels));
     chosen
+}
+
+#[cfg(test)]
+mod tests {
+    use promql_parser::parser::{self, Expr};
+    use vigil_domain::model::{Kind, SeriesKey};
+    use vigil_domain::tenant::TenantId;
+
+    use super::*;
+    use crate::names::prometheus_series;
+
+    /// The names of gauge `m`'s Prometheus series that `selector` chooses.
+    fn chosen(selector: &str) -> Vec<String> {
+        let Ok(Expr::VectorSelector(selector)) = parser::parse(selector) else {
+            panic!("{selector} is a vector selector");
+        };
+        let key = SeriesKey::new(
+            TenantId::parse("acme").unwrap(),
+            Kind::Metric,
+            "pay",
+            "m",
+            Vec::new(),
+        );
+        let matchers = matchers(&selector);
+        let mut names: Vec<String> = prometheus_series(&key)
+            .iter()
+            .filter(|named| selects(&matchers, named))
+            .map(|named| named.labels["__name__"].clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn names_only_queried_answer_when_asked_for_by_name() {
+        assert_eq!(chosen(r#"{__name__=~"m.*"}"#), ["m"]);
+        assert_eq!(chosen(r#"{__name__!="x", job="pay"}"#), ["m"]);
+        assert_eq!(chosen("m"), ["m"]);
+        assert_eq!(chosen("m_count"), ["m_count"]);
+        assert_eq!(chosen(r#"{__name__="m_total"}"#), ["m_total"]);
+        assert_eq!(
+            chosen(r#"{__name__=~"m_(count|sum)"}"#),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            chosen(r#"{__name__="m_sum" or __name__="m"}"#),
+            ["m", "m_sum"]
+        );
+    }
 }

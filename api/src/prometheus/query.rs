@@ -27,7 +27,7 @@ use vigil_promql::eval::{
 use vigil_promql::names::{
     Labels, Named, Reading, kinds_named, prometheus_series_named, service_label, vigil_label,
 };
-use vigil_promql::{distinct, matchers, matches};
+use vigil_promql::{distinct, matchers, selects};
 
 use super::{Asked, Form, PromError, seen_in, success};
 use crate::auth::Caller;
@@ -761,7 +761,7 @@ fn resolve(catalogue: &[CatalogueEntry], need: &Need) -> Vec<(SeriesKey, Named)>
     distinct(catalogue.iter().flat_map(|entry| {
         prometheus_series_named(&entry.series, wanted)
             .into_iter()
-            .filter(|named| matches(&matchers, &named.labels))
+            .filter(|named| selects(&matchers, named))
             .map(|named| (entry.series.clone(), named))
     }))
 }
