@@ -164,7 +164,7 @@ mod tests {
             (&[0x3a, 5, 1], "a field runs past the end of its message"),
             (&[0x40, 0xff], "a varint runs past the end"),
             (&[0x18, 1], "a 64-bit field has the wrong wire type"),
-            (&[0x3b], "a field has a wire type OTLP does not use"),
+            (&[0x3f], "a field has an unknown wire type"),
         ];
         for (bytes, reason) in cases {
             assert_eq!(NumberPoint::read(bytes).unwrap_err(), Malformed(reason));

@@ -18,6 +18,9 @@ impl std::fmt::Display for Malformed {
 
 impl std::error::Error for Malformed {}
 
+/// How deep groups may nest, as prost's recursion limit.
+const MAX_GROUP_DEPTH: usize = 100;
+
 /// A field's value, by wire type.
 #[derive(Debug, Clone, Copy)]
 pub enum Value<'a> {
@@ -25,6 +28,9 @@ pub enum Value<'a> {
     Fixed64(u64),
     Fixed32,
     Bytes(&'a [u8]),
+    /// A group (proto2's, deprecated): skipped whole, as prost skips an
+    /// unknown one.
+    Group,
 }
 
 impl<'a> Value<'a> {
@@ -103,15 +109,54 @@ impl<'a> Fields<'a> {
         Ok(bytes)
     }
 
+    /// A field's number and wire type.
     #[inline(always)]
-    fn field(&mut self) -> Result<Field<'a>, Malformed> {
-        let start = self.at;
+    fn key(&mut self) -> Result<(u32, u64), Malformed> {
         let key = self.varint()?;
         let number = u32::try_from(key >> 3)
             .ok()
             .filter(|&n| n > 0)
             .ok_or(Malformed("a field number is out of range"))?;
-        let value = match key & 7 {
+        Ok((number, key & 7))
+    }
+
+    /// Moves past the group `number` whose start was just read, nested
+    /// groups and all, up to its end.
+    fn skip_group(&mut self, number: u32) -> Result<(), Malformed> {
+        let mut open = vec![number];
+        while let Some(&innermost) = open.last() {
+            let (number, wire_type) = self.key()?;
+            match wire_type {
+                0 => {
+                    self.varint()?;
+                }
+                1 => {
+                    self.take(8)?;
+                }
+                2 => {
+                    let length = self.varint()?;
+                    self.take(length)?;
+                }
+                3 if open.len() < MAX_GROUP_DEPTH => open.push(number),
+                3 => return Err(Malformed("groups nest too deep")),
+                4 if number == innermost => {
+                    open.pop();
+                }
+                4 => return Err(Malformed("a group ends with another's number")),
+                5 => {
+                    self.take(4)?;
+                }
+                _ => return Err(Malformed("a field has an unknown wire type")),
+            }
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn field(&mut self) -> Result<Field<'a>, Malformed> {
+        let start = self.at;
+        let (number, wire_type) = self.key()?;
+        let value = match wire_type {
             0 => Value::Varint(self.varint()?),
             1 => Value::Fixed64(u64::from_le_bytes(
                 self.take(8)?.try_into().expect("eight bytes"),
@@ -120,11 +165,16 @@ impl<'a> Fields<'a> {
                 let length = self.varint()?;
                 Value::Bytes(self.take(length)?)
             }
+            3 => {
+                self.skip_group(number)?;
+                Value::Group
+            }
+            4 => return Err(Malformed("a group ends that never began")),
             5 => {
                 self.take(4)?;
                 Value::Fixed32
             }
-            _ => return Err(Malformed("a field has a wire type OTLP does not use")),
+            _ => return Err(Malformed("a field has an unknown wire type")),
         };
         Ok(Field {
             number,
@@ -207,10 +257,46 @@ mod tests {
             );
             assert!(fields.next().is_none(), "nothing after an error");
         }
-        let group = [0x0b];
+        for (bytes, reason) in [
+            (&[0x0f][..], "a field has an unknown wire type"),
+            (&[0x0c], "a group ends that never began"),
+            (&[0x0b, 0x14], "a group ends with another's number"),
+            (&[0x0b, 0x08], "a varint runs past the end"),
+        ] {
+            assert_eq!(
+                Fields::new(bytes).next().map(|f| f.err()),
+                Some(Some(Malformed(reason))),
+                "{bytes:?}"
+            );
+        }
+        let deep: Vec<u8> = [0x0b].repeat(MAX_GROUP_DEPTH + 1);
         assert_eq!(
-            Fields::new(&group).next().map(|f| f.err()),
-            Some(Some(Malformed("a field has a wire type OTLP does not use")))
+            Fields::new(&deep).next().map(|f| f.err()),
+            Some(Some(Malformed("groups nest too deep")))
+        );
+    }
+
+    #[test]
+    fn groups_are_skipped_whole_as_prost_skips_them() {
+        // Field 9, a group holding a varint, a nested group 2 and a string,
+        // then field 2, a varint: a Sample's timestamp of 42 to prost.
+        let bytes = [
+            0x4b, 0x08, 0x01, 0x13, 0x18, 0x05, 0x14, 0x1a, 0x01, b'x', 0x4c, 0x10, 0x2a,
+        ];
+        let fields: Vec<(u32, String)> = Fields::new(&bytes)
+            .map(|f| f.map(|f| (f.number, format!("{:?}", f.value))))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            fields,
+            [(9, "Group".to_owned()), (2, "Varint(42)".to_owned())]
+        );
+        assert_eq!(
+            Sample::decode(&bytes[..]).unwrap(),
+            Sample {
+                value: 0.0,
+                timestamp: 42
+            }
         );
     }
 }
