@@ -71,29 +71,40 @@ impl Observation {
 type Shared = (Arc<SeriesKey>, u64);
 
 /// The series of the previous point of a run of points (a metric's data
-/// points), kept while the next ones have the same attributes: the points
-/// of one series, as remote-write sends them, share one key and one id.
-#[derive(Default)]
-struct Previous<'a> {
-    attributes: Option<&'a [KeyValue]>,
+/// points), kept while the next ones have the same attributes — decoded
+/// (`[KeyValue]`) or as written (`[u8]`, see `wire.rs`): the points of one
+/// series, as remote-write sends them, share one key and one id.
+struct Previous<'a, A: ?Sized> {
+    attributes: Option<&'a A>,
     series: Option<Shared>,
 }
 
-impl<'a> Previous<'a> {
+impl<'a, A: ?Sized + PartialEq> Previous<'a, A> {
+    fn new() -> Self {
+        Previous {
+            attributes: None,
+            series: None,
+        }
+    }
+
     /// The series of a point with `attributes`, made by `make` unless the
     /// previous point's attributes were the same.
-    fn series(&mut self, attributes: &'a [KeyValue], make: impl FnOnce() -> SeriesKey) -> Shared {
-        match (&self.series, self.attributes) {
-            (Some(found), Some(previous)) if previous == attributes => found.clone(),
-            _ => {
-                let series = make();
-                let id = series.id();
-                let found = (Arc::new(series), id);
-                self.attributes = Some(attributes);
-                self.series = Some(found.clone());
-                found
-            }
+    fn series(
+        &mut self,
+        attributes: &'a A,
+        make: impl FnOnce() -> Result<SeriesKey, DecodeError>,
+    ) -> Result<Shared, DecodeError> {
+        if let (Some(found), Some(previous)) = (&self.series, self.attributes)
+            && previous == attributes
+        {
+            return Ok(found.clone());
         }
+        let series = make()?;
+        let id = series.id();
+        let found = (Arc::new(series), id);
+        self.attributes = Some(attributes);
+        self.series = Some(found.clone());
+        Ok(found)
     }
 }
 
@@ -112,6 +123,16 @@ pub enum DecodeError {
         what: &'static str,
         reason: Malformed,
     },
+}
+
+impl From<Malformed> for DecodeError {
+    /// What the in-place reading of metrics (`wire.rs`) found wrong.
+    fn from(reason: Malformed) -> Self {
+        DecodeError::Malformed {
+            what: "OTLP ExportMetricsServiceRequest",
+            reason,
+        }
+    }
 }
 
 /// Decodes a payload as `M`, named `what` in the error.
@@ -316,15 +337,11 @@ pub fn metrics(
         out: Vec::new(),
         refused: 0,
     };
-    let malformed = |reason| DecodeError::Malformed {
-        what: "OTLP ExportMetricsServiceRequest",
-        reason,
-    };
     // ExportMetricsServiceRequest.resource_metrics = 1
     for field in Fields::new(payload) {
-        let field = field.map_err(malformed)?;
+        let field = field?;
         if field.number == 1 {
-            reader.resource(field.value.bytes().map_err(malformed)?)?;
+            reader.resource(field.value.bytes()?)?;
         }
     }
     Ok((reader.out, reader.refused))
@@ -345,6 +362,17 @@ struct Source {
     labels: Vec<(String, String)>,
     /// See [`source_of`].
     id: u64,
+}
+
+impl Source {
+    fn of(resource: &[KeyValue]) -> Self {
+        let (service, labels) = resource_labels(resource);
+        Source {
+            service,
+            labels,
+            id: source_of(resource),
+        }
+    }
 }
 
 impl MetricsReader<'_> {
@@ -388,29 +416,26 @@ impl MetricsReader<'_> {
         let mut resource = Resource::default();
         let mut scopes = Vec::new();
         for field in Fields::new(message) {
-            let field = field.map_err(malformed_metrics)?;
+            let field = field?;
             match field.number {
-                1 => resource
-                    .merge(field.value.bytes().map_err(malformed_metrics)?)
-                    .map_err(|source| DecodeError::Payload {
-                        what: "OTLP Resource",
-                        source,
-                    })?,
-                2 => scopes.push(field.value.bytes().map_err(malformed_metrics)?),
+                1 => {
+                    resource
+                        .merge(field.value.bytes()?)
+                        .map_err(|source| DecodeError::Payload {
+                            what: "OTLP Resource",
+                            source,
+                        })?
+                }
+                2 => scopes.push(field.value.bytes()?),
                 _ => {}
             }
         }
-        let (service, labels) = resource_labels(&resource.attributes);
-        let source = Source {
-            service,
-            labels,
-            id: source_of(&resource.attributes),
-        };
+        let source = Source::of(&resource.attributes);
         for scope in scopes {
             for field in Fields::new(scope) {
-                let field = field.map_err(malformed_metrics)?;
+                let field = field?;
                 if field.number == 2 {
-                    self.metric(&source, field.value.bytes().map_err(malformed_metrics)?)?;
+                    self.metric(&source, field.value.bytes()?)?;
                 }
             }
         }
@@ -424,31 +449,30 @@ impl MetricsReader<'_> {
         let mut data = None;
         let mut data_fields = 0;
         for field in Fields::new(message) {
-            let field = field.map_err(malformed_metrics)?;
+            let field = field?;
             match field.number {
-                1 => name = field.value.bytes().map_err(malformed_metrics)?,
+                1 => name = field.value.bytes()?,
                 5 | 7 | 9 | 10 | 11 => {
-                    data = Some((
-                        field.number,
-                        field.value.bytes().map_err(malformed_metrics)?,
-                    ));
+                    data = Some((field.number, field.value.bytes()?));
                     data_fields += 1;
                 }
                 _ => {}
             }
         }
-        let name = std::str::from_utf8(name).map_err(|_| DecodeError::Malformed {
-            what: "OTLP Metric",
-            reason: Malformed("a metric name is not UTF-8"),
-        })?;
+        let name =
+            std::str::from_utf8(name).map_err(|_| Malformed("a metric name is not UTF-8"))?;
         match data {
-            Some((number @ (5 | 7), bytes)) if data_fields == 1 => {
-                self.numbers(source, name, number == 7, bytes)
-            }
             None => Ok(()),
+            Some(_) if data_fields > 1 => {
+                // Written oddly (prost keeps the last data field, merging
+                // repeated ones): read again as prost writes it, with one.
+                let metric: Metric = decode(message, "OTLP Metric")?;
+                self.metric(source, &metric.encode_to_vec())
+            }
+            Some((number @ (5 | 7), bytes)) => self.numbers(source, name, number == 7, bytes),
             Some(_) => {
                 let metric: Metric = decode(message, "OTLP Metric")?;
-                self.metric_decoded(source, metric)
+                self.histograms_and_summaries(source, metric)
             }
         }
     }
@@ -465,34 +489,23 @@ impl MetricsReader<'_> {
         let mut points = Vec::new();
         let (mut temporality, mut monotonic) = (0, false);
         for field in Fields::new(message) {
-            let field = field.map_err(malformed_metrics)?;
+            let field = field?;
             match field.number {
-                1 => points.push(
-                    NumberPoint::read(field.value.bytes().map_err(malformed_metrics)?)
-                        .map_err(malformed_metrics)?,
-                ),
-                2 if is_sum => temporality = field.value.varint().map_err(malformed_metrics)?,
-                3 if is_sum => monotonic = field.value.varint().map_err(malformed_metrics)? != 0,
+                1 => points.push(NumberPoint::read(field.value.bytes()?)?),
+                2 if is_sum => temporality = field.value.varint()?,
+                3 if is_sum => monotonic = field.value.varint()? != 0,
                 _ => {}
             }
         }
         let counter =
             is_sum && monotonic && temporality == AggregationTemporality::Cumulative as u64;
-        let mut previous: Option<(&[u8], Shared)> = None;
+        let mut previous = Previous::new();
         for point in &points {
-            let series = match &previous {
-                Some((attributes, series)) if *attributes == point.attributes.as_ref() => {
-                    series.clone()
-                }
-                _ => {
-                    let attributes = decode_attributes(&point.attributes)?;
-                    let key = self.series_of(source, name, &attributes, None);
-                    let id = key.id();
-                    let series = (Arc::new(key), id);
-                    previous = Some((point.attributes.as_ref(), series.clone()));
-                    series
-                }
-            };
+            // Decoded for every new series, recorded or not, as prost would.
+            let series = previous.series(point.attributes.as_ref(), || {
+                let attributes = decode_attributes(&point.attributes)?;
+                Ok(self.series_of(source, name, &attributes, None))
+            })?;
             if !recorded(point.flags) {
                 continue;
             }
@@ -526,32 +539,24 @@ impl MetricsReader<'_> {
         Ok(())
     }
 
-    /// A metric prost decoded: a histogram or a summary, or (once written
-    /// again as prost writes it, with one data field) a gauge or a sum.
-    fn metric_decoded(&mut self, source: &Source, metric: Metric) -> Result<(), DecodeError> {
+    /// A histogram, an exponential histogram or a summary, as prost
+    /// decoded it.
+    fn histograms_and_summaries(
+        &mut self,
+        source: &Source,
+        metric: Metric,
+    ) -> Result<(), DecodeError> {
         let name = metric.name;
         let mut histograms = Vec::new();
         match metric.data {
-            Some(data @ (metric::Data::Gauge(_) | metric::Data::Sum(_))) => {
-                let is_sum = matches!(data, metric::Data::Sum(_));
-                let mut bytes = Vec::new();
-                data.encode(&mut bytes);
-                // The oneof wrote its one field: read its content.
-                let field = Fields::new(&bytes)
-                    .next()
-                    .expect("a field")
-                    .map_err(malformed_metrics)?;
-                let content = field.value.bytes().map_err(malformed_metrics)?;
-                return self.numbers(source, &name, is_sum, content);
-            }
             Some(metric::Data::Histogram(histogram)) => {
                 let is_cumulative =
                     histogram.aggregation_temporality == AggregationTemporality::Cumulative as i32;
-                let mut previous = Previous::default();
+                let mut previous = Previous::new();
                 for point in histogram.data_points.iter().filter(|p| recorded(p.flags)) {
-                    let series = previous.series(&point.attributes, || {
-                        self.series_of(source, &name, &point.attributes, None)
-                    });
+                    let series = previous.series(&point.attributes[..], || {
+                        Ok(self.series_of(source, &name, &point.attributes, None))
+                    })?;
                     let value = Value::Explicit {
                         bounds: point.explicit_bounds.clone(),
                         counts: point.bucket_counts.clone(),
@@ -571,11 +576,11 @@ impl MetricsReader<'_> {
             Some(metric::Data::ExponentialHistogram(histogram)) => {
                 let is_cumulative =
                     histogram.aggregation_temporality == AggregationTemporality::Cumulative as i32;
-                let mut previous = Previous::default();
+                let mut previous = Previous::new();
                 for point in histogram.data_points.iter().filter(|p| recorded(p.flags)) {
-                    let series = previous.series(&point.attributes, || {
-                        self.series_of(source, &name, &point.attributes, None)
-                    });
+                    let series = previous.series(&point.attributes[..], || {
+                        Ok(self.series_of(source, &name, &point.attributes, None))
+                    })?;
                     let buckets = |b: &Option<Buckets>| {
                         b.as_ref()
                             .map_or((0, Vec::new()), |b| (b.offset, b.bucket_counts.clone()))
@@ -618,7 +623,7 @@ impl MetricsReader<'_> {
                     }
                 }
             }
-            None => {}
+            Some(metric::Data::Gauge(_) | metric::Data::Sum(_)) | None => {}
         }
         // Explicit and exponential histogram points alike.
         for (series, point) in histograms {
@@ -632,8 +637,9 @@ impl MetricsReader<'_> {
     }
 }
 
-/// [`metrics`], with every metric decoded by prost: what the in-place
-/// reading is checked against (`fuzz.rs`).
+/// [`metrics`], with the request decoded by prost down to its metrics,
+/// each then read as prost writes it: what the in-place reading of whole
+/// requests is checked against (`fuzz.rs`).
 #[cfg(test)]
 pub(crate) fn metrics_with_prost(
     tenant: &TenantId,
@@ -651,40 +657,23 @@ pub(crate) fn metrics_with_prost(
         refused: 0,
     };
     for resource_metrics in request.resource_metrics {
-        let resource = resource_metrics.resource.unwrap_or_default().attributes;
-        let (service, labels) = resource_labels(&resource);
-        let source = Source {
-            service,
-            labels,
-            id: source_of(&resource),
-        };
+        let resource = resource_metrics.resource.unwrap_or_default();
+        let source = Source::of(&resource.attributes);
         for metric in resource_metrics
             .scope_metrics
             .into_iter()
             .flat_map(|scope| scope.metrics)
         {
-            reader.metric_decoded(&source, metric)?;
+            reader.metric(&source, &metric.encode_to_vec())?;
         }
     }
     Ok((reader.out, reader.refused))
 }
 
-fn malformed_metrics(reason: Malformed) -> DecodeError {
-    DecodeError::Malformed {
-        what: "OTLP metrics",
-        reason,
-    }
-}
-
 /// A point's attributes, from their fields as written (see [`NumberPoint`]).
 fn decode_attributes(fields: &[u8]) -> Result<Vec<KeyValue>, DecodeError> {
     Fields::new(fields)
-        .map(|field| {
-            let bytes = field
-                .and_then(|f| f.value.bytes())
-                .map_err(malformed_metrics)?;
-            decode(bytes, "OTLP KeyValue")
-        })
+        .map(|field| decode(field?.value.bytes()?, "OTLP KeyValue"))
         .collect()
 }
 
