@@ -27,7 +27,7 @@ use vigil_domain::distribution::{MAX_OTLP_BUCKETS, exponential_range_is_valid};
 
 use crate::budget::Root;
 use crate::limits::{Admission, attributes_hash};
-use crate::series_metrics::SeriesPoints;
+use crate::series_metrics::Numbers;
 use crate::validate::{Item, Rejection, Rejections, Rules, finite, span_id, trace_id};
 
 /// Service name of a resource without `service.name`, as the OTel SDKs say.
@@ -302,10 +302,6 @@ impl Export for ExportMetricsServiceRequest {
         rejections: &mut Rejections,
     ) {
         for resource in &mut self.resource_metrics {
-            let resource_series = resource
-                .resource
-                .as_ref()
-                .map_or(0, |r| attributes_hash(&r.attributes));
             let holder = resource.resource.as_ref();
             let points = |s: &ScopeMetrics| s.metrics.iter().map(data_points).sum();
             if !holder_valid(
@@ -327,12 +323,8 @@ impl Export for ExportMetricsServiceRequest {
                 ) {
                     continue;
                 }
+                let mut gate = MetricGate::new(rules, admission, resource.resource.as_ref());
                 for metric in &mut scope.metrics {
-                    let mut gate = MetricGate {
-                        rules,
-                        admission: &mut *admission,
-                        resource_series,
-                    };
                     gate.validate(metric, rejections);
                 }
                 scope.metrics.retain(|m| data_points(m) > 0);
@@ -402,16 +394,22 @@ pub(crate) struct MetricGate<'r, 'a> {
     resource_series: u64,
 }
 
+/// The identity of a point's series: its resource's and its attributes'.
+fn series_identity(resource_series: u64, attributes: &[KeyValue]) -> u64 {
+    resource_series ^ attributes_hash(attributes).rotate_left(1)
+}
+
 impl<'r, 'a> MetricGate<'r, 'a> {
+    /// The gate of the metrics of `resource`.
     pub(crate) fn new(
         rules: &'r Rules,
         admission: &'r mut Admission<'a>,
-        resource_series: u64,
+        resource: Option<&Resource>,
     ) -> Self {
         MetricGate {
             rules,
             admission,
-            resource_series,
+            resource_series: resource.map_or(0, |r| attributes_hash(&r.attributes)),
         }
     }
 
@@ -426,21 +424,19 @@ impl<'r, 'a> MetricGate<'r, 'a> {
     /// Checks the number points of metric `name`, held by series (see
     /// `series_metrics.rs`): as [`MetricGate::validate`] checks a gauge's or
     /// a sum's points, each series' attributes checked and admitted once.
-    pub(crate) fn validate_series(
-        &mut self,
-        name: &str,
-        monotonic: bool,
-        series: &mut Vec<SeriesPoints>,
-        rejections: &mut Rejections,
-    ) {
-        if let Err(rejection) = self.name(name) {
-            let points: usize = series.iter().map(|s| s.points.len()).sum();
-            rejections.add(rejection, points as u64);
-            series.clear();
+    pub(crate) fn validate_series(&mut self, numbers: &mut Numbers, rejections: &mut Rejections) {
+        if let Err(rejection) = self.name(&numbers.name) {
+            rejections.add(rejection, numbers.items() as u64);
+            numbers.series.clear();
             return;
         }
+        let Numbers {
+            name,
+            counter: monotonic,
+            series,
+        } = numbers;
         let what = Item::new("metric", name);
-        let (rules, resource_series) = (self.rules, self.resource_series);
+        let (rules, resource_series, monotonic) = (self.rules, self.resource_series, *monotonic);
         self.admission.metric(name, |admission| {
             series.retain_mut(|series| {
                 retain_valid(&mut series.points, rejections, |&(time_ns, value)| {
@@ -450,8 +446,7 @@ impl<'r, 'a> MetricGate<'r, 'a> {
                     return false;
                 }
                 let admitted = rules.attributes(what, &series.attributes).and_then(|()| {
-                    let identity = attributes_hash(&series.attributes).rotate_left(1);
-                    admission.admit(what, resource_series ^ identity)
+                    admission.admit(what, series_identity(resource_series, &series.attributes))
                 });
                 match admitted {
                     Ok(()) => true,
@@ -489,10 +484,7 @@ impl<'r, 'a> MetricGate<'r, 'a> {
         let data = &mut metric.data;
         self.admission.metric(name, |series| {
             let mut admit = |attributes: &[KeyValue]| {
-                series.admit(
-                    what,
-                    resource_series ^ attributes_hash(attributes).rotate_left(1),
-                )
+                series.admit(what, series_identity(resource_series, attributes))
             };
             match data {
                 None => {}

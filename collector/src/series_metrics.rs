@@ -18,8 +18,9 @@ use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, Metric};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use vigil_bus::Topics;
+use vigil_proto::wire::{FIXED64, VARINT, field_len, write_field, write_key, write_varint};
 
-use crate::limits::{Admission, attributes_hash};
+use crate::limits::Admission;
 use crate::otlp::{Export, MetricGate, data_points, holder_check, service_name};
 use crate::validate::{Rejections, Rules};
 
@@ -61,7 +62,7 @@ impl SeriesResource {
 }
 
 impl Numbers {
-    fn items(&self) -> usize {
+    pub(crate) fn items(&self) -> usize {
         self.series.iter().map(|s| s.points.len()).sum()
     }
 }
@@ -89,15 +90,9 @@ impl Export for SeriesMetrics {
                 resource.metrics.clear();
                 continue;
             }
-            let resource_series = attributes_hash(&resource.resource.attributes);
-            let mut gate = MetricGate::new(rules, admission, resource_series);
+            let mut gate = MetricGate::new(rules, admission, Some(&resource.resource));
             for numbers in &mut resource.numbers {
-                gate.validate_series(
-                    &numbers.name,
-                    numbers.counter,
-                    &mut numbers.series,
-                    rejections,
-                );
+                gate.validate_series(numbers, rejections);
             }
             resource.numbers.retain(|n| !n.series.is_empty());
             for metric in &mut resource.metrics {
@@ -131,23 +126,23 @@ impl Export for SeriesMetrics {
             self.resources.iter().map(ResourceLengths::of).collect();
         let length: usize = resources
             .iter()
-            .map(|r| delimited(r.resource_metrics))
+            .map(|r| field_len(r.resource_metrics))
             .sum();
         let mut out = Vec::with_capacity(length);
         for (resource, lengths) in self.resources.iter().zip(&resources) {
             // ExportMetricsServiceRequest.resource_metrics = 1
-            field(&mut out, 1, lengths.resource_metrics);
+            write_field(&mut out, 1, lengths.resource_metrics);
             // ResourceMetrics.resource = 1, .scope_metrics = 2
-            field(&mut out, 1, lengths.resource);
+            write_field(&mut out, 1, lengths.resource);
             resource.resource.encode_raw(&mut out);
-            field(&mut out, 2, lengths.scope_metrics);
+            write_field(&mut out, 2, lengths.scope_metrics);
             for (numbers, lengths) in resource.numbers.iter().zip(&lengths.numbers) {
                 // ScopeMetrics.metrics = 2
-                field(&mut out, 2, lengths.metric);
+                write_field(&mut out, 2, lengths.metric);
                 numbers.encode(lengths, &mut out);
             }
-            for metric in &resource.metrics {
-                field(&mut out, 2, metric.encoded_len());
+            for (metric, &length) in resource.metrics.iter().zip(&lengths.metrics) {
+                write_field(&mut out, 2, length);
                 metric.encode_raw(&mut out);
             }
         }
@@ -160,42 +155,14 @@ impl Export for SeriesMetrics {
     }
 }
 
-/// Wire types, as protobuf numbers them.
-const VARINT: u8 = 0;
-const FIXED64: u8 = 1;
-const LENGTH_DELIMITED: u8 = 2;
-
-/// A field's key. Every field written here has a number below 16: one byte.
-fn key(out: &mut Vec<u8>, number: u8, wire_type: u8) {
-    out.push(number << 3 | wire_type);
-}
-
-/// A length-delimited field's key and length.
-fn field(out: &mut Vec<u8>, number: u8, length: usize) {
-    key(out, number, LENGTH_DELIMITED);
-    varint(out, length as u64);
-}
-
-fn varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push(value as u8 | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-/// The bytes of a length-delimited field of `length` bytes (key, length and
-/// content).
-fn delimited(length: usize) -> usize {
-    1 + prost::length_delimiter_len(length) + length
-}
-
 /// The lengths of one resource's messages, measured once, bottom up.
 struct ResourceLengths {
     resource_metrics: usize,
     resource: usize,
     scope_metrics: usize,
     numbers: Vec<NumbersLengths>,
+    /// Each of its other metrics' `Metric` message.
+    metrics: Vec<usize>,
 }
 
 struct NumbersLengths {
@@ -203,8 +170,8 @@ struct NumbersLengths {
     metric: usize,
     /// Its `Gauge` or `Sum`.
     data: usize,
-    /// Each series' attributes, encoded, and the length of each of its
-    /// points' `NumberDataPoint` without them.
+    /// Each series' attributes as each of its points carries them: their
+    /// fields, encoded.
     series: Vec<Vec<u8>>,
 }
 
@@ -212,18 +179,20 @@ impl ResourceLengths {
     fn of(resource: &SeriesResource) -> Self {
         let numbers: Vec<NumbersLengths> =
             resource.numbers.iter().map(NumbersLengths::of).collect();
-        let scope_metrics = numbers.iter().map(|n| delimited(n.metric)).sum::<usize>()
-            + resource
-                .metrics
-                .iter()
-                .map(|m| delimited(m.encoded_len()))
-                .sum::<usize>();
+        let metrics: Vec<usize> = resource.metrics.iter().map(Metric::encoded_len).collect();
+        let scope_metrics = numbers
+            .iter()
+            .map(|n| n.metric)
+            .chain(metrics.iter().copied())
+            .map(field_len)
+            .sum();
         let resource_length = resource.resource.encoded_len();
         ResourceLengths {
-            resource_metrics: delimited(resource_length) + delimited(scope_metrics),
+            resource_metrics: field_len(resource_length) + field_len(scope_metrics),
             resource: resource_length,
             scope_metrics,
             numbers,
+            metrics,
         }
     }
 }
@@ -243,7 +212,7 @@ impl NumbersLengths {
                 let mut bytes = Vec::new();
                 for attribute in &s.attributes {
                     // NumberDataPoint.attributes = 7
-                    field(&mut bytes, 7, attribute.encoded_len());
+                    write_field(&mut bytes, 7, attribute.encoded_len());
                     attribute.encode_raw(&mut bytes);
                 }
                 bytes
@@ -256,13 +225,13 @@ impl NumbersLengths {
             .flat_map(|(s, attributes)| {
                 s.points
                     .iter()
-                    .map(|&(time_ns, _)| delimited(point_length(attributes.len(), time_ns)))
+                    .map(|&(time_ns, _)| field_len(point_length(attributes.len(), time_ns)))
             })
             .sum();
         // Sum.aggregation_temporality = 2 and .is_monotonic = 3: two bytes each.
         let data = points + if numbers.counter { 4 } else { 0 };
         // Metric.name = 1; .gauge = 5 or .sum = 7
-        let metric = delimited(numbers.name.len()) + delimited(data);
+        let metric = field_len(numbers.name.len()) + field_len(data);
         NumbersLengths {
             metric,
             data,
@@ -274,28 +243,28 @@ impl NumbersLengths {
 impl Numbers {
     /// The `Metric` message's fields.
     fn encode(&self, lengths: &NumbersLengths, out: &mut Vec<u8>) {
-        field(out, 1, self.name.len());
+        write_field(out, 1, self.name.len());
         out.extend_from_slice(self.name.as_bytes());
-        field(out, if self.counter { 7 } else { 5 }, lengths.data);
+        write_field(out, if self.counter { 7 } else { 5 }, lengths.data);
         for (series, attributes) in self.series.iter().zip(&lengths.series) {
             for &(time_ns, value) in &series.points {
                 // Gauge.data_points = 1 and Sum.data_points = 1, fields in
                 // prost's order: time = 3, as_double = 4, attributes = 7.
-                field(out, 1, point_length(attributes.len(), time_ns));
+                write_field(out, 1, point_length(attributes.len(), time_ns));
                 if time_ns != 0 {
-                    key(out, 3, FIXED64);
+                    write_key(out, 3, FIXED64);
                     out.extend_from_slice(&time_ns.to_le_bytes());
                 }
-                key(out, 4, FIXED64);
+                write_key(out, 4, FIXED64);
                 out.extend_from_slice(&value.to_le_bytes());
                 out.extend_from_slice(attributes);
             }
         }
         if self.counter {
-            key(out, 2, VARINT);
-            varint(out, AggregationTemporality::Cumulative as u64);
-            key(out, 3, VARINT);
-            varint(out, 1);
+            write_key(out, 2, VARINT);
+            write_varint(out, AggregationTemporality::Cumulative as u64);
+            write_key(out, 3, VARINT);
+            write_varint(out, 1);
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Protobuf read in place: a message's fields in the order they are written,
-//! their values borrowed from its bytes. For the messages read by the
+//! Protobuf read in place — a message's fields in the order they are written,
+//! their values borrowed from its bytes — and written field by field. For the messages read by the
 //! million, where prost's owned strings and vectors would be made only to be
 //! compared and dropped: the collector's remote-write bodies and its decoding
 //! budget, the aggregator's OTLP gauges and sums. Inlined where it is used:
@@ -17,6 +17,14 @@ impl std::fmt::Display for Malformed {
 }
 
 impl std::error::Error for Malformed {}
+
+/// Wire types, as protobuf numbers them.
+pub const VARINT: u8 = 0;
+pub const FIXED64: u8 = 1;
+pub const LENGTH_DELIMITED: u8 = 2;
+const START_GROUP: u8 = 3;
+const END_GROUP: u8 = 4;
+pub const FIXED32: u8 = 5;
 
 /// How deep groups may nest, as prost's recursion limit.
 const MAX_GROUP_DEPTH: usize = 100;
@@ -111,13 +119,13 @@ impl<'a> Fields<'a> {
 
     /// A field's number and wire type.
     #[inline(always)]
-    fn key(&mut self) -> Result<(u32, u64), Malformed> {
+    fn key(&mut self) -> Result<(u32, u8), Malformed> {
         let key = self.varint()?;
         let number = u32::try_from(key >> 3)
             .ok()
             .filter(|&n| n > 0)
             .ok_or(Malformed("a field number is out of range"))?;
-        Ok((number, key & 7))
+        Ok((number, (key & 7) as u8))
     }
 
     /// Moves past the group `number` whose start was just read, nested
@@ -127,23 +135,23 @@ impl<'a> Fields<'a> {
         while let Some(&innermost) = open.last() {
             let (number, wire_type) = self.key()?;
             match wire_type {
-                0 => {
+                VARINT => {
                     self.varint()?;
                 }
-                1 => {
+                FIXED64 => {
                     self.take(8)?;
                 }
-                2 => {
+                LENGTH_DELIMITED => {
                     let length = self.varint()?;
                     self.take(length)?;
                 }
-                3 if open.len() < MAX_GROUP_DEPTH => open.push(number),
-                3 => return Err(Malformed("groups nest too deep")),
-                4 if number == innermost => {
+                START_GROUP if open.len() < MAX_GROUP_DEPTH => open.push(number),
+                START_GROUP => return Err(Malformed("groups nest too deep")),
+                END_GROUP if number == innermost => {
                     open.pop();
                 }
-                4 => return Err(Malformed("a group ends with another's number")),
-                5 => {
+                END_GROUP => return Err(Malformed("a group ends with another's number")),
+                FIXED32 => {
                     self.take(4)?;
                 }
                 _ => return Err(Malformed("a field has an unknown wire type")),
@@ -157,20 +165,20 @@ impl<'a> Fields<'a> {
         let start = self.at;
         let (number, wire_type) = self.key()?;
         let value = match wire_type {
-            0 => Value::Varint(self.varint()?),
-            1 => Value::Fixed64(u64::from_le_bytes(
+            VARINT => Value::Varint(self.varint()?),
+            FIXED64 => Value::Fixed64(u64::from_le_bytes(
                 self.take(8)?.try_into().expect("eight bytes"),
             )),
-            2 => {
+            LENGTH_DELIMITED => {
                 let length = self.varint()?;
                 Value::Bytes(self.take(length)?)
             }
-            3 => {
+            START_GROUP => {
                 self.skip_group(number)?;
                 Value::Group
             }
-            4 => return Err(Malformed("a group ends that never began")),
-            5 => {
+            END_GROUP => return Err(Malformed("a group ends that never began")),
+            FIXED32 => {
                 self.take(4)?;
                 Value::Fixed32
             }
@@ -198,6 +206,35 @@ impl<'a> Iterator for Fields<'a> {
         }
         Some(field)
     }
+}
+
+/// Writes a field's key.
+#[inline]
+pub fn write_key(out: &mut Vec<u8>, number: u32, wire_type: u8) {
+    write_varint(out, u64::from(number) << 3 | u64::from(wire_type));
+}
+
+/// Writes a length-delimited field's key and length (its content follows).
+#[inline]
+pub fn write_field(out: &mut Vec<u8>, number: u32, length: usize) {
+    write_key(out, number, LENGTH_DELIMITED);
+    write_varint(out, length as u64);
+}
+
+#[inline]
+pub fn write_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// The bytes a length-delimited field of `length` bytes takes: its key (of
+/// a field number below 16), its length and its content.
+#[inline]
+pub fn field_len(length: usize) -> usize {
+    1 + prost::length_delimiter_len(length) + length
 }
 
 #[cfg(test)]
@@ -273,6 +310,40 @@ mod tests {
         assert_eq!(
             Fields::new(&deep).next().map(|f| f.err()),
             Some(Some(Malformed("groups nest too deep")))
+        );
+    }
+
+    #[test]
+    fn what_is_written_reads_back_and_prost_reads_it() {
+        let mut out = Vec::new();
+        write_field(&mut out, 1, 3);
+        out.extend_from_slice(b"job");
+        write_key(&mut out, 2, VARINT);
+        write_varint(&mut out, 300);
+        assert_eq!(out.len(), field_len(3) + 3);
+        let fields: Vec<(u32, String)> = Fields::new(&out)
+            .map(|f| f.map(|f| (f.number, format!("{:?}", f.value))))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            fields,
+            [
+                (1, "Bytes([106, 111, 98])".to_owned()),
+                (2, "Varint(300)".to_owned())
+            ]
+        );
+        let mut label = Vec::new();
+        write_field(&mut label, 1, 3);
+        label.extend_from_slice(b"job");
+        write_field(&mut label, 2, 200);
+        label.extend_from_slice(&[b'x'; 200]);
+        assert_eq!(
+            label,
+            Label {
+                name: "job".to_owned(),
+                value: "x".repeat(200),
+            }
+            .encode_to_vec()
         );
     }
 
