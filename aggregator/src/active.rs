@@ -16,6 +16,7 @@
 //! refused before the restart may be taken by the replay, and nothing is
 //! counted twice.
 
+use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use vigil_domain::model::SeriesKey;
@@ -33,8 +34,7 @@ const SWEEP_S: u64 = 60;
 pub struct ActiveSeries {
     max_per_tenant: usize,
     idle_s: u64,
-    /// Looked up for every observation: FxHash, as the series ids.
-    tenants: Mutex<IdMap<TenantId, Tenant>>,
+    tenants: Mutex<HashMap<TenantId, Tenant>>,
 }
 
 #[derive(Debug, Default)]
@@ -87,7 +87,7 @@ impl ActiveSeries {
 /// The active series while one message's observations go through.
 pub struct Admission<'a> {
     active: &'a ActiveSeries,
-    tenants: MutexGuard<'a, IdMap<TenantId, Tenant>>,
+    tenants: MutexGuard<'a, HashMap<TenantId, Tenant>>,
     /// The tenant of the last observation, out of `tenants` until another
     /// comes (or the admission ends): a message's observations are all of
     /// one tenant, looked up once rather than per observation.

@@ -41,9 +41,8 @@ use active::ActiveSeries;
 pub use metrics::Metrics;
 use stream::{Stream, StreamLoop};
 
-/// A map keyed by series ids (already hashes) or tenant ids (the
-/// configuration's, not a sender's choice): hashed with FxHash rather than
-/// SipHash, which took a tenth of the CPU under remote-write load.
+/// A map keyed by series ids (already hashes): hashed with FxHash rather
+/// than SipHash, which took a tenth of the CPU under remote-write load.
 pub(crate) type IdMap<K, V> = std::collections::HashMap<K, V, rustc_hash::FxBuildHasher>;
 pub(crate) type IdSet<K> = std::collections::HashSet<K, rustc_hash::FxBuildHasher>;
 
