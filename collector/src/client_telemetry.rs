@@ -78,6 +78,7 @@ impl Export for ExportClientRequest {
             error_message: rejections.message(Self::ITEMS),
         }
     }
+
     fn payload(&self) -> Vec<u8> {
         self.encode_to_vec()
     }

@@ -249,6 +249,7 @@ impl Export for ExportTraceServiceRequest {
             }),
         }
     }
+
     fn payload(&self) -> Vec<u8> {
         self.encode_to_vec()
     }
@@ -365,6 +366,7 @@ impl Export for ExportMetricsServiceRequest {
             }),
         }
     }
+
     fn payload(&self) -> Vec<u8> {
         self.encode_to_vec()
     }
@@ -756,6 +758,7 @@ impl Export for ExportLogsServiceRequest {
             }),
         }
     }
+
     fn payload(&self) -> Vec<u8> {
         self.encode_to_vec()
     }
